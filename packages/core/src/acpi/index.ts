@@ -1,0 +1,2 @@
+export * from "./byte-writer.js";
+export * from "./acpi-table.js";

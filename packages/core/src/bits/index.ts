@@ -1,0 +1,4 @@
+export * from "./words.js";
+export * from "./bit-ops.js";
+export * from "./layout.js";
+export * from "./json-value.js";
