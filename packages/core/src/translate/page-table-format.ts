@@ -88,6 +88,8 @@ export interface TableGeometry {
   readonly indexBits: readonly number[];
   /** Input addresses at or above 2^inputBits fault with AddressSize. */
   readonly inputBits: number;
+  /** Table and output addresses at or above 2^outputBits fault with AddressSize (omit for no limit). */
+  readonly outputBits?: number;
 }
 
 /** A regular radix geometry: `levels` levels of `bitsPerLevel` index bits over pages of 2^granuleShift. */

@@ -1,0 +1,227 @@
+import {
+  copyStructFromUser,
+  err,
+  fail,
+  HOST_OWNER,
+  HwptAllocFlag,
+  Iotlb,
+  NestedWalker,
+  newIotlbHit,
+
+  ok,
+  Perm,
+  TablePagingDomain,
+  toBytes,
+  WalkFault,
+  type DmaRequest,
+  type HostServices,
+  type HwInfo,
+  type IommuDomain,
+  type NestedDomain,
+  type OwnerId,
+  type PagingDomain,
+  type PhysicalDevice,
+  type PhysicalIommu,
+  type Result,
+  type UserData,
+  type ViommuCore,
+  type ViommuOps,
+  type WalkResult,
+} from "@viommu/core";
+import { encodeMockEvent, MockEventType } from "../format/event.js";
+import { mockGeometry, mockPteFormat } from "../format/pte.js";
+import { decodeMockS1, MOCK_HW_INFO_BYTES, MOCK_HW_INFO_TYPE, MOCK_HWPT_DATA_TYPE, MOCK_S1_BYTES, MOCK_S1_MIN_BYTES, MOCK_VEVENTQ_TYPE, MOCK_VIOMMU_TYPE } from "../format/uapi.js";
+import { mockFaultReason } from "./mock-fault.js";
+import { MockNestedDomain } from "./mock-nested-domain.js";
+import { MOCK_VIOMMU_SIZE, MockViommu } from "./mock-viommu.js";
+
+/** IOTLB tag of a paging (single-stage) attachment: ASIDs are 16-bit, so this never collides. */
+const ASID_PAGING = 0x1_0000;
+
+/** A fault the unit kept for the host (stage-2 faults, devices without a vIOMMU). */
+export interface MockHostFault {
+  readonly requesterId: number;
+  readonly iova: number;
+  readonly write: boolean;
+  readonly reason: number;
+  readonly stage: 1 | 2;
+}
+
+/**
+ * The mock physical IOMMU: per-device (and per-PASID) attachments, a VMID/ASID-tagged IOTLB, two-stage
+ * translation in the mock format, faults reported to the owning vIOMMU's vEVENTQ (stage 1) or kept for the
+ * host (stage 2), and vIOMMUs of type MOCK.
+ */
+export class MockUnit implements PhysicalIommu {
+  readonly vendor = "mock";
+  readonly name: string;
+  readonly iotlb = new Iotlb(8192);
+  readonly hostFaults: MockHostFault[] = [];
+  private readonly attachments = new Map<number, Map<number, IommuDomain>>();
+  private readonly devices = new Map<number, PhysicalDevice>();
+  private readonly viommus = new Set<ViommuCore>();
+  private readonly nested: NestedWalker;
+  private readonly hit = newIotlbHit();
+
+  constructor(
+    private readonly host: HostServices,
+    index: number,
+  ) {
+    this.name = `mock${index}`;
+    this.nested = new NestedWalker(host.memory, HOST_OWNER);
+  }
+
+  hwInfo(_device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
+    if (requestedType !== undefined && requestedType !== 0 && requestedType !== MOCK_HW_INFO_TYPE) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
+    const data = new Uint8Array(MOCK_HW_INFO_BYTES);
+    const v = new DataView(data.buffer);
+    v.setUint32(4, 1, true);
+    v.setBigUint64(8, 0xdeadbeefn, true);
+    return ok({ type: MOCK_HW_INFO_TYPE, data, maxPasidLog2: 20, capabilities: 0 });
+  }
+
+  domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
+    if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "the mock has no dirty tracking");
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    const r = TablePagingDomain.create(this, this.host, mockPteFormat, mockGeometry, {
+      nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0,
+      onUnmap: (vmid, iova, length) => {
+        // A stage-2 change can invalidate any stage-1 translation through it: drop the whole VMID for
+        // nesting parents, the range for single-stage domains.
+        if (flags & HwptAllocFlag.NEST_PARENT) this.iotlb.invalidateVmid(vmid);
+        else this.iotlb.invalidateRange(vmid, ASID_PAGING, iova, length);
+      },
+      onDestroy: (vmid) => this.iotlb.invalidateVmid(vmid),
+    });
+    return r.ok ? ok(r.value) : fail(r);
+  }
+
+  /** The legacy path: a nested domain straight on the parent, no vIOMMU. */
+  domainAllocNested(_device: PhysicalDevice, parent: PagingDomain, flags: number, data: UserData): Result<NestedDomain> {
+    if ((flags & ~HwptAllocFlag.PASID) !== 0) return err("EOPNOTSUPP", "nested flags other than PASID");
+    if (data.type !== MOCK_HWPT_DATA_TYPE) return err("EOPNOTSUPP", `HWPT data type 0x${data.type.toString(16)}`);
+    const bytes = copyStructFromUser(data, MOCK_HWPT_DATA_TYPE, MOCK_S1_MIN_BYTES, MOCK_S1_BYTES);
+    if (!bytes.ok) return fail(bytes);
+    const s1 = decodeMockS1(bytes.value);
+    if (!s1.ok) return fail(s1);
+    return ok(new MockNestedDomain(this, parent, s1.value.s1Root, s1.value.asid, this.iotlb, undefined));
+  }
+
+  getViommuSize(_device: PhysicalDevice, type: number): number {
+    return type === MOCK_VIOMMU_TYPE ? MOCK_VIOMMU_SIZE : 0;
+  }
+
+  viommuInit(viommu: ViommuCore, parent: PagingDomain, _data: UserData | undefined): Result<ViommuOps> {
+    if (parent.unit !== this) return err("EINVAL", "nesting parent belongs to another unit");
+    const ops = MockViommu.create(viommu, this.iotlb, this.host.memory);
+    if (!ops.ok) return fail(ops);
+    this.viommus.add(viommu);
+    const destroy = ops.value.destroy.bind(ops.value);
+    ops.value.destroy = () => {
+      destroy();
+      this.viommus.delete(viommu);
+    };
+    return ok(ops.value);
+  }
+
+  attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
+    if (domain.unit !== this) return err("EINVAL", "domain belongs to another unit");
+    if (domain instanceof MockNestedDomain && domain.viommuId !== undefined) {
+      const owner = [...this.viommus].find((v) => v.id === domain.viommuId);
+      if (owner === undefined || owner.virtIdOf(device) === undefined) return err("ENOENT", "attaching to a vIOMMU domain needs the device's vDEVICE first");
+    }
+    let byPasid = this.attachments.get(device.requesterId);
+    if (byPasid === undefined) {
+      byPasid = new Map();
+      this.attachments.set(device.requesterId, byPasid);
+    }
+    byPasid.set(pasid, domain);
+    this.devices.set(device.requesterId, device);
+    return ok();
+  }
+
+  detachDevice(device: PhysicalDevice, pasid: number): void {
+    const byPasid = this.attachments.get(device.requesterId);
+    byPasid?.delete(pasid);
+    if (byPasid !== undefined && byPasid.size === 0) this.attachments.delete(device.requesterId);
+  }
+
+  domainOf(requesterId: number, pasid: number): IommuDomain | undefined {
+    return this.attachments.get(requesterId)?.get(pasid);
+  }
+
+  translate(request: DmaRequest, out: WalkResult): void {
+    const domain = this.domainOf(request.requesterId, request.pasid);
+    if (domain === undefined) {
+      blocked(out, request.iova);
+      return;
+    }
+    const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
+    const asid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
+    if (this.iotlb.lookup(vmid, asid, request.iova, this.hit)) {
+      const size = 2 ** this.hit.pageShift;
+      out.ok = (request.access & this.hit.perms) === request.access;
+      out.mapped = true;
+      out.output = this.hit.pageBase + (request.iova % size);
+      out.pageShift = this.hit.pageShift;
+      out.perms = this.hit.perms;
+      out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
+      out.stage = 1;
+      out.faultInput = request.iova;
+      out.fetches = 0;
+      return;
+    }
+    if (domain.kind === "paging") domain.table.walk(request.iova, request.access, out);
+    else {
+      const nested = domain as MockNestedDomain;
+      const parent = nested.parent.table;
+      this.nested.translate(
+        { format: mockPteFormat, geometry: mockGeometry, root: nested.s1Root },
+        { format: parent.format, geometry: parent.geometry, root: parent.root },
+        this.ownerOf(request.requesterId),
+        request.iova,
+        request.access,
+        out,
+      );
+    }
+    if (out.mapped && (out.ok || out.fault === WalkFault.Permission)) {
+      const size = 2 ** out.pageShift;
+      this.iotlb.insert(vmid, asid, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
+    }
+  }
+
+  private ownerOf(requesterId: number): OwnerId {
+    return this.devices.get(requesterId)?.owner ?? HOST_OWNER;
+  }
+
+  reportDmaFault(request: DmaRequest, result: WalkResult): void {
+    const device = this.devices.get(request.requesterId);
+    const reason = mockFaultReason(result, this.domainOf(request.requesterId, request.pasid) !== undefined);
+    const write = (request.access & Perm.Write) !== 0;
+    const domain = this.domainOf(request.requesterId, request.pasid);
+    const viommu = domain instanceof MockNestedDomain && domain.viommuId !== undefined ? [...this.viommus].find((v) => v.id === domain.viommuId) : undefined;
+    const virtId = viommu !== undefined && device !== undefined ? viommu.virtIdOf(device) : undefined;
+    // Stage-1 faults of a device on a vIOMMU go to the guest (through the VMM); everything else is the host's.
+    if (viommu !== undefined && virtId !== undefined && result.stage === 1) {
+      const record = encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: reason, RID: virtId, WRITE: write ? 1 : 0, STAGE: 1, ADDR: request.iova });
+      if (viommu.reportEvent(MOCK_VEVENTQ_TYPE, toBytes(record)).ok) return;
+    }
+    this.hostFaults.push({ requesterId: request.requesterId, iova: request.iova, write, reason, stage: result.stage });
+  }
+
+  /** Every device attachment of this unit, for the host side of tests. */
+  attachedRequesterIds(): number[] {
+    return [...this.attachments.keys()];
+  }
+}
+
+function blocked(out: WalkResult, iova: number): void {
+  out.ok = false;
+  out.mapped = false;
+  out.fault = WalkFault.Translation;
+  out.stage = 1;
+  out.level = 0;
+  out.faultInput = iova;
+  out.fetches = 0;
+}
+

@@ -1,0 +1,190 @@
+import {
+  err,
+  fail,
+  GuestPageAllocator,
+  HwptAllocFlag,
+  IoasMapFlag,
+  IommufdContext,
+  ok,
+  Platform,
+  type DmaDevice,
+  type EmulatedIommu,
+  type GuestIommuDriver,
+  type GuestInitOptions,
+  type PhysicalIommu,
+  type Result,
+  type ShadowBackendKind,
+  type TranslationMode,
+  type VendorPlugin,
+  type VirtualMachine,
+} from "@viommu/core";
+
+export interface TestbedDevice {
+  /** Physical requester id on the host unit. */
+  readonly rid: number;
+  /** The id the guest sees (virtual BDF / StreamID / DeviceID). */
+  readonly guestRid: number;
+  /** Which vIOMMU instance of the VM it sits behind (default 0). */
+  readonly instance?: number;
+}
+
+export interface TestbedVmOptions {
+  readonly devices: readonly TestbedDevice[];
+  readonly vcpus?: number;
+  readonly memoryBytes?: number;
+  readonly confidential?: boolean;
+  /** vIOMMU instances in this VM, all sharing the VM's stage-2 parent (default 1). */
+  readonly instances?: number;
+  readonly backingPageShift?: number;
+}
+
+export interface TestbedOptions {
+  readonly plugin: VendorPlugin;
+  /** Plugins the platform registers besides `plugin` (a parent vendor, for an extension). */
+  readonly plugins?: readonly VendorPlugin[];
+  readonly seed?: number;
+  readonly mode?: TranslationMode;
+  readonly shadowBackend?: ShadowBackendKind;
+  readonly dmaEntryLimit?: number;
+  readonly eventInterrupts?: "vmm" | "direct";
+  readonly vms: readonly TestbedVmOptions[];
+  /** Guest driver options (translation defaults to mode ≠ ir-only). */
+  readonly guest?: Partial<GuestInitOptions>;
+  /** Skip guest driver init (tests that program the device by hand). */
+  readonly noInit?: boolean;
+}
+
+/** A passthrough device as a test sees it: the physical device and where the guest sees it. */
+export interface AssignedDevice {
+  readonly device: DmaDevice;
+  readonly devId: number;
+  readonly guestRid: number;
+  readonly instance: number;
+}
+
+/** One VM of a testbed, with its VMM iommufd, shared stage-2 parent, emulated IOMMUs and guest drivers. */
+export interface TestVm {
+  readonly vm: VirtualMachine;
+  readonly iommufd: IommufdContext;
+  readonly ioasId: number;
+  readonly parentHwptId: number;
+  readonly iommus: EmulatedIommu[];
+  readonly drivers: GuestIommuDriver[];
+  readonly devices: AssignedDevice[];
+  /** The guest kernel's memory for driver structures (top 32 MiB of RAM). */
+  readonly pages: GuestPageAllocator;
+}
+
+/**
+ * A whole system for one vendor: host with physical units, VMs with guest RAM mapped into an IOAS at
+ * IOVA = GPA, a shared nesting parent per VM, the vendor's emulated IOMMU(s) and reference guest driver(s),
+ * and passthrough devices. The conformance suite, the demo and the tests build on it.
+ */
+export class Testbed {
+  readonly vms: TestVm[] = [];
+  readonly units: PhysicalIommu[] = [];
+
+  private constructor(
+    readonly platform: Platform,
+    readonly plugin: VendorPlugin,
+    readonly options: TestbedOptions,
+  ) {}
+
+  static create(options: TestbedOptions): Result<Testbed> {
+    const platform = new Platform({ plugins: [...(options.plugins ?? []), options.plugin], seed: options.seed });
+    const bed = new Testbed(platform, options.plugin, options);
+    const instances = Math.max(1, ...options.vms.map((v) => v.instances ?? 1));
+    for (let i = 0; i < instances; i++) {
+      const unit = platform.createUnit(options.plugin.id);
+      if (!unit.ok) return fail(unit);
+      bed.units.push(unit.value);
+    }
+    for (const vmOptions of options.vms) {
+      const vm = bed.addVm(vmOptions);
+      if (!vm.ok) {
+        platform.dispose();
+        return fail(vm);
+      }
+    }
+    return ok(bed);
+  }
+
+  private addVm(options: TestbedVmOptions): Result<TestVm> {
+    const mode = this.options.mode ?? "nested";
+    const vm = this.platform.createVm({
+      memoryBytes: options.memoryBytes ?? 2 ** 32,
+      vcpus: options.vcpus,
+      confidential: options.confidential,
+      backingPageShift: options.backingPageShift,
+    });
+    const iommufd = new IommufdContext(vm.id);
+    if (options.devices.length === 0) return err("EINVAL", "a testbed VM needs at least one device");
+    const devices: AssignedDevice[] = [];
+    for (const d of options.devices) {
+      const instance = d.instance ?? 0;
+      const unit = this.units[instance];
+      if (unit === undefined) return err("EINVAL", `no unit for instance ${instance}`);
+      const device = this.platform.createDevice(unit, d.rid, `dev-${vm.id}-${d.rid.toString(16)}`);
+      const devId = iommufd.bindDevice(device);
+      if (!devId.ok) return fail(devId);
+      devices.push({ device, devId: devId.value, guestRid: d.guestRid, instance });
+    }
+    const ioas = iommufd.ioasAlloc();
+    if (!ioas.ok) return fail(ioas);
+    const mem = vm.memory;
+    const mapped = iommufd.ioasMap({ ioasId: ioas.value, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: mem, gpa: mem.base, length: mem.sizeBytes, iova: mem.base });
+    if (!mapped.ok) return fail(mapped);
+    const parent = iommufd.hwptAlloc({ flags: HwptAllocFlag.NEST_PARENT, devId: devices[0]!.devId, ptId: ioas.value });
+    if (!parent.ok) return fail(parent);
+    const pages = new GuestPageAllocator(mem, mem.end - 32 * 2 ** 20, mem.end);
+    const iommus: EmulatedIommu[] = [];
+    const drivers: GuestIommuDriver[] = [];
+    for (let instance = 0; instance < (options.instances ?? 1); instance++) {
+      const anchor = devices.find((d) => d.instance === instance);
+      if (anchor === undefined) return err("EINVAL", `instance ${instance} has no device`);
+      const iommu = this.plugin.createDevice({
+        vm,
+        iommufd,
+        unit: this.units[instance]!,
+        ioasId: ioas.value,
+        parentHwptId: parent.value,
+        anchorDevId: anchor.devId,
+        mode,
+        shadowBackend: this.options.shadowBackend,
+        dmaEntryLimit: this.options.dmaEntryLimit,
+        eventInterrupts: this.options.eventInterrupts,
+        instance,
+      });
+      if (!iommu.ok) return fail(iommu);
+      iommus.push(iommu.value);
+      for (const d of devices.filter((x) => x.instance === instance)) {
+        const r = iommu.value.assignDevice(d.device, d.devId, d.guestRid);
+        if (!r.ok) return fail(r);
+      }
+      const driver = this.plugin.createDriver({ vm, memory: mem, pages, acpi: iommu.value.acpiTables?.() ?? [], mmioBase: iommu.value.mmioBase }, iommu.value);
+      drivers.push(driver);
+    }
+    const testVm: TestVm = { vm, iommufd, ioasId: ioas.value, parentHwptId: parent.value, iommus, drivers, devices, pages };
+    this.vms.push(testVm);
+    if (!this.options.noInit) {
+      for (const driver of drivers) {
+        const r = driver.init({ translation: mode !== "ir-only", interruptRemapping: this.plugin.capabilities.interruptRemapping, ...this.options.guest });
+        if (!r.ok) return fail(r);
+      }
+    }
+    return ok(testVm);
+  }
+
+  /** Runs every VMM's event loop once (drains vEVENTQs into guest logs). */
+  poll(): void {
+    for (const v of this.vms) for (const iommu of v.iommus) iommu.poll();
+  }
+
+  dispose(): void {
+    for (const v of this.vms) {
+      for (const iommu of v.iommus) iommu.destroy();
+      v.iommufd.close();
+    }
+    this.platform.dispose();
+  }
+}

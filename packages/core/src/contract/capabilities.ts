@@ -1,0 +1,47 @@
+/**
+ * What a vendor plugin declares it can do. The conformance suite reads these: a case whose capability is
+ * absent reports "n/a" with the vendor's reason, never a silent pass.
+ */
+export interface Capabilities {
+  /** Guest-owned stage 1 over a host stage 2 (hardware nesting). */
+  readonly nested: boolean;
+  /** Emulated vIOMMU with shadowing (caching mode): the VMM maps guest translations into a host domain. */
+  readonly shadow: boolean;
+  readonly pasid: boolean;
+  readonly interruptRemapping: boolean;
+  /** Interrupt remapping with DMA translation off (guests above 255 vCPUs, confidential guests). */
+  readonly irOnly: boolean;
+  /** Guest-owned queues the hardware consumes directly (vQUEUE / HW queue). */
+  readonly vqueue: boolean;
+  /** Confidential-guest handling of shared structures (SEV-SNP). */
+  readonly confidentialShared: boolean;
+  readonly migration: boolean;
+  /** A guest-visible command/invalidation queue (absent for hypercall-driven IOMMUs). */
+  readonly commandQueue: boolean;
+  /** A guest-visible event/fault log in guest memory (as opposed to fault registers only). */
+  readonly eventLog: boolean;
+  /** Event interrupts that can reach the guest without the VMM injecting them. */
+  readonly directEventInterrupts: boolean;
+  /** An ACPI table describing the IOMMU (DMAR, IVRS, IORT). */
+  readonly acpi: boolean;
+  /** Leaf page sizes the formats produce, as log2. */
+  readonly pageShifts: readonly number[];
+  readonly inputBits: number;
+  readonly outputBits: number;
+  /** Why a capability is absent, by capability name: shown as the n/a reason. */
+  readonly reasons?: Readonly<Partial<Record<CapabilityName, string>>>;
+}
+
+export type CapabilityName =
+  | "nested"
+  | "shadow"
+  | "pasid"
+  | "interruptRemapping"
+  | "irOnly"
+  | "vqueue"
+  | "confidentialShared"
+  | "migration"
+  | "commandQueue"
+  | "eventLog"
+  | "directEventInterrupts"
+  | "acpi";

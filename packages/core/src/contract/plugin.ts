@@ -1,0 +1,78 @@
+import type { DependencyContainer } from "tsyringe";
+import { token } from "../di/token.js";
+import type { Result } from "../errors/errno.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
+import type { HostServices } from "../platform/host-services.js";
+import type { Capabilities } from "./capabilities.js";
+import type { GuestContext, GuestIommuDriver } from "./guest-driver.js";
+import type { PhysicalIommu } from "./iommu-unit.js";
+import type { StructureDecoder } from "./structure-decoder.js";
+import type { EmulatedIommu, VmmDeviceOptions } from "./vmm-device.js";
+
+/** One `viommu walk` request. */
+export interface WalkRequest {
+  /** Requester id: SID / BDF / DeviceID. */
+  readonly rid: number;
+  readonly pasid?: number;
+  readonly iova: number;
+  readonly write: boolean;
+}
+
+/** One `viommu walk` answer, in the command line's JSON shape. */
+export type WalkAnswer =
+  | { readonly ok: true; readonly output: number; readonly pageSize: number; readonly read: boolean; readonly write: boolean; readonly domain?: number; readonly asid?: number }
+  | { readonly ok: false; readonly fault: { readonly code: number; readonly name: string } };
+
+/** `viommu walk`: translation from a raw guest-memory image and the registers the guest driver wrote. */
+export interface WalkTool {
+  /** Register names the tool takes (e.g. RTADDR; STRTAB_BASE and STRTAB_BASE_CFG; DEV_TAB_BASE). */
+  readonly registers: readonly string[];
+  /** Builds a walker over `memory`; EINVAL when a register is missing or malformed. */
+  prepare(memory: GuestMemory, registers: Readonly<Record<string, bigint>>): Result<(request: WalkRequest) => WalkAnswer>;
+}
+
+/** `viommu acpi`: the vendor's table for a topology the command line describes (defaults when omitted). */
+export interface AcpiTool {
+  readonly signature: string;
+  generate(): Uint8Array;
+}
+
+/** A figure a vendor adds to `viommu bench`. */
+export interface BenchFigure {
+  readonly name: string;
+  readonly unit: string;
+  run(): { value: number; baseline?: number; ratio?: number; note?: string };
+}
+
+/**
+ * A vendor plugin: the one object a vendor package exports (from `plugin.ts`) and declares in its
+ * package.json (`"viommu": { "plugin": "<export subpath>" }`). Core finds installed plugins; nothing in core
+ * names a vendor.
+ */
+export const VendorPlugin = token<VendorPlugin>("VendorPlugin");
+export interface VendorPlugin {
+  /** Command-line id: `vtd`, `smmuv3`, `amd-vi` … */
+  readonly id: string;
+  readonly displayName: string;
+  /** A plugin extending another (Tegra241 CMDQV on SMMUv3) names its parent; the parent works without it. */
+  readonly extends?: string;
+  readonly capabilities: Capabilities;
+  /** The uapi type values this vendor implements, for `viommu plugins`. */
+  readonly types: Readonly<Record<string, number>>;
+  readonly structures: readonly StructureDecoder[];
+  readonly walk?: WalkTool;
+  readonly acpi?: AcpiTool;
+  readonly bench?: readonly BenchFigure[];
+
+  /** Mandatory. Adds the plugin's services to a container (one registration function per plugin; no import-time side effects). */
+  register(container: DependencyContainer): void;
+
+  /** Mandatory. Host half: a physical IOMMU unit of this vendor. */
+  createUnit(host: HostServices, index: number): PhysicalIommu;
+
+  /** Mandatory. VMM half: the guest-visible device for one VM. */
+  createDevice(options: VmmDeviceOptions): Result<EmulatedIommu>;
+
+  /** Mandatory. Guest half: the reference driver for `device`. */
+  createDriver(context: GuestContext, device: EmulatedIommu): GuestIommuDriver;
+}

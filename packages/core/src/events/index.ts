@@ -1,0 +1,2 @@
+export * from "./disposable.js";
+export * from "./event-bus.js";

@@ -1,0 +1,68 @@
+import { err, fail, ok, type Result } from "../errors/errno.js";
+import type { PagingDomain, PhysicalIommu } from "../contract/iommu-unit.js";
+import { HOST_OWNER } from "../memory/host-memory.js";
+import type { HostServices } from "../platform/host-services.js";
+import type { PermBits } from "../translate/access.js";
+import { HostPageTable, type WritableFormat } from "../translate/host-page-table.js";
+import type { TableGeometry } from "../translate/page-table-format.js";
+
+export interface TablePagingDomainOptions {
+  readonly nestParent: boolean;
+  /** Use the format's large leaves where alignment allows (default true). */
+  readonly largePages?: boolean;
+  /**
+   * Called after every unmap with the removed range, so the unit drops cached translations of this domain
+   * (its IOTLB is tagged by `vmid`).
+   */
+  readonly onUnmap: (vmid: number, iova: number, length: number) => void;
+  /** Called once on destroy: the unit drops everything tagged with `vmid`. */
+  readonly onDestroy?: (vmid: number) => void;
+}
+
+/**
+ * A paging domain whose table lives in host memory in a vendor's format: the usual shape of a host
+ * stage-2 (or single-stage) domain. It takes a VMID from the host-wide space, so every vIOMMU of a VM that
+ * shares this parent tags its translations with the same VMID.
+ */
+export class TablePagingDomain implements PagingDomain {
+  readonly kind = "paging" as const;
+  private destroyed = false;
+
+  private constructor(
+    readonly unit: PhysicalIommu,
+    readonly table: HostPageTable,
+    readonly vmid: number,
+    readonly nestParent: boolean,
+    private readonly host: HostServices,
+    private readonly options: TablePagingDomainOptions,
+  ) {}
+
+  static create(unit: PhysicalIommu, host: HostServices, format: WritableFormat, geometry: TableGeometry, options: TablePagingDomainOptions): Result<TablePagingDomain> {
+    const vmid = host.vmids.allocate();
+    if (!vmid.ok) return fail(vmid);
+    const table = HostPageTable.create(host.memory, HOST_OWNER, format, geometry, { largePages: options.largePages });
+    if (table === undefined) {
+      host.vmids.release(vmid.value);
+      return err("ENOMEM", "no host memory for the domain's root table");
+    }
+    return ok(new TablePagingDomain(unit, table, vmid.value, options.nestParent, host, options));
+  }
+
+  map(iova: number, hpa: number, length: number, perms: PermBits): Result<void> {
+    return this.table.builder.map(iova, hpa, length, perms);
+  }
+
+  unmap(iova: number, length: number): number {
+    const removed = this.table.builder.unmap(iova, length);
+    if (removed > 0) this.options.onUnmap(this.vmid, iova, length);
+    return removed;
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.options.onDestroy?.(this.vmid);
+    this.table.builder.destroy();
+    this.host.vmids.release(this.vmid);
+  }
+}

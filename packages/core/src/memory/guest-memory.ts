@@ -1,0 +1,303 @@
+import type { Gpa, Hpa } from "../address/addresses.js";
+import { HostMemory, type OwnerId } from "./host-memory.js";
+import { PAGE_SIZE, pageNumber } from "./page.js";
+
+export interface GuestMemoryOptions {
+  /** Guest physical address space size in bytes; a VM may claim terabytes and touch megabytes. */
+  readonly sizeBytes: number;
+  /** First guest physical address of RAM (arm64 guests usually start at 0x40000000). */
+  readonly base?: number;
+  /** A confidential (SEV-SNP-like) guest: pages are private (encrypted) unless made shared. */
+  readonly confidential?: boolean;
+  /**
+   * Size of the host pages backing guest RAM, as log2: 21 (2 MiB, transparent huge pages; the default),
+   * 30 (1 GiB huge pages) or 12 (4 KiB pages, allocated as touched, so rarely contiguous).
+   */
+  readonly backingPageShift?: number;
+}
+
+/**
+ * A VM's guest-physical memory: sparse and page-granular, each touched page backed by a host page the VM
+ * owns. The guest reads and writes it freely; the VMM and IOMMU models reach it only at checked addresses
+ * (`contains`), and for a confidential guest only where the guest has shared it (`hostReadable`).
+ */
+export class GuestMemory {
+  readonly base: number;
+  readonly sizeBytes: number;
+  readonly confidential: boolean;
+  readonly backingPageShift: number;
+  private readonly chunkSize: number;
+  /** Guest chunk index → host address of the chunk's first byte. */
+  private readonly backing = new Map<number, number>();
+  /** Pages whose sharing state differs from the default (shared for a confidential guest, private otherwise). */
+  private readonly flipped = new Set<number>();
+
+  constructor(
+    readonly host: HostMemory,
+    readonly owner: OwnerId,
+    options: GuestMemoryOptions,
+  ) {
+    this.base = options.base ?? 0;
+    this.sizeBytes = options.sizeBytes;
+    this.confidential = options.confidential ?? false;
+    this.backingPageShift = options.backingPageShift ?? 21;
+    this.chunkSize = 2 ** this.backingPageShift;
+    if (this.backingPageShift < 12 || this.backingPageShift > 30) throw new RangeError("backing page size must be 4 KiB to 1 GiB");
+    if (this.base % PAGE_SIZE !== 0 || this.sizeBytes % PAGE_SIZE !== 0 || this.sizeBytes <= 0) {
+      throw new RangeError("guest memory base and size must be whole pages");
+    }
+  }
+
+  get end(): number {
+    return this.base + this.sizeBytes;
+  }
+
+  /** Whether [address, address + length) lies inside guest RAM. Every guest-supplied address goes through this. */
+  contains(address: number, length = 1): boolean {
+    return Number.isSafeInteger(address) && length >= 0 && address >= this.base && address + length <= this.end;
+  }
+
+  /** The host address backing `address`, if its backing page exists. */
+  backingOf(address: number): Hpa | undefined {
+    const chunk = Math.floor(address / this.chunkSize);
+    const hostBase = this.backing.get(chunk);
+    return hostBase === undefined ? undefined : ((hostBase + (address - chunk * this.chunkSize)) as Hpa);
+  }
+
+  /**
+   * The host address backing `address`, allocating its backing page if needed (what pinning does). Undefined
+   * outside RAM or when the host is out of memory.
+   */
+  pin(address: number): Hpa | undefined {
+    if (!this.contains(address)) return undefined;
+    const chunk = Math.floor(address / this.chunkSize);
+    let hostBase = this.backing.get(chunk);
+    if (hostBase === undefined) {
+      hostBase = this.host.allocate(this.owner, this.chunkSize / PAGE_SIZE);
+      if (hostBase === undefined) return undefined;
+      this.backing.set(chunk, hostBase);
+    }
+    return (hostBase + (address - chunk * this.chunkSize)) as Hpa;
+  }
+
+  /**
+   * Pins the backing page holding `address` and returns the host address with how many bytes from there are
+   * host-contiguous within that backing page (at most `maxLength`). Undefined outside RAM or out of memory.
+   */
+  pinRun(address: number, maxLength: number): { hpa: Hpa; length: number } | undefined {
+    const hpa = this.pin(address);
+    if (hpa === undefined) return undefined;
+    const toChunkEnd = this.chunkSize - (address % this.chunkSize);
+    return { hpa, length: Math.min(toChunkEnd, maxLength, this.end - address) };
+  }
+
+  /** Pins every backing page of [address, address + length); false when the host runs out. */
+  pinRange(address: number, length: number): boolean {
+    if (!this.contains(address, length)) return false;
+    for (let a = address - (address % this.chunkSize); a < address + length; a += this.chunkSize) {
+      if (this.pin(Math.max(a, address)) === undefined) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Backs an unbacked range with physically contiguous host memory (as a VMM backs a queue with one huge
+   * page). The range is widened to whole backing pages; false when any of them is already backed or the
+   * host cannot supply the run.
+   */
+  backContiguous(address: Gpa, length: number): boolean {
+    if (length <= 0 || !this.contains(address, length)) return false;
+    const first = Math.floor(address / this.chunkSize);
+    const last = Math.floor((address + length - 1) / this.chunkSize);
+    for (let c = first; c <= last; c++) if (this.backing.has(c)) return false;
+    const run = this.host.allocate(this.owner, ((last - first + 1) * this.chunkSize) / PAGE_SIZE);
+    if (run === undefined) return false;
+    for (let c = first; c <= last; c++) this.backing.set(c, run + (c - first) * this.chunkSize);
+    return true;
+  }
+
+  /** Bytes of host memory backing this guest. */
+  get backedBytes(): number {
+    return this.backing.size * this.chunkSize;
+  }
+
+  /** Guest addresses of pages holding written data, ascending (for save/restore and images). */
+  writtenPages(): number[] {
+    const out: number[] = [];
+    const chunks = [...this.backing.entries()].sort((a, b) => a[0] - b[0]);
+    for (const [chunk, hostBase] of chunks) {
+      for (const hostPage of this.host.writtenPagesIn(hostBase, this.chunkSize)) out.push(chunk * this.chunkSize + (hostPage - hostBase));
+    }
+    return out;
+  }
+
+  // ---- sharing (confidential guests) ----
+
+  setShared(address: number, length: number, shared: boolean): void {
+    for (let p = pageNumber(address); p <= pageNumber(address + length - 1); p++) {
+      if (shared !== this.confidential) this.flipped.delete(p);
+      else this.flipped.add(p);
+    }
+  }
+
+  isShared(address: number): boolean {
+    const flipped = this.flipped.has(pageNumber(address));
+    return this.confidential ? flipped : !flipped;
+  }
+
+  /**
+   * Whether the host (VMM, IOMMU) can read [address, address + length) as plaintext: inside RAM and, for a
+   * confidential guest, every page shared. A private page would read as ciphertext.
+   */
+  hostReadable(address: number, length: number): boolean {
+    if (!this.contains(address, length)) return false;
+    if (!this.confidential && this.flipped.size === 0) return true;
+    for (let p = pageNumber(address); p <= pageNumber(address + length - 1); p++) if (!this.isShared(p * PAGE_SIZE)) return false;
+    return true;
+  }
+
+  // ---- typed access (callers check `contains` for guest-supplied addresses) ----
+
+  private check(address: number, length: number): void {
+    if (!this.contains(address, length)) {
+      throw new RangeError(`guest access [0x${address.toString(16)}, +${length}) outside guest RAM`);
+    }
+  }
+
+  read8(address: number): number {
+    this.check(address, 1);
+    const h = this.backingOf(address);
+    return h === undefined ? 0 : this.host.readBytes(h, 1)[0]!;
+  }
+
+  read16(address: number): number {
+    const b = this.readBytes(address, 2);
+    return b[0]! | (b[1]! << 8);
+  }
+
+  read32(address: number): number {
+    this.check(address, 4);
+    if ((address & 3) === 0) {
+      const h = this.backingOf(address);
+      return h === undefined ? 0 : this.host.read32(h);
+    }
+    const b = this.readBytes(address, 4);
+    return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+  }
+
+  /** 64-bit read as bigint (edges only; hot paths use `read64Halves`). */
+  read64(address: number): bigint {
+    return (BigInt(this.read32(address + 4)) << 32n) | BigInt(this.read32(address));
+  }
+
+  /** 64-bit read of an 8-byte aligned value into out[0] (lo), out[1] (hi), without allocating. */
+  read64Halves(address: number, out: Uint32Array): void {
+    this.check(address, 8);
+    const h = this.backingOf(address);
+    if (h === undefined) {
+      out[0] = 0;
+      out[1] = 0;
+    } else this.host.read64Halves(h, out);
+  }
+
+  /** Reads `out.length` 32-bit words starting at a 4-byte aligned address (descriptors, records). */
+  readWords(address: number, out: Uint32Array): Uint32Array {
+    this.check(address, out.length * 4);
+    for (let i = 0; i < out.length; i++) {
+      const a = address + i * 4;
+      const h = this.backingOf(a);
+      out[i] = h === undefined ? 0 : this.host.read32(h);
+    }
+    return out;
+  }
+
+  readBytes(address: number, length: number, into: Uint8Array = new Uint8Array(length)): Uint8Array {
+    this.check(address, length);
+    let done = 0;
+    while (done < length) {
+      const a = address + done;
+      const n = Math.min(PAGE_SIZE - (a % PAGE_SIZE), length - done);
+      const h = this.backingOf(a);
+      if (h === undefined) into.fill(0, done, done + n);
+      else this.host.readBytes(h, n, into, done);
+      done += n;
+    }
+    return into;
+  }
+
+  write8(address: number, value: number): void {
+    this.writeBytes(address, Uint8Array.of(value & 0xff));
+  }
+
+  write16(address: number, value: number): void {
+    this.writeBytes(address, Uint8Array.of(value & 0xff, (value >>> 8) & 0xff));
+  }
+
+  write32(address: number, value: number): void {
+    this.check(address, 4);
+    if ((address & 3) === 0) {
+      const h = this.pin(address);
+      if (h === undefined) throw new RangeError("host out of memory backing guest RAM");
+      this.host.write32(h, value);
+      return;
+    }
+    this.writeBytes(address, Uint8Array.of(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff));
+  }
+
+  write64(address: number, value: bigint | number): void {
+    const v = BigInt(value);
+    this.write32(address, Number(v & 0xffffffffn));
+    this.write32(address + 4, Number((v >> 32n) & 0xffffffffn));
+  }
+
+  write64Halves(address: number, lo: number, hi: number): void {
+    this.write32(address, lo);
+    this.write32(address + 4, hi);
+  }
+
+  writeWords(address: number, words: Uint32Array): void {
+    for (let i = 0; i < words.length; i++) this.write32(address + i * 4, words[i]!);
+  }
+
+  writeBytes(address: number, bytes: Uint8Array): void {
+    this.check(address, bytes.length);
+    let done = 0;
+    while (done < bytes.length) {
+      const a = address + done;
+      const n = Math.min(PAGE_SIZE - (a % PAGE_SIZE), bytes.length - done);
+      const h = this.pin(a);
+      if (h === undefined) throw new RangeError("host out of memory backing guest RAM");
+      this.host.writeBytes(h, bytes.subarray(done, done + n));
+      done += n;
+    }
+  }
+
+  fill(address: number, length: number, value = 0): void {
+    this.writeBytes(address, new Uint8Array(length).fill(value));
+  }
+
+  /**
+   * Loads a raw guest-physical image starting at `base`: only pages holding a nonzero byte are backed, so a
+   * 256 MiB dump of a few IOMMU structures costs a few megabytes.
+   */
+  loadImage(image: Uint8Array, base = this.base): number {
+    let loaded = 0;
+    const aligned = image.byteOffset % 4 === 0 ? new Uint32Array(image.buffer, image.byteOffset, image.length >>> 2) : undefined;
+    for (let offset = 0; offset < image.length; offset += PAGE_SIZE) {
+      const end = Math.min(offset + PAGE_SIZE, image.length);
+      if (!regionNonZero(image, aligned, offset, end)) continue;
+      this.writeBytes(base + offset, image.subarray(offset, end));
+      loaded++;
+    }
+    return loaded;
+  }
+}
+
+function regionNonZero(bytes: Uint8Array, words: Uint32Array | undefined, start: number, end: number): boolean {
+  let i = start;
+  if (words !== undefined) {
+    for (; i + 4 <= end; i += 4) if (words[i >>> 2] !== 0) return true;
+  }
+  for (; i < end; i++) if (bytes[i] !== 0) return true;
+  return false;
+}

@@ -1,0 +1,3 @@
+export * from "./page.js";
+export * from "./host-memory.js";
+export * from "./guest-memory.js";

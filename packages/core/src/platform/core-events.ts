@@ -1,0 +1,49 @@
+import type { OwnerId } from "../memory/host-memory.js";
+
+/** A DMA the hardware refused, as the host sees it. */
+export interface DmaFaultEvent {
+  readonly vm: OwnerId;
+  readonly unit: string;
+  readonly requesterId: number;
+  readonly pasid: number;
+  readonly iova: number;
+  readonly write: boolean;
+  /** Vendor-neutral reason (`walkFaultNames`) and stage. */
+  readonly reason: string;
+  readonly stage: 1 | 2;
+}
+
+export interface OverflowEvent {
+  readonly vm: OwnerId;
+  readonly queue: string;
+}
+
+export interface InvalidationEvent {
+  readonly vm: OwnerId;
+  readonly unit: string;
+  readonly scope: "all" | "vmid" | "asid" | "range" | "device" | "interrupt";
+  readonly entriesRemoved: number;
+}
+
+export interface LifecycleEvent {
+  readonly kind: "created" | "destroyed";
+  readonly object: string;
+  readonly id: number | string;
+  readonly vm?: OwnerId;
+}
+
+export interface MigrationEvent {
+  readonly vm: OwnerId;
+  readonly phase: "freeze" | "saved" | "restored" | "thaw";
+  readonly bytes: number;
+}
+
+/** The host-wide event map carried by the core's event bus. */
+export interface CoreEvents {
+  [key: string]: unknown;
+  fault: DmaFaultEvent;
+  overflow: OverflowEvent;
+  invalidation: InvalidationEvent;
+  lifecycle: LifecycleEvent;
+  migration: MigrationEvent;
+}

@@ -1,0 +1,23 @@
+import { token } from "../di/token.js";
+import type { PhysicalIommu } from "../contract/iommu-unit.js";
+import type { EventBus } from "../events/event-bus.js";
+import type { IdAllocator } from "../ids/id-allocator.js";
+import type { HostMemory } from "../memory/host-memory.js";
+import type { Clock } from "../sim/clock.js";
+import type { Rng } from "../sim/rng.js";
+import type { CoreEvents } from "./core-events.js";
+
+/**
+ * The host-wide singletons every plugin's host half needs, held by the root container: host memory, the
+ * injected clock and seeded randomness, the event bus, the VMID space, and the physical IOMMU units.
+ */
+export const HostServices = token<HostServices>("HostServices");
+export interface HostServices {
+  readonly memory: HostMemory;
+  readonly clock: Clock;
+  readonly rng: Rng;
+  readonly events: EventBus<CoreEvents>;
+  /** VMIDs / stage-2 tags, host-wide so that several vIOMMUs of one VM can share a stage 2. */
+  readonly vmids: IdAllocator;
+  readonly units: PhysicalIommu[];
+}

@@ -1,0 +1,96 @@
+import type { DependencyContainer } from "tsyringe";
+import { token } from "../di/token.js";
+import { err, ok, type Result } from "../errors/errno.js";
+import { InterruptSink } from "../irq/interrupts.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
+import type { OwnerId } from "../memory/host-memory.js";
+import type { MmioHandler, MmioMapping } from "./mmio.js";
+
+/** Counts of VMM interventions: every trapped access or injection is one. */
+export interface ExitCounters {
+  mmio: number;
+  hypercall: number;
+  injections: number;
+}
+
+/** A hypercall handler (the VMM's, for a hypercall-driven IOMMU). Returns the 64-bit result value. */
+export type HypercallHandler = (input: bigint, inputGpa: number, outputGpa: number) => bigint;
+
+/** The VM a per-VM child container belongs to. */
+export const CurrentVm = token<VirtualMachine>("CurrentVm");
+
+/**
+ * One VM: its memory, vCPUs' interrupt controllers, physical address map of MMIO regions, and the exits
+ * it takes. Guest drivers touch devices only through `mmioRead`/`mmioWrite`/`hypercall`, which is what
+ * lets the models count VMM interventions.
+ */
+export class VirtualMachine {
+  readonly interrupts: InterruptSink;
+  readonly exits: ExitCounters = { mmio: 0, hypercall: 0, injections: 0 };
+  private readonly regions: MmioMapping[] = [];
+  private hypercallHandler: HypercallHandler | undefined;
+
+  constructor(
+    readonly id: OwnerId,
+    readonly name: string,
+    readonly memory: GuestMemory,
+    readonly vcpus: number,
+    readonly container: DependencyContainer,
+  ) {
+    this.interrupts = new InterruptSink(vcpus);
+  }
+
+  /** Maps a register block at `base`; EEXIST when it overlaps another. */
+  mapMmio(base: number, size: number, handler: MmioHandler, options: { direct?: boolean; name?: string } = {}): Result<MmioMapping> {
+    if (this.regions.some((r) => base < r.base + r.size && r.base < base + size)) return err("EEXIST", `MMIO 0x${base.toString(16)} overlaps`);
+    const mapping: MmioMapping = { base, size, handler, direct: options.direct ?? false, name: options.name ?? "mmio" };
+    this.regions.push(mapping);
+    return ok(mapping);
+  }
+
+  unmapMmio(mapping: MmioMapping): void {
+    const at = this.regions.indexOf(mapping);
+    if (at >= 0) this.regions.splice(at, 1);
+  }
+
+  private regionAt(address: number, size: number): MmioMapping | undefined {
+    return this.regions.find((r) => address >= r.base && address + size <= r.base + r.size);
+  }
+
+  /** A guest read of a device register. Unclaimed addresses read all-ones (as an unclaimed bus does). */
+  mmioRead(address: number, size: 4 | 8): bigint {
+    const r = this.regionAt(address, size);
+    if (r === undefined) return size === 8 ? 0xffff_ffff_ffff_ffffn : 0xffff_ffffn;
+    if (!r.direct) this.exits.mmio++;
+    return r.handler.read(address - r.base, size);
+  }
+
+  /** A guest write of a device register. Unclaimed addresses ignore the write. */
+  mmioWrite(address: number, size: 4 | 8, value: bigint | number): void {
+    const r = this.regionAt(address, size);
+    if (r === undefined) return;
+    if (!r.direct) this.exits.mmio++;
+    r.handler.write(address - r.base, size, BigInt(value));
+  }
+
+  onHypercall(handler: HypercallHandler): void {
+    this.hypercallHandler = handler;
+  }
+
+  /** A guest hypercall; with no handler installed the result is HV_STATUS_INVALID_HYPERCALL_CODE-like 2. */
+  hypercall(input: bigint, inputGpa: number, outputGpa: number): bigint {
+    this.exits.hypercall++;
+    return this.hypercallHandler === undefined ? 2n : this.hypercallHandler(input, inputGpa, outputGpa);
+  }
+
+  /** The VMM injects an interrupt into a vCPU (one intervention). */
+  inject(vector: number, destination: number, source: string): void {
+    this.exits.injections++;
+    this.interrupts.deliver(vector, destination, "vmm", source);
+  }
+
+  /** Total VMM interventions so far. */
+  get interventions(): number {
+    return this.exits.mmio + this.exits.hypercall + this.exits.injections;
+  }
+}

@@ -1,0 +1,108 @@
+import { Perm, type PermBits } from "./access.js";
+import { EntryKind, WalkFault, newEntryDecode, type PageTableFormat, type TableGeometry } from "./page-table-format.js";
+import { resetWalkResult, type WalkResult } from "./walk-result.js";
+
+/** Where a walk reads table entries from: host memory, guest memory, or guest memory through stage 2. */
+export interface EntryReader {
+  /**
+   * Reads the 64-bit entry at `address` into out[0] (lo) and out[1] (hi). Returns false when the fetch
+   * itself fails (outside memory, or a stage-2 fault on a nested fetch); the reader keeps the details.
+   */
+  readEntry(address: number, out: Uint32Array): boolean;
+}
+
+/**
+ * The generic radix walker, driven by a vendor's `PageTableFormat` and a `TableGeometry`. One instance
+ * owns its scratch state, so a walk allocates nothing; an instance is not re-entrant (nested translation
+ * uses one walker per stage).
+ */
+export class PageWalker {
+  private readonly entry = new Uint32Array(2);
+  private readonly decoded = newEntryDecode();
+
+  /**
+   * Translates `input` through the table at `root`, checking `access` (Perm bits) against the permissions
+   * accumulated over every level. Fills `out`; never throws for any table contents.
+   */
+  walk(format: PageTableFormat, geometry: TableGeometry, root: number, input: number, access: PermBits, reader: EntryReader, out: WalkResult): void {
+    resetWalkResult(out);
+    out.faultInput = input;
+    let level = geometry.startLevel;
+    out.level = level;
+    if (!(input >= 0) || input >= 2 ** geometry.inputBits) {
+      out.fault = WalkFault.AddressSize;
+      return;
+    }
+    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : 2 ** geometry.outputBits;
+    if (root >= outputLimit) {
+      out.fault = WalkFault.AddressSize;
+      return;
+    }
+    let table = root;
+    let perms: PermBits = Perm.All;
+    const d = this.decoded;
+    for (let steps = 0; steps <= geometry.startLevel; steps++) {
+      const shift = geometry.levelShift[level];
+      const bits = geometry.indexBits[level];
+      if (shift === undefined || bits === undefined || bits <= 0) {
+        out.fault = WalkFault.Reserved;
+        return;
+      }
+      const index = Math.floor(input / 2 ** shift) % 2 ** bits;
+      const address = table + index * 8;
+      out.entryAddress = address;
+      out.fetches++;
+      if (!reader.readEntry(address, this.entry)) {
+        out.fault = WalkFault.External;
+        return;
+      }
+      const lo = this.entry[0]!;
+      const hi = this.entry[1]!;
+      out.entryLo = lo;
+      out.entryHi = hi;
+      format.decodeEntry(lo, hi, level, d);
+      if (d.kind === EntryKind.Invalid) {
+        out.fault = WalkFault.Translation;
+        return;
+      }
+      if (d.kind === EntryKind.Fault) {
+        out.fault = d.fault === WalkFault.None ? WalkFault.Reserved : d.fault;
+        return;
+      }
+      if (d.address >= outputLimit) {
+        out.fault = WalkFault.AddressSize;
+        return;
+      }
+      perms &= d.perms;
+      if (d.kind === EntryKind.Leaf) {
+        const size = 2 ** d.pageShift;
+        out.mapped = true;
+        out.pageShift = d.pageShift;
+        out.perms = perms;
+        out.output = d.address + (input % size);
+        if ((access & perms) !== access) {
+          out.fault = WalkFault.Permission;
+          return;
+        }
+        out.ok = true;
+        return;
+      }
+      const next = d.nextLevel;
+      if (!(next >= 1 && next < level)) {
+        out.fault = WalkFault.Reserved;
+        return;
+      }
+      if (next < level - 1 && format.skippedLevelBitsMustBeZero) {
+        const low = geometry.levelShift[next]! + geometry.indexBits[next]!;
+        if (Math.floor(input / 2 ** low) % 2 ** (shift - low) !== 0) {
+          out.fault = WalkFault.Translation;
+          return;
+        }
+      }
+      table = d.address;
+      level = next;
+      out.level = level;
+    }
+    out.fault = WalkFault.Reserved;
+  }
+}
