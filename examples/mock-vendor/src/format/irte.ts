@@ -29,7 +29,7 @@ export function encodeMockIrte(entry: Partial<MockIrte>): RawBits {
 
 /** The remappable MSI address for table index `index` (0..0xffff). */
 export function mockMsiAddress(index: number): number {
-  return MOCK_MSI_BASE | (index << 4) | MOCK_MSI_REMAP;
+  return (MOCK_MSI_BASE | (index << 4) | MOCK_MSI_REMAP) >>> 0;
 }
 
 /** The index an MSI address selects, or undefined when it is not in remappable format. */

@@ -9,6 +9,7 @@ import {
   type PagingDomain,
   type PhysicalIommu,
   type UserDataArray,
+  type ViommuCore,
 } from "@viommu/core";
 import { decodeMockInvalidate, MOCK_INVALIDATE_BYTES, MOCK_INVALIDATE_DATA_TYPE, MockInvalidateFlag, type MockInvalidate } from "../format/uapi.js";
 
@@ -55,8 +56,8 @@ export class MockNestedDomain implements NestedDomain {
     readonly s1Root: number,
     readonly asid: number,
     private readonly tlb: MockTlb,
-    /** The vIOMMU it was allocated on, if any: attaching then needs a vDEVICE. */
-    readonly viommuId: number | undefined,
+    /** The vIOMMU it was allocated on, if any: attaching then needs a vDEVICE, and its faults go there. */
+    readonly viommu: ViommuCore | undefined,
   ) {}
 
   destroy(): void {

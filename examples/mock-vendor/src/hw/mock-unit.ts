@@ -14,6 +14,7 @@ import {
   toBytes,
   WalkFault,
   type DmaRequest,
+  type DomainCacheWatcher,
   type HostServices,
   type HwInfo,
   type IommuDomain,
@@ -59,9 +60,10 @@ export class MockUnit implements PhysicalIommu {
   readonly hostFaults: MockHostFault[] = [];
   private readonly attachments = new Map<number, Map<number, IommuDomain>>();
   private readonly devices = new Map<number, PhysicalDevice>();
-  private readonly viommus = new Set<ViommuCore>();
   private readonly nested: NestedWalker;
   private readonly hit = newIotlbHit();
+  /** VMIDs of parents this unit has nested translations over. */
+  private readonly nestedVmids = new Set<number>();
 
   constructor(
     private readonly host: HostServices,
@@ -83,17 +85,31 @@ export class MockUnit implements PhysicalIommu {
   domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
     if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "the mock has no dirty tracking");
     if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
-    const r = TablePagingDomain.create(this, this.host, mockPteFormat, mockGeometry, {
-      nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0,
-      onUnmap: (vmid, iova, length) => {
-        // A stage-2 change can invalidate any stage-1 translation through it: drop the whole VMID for
-        // nesting parents, the range for single-stage domains.
-        if (flags & HwptAllocFlag.NEST_PARENT) this.iotlb.invalidateVmid(vmid);
-        else this.iotlb.invalidateRange(vmid, ASID_PAGING, iova, length);
-      },
-      onDestroy: (vmid) => this.iotlb.invalidateVmid(vmid),
-    });
-    return r.ok ? ok(r.value) : fail(r);
+    const r = TablePagingDomain.create(this, this.host, mockPteFormat, mockGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    if (!r.ok) return fail(r);
+    r.value.watch(this.cacheWatcher);
+    return ok(r.value);
+  }
+
+  /**
+   * A stage-2 change can invalidate any stage-1 translation through it, so a nesting parent's unmap drops its
+   * whole VMID; a single-stage domain's unmap drops just the range.
+   */
+  private readonly cacheWatcher: DomainCacheWatcher = {
+    unmapped: (vmid, iova, length) => {
+      this.iotlb.invalidateRange(vmid, ASID_PAGING, iova, length);
+      if (this.nestedVmids.has(vmid)) this.iotlb.invalidateVmid(vmid);
+    },
+    destroyed: (vmid) => {
+      this.iotlb.invalidateVmid(vmid);
+      this.nestedVmids.delete(vmid);
+    },
+  };
+
+  /** Starts watching a paging domain of this vendor (one this unit attaches to or nests on). */
+  private use(domain: PagingDomain, nested: boolean): void {
+    if (domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
+    if (nested) this.nestedVmids.add(domain.vmid);
   }
 
   /** The legacy path: a nested domain straight on the parent, no vIOMMU. */
@@ -104,6 +120,7 @@ export class MockUnit implements PhysicalIommu {
     if (!bytes.ok) return fail(bytes);
     const s1 = decodeMockS1(bytes.value);
     if (!s1.ok) return fail(s1);
+    this.use(parent, true);
     return ok(new MockNestedDomain(this, parent, s1.value.s1Root, s1.value.asid, this.iotlb, undefined));
   }
 
@@ -112,23 +129,18 @@ export class MockUnit implements PhysicalIommu {
   }
 
   viommuInit(viommu: ViommuCore, parent: PagingDomain, _data: UserData | undefined): Result<ViommuOps> {
-    if (parent.unit !== this) return err("EINVAL", "nesting parent belongs to another unit");
+    // Any mock unit can walk a mock stage 2: one parent may serve every vIOMMU of the VM.
+    if (parent.unit.vendor !== this.vendor) return err("EINVAL", "nesting parent belongs to another driver");
+    this.use(parent, true);
     const ops = MockViommu.create(viommu, this.iotlb, this.host.memory);
-    if (!ops.ok) return fail(ops);
-    this.viommus.add(viommu);
-    const destroy = ops.value.destroy.bind(ops.value);
-    ops.value.destroy = () => {
-      destroy();
-      this.viommus.delete(viommu);
-    };
-    return ok(ops.value);
+    return ops.ok ? ok(ops.value) : fail(ops);
   }
 
   attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
-    if (domain.unit !== this) return err("EINVAL", "domain belongs to another unit");
-    if (domain instanceof MockNestedDomain && domain.viommuId !== undefined) {
-      const owner = [...this.viommus].find((v) => v.id === domain.viommuId);
-      if (owner === undefined || owner.virtIdOf(device) === undefined) return err("ENOENT", "attaching to a vIOMMU domain needs the device's vDEVICE first");
+    if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
+    if (domain.kind === "paging") this.use(domain, false);
+    if (domain instanceof MockNestedDomain && domain.viommu !== undefined && domain.viommu.virtIdOf(device) === undefined) {
+      return err("ENOENT", "attaching to a vIOMMU domain needs the device's vDEVICE first");
     }
     let byPasid = this.attachments.get(device.requesterId);
     if (byPasid === undefined) {
@@ -184,7 +196,8 @@ export class MockUnit implements PhysicalIommu {
         out,
       );
     }
-    if (out.mapped && (out.ok || out.fault === WalkFault.Permission)) {
+    // Only complete translations are cached: a stage-1 permission fault never reached stage 2.
+    if (out.ok) {
       const size = 2 ** out.pageShift;
       this.iotlb.insert(vmid, asid, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
     }
@@ -199,7 +212,7 @@ export class MockUnit implements PhysicalIommu {
     const reason = mockFaultReason(result, this.domainOf(request.requesterId, request.pasid) !== undefined);
     const write = (request.access & Perm.Write) !== 0;
     const domain = this.domainOf(request.requesterId, request.pasid);
-    const viommu = domain instanceof MockNestedDomain && domain.viommuId !== undefined ? [...this.viommus].find((v) => v.id === domain.viommuId) : undefined;
+    const viommu = domain instanceof MockNestedDomain ? domain.viommu : undefined;
     const virtId = viommu !== undefined && device !== undefined ? viommu.virtIdOf(device) : undefined;
     // Stage-1 faults of a device on a vIOMMU go to the guest (through the VMM); everything else is the host's.
     if (viommu !== undefined && virtId !== undefined && result.stage === 1) {

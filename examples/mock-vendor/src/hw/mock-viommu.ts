@@ -92,7 +92,7 @@ export class MockViommu implements ViommuOps {
     if (!bytes.ok) return fail(bytes);
     const s1 = decodeMockS1(bytes.value);
     if (!s1.ok) return fail(s1);
-    return ok(new MockNestedDomain(this.core.unit, this.core.parent, s1.value.s1Root, s1.value.asid, this.tlb, this.core.id));
+    return ok(new MockNestedDomain(this.core.unit, this.core.parent, s1.value.s1Root, s1.value.asid, this.tlb, this.core));
   }
 
   /**

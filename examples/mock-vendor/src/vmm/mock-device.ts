@@ -113,6 +113,7 @@ export class MockDevice implements EmulatedIommu {
   private readonly vdeviceIds: number[] = [];
   private lastSequence = -1;
   private vqueueMapping: { unmap(): void } | undefined;
+  private registers: { unmap(): void } | undefined;
   private readonly walker = new PageWalker();
   private readonly reader: GuestTableReader;
   private readonly scratch = new Uint32Array(4);
@@ -129,6 +130,7 @@ export class MockDevice implements EmulatedIommu {
     const registers: MmioHandler = { read: (o, s) => device.readRegister(o, s), write: (o, s, v) => device.writeRegister(o, s, v) };
     const mapped = options.vm.mapMmio(device.mmioBase, MOCK_MMIO_BYTES, registers, { name: "mock-iommu" });
     if (!mapped.ok) return fail(mapped);
+    device.registers = { unmap: () => options.vm.unmapMmio(mapped.value) };
     if (options.mode === "nested") {
       const setup = device.setUpViommu();
       if (!setup.ok) {
@@ -665,5 +667,6 @@ export class MockDevice implements EmulatedIommu {
     this.veventq?.close();
     if (this.veventqId !== undefined) this.ctx.destroy(this.veventqId);
     if (this.viommuId !== undefined) this.ctx.destroy(this.viommuId);
+    this.registers?.unmap();
   }
 }

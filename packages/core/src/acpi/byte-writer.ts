@@ -11,6 +11,7 @@ export class ByteWriter {
     return this.length;
   }
 
+  /** Claims n bytes, growing the buffer if needed; callers must read `buffer`/`view` only after this. */
   private reserve(n: number): number {
     const at = this.length;
     if (at + n > this.buffer.length) {
@@ -24,27 +25,32 @@ export class ByteWriter {
   }
 
   u8(v: number): this {
-    this.view.setUint8(this.reserve(1), v);
+    const at = this.reserve(1);
+    this.view.setUint8(at, v);
     return this;
   }
 
   u16(v: number): this {
-    this.view.setUint16(this.reserve(2), v, true);
+    const at = this.reserve(2);
+    this.view.setUint16(at, v, true);
     return this;
   }
 
   u32(v: number): this {
-    this.view.setUint32(this.reserve(4), v >>> 0, true);
+    const at = this.reserve(4);
+    this.view.setUint32(at, v >>> 0, true);
     return this;
   }
 
   u64(v: number | bigint): this {
-    this.view.setBigUint64(this.reserve(8), BigInt(v), true);
+    const at = this.reserve(8);
+    this.view.setBigUint64(at, BigInt(v), true);
     return this;
   }
 
   bytes(b: Uint8Array): this {
-    this.buffer.set(b, this.reserve(b.length));
+    const at = this.reserve(b.length);
+    this.buffer.set(b, at);
     return this;
   }
 

@@ -10,23 +10,27 @@ export interface TablePagingDomainOptions {
   readonly nestParent: boolean;
   /** Use the format's large leaves where alignment allows (default true). */
   readonly largePages?: boolean;
-  /**
-   * Called after every unmap with the removed range, so the unit drops cached translations of this domain
-   * (its IOTLB is tagged by `vmid`).
-   */
-  readonly onUnmap: (vmid: number, iova: number, length: number) => void;
-  /** Called once on destroy: the unit drops everything tagged with `vmid`. */
-  readonly onDestroy?: (vmid: number) => void;
 }
 
 /**
- * A paging domain whose table lives in host memory in a vendor's format: the usual shape of a host
- * stage-2 (or single-stage) domain. It takes a VMID from the host-wide space, so every vIOMMU of a VM that
- * shares this parent tags its translations with the same VMID.
+ * Whoever caches translations through a domain (every unit that attached a device to it or nests on it):
+ * told of every unmap, so it drops what it cached, and of the domain's end.
+ */
+export interface DomainCacheWatcher {
+  unmapped(vmid: number, iova: number, length: number): void;
+  destroyed(vmid: number): void;
+}
+
+/**
+ * A paging domain whose table lives in host memory in a vendor's format: the usual shape of a host stage-2
+ * (or single-stage) domain. It takes a VMID from the host-wide space, so every vIOMMU of a VM that shares this
+ * parent, on any unit, tags its translations with the same VMID; each such unit watches the domain so that a
+ * stage-2 unmap reaches every cache.
  */
 export class TablePagingDomain implements PagingDomain {
   readonly kind = "paging" as const;
   private destroyed = false;
+  private readonly watchers = new Set<DomainCacheWatcher>();
 
   private constructor(
     readonly unit: PhysicalIommu,
@@ -34,7 +38,6 @@ export class TablePagingDomain implements PagingDomain {
     readonly vmid: number,
     readonly nestParent: boolean,
     private readonly host: HostServices,
-    private readonly options: TablePagingDomainOptions,
   ) {}
 
   static create(unit: PhysicalIommu, host: HostServices, format: WritableFormat, geometry: TableGeometry, options: TablePagingDomainOptions): Result<TablePagingDomain> {
@@ -45,7 +48,12 @@ export class TablePagingDomain implements PagingDomain {
       host.vmids.release(vmid.value);
       return err("ENOMEM", "no host memory for the domain's root table");
     }
-    return ok(new TablePagingDomain(unit, table, vmid.value, options.nestParent, host, options));
+    return ok(new TablePagingDomain(unit, table, vmid.value, options.nestParent, host));
+  }
+
+  /** Registers a cache to be told of unmaps (idempotent per watcher). */
+  watch(watcher: DomainCacheWatcher): void {
+    this.watchers.add(watcher);
   }
 
   map(iova: number, hpa: number, length: number, perms: PermBits): Result<void> {
@@ -54,14 +62,15 @@ export class TablePagingDomain implements PagingDomain {
 
   unmap(iova: number, length: number): number {
     const removed = this.table.builder.unmap(iova, length);
-    if (removed > 0) this.options.onUnmap(this.vmid, iova, length);
+    if (removed > 0) for (const w of this.watchers) w.unmapped(this.vmid, iova, length);
     return removed;
   }
 
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.options.onDestroy?.(this.vmid);
+    for (const w of this.watchers) w.destroyed(this.vmid);
+    this.watchers.clear();
     this.table.builder.destroy();
     this.host.vmids.release(this.vmid);
   }

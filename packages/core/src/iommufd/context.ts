@@ -179,7 +179,8 @@ export class IommufdContext {
       if (!auto.ok) return fail(auto);
       hwpt = auto.value;
     } else hwpt = pt.value as Hwpt;
-    if (hwpt.domain.unit !== idev.device.unit) return err("EINVAL", "HWPT belongs to another IOMMU");
+    // Whether a domain of another unit of the same driver can take the device is the driver's call.
+    if (hwpt.domain.unit.vendor !== idev.device.unit.vendor) return err("EINVAL", "HWPT belongs to another IOMMU driver");
     const r = idev.device.unit.attachDevice(idev.device, hwpt.domain as IommuDomain, pasid);
     if (!r.ok) return fail(r);
     const previous = idev.attachments.get(pasid);

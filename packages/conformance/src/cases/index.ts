@@ -1,0 +1,9 @@
+import type { ConformanceCase } from "../case.js";
+import { dmaCases } from "./dma.js";
+import { eventCases } from "./events.js";
+import { interruptCases } from "./interrupts.js";
+import { isolationCases } from "./isolation.js";
+import { lifecycleCases } from "./lifecycle.js";
+
+/** Every vendor-neutral case, in the order the matrix shows them. */
+export const conformanceCases: readonly ConformanceCase[] = [...dmaCases, ...isolationCases, ...eventCases, ...interruptCases, ...lifecycleCases];

@@ -1,0 +1,145 @@
+import { IommufdObjectType, newWalkResult, NO_PASID, Perm, type IommufdObject, type WalkResult } from "@viommu/core";
+import { check, must, type ConformanceCase } from "../case.js";
+import type { TestVm } from "../testbed.js";
+import { DATA_GPA, IOVA, mapOne, oneDevice, pattern, sameBytes } from "./support.js";
+
+function translateAll(v: TestVm, iovas: readonly number[]): string[] {
+  const out: WalkResult = newWalkResult();
+  return iovas.map((iova) => {
+    const r = v.devices[0]!.device.translate(iova, false, NO_PASID, out);
+    return r.ok ? `${iova.toString(16)}→${r.output.toString(16)}/${r.pageShift}/${r.perms}` : `${iova.toString(16)}→fault`;
+  });
+}
+
+export const lifecycleCases: ConformanceCase[] = [
+  {
+    id: "shared-stage2-parent",
+    rule: "Two vIOMMUs of one VM share one stage-2 parent: both translate through it, and the parent cannot be destroyed while either uses it.",
+    requires: ["nested"],
+    run(c) {
+      const bed = c.bed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10, instance: 0 }, { rid: 0x300, guestRid: 0x20, instance: 1 }], instances: 2 }] });
+      const v = bed.vms[0]!;
+      mapOne(v, 0x10, IOVA, DATA_GPA, 0x1000, Perm.ReadWrite, 0);
+      mapOne(v, 0x20, IOVA, DATA_GPA + 0x1000, 0x1000, Perm.ReadWrite, 1);
+      check(v.devices[0]!.device.write(IOVA, pattern(8, 1)).ok, "device behind vIOMMU 0 cannot DMA");
+      check(v.devices[1]!.device.write(IOVA, pattern(8, 2)).ok, "device behind vIOMMU 1 cannot DMA");
+      check(sameBytes(v.vm.memory.readBytes(DATA_GPA, 8), pattern(8, 1)) && sameBytes(v.vm.memory.readBytes(DATA_GPA + 0x1000, 8), pattern(8, 2)), "DMA landed in the wrong place");
+      const parents = v.iommufd.list(IommufdObjectType.HWPT_PAGING);
+      check(parents.length === 1, `expected one stage-2 parent, found ${parents.length}`);
+      const destroyed = v.iommufd.destroy(v.parentHwptId);
+      check(!destroyed.ok && destroyed.error.errno === "EBUSY", "the shared parent could be destroyed while in use");
+    },
+  },
+  {
+    id: "save-restore-identical",
+    rule: "Saving the vIOMMU then restoring it into a fresh device gives identical translations; a corrupted state is refused.",
+    requires: ["migration"],
+    run(c) {
+      const bed = c.bed({ vms: [oneDevice()] });
+      const v = bed.vms[0]!;
+      const domain = mapOne(v, 0x10, IOVA, DATA_GPA, 0x4000);
+      must(v.drivers[0]!.map(domain, 0x4000_0000, DATA_GPA + 0x20_0000, 0x20_0000, Perm.Read), "map 2 MiB");
+      const probes = [IOVA, IOVA + 0x1fff, IOVA + 0x5000, 0x4000_0000, 0x4010_0123, 0x5000_0000];
+      const before = translateAll(v, probes);
+      const blob = v.iommus[0]!.save!();
+      const corrupted = blob.slice();
+      corrupted[corrupted.length - 3] ^= 0x55;
+      // The source device goes away; a fresh one of the same configuration takes the state.
+      v.iommus[0]!.destroy();
+      const fresh = must(
+        bed.plugin.createDevice({ vm: v.vm, iommufd: v.iommufd, unit: bed.units[0]!, ioasId: v.ioasId, parentHwptId: v.parentHwptId, anchorDevId: v.devices[0]!.devId, mode: "nested" }),
+        "createDevice",
+      );
+      must(fresh.assignDevice(v.devices[0]!.device, v.devices[0]!.devId, 0x10), "assignDevice");
+      const refused = fresh.restore!(corrupted);
+      check(!refused.ok && refused.error.errno === "EINVAL", "a corrupted state was accepted");
+      must(fresh.restore!(blob), "restore");
+      v.iommus[0] = fresh;
+      const after = translateAll(v, probes);
+      check(JSON.stringify(after) === JSON.stringify(before), `translations differ after restore:\n${before.join(" ")}\n${after.join(" ")}`);
+    },
+  },
+  {
+    id: "destroy-order-errors",
+    rule: "Objects with dependants cannot be destroyed (EBUSY), devices never by IOMMU_DESTROY, and unknown ids answer ENOENT.",
+    requires: [],
+    run(c) {
+      const bed = c.bed({ vms: [oneDevice()] });
+      const v = bed.vms[0]!;
+      mapOne(v, 0x10, IOVA, DATA_GPA, 0x1000);
+      const ctx = v.iommufd;
+      const busy = (id: number, what: string): void => {
+        const r = ctx.destroy(id);
+        check(!r.ok && r.error.errno === "EBUSY", `destroying ${what} answered ${r.ok ? "success" : r.error.errno}, not EBUSY`);
+      };
+      busy(v.ioasId, "the IOAS under a HWPT");
+      busy(v.devices[0]!.devId, "a bound device");
+      const users = (o: IommufdObject): boolean => o.users > 1;
+      for (const o of ctx.list(IommufdObjectType.VIOMMU).filter(users)) busy(o.id, "a vIOMMU with dependants");
+      for (const o of ctx.list(IommufdObjectType.HWPT_PAGING).filter(users)) busy(o.id, "a parent HWPT in use");
+      const missing = ctx.destroy(0x7fff_0000);
+      check(!missing.ok && missing.error.errno === "ENOENT", "an unknown id did not answer ENOENT");
+      // Leaves first: once the VMM tears down, the whole context closes with nothing left behind.
+      for (const iommu of v.iommus) iommu.destroy();
+      const left = ctx.close();
+      check(left.length === 0, `objects left after close: ${left.map((o) => o.type).join(", ")}`);
+      v.iommus.length = 0;
+    },
+  },
+  {
+    id: "shadow-mode-translation",
+    rule: "In shadow (caching) mode the VMM mirrors the guest's tables into a host domain: mapped DMA works, unmapped DMA is blocked, through both back ends.",
+    requires: ["shadow"],
+    run(c) {
+      for (const backend of ["iommufd", "type1"] as const) {
+        const bed = c.bed({ vms: [oneDevice()], mode: "shadow", shadowBackend: backend });
+        const v = bed.vms[0]!;
+        const domain = mapOne(v, 0x10, IOVA, DATA_GPA, 0x2000);
+        const dev = v.devices[0]!.device;
+        check(dev.write(IOVA + 0x1000, pattern(8, 5)).ok, `${backend}: shadowed DMA failed`);
+        check(sameBytes(v.vm.memory.readBytes(DATA_GPA + 0x1000, 8), pattern(8, 5)), `${backend}: shadowed DMA landed elsewhere`);
+        must(v.drivers[0]!.unmap(domain, IOVA + 0x1000, 0x1000), "unmap");
+        check(!dev.write(IOVA + 0x1000, pattern(8, 6)).ok, `${backend}: DMA after unmap still reached memory`);
+        c.metric(`shadow-mappings-${backend}`, v.iommus[0]!.stats.shadowMappings);
+      }
+    },
+  },
+  {
+    id: "shadow-type1-entry-limit",
+    rule: "The type1-like back end enforces its DMA entry limit: maps beyond it fail (the page stays unmapped) while the iommufd-like back end has no such limit.",
+    requires: ["shadow"],
+    run(c) {
+      const limit = 8;
+      for (const backend of ["type1", "iommufd"] as const) {
+        const bed = c.bed({ vms: [oneDevice()], mode: "shadow", shadowBackend: backend, dmaEntryLimit: limit });
+        const v = bed.vms[0]!;
+        const driver = v.drivers[0]!;
+        const domain = must(driver.createDomain(), "createDomain");
+        must(driver.attach(0x10, domain), "attach");
+        // Separate, non-adjacent pages: one shadow entry each.
+        for (let i = 0; i < limit + 4; i++) must(driver.map(domain, IOVA + i * 0x2000, DATA_GPA + i * 0x2000, 0x1000, Perm.ReadWrite), "map");
+        const reachable = Array.from({ length: limit + 4 }, (_, i) => v.devices[0]!.device.read(IOVA + i * 0x2000, 4).ok).filter(Boolean).length;
+        c.metric(`reachable-${backend}`, reachable);
+        if (backend === "type1") check(reachable <= limit, `type1 back end installed ${reachable} entries past its limit of ${limit}`);
+        else check(reachable === limit + 4, `iommufd back end reached only ${reachable} of ${limit + 4}`);
+      }
+    },
+  },
+  {
+    id: "vqueue-invalidation-without-exits",
+    rule: "With a guest-owned queue, TLB invalidations reach the hardware without VM exits and take effect.",
+    requires: ["vqueue"],
+    run(c) {
+      const bed = c.bed({ vms: [oneDevice()] });
+      const v = bed.vms[0]!;
+      const domain = mapOne(v, 0x10, IOVA, DATA_GPA, 0x2000);
+      const dev = v.devices[0]!.device;
+      check(dev.read(IOVA, 4).ok, "mapped DMA failed");
+      const exits = v.vm.exits.mmio;
+      must(v.drivers[0]!.unmap(domain, IOVA, 0x1000), "unmap");
+      c.metric("exits-during-invalidation", v.vm.exits.mmio - exits);
+      check(v.vm.exits.mmio === exits, `${v.vm.exits.mmio - exits} VM exits during a guest-queue invalidation`);
+      check(!dev.read(IOVA, 4).ok, "the guest-queue invalidation did not take effect");
+    },
+  },
+];
