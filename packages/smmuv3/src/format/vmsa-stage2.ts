@@ -1,0 +1,132 @@
+import { EntryKind, Perm, WalkFault, defineLayout, type EntryDecode, type PageTableEncoder, type PageTableFormat, type PermBits } from "@viommu/core";
+import { vmsaMaxLevel, vmsaTableBytes, type GranuleShift } from "./vmsa-geometry.js";
+import { decodeVmsaShape, vmsaAddressHalves, vmsaBlockLevels, vmsaLeafAllowed, type VmsaEncoderOptions } from "./vmsa-stage1.js";
+
+/**
+ * VMSAv8-64 stage-2 descriptors (ARM DDI0487 D8.3; spec arm-hyperv-virtio.md §2.4), as the SMMU reads them
+ * through STE.S2TTB. Descriptor types and addresses as for stage 1; table descriptors carry no attributes;
+ * leaves carry MemAttr, S2AP and XN instead of AttrIndx/AP/PXN/UXN.
+ */
+
+export const stage2LeafLayout = defineLayout("VMSAv8-64 stage-2 block/page descriptor", 64, [
+  { name: "Valid", bit: 0, width: 1 },
+  { name: "Type", bit: 1, width: 1 },
+  { name: "MemAttr", bit: 2, width: 4 },
+  /** S2AP: bit 6 read allowed, bit 7 write allowed. */
+  { name: "S2AP", bit: 6, width: 2 },
+  { name: "SH", bit: 8, width: 2 },
+  { name: "AF", bit: 10, width: 1 },
+  { name: "OutputAddress", bit: 12, width: 36, shift: 12 },
+  { name: "DBM", bit: 51, width: 1 },
+  { name: "Contiguous", bit: 52, width: 1 },
+  /** XN[1:0]; without IDR3.XNX only bit 54 (XN[1]) counts. */
+  { name: "XN", bit: 53, width: 2 },
+  { name: "Software", bit: 55, width: 4 },
+] as const);
+
+export const stage2TableLayout = defineLayout("VMSAv8-64 stage-2 table descriptor", 64, [
+  { name: "Valid", bit: 0, width: 1 },
+  { name: "Type", bit: 1, width: 1 },
+  { name: "NextLevelTableAddress", bit: 12, width: 36, shift: 12 },
+] as const);
+
+const LO_S2AP_READ = 1 << 6;
+const LO_S2AP_WRITE = 1 << 7;
+const LO_AF = 1 << 10;
+const HI_DBM = 1 << (51 - 32);
+const HI_XN0 = 1 << (53 - 32);
+const HI_XN1 = 1 << (54 - 32);
+
+/** Stage-2 MemAttr values Linux writes. */
+export const S2MemAttr = { NormalWriteBack: 0xf, NormalNonCacheable: 0x5, DeviceNGnRE: 0x1 } as const;
+
+export interface VmsaStage2Options {
+  readonly granuleShift: GranuleShift;
+  /** Effective STE.S2PS (capped at OAS): addresses at or above 2^outputBits fault with AddressSize. Default 48. */
+  readonly outputBits?: number;
+  /** IDR5.OAS is 52 bits (64K granule: bits [15:12] are OA[51:48], 4 TB level-1 blocks). */
+  readonly oa52?: boolean;
+  /** STE.S2AFFD or STE.S2HA: AF = 0 does not fault. */
+  readonly accessFlagFaultDisabled?: boolean;
+  /** STE.S2HD: a writable-clean leaf (S2AP[1] = 0, DBM = 1) grants write. */
+  readonly hardwareDirty?: boolean;
+  /** IDR3.XNX: XN is the 2-bit field (01 and 10 deny privileged execution); otherwise only bit 54 counts. */
+  readonly xnx?: boolean;
+}
+
+/**
+ * The stage-2 format for one STE configuration. Permissions: Read/Write from S2AP (DBM with S2HD also grants
+ * Write); User always (stage 2 does not distinguish EL0, except through XNX); Exec means privileged execution.
+ * Tables grant Perm.All.
+ */
+export function vmsaStage2Format(options: VmsaStage2Options): PageTableFormat {
+  const g = options.granuleShift;
+  const maxLevel = vmsaMaxLevel(g);
+  const oa52 = options.oa52 === true;
+  const blockAtLevel = [false, false, false, false, false];
+  for (const l of vmsaBlockLevels(g, oa52)) blockAtLevel[l] = true;
+  const oa52x64k = oa52 && g === 16;
+  const outputLimit = 2 ** (options.outputBits ?? 48);
+  const afFaults = options.accessFlagFaultDisabled !== true;
+  const hardwareDirty = options.hardwareDirty === true;
+  const xnx = options.xnx === true;
+  return {
+    name: `VMSAv8-64 stage 2, ${2 ** (g - 10)}K granule`,
+    decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
+      const leaf = decodeVmsaShape(lo, hi, level, g, maxLevel, blockAtLevel, oa52x64k, outputLimit, out);
+      if (out.kind === EntryKind.Table) {
+        out.perms = Perm.All;
+        return;
+      }
+      if (!leaf) return;
+      if (afFaults && (lo & LO_AF) === 0) {
+        out.kind = EntryKind.Fault;
+        out.fault = WalkFault.AccessFlag;
+        return;
+      }
+      let perms: number = Perm.User;
+      if ((lo & LO_S2AP_READ) !== 0) perms |= Perm.Read;
+      if ((lo & LO_S2AP_WRITE) !== 0 || (hardwareDirty && (hi & HI_DBM) !== 0)) perms |= Perm.Write;
+      const xn1 = (hi & HI_XN1) !== 0;
+      const xn0 = (hi & HI_XN0) !== 0;
+      // XNX: 00 both execute, 01 privileged XN, 10 both XN, 11 unprivileged XN; else XN[1] alone.
+      const privilegedExec = xnx ? xn1 === xn0 : !xn1;
+      if (privilegedExec) perms |= Perm.Exec;
+      out.perms = perms;
+    },
+  };
+}
+
+const SH_INNER = 3;
+
+/**
+ * The stage-2 writer, encoding leaves as Linux io-pgtable-arm does for a cacheable stage-2 mapping: MemAttr
+ * 0xF (normal write-back), inner shareable, AF, S2AP from Read/Write, XN (bit 54) unless Exec.
+ */
+export function vmsaStage2Encoder(options: VmsaEncoderOptions): PageTableEncoder {
+  const g = options.granuleShift;
+  const oa52 = options.oa52 === true;
+  const oa52x64k = oa52 && g === 16;
+  return {
+    encodeTable(tableAddress: number, _level: number, out: Uint32Array): void {
+      vmsaAddressHalves(tableAddress, g, oa52x64k, out);
+      out[0] = (out[0]! | 0b11) >>> 0;
+    },
+    encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
+      if (!vmsaLeafAllowed(g, oa52, pageShift, level)) throw new RangeError(`no 2^${pageShift}-byte leaf at level ${level} with the ${2 ** (g - 10)}K granule`);
+      vmsaAddressHalves(pageAddress, pageShift, oa52x64k, out);
+      let lo = level === 1 ? 0b11 : 0b01;
+      lo |= (S2MemAttr.NormalWriteBack << 2) | (SH_INNER << 8) | LO_AF;
+      if ((perms & Perm.Read) !== 0) lo |= LO_S2AP_READ;
+      if ((perms & Perm.Write) !== 0) lo |= LO_S2AP_WRITE;
+      out[0] = (out[0]! | lo) >>> 0;
+      if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_XN1) >>> 0;
+    },
+    leafAllowed(pageShift: number, level: number): boolean {
+      return vmsaLeafAllowed(g, oa52, pageShift, level);
+    },
+    tableBytes(level: number): number {
+      return vmsaTableBytes(options.geometry, g, level);
+    },
+  };
+}

@@ -1,0 +1,198 @@
+import {
+  address64,
+  decodeLayout,
+  defineLayout,
+  encodeLayout,
+  EntryKind,
+  Perm,
+  WalkFault,
+  type EntryDecode,
+  type Fields,
+  type PageTableEncoder,
+  type PageTableFormat,
+  type PermBits,
+  type RawBits,
+} from "@viommu/core";
+import { aboveHawMaskBig, assertTableAddress } from "./host-address-width.js";
+import type { PteReservedMasks } from "./sl-pte.js";
+import { leafPageShift, VTD_TABLE_BYTES } from "./table-geometry.js";
+
+/**
+ * First-level paging entry (FL-PML5E … FL-PTE): the IA-32e 4/5-level format. Intel VT-d spec §9.7;
+ * ../shared/spec/x86.md A5.2. Positions: Linux `DMA_FL_PTE_*`, QEMU `VTD_FL_*`, VirtualBox `VTD_BF_FLP_ENTRY_*`
+ * (EA = 10). PS is meaningful at levels 2 and 3; in 4 KiB leaves bit 7 is PAT and in large leaves bit 12 is PAT
+ * (neither modelled: VT-d takes memory type from the PASID entry's PAT when EMTE is set).
+ */
+export const flPteLayout = defineLayout("FL_PTE", 64, [
+  { name: "P", bit: 0, width: 1 },
+  /** Read/write: writes allowed through this entry. */
+  { name: "R/W", bit: 1, width: 1 },
+  /** User/supervisor: user-privilege requests allowed through this entry. */
+  { name: "U/S", bit: 2, width: 1 },
+  { name: "PWT", bit: 3, width: 1 },
+  { name: "PCD", bit: 4, width: 1 },
+  /** Accessed (set by hardware). */
+  { name: "A", bit: 5, width: 1 },
+  /** Dirty (leaf; set by hardware on write). */
+  { name: "D", bit: 6, width: 1 },
+  /** Page size: this level-2/3 entry is a 2 MiB / 1 GiB leaf; reserved at levels 4 and 5. */
+  { name: "PS", bit: 7, width: 1 },
+  { name: "G", bit: 8, width: 1 },
+  /** Extended accessed (set by hardware when the PASID entry's EAFE is set). */
+  { name: "EA", bit: 10, width: 1 },
+  { name: "ADDR", bit: 12, width: 40, shift: 12 },
+  /** Execute disable. */
+  { name: "XD", bit: 63, width: 1 },
+] as const);
+
+export type FlPteFields = Fields<typeof flPteLayout>;
+
+export function decodeFlPte(raw: RawBits): FlPteFields {
+  return decodeLayout(flPteLayout, raw);
+}
+
+export function encodeFlPte(fields: Partial<FlPteFields>): RawBits {
+  return encodeLayout(flPteLayout, fields);
+}
+
+export interface FlPteOptions {
+  /** Host address width: address bits [51:HAW] are reserved. */
+  readonly haw: number;
+  /** CAP.FL1GP: 1 GiB first-level pages; without it PS = 1 at level 3 is a reserved-bit fault. Default false. */
+  readonly fl1gp?: boolean;
+}
+
+const BIT = (n: number): bigint => 1n << BigInt(n);
+const FL_PS = BIT(7);
+/** Bits QEMU ignores in every first-level entry (VTD_FS_UPPER_IGNORED): [63:52], XD included. */
+export const FL_PTE_IGNORED = 0xfff0_0000_0000_0000n;
+
+/**
+ * The reserved-bit masks of a first-level walk, following QEMU's `vtd_fpte_rsvd` tables (../shared/spec/
+ * x86.md A5.2): address bits [51:HAW]; bit 7 at levels 4 and 5; bits [20:13] / [29:13] of 2 MiB / 1 GiB
+ * leaves (bit 12 is PAT there). Level 5 follows level 4 (QEMU supports 4-level only; IA-32e reserves PS in a
+ * PML5E as in a PML4E).
+ */
+export function flPteReservedMasks(options: FlPteOptions): PteReservedMasks {
+  const aboveHaw = aboveHawMaskBig(options.haw) & ~FL_PTE_IGNORED;
+  const entry: bigint[] = [0n, aboveHaw];
+  const largeLeaf: (bigint | undefined)[] = [undefined, undefined];
+  for (const level of [2, 3] as const) {
+    const allowed = level === 2 || options.fl1gp === true;
+    entry[level] = aboveHaw | (allowed ? 0n : FL_PS);
+    const lowAddressBits = (BIT(leafPageShift(level)) - 1n) & ~0x1fffn;
+    largeLeaf[level] = allowed ? lowAddressBits | aboveHaw : undefined;
+  }
+  for (const level of [4, 5] as const) {
+    entry[level] = aboveHaw | FL_PS;
+    largeLeaf[level] = undefined;
+  }
+  return { entry, largeLeaf };
+}
+
+/** IA-32e permissions: every present entry allows reads; R/W, U/S and XD restrict, ANDed down the walk. */
+function flPerms(lo: number, hi: number): PermBits {
+  return Perm.Read | (lo & 2 ? Perm.Write : 0) | (lo & 4 ? Perm.User : 0) | (hi & 0x8000_0000 ? 0 : Perm.Exec);
+}
+
+/**
+ * The first-level page-table format. Present means P (bit 0). Reserved bits in a present entry are fault 0x72:
+ * reported as `WalkFault.Reserved`. A and D are set by hardware (QEMU sets A on every entry walked and D on the
+ * leaf of a write); a clear A is not a fault.
+ */
+export class FlPteFormat implements PageTableFormat, PageTableEncoder {
+  readonly name = "VT-d first-level";
+  readonly reservedMasks: PteReservedMasks;
+  private readonly entryLo = new Uint32Array(6);
+  private readonly entryHi = new Uint32Array(6);
+  private readonly largeLo = new Uint32Array(6);
+  private readonly largeHi = new Uint32Array(6);
+  private readonly largeAllowed: readonly boolean[];
+
+  constructor(readonly options: FlPteOptions) {
+    this.reservedMasks = flPteReservedMasks(options);
+    const allowed = [false];
+    for (let level = 1; level <= 5; level++) {
+      const e = this.reservedMasks.entry[level]!;
+      this.entryLo[level] = Number(e & 0xffffffffn);
+      this.entryHi[level] = Number(e >> 32n);
+      const l = this.reservedMasks.largeLeaf[level];
+      allowed.push(l !== undefined);
+      if (l !== undefined) {
+        this.largeLo[level] = Number(l & 0xffffffffn);
+        this.largeHi[level] = Number(l >> 32n);
+      }
+    }
+    this.largeAllowed = allowed;
+  }
+
+  decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
+    out.address = 0;
+    out.pageShift = 0;
+    out.nextLevel = 0;
+    out.perms = Perm.None;
+    if ((lo & 1) === 0) {
+      out.kind = EntryKind.Invalid;
+      out.fault = WalkFault.Translation;
+      return;
+    }
+    if (!(level >= 1 && level <= 5)) {
+      out.kind = EntryKind.Fault;
+      out.fault = WalkFault.Reserved;
+      return;
+    }
+    const large = level > 1 && (lo & 0x80) !== 0 && this.largeAllowed[level] === true;
+    const maskLo = large ? this.largeLo[level]! : this.entryLo[level]!;
+    const maskHi = large ? this.largeHi[level]! : this.entryHi[level]!;
+    if (((lo & maskLo) | (hi & maskHi)) !== 0) {
+      out.kind = EntryKind.Fault;
+      out.fault = WalkFault.Reserved;
+      return;
+    }
+    out.perms = flPerms(lo, hi);
+    out.fault = WalkFault.None;
+    if (level === 1 || large) {
+      const shift = 12 + 9 * (level - 1);
+      out.kind = EntryKind.Leaf;
+      out.pageShift = shift;
+      out.address = address64(lo, hi, shift, 51);
+    } else {
+      out.kind = EntryKind.Table;
+      out.nextLevel = level - 1;
+      out.address = address64(lo, hi, 12, 51);
+    }
+  }
+
+  /** A table entry as Linux writes it for first-level domains: P | R/W | U/S | A (0x27). */
+  encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
+    if (level < 2 || level > 5) throw new RangeError(`no first-level table entry at level ${level}`);
+    assertTableAddress(tableAddress, 12, this.options.haw);
+    out[0] = ((tableAddress % 0x1_0000_0000) | 0x27) >>> 0;
+    out[1] = Math.floor(tableAddress / 0x1_0000_0000) >>> 0;
+  }
+
+  /**
+   * A leaf as Linux writes first-level leaves: P | A, R/W and D for writable pages, U/S when `perms` has
+   * Perm.User, XD unless `perms` has Perm.Exec, PS for 2 MiB / 1 GiB pages.
+   */
+  encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
+    if (!this.leafAllowed(pageShift, level)) throw new RangeError(`no ${2 ** pageShift}-byte first-level leaf at level ${level}`);
+    assertTableAddress(pageAddress, pageShift, this.options.haw);
+    let flags = 0x21;
+    if (perms & Perm.Write) flags |= 0x42;
+    if (perms & Perm.User) flags |= 0x4;
+    if (level > 1) flags |= 0x80;
+    out[0] = ((pageAddress % 0x1_0000_0000) | flags) >>> 0;
+    out[1] = (Math.floor(pageAddress / 0x1_0000_0000) | (perms & Perm.Exec ? 0 : 0x8000_0000)) >>> 0;
+  }
+
+  leafAllowed(pageShift: number, level: number): boolean {
+    if (level === 1) return pageShift === 12;
+    if (level === 2 || level === 3) return pageShift === leafPageShift(level) && this.largeAllowed[level] === true;
+    return false;
+  }
+
+  tableBytes(_level: number): number {
+    return VTD_TABLE_BYTES;
+  }
+}
