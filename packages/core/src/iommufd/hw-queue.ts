@@ -47,7 +47,9 @@ export class HwQueue extends IommufdObject implements HwQueueCore {
     this.dependsOn.length = 0;
     for (const a of this.lockedAreas) a.locks--;
     drop(this.ioas);
-    this.viommu.hwQueues.get(this.queueType)?.delete(this.index);
+    const siblings = this.viommu.hwQueues.get(this.queueType);
+    // A queue whose init failed never took its slot: it must not free a sibling's.
+    if (siblings?.get(this.index) === this) siblings.delete(this.index);
     drop(this.viommu);
   }
 }

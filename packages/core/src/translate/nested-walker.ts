@@ -19,6 +19,8 @@ export interface StageConfig {
 class Stage2FetchReader implements EntryReader {
   stage2: StageConfig | undefined;
   readonly s2 = newWalkResult();
+  /** Stage-2 table fetches made for stage-1 fetches since the last reset. */
+  fetches = 0;
   private readonly walker = new PageWalker();
   private readonly hostTables: HostTableReader;
 
@@ -33,6 +35,7 @@ class Stage2FetchReader implements EntryReader {
   readEntry(address: number, out: Uint32Array): boolean {
     const s2 = this.stage2!;
     this.walker.walk(s2.format, s2.geometry, s2.root, address, Perm.Read, this.hostTables, this.s2);
+    this.fetches += this.s2.fetches;
     if (!this.s2.ok) return false;
     const hpa = this.s2.output;
     if (hpa % 8 !== 0 || this.host.ownerOf(hpa) !== this.vmOwner()) {
@@ -73,6 +76,7 @@ export class NestedWalker {
   translate(stage1: StageConfig, stage2: StageConfig, owner: OwnerId, input: number, access: PermBits, out: WalkResult): void {
     this.owner = owner;
     this.fetchReader.stage2 = stage2;
+    this.fetchReader.fetches = 0;
     const s1 = this.s1;
     this.s1Walker.walk(stage1.format, stage1.geometry, stage1.root, input, access, this.fetchReader, s1);
     if (!s1.ok) {
@@ -85,11 +89,11 @@ export class NestedWalker {
         out.faultInput = this.fetchReader.s2.faultInput;
         out.level = this.fetchReader.s2.level;
       }
-      out.fetches = s1.fetches + this.fetchReader.s2.fetches;
+      out.fetches = s1.fetches + this.fetchReader.fetches;
       return;
     }
     this.s2Walker.walk(stage2.format, stage2.geometry, stage2.root, s1.output, access, this.s2HostTables, out);
-    out.fetches += s1.fetches;
+    out.fetches += s1.fetches + this.fetchReader.fetches;
     if (!out.ok) {
       out.stage = 2;
       return;
