@@ -17,3 +17,4 @@ export * from "./shadow/shadow-backend.js";
 export * from "./queues/ring.js";
 export * from "./platform/guest-table-store.js";
 export * from "./hw/table-paging-domain.js";
+export * from "./plugins/discovery.js";

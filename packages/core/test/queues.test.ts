@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { FaultQueue, FaultQueueFile, IOMMU_VEVENTQ_FLAG_LOST_EVENTS, ObjectTable, PAGE_RESPONSE_BYTES, PGFAULT_BYTES, RingIndex, Veventq, VeventqFile, parseVevents, veventsLost } from "../src/index.js";
+import { unwrap, FaultQueue, FaultQueueFile, IOMMU_VEVENTQ_FLAG_LOST_EVENTS, ObjectTable, PAGE_RESPONSE_BYTES, PGFAULT_BYTES, RingIndex, Veventq, VeventqFile, parseVevents, veventsLost } from "../src/index.js";
 import { IommufdObject } from "../src/iommufd/object-table.js";
 import { IommufdObjectType } from "../src/iommufd/uapi.js";
 
@@ -20,7 +20,7 @@ describe("vEVENTQ", () => {
   it("follows the kernel's worked example: depth 2, a lost-events marker, then a clean read", () => {
     const { q, file } = queue(2);
     q.report(ev(1));
-    let recs = parseVevents(file.read(12).value as Uint8Array, 4);
+    let recs = parseVevents(unwrap(file.read(12)), 4);
     expect(recs.map((r) => r.sequence)).toEqual([0]);
     q.report(ev(2));
     q.report(ev(3));

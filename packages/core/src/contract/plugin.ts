@@ -4,7 +4,7 @@ import type { Result } from "../errors/errno.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { HostServices } from "../platform/host-services.js";
 import type { Capabilities } from "./capabilities.js";
-import type { GuestContext, GuestIommuDriver } from "./guest-driver.js";
+import type { GuestContext, GuestInitOptions, GuestIommuDriver } from "./guest-driver.js";
 import type { PhysicalIommu } from "./iommu-unit.js";
 import type { StructureDecoder } from "./structure-decoder.js";
 import type { EmulatedIommu, VmmDeviceOptions } from "./vmm-device.js";
@@ -37,6 +37,14 @@ export interface AcpiTool {
   generate(): Uint8Array;
 }
 
+/** How `viommu demo` sets up this vendor's VM (defaults: 8 vCPUs, device at physical 0x100, guest id 0x10). */
+export interface DemoProfile {
+  readonly vcpus?: number;
+  readonly rid?: number;
+  readonly guestRid?: number;
+  readonly guest?: Partial<GuestInitOptions>;
+}
+
 /** A figure a vendor adds to `viommu bench`. */
 export interface BenchFigure {
   readonly name: string;
@@ -63,6 +71,7 @@ export interface VendorPlugin {
   readonly walk?: WalkTool;
   readonly acpi?: AcpiTool;
   readonly bench?: readonly BenchFigure[];
+  readonly demo?: DemoProfile;
 
   /** Mandatory. Adds the plugin's services to a container (one registration function per plugin; no import-time side effects). */
   register(container: DependencyContainer): void;
