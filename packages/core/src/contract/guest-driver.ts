@@ -30,7 +30,7 @@ export interface GuestInitOptions {
   /** The vector and APIC id the driver programs for its event interrupt. */
   readonly eventVector?: number;
   readonly eventDestination?: number;
-  /** Prefer the architecture's alternative table mode (VT-d scalable mode, 2-level stream table …). */
+  /** Prefer one of the architecture's alternative table modes, by a name the vendor documents. */
   readonly variant?: string;
 }
 

@@ -98,7 +98,7 @@ export interface PhysicalIommu {
   domainAllocPaging(device: PhysicalDevice, flags: number, owner: OwnerId): Result<PagingDomain>;
 
   /**
-   * Optional. Legacy nested allocation on a paging parent, without a vIOMMU (VT-d's path). Absent: HWPT_ALLOC
+   * Optional. Legacy nested allocation on a paging parent, without a vIOMMU object. Absent: HWPT_ALLOC
    * with a paging `pt_id` answers EOPNOTSUPP.
    */
   domainAllocNested?(device: PhysicalDevice, parent: PagingDomain, flags: number, data: UserData): Result<NestedDomain>;

@@ -59,7 +59,7 @@ export interface BenchFigure {
  */
 export const VendorPlugin = token<VendorPlugin>("VendorPlugin");
 export interface VendorPlugin {
-  /** Command-line id: `vtd`, `smmuv3`, `amd-vi` … */
+  /** Command-line id, lower-case, e.g. `mock`. */
   readonly id: string;
   readonly displayName: string;
   /** A plugin extending another (Tegra241 CMDQV on SMMUv3) names its parent; the parent works without it. */

@@ -2,7 +2,7 @@ import { err, ok, type Result } from "../errors/errno.js";
 import { drop, hold, IommufdObject } from "./object-table.js";
 import { IommufdObjectType, PAGE_RESPONSE_BYTES, PageResponseCode, PgfaultFlag, PGFAULT_BYTES } from "./uapi.js";
 
-/** One recoverable page fault (a PRI page request, an SMMU stall), as `struct iommu_hwpt_pgfault` carries it. */
+/** One recoverable page fault (a PCIe page request, a stalled transaction), as `struct iommu_hwpt_pgfault` carries it. */
 export interface PageFault {
   readonly devId: number;
   readonly pasid: number | undefined;

@@ -1,9 +1,9 @@
 /**
  * Ring arithmetic shared by command queues and event logs. Two conventions exist in hardware:
  * - "one-slot-free": head and tail are plain indices; the ring is full when advancing the tail would make it
- *   equal the head (VT-d, AMD-Vi), so a ring of N entries holds N − 1;
+ *   equal the head, so a ring of N entries holds N − 1;
  * - "wrap-bit": indices carry a wrap bit above the index; full when indices match and wrap bits differ
- *   (SMMUv3), so a ring of N entries holds N.
+ *   (so a ring of N entries holds N).
  * Indices here are entry indices (vendors convert byte offsets or register fields at their edge).
  */
 export type RingConvention = "one-slot-free" | "wrap-bit";

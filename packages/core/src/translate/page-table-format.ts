@@ -71,7 +71,7 @@ export interface PageTableFormat {
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void;
   /**
    * When a table entry skips levels (`nextLevel < level − 1`), the input bits that the skipped levels would
-   * have indexed must be zero, or the walk faults with `Translation` (AMD-Vi). Formats that never skip omit it.
+   * have indexed must be zero, or the walk faults with `Translation`. Formats that never skip omit it.
    */
   readonly skippedLevelBitsMustBeZero?: boolean;
 }
