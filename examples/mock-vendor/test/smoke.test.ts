@@ -24,3 +24,29 @@ describe("mock end to end", () => {
     bed.dispose();
   });
 });
+
+describe("typed events", () => {
+  it("carry faults, invalidations and event-log overflow to listeners, one throwing listener isolated", () => {
+    const bed = unwrap(Testbed.create({ plugin: mockPlugin, vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], guest: { eventLogEntries: 2 } }));
+    const seen: string[] = [];
+    const events = bed.platform.host.events;
+    events.on("fault", () => {
+      throw new Error("a broken listener");
+    });
+    events.on("fault", (e) => seen.push(`fault:${e.reason}`));
+    events.on("invalidation", (e) => seen.push(`invalidation:${e.scope}`));
+    events.on("overflow", (e) => seen.push(`overflow:${e.queue}`));
+    const v = bed.vms[0]!;
+    const driver = v.drivers[0]!;
+    const dom = unwrap(driver.createDomain());
+    unwrap(driver.attach(0x10, dom));
+    unwrap(driver.map(dom, 0x1000, 0x10_0000, 0x1000, Perm.Read));
+    for (let i = 0; i < 4; i++) v.devices[0]!.device.read(0x10_0000 + i * 0x1000, 4);
+    bed.poll();
+    expect(seen).toContain("invalidation:range");
+    expect(seen.filter((s) => s === "fault:translation")).toHaveLength(4);
+    expect(seen).toContain("overflow:mock-event-log");
+    expect(events.failures).toHaveLength(4);
+    bed.dispose();
+  });
+});

@@ -33,7 +33,7 @@ import { encodeMockEvent, MockEventType } from "../format/event.js";
 import { mockGeometry, mockPteFormat } from "../format/pte.js";
 import { decodeMockS1, MOCK_HW_INFO_BYTES, MOCK_HW_INFO_TYPE, MOCK_HWPT_DATA_TYPE, MOCK_S1_BYTES, MOCK_S1_MIN_BYTES, MOCK_VEVENTQ_TYPE, MOCK_VIOMMU_TYPE } from "../format/uapi.js";
 import { mockFaultReason } from "./mock-fault.js";
-import { MockNestedDomain } from "./mock-nested-domain.js";
+import { MockNestedDomain, type MockTlb } from "./mock-nested-domain.js";
 import { MOCK_VIOMMU_SIZE, MockViommu } from "./mock-viommu.js";
 
 /** IOTLB tag of a paging (single-stage) attachment: ASIDs are 16-bit, so this never collides. */
@@ -62,6 +62,17 @@ export class MockUnit implements PhysicalIommu {
   private readonly devices = new Map<number, PhysicalDevice>();
   private readonly nested: NestedWalker;
   private readonly hit = newIotlbHit();
+  /** The IOTLB as invalidation commands reach it: every invalidation is reported on the event bus. */
+  private readonly tlb: MockTlb = {
+    invalidateAsid: (vmid, asid) => this.reported("asid", this.iotlb.invalidateAsid(vmid, asid)),
+    invalidateRange: (vmid, asid, address, length) => this.reported("range", this.iotlb.invalidateRange(vmid, asid, address, length)),
+  };
+
+  private reported(scope: "asid" | "range", entriesRemoved: number): number {
+    this.host.events.emit("invalidation", { unit: this.name, scope, entriesRemoved });
+    return entriesRemoved;
+  }
+
   /** VMIDs of parents this unit has nested translations over. */
   private readonly nestedVmids = new Set<number>();
 
@@ -121,7 +132,7 @@ export class MockUnit implements PhysicalIommu {
     const s1 = decodeMockS1(bytes.value);
     if (!s1.ok) return fail(s1);
     this.use(parent, true);
-    return ok(new MockNestedDomain(this, parent, s1.value.s1Root, s1.value.asid, this.iotlb, undefined));
+    return ok(new MockNestedDomain(this, parent, s1.value.s1Root, s1.value.asid, this.tlb, undefined));
   }
 
   getViommuSize(_device: PhysicalDevice, type: number): number {
@@ -132,7 +143,7 @@ export class MockUnit implements PhysicalIommu {
     // Any mock unit can walk a mock stage 2: one parent may serve every vIOMMU of the VM.
     if (parent.unit.vendor !== this.vendor) return err("EINVAL", "nesting parent belongs to another driver");
     this.use(parent, true);
-    const ops = MockViommu.create(viommu, this.iotlb, this.host.memory);
+    const ops = MockViommu.create(viommu, this.tlb, this.host.memory);
     return ops.ok ? ok(ops.value) : fail(ops);
   }
 

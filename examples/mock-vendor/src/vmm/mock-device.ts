@@ -1,5 +1,9 @@
 import {
   createShadowBackend,
+  HostServices,
+  resolveToken,
+  type CoreEvents,
+  type EventBus,
   decodeState,
   encodeState,
   err,
@@ -118,7 +122,10 @@ export class MockDevice implements EmulatedIommu {
   private readonly reader: GuestTableReader;
   private readonly scratch = new Uint32Array(4);
 
+  private readonly events: EventBus<CoreEvents>;
+
   private constructor(private readonly options: VmmDeviceOptions) {
+    this.events = resolveToken(options.vm.container, HostServices).events;
     this.mode = options.mode;
     this.mmioBase = options.mmioBase ?? MOCK_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
     this.reader = new GuestTableReader(options.vm.memory);
@@ -502,6 +509,7 @@ export class MockDevice implements EmulatedIommu {
     if (!(this.control & MockControl.EVTQ_EN) || q.ring.entries < 2) return;
     if (q.ring.isFull(q.tail, q.head)) {
       this.status |= MockStatus.EVT_OVERFLOW;
+      this.events.emit("overflow", { vm: this.options.vm.id, queue: "mock-event-log" });
       return;
     }
     const at = q.address + q.ring.index(q.tail) * MOCK_EVENT_BYTES;

@@ -19,7 +19,8 @@ export interface OverflowEvent {
 }
 
 export interface InvalidationEvent {
-  readonly vm: OwnerId;
+  /** The VM whose translations were dropped, when the unit knows it from the tag. */
+  readonly vm?: OwnerId;
   readonly unit: string;
   readonly scope: "all" | "vmid" | "asid" | "range" | "device" | "interrupt";
   readonly entriesRemoved: number;
