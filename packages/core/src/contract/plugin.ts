@@ -62,15 +62,21 @@ export interface VendorPlugin {
   /** Command-line id, lower-case, e.g. `mock`. */
   readonly id: string;
   readonly displayName: string;
-  /** A plugin extending another (Tegra241 CMDQV on SMMUv3) names its parent; the parent works without it. */
+  /** Optional. A plugin extending another names its parent; the parent works without it. Absent: standalone. */
   readonly extends?: string;
+  /** Mandatory. Declared honestly: the conformance suite reports a case n/a only for an absent capability. */
   readonly capabilities: Capabilities;
-  /** The uapi type values this vendor implements, for `viommu plugins`. */
+  /** Mandatory. The uapi type values this vendor implements, for `viommu plugins`. */
   readonly types: Readonly<Record<string, number>>;
+  /** Mandatory (may be empty). The structures `viommu decode` knows for this vendor. */
   readonly structures: readonly StructureDecoder[];
+  /** Optional. Absent: `viommu walk` answers that the vendor has no table walker. */
   readonly walk?: WalkTool;
+  /** Optional (capability `acpi`). Absent: `viommu acpi` answers with the capability's reason. */
   readonly acpi?: AcpiTool;
+  /** Optional. Vendor figures `viommu bench` adds after the core ones. */
   readonly bench?: readonly BenchFigure[];
+  /** Optional. Absent: the demo's defaults. */
   readonly demo?: DemoProfile;
 
   /** Mandatory. Adds the plugin's services to a container (one registration function per plugin; no import-time side effects). */
