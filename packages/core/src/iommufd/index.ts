@@ -11,3 +11,5 @@ export * from "./veventq.js";
 export * from "./fault-queue.js";
 export * from "./mmap.js";
 export * from "./context.js";
+export * from "./user-memory.js";
+export * from "./ioctl.js";
