@@ -10,6 +10,7 @@ import {
 
   ok,
   Perm,
+  POW2,
   TablePagingDomain,
   toBytes,
   WalkFault,
@@ -182,7 +183,7 @@ export class MockUnit implements PhysicalIommu {
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
     const asid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
     if (this.iotlb.lookup(vmid, asid, request.iova, this.hit)) {
-      const size = 2 ** this.hit.pageShift;
+      const size = POW2[this.hit.pageShift]!;
       out.ok = (request.access & this.hit.perms) === request.access;
       out.mapped = true;
       out.output = this.hit.pageBase + (request.iova % size);
@@ -209,7 +210,7 @@ export class MockUnit implements PhysicalIommu {
     }
     // Only complete translations are cached: a stage-1 permission fault never reached stage 2.
     if (out.ok) {
-      const size = 2 ** out.pageShift;
+      const size = POW2[out.pageShift]!;
       this.iotlb.insert(vmid, asid, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
     }
   }

@@ -7,6 +7,9 @@ import type { RawBits } from "./words.js";
  */
 
 export const MAX_NUMBER_BITS = 53;
+
+/** 2^i for i in 0..63: on hot paths a table lookup is far cheaper than `**` with a variable exponent. */
+export const POW2: Float64Array = Float64Array.from({ length: 64 }, (_, i) => 2 ** i);
 const TWO_32 = 0x1_0000_0000;
 
 function checkSpan(raw: RawBits, bit: number, width: number, max: number): void {

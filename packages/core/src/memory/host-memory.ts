@@ -40,7 +40,9 @@ export class HostMemory {
   private readonly frames = new Map<number, Frame>();
   private nextPage: number;
   private readonly endPage: number;
+  /** Two most recent runs hit: nested walks alternate between host table pages and guest pages. */
   private lastRun: OwnedRun | undefined;
+  private previousRun: OwnedRun | undefined;
   private ownedPages = 0;
   readonly violations: IsolationViolation[] = [];
 
@@ -90,6 +92,12 @@ export class HostMemory {
   private runAt(page: number): OwnedRun | undefined {
     const last = this.lastRun;
     if (last !== undefined && page >= last.start && page < last.start + last.pages) return last;
+    const previous = this.previousRun;
+    if (previous !== undefined && page >= previous.start && page < previous.start + previous.pages) {
+      this.previousRun = last;
+      this.lastRun = previous;
+      return previous;
+    }
     let lo = 0;
     let hi = this.runs.length - 1;
     while (lo <= hi) {
@@ -98,6 +106,7 @@ export class HostMemory {
       if (page < r.start) hi = mid - 1;
       else if (page >= r.start + r.pages) lo = mid + 1;
       else {
+        this.previousRun = this.lastRun;
         this.lastRun = r;
         return r;
       }
@@ -127,6 +136,7 @@ export class HostMemory {
       if (cutEnd < runEnd) pieces.push({ start: cutEnd, pages: runEnd - cutEnd, owner: run.owner });
       this.runs.splice(index, 1, ...pieces);
       this.lastRun = undefined;
+      this.previousRun = undefined;
       for (let p = page; p < cutEnd; p++) this.frames.delete(p);
       this.freeRuns.push({ start: page, pages: cutEnd - page });
       this.ownedPages -= cutEnd - page;

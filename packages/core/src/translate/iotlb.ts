@@ -1,6 +1,7 @@
+import { POW2 } from "../bits/bit-ops.js";
 import type { PermBits } from "./access.js";
 
-/** Matches every address-space id of a VMID in range invalidations. */
+/** Matches every address-space id of a VMID in range invalidations (ASIDs are -1 … 2^36 − 2). */
 export const ANY_ASID = -1;
 
 /** What a hit returns, filled in place. */
@@ -54,7 +55,12 @@ class TagEntries {
  * When full, a clock hand evicts.
  */
 export class Iotlb {
-  private readonly tags = new Map<number, Map<number, TagEntries>>();
+  /** Entries by tag key (VMID and ASID combined into one number), and the tag keys of each VMID. */
+  private readonly tags = new Map<number, TagEntries>();
+  private readonly tagsOfVmid = new Map<number, Set<number>>();
+  /** The last tag looked up: translations come in runs from one device. */
+  private lastKey = -1;
+  private lastEntries: TagEntries | undefined;
   private readonly slotVmid: Float64Array;
   private readonly slotAsid: Float64Array;
   private readonly slotPage: Float64Array;
@@ -62,7 +68,6 @@ export class Iotlb {
   private readonly slotBase: Float64Array;
   private readonly slotPerms: Uint8Array;
   private readonly slotPayload: Float64Array;
-  private readonly slotUsed: Uint8Array;
   private readonly freeSlots: Int32Array;
   private freeTop = 0;
   private neverUsed = 0;
@@ -80,7 +85,6 @@ export class Iotlb {
     this.slotBase = new Float64Array(capacity);
     this.slotPerms = new Uint8Array(capacity);
     this.slotPayload = new Float64Array(capacity);
-    this.slotUsed = new Uint8Array(capacity);
     this.freeSlots = new Int32Array(capacity);
   }
 
@@ -88,9 +92,20 @@ export class Iotlb {
     return this.live;
   }
 
+  /** VMIDs below 2^16 and ASIDs below 2^36 (or ANY_ASID's siblings) combine into one exact key. */
+  private static key(vmid: number, asid: number): number {
+    return vmid * 68_719_476_736 + (asid + 1);
+  }
+
   lookup(vmid: number, asid: number, address: number, out: IotlbHit): boolean {
-    const byAsid = this.tags.get(vmid);
-    const entries = byAsid === undefined ? undefined : byAsid.get(asid);
+    const key = vmid * 68_719_476_736 + (asid + 1);
+    let entries: TagEntries | undefined;
+    if (key === this.lastKey) entries = this.lastEntries;
+    else {
+      entries = this.tags.get(key);
+      this.lastKey = key;
+      this.lastEntries = entries;
+    }
     if (entries !== undefined) {
       for (let i = 0; i < entries.shifts.length; i++) {
         const slot = entries.maps[i]!.get(Math.floor(address / entries.divisors[i]!));
@@ -108,32 +123,43 @@ export class Iotlb {
     return false;
   }
 
-  /** Caches the page of 2^pageShift bytes containing `address`, translated to `pageBase`. */
-  insert(vmid: number, asid: number, address: number, pageShift: number, pageBase: number, perms: PermBits, payload = 0): void {
-    let byAsid = this.tags.get(vmid);
-    if (byAsid === undefined) {
-      byAsid = new Map();
-      this.tags.set(vmid, byAsid);
-    }
-    let entries = byAsid.get(asid);
+  private entriesFor(vmid: number, asid: number): TagEntries {
+    const key = Iotlb.key(vmid, asid);
+    let entries = this.tags.get(key);
     if (entries === undefined) {
       entries = new TagEntries();
-      byAsid.set(asid, entries);
+      this.tags.set(key, entries);
+      let keys = this.tagsOfVmid.get(vmid);
+      if (keys === undefined) {
+        keys = new Set();
+        this.tagsOfVmid.set(vmid, keys);
+      }
+      keys.add(key);
+      this.lastKey = -1;
     }
-    const map = entries.mapFor(pageShift, true)!;
-    const page = Math.floor(address / 2 ** pageShift);
-    let slot = map.get(page);
+    return entries;
+  }
+
+  private dropTag(vmid: number, key: number): void {
+    this.tags.delete(key);
+    const keys = this.tagsOfVmid.get(vmid);
+    keys?.delete(key);
+    if (keys !== undefined && keys.size === 0) this.tagsOfVmid.delete(vmid);
+    this.lastKey = -1;
+    this.lastEntries = undefined;
+  }
+
+  /** Caches the page of 2^pageShift bytes containing `address`, translated to `pageBase`. */
+  insert(vmid: number, asid: number, address: number, pageShift: number, pageBase: number, perms: PermBits, payload = 0): void {
+    const page = Math.floor(address / POW2[pageShift]!);
+    let slot = this.entriesFor(vmid, asid).mapFor(pageShift, false)?.get(page);
     if (slot === undefined) {
       slot = this.takeSlot();
-      // Eviction may have emptied and dropped this very tag; re-fetch the containers.
-      byAsid = this.tags.get(vmid) ?? new Map<number, TagEntries>();
-      this.tags.set(vmid, byAsid);
-      entries = byAsid.get(asid) ?? new TagEntries();
-      byAsid.set(asid, entries);
+      // Eviction may have emptied and dropped this very tag: fetch the containers after it.
+      const entries = this.entriesFor(vmid, asid);
       entries.mapFor(pageShift, true)!.set(page, slot);
       entries.count++;
       this.live++;
-      this.slotUsed[slot] = 1;
       this.slotVmid[slot] = vmid;
       this.slotAsid[slot] = asid;
       this.slotPage[slot] = page;
@@ -154,7 +180,6 @@ export class Iotlb {
   }
 
   private releaseSlot(slot: number): void {
-    this.slotUsed[slot] = 0;
     this.freeSlots[this.freeTop++] = slot;
     this.live--;
   }
@@ -162,16 +187,14 @@ export class Iotlb {
   /** Removes one slot from its tag's map, dropping containers that become empty. */
   private removeSlot(slot: number): void {
     const vmid = this.slotVmid[slot]!;
-    const asid = this.slotAsid[slot]!;
+    const key = Iotlb.key(vmid, this.slotAsid[slot]!);
     const shift = this.slotShift[slot]!;
-    const byAsid = this.tags.get(vmid)!;
-    const entries = byAsid.get(asid)!;
+    const entries = this.tags.get(key)!;
     const map = entries.mapFor(shift, false)!;
     map.delete(this.slotPage[slot]!);
     entries.count--;
     if (map.size === 0) entries.dropEmpty(shift);
-    if (entries.count === 0) byAsid.delete(asid);
-    if (byAsid.size === 0) this.tags.delete(vmid);
+    if (entries.count === 0) this.dropTag(vmid, key);
     this.releaseSlot(slot);
   }
 
@@ -183,29 +206,33 @@ export class Iotlb {
   /** Drops every entry. Returns how many were removed. */
   invalidateAll(): number {
     let removed = 0;
-    for (const byAsid of this.tags.values()) for (const entries of byAsid.values()) removed += this.releaseTag(entries);
+    for (const entries of this.tags.values()) removed += this.releaseTag(entries);
     this.tags.clear();
+    this.tagsOfVmid.clear();
+    this.lastKey = -1;
+    this.lastEntries = undefined;
     return removed;
   }
 
   /** Drops every entry of a VMID (all its address spaces). */
   invalidateVmid(vmid: number): number {
-    const byAsid = this.tags.get(vmid);
-    if (byAsid === undefined) return 0;
+    const keys = this.tagsOfVmid.get(vmid);
+    if (keys === undefined) return 0;
     let removed = 0;
-    for (const entries of byAsid.values()) removed += this.releaseTag(entries);
-    this.tags.delete(vmid);
+    for (const key of [...keys]) {
+      removed += this.releaseTag(this.tags.get(key)!);
+      this.dropTag(vmid, key);
+    }
     return removed;
   }
 
   /** Drops every entry of one (VMID, ASID) tag. */
   invalidateAsid(vmid: number, asid: number): number {
-    const byAsid = this.tags.get(vmid);
-    const entries = byAsid?.get(asid);
-    if (byAsid === undefined || entries === undefined) return 0;
+    const key = Iotlb.key(vmid, asid);
+    const entries = this.tags.get(key);
+    if (entries === undefined) return 0;
     const removed = this.releaseTag(entries);
-    byAsid.delete(asid);
-    if (byAsid.size === 0) this.tags.delete(vmid);
+    this.dropTag(vmid, key);
     return removed;
   }
 
@@ -214,13 +241,16 @@ export class Iotlb {
    * [address, address + length).
    */
   invalidateRange(vmid: number, asid: number, address: number, length: number): number {
-    const byAsid = this.tags.get(vmid);
-    if (byAsid === undefined || length <= 0) return 0;
+    if (length <= 0) return 0;
+    if (asid !== ANY_ASID) {
+      const entries = this.tags.get(Iotlb.key(vmid, asid));
+      return entries === undefined ? 0 : this.removeRange(entries, address, length);
+    }
+    const keys = this.tagsOfVmid.get(vmid);
+    if (keys === undefined) return 0;
     let removed = 0;
-    if (asid === ANY_ASID) {
-      for (const entries of [...byAsid.values()]) removed += this.removeRange(entries, address, length);
-    } else {
-      const entries = byAsid.get(asid);
+    for (const key of [...keys]) {
+      const entries = this.tags.get(key);
       if (entries !== undefined) removed += this.removeRange(entries, address, length);
     }
     return removed;

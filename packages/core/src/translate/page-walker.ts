@@ -1,3 +1,4 @@
+import { POW2 } from "../bits/bit-ops.js";
 import { Perm, type PermBits } from "./access.js";
 import { EntryKind, WalkFault, newEntryDecode, type PageTableFormat, type TableGeometry } from "./page-table-format.js";
 import { resetWalkResult, type WalkResult } from "./walk-result.js";
@@ -29,11 +30,11 @@ export class PageWalker {
     out.faultInput = input;
     let level = geometry.startLevel;
     out.level = level;
-    if (!(input >= 0) || input >= 2 ** geometry.inputBits) {
+    if (!(input >= 0) || input >= POW2[geometry.inputBits]!) {
       out.fault = WalkFault.AddressSize;
       return;
     }
-    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : 2 ** geometry.outputBits;
+    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : POW2[geometry.outputBits]!;
     if (root >= outputLimit) {
       out.fault = WalkFault.AddressSize;
       return;
@@ -48,7 +49,7 @@ export class PageWalker {
         out.fault = WalkFault.Reserved;
         return;
       }
-      const index = Math.floor(input / 2 ** shift) % 2 ** bits;
+      const index = Math.floor(input / POW2[shift]!) % POW2[bits]!;
       const address = table + index * 8;
       out.entryAddress = address;
       out.fetches++;
@@ -75,7 +76,7 @@ export class PageWalker {
       }
       perms &= d.perms;
       if (d.kind === EntryKind.Leaf) {
-        const size = 2 ** d.pageShift;
+        const size = POW2[d.pageShift]!;
         out.mapped = true;
         out.pageShift = d.pageShift;
         out.perms = perms;
@@ -94,7 +95,7 @@ export class PageWalker {
       }
       if (next < level - 1 && format.skippedLevelBitsMustBeZero) {
         const low = geometry.levelShift[next]! + geometry.indexBits[next]!;
-        if (Math.floor(input / 2 ** low) % 2 ** (shift - low) !== 0) {
+        if (Math.floor(input / POW2[low]!) % POW2[shift - low]! !== 0) {
           out.fault = WalkFault.Translation;
           return;
         }
