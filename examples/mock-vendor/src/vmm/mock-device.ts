@@ -627,7 +627,9 @@ export class MockDevice implements EmulatedIommu {
         evtMsi: [this.evtMsi.address, this.evtMsi.data],
         vqBases: this.vqBases.map((b) => b.toString()),
       };
-      return encodeState("mock-iommu", STATE_VERSION, state);
+      const blob = encodeState("mock-iommu", STATE_VERSION, state);
+      this.events.emit("migration", { vm: this.options.vm.id, phase: "saved", bytes: blob.length });
+      return blob;
     });
   }
 
@@ -658,6 +660,7 @@ export class MockDevice implements EmulatedIommu {
     bases.forEach((b, i) => this.programVqueue(i, b));
     for (const rid of this.assigned.keys()) this.deviceEntryChanged(rid);
     this.frozen = false;
+    this.events.emit("migration", { vm: this.options.vm.id, phase: "restored", bytes: blob.length });
     return ok();
   }
 
