@@ -23,6 +23,7 @@ export const mockPlugin: VendorPlugin = {
     migration: true,
     commandQueue: true,
     eventLog: true,
+    eventLogRebase: true,
     directEventInterrupts: false,
     acpi: false,
     pageShifts: [12, 21, 30],

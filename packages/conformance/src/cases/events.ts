@@ -38,9 +38,26 @@ export const eventCases: ConformanceCase[] = [
     },
   },
   {
-    id: "event-log-rebase-and-wrap",
-    rule: "Reprogramming the event log with a new base resets head and tail; wrapping at the exact boundary neither reports a false overflow nor drops a record.",
+    id: "event-log-wrap",
+    rule: "Wrapping the event log at the exact boundary neither reports a false overflow nor drops or reorders a record.",
     requires: ["eventLog"],
+    run(c) {
+      const bed = c.bed({ vms: [oneDevice()], guest: { eventLogEntries: 8 } });
+      const v = bed.vms[0]!;
+      mapOne(v, 0x10, IOVA, DATA_GPA, 0x1000);
+      // Rounds of 7 (below capacity under either ring convention) from a log of 8 cross the boundary every round.
+      for (let round = 0; round < 4; round++) {
+        const iovas = fault(v, 7, 0x6000_0000 + round * 0x10_0000);
+        const seen = events(bed, v).filter((e) => e.kind === "dma-fault").map((e) => e.address);
+        check(seen.length === 7 && seen.every((a, i) => a === iovas[i]), `round ${round}: expected 7 records in order, got ${JSON.stringify(seen)}`);
+        check(!v.drivers[0]!.takeOverflow!(), `round ${round}: false overflow at the wrap`);
+      }
+    },
+  },
+  {
+    id: "event-log-rebase",
+    rule: "Reprogramming the event log with a new base resets head and tail: nothing of the old log appears, and the new log wraps cleanly.",
+    requires: ["eventLog", "eventLogRebase"],
     run(c) {
       const bed = c.bed({ vms: [oneDevice()], guest: { eventLogEntries: 16 } });
       const v = bed.vms[0]!;
@@ -48,15 +65,13 @@ export const eventCases: ConformanceCase[] = [
       fault(v, 5, 0x4000_0000);
       bed.poll();
       const driver = v.drivers[0]!;
-      // Rebase with records pending: the new log starts empty.
       check(driver.resetEventLog!(8).ok, "event log reprogramming failed");
       check(driver.readEvents().length === 0, "records of the old log appeared in the new one");
-      // Fill to just below capacity (7 of 8 fits both ring conventions), drain, twice: the second round crosses the boundary.
-      for (let round = 0; round < 3; round++) {
+      for (let round = 0; round < 2; round++) {
         const iovas = fault(v, 7, 0x6000_0000 + round * 0x10_0000);
         const seen = events(bed, v).filter((e) => e.kind === "dma-fault").map((e) => e.address);
-        check(seen.length === 7 && seen.every((a, i) => a === iovas[i]), `round ${round}: expected 7 records in order, got ${seen.length}`);
-        check(!driver.takeOverflow!(), `round ${round}: false overflow at the wrap`);
+        check(seen.length === 7 && seen.every((a, i) => a === iovas[i]), `round ${round} after rebase: expected 7 records in order, got ${seen.length}`);
+        check(!driver.takeOverflow!(), `round ${round} after rebase: false overflow`);
       }
     },
   },

@@ -18,8 +18,16 @@ export interface Capabilities {
   readonly migration: boolean;
   /** A guest-visible command/invalidation queue (absent for hypercall-driven IOMMUs). */
   readonly commandQueue: boolean;
-  /** A guest-visible event/fault log in guest memory (as opposed to fault registers only). */
+  /**
+   * Guest-visible fault reporting with an overflow indication: an event log in guest memory, or fault
+   * recording registers. Absent for IOMMUs that report faults only to the hypervisor.
+   */
   readonly eventLog: boolean;
+  /**
+   * The event log lives in guest memory at a base and size the driver can reprogram (head and tail reset).
+   * Optional to declare: absent means false.
+   */
+  readonly eventLogRebase?: boolean;
   /** Event interrupts that can reach the guest without the VMM injecting them. */
   readonly directEventInterrupts: boolean;
   /** An ACPI table describing the IOMMU (DMAR, IVRS, IORT). */
@@ -43,5 +51,6 @@ export type CapabilityName =
   | "migration"
   | "commandQueue"
   | "eventLog"
+  | "eventLogRebase"
   | "directEventInterrupts"
   | "acpi";

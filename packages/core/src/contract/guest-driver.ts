@@ -66,7 +66,7 @@ export interface GuestIommuDriver {
   readEvents(): GuestEvent[];
   /** Optional (capability `eventLog`). Whether the log reported overflow; reading it acknowledges it. */
   takeOverflow?(): boolean;
-  /** Optional (capability `eventLog`). Reprograms the log at a new base with `entries` entries (head and tail reset). */
+  /** Optional (capability `eventLogRebase`). Reprograms the log at a new base with `entries` entries (head and tail reset). */
   resetEventLog?(entries: number): Result<void>;
   /** Optional (capability `commandQueue`). Submits a command the architecture defines as illegal, then waits. */
   submitIllegalCommand?(): Result<void>;

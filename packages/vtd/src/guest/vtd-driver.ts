@@ -1,0 +1,529 @@
+import {
+  err,
+  fail,
+  GuestTableStore,
+  ok,
+  PageTableBuilder,
+  Perm,
+  toHex64,
+  type GuestContext,
+  type GuestDomainId,
+  type GuestEvent,
+  type GuestIommuDriver,
+  type GuestInitOptions,
+  type MsiMessage,
+  type PermBits,
+  type Result,
+  type TableGeometry,
+  type WritableFormat,
+} from "@viommu/core";
+import { capSupportsLevels, decodeCap, faultRecordOffset, type CapFields } from "../format/cap.js";
+import { encodeContextEntry, ContextTranslationType } from "../format/context-entry.js";
+import { decodeDmar } from "../format/dmar.js";
+import { decodeEcap, type EcapFields } from "../format/ecap.js";
+import { FlPteFormat } from "../format/fl-pte.js";
+import { encodeInvDesc, ContextCacheGranularity, IotlbGranularity, PageResponseCode, PasidCacheGranularity, PasidIotlbGranularity } from "../format/inv-desc.js";
+import { encodeIrteRemapped, irteDst, SourceValidationType } from "../format/irte.js";
+import { encodeRemappableMsi, remappableMsiIndex } from "../format/msi.js";
+import { decodePageRequest, PAGE_REQUEST_BYTES } from "../format/page-request.js";
+import { encodePasidDirEntry } from "../format/pasid-dir-entry.js";
+import { encodePasidEntry, PasidGranularTranslationType } from "../format/pasid-entry.js";
+import { encodeRootEntry } from "../format/root-entry.js";
+import { SlPteFormat } from "../format/sl-pte.js";
+import { encodeSmContextEntry } from "../format/sm-context-entry.js";
+import { vtdTableGeometry } from "../format/table-geometry.js";
+import { readFaultRecords } from "./fault-reader.js";
+import { FaultStatus, Global, Reg, RegisterWindow } from "./mmio.js";
+import { GuestInvalidationQueue, QUEUE_ENTRIES } from "./queued-invalidation.js";
+
+export type VtdVariant = "legacy" | "scalable";
+
+/** Defaults the platform wiring chooses for the driver (options passed to `init` win). */
+export interface VtdDriverDefaults {
+  readonly variant?: VtdVariant;
+}
+
+interface GuestDomain {
+  readonly did: number;
+  readonly table: PageTableBuilder;
+}
+
+/** Interrupt remapping table size Linux uses: 65536 entries (IRTA.S = 0xF), 1 MiB. */
+const IRT_SIZE_FIELD = 0xf;
+const IRT_ENTRIES = 65536;
+/** Linux reserves domain ids 0 (caching mode) and 1 (FLPT_DEFAULT_DID); domains start at 2. */
+const FIRST_DID = 2;
+/** The PASID used for requests without PASID (Linux IOMMU_NO_PASID). */
+const RID_PASID = 0;
+/** PASID directory of one page: 512 entries, PDTS = 2 (2^(2+7)). */
+const PASID_DIR_PDTS = 2;
+/** Page request queue of one page (Linux PRQ_ORDER 0 in older kernels): 128 descriptors. */
+const PRQ_PQS = 0;
+/** Ranges flushed page-selectively before a domain-selective flush is cheaper (Linux falls back the same way). */
+const MAX_PSI_DESCRIPTORS = 16;
+
+/**
+ * The reference VT-d guest driver: it programs the unit as Linux's intel-iommu does, in legacy mode (root and
+ * context tables, second-level page tables) or scalable mode (scalable root/context tables, a PASID directory
+ * and table per device, first-level page tables for RID_PASID), with queued invalidation (wait descriptors
+ * polled), caching-mode flushes after maps, interrupt remapping (a 65536-entry IRT, IRTEs with source-id
+ * verification, x2APIC when asked) and fault handling from the fault-recording registers.
+ */
+export class VtdGuestDriver implements GuestIommuDriver {
+  readonly vendor = "vtd";
+  variant: VtdVariant = "legacy";
+  private regs!: RegisterWindow;
+  private cap!: CapFields;
+  private ecap!: EcapFields;
+  private gcmd = 0;
+  private qi: GuestInvalidationQueue | undefined;
+  private readonly store: GuestTableStore;
+  private root = 0;
+  /** Context tables by bus (legacy) or by bus × 2 + upper half (scalable). */
+  private readonly contextTables = new Map<number, number>();
+  /** Scalable mode: each device's PASID directory and its first PASID table. */
+  private readonly pasidTables = new Map<number, { dir: number; table: number }>();
+  /** The domain id each requester id is attached with. */
+  private readonly attached = new Map<number, number>();
+  private readonly domains = new Map<GuestDomainId, GuestDomain>();
+  private nextDid = FIRST_DID;
+  private levels = 4;
+  private format!: WritableFormat;
+  private geometry!: TableGeometry;
+  private irt = 0;
+  private eime = false;
+  private readonly irtUsed = new Set<number>();
+  private prq: { base: number; bytes: number } | undefined;
+  private overflowSeen = false;
+  private readonly pageRequestEvents: GuestEvent[] = [];
+
+  constructor(
+    private readonly context: GuestContext,
+    private readonly defaults: VtdDriverDefaults = {},
+  ) {
+    this.store = new GuestTableStore(context.memory, context.pages);
+  }
+
+  private alloc(pages: number): Result<number> {
+    const at = this.context.pages.allocate(pages, pages);
+    return at === undefined ? err("ENOMEM", "guest driver memory exhausted") : ok(at);
+  }
+
+  /** The register base: the first DRHD of the DMAR the firmware published, else where the VMM said. */
+  private registerBase(): number {
+    const dmar = this.context.acpi.find((t) => t.signature === "DMAR");
+    if (dmar !== undefined) {
+      const decoded = decodeDmar(dmar.bytes);
+      if (decoded.ok) {
+        const drhd = decoded.table.structures.find((s) => s.type === "DRHD");
+        if (drhd !== undefined && drhd.type === "DRHD") return Number(drhd.registerBase);
+      }
+    }
+    return this.context.mmioBase;
+  }
+
+  private command(bit: number, on: boolean, status: number): Result<void> {
+    this.gcmd = on ? (this.gcmd | bit) >>> 0 : (this.gcmd & ~bit) >>> 0;
+    this.regs.write32(Reg.GCMD, this.gcmd);
+    return this.regs.waitFor(Reg.GSTS, (s) => ((s & status) !== 0) === on) ? ok() : err("ETIMEDOUT", `GSTS did not follow GCMD 0x${bit.toString(16)}`);
+  }
+
+  /** One-shot commands (SRTP, SIRTP): written with the current command state, not kept in it. */
+  private oneShot(bit: number, status: number): Result<void> {
+    this.regs.write32(Reg.GCMD, (this.gcmd | bit) >>> 0);
+    return this.regs.waitFor(Reg.GSTS, (s) => (s & status) !== 0) ? ok() : err("ETIMEDOUT", `GSTS did not report 0x${status.toString(16)}`);
+  }
+
+  private submit(descs: readonly Uint32Array[]): Result<void> {
+    return this.qi === undefined ? err("ENODEV", "queued invalidation is not enabled") : this.qi.submit(descs);
+  }
+
+  init(options: GuestInitOptions): Result<void> {
+    this.regs = new RegisterWindow(this.context.vm, this.registerBase());
+    if (this.regs.read32(Reg.VER) === 0xffff_ffff) return err("ENODEV", "no VT-d unit at the register base");
+    this.cap = decodeCap(Uint32Array.of(this.regs.read32(Reg.CAP), this.regs.read32(Reg.CAP + 4)));
+    this.ecap = decodeEcap(Uint32Array.of(this.regs.read32(Reg.ECAP), this.regs.read32(Reg.ECAP + 4)));
+    if (!this.ecap.QI) return err("ENODEV", "the unit has no queued invalidation");
+    const wanted = (options.variant as VtdVariant | undefined) ?? this.defaults.variant ?? "legacy";
+    this.variant = wanted === "scalable" && this.ecap.SMTS && this.ecap.FLTS ? "scalable" : "legacy";
+    const q = this.enableQueuedInvalidation();
+    if (!q.ok) return q;
+    this.programFaultEvent(options);
+    // Clear faults left from before (Linux runs dmar_fault once at setup).
+    readFaultRecords(this.regs, faultRecordOffset(this.cap.FRO, 0), this.cap.NFR + 1);
+    if (options.interruptRemapping) {
+      if (!this.ecap.IR) return err("ENODEV", "the unit has no interrupt remapping");
+      const ir = this.enableInterruptRemapping(options.x2apic === true);
+      if (!ir.ok) return ir;
+    }
+    if (options.translation) {
+      const t = this.enableTranslation();
+      if (!t.ok) return t;
+    }
+    return ok();
+  }
+
+  /** `dmar_enable_qi`: IQT = 0, IQA (256-bit descriptors in scalable mode), then QIE. */
+  private enableQueuedInvalidation(): Result<void> {
+    const wide = this.variant === "scalable";
+    const queue = this.alloc((QUEUE_ENTRIES * (wide ? 32 : 16)) / 4096);
+    const status = this.alloc(1);
+    if (!queue.ok || !status.ok) return err("ENOMEM", "no memory for the invalidation queue");
+    this.qi = new GuestInvalidationQueue(this.regs, this.context.memory, queue.value, wide, status.value);
+    this.regs.write32(Reg.IQT, 0);
+    this.regs.write64(Reg.IQA, this.qi.iqa);
+    return this.command(Global.QIE, true, Global.QIE);
+  }
+
+  /** `dmar_set_interrupt`: the fault event MSI (vector in FEDATA, APIC id in FEADDR, x2APIC high bits in FEUADDR), unmasked. */
+  private programFaultEvent(options: GuestInitOptions): void {
+    if (options.eventVector === undefined) return;
+    const dest = options.eventDestination ?? 0;
+    this.regs.write32(Reg.FEDATA, options.eventVector & 0xff);
+    this.regs.write32(Reg.FEADDR, 0xfee0_0000 | ((dest & 0xff) << 12));
+    this.regs.write32(Reg.FEUADDR, this.ecap.EIM ? dest & 0xffff_ff00 : 0);
+    this.regs.write32(Reg.FECTL, 0);
+  }
+
+  /**
+   * `intel_setup_irq_remapping` + `iommu_set_irq_remapping` + `iommu_enable_irq_remapping`: the IRT, IRTA with
+   * EIME in x2APIC mode, SIRTP, a global interrupt-entry-cache flush, IRE, and compatibility format blocked.
+   */
+  private enableInterruptRemapping(x2apic: boolean): Result<void> {
+    const table = this.alloc((IRT_ENTRIES * 16) / 4096);
+    if (!table.ok) return fail(table);
+    this.irt = table.value;
+    this.eime = x2apic && this.ecap.EIM === 1;
+    this.regs.write64(Reg.IRTA, BigInt(this.irt) | (this.eime ? 1n << 11n : 0n) | BigInt(IRT_SIZE_FIELD));
+    const set = this.oneShot(Global.SIRTP, Global.SIRTP);
+    if (!set.ok) return set;
+    if (!this.cap.ESIRTPS) {
+      const flushed = this.submit([encodeInvDesc("IEC_INV", { G: 0 })]);
+      if (!flushed.ok) return flushed;
+    }
+    const enabled = this.command(Global.IRE, true, Global.IRE);
+    if (!enabled.ok) return enabled;
+    if (this.regs.read32(Reg.GSTS) & Global.CFI) return this.command(Global.CFI, false, Global.CFI);
+    return ok();
+  }
+
+  /** Root table, SRTP, global context / PASID / IOTLB flushes, TE; in scalable mode also the page request queue. */
+  private enableTranslation(): Result<void> {
+    const root = this.alloc(1);
+    if (!root.ok) return fail(root);
+    this.root = root.value;
+    const scalable = this.variant === "scalable";
+    this.levels = capSupportsLevels(this.cap.SAGAW, 4) ? 4 : 3;
+    const haw = this.cap.MGAW + 1;
+    if (scalable) {
+      this.format = new FlPteFormat({ haw, fl1gp: this.cap.FL1GP === 1 });
+      this.geometry = vtdTableGeometry(4, 47);
+    } else {
+      this.format = new SlPteFormat({ haw, sllps: this.cap.SLLPS, snoop: false });
+      this.geometry = vtdTableGeometry(this.levels as 3 | 4, Math.min(30 + 9 * (this.levels - 2), haw));
+    }
+    this.regs.write64(Reg.RTADDR, BigInt(this.root) | (scalable ? 1n << 10n : 0n));
+    const set = this.oneShot(Global.SRTP, Global.SRTP);
+    if (!set.ok) return set;
+    const flushes = [encodeInvDesc("CC_INV", { G: ContextCacheGranularity.GLOBAL }), encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.GLOBAL, ...this.drain })];
+    if (scalable) flushes.push(encodeInvDesc("PC_INV", { G: PasidCacheGranularity.GLOBAL }));
+    const flushed = this.submit(flushes);
+    if (!flushed.ok) return flushed;
+    if (scalable && this.ecap.PRS) {
+      const prq = this.enablePageRequestQueue();
+      if (!prq.ok) return prq;
+    }
+    return this.command(Global.TE, true, Global.TE);
+  }
+
+  /** `intel_iommu_enable_prq`: PQH = PQT = 0, PQA with the size, and the page request event. */
+  private enablePageRequestQueue(): Result<void> {
+    const pages = 2 ** PRQ_PQS;
+    const base = this.alloc(pages);
+    if (!base.ok) return fail(base);
+    this.prq = { base: base.value, bytes: pages * 4096 };
+    this.regs.write64(Reg.PQH, 0n);
+    this.regs.write64(Reg.PQT, 0n);
+    this.regs.write64(Reg.PQA, BigInt(base.value) | BigInt(PRQ_PQS));
+    return ok();
+  }
+
+  /** Linux sets the drain bits of IOTLB invalidations when the unit can drain (CAP.DRD / CAP.DWD). */
+  private get drain(): { DR: number; DW: number } {
+    return { DR: this.cap.DRD, DW: this.cap.DWD };
+  }
+
+  private get caching(): boolean {
+    return this.cap.CM === 1;
+  }
+
+  // ---- domains ----
+
+  createDomain(): Result<GuestDomainId> {
+    if (this.root === 0) return err("ENODEV", "DMA translation is not enabled");
+    if (this.nextDid > 0xffff) return err("ENOSPC", "domain ids exhausted");
+    const table = PageTableBuilder.create(this.format, this.geometry, this.store);
+    if (table === undefined) return err("ENOMEM", "no memory for a page table");
+    const did = this.nextDid++;
+    this.domains.set(did, { did, table });
+    return ok(did);
+  }
+
+  private domain(id: GuestDomainId): Result<GuestDomain> {
+    const d = this.domains.get(id);
+    return d === undefined ? err("ENOENT", `no domain ${id}`) : ok(d);
+  }
+
+  private contextTable(key: number): Result<{ table: number; fresh: boolean }> {
+    const known = this.contextTables.get(key);
+    if (known !== undefined) return ok({ table: known, fresh: false });
+    const t = this.alloc(1);
+    if (!t.ok) return fail(t);
+    this.contextTables.set(key, t.value);
+    return ok({ table: t.value, fresh: true });
+  }
+
+  attach(rid: number, domainId: GuestDomainId): Result<void> {
+    if (!Number.isInteger(rid) || rid < 0 || rid > 0xffff) return err("EINVAL", `requester id ${rid}`);
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    if (this.attached.has(rid)) {
+      const detached = this.detach(rid);
+      if (!detached.ok) return detached;
+    }
+    const r = this.variant === "scalable" ? this.attachScalable(rid, d.value) : this.attachLegacy(rid, d.value);
+    if (r.ok) this.attached.set(rid, d.value.did);
+    return r;
+  }
+
+  /** `domain_context_mapping_one`: root entry, context entry, then (caching mode) device-selective context and domain IOTLB flushes. */
+  private attachLegacy(rid: number, d: GuestDomain): Result<void> {
+    const bus = rid >>> 8;
+    const ctx = this.contextTable(bus);
+    if (!ctx.ok) return fail(ctx);
+    if (ctx.value.fresh) this.context.memory.writeWords(this.root + bus * 16, encodeRootEntry({ P: 1, CTP: BigInt(ctx.value.table) }));
+    const entry = encodeContextEntry({ P: 1, TT: ContextTranslationType.MULTI_LEVEL, SLPTPTR: BigInt(d.table.root), AW: this.levels - 2, DID: d.did });
+    this.context.memory.writeWords(ctx.value.table + (rid & 0xff) * 16, entry);
+    if (!this.caching) return ok();
+    return this.submit([
+      encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: 0, SID: rid, FM: 0 }),
+      encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.DOMAIN, DID: d.did, ...this.drain }),
+    ]);
+  }
+
+  /**
+   * Scalable mode: the context entry points at the device's PASID directory (RID_PASID 0); the RID_PASID entry
+   * holds the first-level table (PGTT 1, 4-level) with the domain id; then, in caching mode, the PASID-cache
+   * and PASID-IOTLB flushes of `pasid_flush_caches`.
+   */
+  private attachScalable(rid: number, d: GuestDomain): Result<void> {
+    const bus = rid >>> 8;
+    const upper = (rid & 0x80) !== 0;
+    const ctx = this.contextTable(bus * 2 + (upper ? 1 : 0));
+    if (!ctx.ok) return fail(ctx);
+    const mem = this.context.memory;
+    if (ctx.value.fresh) {
+      const rootAt = this.root + bus * 16;
+      const existing = mem.readWords(rootAt, new Uint32Array(4));
+      if (upper) {
+        existing[2] = (ctx.value.table | 1) >>> 0;
+        existing[3] = Math.floor(ctx.value.table / 2 ** 32);
+      } else {
+        existing[0] = (ctx.value.table | 1) >>> 0;
+        existing[1] = Math.floor(ctx.value.table / 2 ** 32);
+      }
+      mem.writeWords(rootAt, existing);
+    }
+    let tables = this.pasidTables.get(rid);
+    const flushes: Uint32Array[] = [];
+    if (tables === undefined) {
+      const dir = this.alloc(1);
+      const table = this.alloc(1);
+      if (!dir.ok || !table.ok) return err("ENOMEM", "no memory for PASID tables");
+      tables = { dir: dir.value, table: table.value };
+      this.pasidTables.set(rid, tables);
+      mem.writeWords(tables.dir, encodePasidDirEntry({ P: 1, SMPTBLPTR: BigInt(tables.table) }));
+      mem.writeWords(ctx.value.table + (rid & 0x7f) * 32, encodeSmContextEntry({ P: 1, PDTS: PASID_DIR_PDTS, PASIDDIRPTR: BigInt(tables.dir), RID_PASID }));
+      if (this.caching) flushes.push(encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: 0, SID: rid, FM: 0 }));
+    }
+    const entry = encodePasidEntry({ P: 1, PGTT: PasidGranularTranslationType.FL_ONLY, DID: d.did, FLPM: 0, FLPTPTR: BigInt(d.table.root) });
+    mem.writeWords(tables.table + (RID_PASID & 0x3f) * 64, entry);
+    if (this.caching) {
+      flushes.push(encodeInvDesc("PC_INV", { G: PasidCacheGranularity.PASID, DID: d.did, PASID: RID_PASID }, 256));
+      flushes.push(encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: d.did, PASID: RID_PASID }, 256));
+    }
+    return flushes.length > 0 ? this.submit(flushes) : ok();
+  }
+
+  /** `device_block_translation`: the context entry (legacy) or the RID_PASID entry (scalable) cleared and flushed. */
+  detach(rid: number): Result<void> {
+    const did = this.attached.get(rid);
+    const mem = this.context.memory;
+    if (this.variant === "scalable") {
+      const tables = this.pasidTables.get(rid);
+      if (tables === undefined) return ok();
+      mem.fill(tables.table + (RID_PASID & 0x3f) * 64, 64, 0);
+      this.attached.delete(rid);
+      return this.submit([
+        encodeInvDesc("PC_INV", { G: PasidCacheGranularity.PASID, DID: did ?? 0, PASID: RID_PASID }, 256),
+        encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did ?? 0, PASID: RID_PASID }, 256),
+      ]);
+    }
+    const table = this.contextTables.get(rid >>> 8);
+    if (table === undefined) return ok();
+    mem.fill(table + (rid & 0xff) * 16, 16, 0);
+    this.attached.delete(rid);
+    return this.submit([
+      encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: did ?? 0, SID: rid, FM: 0 }),
+      encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.DOMAIN, DID: did ?? 0, ...this.drain }),
+    ]);
+  }
+
+  map(domainId: GuestDomainId, iova: number, gpa: number, length: number, perms: PermBits): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    // First-level leaves carry U/S (Linux sets DMA_FL_PTE_US): device requests without PASID are user requests.
+    const leafPerms = this.variant === "scalable" ? perms | Perm.User : perms;
+    const r = d.value.table.map(iova, gpa, length, leafPerms);
+    if (!r.ok) return r;
+    // Caching mode: a not-present → present change is announced too, so the VMM sees it.
+    return this.caching ? this.flush(domainId, iova, length) : ok();
+  }
+
+  unmap(domainId: GuestDomainId, iova: number, length: number): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    d.value.table.unmap(iova, length);
+    return this.flush(domainId, iova, length);
+  }
+
+  /**
+   * IOTLB flush of a range: naturally aligned power-of-two chunks of at most 2^MAMV pages, one page-selective
+   * descriptor each (PASID-based in scalable mode), or a domain-selective flush when that would take too many.
+   */
+  flush(domainId: GuestDomainId, iova?: number, length?: number): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const did = d.value.did;
+    const scalable = this.variant === "scalable";
+    const whole = (): Uint32Array =>
+      scalable
+        ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did, PASID: RID_PASID }, 256)
+        : encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.DOMAIN, DID: did, ...this.drain });
+    if (iova === undefined || length === undefined || length <= 0) return this.submit([whole()]);
+    const descs: Uint32Array[] = [];
+    let page = Math.floor(iova / 4096);
+    const end = Math.ceil((iova + length) / 4096);
+    while (page < end && descs.length <= MAX_PSI_DESCRIPTORS) {
+      let am = 0;
+      while (am < this.cap.MAMV && page % 2 ** (am + 1) === 0 && page + 2 ** (am + 1) <= end) am++;
+      const addr = BigInt(page) * 4096n;
+      descs.push(
+        scalable
+          ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.PAGE_IN_PASID, DID: did, PASID: RID_PASID, AM: am, ADDR: addr }, 256)
+          : encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.PAGE, DID: did, ...this.drain, AM: am, ADDR: addr }),
+      );
+      page += 2 ** am;
+    }
+    return this.submit(descs.length > MAX_PSI_DESCRIPTORS || !this.cap.PSI ? [whole()] : descs);
+  }
+
+  // ---- interrupts ----
+
+  /**
+   * `intel_irq_remapping_alloc` + `modify_irte`: a remapped IRTE (fixed delivery, physical destination,
+   * source-id verified against the requester id), an index-selective IEC flush, and the remappable MSI
+   * (SHV = 1, sub-handle 0) the device is programmed with.
+   */
+  mapInterrupt(rid: number, vector: number, destination: number): Result<MsiMessage> {
+    if (this.irt === 0) return err("ENODEV", "interrupt remapping is not enabled");
+    if (!this.eime && destination > 0xff) return err("EINVAL", `APIC id ${destination} needs x2APIC mode`);
+    let index = 0;
+    while (index < IRT_ENTRIES && this.irtUsed.has(index)) index++;
+    if (index >= IRT_ENTRIES) return err("ENOSPC", "interrupt remapping table full");
+    this.irtUsed.add(index);
+    const irte = encodeIrteRemapped({ P: 1, V: vector & 0xff, DST: irteDst(destination, this.eime), SVT: SourceValidationType.VERIFY_SID, SQ: 0, SID: rid & 0xffff });
+    this.context.memory.writeWords(this.irt + index * 16, irte);
+    const flushed = this.submit([encodeInvDesc("IEC_INV", { G: 1, IM: 0, IIDX: index })]);
+    if (!flushed.ok) return fail(flushed);
+    const msi = encodeRemappableMsi(index, 0);
+    return ok({ address: msi.addressLo + msi.addressHi * 2 ** 32, data: msi.data });
+  }
+
+  unmapInterrupt(_rid: number, msi: MsiMessage): Result<void> {
+    const index = remappableMsiIndex(msi.address >>> 0, Math.floor(msi.address / 2 ** 32), msi.data >>> 0);
+    if (index < 0 || !this.irtUsed.has(index)) return err("ENOENT", "no remapping entry for that MSI");
+    this.context.memory.fill(this.irt + index * 16, 16, 0);
+    this.irtUsed.delete(index);
+    return this.submit([encodeInvDesc("IEC_INV", { G: 1, IM: 0, IIDX: index })]);
+  }
+
+  // ---- events ----
+
+  /**
+   * Queue errors the submissions met, the fault-recording registers (as `dmar_fault` reads them) and, in
+   * scalable mode, page requests (answered INVALID_REQUEST, as Linux answers a request no handler takes).
+   */
+  readEvents(): GuestEvent[] {
+    const out: GuestEvent[] = [];
+    if (this.qi !== undefined) out.push(...this.qi.errors.splice(0));
+    const faults = readFaultRecords(this.regs, faultRecordOffset(this.cap.FRO, 0), this.cap.NFR + 1);
+    if (faults.overflow) this.overflowSeen = true;
+    out.push(...faults.events);
+    this.drainPageRequests();
+    out.push(...this.pageRequestEvents.splice(0));
+    return out;
+  }
+
+  private drainPageRequests(): void {
+    const prq = this.prq;
+    if (prq === undefined) return;
+    let head = Number(this.regs.read64(Reg.PQH));
+    const tail = Number(this.regs.read64(Reg.PQT));
+    const responses: Uint32Array[] = [];
+    for (let budget = prq.bytes / PAGE_REQUEST_BYTES; head !== tail && budget > 0; budget--) {
+      const raw = this.context.memory.readWords(prq.base + head, new Uint32Array(8));
+      const req = decodePageRequest(raw);
+      this.pageRequestEvents.push({ kind: "page-request", code: req.PRGI, name: "PAGE_REQ", rid: req.RID, address: Number(req.ADDR), write: req.WR === 1, raw: toHex64(raw) });
+      if (req.LPIG) {
+        responses.push(
+          encodeInvDesc("PG_RESP", { PP: req.PP, RESPONSE_CODE: PageResponseCode.INVALID_REQUEST, RID: req.RID, PASID: req.PASID, LPIG: 1, PRGI: req.PRGI }, 256),
+        );
+      }
+      head = (head + PAGE_REQUEST_BYTES) % prq.bytes;
+    }
+    this.regs.write64(Reg.PQH, BigInt(head));
+    this.regs.write32(Reg.PRS, 1);
+    if (responses.length > 0) this.submit(responses);
+  }
+
+  /** Whether faults were lost (FSTS.PFO) since the last call; reading acknowledges it. */
+  takeOverflow(): boolean {
+    const now = (this.regs.read32(Reg.FSTS) & FaultStatus.PFO) !== 0;
+    if (now) this.regs.write32(Reg.FSTS, FaultStatus.PFO);
+    const seen = this.overflowSeen || now;
+    this.overflowSeen = false;
+    return seen;
+  }
+
+  /** Submits a descriptor of a type VT-d does not define, then waits; the queue error (IQE) is the expected answer. */
+  submitIllegalCommand(): Result<void> {
+    const bad = new Uint32Array(4);
+    bad[0] = 0xf;
+    const r = this.submit([bad]);
+    return r.ok ? err("EIO", "the invalid descriptor was accepted") : ok();
+  }
+
+  /**
+   * Sets PRE in a device's scalable-mode context entry (as Linux does for a device with PRI enabled) and
+   * flushes its context: page requests from it then reach the page request queue.
+   */
+  enablePageRequests(rid: number): Result<void> {
+    if (this.variant !== "scalable") return err("EOPNOTSUPP", "page requests need scalable mode");
+    const table = this.contextTables.get((rid >>> 8) * 2 + ((rid & 0x80) !== 0 ? 1 : 0));
+    if (table === undefined || !this.pasidTables.has(rid)) return err("ENOENT", "attach the device first");
+    const at = table + (rid & 0x7f) * 32;
+    this.context.memory.write32(at, this.context.memory.read32(at) | 0x10);
+    return this.submit([encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: this.attached.get(rid) ?? 0, SID: rid, FM: 0 })]);
+  }
+}

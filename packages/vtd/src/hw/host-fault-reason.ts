@@ -1,0 +1,53 @@
+import { Perm, WalkFault, type WalkResult } from "@viommu/core";
+import { VtdFaultReason } from "../format/fault-reasons.js";
+
+/** What the device was attached to when its DMA faulted. */
+export type HostTranslationKind = "blocked" | "paging" | "nested";
+
+/**
+ * The scalable-mode fault reason (../shared/spec/x86.md A7.2) the host unit records for a failed translation.
+ * The host runs in scalable mode, so second-stage problems use the 0x7x/0x8x codes Linux's SM table names
+ * (QEMU would keep the legacy 0x4–0xC codes there; see the package report).
+ */
+export function hostFaultReason(kind: HostTranslationKind, result: WalkResult, write: boolean, startLevel: number): number {
+  if (kind === "blocked") return VtdFaultReason.PASID_ENTRY_P;
+  if (kind === "nested" && result.stage === 1) return firstLevelReason(result, write, startLevel);
+  return secondLevelReason(result, write, kind === "nested" && result.tableFetch);
+}
+
+/** A first-level walk (the guest's stage 1 of a nested domain, or a first-level-only table). */
+export function firstLevelReason(result: WalkResult, write: boolean, startLevel: number): number {
+  switch (result.fault) {
+    case WalkFault.AddressSize:
+      return VtdFaultReason.FS_NON_CANONICAL;
+    case WalkFault.Reserved:
+      return VtdFaultReason.FS_PAGING_ENTRY_RSVD;
+    case WalkFault.External:
+      return result.level >= startLevel ? VtdFaultReason.PASID_ENTRY_FSPTPTR_INV : VtdFaultReason.FS_PAGING_ENTRY_INV;
+    case WalkFault.Permission:
+      if ((result.perms & Perm.User) === 0) return VtdFaultReason.FS_PAGING_ENTRY_US;
+      return write && (result.perms & Perm.Write) === 0 ? VtdFaultReason.SM_WRITE : VtdFaultReason.SM_READ;
+    default:
+      return VtdFaultReason.FS_PAGING_ENTRY_P;
+  }
+}
+
+/**
+ * A second-level walk: the host's stage 2 (of a nested translation, for a first-level table fetch when
+ * `tableFetch`, or for its output), or a single-stage second-level table.
+ */
+export function secondLevelReason(result: WalkResult, write: boolean, tableFetch: boolean): number {
+  switch (result.fault) {
+    case WalkFault.AddressSize:
+      return tableFetch ? VtdFaultReason.FS_NESTED_ADDR_BEYOND_MGAW : VtdFaultReason.SS_ADDR_BEYOND_MAX;
+    case WalkFault.Reserved:
+      return VtdFaultReason.SS_PAGING_ENTRY_RSVD;
+    case WalkFault.External:
+      return VtdFaultReason.SS_PAGING_ENTRY_INV;
+    default:
+      // Not present and permission look alike at the second level (an entry with R = W = 0 maps nothing). A
+      // fetch of a first-level table the stage 2 does not map is the nested read-permission fault.
+      if (tableFetch) return VtdFaultReason.FS_NESTED_READ;
+      return write ? VtdFaultReason.SM_WRITE : VtdFaultReason.SM_READ;
+  }
+}

@@ -1,0 +1,301 @@
+import {
+  ANY_ASID,
+  copyStructFromUser,
+  err,
+  fail,
+  HOST_OWNER,
+  HwptAllocFlag,
+  IdAllocator,
+  Iotlb,
+  NestedWalker,
+  newIotlbHit,
+  NO_PASID,
+  ok,
+  Perm,
+  TablePagingDomain,
+  WalkFault,
+  type DmaRequest,
+  type DomainCacheWatcher,
+  type HostServices,
+  type HwInfo,
+  type IommuDomain,
+  type NestedDomain,
+  type OwnerId,
+  type PagingDomain,
+  type PhysicalDevice,
+  type PhysicalIommu,
+  type Result,
+  type StageConfig,
+  type UserData,
+  type WalkResult,
+} from "@viommu/core";
+import { VtdFaultReason } from "../format/fault-reasons.js";
+import { encodeFaultRecord } from "../format/fault-record.js";
+import { FaultStage, type VtdHostFaultBatch, type VtdHostFaultSource } from "../format/host-fault-report.js";
+import {
+  decodeVtdS1,
+  encodeHwInfoVtd,
+  IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HWPT_DATA_VTD_S1,
+  VTD_S1_BYTES,
+  VTD_S1_MIN_BYTES,
+  VtdS1Flag,
+} from "../format/uapi.js";
+import { HOST_CAP, HOST_ECAP, hostRegister } from "./host-capabilities.js";
+import { hostFaultReason } from "./host-fault-reason.js";
+import { HostFaultLog } from "./host-fault-log.js";
+import { hostFlFormat, hostSlFormat, hostSlGeometry } from "./host-formats.js";
+import { checkNestedConfig, nestedTag, VtdNestedDomain } from "./vtd-nested-domain.js";
+
+/** IOTLB address-space tag of a single-stage (paging) attachment: nested tags are ≥ 2^21, so these never collide. */
+function pagingTag(pasid: number): number {
+  return pasid + 1;
+}
+
+/** Domain ids 0 and 1 are reserved (Linux keeps 0 for caching mode and 1 for FLPT_DEFAULT_DID). */
+const FIRST_DOMAIN_ID = 2;
+
+/**
+ * The physical VT-d unit and its host driver: paging domains in second-level format (the nesting parents),
+ * nested domains from `iommu_hwpt_vtd_s1` (PASID entry PGTT = nested: the guest's first-level table over the
+ * shared second-level parent), per-device and per-PASID attachments, an IOTLB tagged by the parent's VMID and
+ * (domain id, PASID), and primary fault logging with VM-owned faults queued for their VMM.
+ */
+export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
+  readonly vendor = "vtd";
+  readonly name: string;
+  readonly cap = HOST_CAP;
+  readonly ecap = HOST_ECAP;
+  readonly iotlb = new Iotlb(8192);
+  readonly faults = new HostFaultLog();
+  private readonly attachments = new Map<number, Map<number, IommuDomain>>();
+  private readonly devices = new Map<number, PhysicalDevice>();
+  private readonly walker: NestedWalker;
+  private readonly hit = newIotlbHit();
+  private readonly domainIds = new IdAllocator("VT-d domain id", FIRST_DOMAIN_ID, 0xffff);
+  /** VMIDs of parents this unit nests on: a stage-2 unmap there may change any stage-1 translation. */
+  private readonly nestedVmids = new Set<number>();
+  private readonly stages = new WeakMap<VtdNestedDomain, { s1: StageConfig; s2: StageConfig }>();
+
+  constructor(
+    private readonly host: HostServices,
+    index: number,
+  ) {
+    this.name = `dmar${index}`;
+    this.walker = new NestedWalker(host.memory, HOST_OWNER);
+  }
+
+  private seen(device: PhysicalDevice): void {
+    this.devices.set(device.requesterId, device);
+  }
+
+  hwInfo(device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
+    if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_INTEL_VTD) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
+    this.seen(device);
+    const data = encodeHwInfoVtd({ flags: 0, capReg: hostRegister(this.cap), ecapReg: hostRegister(this.ecap) });
+    return ok({ type: IOMMU_HW_INFO_TYPE_INTEL_VTD, data, maxPasidLog2: device.pasidBits > 0 ? Math.min(device.pasidBits, 20) : 0, capabilities: 0 });
+  }
+
+  domainAllocPaging(device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
+    if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "this unit has no second-level dirty tracking (ECAP.SLADS = 0)");
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    this.seen(device);
+    const r = TablePagingDomain.create(this, this.host, hostSlFormat, hostSlGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    if (!r.ok) return fail(r);
+    r.value.watch(this.cacheWatcher);
+    return ok(r.value);
+  }
+
+  private readonly cacheWatcher: DomainCacheWatcher = {
+    // A stage-2 unmap under a nested domain can change any combined translation cached through it (its
+    // output or a first-level table fetch), so a nesting parent drops its whole VMID; a single-stage domain
+    // drops just the range, for every PASID.
+    unmapped: (vmid, iova, length) => {
+      if (this.nestedVmids.has(vmid)) this.iotlb.invalidateVmid(vmid);
+      else this.iotlb.invalidateRange(vmid, ANY_ASID, iova, length);
+    },
+    destroyed: (vmid) => {
+      this.iotlb.invalidateVmid(vmid);
+      this.nestedVmids.delete(vmid);
+    },
+  };
+
+  private use(domain: PagingDomain, nested: boolean): void {
+    if (domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
+    if (nested) this.nestedVmids.add(domain.vmid);
+  }
+
+  /**
+   * `intel_iommu_domain_alloc_nested`: flags other than PASID or a data type other than VTD_S1 are EOPNOTSUPP;
+   * a parent that is not a VT-d nesting parent is EINVAL; the data is copied with the single-struct helper
+   * (EINVAL for a wrong size). The configuration itself is checked when the domain is attached, as Linux does.
+   */
+  domainAllocNested(device: PhysicalDevice, parent: PagingDomain, flags: number, data: UserData): Result<NestedDomain> {
+    if ((flags & ~HwptAllocFlag.PASID) !== 0) return err("EOPNOTSUPP", "nested flags other than PASID");
+    if (data.type !== IOMMU_HWPT_DATA_VTD_S1) return err("EOPNOTSUPP", `HWPT data type ${data.type}`);
+    if (parent.unit.vendor !== this.vendor || !parent.nestParent || !(parent instanceof TablePagingDomain)) return err("EINVAL", "parent is not a VT-d nesting parent");
+    const bytes = copyStructFromUser(data, IOMMU_HWPT_DATA_VTD_S1, VTD_S1_MIN_BYTES, VTD_S1_BYTES);
+    if (!bytes.ok) return fail(bytes);
+    const s1 = decodeVtdS1(bytes.value);
+    const did = this.domainIds.allocate();
+    if (!did.ok) return fail(did);
+    this.seen(device);
+    this.use(parent, true);
+    // FLPTPTR holds address bits [63:12]; a root no stage 2 can reach still walks (and faults) like hardware.
+    const root = s1.pgtblAddr < 1n << 52n ? Number(s1.pgtblAddr & ~0xfffn) : 2 ** 52;
+    const domain = new VtdNestedDomain(this, parent, { flags: Number(s1.flags & 0xffff_ffffn), root, addrWidth: s1.addrWidth }, did.value, this.iotlb, (d) => {
+      this.domainIds.release(d.hostDid);
+      this.stages.delete(d);
+    });
+    this.stages.set(domain, {
+      s1: { format: hostFlFormat, geometry: domain.geometry, root },
+      s2: { format: parent.table.format, geometry: parent.table.geometry, root: parent.table.root },
+    });
+    return ok(domain);
+  }
+
+  attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
+    if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
+    if (pasid !== NO_PASID && (pasid < 0 || pasid >= 2 ** Math.min(device.pasidBits, 20))) return err("EINVAL", `PASID ${pasid} beyond the device's PASID width`);
+    if (domain instanceof VtdNestedDomain) {
+      const valid = checkNestedConfig(domain.s1, this.cap, this.ecap);
+      if (!valid.ok) return valid;
+      this.use(domain.parent, true);
+      domain.pasids.add(pasid);
+    } else if (domain.kind === "paging") this.use(domain, false);
+    this.seen(device);
+    this.flushAttachment(device.requesterId, pasid);
+    let byPasid = this.attachments.get(device.requesterId);
+    if (byPasid === undefined) {
+      byPasid = new Map();
+      this.attachments.set(device.requesterId, byPasid);
+    }
+    byPasid.set(pasid, domain);
+    return ok();
+  }
+
+  detachDevice(device: PhysicalDevice, pasid: number): void {
+    this.flushAttachment(device.requesterId, pasid);
+    const byPasid = this.attachments.get(device.requesterId);
+    byPasid?.delete(pasid);
+    if (byPasid !== undefined && byPasid.size === 0) this.attachments.delete(device.requesterId);
+  }
+
+  /** A PASID-entry change: the driver flushes what was cached under the old entry. */
+  private flushAttachment(requesterId: number, pasid: number): void {
+    const old = this.attachments.get(requesterId)?.get(pasid);
+    if (old instanceof VtdNestedDomain) this.iotlb.invalidateAsid(old.parent.vmid, nestedTag(old.hostDid, pasid));
+    else if (old !== undefined && old.kind === "paging") this.iotlb.invalidateAsid(old.vmid, pagingTag(pasid));
+  }
+
+  domainOf(requesterId: number, pasid: number): IommuDomain | undefined {
+    return this.attachments.get(requesterId)?.get(pasid);
+  }
+
+  translate(request: DmaRequest, out: WalkResult): void {
+    const pasid = request.pasid;
+    const domain = this.attachments.get(request.requesterId)?.get(pasid);
+    if (domain === undefined) {
+      blocked(out, request.iova);
+      return;
+    }
+    // A request without PASID takes the RID_PASID entry's privilege: user (RID_PRIV = 0).
+    const user = pasid === NO_PASID || (request.access & Perm.User) !== 0;
+    const nested = domain instanceof VtdNestedDomain ? domain : undefined;
+    if (nested !== undefined && !user && (nested.s1.flags & VtdS1Flag.SRE) === 0) {
+      blocked(out, request.iova);
+      out.fault = WalkFault.Permission;
+      return;
+    }
+    const access = user ? request.access | Perm.User : request.access;
+    const vmid = nested !== undefined ? nested.parent.vmid : (domain as PagingDomain).vmid;
+    const tag = nested !== undefined ? nestedTag(nested.hostDid, pasid) : pagingTag(pasid);
+    if (this.iotlb.lookup(vmid, tag, request.iova, this.hit)) {
+      const size = 2 ** this.hit.pageShift;
+      out.ok = (access & this.hit.perms) === access;
+      out.mapped = true;
+      out.output = this.hit.pageBase + (request.iova % size);
+      out.pageShift = this.hit.pageShift;
+      out.perms = this.hit.perms;
+      out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
+      out.stage = 1;
+      out.level = 0;
+      out.faultInput = request.iova;
+      out.tableFetch = false;
+      out.fetches = 0;
+      return;
+    }
+    if (nested !== undefined) {
+      const stages = this.stages.get(nested)!;
+      this.walker.translate(stages.s1, stages.s2, this.devices.get(request.requesterId)?.owner ?? HOST_OWNER, request.iova, access, out);
+    } else {
+      (domain as PagingDomain).table.walk(request.iova, access, out);
+      if (!out.ok) out.stage = 2;
+    }
+    // Only complete translations are cached (VT-d caches no not-present entries outside caching mode).
+    if (out.ok) {
+      const size = 2 ** out.pageShift;
+      this.iotlb.insert(vmid, tag, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
+    }
+  }
+
+  /**
+   * Primary fault logging: the fault is recorded the way the hardware writes a fault-recording register
+   * (reason, page address, source id, PASID, read/write), kept in the host log, and, for a device a VM owns,
+   * queued for that VM's VMM.
+   */
+  reportDmaFault(request: DmaRequest, result: WalkResult): void {
+    const domain = this.domainOf(request.requesterId, request.pasid);
+    const write = (request.access & Perm.Write) !== 0;
+    let reason: number;
+    let stage: FaultStage;
+    if (domain === undefined) {
+      reason = hostFaultReason("blocked", result, write, 0);
+      stage = FaultStage.BLOCKED;
+    } else if (domain instanceof VtdNestedDomain) {
+      const supervisorDenied = request.pasid !== NO_PASID && (request.access & Perm.User) === 0 && (domain.s1.flags & VtdS1Flag.SRE) === 0;
+      reason = supervisorDenied ? VtdFaultReason.PASID_ENTRY_SRE : hostFaultReason("nested", result, write, domain.geometry.startLevel);
+      stage = supervisorDenied || result.stage === 1 ? FaultStage.STAGE1 : FaultStage.STAGE2;
+    } else {
+      reason = hostFaultReason("paging", result, write, hostSlGeometry.startLevel);
+      stage = FaultStage.STAGE2;
+    }
+    const page = request.iova - (request.iova % 4096);
+    const record = encodeFaultRecord({
+      FI: BigInt(page),
+      SID: request.requesterId & 0xffff,
+      PP: request.pasid !== NO_PASID ? 1 : 0,
+      PV: request.pasid !== NO_PASID ? request.pasid & 0xfffff : 0,
+      FR: reason,
+      T1: write ? 0 : 1,
+      F: 1,
+    });
+    const owner = this.devices.get(request.requesterId)?.owner;
+    this.faults.record(owner !== undefined && owner !== HOST_OWNER ? owner : undefined, {
+      requesterId: request.requesterId,
+      pasid: request.pasid,
+      iova: request.iova,
+      write,
+      stage,
+      record,
+    });
+  }
+
+  readFaultReports(owner: OwnerId, max: number): VtdHostFaultBatch {
+    return this.faults.read(owner, max);
+  }
+}
+
+function blocked(out: WalkResult, iova: number): void {
+  out.ok = false;
+  out.mapped = false;
+  out.output = 0;
+  out.pageShift = 0;
+  out.perms = 0;
+  out.fault = WalkFault.Translation;
+  out.stage = 1;
+  out.level = 0;
+  out.faultInput = iova;
+  out.tableFetch = false;
+  out.fetches = 0;
+}

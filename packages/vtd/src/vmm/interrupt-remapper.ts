@@ -1,0 +1,129 @@
+import type { GuestMemory, InterruptResult, MsiMessage } from "@viommu/core";
+import { faultReason, faultReasonName, VtdFaultReason } from "../format/fault-reasons.js";
+import { irteDestination, irteHasReservedBits, irteMode, IrteMode, irteSourceIdValid } from "../format/irte.js";
+import { isRemappableMsi, remappableMsiIndex } from "../format/msi.js";
+import { irtEntries } from "../format/registers.js";
+
+/** An interrupt-remapping outcome, with whether a fault must be recorded (FPD suppresses qualified ones). */
+export interface RemapOutcome {
+  readonly result: InterruptResult;
+  /** A blocked interrupt whose fault the IRTE's FPD suppresses. */
+  readonly suppressed: boolean;
+}
+
+/** MSIs with bit 4 of the address clear carry their own destination and vector (Intel SDM §11.11). */
+function compatibility(msi: MsiMessage): InterruptResult {
+  return {
+    ok: true,
+    irq: {
+      vector: msi.data & 0xff,
+      destination: (msi.address >>> 12) & 0xff,
+      destinationMode: msi.address & 4 ? "logical" : "physical",
+      deliveryMode: (msi.data >>> 8) & 7,
+      trigger: msi.data & 0x8000 ? "level" : "edge",
+    },
+  };
+}
+
+/**
+ * Interrupt remapping (VT-d §5.1; ../shared/spec/x86.md A9): remappable requests index the IRT latched by
+ * SIRTP, through an interrupt-entry cache that only IEC invalidations (or a new table) refresh, as hardware
+ * caches IRTEs; compatibility-format requests pass only while GSTS.CFIS is set in xAPIC mode. Faults carry the
+ * 0x20–0x26 reasons; the IRTE's FPD suppresses the qualified ones (0x22, 0x24, 0x26).
+ */
+export class InterruptRemapper {
+  /** IRTA as software wrote it. */
+  irta = 0n;
+  enabled = false;
+  compatibilityAllowed = false;
+  private table = 0;
+  private entries = 0;
+  eime = false;
+  private readonly cache = new Map<number, Uint32Array>();
+
+  constructor(private readonly memory: GuestMemory) {}
+
+  /** GCMD.SIRTP: latch IRTA (the cache keeps its entries: software flushes it with an IEC invalidation). */
+  latch(eimAllowed: boolean): void {
+    this.table = Number((this.irta & 0x000f_ffff_ffff_f000n) % (1n << 52n));
+    this.entries = irtEntries(Number(this.irta & 0xfn));
+    this.eime = eimAllowed && ((this.irta >> 11n) & 1n) === 1n;
+  }
+
+  /** IEC invalidation: global, or 2^im entries from `index` (aligned down). */
+  invalidate(index?: number, im = 0): void {
+    if (index === undefined) {
+      this.cache.clear();
+      return;
+    }
+    const count = 2 ** Math.min(im, 16);
+    const first = index - (index % count);
+    if (count > this.cache.size) {
+      for (const k of [...this.cache.keys()]) if (k >= first && k < first + count) this.cache.delete(k);
+    } else for (let i = first; i < first + count; i++) this.cache.delete(i);
+  }
+
+  /** Remaps an interrupt request from requester `sid`. */
+  remap(sid: number, msi: MsiMessage): RemapOutcome {
+    if (!this.enabled) return { result: compatibility(msi), suppressed: false };
+    const lo = msi.address >>> 0;
+    const hi = Math.floor(msi.address / 2 ** 32) >>> 0;
+    const fault = (code: number, index: number | undefined, fpd = false): RemapOutcome => ({
+      result: { ok: false, fault: { code, name: faultReasonName(code), index } },
+      suppressed: fpd && (faultReason(code)?.qualified ?? false),
+    });
+    if (!isRemappableMsi(lo)) {
+      // x2APIC mode (EIME) blocks compatibility format whatever CFI says.
+      if (this.compatibilityAllowed && !this.eime && hi === 0 && lo >>> 20 === 0xfee) return { result: compatibility(msi), suppressed: false };
+      return fault(VtdFaultReason.IR_REQ_COMPAT, undefined);
+    }
+    const index = remappableMsiIndex(lo, hi, msi.data >>> 0);
+    if (index < 0) return fault(VtdFaultReason.IR_REQ_RSVD, undefined);
+    if (index >= this.entries) return fault(VtdFaultReason.IR_INDEX_OVER, index);
+    let irte = this.cache.get(index);
+    if (irte === undefined) {
+      const at = this.table + index * 16;
+      if (!this.memory.hostReadable(at, 16)) return fault(VtdFaultReason.IR_ROOT_INVAL, index);
+      irte = this.memory.readWords(at, new Uint32Array(4));
+      this.cache.set(index, irte);
+    }
+    const fpd = (irte[0]! & 2) !== 0;
+    if ((irte[0]! & 1) === 0) return fault(VtdFaultReason.IR_ENTRY_P, index, fpd);
+    // The emulated unit has no posted interrupts (CAP.PI = 0): IM = 1 is a reserved value.
+    if (irteHasReservedBits(irte, this.eime) || irteMode(irte[0]!) === IrteMode.POSTED) return fault(VtdFaultReason.IR_IRTE_RSVD, index, fpd);
+    const svt = (irte[2]! >>> 18) & 3;
+    const sq = (irte[2]! >>> 16) & 3;
+    if (!irteSourceIdValid(svt, sq, irte[2]! & 0xffff, sid)) return fault(VtdFaultReason.IR_SID_ERR, index, fpd);
+    const w0 = irte[0]!;
+    return {
+      result: {
+        ok: true,
+        irq: {
+          vector: (w0 >>> 16) & 0xff,
+          destination: irteDestination(irte[1]!, this.eime),
+          destinationMode: w0 & 4 ? "logical" : "physical",
+          deliveryMode: (w0 >>> 5) & 7,
+          trigger: w0 & 0x10 ? "level" : "edge",
+        },
+      },
+      suppressed: false,
+    };
+  }
+
+  /** Entries cached, for tests. */
+  get cached(): number {
+    return this.cache.size;
+  }
+
+  snapshot(): { irta: string; enabled: boolean; cfis: boolean; latched: boolean } {
+    return { irta: this.irta.toString(), enabled: this.enabled, cfis: this.compatibilityAllowed, latched: this.entries > 0 };
+  }
+
+  restore(s: { irta: string; enabled: boolean; cfis: boolean; latched: boolean }, eimAllowed: boolean): void {
+    this.irta = BigInt(s.irta);
+    if (s.latched) this.latch(eimAllowed);
+    this.enabled = s.enabled;
+    this.compatibilityAllowed = s.cfis;
+    this.cache.clear();
+  }
+}

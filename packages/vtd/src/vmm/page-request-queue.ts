@@ -1,0 +1,63 @@
+import type { GuestMemory } from "@viommu/core";
+import { encodePageRequest, PAGE_REQUEST_BYTES, pageRequestQueueEntries, type PageRequestFields } from "../format/page-request.js";
+import type { EventInterrupt } from "./fault-recorder.js";
+
+/** PRS bits. */
+export const Prs = { PPR: 1 << 0, PRO: 1 << 1 } as const;
+
+/**
+ * The page request queue (VT-d §7.5): a ring of 32-byte page request descriptors at PQA that hardware fills at
+ * PQT and software drains from PQH. A request that finds the ring full sets PRS.PRO (and FSTS.PRO) and is
+ * dropped; a new request sets PRS.PPR and raises the page-request event if PPR was clear.
+ */
+export class PageRequestQueue {
+  pqa = 0n;
+  head = 0;
+  tail = 0;
+  prs = 0;
+
+  constructor(
+    private readonly memory: GuestMemory,
+    readonly event: EventInterrupt,
+    private readonly overflowed: () => void,
+  ) {}
+
+  private get base(): number {
+    return Number((this.pqa & 0x000f_ffff_ffff_f000n) % (1n << 52n));
+  }
+
+  get sizeBytes(): number {
+    return pageRequestQueueEntries(Number(this.pqa & 7n)) * PAGE_REQUEST_BYTES;
+  }
+
+  writeHead(value: bigint): void {
+    this.head = Number(value & 0x7ffe0n) % this.sizeBytes;
+  }
+
+  /** PQT is written by hardware; software may only reset it (to 0) before programming a new queue. */
+  writeTail(value: bigint): void {
+    this.tail = Number(value & 0x7ffe0n) % this.sizeBytes;
+  }
+
+  writePrs(value: number): void {
+    this.prs &= ~(value & (Prs.PPR | Prs.PRO));
+    if (this.prs === 0) this.event.clearPending();
+  }
+
+  /** Queues one page request; false when it was dropped (queue full or not in guest memory). */
+  submit(fields: Partial<PageRequestFields>): boolean {
+    const next = (this.tail + PAGE_REQUEST_BYTES) % this.sizeBytes;
+    const at = this.base + this.tail;
+    if (next === this.head || !this.memory.hostReadable(at, PAGE_REQUEST_BYTES)) {
+      this.prs |= Prs.PRO;
+      this.overflowed();
+      return false;
+    }
+    this.memory.writeWords(at, encodePageRequest(fields));
+    this.tail = next;
+    const wasPending = (this.prs & Prs.PPR) !== 0;
+    this.prs |= Prs.PPR;
+    if (!wasPending) this.event.raise();
+    return true;
+  }
+}

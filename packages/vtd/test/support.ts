@@ -1,0 +1,37 @@
+import { Testbed, type TestbedOptions } from "@viommu/conformance";
+import { unwrap, type TranslationMode } from "@viommu/core";
+import type { VtdGuestDriver, VtdVariant } from "../src/guest/vtd-driver.js";
+import { vtdPlugin } from "../src/plugin.js";
+import type { VtdDevice } from "../src/vmm/vtd-device.js";
+
+export const DATA_GPA = 0x2000_0000;
+export const IOVA = 0x10_0000;
+
+export interface VtdBed {
+  readonly bed: Testbed;
+  readonly device: VtdDevice;
+  readonly driver: VtdGuestDriver;
+}
+
+/** A one-VM testbed on the VT-d plugin with one passthrough device (physical 0x100, guest 0x10). */
+export function vtdBed(mode: TranslationMode = "nested", variant?: VtdVariant, extra: Partial<Omit<TestbedOptions, "plugin" | "vms" | "mode">> = {}, devices = [{ rid: 0x100, guestRid: 0x10 }]): VtdBed {
+  const bed = unwrap(
+    Testbed.create({
+      plugin: vtdPlugin,
+      mode,
+      vms: [{ devices, vcpus: 8 }],
+      ...extra,
+      guest: { ...(variant !== undefined ? { variant } : {}), ...extra.guest },
+    }),
+  );
+  const v = bed.vms[0]!;
+  return { bed, device: v.iommus[0] as VtdDevice, driver: v.drivers[0] as VtdGuestDriver };
+}
+
+/** Creates a domain, attaches `rid` and maps [iova, iova + length) to `gpa`. */
+export function mapped(b: VtdBed, rid: number, iova: number, gpa: number, length: number, perms = 3): number {
+  const d = unwrap(b.driver.createDomain());
+  unwrap(b.driver.attach(rid, d));
+  unwrap(b.driver.map(d, iova, gpa, length, perms));
+  return d;
+}
