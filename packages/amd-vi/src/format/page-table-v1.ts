@@ -74,6 +74,9 @@ export const V1_LINUX_EXCLUDED_PAGE_SHIFT = 39;
 /** The largest page Linux maps: sizes below 2^52 (AMD_IOMMU_PGSIZES = GENMASK(51, 12) ^ SZ_512G). */
 export const V1_MAX_PAGE_SHIFT = 51;
 
+/** FC (bit 60) on the entry's high half. */
+export const V1_FC_HI = 0x10000000;
+
 /** PTE reserved bits [58:52] and PDE reserved bits [60:52], on the entry's high half. */
 const PTE_RESERVED_HI = 0x07f00000;
 const PDE_RESERVED_HI = 0x1ff00000;
@@ -161,8 +164,10 @@ function checkAddress(address: number, alignShift: number, what: string): void {
 
 /**
  * The writing half, producing exactly the entries Linux amdv1.h writes: tables PR | NextLevel = L−1 |
- * address | IR | IW; leaves PR | address | IR/IW from `perms`, NextLevel 0 for the level's default size and
- * NextLevel 7 with the size encoded in the address otherwise. A size-encoded page covers
+ * address | IR | IW; leaves PR | FC | address | IR/IW from `perms`, NextLevel 0 for the level's default size
+ * and NextLevel 7 with the size encoded in the address otherwise. FC is set because Linux's
+ * amd_iommu_domain_alloc_paging_v1 enables PT_FEAT_AMDV1_FORCE_COHERENCE, and amdv1pt_iommu_set_prot then
+ * adds AMDV1PT_FMT_FC to every leaf. A size-encoded page covers
  * `v1ContiguousEntries` entries and the caller writes the same entry into each of them, as Linux does.
  * `leafAllowed` follows Linux: every size from 4 KiB to 2^51 except 512 GiB, never at level 6.
  */
@@ -182,7 +187,7 @@ export const amdV1PageTableEncoder: PageTableEncoder = {
       nextLevel = V1_NEXT_LEVEL_SIZE_ENCODED;
       address += (2 ** (pageShift - 13) - 1) * 4096;
     }
-    const hiPerm = (perms & Perm.Read ? 0x20000000 : 0) | (perms & Perm.Write ? 0x40000000 : 0);
+    const hiPerm = V1_FC_HI | (perms & Perm.Read ? 0x20000000 : 0) | (perms & Perm.Write ? 0x40000000 : 0);
     out[0] = ((address % 0x1_0000_0000) | (nextLevel << 9) | 1) >>> 0;
     out[1] = (Math.floor(address / 0x1_0000_0000) | hiPerm) >>> 0;
   },

@@ -60,8 +60,10 @@ describe("v1 leaves with every NextLevel=7 page size (spec x86.md B4.1; Linux am
     const d = decode(word, level);
     expect(d).toMatchObject({ kind: EntryKind.Leaf, address, pageShift, perms: RW });
   });
-  it.each(vectors)("%s is what the encoder writes", (_what, level, word, address, pageShift) => {
-    expect(encodeLeaf(address, pageShift, Perm.ReadWrite, level)).toBe(word);
+  // Linux sets FC (bit 60) on every leaf: amd_iommu_domain_alloc_paging_v1 enables
+  // PT_FEAT_AMDV1_FORCE_COHERENCE and amdv1pt_iommu_set_prot adds AMDV1PT_FMT_FC.
+  it.each(vectors)("%s is what the encoder writes (with FC, as Linux)", (_what, level, word, address, pageShift) => {
+    expect(encodeLeaf(address, pageShift, Perm.ReadWrite, level)).toBe(`0x7${word.slice(3)}`);
   });
 
   it("covers every size from 4 KiB to 2^51 over the levels, with Linux's replica counts", () => {
@@ -83,7 +85,7 @@ describe("v1 leaves with every NextLevel=7 page size (spec x86.md B4.1; Linux am
   });
 
   it("writes IR alone for a read-only leaf", () => {
-    expect(encodeLeaf(0xabcde000, 12, Perm.Read, 1)).toBe("0x20000000abcde001");
+    expect(encodeLeaf(0xabcde000, 12, Perm.Read, 1)).toBe("0x30000000abcde001");
     expect(decode("0x20000000abcde001", 1).perms).toBe(Perm.Read | Perm.Exec | Perm.User);
   });
 });

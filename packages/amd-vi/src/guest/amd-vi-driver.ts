@@ -1,0 +1,687 @@
+import {
+  err,
+  fail,
+  ok,
+  PageTableBuilder,
+  rawBits,
+  toHex64,
+  type GuestContext,
+  type GuestDomainId,
+  type GuestEvent,
+  type GuestIommuDriver,
+  type GuestInitOptions,
+  type MsiMessage,
+  type PermBits,
+  type RawBits,
+  type Result,
+} from "@viommu/core";
+import {
+  buildCompletePprRequest,
+  buildCompletionWait,
+  buildInvalidateDevtabEntry,
+  buildInvalidateInterruptTable,
+  buildInvalidateIommuAll,
+  buildInvalidateIommuPages,
+  COMMAND_BYTES,
+} from "../format/command.js";
+import { controlLayout, InvTimeOut } from "../format/control-register.js";
+import { setDteGcr3Root, DTE_BYTES } from "../format/device-table-entry.js";
+import { decodeEvent, EVENT_BYTES, EventCode, eventCodeOf, eventFlags, EventFlag, eventName } from "../format/event-log-entry.js";
+import { efrLayout } from "../format/extended-feature-register.js";
+import { encodeGcr3Entry } from "../format/gcr3-table-entry.js";
+import { IRTE128_BYTES, linuxIrte128 } from "../format/irte128.js";
+import { IRTE32_BYTES, linuxIrte32 } from "../format/irte32.js";
+import { MmioOffset } from "../format/mmio-register-map.js";
+import { linuxMsiMessage, LINUX_INT_TAB_LEN, LINUX_INT_TAB_LEN_2K } from "../format/msi-remap.js";
+import { amdV2Geometry, amdV2PageTableEncoder, amdV2PageTableFormat } from "../format/page-table-v2.js";
+import { decodePprLogEntry, PPR_ENTRY_BYTES } from "../format/ppr-log-entry.js";
+import { StatusBit } from "../format/status-register.js";
+import { encodeXtInterruptControl } from "../format/xt-interrupt-control-register.js";
+import { GuardedTableStore } from "./guarded-table-store.js";
+import { discoverIommu, type DiscoveredIommu } from "./ivrs-discovery.js";
+import { V1PageTable } from "./v1-page-table.js";
+
+/** How the driver translates DMA (Linux amd_iommu_pgtable, plus the identity default domain of an SEV guest). */
+export type GuestPageTableMode = "v1" | "v2" | "identity" | "none";
+
+const ctrl = (name: Parameters<typeof controlLayout.field>[0]): bigint => 1n << BigInt(controlLayout.field(name).bit);
+const efrBit = (efr: bigint, name: Parameters<typeof efrLayout.field>[0]): number => {
+  const f = efrLayout.field(name);
+  return Number((efr >> BigInt(f.bit)) & ((1n << BigInt(f.width)) - 1n));
+};
+
+/** Linux sizes (amd_iommu_types.h): 512 commands, 512 events, 512 PPR entries; a 4 KiB semaphore page. */
+const CMD_BUFFER_BYTES = 8192;
+const CMD_LEN_CODE = 9;
+const DEFAULT_EVENT_ENTRIES = 512;
+const PPR_LOG_BYTES = 8192;
+const PPR_LEN_CODE = 9;
+/** Linux keeps at least this much of the command buffer free. */
+const CMD_BUFFER_SLACK = 0x20;
+/** Linux's DMA aperture for v2 tables without a PASID: 47 bits, not sign-extended. */
+const V2_IOVA_LIMIT = 2 ** 47;
+
+/** DTE word bits (32-bit words, word k holds DTE bits 32k..32k+31). */
+const W0_V = 1;
+const W0_TV = 2;
+const W1_GIOV = 1 << 22;
+const W1_GV = 1 << 23;
+const W1_IR = 1 << 29;
+const W1_IW = 1 << 30;
+const W4_IV = 1;
+
+interface Domain {
+  readonly id: number;
+  readonly kind: "v1" | "v2";
+  readonly v1: V1PageTable | undefined;
+  readonly v2: PageTableBuilder | undefined;
+  readonly rids: Set<number>;
+}
+
+interface IrqTable {
+  readonly address: number;
+  readonly used: boolean[];
+}
+
+/**
+ * The reference AMD-Vi guest driver, programming the device the way Linux's amd_iommu does: it finds the
+ * IOMMU through IVRS, builds the device table (every DeviceID V = TV = 1, IV = 1 with remapping on), command
+ * buffer with a completion-wait semaphore, event log (and PPR log when supported), enables it in Linux's
+ * order, one tail write per command, and after every change the invalidation Linux sends followed by
+ * COMPLETION_WAIT. Page tables are v1 by default; v2 behind a per-device GCR3 table (GV, GIoV, PASID 0) with
+ * `variant: "v2"`, or when the IVHD says host translation is disabled (HATDis, Linux's "use v2 if
+ * available"; otherwise no DMA translation at all). The emulated IOMMU reports NpCache as QEMU's does, so
+ * maps are flushed too, in naturally aligned pieces. Interrupt remapping uses 128-bit IRTEs when the EFR
+ * reports GASup (x2APIC destinations with XTSup), else 32-bit ones (`variant: "irte32"` forces them).
+ *
+ * SEV-SNP (`variant: "snp"`, or a confidential VM): the device table, command buffer, completion-wait
+ * semaphore, event log and interrupt tables are allocated in shared pages (the April 2024 series), DMA uses
+ * the identity domain (no translation; DMA goes through SWIOTLB) and only interrupt remapping is used.
+ */
+export class AmdViGuestDriver implements GuestIommuDriver {
+  readonly vendor = "amd-vi";
+  private base = 0;
+  private desc: DiscoveredIommu | undefined;
+  mode: GuestPageTableMode = "none";
+  private snp = false;
+  private ir = false;
+  private irte128 = false;
+  private xtMode = false;
+  private twoK = false;
+  private efr = 0n;
+  private devtab = 0;
+  private lastBdf = 0xff;
+  private cmdBuf = 0;
+  private cmdTail = 0;
+  private cmdHead = 0;
+  private sem = 0;
+  private semValue = 0n;
+  private evt = 0;
+  private evtBytes = 0;
+  private evtHead = 0;
+  private ppr = 0;
+  private pprHead = 0;
+  private control = 0n;
+  private nextDomainId = 1;
+  private readonly domains = new Map<GuestDomainId, Domain>();
+  private readonly domainOfRid = new Map<number, number>();
+  private readonly gcr3Tables = new Map<number, number>();
+  private readonly irqTables = new Map<number, IrqTable>();
+  private readonly store: GuardedTableStore;
+  private readonly words = new Uint32Array(4);
+  private readonly dte = new Uint32Array(8);
+
+  constructor(private readonly context: GuestContext) {
+    this.store = new GuardedTableStore(context.memory, context.pages);
+  }
+
+  // ---- MMIO ----
+
+  private read64(offset: number): bigint {
+    return this.context.vm.mmioRead(this.base + offset, 8);
+  }
+
+  private read32(offset: number): number {
+    return Number(this.context.vm.mmioRead(this.base + offset, 4));
+  }
+
+  private write64(offset: number, value: bigint): void {
+    this.context.vm.mmioWrite(this.base + offset, 8, value);
+  }
+
+  private write32(offset: number, value: number): void {
+    this.context.vm.mmioWrite(this.base + offset, 4, value >>> 0);
+  }
+
+  private writeControl(): void {
+    this.write64(MmioOffset.Control, this.control);
+  }
+
+  /** Guest memory for one structure (zeroed; shared with the host when the guest is confidential). */
+  private alloc(pages: number, align = pages): Result<number> {
+    const at = this.context.pages.allocate(pages, align);
+    if (at === undefined) return err("ENOMEM", "guest driver memory exhausted");
+    if (this.snp) this.context.memory.setShared(at, pages * 4096, true);
+    return ok(at);
+  }
+
+  // ---- bring-up ----
+
+  init(options: GuestInitOptions): Result<void> {
+    if (this.desc !== undefined) return err("EBUSY", "already initialised");
+    const desc = discoverIommu(this.context.acpi, this.context.mmioBase);
+    this.desc = desc;
+    this.base = desc.base;
+    this.efr = this.read64(MmioOffset.ExtendedFeature);
+    const efr2 = this.read64(MmioOffset.ExtendedFeature2);
+    if (this.efr === 0xffff_ffff_ffff_ffffn) return err("ENODEV", "no AMD-Vi IOMMU at the IVRS base address");
+    const variant = options.variant ?? "";
+    this.snp = variant.includes("snp") || this.context.memory.confidential;
+    const gtUsable = efrBit(this.efr, "GTSup") === 1 && efrBit(this.efr, "GIoSup") === 1;
+    if (!options.translation) this.mode = "none";
+    else if (this.snp) this.mode = "identity";
+    else if (desc.hatDis) this.mode = gtUsable ? "v2" : "none";
+    else this.mode = variant.includes("v2") && gtUsable ? "v2" : "v1";
+    this.ir = options.interruptRemapping;
+    this.irte128 = this.ir && efrBit(this.efr, "GASup") === 1 && !variant.includes("irte32");
+    this.xtMode = this.irte128 && (options.x2apic ?? false) && efrBit(this.efr, "XTSup") === 1;
+    this.twoK = this.ir && Number((efr2 >> 8n) & 3n) === 1;
+    this.lastBdf = desc.lastBdf;
+
+    const tablePages = 2 ** Math.ceil(Math.log2(Math.max(1, ((this.lastBdf + 1) * DTE_BYTES) / 4096)));
+    const devtab = this.alloc(tablePages);
+    const cmd = this.alloc(CMD_BUFFER_BYTES / 4096);
+    const sem = this.alloc(1);
+    if (!devtab.ok || !cmd.ok || !sem.ok) return err("ENOMEM", "guest driver memory exhausted");
+    this.devtab = devtab.value;
+    this.cmdBuf = cmd.value;
+    this.sem = sem.value;
+    this.initDeviceTable();
+
+    // early_enable_iommu: disable, flags, tables, command buffer, event log, GT/GA/XT, enable, flush.
+    this.control = 0n;
+    this.writeControl();
+    const f = desc.flags;
+    this.control =
+      (f & 1 ? ctrl("HtTunEn") : 0n) |
+      (f & 2 ? ctrl("PassPW") : 0n) |
+      (f & 4 ? ctrl("ResPassPW") : 0n) |
+      (f & 8 ? ctrl("Isoc") : 0n) |
+      ctrl("Coherent") |
+      (BigInt(InvTimeOut.S1) << BigInt(controlLayout.field("InvTimeOut").bit));
+    this.writeControl();
+    this.write64(MmioOffset.DeviceTableBase, BigInt(this.devtab) | BigInt(tablePages - 1));
+    this.write64(MmioOffset.CommandBufferBase, BigInt(this.cmdBuf) | (BigInt(CMD_LEN_CODE) << 56n));
+    this.write32(MmioOffset.CommandBufferHead, 0);
+    this.write32(MmioOffset.CommandBufferTail, 0);
+    this.control |= ctrl("CmdBufEn");
+    this.writeControl();
+    const events = this.programEventLog(options.eventLogEntries ?? DEFAULT_EVENT_ENTRIES);
+    if (!events.ok) return events;
+    if (efrBit(this.efr, "PPRSup") === 1 && !this.snp) {
+      // The series gives the PPR log no shared mode, so an SNP guest leaves it off.
+      const ppr = this.alloc(PPR_LOG_BYTES / 4096);
+      if (!ppr.ok) return fail(ppr);
+      this.ppr = ppr.value;
+      this.write64(MmioOffset.PprLogBase, BigInt(this.ppr) | (BigInt(PPR_LEN_CODE) << 56n));
+      this.write32(MmioOffset.PprLogHead, 0);
+      this.write32(MmioOffset.PprLogTail, 0);
+      this.control |= ctrl("PPRLogEn") | ctrl("PPREn");
+    }
+    if (this.mode === "v2") this.control |= ctrl("GTEn");
+    if (this.irte128) this.control |= ctrl("GAEn");
+    if (this.xtMode) this.control |= ctrl("XTEn");
+    if (this.twoK) this.control |= 1n << BigInt(controlLayout.field("NumIntRemapMode").bit);
+    this.control |= ctrl("IommuEn");
+    this.writeControl();
+    const flushed = this.flushAll();
+    if (!flushed.ok) return flushed;
+    if (options.eventVector !== undefined) {
+      const destination = options.eventDestination ?? 0;
+      if (this.xtMode) {
+        const xt = encodeXtInterruptControl({ destination, vector: options.eventVector, logical: false });
+        this.write64(MmioOffset.XtGeneralInterruptControl, (BigInt(xt[1]!) << 32n) | BigInt(xt[0]!));
+        this.control |= ctrl("IntCapXTEn");
+      } else {
+        this.write32(MmioOffset.MsiAddressLow, (0xfee00000 | ((destination & 0xff) << 12)) >>> 0);
+        this.write32(MmioOffset.MsiAddressHigh, 0);
+        this.write32(MmioOffset.MsiData, options.eventVector & 0xff);
+      }
+      this.control |= ctrl("EventIntEn") | (this.ppr !== 0 ? ctrl("PPRIntEn") : 0n);
+      this.writeControl();
+    }
+    return ok();
+  }
+
+  /**
+   * Every DeviceID starts blocked, V = TV = 1 with no translation and no permission (init_device_table_dma),
+   * with IV = 1 when remapping is on; without DMA translation Linux leaves V clear (DMA passes untranslated);
+   * an SNP guest's identity default domain gives every device pass-through (V, TV, IR, IW, Mode 0).
+   */
+  private initDeviceTable(): void {
+    const w = this.dte;
+    for (let devid = 0; devid <= this.lastBdf; devid++) {
+      w.fill(0);
+      if (this.mode === "identity") {
+        w[0] = W0_V | W0_TV;
+        w[1] = W1_IR | W1_IW;
+      } else if (this.mode !== "none") w[0] = W0_V | W0_TV;
+      if (this.ir) w[4] = W4_IV;
+      this.context.memory.writeWords(this.devtab + devid * DTE_BYTES, w);
+    }
+  }
+
+  private programEventLog(entries: number): Result<void> {
+    const code = Math.max(1, Math.ceil(Math.log2(Math.max(2, entries))));
+    const bytes = 2 ** code * EVENT_BYTES;
+    const log = this.alloc(Math.max(1, bytes / 4096));
+    if (!log.ok) return fail(log);
+    this.evt = log.value;
+    this.evtBytes = bytes;
+    this.evtHead = 0;
+    this.write64(MmioOffset.EventLogBase, BigInt(this.evt) | (BigInt(code) << 56n));
+    this.write32(MmioOffset.EventLogHead, 0);
+    this.write32(MmioOffset.EventLogTail, 0);
+    this.control |= ctrl("EventLogEn");
+    this.writeControl();
+    return ok();
+  }
+
+  // ---- commands ----
+
+  /** One command: copied at the tail, then the tail register written (Linux __iommu_queue_command_sync). */
+  private queue(command: RawBits): Result<void> {
+    let next = (this.cmdTail + COMMAND_BYTES) % CMD_BUFFER_BYTES;
+    let left = (this.cmdHead - next + CMD_BUFFER_BYTES) % CMD_BUFFER_BYTES;
+    if (left <= CMD_BUFFER_SLACK) {
+      this.cmdHead = this.read32(MmioOffset.CommandBufferHead) % CMD_BUFFER_BYTES;
+      next = (this.cmdTail + COMMAND_BYTES) % CMD_BUFFER_BYTES;
+      left = (this.cmdHead - next + CMD_BUFFER_BYTES) % CMD_BUFFER_BYTES;
+      if (left <= CMD_BUFFER_SLACK) return err("ETIMEDOUT", "command buffer timeout: the IOMMU stopped consuming");
+    }
+    this.context.memory.writeWords(this.cmdBuf + this.cmdTail, command);
+    this.cmdTail = next;
+    this.write32(MmioOffset.CommandBufferTail, this.cmdTail);
+    return ok();
+  }
+
+  /** COMPLETION_WAIT on the semaphore with the next value, then the wait (iommu_completion_wait). */
+  private completionWait(): Result<void> {
+    this.semValue++;
+    const queued = this.queue(buildCompletionWait(this.sem, this.semValue));
+    if (!queued.ok) return queued;
+    if (this.context.memory.read64(this.sem) !== this.semValue) return err("ETIMEDOUT", "Completion-Wait loop timed out");
+    return ok();
+  }
+
+  private submit(commands: RawBits[]): Result<void> {
+    for (const c of commands) {
+      const r = this.queue(c);
+      if (!r.ok) return r;
+    }
+    return this.completionWait();
+  }
+
+  private flushAll(): Result<void> {
+    if (efrBit(this.efr, "IASup") === 1) return this.submit([buildInvalidateIommuAll()]);
+    const commands: RawBits[] = [];
+    for (let devid = 0; devid <= this.lastBdf; devid++) commands.push(buildInvalidateDevtabEntry(devid));
+    return this.submit(commands);
+  }
+
+  // ---- device table ----
+
+  private readDte(rid: number): Uint32Array {
+    return this.context.memory.readWords(this.devtab + rid * DTE_BYTES, this.dte);
+  }
+
+  private writeDte(rid: number, words: Uint32Array): Result<void> {
+    this.context.memory.writeWords(this.devtab + rid * DTE_BYTES, words);
+    return this.submit([buildInvalidateDevtabEntry(rid)]);
+  }
+
+  private checkRid(rid: number): Result<void> {
+    return Number.isInteger(rid) && rid >= 0 && rid <= this.lastBdf ? ok() : err("EINVAL", `DeviceID 0x${rid.toString(16)} beyond the device table`);
+  }
+
+  private translating(): Result<void> {
+    if (this.mode === "v1" || this.mode === "v2") return ok();
+    return err("EOPNOTSUPP", this.mode === "identity" ? "DMA translation is off in an SEV-SNP guest (identity domain; DMA bounces through SWIOTLB)" : "the IOMMU offers no DMA translation");
+  }
+
+  // ---- domains ----
+
+  createDomain(): Result<GuestDomainId> {
+    const t = this.translating();
+    if (!t.ok) return fail(t);
+    const id = this.nextDomainId++;
+    if (id > 0xffff) return err("ENOSPC", "domain ids exhausted");
+    let domain: Domain;
+    if (this.mode === "v1") {
+      const table = V1PageTable.create(this.context.memory, this.context.pages);
+      if (table === undefined) return err("ENOMEM", "no memory for a page table");
+      domain = { id, kind: "v1", v1: table, v2: undefined, rids: new Set() };
+    } else {
+      const table = PageTableBuilder.create({ ...amdV2PageTableFormat, ...amdV2PageTableEncoder }, amdV2Geometry(4), this.store);
+      if (table === undefined) return err("ENOMEM", "no memory for a page table");
+      domain = { id, kind: "v2", v1: undefined, v2: table, rids: new Set() };
+    }
+    this.domains.set(id, domain);
+    return ok(id);
+  }
+
+  private domain(id: GuestDomainId): Result<Domain> {
+    const d = this.domains.get(id);
+    return d === undefined ? err("ENOENT", `no domain ${id}`) : ok(d);
+  }
+
+  /** The device's GCR3 table (one level, 512 PASIDs: GLX = 0), allocated on first use. */
+  private gcr3Table(rid: number): Result<number> {
+    const existing = this.gcr3Tables.get(rid);
+    if (existing !== undefined) return ok(existing);
+    const table = this.alloc(1);
+    if (!table.ok) return table;
+    this.gcr3Tables.set(rid, table.value);
+    return table;
+  }
+
+  /** set_dte_entry: translation fields rebuilt from scratch, the interrupt half (qwords 2–3) kept. */
+  private domainDte(rid: number, d: Domain): Result<Uint32Array> {
+    const w = this.readDte(rid);
+    w[0] = 0;
+    w[1] = 0;
+    w[2] = 0;
+    w[3] = 0;
+    w[5] = (w[5]! & ~(3 << 22)) >>> 0;
+    if (d.kind === "v1") {
+      const root = d.v1!.root;
+      w[0] = (W0_V | W0_TV | (d.v1!.mode << 9) | (root % 0x1_0000_0000)) >>> 0;
+      w[1] = (Math.floor(root / 0x1_0000_0000) | W1_IR | W1_IW) >>> 0;
+    } else {
+      const gcr3 = this.gcr3Table(rid);
+      if (!gcr3.ok) return fail(gcr3);
+      encodeGcr3Entry(d.v2!.root, this.words);
+      this.context.memory.write64Halves(gcr3.value, this.words[0]!, this.words[1]!);
+      w[0] = W0_V | W0_TV;
+      w[1] = (W1_IR | W1_IW | W1_GV | W1_GIOV) >>> 0;
+      setDteGcr3Root(w, gcr3.value);
+    }
+    w[2] = (w[2]! | d.id) >>> 0;
+    return ok(w);
+  }
+
+  attach(rid: number, domainId: GuestDomainId): Result<void> {
+    const t = this.translating();
+    if (!t.ok) return t;
+    const r = this.checkRid(rid);
+    if (!r.ok) return r;
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const words = this.domainDte(rid, d.value);
+    if (!words.ok) return fail(words);
+    const previous = this.domainOfRid.get(rid);
+    if (previous !== undefined) this.domains.get(previous)?.rids.delete(rid);
+    d.value.rids.add(rid);
+    this.domainOfRid.set(rid, domainId);
+    return this.writeDte(rid, words.value);
+  }
+
+  /** The blocked domain: V = TV = 1, no translation, no permission; the interrupt half kept. */
+  detach(rid: number): Result<void> {
+    const r = this.checkRid(rid);
+    if (!r.ok) return r;
+    const previous = this.domainOfRid.get(rid);
+    if (previous !== undefined) this.domains.get(previous)?.rids.delete(rid);
+    this.domainOfRid.delete(rid);
+    const w = this.readDte(rid);
+    w[0] = this.mode === "none" ? 0 : W0_V | W0_TV;
+    w[1] = 0;
+    w[2] = 0;
+    w[3] = 0;
+    return this.writeDte(rid, w);
+  }
+
+  /** A v1 table grew a level: every device on it gets the new root and Mode (amd_iommu_domain_update). */
+  private updateDomainDtes(d: Domain): void {
+    for (const rid of d.rids) {
+      const words = this.domainDte(rid, d);
+      if (words.ok) this.writeDte(rid, words.value);
+    }
+  }
+
+  map(domainId: GuestDomainId, iova: number, gpa: number, length: number, perms: PermBits): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    let r: Result<void>;
+    if (d.value.kind === "v1") r = d.value.v1!.map(iova, gpa, length, perms, () => this.updateDomainDtes(d.value));
+    else if (iova + length > V2_IOVA_LIMIT) r = err("EINVAL", "IOVA beyond the 47-bit v2 aperture");
+    else r = d.value.v2!.map(iova, gpa, length, perms);
+    if (!r.ok) return r;
+    // NpCache: the vIOMMU may cache not-present entries, so maps are flushed too (amd_iommu_iotlb_sync_map).
+    return this.flush(domainId, iova, length);
+  }
+
+  unmap(domainId: GuestDomainId, iova: number, length: number): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    if (d.value.kind === "v1") d.value.v1!.unmap(iova, length);
+    else d.value.v2!.unmap(iova, length);
+    return this.flush(domainId, iova, length);
+  }
+
+  /**
+   * INVALIDATE_IOMMU_PAGES for the domain (v2: GN with PASID 0), in naturally aligned pieces as Linux does
+   * under NpCache, then COMPLETION_WAIT. Without a range, everything (Linux's all-pages address).
+   */
+  flush(domainId: GuestDomainId, iova?: number, length?: number): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const pasid = d.value.kind === "v2" ? 0 : undefined;
+    const commands: RawBits[] = [];
+    if (iova === undefined || length === undefined) {
+      commands.push(buildInvalidateIommuPages({ domainId: d.value.id, address: 0n, size: 0x7fff_ffff_ffff_ffffn, pasid }));
+    } else {
+      let address = iova;
+      let size = length;
+      for (let guard = 0; size > 0 && guard < 64; guard++) {
+        const sizeAlign = Math.floor(Math.log2(size));
+        const addrAlign = address === 0 ? 64 : Math.log2(lowestSetBit(address));
+        const piece = 2 ** Math.min(sizeAlign, addrAlign);
+        commands.push(buildInvalidateIommuPages({ domainId: d.value.id, address: BigInt(address), size: BigInt(piece), pasid }));
+        address += piece;
+        size -= piece;
+      }
+    }
+    return this.submit(commands);
+  }
+
+  // ---- interrupts ----
+
+  /** alloc_irq_table: the device's IRT (512 entries, or 2048 in 2K mode) and its DTE interrupt fields. */
+  private irqTable(rid: number): Result<IrqTable> {
+    const existing = this.irqTables.get(rid);
+    if (existing !== undefined) return ok(existing);
+    const len = this.twoK ? LINUX_INT_TAB_LEN_2K : LINUX_INT_TAB_LEN;
+    const entries = 2 ** len;
+    const bytes = entries * (this.irte128 ? IRTE128_BYTES : IRTE32_BYTES);
+    const table = this.alloc(Math.max(1, bytes / 4096));
+    if (!table.ok) return fail(table);
+    const w = this.readDte(rid);
+    // set_dte_irq_entry: IV, IntTabLen, the table's address, IntCtl = 2 (remap).
+    w[4] = ((table.value % 0x1_0000_0000) | (len << 1) | W4_IV) >>> 0;
+    w[5] = ((w[5]! & 0xcff00000) | Math.floor(table.value / 0x1_0000_0000) | (2 << 28)) >>> 0;
+    const written = this.writeDte(rid, w);
+    if (!written.ok) return fail(written);
+    const irq: IrqTable = { address: table.value, used: new Array<boolean>(entries).fill(false) };
+    this.irqTables.set(rid, irq);
+    return ok(irq);
+  }
+
+  mapInterrupt(rid: number, vector: number, destination: number): Result<MsiMessage> {
+    if (!this.ir) return err("EOPNOTSUPP", "interrupt remapping is off");
+    const r = this.checkRid(rid);
+    if (!r.ok) return fail(r);
+    if (destination > 0xff && !this.xtMode) return err("EINVAL", `APIC id ${destination} needs x2APIC mode (XTEn)`);
+    const irq = this.irqTable(rid);
+    if (!irq.ok) return fail(irq);
+    const index = irq.value.used.indexOf(false);
+    if (index < 0) return err("ENOSPC", "interrupt table full");
+    irq.value.used[index] = true;
+    if (this.irte128) {
+      this.context.memory.writeWords(irq.value.address + index * IRTE128_BYTES, linuxIrte128({ vector, destination }));
+    } else {
+      this.context.memory.write32(irq.value.address + index * IRTE32_BYTES, linuxIrte32({ vector, destination }));
+    }
+    const flushed = this.submit([buildInvalidateInterruptTable(rid)]);
+    if (!flushed.ok) return fail(flushed);
+    const msi = linuxMsiMessage(index, this.twoK);
+    return ok({ address: msi.addressLo, data: msi.data });
+  }
+
+  unmapInterrupt(rid: number, msi: MsiMessage): Result<void> {
+    const irq = this.irqTables.get(rid);
+    const index = msi.data & 0x7ff;
+    if (irq === undefined || index >= irq.used.length || !irq.used[index]) return err("ENOENT", "no such remapped interrupt");
+    irq.used[index] = false;
+    // irte_clear_allocated: the entry reads as zero again.
+    if (this.irte128) this.context.memory.writeWords(irq.address + index * IRTE128_BYTES, rawBits(128));
+    else this.context.memory.write32(irq.address + index * IRTE32_BYTES, 0);
+    return this.submit([buildInvalidateInterruptTable(rid)]);
+  }
+
+  // ---- events ----
+
+  /** iommu_poll_events: head to tail, each entry decoded then cleared, the head written back; EventLogInt acknowledged. */
+  readEvents(): GuestEvent[] {
+    if (this.evt === 0) return [];
+    this.write32(MmioOffset.Status, StatusBit.EventLogInt);
+    const tail = this.read32(MmioOffset.EventLogTail) % this.evtBytes;
+    const out: GuestEvent[] = [];
+    const w = this.words;
+    for (let budget = this.evtBytes / EVENT_BYTES; this.evtHead !== tail && budget > 0; budget--) {
+      const at = this.evt + this.evtHead;
+      this.context.memory.readWords(at, w);
+      if (eventCodeOf(w) !== 0) out.push(guestEvent(w));
+      this.context.memory.writeWords(at, new Uint32Array(4));
+      this.evtHead = (this.evtHead + EVENT_BYTES) % this.evtBytes;
+    }
+    this.write32(MmioOffset.EventLogHead, this.evtHead);
+    return out;
+  }
+
+  /** amd_iommu_restart_event_logging: on EventOverflow, EventLogEn off, the bit cleared, EventLogEn on. */
+  takeOverflow(): boolean {
+    const status = this.read32(MmioOffset.Status);
+    if ((status & StatusBit.EventOverflow) === 0) return false;
+    this.control &= ~ctrl("EventLogEn");
+    this.writeControl();
+    this.write32(MmioOffset.Status, StatusBit.EventOverflow);
+    this.control |= ctrl("EventLogEn");
+    this.writeControl();
+    return true;
+  }
+
+  resetEventLog(entries: number): Result<void> {
+    this.control &= ~ctrl("EventLogEn");
+    this.writeControl();
+    return this.programEventLog(entries);
+  }
+
+  /**
+   * An unknown opcode (0xF), then COMPLETION_WAIT. The IOMMU logs ILLEGAL_COMMAND_ERROR and halts
+   * (CmdBufRun clear) at the bad command; the driver restarts it as the AMD procedure says: CmdBufEn off,
+   * the head moved past the bad command, CmdBufEn on, and the COMPLETION_WAIT behind it then completes.
+   */
+  submitIllegalCommand(): Result<void> {
+    const bad = rawBits(128);
+    bad[1] = 0xf000_0000;
+    const queued = this.queue(bad);
+    if (!queued.ok) return queued;
+    this.semValue++;
+    const wait = this.queue(buildCompletionWait(this.sem, this.semValue));
+    if (!wait.ok) return wait;
+    if (this.read32(MmioOffset.Status) & StatusBit.CmdBufRun) return err("EIO", "the illegal command did not stop the command buffer");
+    const head = this.read32(MmioOffset.CommandBufferHead) % CMD_BUFFER_BYTES;
+    this.control &= ~ctrl("CmdBufEn");
+    this.writeControl();
+    this.write32(MmioOffset.CommandBufferHead, (head + COMMAND_BYTES) % CMD_BUFFER_BYTES);
+    this.control |= ctrl("CmdBufEn");
+    this.writeControl();
+    this.cmdHead = this.read32(MmioOffset.CommandBufferHead) % CMD_BUFFER_BYTES;
+    if (this.context.memory.read64(this.sem) !== this.semValue) return err("ETIMEDOUT", "the command buffer did not recover");
+    return ok();
+  }
+
+  // ---- peripheral page requests ----
+
+  /** Consumes the PPR log (PAGE_SERVICE_REQUEST entries) as Linux's ppr handling does. */
+  readPageRequests(): { deviceId: number; pasid: number; tag: number; address: bigint; write: boolean }[] {
+    if (this.ppr === 0) return [];
+    this.write32(MmioOffset.Status, StatusBit.PPRInt);
+    const tail = this.read32(MmioOffset.PprLogTail) % PPR_LOG_BYTES;
+    const out: { deviceId: number; pasid: number; tag: number; address: bigint; write: boolean }[] = [];
+    for (let budget = PPR_LOG_BYTES / PPR_ENTRY_BYTES; this.pprHead !== tail && budget > 0; budget--) {
+      const at = this.ppr + this.pprHead;
+      const f = decodePprLogEntry(this.context.memory.readWords(at, this.words)).fields;
+      out.push({ deviceId: Number(f["DeviceID"]), pasid: Number(f["PASID"]), tag: Number(f["Tag"]), address: BigInt(f["Address"]!), write: f["WRITE"] === 1 });
+      this.context.memory.writeWords(at, new Uint32Array(4));
+      this.pprHead = (this.pprHead + PPR_ENTRY_BYTES) % PPR_LOG_BYTES;
+    }
+    this.write32(MmioOffset.PprLogHead, this.pprHead);
+    return out;
+  }
+
+  /** Answers a page request (COMPLETE_PPR_REQUEST, PRG response code 0 = success). */
+  completePageRequest(deviceId: number, tag: number, status: number, pasid?: number): Result<void> {
+    return this.submit([buildCompletePprRequest({ deviceId, tag, status, pasid })]);
+  }
+
+  /** The driver's structures, for tests and the SEV-SNP checks. */
+  get structures(): { deviceTable: number; commandBuffer: number; semaphore: number; eventLog: number; pprLog: number; interruptTables: number[] } {
+    return { deviceTable: this.devtab, commandBuffer: this.cmdBuf, semaphore: this.sem, eventLog: this.evt, pprLog: this.ppr, interruptTables: [...this.irqTables.values()].map((t) => t.address) };
+  }
+
+  /** The MMIO base the driver found through IVRS. */
+  get mmioBase(): number {
+    return this.base;
+  }
+}
+
+/** The lowest set bit of a positive integer below 2^53, as a power of two (__ffs). */
+function lowestSetBit(x: number): number {
+  let bit = 1;
+  while (x % (bit * 2) === 0 && bit < 2 ** 53) bit *= 2;
+  return bit;
+}
+
+/** An event log entry as the neutral face shows it. */
+function guestEvent(w: Uint32Array): GuestEvent {
+  const code = eventCodeOf(w);
+  const flags = eventFlags(w);
+  const interrupt = (flags & EventFlag.I) !== 0;
+  const raw = toHex64(w);
+  const name = eventName(code);
+  const decoded = decodeEvent(w);
+  const address = decoded.fields["Address"];
+  const addr = typeof address === "bigint" ? (address < 2n ** 53n ? Number(address) : undefined) : undefined;
+  const deviceId = w[0]! & 0xffff;
+  const write = (flags & EventFlag.RW) !== 0;
+  switch (code) {
+    case EventCode.IO_PAGE_FAULT:
+    case EventCode.ILLEGAL_DEV_TABLE_ENTRY:
+    case EventCode.DEV_TAB_HARDWARE_ERROR:
+    case EventCode.PAGE_TAB_HARDWARE_ERROR:
+      return { kind: interrupt ? "interrupt-fault" : "dma-fault", code, name, rid: deviceId, address: addr, write, raw };
+    case EventCode.INVALID_DEVICE_REQUEST:
+      return { kind: "dma-fault", code, name, rid: deviceId, address: addr, write, raw };
+    case EventCode.ILLEGAL_COMMAND_ERROR:
+    case EventCode.COMMAND_HARDWARE_ERROR:
+      return { kind: "command-error", code, name, address: addr, raw };
+    case EventCode.IOTLB_INV_TIMEOUT:
+      return { kind: "command-error", code, name, rid: deviceId, address: addr, raw };
+    case EventCode.INVALID_PPR_REQUEST:
+      return { kind: "page-request", code, name, rid: deviceId, address: addr, raw };
+    default:
+      return { kind: "other", code, name, raw };
+  }
+}

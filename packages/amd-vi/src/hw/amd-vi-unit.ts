@@ -1,0 +1,368 @@
+import {
+  ANY_ASID,
+  err,
+  fail,
+  HOST_OWNER,
+  HwptAllocFlag,
+  IdAllocator,
+  Iotlb,
+  NestedWalker,
+  newIotlbHit,
+  NO_PASID,
+  ok,
+  Perm,
+  TablePagingDomain,
+  WalkFault,
+  type DmaRequest,
+  type DomainCacheWatcher,
+  type InterruptResult,
+  type MsiMessage,
+  type HostServices,
+  type HwInfo,
+  type IommuDomain,
+  type OwnerId,
+  type PageTableFormat,
+  type PagingDomain,
+  type TableGeometry,
+  type PhysicalDevice,
+  type PhysicalIommu,
+  type Result,
+  type UserData,
+  type ViommuCore,
+  type ViommuOps,
+  type WalkResult,
+} from "@viommu/core";
+import { amdV1Geometry, amdV1PageTableEncoder, amdV1PageTableFormat } from "../format/page-table-v1.js";
+import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
+import { encodeHwInfoAmd, IOMMU_HW_INFO_TYPE_AMD, IOMMU_VIOMMU_TYPE_AMD } from "../format/iommufd-uapi.js";
+import { dmaFaultEvent } from "../format/fault-event.js";
+import { gcr3Index } from "../format/gcr3-table-entry.js";
+import { buildPageServiceRequest, PprFlag } from "../format/ppr-log-entry.js";
+import { AmdNestedDomain } from "./amd-nested-domain.js";
+import { AmdViommu, type ViommuUnitPorts } from "./amd-viommu.js";
+import { HOST_EFR, HOST_EFR2 } from "./host-features.js";
+import { HostInterruptRemapping } from "./host-interrupt-remapping.js";
+
+/** IOTLB tag of a single-stage (paging) attachment: PASIDs are 20-bit, so no PASID collides with it. */
+const TAG_PAGING = 0x20_0000;
+/** IOTLB tag of a nested domain's requests without a PASID when GIoV is clear (stage 2 only). */
+const TAG_NO_PASID = 0x10_0000;
+/** Host (v1) tables this unit builds: 4 levels, 48-bit IOVA (a guest's RAM fits; Linux grows tables on demand). */
+export const HOST_TABLE_MODE = 4;
+const hostFormat = { ...amdV1PageTableFormat, ...amdV1PageTableEncoder };
+const hostGeometry = amdV1Geometry(HOST_TABLE_MODE);
+const guestGeometry4 = amdV2Geometry(4);
+const guestGeometry5 = amdV2Geometry(5);
+/** Physical base of the VF-MMIO BAR (256 MiB, 4 KiB per guest id), per unit. */
+const VF_BAR_BASE = 0xe000_0000;
+const VF_BAR_STRIDE = 0x1000_0000;
+
+/** A fault the unit kept for the host log (stage-2 faults, devices with no guest to tell). */
+export interface AmdHostFault {
+  readonly requesterId: number;
+  readonly pasid: number;
+  readonly iova: number;
+  readonly write: boolean;
+  readonly record: Uint32Array;
+  readonly stage: 1 | 2;
+}
+
+/**
+ * A physical AMD-Vi IOMMU and its host driver: host v1 paging domains, vIOMMUs (mainline nested DTE path and
+ * the hardware vIOMMU), nested domains whose guest v2 tables (reached through the GCR3 table, a guest
+ * physical address under GCR3TRPMode) are walked as stage 1 over the parent's v1 stage 2, an IOTLB tagged by
+ * domain id and PASID, and fault records routed to the guest (its own log, or a vEVENT) or the host log.
+ */
+export class AmdViUnit implements PhysicalIommu {
+  readonly vendor = "amd-vi";
+  readonly name: string;
+  readonly iotlb = new Iotlb(16384);
+  readonly hostFaults: AmdHostFault[] = [];
+  private readonly attachments = new Map<number, Map<number, IommuDomain>>();
+  private readonly devices = new Map<number, PhysicalDevice>();
+  private readonly viommusByParent = new Map<number, Set<AmdViommu>>();
+  private readonly guestIds = new IdAllocator("AMD-Vi GID", 1, 0xffff);
+  private readonly nested: NestedWalker;
+  private readonly hit = newIotlbHit();
+  private readonly s2Stage: { format: PageTableFormat; geometry: TableGeometry; root: number };
+  private readonly gcr3Entry = new Uint32Array(2);
+  /** The host driver's own interrupt remapping (128-bit IRTEs, x2APIC: the unit's GAEn and XTEn). */
+  readonly interruptRemapping: HostInterruptRemapping;
+
+  constructor(
+    private readonly host: HostServices,
+    readonly index: number,
+  ) {
+    this.name = `amdvi${index}`;
+    this.nested = new NestedWalker(host.memory, HOST_OWNER);
+    this.s2Stage = { format: amdV1PageTableFormat, geometry: hostGeometry, root: 0 };
+    this.interruptRemapping = new HostInterruptRemapping(host.memory, true, true);
+  }
+
+  /** The host driver programs a remapped interrupt for one of its devices (a passthrough device's MSI). */
+  programInterrupt(device: PhysicalDevice, vector: number, destination: number): Result<MsiMessage> {
+    return this.interruptRemapping.program(device.requesterId, vector, destination);
+  }
+
+  /** Physical interrupt remapping of a device MSI through the host IRT. */
+  remapInterrupt(device: PhysicalDevice, msi: MsiMessage): InterruptResult {
+    return this.interruptRemapping.remap(device.requesterId, msi);
+  }
+
+  hwInfo(_device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
+    if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_AMD) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
+    return ok({ type: IOMMU_HW_INFO_TYPE_AMD, data: encodeHwInfoAmd(HOST_EFR, HOST_EFR2), maxPasidLog2: 16, capabilities: 0 });
+  }
+
+  domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
+    if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "host dirty tracking (EFR.HDSup) is not modelled");
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    const r = TablePagingDomain.create(this, this.host, hostFormat, hostGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    if (!r.ok) return fail(r);
+    r.value.watch(this.cacheWatcher);
+    return ok(r.value);
+  }
+
+  /**
+   * A stage-2 unmap can invalidate any nested translation through it: every host DomainID nested on that
+   * parent is flushed (Linux walks the parent's vIOMMU list); a single-stage domain drops just the range.
+   */
+  private readonly cacheWatcher: DomainCacheWatcher = {
+    unmapped: (vmid, iova, length) => {
+      this.iotlb.invalidateRange(vmid, TAG_PAGING, iova, length);
+      for (const v of this.viommusByParent.get(vmid) ?? []) for (const h of v.hostDomainIds()) this.iotlb.invalidateVmid(h);
+    },
+    destroyed: (vmid) => {
+      this.iotlb.invalidateVmid(vmid);
+      this.viommusByParent.delete(vmid);
+    },
+  };
+
+  getViommuSize(_device: PhysicalDevice, type: number): number {
+    return type === IOMMU_VIOMMU_TYPE_AMD ? 256 : 0;
+  }
+
+  viommuInit(viommu: ViommuCore, parent: PagingDomain, data: UserData | undefined): Result<ViommuOps> {
+    // Any AMD-Vi unit walks a v1 stage 2: one parent serves every vIOMMU of the VM.
+    if (parent.unit.vendor !== this.vendor || !(parent instanceof TablePagingDomain)) return err("EINVAL", "nesting parent is not an AMD-Vi v1 domain");
+    parent.watch(this.cacheWatcher);
+    const r = AmdViommu.create(viommu, this.viommuPorts, this.host.memory, data);
+    return r.ok ? ok(r.value) : fail(r);
+  }
+
+  private readonly viommuPorts: ViommuUnitPorts = {
+    hostFiveLevel: false,
+    allocateDomainId: () => this.host.vmids.allocate(),
+    releaseDomainId: (id) => {
+      this.iotlb.invalidateVmid(id);
+      this.host.vmids.release(id);
+    },
+    allocateGuestId: () => this.guestIds.allocate(),
+    releaseGuestId: (id) => this.guestIds.release(id),
+    vfMmioAddress: (gid) => VF_BAR_BASE + this.index * VF_BAR_STRIDE + gid * 0x1000,
+    invalidate: (hdomId, pasid, base, size, all) => this.invalidate(hdomId, pasid, base, size, all),
+    register: (v) => {
+      const vmid = v.core.parent.vmid;
+      let set = this.viommusByParent.get(vmid);
+      if (set === undefined) {
+        set = new Set();
+        this.viommusByParent.set(vmid, set);
+      }
+      set.add(v);
+    },
+    unregister: (v) => this.viommusByParent.get(v.core.parent.vmid)?.delete(v),
+  };
+
+  /** Drops cached translations of a host DomainID: one PASID (or every one) over a range, or everything. */
+  invalidate(hdomId: number, pasid: number | undefined, base: number, size: number, all: boolean): void {
+    const tag = pasid === undefined ? ANY_ASID : pasid;
+    if (all) {
+      if (pasid === undefined) this.iotlb.invalidateVmid(hdomId);
+      else this.iotlb.invalidateAsid(hdomId, pasid);
+      return;
+    }
+    if (!(base < 2 ** 53) || size <= 0) return;
+    this.iotlb.invalidateRange(hdomId, tag, base, Math.min(size, 2 ** 53 - base));
+  }
+
+  attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
+    if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
+    // Linux nested_attach_device: the nested DTE path is for the RID only.
+    if (domain instanceof AmdNestedDomain && pasid !== NO_PASID) return err("EINVAL", "a nested domain attaches to the RID only");
+    if (domain.kind === "paging" && domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
+    let byPasid = this.attachments.get(device.requesterId);
+    if (byPasid === undefined) {
+      byPasid = new Map();
+      this.attachments.set(device.requesterId, byPasid);
+    }
+    const previous = byPasid.get(pasid);
+    byPasid.set(pasid, domain);
+    this.devices.set(device.requesterId, device);
+    // The host driver flushes the DTE and what the old domain left cached for this device.
+    if (previous !== undefined && previous !== domain) this.flushDomain(previous);
+    return ok();
+  }
+
+  detachDevice(device: PhysicalDevice, pasid: number): void {
+    const byPasid = this.attachments.get(device.requesterId);
+    const previous = byPasid?.get(pasid);
+    byPasid?.delete(pasid);
+    if (byPasid !== undefined && byPasid.size === 0) this.attachments.delete(device.requesterId);
+    if (previous !== undefined) this.flushDomain(previous);
+  }
+
+  private flushDomain(domain: IommuDomain): void {
+    if (domain instanceof AmdNestedDomain) this.iotlb.invalidateVmid(domain.hdomId);
+  }
+
+  domainOf(requesterId: number, pasid: number): IommuDomain | undefined {
+    const byPasid = this.attachments.get(requesterId);
+    if (byPasid === undefined) return undefined;
+    const exact = byPasid.get(pasid);
+    if (exact !== undefined || pasid === NO_PASID) return exact;
+    // A PASID request without a PASID attachment uses the RID's nested domain (its GCR3 table covers PASIDs).
+    const rid = byPasid.get(NO_PASID);
+    return rid instanceof AmdNestedDomain ? rid : undefined;
+  }
+
+  private ownerOf(requesterId: number): OwnerId {
+    return this.devices.get(requesterId)?.owner ?? HOST_OWNER;
+  }
+
+  translate(request: DmaRequest, out: WalkResult): void {
+    const domain = this.domainOf(request.requesterId, request.pasid);
+    if (domain === undefined) return blocked(out, request.iova);
+    if (domain instanceof AmdNestedDomain) return this.translateNested(domain, request, out);
+    const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
+    if (this.lookup(vmid, TAG_PAGING, request, out)) return;
+    if (domain.kind !== "paging") return blocked(out, request.iova);
+    domain.table.walk(request.iova, request.access, out);
+    if (!out.ok) out.stage = 2;
+    this.cache(vmid, TAG_PAGING, request.iova, out);
+  }
+
+  private lookup(tag: number, asid: number, request: DmaRequest, out: WalkResult): boolean {
+    if (!this.iotlb.lookup(tag, asid, request.iova, this.hit)) return false;
+    const size = 2 ** this.hit.pageShift;
+    out.ok = (request.access & this.hit.perms) === request.access;
+    out.mapped = true;
+    out.output = this.hit.pageBase + (request.iova % size);
+    out.pageShift = this.hit.pageShift;
+    out.perms = this.hit.perms;
+    out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
+    out.stage = 1;
+    out.level = 0;
+    out.tableFetch = false;
+    out.faultInput = request.iova;
+    out.fetches = 0;
+    return true;
+  }
+
+  /** Only complete translations are cached: a permission fault may be lifted by a later, looser mapping. */
+  private cache(tag: number, asid: number, iova: number, out: WalkResult): void {
+    if (!out.ok) return;
+    const size = 2 ** out.pageShift;
+    this.iotlb.insert(tag, asid, iova, out.pageShift, out.output - (out.output % size), out.perms);
+  }
+
+  private translateNested(d: AmdNestedDomain, request: DmaRequest, out: WalkResult): void {
+    let pasid: number;
+    if (request.pasid !== NO_PASID) {
+      if (!d.gv || request.pasid >= d.pasidLimit) return blocked(out, request.iova);
+      pasid = request.pasid;
+    } else pasid = d.gv && d.giov ? 0 : TAG_NO_PASID;
+    if (this.lookup(d.hdomId, pasid, request, out)) return;
+    const s2 = this.s2Stage;
+    s2.root = d.parent.table.root;
+    if (pasid === TAG_NO_PASID) {
+      // Guest translation off for this request: the IOVA is a GPA, checked against the DTE's IR/IW.
+      this.nested.translateStage2(s2, request.iova, request.access, out);
+      if (out.ok && (request.access & d.dtePerms) !== request.access) {
+        out.ok = false;
+        out.fault = WalkFault.Permission;
+        out.stage = 1;
+      }
+      if (out.ok) out.perms &= d.dtePerms;
+    } else {
+      const root = this.guestCr3(d, pasid, request, out);
+      if (root === undefined) return;
+      const geometry = d.guestLevels === 5 ? guestGeometry5 : guestGeometry4;
+      this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
+    }
+    this.cache(d.hdomId, pasid, request.iova, out);
+  }
+
+  /**
+   * The guest CR3 for `pasid` from the GCR3 table (GLX + 1 levels of 512 entries), every entry fetched by
+   * GPA through stage 2. Undefined (with `out` describing the fault) when an entry is missing or unreachable.
+   */
+  private guestCr3(d: AmdNestedDomain, pasid: number, request: DmaRequest, out: WalkResult): number | undefined {
+    const access = d.stage2;
+    let table = d.gcr3Root;
+    for (let level = d.glx; level >= 0; level--) {
+      const at = table + gcr3Index(pasid, level) * 8;
+      if (!access.readEntry(at, this.gcr3Entry)) {
+        blocked(out, request.iova);
+        out.fault = access.walk.ok ? WalkFault.External : access.walk.fault;
+        out.stage = 2;
+        out.tableFetch = true;
+        out.faultInput = at;
+        out.entryAddress = at;
+        return undefined;
+      }
+      if ((this.gcr3Entry[0]! & 1) === 0) {
+        blocked(out, request.iova);
+        out.entryAddress = at;
+        return undefined;
+      }
+      table = ((this.gcr3Entry[0]! & 0xfffff000) >>> 0) + (this.gcr3Entry[1]! & 0xfffff) * 0x1_0000_0000;
+    }
+    return table;
+  }
+
+  reportDmaFault(request: DmaRequest, result: WalkResult): void {
+    const device = this.devices.get(request.requesterId);
+    const domain = this.domainOf(request.requesterId, request.pasid);
+    const write = (request.access & Perm.Write) !== 0;
+    const pasid = request.pasid === NO_PASID ? undefined : request.pasid;
+    if (domain instanceof AmdNestedDomain && device !== undefined && result.stage === 1) {
+      const virtId = domain.owner.core.virtIdOf(device);
+      const viommu = domain.owner as AmdViommu;
+      if (virtId !== undefined) {
+        const record = dmaFaultEvent({ deviceId: virtId, domainId: domain.gdomId, pasid, address: request.iova, write, fault: result.fault, mapped: result.mapped, entryAddress: result.entryAddress });
+        if (viommu.deliverGuestEvent(record)) return;
+      }
+    }
+    const hostDomain = domain === undefined ? 0 : domain instanceof AmdNestedDomain ? domain.hdomId : domain.kind === "paging" ? domain.vmid : 0;
+    const record = dmaFaultEvent({ deviceId: request.requesterId, domainId: hostDomain, pasid, address: request.iova, write, fault: result.fault, mapped: result.mapped, entryAddress: result.entryAddress });
+    this.hostFaults.push({ requesterId: request.requesterId, pasid: request.pasid, iova: request.iova, write, record, stage: result.stage });
+  }
+
+  /**
+   * A device's page request (PCIe PRI): into the guest's PPR log when the device sits behind a hardware
+   * vIOMMU that owns one, named by the guest DeviceID. False when no guest log took it.
+   */
+  pageRequest(device: PhysicalDevice, pasid: number, address: number, write: boolean, tag: number): boolean {
+    const domain = this.domainOf(device.requesterId, NO_PASID);
+    if (!(domain instanceof AmdNestedDomain)) return false;
+    const virtId = domain.owner.core.virtIdOf(device);
+    if (virtId === undefined) return false;
+    const flags = PprFlag.READ | (write ? PprFlag.WRITE : 0) | PprFlag.US | (pasid !== NO_PASID ? PprFlag.GN : 0);
+    const record = buildPageServiceRequest({ deviceId: virtId, pasid: pasid === NO_PASID ? 0 : pasid, tag, flags, address: BigInt(address) });
+    return (domain.owner as AmdViommu).deliverPageRequest(record);
+  }
+}
+
+function blocked(out: WalkResult, iova: number): void {
+  out.ok = false;
+  out.mapped = false;
+  out.output = 0;
+  out.pageShift = 0;
+  out.perms = 0;
+  out.fault = WalkFault.Translation;
+  out.stage = 1;
+  out.level = 0;
+  out.faultInput = iova;
+  out.tableFetch = false;
+  out.fetches = 0;
+}

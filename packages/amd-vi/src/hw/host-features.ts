@@ -1,0 +1,27 @@
+import { encodeEfr, encodeEfr2, u64FromRaw } from "../format/index.js";
+
+/**
+ * The physical IOMMU's feature registers, as GET_HW_INFO reports them (`iommu_hw_info_amd`): guest
+ * translation with 2-level GCR3 tables and 16-bit PASIDs, 4-level guest tables (so a 5-level guest DTE is
+ * EOPNOTSUPP, as Linux answers), 128-bit IRTEs with x2APIC, the hardware vIOMMU (vIommuSup), GCR3TRPMode
+ * (the GCR3 root as a GPA) and 2048 interrupts per device. Host dirty tracking is not modelled (HDSup = 0).
+ */
+export const HOST_EFR: bigint = u64FromRaw(
+  encodeEfr({
+    PrefSup: 1,
+    PPRSup: 1,
+    XTSup: 1,
+    NXSup: 1,
+    GTSup: 1,
+    IASup: 1,
+    GASup: 1,
+    HATS: 2,
+    GATS: 0,
+    GLXSup: 1,
+    PASmax: 15,
+    GIoSup: 1,
+    vIommuSup: 1,
+  }),
+);
+
+export const HOST_EFR2: bigint = u64FromRaw(encodeEfr2({ GCR3TRPModeSup: 1, NumIntRemapSup: 1 }));

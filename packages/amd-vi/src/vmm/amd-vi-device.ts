@@ -1,0 +1,871 @@
+import {
+  err,
+  fail,
+  NO_PASID,
+  ok,
+  parseVevents,
+  Perm,
+  saveFrozen,
+  veventsLost,
+  WalkFault,
+  type AcpiTableBlob,
+  type DmaDevice,
+  type EmulatedIommu,
+  type InterruptResult,
+  type MmioHandler,
+  type MsiMessage,
+  type Result,
+  type TranslationMode,
+  type VeventqFile,
+  type VmmDeviceOptions,
+  type VmmStats,
+  type WalkResult,
+} from "@viommu/core";
+import { CommandOpcode, commandOpcode, commandProblem, decodeInvalidationRange, newInvalidationRange, COMMAND_BYTES } from "../format/command.js";
+import { controlLayout } from "../format/control-register.js";
+import { DTE_BYTES } from "../format/device-table-entry.js";
+import { EVENT_BYTES } from "../format/event-log-entry.js";
+import { commandHardwareErrorEvent, devTabHardwareErrorEvent, dmaFaultEvent, illegalCommandEvent, illegalDteEvent } from "../format/fault-event.js";
+import {
+  AMD_INVALIDATE_ENTRY_BYTES,
+  decodeViommuAmd,
+  encodeViommuAmd,
+  IOMMU_VEVENTQ_TYPE_AMD,
+  IOMMU_VEVENTQ_TYPE_AMD_CMD_INTERCEPT,
+  IOMMU_VIOMMU_INVALIDATE_DATA_AMD,
+  IOMMU_VIOMMU_TYPE_AMD,
+  VIOMMU_AMD_BYTES,
+} from "../format/iommufd-uapi.js";
+import { AMDVI_MMIO_SIZE, MmioOffset } from "../format/mmio-register-map.js";
+import { buildPageServiceRequest, PprFlag } from "../format/ppr-log-entry.js";
+import { RING_POINTER_MASK_16 } from "../format/ring-pointer-registers.js";
+import { STATUS_W1C_MASK, StatusBit } from "../format/status-register.js";
+import { isAmdHwViommu, VF_MMIO_BYTES, VF_MMIO_GUEST_OFFSET, type AmdHwViommuOps } from "../format/vf-mmio.js";
+import { DeviceEntryHandler, type AssignedDevice } from "./device-entry-handler.js";
+import { emulatedFeatures, type EmulatedFeatures } from "./emulated-features.js";
+import { GuestDteWalker, newDteWalkOutcome, type DeviceTableLocation } from "./guest-dte-walker.js";
+import { GuestLogRing } from "./guest-log-ring.js";
+import { InterruptRemapper } from "./interrupt-remapper.js";
+import { buildIvrs } from "./ivrs-builder.js";
+import { decodeDeviceState, encodeDeviceState, type DeviceRegisters } from "./device-state.js";
+
+/** Where the VMM puts the register block: QEMU's AMDVI_BASE_ADDR, 64 KiB apart per instance. */
+export const AMDVI_DEFAULT_MMIO_BASE = 0xfed8_0000;
+
+/** AMD-Vi specific VMM options. */
+export interface AmdViDeviceOptions extends VmmDeviceOptions {
+  /**
+   * Nested mode: who runs the guest's command buffer and event log. "hw-vqueue" (the default unless
+   * `eventInterrupts` is "vmm"): the hardware vIOMMU, through stage 2, no exits. "trapped": the VMM.
+   */
+  readonly commandBuffer?: "trapped" | "hw-vqueue";
+  /** Advertise 2048 interrupts per device (EFR2.NumIntRemapSup, QEMU's numint2k). */
+  readonly twoKInterrupts?: boolean;
+}
+
+const bit = (name: Parameters<typeof controlLayout.field>[0]): number => controlLayout.field(name).bit;
+const C_IOMMU_EN = bit("IommuEn");
+const C_EVENT_LOG_EN = bit("EventLogEn");
+const C_EVENT_INT_EN = bit("EventIntEn");
+const C_COM_WAIT_INT_EN = bit("ComWaitIntEn");
+const C_CMD_BUF_EN = bit("CmdBufEn");
+const C_PPR_LOG_EN = bit("PPRLogEn");
+const C_PPR_INT_EN = bit("PPRIntEn");
+const C_GA_EN = bit("GAEn");
+const C_XT_EN = bit("XTEn");
+const C_INT_CAP_XT_EN = bit("IntCapXTEn");
+const C_NUM_INT_REMAP = bit("NumIntRemapMode");
+/** Writable bits of the base registers: address [51:12] and length [59:56]. */
+const RING_BASE_MASK = 0x0f0f_ffff_ffff_f000n;
+const DEVTAB_BASE_MASK = 0x000f_ffff_ffff_f1ffn;
+const IOMMU_DEVICE_ID = 0x0002;
+/** The MSI capability's MMIO mirror (EFR.MsiCapMmioSup): 32-bit registers at 0x158–0x167. */
+const MSI_AREA_START = 0x158;
+const MSI_AREA_END = 0x168;
+const U64 = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * The guest-visible AMD IOMMU a VMM emulates for one VM: the 16 KiB register block, the command buffer
+ * (trapped, or owned by the hardware vIOMMU), the event and PPR logs with their overflow and interrupt
+ * rules, interrupt remapping through the guest's IRTs, nested / shadow / IR-only translation through
+ * iommufd, the emulated-device path, the IVRS, and save/restore.
+ *
+ * Guest structures are read only where the host may read them. For an SEV-SNP guest, a structure left in
+ * private memory is refused visibly: a command buffer → CmdBufEn stays without CmdBufRun and
+ * COMMAND_HARDWARE_ERROR is logged; an event log → EventLogEn stays without EventLogRun (nothing can be
+ * logged); a completion-wait semaphore → COMMAND_HARDWARE_ERROR and the buffer halts; a DTE →
+ * DEV_TAB_HARDWARE_ERROR and the device stays blocked; an interrupt table → PAGE_TAB_HARDWARE_ERROR (I set)
+ * and the interrupt is blocked. `refusals` counts them by structure.
+ */
+export class AmdViDevice implements EmulatedIommu {
+  readonly vendor = "amd-vi";
+  readonly mode: TranslationMode;
+  readonly mmioBase: number;
+  readonly stats: VmmStats = { trapped: 0, forwarded: 0, eventsInjected: 0, shadowMappings: 0 };
+  readonly refusals = { commandBuffer: 0, eventLog: 0, semaphore: 0, deviceTable: 0, interruptTable: 0 };
+  /** Page requests answered by COMPLETE_PPR_REQUEST, for the emulated devices that asked. */
+  readonly pprResponses: { deviceId: number; tag: number; status: number }[] = [];
+  readonly features: EmulatedFeatures;
+  /** Commands the hardware vIOMMU handed to this VMM (DTE changes): hypervisor interventions without a VM exit. */
+  interceptsHandled = 0;
+  frozen = false;
+
+  private regs: DeviceRegisters = {
+    devTabBase: 0n,
+    cmdBase: 0n,
+    evtBase: 0n,
+    pprBase: 0n,
+    control: 0n,
+    exclusionBase: 0n,
+    exclusionLimit: 0n,
+    gaLogBase: 0n,
+    gaLogTail: 0n,
+    msiAddressLow: 0,
+    msiAddressHigh: 0,
+    msiData: 0,
+    xtEvent: 0n,
+    xtPpr: 0n,
+    xtGa: 0n,
+    status: 0,
+    cmdHead: 0,
+    cmdTail: 0,
+    cmdHalted: false,
+  };
+  private readonly evt = new GuestLogRing();
+  private readonly ppr = new GuestLogRing();
+  private readonly devtab: DeviceTableLocation = { base: 0, entries: 0 };
+  private readonly remapper: InterruptRemapper;
+  private readonly walker: GuestDteWalker;
+  private readonly walkOutcome = newDteWalkOutcome();
+  private readonly entries: DeviceEntryHandler;
+  private readonly assigned = new Map<number, AssignedDevice>();
+  private readonly range = newInvalidationRange();
+  private readonly scratch = new Uint32Array(4);
+  private viommuId: number | undefined;
+  private hw: AmdHwViommuOps | undefined;
+  private veventq: { id: number; file: VeventqFile } | undefined;
+  private intercepts: { id: number; file: VeventqFile } | undefined;
+  private lastSequence = -1;
+  private readonly vdeviceIds: number[] = [];
+  private readonly unmaps: (() => void)[] = [];
+
+  private constructor(private readonly options: AmdViDeviceOptions) {
+    this.mode = options.mode;
+    this.mmioBase = options.mmioBase ?? AMDVI_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
+    this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false);
+    this.remapper = new InterruptRemapper(options.vm.memory);
+    this.walker = new GuestDteWalker(options.vm.memory);
+    this.entries = new DeviceEntryHandler(options, {
+      viommuId: () => this.viommuId,
+      logEvent: (record) => this.logEvent(record),
+    });
+  }
+
+  /** Maps the register block and, in nested mode, allocates the vIOMMU (a hardware vIOMMU for "hw-vqueue"). */
+  static create(options: AmdViDeviceOptions): Result<AmdViDevice> {
+    const device = new AmdViDevice(options);
+    const r = device.setUp();
+    if (!r.ok) {
+      device.destroy();
+      return fail(r);
+    }
+    return ok(device);
+  }
+
+  private get ctx(): VmmDeviceOptions["iommufd"] {
+    return this.options.iommufd;
+  }
+
+  private get memory(): VmmDeviceOptions["vm"]["memory"] {
+    return this.options.vm.memory;
+  }
+
+  private get hwQueues(): boolean {
+    return this.options.mode === "nested" && (this.options.commandBuffer ?? (this.options.eventInterrupts === "vmm" ? "trapped" : "hw-vqueue")) === "hw-vqueue";
+  }
+
+  private setUp(): Result<void> {
+    const vm = this.options.vm;
+    const trapped: MmioHandler = { read: (o, s) => this.readRegister(o, s), write: (o, s, v) => this.writeRegister(o, s, v) };
+    if (this.options.mode === "nested") {
+      const v = this.setUpViommu();
+      if (!v.ok) return v;
+    }
+    if (this.hw === undefined) {
+      const m = vm.mapMmio(this.mmioBase, AMDVI_MMIO_SIZE, trapped, { name: "amd-vi" });
+      if (!m.ok) return fail(m);
+      this.unmaps.push(() => vm.unmapMmio(m.value));
+      return ok();
+    }
+    // The VF-MMIO page replaces the third 4 KiB page: ring pointers and Status are the hardware's.
+    const low = vm.mapMmio(this.mmioBase, VF_MMIO_GUEST_OFFSET, trapped, { name: "amd-vi" });
+    if (!low.ok) return fail(low);
+    this.unmaps.push(() => vm.unmapMmio(low.value));
+    const offset = decodeViommuAmd(this.viommuData).outVfmmioMmapOffset;
+    const page = this.ctx.mmap({ offset, length: VF_MMIO_BYTES, shared: true, prot: { read: true, write: true } });
+    if (!page.ok) return fail(page);
+    this.unmaps.push(() => page.value.unmap());
+    const direct = vm.mapMmio(this.mmioBase + VF_MMIO_GUEST_OFFSET, VF_MMIO_BYTES, page.value.region, { direct: true, name: "amd-vi-vf-mmio" });
+    if (!direct.ok) return fail(direct);
+    this.unmaps.push(() => vm.unmapMmio(direct.value));
+    const highStart = VF_MMIO_GUEST_OFFSET + VF_MMIO_BYTES;
+    const high: MmioHandler = { read: (o, s) => this.readRegister(o + highStart, s), write: (o, s, v) => this.writeRegister(o + highStart, s, v) };
+    const upper = vm.mapMmio(this.mmioBase + highStart, AMDVI_MMIO_SIZE - highStart, high, { name: "amd-vi" });
+    if (!upper.ok) return fail(upper);
+    this.unmaps.push(() => vm.unmapMmio(upper.value));
+    this.hw.setInterruptPost((vector, destination) => vm.interrupts.deliver(vector, destination, "direct", "amd-vi-event"));
+    return ok();
+  }
+
+  /** The user's `iommu_viommu_amd`, which viommu_init fills with out_gid and out_vfmmio_mmap_offset. */
+  private readonly viommuData = new Uint8Array(VIOMMU_AMD_BYTES);
+
+  private setUpViommu(): Result<void> {
+    const hwq = this.hwQueues;
+    if (hwq) this.viommuData.set(encodeViommuAmd({ iommuDevid: IOMMU_DEVICE_ID, viommuDevid: IOMMU_DEVICE_ID + (this.options.instance ?? 0) * 8 }));
+    const v = this.ctx.viommuAlloc({
+      flags: 0,
+      type: IOMMU_VIOMMU_TYPE_AMD,
+      devId: this.options.anchorDevId,
+      hwptId: this.options.parentHwptId,
+      data: hwq ? { type: IOMMU_VIOMMU_TYPE_AMD, bytes: this.viommuData } : undefined,
+    });
+    if (!v.ok) return fail(v);
+    this.viommuId = v.value;
+    if (hwq) {
+      const ops = this.ctx.viommu(v.value);
+      if (!ops.ok || !isAmdHwViommu(ops.value.ops)) return err("EOPNOTSUPP", "the host did not give a hardware vIOMMU");
+      this.hw = ops.value.ops;
+      const q = this.ctx.veventqAlloc({ flags: 0, viommuId: v.value, type: IOMMU_VEVENTQ_TYPE_AMD_CMD_INTERCEPT, depth: 16 });
+      if (!q.ok) return fail(q);
+      this.intercepts = { id: q.value.id, file: q.value.file };
+      // The hardware waits at the intercepted command: handle it at once (the hypervisor's wakeup).
+      q.value.file.queue.onReadable = () => this.handleIntercepts();
+    } else {
+      const q = this.ctx.veventqAlloc({ flags: 0, viommuId: v.value, type: IOMMU_VEVENTQ_TYPE_AMD, depth: 256 });
+      if (!q.ok) return fail(q);
+      this.veventq = { id: q.value.id, file: q.value.file };
+    }
+    return ok();
+  }
+
+  // ---- devices ----
+
+  assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
+    if (this.assigned.has(guestRid)) return err("EEXIST", `guest DeviceID 0x${guestRid.toString(16)} already assigned`);
+    if (!Number.isInteger(guestRid) || guestRid < 0 || guestRid > 0xffff) return err("EINVAL", `guest DeviceID ${guestRid} is not 16-bit`);
+    if (this.viommuId !== undefined) {
+      const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId, virtId: guestRid });
+      if (!vdev.ok) return fail(vdev);
+      this.vdeviceIds.push(vdev.value);
+    }
+    const a: AssignedDevice = { device, devId, guestRid, hwptId: undefined, lastDte: undefined, shadow: undefined, attachedTo: undefined };
+    this.assigned.set(guestRid, a);
+    device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
+    return this.entries.refresh(a, this.translationOn(), this.devtab);
+  }
+
+  private translationOn(): boolean {
+    return this.controlBit(C_IOMMU_EN) && this.options.mode !== "ir-only";
+  }
+
+  private refreshAll(): void {
+    for (const a of this.assigned.values()) this.entries.refresh(a, this.translationOn(), this.devtab);
+    this.stats.shadowMappings = this.entries.shadowMappings;
+  }
+
+  // ---- registers ----
+
+  /** Control as two 32-bit halves (kept with `regs.control`), so the queue loop tests bits without BigInt. */
+  private controlLo = 0;
+  private controlHi = 0;
+
+  private controlBit(b: number): boolean {
+    return b < 32 ? ((this.controlLo >>> b) & 1) === 1 : ((this.controlHi >>> (b - 32)) & 1) === 1;
+  }
+
+  private setControlValue(value: bigint): void {
+    this.regs.control = value;
+    this.controlLo = Number(value & 0xffff_ffffn);
+    this.controlHi = Number((value >> 32n) & 0xffff_ffffn);
+  }
+
+  private readRegister(offset: number, size: 4 | 8): bigint {
+    if (offset >= MSI_AREA_START && offset < MSI_AREA_END) {
+      const lo = this.register32(offset & ~3);
+      return size === 8 ? lo | (this.register32((offset & ~3) + 4) << 32n) : lo;
+    }
+    const value = this.registerValue(offset & ~7);
+    return size === 8 ? value : (offset & 4 ? value >> 32n : value) & 0xffff_ffffn;
+  }
+
+  private register32(offset: number): bigint {
+    switch (offset) {
+      case MmioOffset.MsiAddressLow:
+        return BigInt(this.regs.msiAddressLow);
+      case MmioOffset.MsiAddressHigh:
+        return BigInt(this.regs.msiAddressHigh);
+      case MmioOffset.MsiData:
+        return BigInt(this.regs.msiData);
+      default:
+        return 0n;
+    }
+  }
+
+  /** Status as the guest reads it: sticky bits and the run bits. */
+  private get statusValue(): number {
+    let s = this.regs.status;
+    if (this.commandsRun) s |= StatusBit.CmdBufRun;
+    if (this.eventsRun) s |= StatusBit.EventLogRun;
+    if (this.pprRun) s |= StatusBit.PPRLogRun;
+    return s;
+  }
+
+  private registerValue(offset: number): bigint {
+    const r = this.regs;
+    switch (offset) {
+      case MmioOffset.DeviceTableBase:
+        return r.devTabBase;
+      case MmioOffset.CommandBufferBase:
+        return r.cmdBase;
+      case MmioOffset.EventLogBase:
+        return r.evtBase;
+      case MmioOffset.Control:
+        return r.control;
+      case MmioOffset.ExclusionBase:
+        return r.exclusionBase;
+      case MmioOffset.ExclusionLimit:
+        return r.exclusionLimit | 0xfffn;
+      case MmioOffset.ExtendedFeature:
+        return this.features.efr;
+      case MmioOffset.PprLogBase:
+        return r.pprBase;
+      case MmioOffset.GaLogBase:
+        return r.gaLogBase;
+      case MmioOffset.GaLogTailAddress:
+        return r.gaLogTail;
+      case MmioOffset.XtGeneralInterruptControl:
+        return r.xtEvent;
+      case MmioOffset.XtPprInterruptControl:
+        return r.xtPpr;
+      case MmioOffset.XtGaLogInterruptControl:
+        return r.xtGa;
+      case MmioOffset.ExtendedFeature2:
+        return this.features.efr2;
+      case MmioOffset.CommandBufferHead:
+        return BigInt(r.cmdHead);
+      case MmioOffset.CommandBufferTail:
+        return BigInt(r.cmdTail);
+      case MmioOffset.EventLogHead:
+        return BigInt(this.evt.head);
+      case MmioOffset.EventLogTail:
+        return BigInt(this.evt.tail);
+      case MmioOffset.Status:
+        return BigInt(this.statusValue);
+      case MmioOffset.PprLogHead:
+        return BigInt(this.ppr.head);
+      case MmioOffset.PprLogTail:
+        return BigInt(this.ppr.tail);
+      default:
+        return 0n;
+    }
+  }
+
+  /** Register writes; read-only registers and reserved offsets ignore them, as the hardware does. */
+  private writeRegister(offset: number, size: 4 | 8, raw: bigint): void {
+    if (offset >= MSI_AREA_START && offset < MSI_AREA_END) {
+      this.write32(offset & ~3, Number(raw & 0xffff_ffffn));
+      if (size === 8) this.write32((offset & ~3) + 4, Number((raw >> 32n) & 0xffff_ffffn));
+      return;
+    }
+    const aligned = offset & ~7;
+    // Status is W1C in its low half; the upper halves of the pointer registers are reserved.
+    if (size === 4 && offset & 4 && aligned >= MmioOffset.CommandBufferHead) return;
+    let value = raw & U64;
+    if (size === 4) {
+      const old = aligned === MmioOffset.Status ? 0n : this.registerValue(aligned);
+      value = offset & 4 ? (old & 0xffff_ffffn) | ((raw & 0xffff_ffffn) << 32n) : (old & ~0xffff_ffffn) | (raw & 0xffff_ffffn);
+    }
+    const r = this.regs;
+    switch (aligned) {
+      case MmioOffset.DeviceTableBase:
+        r.devTabBase = value & DEVTAB_BASE_MASK;
+        this.devtab.base = Number(r.devTabBase & 0x000f_ffff_ffff_f000n);
+        this.devtab.entries = (Number(r.devTabBase & 0x1ffn) + 1) * 128;
+        return;
+      case MmioOffset.CommandBufferBase:
+        r.cmdBase = value & RING_BASE_MASK;
+        r.cmdHead = 0;
+        r.cmdTail = 0;
+        r.cmdHalted = false;
+        this.forwardQueue("command", r.cmdBase);
+        return;
+      case MmioOffset.EventLogBase:
+        r.evtBase = value & RING_BASE_MASK;
+        this.evt.program(r.evtBase);
+        this.forwardQueue("event", r.evtBase);
+        return;
+      case MmioOffset.PprLogBase:
+        r.pprBase = value & RING_BASE_MASK;
+        this.ppr.program(r.pprBase);
+        this.forwardQueue("ppr", r.pprBase);
+        return;
+      case MmioOffset.Control:
+        return this.writeControl(value);
+      case MmioOffset.ExclusionBase:
+        r.exclusionBase = value & 0x000f_ffff_ffff_f003n;
+        return;
+      case MmioOffset.ExclusionLimit:
+        r.exclusionLimit = value & 0x000f_ffff_ffff_f000n;
+        return;
+      case MmioOffset.GaLogBase:
+        r.gaLogBase = value & RING_BASE_MASK;
+        return;
+      case MmioOffset.GaLogTailAddress:
+        r.gaLogTail = value & 0x000f_ffff_ffff_fff8n;
+        return;
+      case MmioOffset.XtGeneralInterruptControl:
+        r.xtEvent = value;
+        this.hw?.setGuestRegister(MmioOffset.XtGeneralInterruptControl, value);
+        return;
+      case MmioOffset.XtPprInterruptControl:
+        r.xtPpr = value;
+        return;
+      case MmioOffset.XtGaLogInterruptControl:
+        r.xtGa = value;
+        return;
+      case MmioOffset.CommandBufferHead:
+        r.cmdHead = this.pointer(value, this.commandBytes);
+        this.processCommands();
+        return;
+      case MmioOffset.CommandBufferTail:
+        r.cmdTail = this.pointer(value, this.commandBytes);
+        this.processCommands();
+        return;
+      case MmioOffset.EventLogHead:
+        this.evt.head = this.pointer(value, this.evt.bytes);
+        return;
+      case MmioOffset.EventLogTail:
+        if (!this.eventsRun) this.evt.tail = this.pointer(value, this.evt.bytes);
+        return;
+      case MmioOffset.PprLogHead:
+        this.ppr.head = this.pointer(value, this.ppr.bytes);
+        return;
+      case MmioOffset.PprLogTail:
+        if (!this.pprRun) this.ppr.tail = this.pointer(value, this.ppr.bytes);
+        return;
+      case MmioOffset.Status:
+        r.status = (r.status & ~(Number(raw & 0xffff_ffffn) & STATUS_W1C_MASK)) >>> 0;
+        return;
+      default:
+        return;
+    }
+  }
+
+  private write32(offset: number, value: number): void {
+    if (offset === MmioOffset.MsiAddressLow) this.regs.msiAddressLow = value >>> 0;
+    else if (offset === MmioOffset.MsiAddressHigh) this.regs.msiAddressHigh = value >>> 0;
+    else if (offset === MmioOffset.MsiData) this.regs.msiData = value & 0xffff;
+    else return;
+    // The hardware vIOMMU posts the guest's IOMMU interrupt to the MSI the guest programmed.
+    if (offset !== MmioOffset.MsiAddressHigh) this.hw?.setGuestRegister(offset, BigInt(offset === MmioOffset.MsiAddressLow ? this.regs.msiAddressLow : this.regs.msiData));
+  }
+
+  private pointer(value: bigint, ringBytes: number): number {
+    const p = Number(value & BigInt(RING_POINTER_MASK_16));
+    return ringBytes > 0 ? p % ringBytes : 0;
+  }
+
+  private get commandBytes(): number {
+    return 2 ** (Number((this.regs.cmdBase >> 56n) & 0xfn) + 4);
+  }
+
+  private get commandBase(): number {
+    return Number(this.regs.cmdBase & 0x000f_ffff_ffff_f000n);
+  }
+
+  private writeControl(value: bigint): void {
+    const before = this.regs.control;
+    this.setControlValue(value);
+    const rose = (b: number): boolean => ((before >> BigInt(b)) & 1n) === 0n && this.controlBit(b);
+    if (rose(C_CMD_BUF_EN)) this.regs.cmdHalted = false;
+    if (this.hw !== undefined) this.hw.setGuestRegister(MmioOffset.Control, value);
+    else {
+      if (this.controlBit(C_CMD_BUF_EN) && this.controlBit(C_IOMMU_EN) && !this.regs.cmdHalted && !this.ringReachable(this.commandBase, this.commandBytes)) {
+        // A command buffer the host cannot read (an SNP guest's private pages) is refused at enable.
+        this.regs.cmdHalted = true;
+        this.refusals.commandBuffer++;
+        this.logEvent(commandHardwareErrorEvent(this.commandBase));
+      }
+      if ((rose(C_EVENT_LOG_EN) || rose(C_IOMMU_EN)) && this.controlBit(C_EVENT_LOG_EN) && !this.evt.reachable(this.memory)) this.refusals.eventLog++;
+    }
+    if (((before ^ value) >> BigInt(C_IOMMU_EN)) & 1n) this.refreshAll();
+    this.processCommands();
+  }
+
+  private ringReachable(base: number, bytes: number): boolean {
+    return this.memory.hostReadable(base, bytes);
+  }
+
+  private get commandsRun(): boolean {
+    return this.controlBit(C_IOMMU_EN) && this.controlBit(C_CMD_BUF_EN) && !this.regs.cmdHalted;
+  }
+
+  private get eventsRun(): boolean {
+    return this.controlBit(C_IOMMU_EN) && this.controlBit(C_EVENT_LOG_EN) && this.evt.reachable(this.memory);
+  }
+
+  private get pprRun(): boolean {
+    return this.controlBit(C_IOMMU_EN) && this.controlBit(C_PPR_LOG_EN) && this.ppr.reachable(this.memory);
+  }
+
+  // ---- the hardware vIOMMU's queues ----
+
+  private forwardQueue(kind: "command" | "event" | "ppr", value: bigint): void {
+    if (this.hw === undefined) return;
+    this.hw.hwQueueInit(kind, Number(value & 0x000f_ffff_ffff_f000n), Number((value >> 56n) & 0xfn));
+  }
+
+  /** The hardware stopped at a command only the hypervisor can act on (a DTE change): act, then resume it. */
+  private handleIntercepts(): void {
+    if (this.intercepts === undefined) return;
+    for (let guard = 0; guard < 64; guard++) {
+      const bytes = this.intercepts.file.read(16 * (8 + COMMAND_BYTES));
+      if (!bytes.ok || bytes.value.length === 0) return;
+      for (const record of parseVevents(bytes.value, COMMAND_BYTES)) {
+        if (record.payload === undefined) continue;
+        const v = new DataView(record.payload.buffer, record.payload.byteOffset, COMMAND_BYTES);
+        this.stats.trapped++;
+        this.interceptsHandled++;
+        if (v.getUint32(4, true) >>> 28 === CommandOpcode.INVALIDATE_DEVTAB_ENTRY) this.deviceEntryChanged(v.getUint32(0, true) & 0xffff);
+        this.hw?.resumeCommands();
+      }
+    }
+  }
+
+  // ---- the trapped command buffer ----
+
+  private processCommands(): void {
+    if (this.frozen || this.hw !== undefined || !this.commandsRun) return;
+    const r = this.regs;
+    const bytes = this.commandBytes;
+    const base = this.commandBase;
+    // At most one pass over the ring per doorbell: a hostile tail cannot make this loop forever.
+    for (let budget = bytes / COMMAND_BYTES; budget > 0 && this.commandsRun && r.cmdHead !== r.cmdTail; budget--) {
+      const at = base + r.cmdHead;
+      if (!this.memory.hostReadable(at, COMMAND_BYTES)) {
+        this.refusals.commandBuffer++;
+        return this.haltCommands(commandHardwareErrorEvent(at));
+      }
+      const cmd = this.memory.readWords(at, this.scratch);
+      this.stats.trapped++;
+      if (commandProblem(cmd) !== undefined) return this.haltCommands(illegalCommandEvent(at));
+      if (!this.executeCommand(cmd, at)) return;
+      r.cmdHead = (r.cmdHead + COMMAND_BYTES) % bytes;
+    }
+  }
+
+  /** The AMD rule: log the error and stop with the head at the offending command (CmdBufRun clears). */
+  private haltCommands(event: Uint32Array): void {
+    this.regs.cmdHalted = true;
+    this.logEvent(event);
+  }
+
+  /** Executes one trapped command; false when it halted the buffer. */
+  private executeCommand(cmd: Uint32Array, at: number): boolean {
+    switch (commandOpcode(cmd)) {
+      case CommandOpcode.COMPLETION_WAIT: {
+        if (cmd[0]! & 1) {
+          const address = ((cmd[0]! & 0xfffffff8) >>> 0) + (cmd[1]! & 0xfffff) * 0x1_0000_0000;
+          if (!this.memory.hostReadable(address, 8)) {
+            this.refusals.semaphore++;
+            this.haltCommands(commandHardwareErrorEvent(at));
+            return false;
+          }
+          this.memory.write64Halves(address, cmd[2]!, cmd[3]!);
+        }
+        if (cmd[0]! & 2) {
+          this.regs.status |= StatusBit.ComWaitInt;
+          if (this.controlBit(C_COM_WAIT_INT_EN)) this.raiseInterrupt();
+        }
+        return true;
+      }
+      case CommandOpcode.INVALIDATE_DEVTAB_ENTRY:
+        this.deviceEntryChanged(cmd[0]! & 0xffff);
+        return true;
+      case CommandOpcode.INVALIDATE_IOMMU_PAGES:
+      case CommandOpcode.INVALIDATE_IOMMU_ALL:
+        this.invalidate(cmd);
+        return true;
+      case CommandOpcode.COMPLETE_PPR_REQUEST:
+        this.pprResponses.push({ deviceId: cmd[0]! & 0xffff, tag: cmd[3]! & 0x1ff, status: (cmd[3]! >>> 12) & 0xf });
+        return true;
+      default:
+        // INVALIDATE_IOTLB_PAGES (no device TLBs), INVALIDATE_INTERRUPT_TABLE (IRTs are read on every
+        // interrupt, nothing is cached), PREFETCH_IOMMU_PAGES (a hint).
+        return true;
+    }
+  }
+
+  private deviceEntryChanged(deviceId: number): void {
+    const a = this.assigned.get(deviceId);
+    if (a === undefined) return;
+    this.entries.refresh(a, this.translationOn(), this.devtab);
+    this.stats.shadowMappings = this.entries.shadowMappings;
+  }
+
+  /** Nested: the raw command goes to the vIOMMU (gDomID → hDomID there). Shadow: the mirror is recomputed. */
+  private invalidate(cmd: Uint32Array): void {
+    this.stats.forwarded++;
+    if (this.options.mode === "nested" && this.viommuId !== undefined) {
+      const entry = new Uint8Array(cmd.buffer.slice(cmd.byteOffset, cmd.byteOffset + AMD_INVALIDATE_ENTRY_BYTES));
+      this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_AMD, entryLen: AMD_INVALIDATE_ENTRY_BYTES, entryNum: 1, entries: entry });
+      return;
+    }
+    if (this.options.mode !== "shadow") return;
+    if (commandOpcode(cmd) === CommandOpcode.INVALIDATE_IOMMU_ALL) this.entries.shadows.invalidateAll();
+    else {
+      const r = decodeInvalidationRange(cmd[2]!, cmd[3]!, this.range);
+      this.entries.shadows.invalidateDomain(cmd[1]! & 0xffff, r.all ? 0 : r.base, r.all ? 2 ** 52 : r.size);
+    }
+    this.stats.shadowMappings = this.entries.shadowMappings;
+  }
+
+  // ---- events ----
+
+  /**
+   * Logs an event for the guest. With the hardware vIOMMU it goes through the hardware (INSERT_GUEST_EVENT);
+   * otherwise into the emulated log: nothing is logged while EventOverflow is set, a full log sets it, and
+   * EventLogInt (with the interrupt when EventIntEn) follows every logged event.
+   */
+  private logEvent(record: Uint32Array): void {
+    if (this.hw !== undefined) {
+      if (this.hw.insertGuestEvent(record).ok) this.stats.eventsInjected++;
+      return;
+    }
+    this.appendLog(this.evt, this.eventsRun, record, StatusBit.EventOverflow, StatusBit.EventLogInt, C_EVENT_INT_EN);
+  }
+
+  private appendLog(ring: GuestLogRing, running: boolean, record: Uint32Array, overflowBit: number, intBit: number, intEnable: number): boolean {
+    if (!running || this.regs.status & overflowBit) return false;
+    const r = ring.append(this.memory, record);
+    if (r === "unreachable") return false;
+    if (r === "full") {
+      this.regs.status |= overflowBit;
+      if (this.controlBit(intEnable)) this.raiseInterrupt();
+      return false;
+    }
+    this.stats.eventsInjected++;
+    this.regs.status |= intBit;
+    if (this.controlBit(intEnable)) this.raiseInterrupt();
+    return true;
+  }
+
+  /** The IOMMU's interrupt: the XT interrupt control register with IntCapXTEn, else the MSI capability. */
+  private raiseInterrupt(): void {
+    let vector: number;
+    let destination: number;
+    if (this.controlBit(C_INT_CAP_XT_EN)) {
+      const v = this.regs.xtEvent;
+      vector = Number((v >> 32n) & 0xffn);
+      destination = Number((v >> 8n) & 0xffffffn) + Number((v >> 56n) & 0xffn) * 2 ** 24;
+    } else {
+      if (this.regs.msiAddressLow === 0) return;
+      vector = this.regs.msiData & 0xff;
+      destination = (this.regs.msiAddressLow >>> 12) & 0xff;
+    }
+    this.options.vm.inject(vector, destination, "amd-vi-event");
+  }
+
+  /** Drains the vEVENTQ (faults the host reported in guest terms) into the guest's log; a loss sets EventOverflow. */
+  poll(): void {
+    if (this.frozen) return;
+    this.handleIntercepts();
+    if (this.veventq === undefined) return;
+    for (let guard = 0; guard < 1024; guard++) {
+      const bytes = this.veventq.file.read(64 * (8 + EVENT_BYTES));
+      if (!bytes.ok || bytes.value.length === 0) return;
+      for (const record of parseVevents(bytes.value, EVENT_BYTES)) {
+        if (veventsLost(this.lastSequence, record)) this.regs.status |= StatusBit.EventOverflow;
+        this.lastSequence = record.sequence;
+        if (record.payload === undefined) continue;
+        const v = new DataView(record.payload.buffer, record.payload.byteOffset, EVENT_BYTES);
+        const words = new Uint32Array([v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true)]);
+        this.logEvent(words);
+      }
+    }
+  }
+
+  /**
+   * A page request (PCIe PRI) from one of the VMM's emulated devices: a PAGE_SERVICE_REQUEST in the guest's
+   * PPR log (PPROverflow and PPRInt by the same rules as events); the guest answers with
+   * COMPLETE_PPR_REQUEST, recorded in `pprResponses`. False when the log did not take it.
+   */
+  pageRequest(guestRid: number, pasid: number, address: number, write: boolean, tag: number): boolean {
+    const flags = PprFlag.READ | (write ? PprFlag.WRITE : 0) | PprFlag.US | (pasid !== NO_PASID ? PprFlag.GN : 0);
+    const record = buildPageServiceRequest({ deviceId: guestRid, pasid: pasid === NO_PASID ? 0 : pasid, tag, flags, address: BigInt(address) });
+    return this.appendLog(this.ppr, this.pprRun, record, StatusBit.PPROverflow, StatusBit.PPRInt, C_PPR_INT_EN);
+  }
+
+  // ---- emulated devices ----
+
+  translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
+    const access = write ? Perm.Write : Perm.Read;
+    if (!this.controlBit(C_IOMMU_EN) || this.options.mode === "ir-only") {
+      out.ok = this.memory.contains(iova);
+      out.output = iova;
+      out.pageShift = 12;
+      out.perms = Perm.ReadWrite;
+      out.fault = out.ok ? WalkFault.None : WalkFault.AddressSize;
+      return;
+    }
+    const o = this.walkOutcome;
+    this.walker.translate(this.devtab, guestRid, pasid === NO_PASID ? undefined : pasid, iova, access, out, o);
+    if (out.ok && !this.memory.contains(out.output)) {
+      out.ok = false;
+      out.fault = WalkFault.AddressSize;
+      o.eventCode = 0x2;
+    }
+    if (out.ok || o.suppressed) return;
+    if (o.eventCode === 0x1) this.logEvent(illegalDteEvent(guestRid, iova, write));
+    else if (o.eventCode === 0x3) {
+      this.refusals.deviceTable++;
+      this.logEvent(devTabHardwareErrorEvent(guestRid, o.dteAddress, false, write));
+    } else {
+      this.logEvent(
+        dmaFaultEvent({ deviceId: guestRid, domainId: o.domainId, pasid: pasid === NO_PASID ? undefined : pasid, address: iova, write, fault: out.fault, mapped: out.mapped, entryAddress: out.entryAddress }),
+      );
+    }
+  }
+
+  // ---- interrupt remapping ----
+
+  deliverMsi(guestRid: number, msi: MsiMessage): InterruptResult {
+    const result = this.remapper.remap(
+      this.devtab,
+      { enabled: this.controlBit(C_IOMMU_EN), ga: this.controlBit(C_GA_EN), xt: this.controlBit(C_XT_EN), twoK: this.controlBit(C_NUM_INT_REMAP) && !this.controlBit(C_NUM_INT_REMAP + 1) },
+      guestRid,
+      msi,
+    );
+    if (result.ok) {
+      this.options.vm.inject(result.irq.vector, result.irq.destination, `msi:${guestRid.toString(16)}`);
+      return result;
+    }
+    if (result.fault.code === 0x3) this.refusals.deviceTable++;
+    if (result.fault.code === 0x4) this.refusals.interruptTable++;
+    if (result.event !== undefined) this.logEvent(result.event);
+    return { ok: false, fault: result.fault };
+  }
+
+  // ---- firmware ----
+
+  acpiTables(): AcpiTableBlob[] {
+    return [
+      {
+        signature: "IVRS",
+        bytes: buildIvrs({ mmioBase: this.mmioBase, iommuDeviceId: IOMMU_DEVICE_ID + (this.options.instance ?? 0) * 8, features: this.features, extraDeviceIds: [...this.assigned.keys()] }),
+      },
+    ];
+  }
+
+  // ---- migration ----
+
+  freeze(): void {
+    this.frozen = true;
+    // The hardware vIOMMU runs without the VMM: pausing it means taking CmdBufEn away from it.
+    if (this.hw !== undefined) this.hw.setGuestRegister(MmioOffset.Control, this.regs.control & ~(1n << BigInt(C_CMD_BUF_EN)));
+  }
+
+  thaw(): void {
+    this.frozen = false;
+    if (this.hw !== undefined) this.hw.setGuestRegister(MmioOffset.Control, this.regs.control);
+    this.processCommands();
+    this.poll();
+  }
+
+  save(): Uint8Array {
+    return saveFrozen(this, () => {
+      const hwPointers =
+        this.hw === undefined
+          ? undefined
+          : ([MmioOffset.CommandBufferHead, MmioOffset.CommandBufferTail, MmioOffset.EventLogHead, MmioOffset.EventLogTail, MmioOffset.PprLogHead, MmioOffset.PprLogTail, MmioOffset.Status].map((o) =>
+              Number(this.options.vm.mmioRead(this.mmioBase + o, 4)),
+            ) as number[]);
+      return encodeDeviceState(this.regs, [this.evt.head, this.evt.tail, this.ppr.head, this.ppr.tail], hwPointers);
+    });
+  }
+
+  /**
+   * Restores the registers into this freshly created device, then rebuilds the host side from the guest's
+   * tables (device entries, queues) as a destination VMM does: the guest's memory came over with it.
+   */
+  restore(blob: Uint8Array): Result<void> {
+    const decoded = decodeDeviceState(blob);
+    if (!decoded.ok) return fail(decoded);
+    const { regs, logs, hwPointers } = decoded.value;
+    this.frozen = true;
+    this.writeRegister(MmioOffset.DeviceTableBase, 8, regs.devTabBase);
+    // Rings the guest never programmed stay unprogrammed (no hardware queue at GPA 0).
+    if (regs.cmdBase !== 0n) this.writeRegister(MmioOffset.CommandBufferBase, 8, regs.cmdBase);
+    if (regs.evtBase !== 0n) this.writeRegister(MmioOffset.EventLogBase, 8, regs.evtBase);
+    if (regs.pprBase !== 0n) this.writeRegister(MmioOffset.PprLogBase, 8, regs.pprBase);
+    this.regs = { ...regs };
+    this.setControlValue(regs.control);
+    [this.evt.head, this.evt.tail, this.ppr.head, this.ppr.tail] = logs as [number, number, number, number];
+    for (const [o, v] of [
+      [MmioOffset.XtGeneralInterruptControl, regs.xtEvent],
+      [MmioOffset.MsiAddressLow, BigInt(regs.msiAddressLow)],
+      [MmioOffset.MsiData, BigInt(regs.msiData)],
+    ] as const) {
+      this.hw?.setGuestRegister(o, v);
+    }
+    if (this.hw !== undefined && hwPointers !== undefined) {
+      const offsets = [MmioOffset.CommandBufferHead, MmioOffset.CommandBufferTail, MmioOffset.EventLogHead, MmioOffset.EventLogTail, MmioOffset.PprLogHead, MmioOffset.PprLogTail, MmioOffset.Status];
+      offsets.forEach((o, i) => this.hw!.setGuestRegister(o, BigInt(hwPointers[i] ?? 0)));
+    }
+    this.refreshAll();
+    this.frozen = false;
+    this.hw?.setGuestRegister(MmioOffset.Control, this.regs.control);
+    this.processCommands();
+    return ok();
+  }
+
+  /** Tears down in dependency order: attachments and HWPTs, vDEVICEs, vEVENTQs, the vIOMMU, the mappings. */
+  destroy(): void {
+    for (const a of this.assigned.values()) {
+      this.entries.release(a);
+      a.device.msiTarget = undefined;
+    }
+    this.assigned.clear();
+    this.entries.shadows.destroyAll();
+    this.hw?.setInterruptPost(undefined);
+    for (const unmap of this.unmaps.splice(0).reverse()) unmap();
+    for (const id of this.vdeviceIds.splice(0)) this.ctx.destroy(id);
+    for (const q of [this.veventq, this.intercepts]) {
+      if (q === undefined) continue;
+      q.file.queue.onReadable = undefined;
+      q.file.close();
+      this.ctx.destroy(q.id);
+    }
+    this.veventq = undefined;
+    this.intercepts = undefined;
+    if (this.viommuId !== undefined) this.ctx.destroy(this.viommuId);
+    this.viommuId = undefined;
+    this.hw = undefined;
+  }
+
+  /** The IOMMU's view of a DTE for tests: the device table location the guest programmed. */
+  get deviceTable(): Readonly<DeviceTableLocation> {
+    return this.devtab;
+  }
+
+  /** Whether the hardware vIOMMU runs the guest's rings (nested "hw-vqueue"). */
+  get hardwareQueues(): boolean {
+    return this.hw !== undefined;
+  }
+
+  /** DTE address of a guest DeviceID. */
+  dteAddress(deviceId: number): number {
+    return this.devtab.base + deviceId * DTE_BYTES;
+  }
+}

@@ -1,0 +1,198 @@
+import { err, ok, type DmaDevice, type Result } from "@viommu/core";
+import { dteGcr3Root, dteProblem, DTE_BYTES } from "../format/device-table-entry.js";
+import { devTabHardwareErrorEvent, illegalDteEvent } from "../format/fault-event.js";
+import { encodeHwptAmdGuest, IOMMU_HWPT_DATA_AMD_GUEST } from "../format/iommufd-uapi.js";
+import type { AmdViDeviceOptions } from "./amd-vi-device.js";
+import type { DeviceTableLocation } from "./guest-dte-walker.js";
+import { ShadowSpaces, type ShadowSource, type ShadowSpace } from "./shadow-spaces.js";
+
+/** A passthrough device as the VMM tracks it. */
+export interface AssignedDevice {
+  readonly device: DmaDevice;
+  readonly devId: number;
+  readonly guestRid: number;
+  /** The nested HWPT allocated from its DTE (nested mode). */
+  hwptId: number | undefined;
+  /** The DTE last applied, so an INVALIDATE_DEVTAB_ENTRY of an unchanged DTE costs nothing. */
+  lastDte: string | undefined;
+  /** The shadow space it is attached to (shadow mode). */
+  shadow: ShadowSpace | undefined;
+  /** What it is attached to now (an IOAS or HWPT id), undefined when blocked. */
+  attachedTo: number | undefined;
+}
+
+export interface DeviceEntryPorts {
+  viommuId(): number | undefined;
+  logEvent(record: Uint32Array): void;
+}
+
+const UNTRANSLATED = "untranslated";
+
+/**
+ * What a guest DTE means for a passthrough device's host attachment, applied when the guest invalidates the
+ * DTE (and when translation is switched on or off):
+ * - translation off (IommuEn clear, IR-only mode) or V = 0: DMA passes untranslated, i.e. stage 2 alone
+ *   (nested, IR-only: the parent HWPT; shadow: the guest-RAM IOAS);
+ * - a malformed DTE: blocked, ILLEGAL_DEV_TABLE_ENTRY logged; an unreadable one: blocked,
+ *   DEV_TAB_HARDWARE_ERROR; TV = 0, or Mode 0 without IR and IW: blocked;
+ * - nested: GV → a nested HWPT from the guest DTE (IOMMU_HWPT_DATA_AMD_GUEST) on the vIOMMU; Mode ≠ 0 is
+ *   refused as QEMU does when host translation is not offered (HATS = 3); Mode 0 with IR and IW → stage 2;
+ * - shadow: Mode 1–6 → a mirror of the v1 table; GV with GIoV → a mirror of PASID 0's v2 table; Mode 0
+ *   with IR and IW → the guest-RAM IOAS. A mirror cannot express partial identity permissions or v2 over v1,
+ *   so those DTEs block the device.
+ */
+export class DeviceEntryHandler {
+  readonly shadows: ShadowSpaces;
+  private readonly dte = new Uint32Array(8);
+
+  constructor(
+    private readonly options: AmdViDeviceOptions,
+    private readonly ports: DeviceEntryPorts,
+  ) {
+    this.shadows = new ShadowSpaces(options.iommufd, options.vm.memory, options.shadowBackend ?? "iommufd", options.dmaEntryLimit);
+  }
+
+  get shadowMappings(): number {
+    return this.shadows.mappings;
+  }
+
+  private get ctx(): AmdViDeviceOptions["iommufd"] {
+    return this.options.iommufd;
+  }
+
+  refresh(a: AssignedDevice, translationOn: boolean, table: DeviceTableLocation): Result<void> {
+    if (!translationOn) return this.untranslated(a);
+    const memory = this.options.vm.memory;
+    const at = table.base + a.guestRid * DTE_BYTES;
+    if (!(a.guestRid < table.entries)) return this.refuse(a, `beyond:${table.base}:${table.entries}`, illegalDteEvent(a.guestRid, at, false));
+    if (!memory.hostReadable(at, DTE_BYTES)) return this.refuse(a, `unreadable:${at}`, devTabHardwareErrorEvent(a.guestRid, at, false, false));
+    const w = memory.readWords(at, this.dte);
+    const key = Array.from(w, (x) => x.toString(16)).join(":");
+    if (key === a.lastDte) return ok();
+    if ((w[0]! & 1) === 0) return this.untranslated(a);
+    if (dteProblem(w) !== undefined) return this.refuse(a, key, illegalDteEvent(a.guestRid, at, false));
+    a.lastDte = key;
+    if ((w[0]! & 2) === 0) return this.block(a);
+    const mode = (w[0]! >>> 9) & 7;
+    const gv = ((w[1]! >>> 23) & 1) === 1;
+    const ir = ((w[1]! >>> 29) & 1) === 1;
+    const iw = ((w[1]! >>> 30) & 1) === 1;
+    if (this.options.mode === "nested") {
+      if (mode !== 0) return this.refuse(a, undefined, illegalDteEvent(a.guestRid, at, false));
+      if (!gv && ir && iw) return this.attach(a, this.options.parentHwptId);
+      if (!gv && !ir && !iw) return this.block(a);
+      return this.nested(a, w, at);
+    }
+    if (gv) {
+      const giov = ((w[1]! >>> 22) & 1) === 1;
+      if (!giov || mode !== 0) return this.block(a);
+      const root = this.pasidZeroRoot(w);
+      if (root === undefined) return this.block(a);
+      return this.shadow(a, { kind: "v2", domainId: w[2]! & 0xffff, root, levels: ((w[5]! >>> 22) & 3) === 1 ? 5 : 4 });
+    }
+    if (mode === 0) return ir && iw ? this.attach(a, this.options.ioasId) : this.block(a);
+    const root = ((w[0]! & 0xfffff000) >>> 0) + (w[1]! & 0xfffff) * 0x1_0000_0000;
+    return this.shadow(a, { kind: "v1", domainId: w[2]! & 0xffff, root, levels: mode });
+  }
+
+  /** The v2 root of PASID 0 from the device's GCR3 table (GLX + 1 levels), or undefined. */
+  private pasidZeroRoot(w: Uint32Array): number | undefined {
+    const memory = this.options.vm.memory;
+    let table = dteGcr3Root(w);
+    const entry = new Uint32Array(2);
+    for (let level = (w[1]! >>> 24) & 3; level >= 0; level--) {
+      if (!memory.hostReadable(table, 8)) return undefined;
+      memory.read64Halves(table, entry);
+      if ((entry[0]! & 1) === 0) return undefined;
+      table = ((entry[0]! & 0xfffff000) >>> 0) + (entry[1]! & 0xfffff) * 0x1_0000_0000;
+    }
+    return table;
+  }
+
+  private untranslated(a: AssignedDevice): Result<void> {
+    a.lastDte = UNTRANSLATED;
+    return this.attach(a, this.options.mode === "shadow" ? this.options.ioasId : this.options.parentHwptId);
+  }
+
+  /** Blocks the device and logs why, once per DTE value (`key` undefined: the caller already recorded it). */
+  private refuse(a: AssignedDevice, key: string | undefined, event: Uint32Array): Result<void> {
+    if (key !== undefined) {
+      if (a.lastDte === key) return ok();
+      a.lastDte = key;
+    }
+    this.ports.logEvent(event);
+    return this.block(a);
+  }
+
+  private nested(a: AssignedDevice, w: Uint32Array, at: number): Result<void> {
+    const viommuId = this.ports.viommuId();
+    if (viommuId === undefined) return this.block(a);
+    const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: a.devId, ptId: viommuId, data: { type: IOMMU_HWPT_DATA_AMD_GUEST, bytes: encodeHwptAmdGuest(w) } });
+    if (!hwpt.ok) {
+      this.ports.logEvent(illegalDteEvent(a.guestRid, at, false));
+      return this.block(a);
+    }
+    const previous = a.hwptId;
+    const attached = this.attach(a, hwpt.value, true);
+    if (!attached.ok) {
+      this.ctx.destroy(hwpt.value);
+      a.hwptId = previous;
+      return attached;
+    }
+    a.hwptId = hwpt.value;
+    if (previous !== undefined) this.ctx.destroy(previous);
+    return ok();
+  }
+
+  private shadow(a: AssignedDevice, source: ShadowSource): Result<void> {
+    const space = this.shadows.spaceFor(source);
+    if (!space.ok) return this.block(a);
+    const previous = a.shadow;
+    const r = this.attach(a, space.value.backend.ioasId, false, space.value);
+    if (previous !== undefined && previous !== space.value) this.shadows.releaseIfUnused(previous);
+    return r;
+  }
+
+  /** Attaches to `ptId`, dropping what the previous attachment held (an old nested HWPT, a shadow space). */
+  private attach(a: AssignedDevice, ptId: number, keepHwpt = false, space?: ShadowSpace): Result<void> {
+    const r = this.ctx.attach(a.devId, ptId);
+    if (!r.ok) {
+      this.block(a);
+      return err(r.error.errno, r.error.message);
+    }
+    a.attachedTo = ptId;
+    if (!keepHwpt && a.hwptId !== undefined) {
+      this.ctx.destroy(a.hwptId);
+      a.hwptId = undefined;
+    }
+    const old = a.shadow;
+    a.shadow = space;
+    if (space !== undefined) space.devices.add(a.guestRid);
+    if (old !== undefined && old !== space) {
+      old.devices.delete(a.guestRid);
+      this.shadows.releaseIfUnused(old);
+    }
+    return ok();
+  }
+
+  /** Blocks the device's DMA (detached) and frees what its attachment held. */
+  block(a: AssignedDevice): Result<void> {
+    if (a.attachedTo !== undefined) this.ctx.detach(a.devId);
+    a.attachedTo = undefined;
+    if (a.hwptId !== undefined) {
+      this.ctx.destroy(a.hwptId);
+      a.hwptId = undefined;
+    }
+    if (a.shadow !== undefined) {
+      a.shadow.devices.delete(a.guestRid);
+      this.shadows.releaseIfUnused(a.shadow);
+      a.shadow = undefined;
+    }
+    return ok();
+  }
+
+  release(a: AssignedDevice): void {
+    this.block(a);
+    a.lastDte = undefined;
+  }
+}

@@ -1,0 +1,45 @@
+import { Testbed, type TestbedOptions, type TestVm } from "@viommu/conformance";
+import { Perm, unwrap, type PermBits } from "@viommu/core";
+import { AmdViGuestDriver } from "../src/guest/amd-vi-driver.js";
+import { AmdViUnit } from "../src/hw/amd-vi-unit.js";
+import { amdViPlugin } from "../src/plugin.js";
+import { AmdViDevice } from "../src/vmm/amd-vi-device.js";
+
+export const DATA_GPA = 0x2000_0000;
+export const IOVA = 0x10_0000;
+
+/** A testbed on the AMD-Vi plugin (real host, VMM, guest driver and memory). */
+export function amdBed(options: Partial<TestbedOptions> & Pick<TestbedOptions, "vms">): Testbed {
+  return unwrap(Testbed.create({ plugin: amdViPlugin, ...options }));
+}
+
+export function oneVm(extra: Partial<TestbedOptions> = {}, vm: Partial<TestbedOptions["vms"][number]> = {}): { bed: Testbed; v: TestVm; device: AmdViDevice; driver: AmdViGuestDriver; unit: AmdViUnit } {
+  const bed = amdBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }], ...vm }], ...extra });
+  const v = bed.vms[0]!;
+  return { bed, v, device: v.iommus[0] as AmdViDevice, driver: v.drivers[0] as AmdViGuestDriver, unit: bed.units[0] as AmdViUnit };
+}
+
+export function mapOne(v: TestVm, guestRid: number, iova: number, gpa: number, length: number, perms: PermBits = Perm.ReadWrite): number {
+  const driver = v.drivers[0]!;
+  const domain = unwrap(driver.createDomain());
+  unwrap(driver.attach(guestRid, domain));
+  unwrap(driver.map(domain, iova, gpa, length, perms));
+  return domain;
+}
+
+export function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** The 64-bit words at `gpa` in guest memory, as hex text. */
+export function qwords(v: TestVm, gpa: number, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `0x${v.vm.memory.read64(gpa + i * 8).toString(16)}`);
+}
