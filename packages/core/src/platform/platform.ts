@@ -46,6 +46,7 @@ export class Platform implements Disposable {
   readonly vms: VirtualMachine[] = [];
   private readonly store = new DisposableStore();
   private nextVmId = 1;
+  private readonly unitsCreated = new Map<string, number>();
 
   constructor(options: PlatformOptions) {
     this.container = globalContainer.createChildContainer();
@@ -77,7 +78,10 @@ export class Platform implements Disposable {
   createUnit(vendor: string): Result<PhysicalIommu> {
     const plugin = this.plugin(vendor);
     if (plugin === undefined) return err("ENOENT", `vendor ${vendor} is not installed (installed: ${this.plugins().map((p) => p.id).join(", ") || "none"})`);
-    const unit = plugin.createUnit(this.host, this.host.units.filter((u) => u.vendor === vendor).length);
+    // Indexed per plugin: an extension's units report their parent's vendor, but are numbered as its own.
+    const index = this.unitsCreated.get(vendor) ?? 0;
+    this.unitsCreated.set(vendor, index + 1);
+    const unit = plugin.createUnit(this.host, index);
     this.host.units.push(unit);
     this.host.events.emit("lifecycle", { kind: "created", object: "unit", id: unit.name });
     return ok(unit);
