@@ -14,3 +14,4 @@ export * from "./interrupt-hypercalls.js";
 export * from "./hypercalls.js";
 export * from "./x86-page-table.js";
 export * from "./structures.js";
+export * from "./iommufd-uapi.js";

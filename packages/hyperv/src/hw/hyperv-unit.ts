@@ -1,0 +1,221 @@
+import {
+  err,
+  fail,
+  HOST_OWNER,
+  HwptAllocFlag,
+  Iotlb,
+  NestedWalker,
+  newIotlbHit,
+  NO_PASID,
+  ok,
+  Perm,
+  POW2,
+  TablePagingDomain,
+  WalkFault,
+  type DmaRequest,
+  type DomainCacheWatcher,
+  type HostServices,
+  type HwInfo,
+  type IommuDomain,
+  type OwnerId,
+  type PagingDomain,
+  type PhysicalDevice,
+  type PhysicalIommu,
+  type Result,
+  type UserData,
+  type ViommuCore,
+  type ViommuOps,
+  type WalkResult,
+} from "@viommu/core";
+import { writeStruct } from "../format/byte-layout.js";
+import { IOMMU_HW_INFO_TYPE_HYPERV, IOMMU_VIOMMU_TYPE_HYPERV } from "../format/iommufd-uapi.js";
+import { getIommuCapabilitiesOutputLayout, HV_IOMMU_PGSIZES_X86 } from "../format/iommu-discovery.js";
+import { HostFaultLog } from "./host-fault-log.js";
+import { hostStage2Format, hostStage2Geometry } from "./host-stage2.js";
+import { HypervNestedDomain, type DomainTlb } from "./hyperv-nested-domain.js";
+import { HYPERV_VIOMMU_SIZE, HypervViommu } from "./hyperv-viommu.js";
+
+/** IOTLB tag of a stage-2-only attachment: device-domain ids are 32-bit, so this never collides. */
+export const TAG_STAGE2_ONLY = 2 ** 32;
+
+export interface HypervUnitOptions {
+  /** Supports 5-level guest stage 1 (HV_IOMMU_CAP_S1_5LVL, 57-bit IOVAs); default false (48-bit, 4 levels). */
+  readonly fiveLevel?: boolean;
+  /** IOTLB entries (default 8192). */
+  readonly iotlbEntries?: number;
+}
+
+/**
+ * The physical IOMMU under the Hyper-V hypervisor, as the model drives it: its domains are the guests' device
+ * domains. A paging device domain is the guest's x86-64 stage 1 walked nested over the host's stage 2 (every
+ * stage-1 fetch translated by stage 2); an identity domain is stage 2 alone; a device with no domain is blocked.
+ * The IOTLB is tagged (VMID, device-domain id), and a flush drops exactly the entries it names. Faults stay in
+ * the hypervisor's own log: Hyper-V gives the guest no fault record.
+ */
+export class HypervUnit implements PhysicalIommu {
+  readonly vendor = "hyperv";
+  readonly name: string;
+  readonly iotlb: Iotlb;
+  readonly faults = new HostFaultLog();
+  readonly fiveLevel: boolean;
+  private readonly attachments = new Map<number, IommuDomain>();
+  private readonly devices = new Map<number, PhysicalDevice>();
+  private readonly nested: NestedWalker;
+  private readonly hit = newIotlbHit();
+  /** VMIDs of stage-2 parents this unit nests over: a stage-2 unmap drops their whole VMID. */
+  private readonly nestedVmids = new Set<number>();
+
+  /** The IOTLB as device-domain flushes reach it; every flush is reported on the event bus. */
+  readonly tlb: DomainTlb = {
+    flushDomain: (vmid, domainId) => this.reported("asid", this.iotlb.invalidateAsid(vmid, domainId)),
+    flushRange: (vmid, domainId, address, length) => this.reported("range", this.iotlb.invalidateRange(vmid, domainId, address, length)),
+  };
+
+  constructor(
+    private readonly host: HostServices,
+    index: number,
+    options: HypervUnitOptions = {},
+  ) {
+    this.name = `hv-iommu${index}`;
+    this.fiveLevel = options.fiveLevel ?? false;
+    this.iotlb = new Iotlb(options.iotlbEntries ?? 8192);
+    this.nested = new NestedWalker(host.memory, HOST_OWNER);
+  }
+
+  private reported(scope: "asid" | "range", entriesRemoved: number): number {
+    this.host.events.emit("invalidation", { unit: this.name, scope, entriesRemoved });
+    return entriesRemoved;
+  }
+
+  /** hw_info: the capabilities the hypervisor answers HVCALL_GET_IOMMU_CAPABILITIES with. */
+  hwInfo(_device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
+    if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_HYPERV) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
+    const data = writeStruct(getIommuCapabilitiesOutputLayout, {
+      size: getIommuCapabilitiesOutputLayout.size,
+      max_iova_width: this.fiveLevel ? 57 : 48,
+      max_pasid_width: 0,
+      // PASID, ATS and PRI are not modelled: the unit translates requests without PASID and has no device TLB.
+      iommu_cap: { PRESENT: 1, S2: 1, S1: 1, S1_5LVL: this.fiveLevel ? 1 : 0 },
+      pgsize_bitmap: HV_IOMMU_PGSIZES_X86,
+    });
+    return ok({ type: IOMMU_HW_INFO_TYPE_HYPERV, data, maxPasidLog2: 0, capabilities: 0 });
+  }
+
+  domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
+    if (flags & (HwptAllocFlag.DIRTY_TRACKING | HwptAllocFlag.PASID)) return err("EOPNOTSUPP", "no dirty tracking or PASID domains");
+    if ((flags & ~HwptAllocFlag.NEST_PARENT) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    const r = TablePagingDomain.create(this, this.host, hostStage2Format, hostStage2Geometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    if (!r.ok) return fail(r);
+    r.value.watch(this.cacheWatcher);
+    return ok(r.value);
+  }
+
+  /**
+   * A stage-2 change can invalidate any stage-1 translation through it, so a nesting parent's unmap drops its
+   * whole VMID; a stage-2-only domain's unmap drops just the range.
+   */
+  private readonly cacheWatcher: DomainCacheWatcher = {
+    unmapped: (vmid, iova, length) => {
+      this.iotlb.invalidateRange(vmid, TAG_STAGE2_ONLY, iova, length);
+      if (this.nestedVmids.has(vmid)) this.iotlb.invalidateVmid(vmid);
+    },
+    destroyed: (vmid) => {
+      this.iotlb.invalidateVmid(vmid);
+      this.nestedVmids.delete(vmid);
+    },
+  };
+
+  getViommuSize(_device: PhysicalDevice, type: number): number {
+    return type === IOMMU_VIOMMU_TYPE_HYPERV ? HYPERV_VIOMMU_SIZE : 0;
+  }
+
+  viommuInit(viommu: ViommuCore, parent: PagingDomain, _data: UserData | undefined): Result<ViommuOps> {
+    // Any unit of this driver walks this driver's stage 2, so one parent serves every vIOMMU of the VM.
+    if (parent.unit.vendor !== this.vendor) return err("EINVAL", "nesting parent belongs to another driver");
+    if (parent instanceof TablePagingDomain) parent.watch(this.cacheWatcher);
+    this.nestedVmids.add(parent.vmid);
+    return ok(new HypervViommu(viommu, this.tlb, this.fiveLevel));
+  }
+
+  attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
+    if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
+    if (pasid !== NO_PASID) return err("EOPNOTSUPP", "the pvIOMMU attaches whole devices, not PASIDs");
+    if (domain.kind === "paging" && domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
+    this.attachments.set(device.requesterId, domain);
+    this.devices.set(device.requesterId, device);
+    return ok();
+  }
+
+  detachDevice(device: PhysicalDevice, pasid: number): void {
+    if (pasid === NO_PASID) this.attachments.delete(device.requesterId);
+  }
+
+  /** The domain a requester is attached to (host-side inspection for tests and tools). */
+  domainOf(requesterId: number): IommuDomain | undefined {
+    return this.attachments.get(requesterId);
+  }
+
+  translate(request: DmaRequest, out: WalkResult): void {
+    const domain = request.pasid === NO_PASID ? this.attachments.get(request.requesterId) : undefined;
+    if (domain === undefined) {
+      blocked(out, request.iova);
+      return;
+    }
+    const nested = domain.kind === "nested" ? (domain as HypervNestedDomain) : undefined;
+    const vmid = nested === undefined ? (domain as PagingDomain).vmid : nested.parent.vmid;
+    const tag = nested === undefined ? TAG_STAGE2_ONLY : nested.domainId;
+    if (this.iotlb.lookup(vmid, tag, request.iova, this.hit)) {
+      const size = POW2[this.hit.pageShift]!;
+      out.ok = (request.access & this.hit.perms) === request.access;
+      out.mapped = true;
+      out.output = this.hit.pageBase + (request.iova % size);
+      out.pageShift = this.hit.pageShift;
+      out.perms = this.hit.perms;
+      out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
+      out.stage = 1;
+      out.faultInput = request.iova;
+      out.fetches = 0;
+      return;
+    }
+    if (nested === undefined) (domain as PagingDomain).table.walk(request.iova, request.access, out);
+    else {
+      this.nested.translate(
+        nested.stage1,
+        nested.stage2,
+        this.devices.get(request.requesterId)?.owner ?? HOST_OWNER,
+        request.iova,
+        request.access,
+        out,
+      );
+    }
+    // Only complete translations are cached; a permission fault never reached the page.
+    if (out.ok) {
+      const size = POW2[out.pageShift]!;
+      this.iotlb.insert(vmid, tag, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
+    }
+  }
+
+  /** The hypervisor keeps the fault; nothing reaches the guest (there is no pvIOMMU fault log). */
+  reportDmaFault(request: DmaRequest, result: WalkResult): void {
+    const domain = this.attachments.get(request.requesterId);
+    this.faults.record({
+      requesterId: request.requesterId,
+      iova: request.iova,
+      write: (request.access & Perm.Write) !== 0,
+      fault: result.fault,
+      reason: HostFaultLog.reasonOf(result.fault),
+      stage: result.stage,
+      domainId: domain instanceof HypervNestedDomain ? domain.domainId : undefined,
+    });
+  }
+}
+
+function blocked(out: WalkResult, iova: number): void {
+  out.ok = false;
+  out.mapped = false;
+  out.fault = WalkFault.Translation;
+  out.stage = 1;
+  out.level = 0;
+  out.faultInput = iova;
+  out.fetches = 0;
+}

@@ -1,0 +1,113 @@
+import {
+  decodeState,
+  encodeState,
+  fail,
+  HostServices,
+  ok,
+  resolveToken,
+  saveFrozen,
+  type DmaDevice,
+  type EmulatedIommu,
+  type InterruptResult,
+  type MsiMessage,
+  type Result,
+  type TranslationMode,
+  type VmmDeviceOptions,
+  type VmmStats,
+  type WalkResult,
+} from "@viommu/core";
+import type { PartitionInstance } from "./partition-devices.js";
+import { HypervPartition } from "./hyperv-partition.js";
+import { PARTITION_STATE_VERSION, restorePartition, savePartition } from "./partition-state.js";
+
+const STATE_KIND = "hyperv-pviommu";
+
+/**
+ * The VMM half of the Hyper-V pvIOMMU for one physical unit of a VM. There are no registers, no command queue
+ * and no firmware table: the guest finds and drives the pvIOMMU with hypercalls, which reach the VM's
+ * partition (shared by every instance of the VM). Each instance owns the passthrough devices behind its unit
+ * and, in nested mode, a vIOMMU on that unit. Nothing is polled: Hyper-V gives the guest no fault log, so DMA
+ * faults stay in the hypervisor's (the unit's) own log.
+ */
+export class HypervDevice implements EmulatedIommu {
+  readonly vendor = "hyperv";
+  readonly mode: TranslationMode;
+  /** Hypercall-only: no register block. */
+  readonly mmioBase = 0;
+  frozen = false;
+  private destroyed = false;
+
+  private constructor(
+    private readonly options: VmmDeviceOptions,
+    readonly partition: HypervPartition,
+    private readonly instance: PartitionInstance,
+  ) {
+    this.mode = options.mode;
+  }
+
+  /** Joins (or creates) the VM's partition; EOPNOTSUPP for shadow mode, which a pvIOMMU cannot serve. */
+  static create(options: VmmDeviceOptions): Result<HypervDevice> {
+    const partition = HypervPartition.of(options);
+    if (!partition.ok) return fail(partition);
+    const instance = partition.value.join(options);
+    if (!instance.ok) return fail(instance);
+    return ok(new HypervDevice(options, partition.value, instance.value));
+  }
+
+  /** Counters of the whole partition (every instance of the VM shares its hypercall interface). */
+  get stats(): VmmStats {
+    return this.partition.stats;
+  }
+
+  assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
+    return this.partition.addDevice(this.instance, device, devId, guestRid);
+  }
+
+  translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
+    this.partition.translateEmulated(guestRid, pasid, iova, write, out);
+  }
+
+  deliverMsi(guestRid: number, msi: MsiMessage): InterruptResult {
+    return this.partition.deliverMsi(guestRid, msi);
+  }
+
+  /** Nothing to drain: no vEVENTQ, no guest event log. */
+  poll(): void {}
+
+  freeze(): void {
+    if (this.frozen) return;
+    this.frozen = true;
+    this.partition.frozen++;
+  }
+
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    this.partition.frozen--;
+  }
+
+  save(): Uint8Array {
+    return saveFrozen(this, () => {
+      const blob = encodeState(STATE_KIND, PARTITION_STATE_VERSION, savePartition(this.partition));
+      resolveToken(this.options.vm.container, HostServices).events.emit("migration", { vm: this.options.vm.id, phase: "saved", bytes: blob.length });
+      return blob;
+    });
+  }
+
+  /** Restores into a fresh device of the same configuration, its passthrough devices already assigned. */
+  restore(blob: Uint8Array): Result<void> {
+    const decoded = decodeState(blob, STATE_KIND, [PARTITION_STATE_VERSION]);
+    if (!decoded.ok) return fail(decoded);
+    const r = restorePartition(this.partition, decoded.value.value);
+    if (r.ok) resolveToken(this.options.vm.container, HostServices).events.emit("migration", { vm: this.options.vm.id, phase: "restored", bytes: blob.length });
+    return r;
+  }
+
+  /** Detaches this instance's devices, destroys its HWPTs and vIOMMU; the last instance ends the partition. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.thaw();
+    this.partition.leave(this.instance);
+  }
+}
