@@ -1,5 +1,5 @@
 import { type CapabilityName, type Result, type VendorPlugin } from "@viommu/core";
-import { Testbed, type TestbedOptions } from "./testbed.js";
+import { Testbed, type TestbedOptions } from "@viommu/core";
 
 export type CaseStatus = "pass" | "fail" | "n/a";
 

@@ -1,7 +1,7 @@
 import type { VendorPlugin } from "@viommu/core";
 import { buildBed, CaseFailure, type CaseResult, type ConformanceCase } from "./case.js";
 import { conformanceCases } from "./cases/index.js";
-import type { Testbed } from "./testbed.js";
+import type { Testbed } from "@viommu/core";
 
 export interface ConformanceOptions {
   readonly seed?: number;

@@ -18,3 +18,4 @@ export * from "./queues/ring.js";
 export * from "./platform/guest-table-store.js";
 export * from "./hw/table-paging-domain.js";
 export * from "./plugins/discovery.js";
+export * from "./bench/measure.js";

@@ -10,8 +10,9 @@ import {
 
   ok,
   Perm,
-  POW2,
   TablePagingDomain,
+  cacheTranslation,
+  translateFromIotlb,
   toBytes,
   WalkFault,
   type DmaRequest,
@@ -182,19 +183,7 @@ export class MockUnit implements PhysicalIommu {
     }
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
     const asid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
-    if (this.iotlb.lookup(vmid, asid, request.iova, this.hit)) {
-      const size = POW2[this.hit.pageShift]!;
-      out.ok = (request.access & this.hit.perms) === request.access;
-      out.mapped = true;
-      out.output = this.hit.pageBase + (request.iova % size);
-      out.pageShift = this.hit.pageShift;
-      out.perms = this.hit.perms;
-      out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
-      out.stage = 1;
-      out.faultInput = request.iova;
-      out.fetches = 0;
-      return;
-    }
+    if (translateFromIotlb(this.iotlb, vmid, asid, request.iova, request.access, this.hit, out)) return;
     if (domain.kind === "paging") domain.table.walk(request.iova, request.access, out);
     else {
       const nested = domain as MockNestedDomain;
@@ -208,11 +197,7 @@ export class MockUnit implements PhysicalIommu {
         out,
       );
     }
-    // Only complete translations are cached: a stage-1 permission fault never reached stage 2.
-    if (out.ok) {
-      const size = POW2[out.pageShift]!;
-      this.iotlb.insert(vmid, asid, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
-    }
+    cacheTranslation(this.iotlb, vmid, asid, request.iova, out);
   }
 
   private ownerOf(requesterId: number): OwnerId {

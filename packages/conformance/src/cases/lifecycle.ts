@@ -1,6 +1,6 @@
 import { IommufdObjectType, newWalkResult, NO_PASID, Perm, type IommufdObject, type WalkResult } from "@viommu/core";
 import { check, must, type ConformanceCase } from "../case.js";
-import type { TestVm } from "../testbed.js";
+import type { TestVm } from "@viommu/core";
 import { DATA_GPA, IOVA, mapOne, oneDevice, pattern, sameBytes } from "./support.js";
 
 function translateAll(v: TestVm, iovas: readonly number[]): string[] {

@@ -1,5 +1,5 @@
 import { Perm, type GuestEvent, type PermBits } from "@viommu/core";
-import type { Testbed, TestVm } from "../testbed.js";
+import type { Testbed, TestVm } from "@viommu/core";
 import { check, must } from "../case.js";
 
 /** Guest addresses the cases use: data pages low in RAM, far from the driver's structures at the top. */

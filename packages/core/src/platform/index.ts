@@ -5,3 +5,4 @@ export * from "./vm.js";
 export * from "./dma-device.js";
 export * from "./platform.js";
 export * from "./guest-pages.js";
+export * from "./testbed.js";

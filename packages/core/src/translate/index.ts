@@ -7,3 +7,4 @@ export * from "./nested-walker.js";
 export * from "./iotlb.js";
 export * from "./host-page-table.js";
 export * from "./leaf-enumerator.js";
+export * from "./cached-translation.js";

@@ -3,7 +3,7 @@ import { Perm, type PermBits } from "./access.js";
 import { HostTableReader } from "./entry-readers.js";
 import { WalkFault, type PageTableFormat, type TableGeometry } from "./page-table-format.js";
 import { PageWalker, type EntryReader } from "./page-walker.js";
-import { newWalkResult, type WalkResult } from "./walk-result.js";
+import { copyWalkResult, newWalkResult, type WalkResult } from "./walk-result.js";
 
 /** One stage of a translation: a format, a geometry and a root. */
 export interface StageConfig {
@@ -80,7 +80,7 @@ export class NestedWalker {
     const s1 = this.s1;
     this.s1Walker.walk(stage1.format, stage1.geometry, stage1.root, input, access, this.fetchReader, s1);
     if (!s1.ok) {
-      copyResult(s1, out);
+      copyWalkResult(s1, out);
       if (s1.fault === WalkFault.External && this.fetchReader.s2.fault !== WalkFault.None) {
         // The stage-1 walk stopped because a table fetch faulted at stage 2.
         out.fault = this.fetchReader.s2.fault;
@@ -101,21 +101,4 @@ export class NestedWalker {
     out.perms &= s1.perms;
     if (s1.pageShift < out.pageShift) out.pageShift = s1.pageShift;
   }
-}
-
-function copyResult(from: WalkResult, to: WalkResult): void {
-  to.ok = from.ok;
-  to.output = from.output;
-  to.pageShift = from.pageShift;
-  to.perms = from.perms;
-  to.fault = from.fault;
-  to.level = from.level;
-  to.stage = from.stage;
-  to.faultInput = from.faultInput;
-  to.tableFetch = from.tableFetch;
-  to.mapped = from.mapped;
-  to.entryAddress = from.entryAddress;
-  to.entryLo = from.entryLo;
-  to.entryHi = from.entryHi;
-  to.fetches = from.fetches;
 }

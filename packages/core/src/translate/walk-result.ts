@@ -76,3 +76,21 @@ export const walkFaultNames: Readonly<Record<WalkFault, string>> = {
   [WalkFault.AccessFlag]: "access-flag",
   [WalkFault.External]: "external-abort",
 };
+
+/** Copies every field of one result into another (no allocation). */
+export function copyWalkResult(from: WalkResult, to: WalkResult): void {
+  to.ok = from.ok;
+  to.output = from.output;
+  to.pageShift = from.pageShift;
+  to.perms = from.perms;
+  to.fault = from.fault;
+  to.level = from.level;
+  to.stage = from.stage;
+  to.faultInput = from.faultInput;
+  to.tableFetch = from.tableFetch;
+  to.mapped = from.mapped;
+  to.entryAddress = from.entryAddress;
+  to.entryLo = from.entryLo;
+  to.entryHi = from.entryHi;
+  to.fetches = from.fetches;
+}

@@ -1,23 +1,14 @@
-import {
-  err,
-  fail,
-  GuestPageAllocator,
-  HwptAllocFlag,
-  IoasMapFlag,
-  IommufdContext,
-  ok,
-  Platform,
-  type DmaDevice,
-  type EmulatedIommu,
-  type GuestIommuDriver,
-  type GuestInitOptions,
-  type PhysicalIommu,
-  type Result,
-  type ShadowBackendKind,
-  type TranslationMode,
-  type VendorPlugin,
-  type VirtualMachine,
-} from "@viommu/core";
+import type { GuestIommuDriver, GuestInitOptions } from "../contract/guest-driver.js";
+import type { PhysicalIommu } from "../contract/iommu-unit.js";
+import type { VendorPlugin } from "../contract/plugin.js";
+import type { EmulatedIommu, ShadowBackendKind, TranslationMode } from "../contract/vmm-device.js";
+import { err, fail, ok, type Result } from "../errors/errno.js";
+import { IommufdContext } from "../iommufd/context.js";
+import { HwptAllocFlag, IoasMapFlag } from "../iommufd/uapi.js";
+import type { DmaDevice } from "./dma-device.js";
+import { GuestPageAllocator } from "./guest-pages.js";
+import { Platform } from "./platform.js";
+import type { VirtualMachine } from "./vm.js";
 
 export interface TestbedDevice {
   /** Physical requester id on the host unit. */
@@ -78,7 +69,8 @@ export interface TestVm {
 /**
  * A whole system for one vendor: host with physical units, VMs with guest RAM mapped into an IOAS at
  * IOVA = GPA, a shared nesting parent per VM, the vendor's emulated IOMMU(s) and reference guest driver(s),
- * and passthrough devices. The conformance suite, the demo and the tests build on it.
+ * and passthrough devices, wired the way a VMM wires them. The conformance suite, the demo, vendors'
+ * benchmarks and the tests build on it.
  */
 export class Testbed {
   readonly vms: TestVm[] = [];

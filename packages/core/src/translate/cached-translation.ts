@@ -1,0 +1,33 @@
+import { POW2 } from "../bits/bit-ops.js";
+import type { PermBits } from "./access.js";
+import type { Iotlb, IotlbHit } from "./iotlb.js";
+import { WalkFault } from "./page-table-format.js";
+import type { WalkResult } from "./walk-result.js";
+
+/**
+ * The IOTLB in front of a walk, as every unit uses it: a hit fills `out` as a walk would (permission fault
+ * included) and returns true; a miss returns false and leaves `out` alone. No allocation.
+ */
+export function translateFromIotlb(iotlb: Iotlb, vmid: number, asid: number, iova: number, access: PermBits, hit: IotlbHit, out: WalkResult): boolean {
+  if (!iotlb.lookup(vmid, asid, iova, hit)) return false;
+  const size = POW2[hit.pageShift]!;
+  out.ok = (access & hit.perms) === access;
+  out.mapped = true;
+  out.output = hit.pageBase + (iova % size);
+  out.pageShift = hit.pageShift;
+  out.perms = hit.perms;
+  out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
+  out.stage = 1;
+  out.level = 0;
+  out.faultInput = iova;
+  out.tableFetch = false;
+  out.fetches = 0;
+  return true;
+}
+
+/** Caches a completed translation (only successful walks: a failed one may not have reached its last stage). */
+export function cacheTranslation(iotlb: Iotlb, vmid: number, asid: number, iova: number, out: WalkResult, payload = 0): void {
+  if (!out.ok) return;
+  const size = POW2[out.pageShift]!;
+  iotlb.insert(vmid, asid, iova, out.pageShift, out.output - (out.output % size), out.perms, payload);
+}
