@@ -13,3 +13,7 @@ export * from "./vmsa-stage1.js";
 export * from "./vmsa-stage2.js";
 export * from "./iort.js";
 export * from "./structures.js";
+export * from "./uapi.js";
+export * from "./gic-doorbell.js";
+export * from "./model-registers.js";
+export * from "./command-fields.js";

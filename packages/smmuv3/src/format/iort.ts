@@ -1,4 +1,4 @@
-import { ACPI_HEADER_BYTES, ByteReader, VIOMMU_OEM, acpiChecksum, acpiTableProblem, parseAcpiTableHeader, type AcpiTableIdentity } from "@viommu/core";
+import { ByteReader, ByteWriter, acpiTableProblem, buildAcpiTable, parseAcpiTableHeader, ACPI_HEADER_BYTES } from "@viommu/core";
 
 /**
  * The ACPI IO Remapping Table (Arm DEN 0049; ACPICA actbl2.h; spec arm-hyperv-virtio.md §3): a typed
@@ -153,106 +153,13 @@ function nodeTypeCode(node: IortNode): number {
   }
 }
 
-/**
- * Little-endian byte assembly. Local stand-in for core's `ByteWriter`, whose methods read the buffer (or its
- * DataView) before `reserve` replaces it, so any write that grows it past its first 256 bytes throws; that
- * also rules out core's `buildAcpiTable` for larger tables (reported to the lead).
- */
-class TableWriter {
-  private buffer = new Uint8Array(256);
-  private length = 0;
-
-  get offset(): number {
-    return this.length;
-  }
-
-  private reserve(n: number): number {
-    const at = this.length;
-    if (at + n > this.buffer.length) {
-      const next = new Uint8Array(Math.max(this.buffer.length * 2, at + n));
-      next.set(this.buffer);
-      this.buffer = next;
-    }
-    this.length += n;
-    return at;
-  }
-
-  private view(at: number, n: number): DataView {
-    return new DataView(this.buffer.buffer, this.buffer.byteOffset + at, n);
-  }
-
-  u8(v: number): this {
-    const at = this.reserve(1);
-    this.buffer[at] = v & 0xff;
-    return this;
-  }
-
-  u16(v: number): this {
-    const at = this.reserve(2);
-    this.view(at, 2).setUint16(0, v, true);
-    return this;
-  }
-
-  u32(v: number): this {
-    const at = this.reserve(4);
-    this.view(at, 4).setUint32(0, v >>> 0, true);
-    return this;
-  }
-
-  u64(v: number | bigint): this {
-    const at = this.reserve(8);
-    this.view(at, 8).setBigUint64(0, BigInt(v), true);
-    return this;
-  }
-
-  bytes(b: Uint8Array): this {
-    const at = this.reserve(b.length);
-    this.buffer.set(b, at);
-    return this;
-  }
-
-  zeros(n: number): this {
-    this.reserve(n);
-    return this;
-  }
-
-  /** Fixed-width printable ASCII, padded; longer or non-printable text is a caller bug. */
-  ascii(text: string, width: number, pad = " "): this {
-    if (text.length > width || !/^[\x20-\x7e]*$/.test(text)) throw new RangeError(`${JSON.stringify(text)} does not fit ${width} ASCII bytes`);
-    for (const ch of text.padEnd(width, pad)) this.u8(ch.charCodeAt(0));
-    return this;
-  }
-
-  finish(): Uint8Array {
-    return this.buffer.slice(0, this.length);
-  }
-}
-
-/** A complete ACPI table: the 36-byte header (ACPI 6.5 §5.2.6) with length and checksum, then `body`. */
-function acpiTable(identity: AcpiTableIdentity, body: Uint8Array): Uint8Array {
-  const w = new TableWriter();
-  w.ascii(identity.signature, 4)
-    .u32(ACPI_HEADER_BYTES + body.length)
-    .u8(identity.revision)
-    .u8(0)
-    .ascii(identity.oemId ?? VIOMMU_OEM.oemId, 6)
-    .ascii(identity.oemTableId ?? VIOMMU_OEM.oemTableId, 8)
-    .u32(identity.oemRevision ?? 1)
-    .ascii(identity.creatorId ?? VIOMMU_OEM.creatorId, 4)
-    .u32(identity.creatorRevision ?? VIOMMU_OEM.creatorRevision)
-    .bytes(body);
-  const table = w.finish();
-  table[9] = (0x100 - acpiChecksum(table)) & 0xff;
-  return table;
-}
-
-function writeMemoryAccess(w: TableWriter, m: IortMemoryAccess): void {
+function writeMemoryAccess(w: ByteWriter, m: IortMemoryAccess): void {
   w.u32(m.cacheCoherency).u8(m.allocationHints).u16(0).u8(m.memoryAccessFlags);
 }
 
 /** The node-specific bytes after the 16-byte header, before the ID mappings (padded to 4 bytes). */
 function nodeBody(node: IortNode, revision: number): Uint8Array {
-  const w = new TableWriter();
+  const w = new ByteWriter();
   switch (node.type) {
     case "its-group":
       w.u32(node.itsIdentifiers.length);
@@ -302,7 +209,7 @@ export function encodeIort(table: IortTable): Uint8Array {
     offsets.push(at);
     at += IORT_NODE_HEADER_BYTES + bodies[i]!.length + (n.mappings?.length ?? 0) * IORT_ID_MAPPING_BYTES;
   });
-  const w = new TableWriter();
+  const w = new ByteWriter();
   w.u32(table.nodes.length).u32(IORT_HEADER_BYTES).u32(0);
   table.nodes.forEach((n, i) => {
     const body = bodies[i]!;
@@ -328,7 +235,7 @@ export function encodeIort(table: IortTable): Uint8Array {
       w.u32(m.inputBase).u32(m.idCount).u32(m.outputBase).u32(reference).u32(m.flags ?? 0);
     }
   });
-  return acpiTable(
+  return buildAcpiTable(
     {
       signature: "IORT",
       revision: table.revision,

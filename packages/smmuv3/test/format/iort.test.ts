@@ -303,3 +303,26 @@ describe("decoding malformed IORTs", () => {
     );
   });
 });
+
+describe("IORT encoding through core's ByteWriter", () => {
+  it("encodes a table larger than the writer's first 256-byte buffer and decodes it back", () => {
+    const smmus = Array.from({ length: 6 }, (_, i) => ({
+      type: "smmuv3" as const,
+      baseAddress: BigInt(0x0905_0000 + i * 0x20000),
+      flags: 1,
+      model: 0,
+      eventGsiv: 0x6a + i * 4,
+      priGsiv: 0x6b + i * 4,
+      gerrGsiv: 0x6d + i * 4,
+      syncGsiv: 0x6c + i * 4,
+      mappings: [{ inputBase: 0, idCount: 0xffff, outputBase: 0, outputNode: 0 }],
+    }));
+    const table: IortTable = { revision: 3, nodes: [{ type: "its-group", itsIdentifiers: [0] }, ...smmus] };
+    const bytes = encodeIort(table);
+    expect(bytes.length).toBeGreaterThan(256);
+    expect(acpiChecksum(bytes)).toBe(0);
+    const back = decodeIort(bytes);
+    expect(back.ok).toBe(true);
+    if (back.ok) expect(encodeIort(back.table)).toEqual(bytes);
+  });
+});

@@ -1,0 +1,432 @@
+import {
+  decodeLayout,
+  encodeLayout,
+  err,
+  fail,
+  ok,
+  Perm,
+  type GuestContext,
+  type GuestDomainId,
+  type GuestEvent,
+  type GuestIommuDriver,
+  type GuestInitOptions,
+  type PermBits,
+  type RawBits,
+  type Result,
+} from "@viommu/core";
+import { encodeCd } from "../format/context-descriptor.js";
+import { CFGI_ALL_RANGE, encodeCommand } from "../format/command.js";
+import { cr1Layout, Cr1Cache, GERROR_ERR_MASK, GerrorBit, gerrorLayout, Shareability, SmmuMemAttr } from "../format/control-registers.js";
+import { gicrSetlpirAddress } from "../format/gic-doorbell.js";
+import { addressSizeBits, idr0Layout, idr1Layout, idr3Layout, idr5Layout } from "../format/id-registers.js";
+import { decodeIort } from "../format/iort.js";
+import { IDR4_MODEL_MAP_NOTIFY } from "../format/model-registers.js";
+import { encodeSte, SteConfig, SteS1Dss } from "../format/stream-table-entry.js";
+import type { GranuleShift } from "../format/vmsa-geometry.js";
+import { GuestCommandQueue } from "./guest-command-queue.js";
+import { GuestEventQueue, guestEventOf } from "./guest-event-queue.js";
+import { GuestPageTable, LINUX_S1_T0SZ, tg0Of } from "./guest-page-table.js";
+import { GuestStreamTable, linuxAbortSte } from "./guest-stream-table.js";
+import { SmmuMmio } from "./smmu-mmio.js";
+import { MAX_RANGE_COMMANDS, tlbiRangeCommands } from "./tlbi-commands.js";
+
+export interface Smmuv3DriverOptions {
+  /** Stage-1 granule in bytes (default 4096). `GuestInitOptions.variant` "16k" / "64k" selects it too. */
+  readonly granule?: 4096 | 16384 | 65536;
+  /** Stream table layout (default linear). `GuestInitOptions.variant` "2level" selects 2-level. */
+  readonly streamTable?: "linear" | "2level";
+}
+
+/** The CMDQ size the driver allocates (256 commands, one page). */
+const CMDQ_LOG2 = 8;
+/** Linux's MAIR for stage 1: attr0 0x44 NC, attr1 0xFF WB, attr2 0x04 Device-nGnRE, attr3 0xF4; bytes 4–7 0xFF as 6.1 writes them. */
+const LINUX_MAIR0 = 0xf404ff44;
+const LINUX_MAIR1 = 0xffffffff;
+/** CD.IR0/OR0 write-back read/write-allocate (TCR encoding 1). */
+const TCR_WBWA = 1;
+/** CR2: PTM (ignore broadcast TLB maintenance) and RECINVSID (record C_BAD_STREAMID), as Linux sets them. */
+const CR2_LINUX = (1 << 2) | (1 << 1);
+const CR0 = { SMMUEN: 1 << 0, EVTQEN: 1 << 2, CMDQEN: 1 << 3 } as const;
+const IRQ_CTRL = { GERROR: 1 << 0, EVTQ: 1 << 2 } as const;
+/** An opcode the architecture does not define: the driver's deliberately illegal command. */
+const UNDEFINED_OPCODE = 0x7f;
+
+interface Domain {
+  readonly asid: number;
+  readonly table: GuestPageTable;
+}
+
+interface Stream {
+  /** The stream's CD table (one CD: S1CDMax 0). */
+  readonly cdTable: number;
+  cdValid: boolean;
+  domain: GuestDomainId | undefined;
+}
+
+function parseVariant(variant: string | undefined): Smmuv3DriverOptions {
+  const tokens = (variant ?? "").toLowerCase().split(/[,+\s]+/).filter((t) => t !== "");
+  const granule = tokens.includes("64k") ? 65536 : tokens.includes("16k") ? 16384 : tokens.includes("4k") ? 4096 : undefined;
+  const streamTable = tokens.includes("2level") ? "2level" : tokens.includes("linear") ? "linear" : undefined;
+  return { ...(granule !== undefined ? { granule } : {}), ...(streamTable !== undefined ? { streamTable } : {}) };
+}
+
+/**
+ * The reference SMMUv3 guest driver: it programs the device as Linux's arm-smmu-v3 does. Probe reads the ID
+ * registers; reset disables the SMMU, sets CR1/CR2, installs the stream table (linear, or 2-level) full of abort
+ * STEs, the command queue (CFGI_ALL and TLBI_NSNH_ALL first), the event queue, the event and GERROR MSIs, then
+ * SMMUEN. A domain is an ASID and a stage-1 table (4K, 16K or 64K granule); attaching writes the stream's CD
+ * (dw1–3, CFGI_CD + SYNC, then dw0) and its STE (dw1–7, CFGI_STE + SYNC, then dw0, CFGI_STE, PREFETCH_CONFIG +
+ * SYNC). Unmapping is strict: the range is invalidated (range TLBIs with TTL) before unmap returns. Events are
+ * consumed with the overflow acknowledged; command and global errors are handled as Linux's GERROR handler.
+ */
+export class Smmuv3GuestDriver implements GuestIommuDriver {
+  readonly vendor = "smmuv3";
+  private mmio: SmmuMmio | undefined;
+  private cmdq: GuestCommandQueue | undefined;
+  private evtq: GuestEventQueue | undefined;
+  private strtab: GuestStreamTable | undefined;
+  private readonly domains = new Map<GuestDomainId, Domain>();
+  private readonly streams = new Map<number, Stream>();
+  private readonly globalEvents: GuestEvent[] = [];
+  private nextAsid = 1;
+  private cr0 = 0;
+  private granuleShift: GranuleShift = 12;
+  private oasCode = 5;
+  private rangeInvalidation = false;
+  private mapNotify = false;
+  private evtqMaxLog2 = 0;
+
+  constructor(
+    private readonly context: GuestContext,
+    private readonly options: Smmuv3DriverOptions = {},
+  ) {}
+
+  /** Where the SMMU is: the IORT's SMMUv3 node when the firmware published one, else the VMM's address. */
+  private findBase(): number {
+    for (const table of this.context.acpi) {
+      if (table.signature !== "IORT") continue;
+      const iort = decodeIort(table.bytes);
+      if (!iort.ok) continue;
+      const node = iort.table.nodes.find((n) => n.type === "smmuv3");
+      if (node !== undefined && node.type === "smmuv3") return Number(node.baseAddress);
+    }
+    return this.context.mmioBase;
+  }
+
+  private alloc(pages: number): Result<number> {
+    const at = this.context.pages.allocate(pages, pages);
+    return at === undefined ? err("ENOMEM", "guest driver memory exhausted") : ok(at);
+  }
+
+  init(init: GuestInitOptions): Result<void> {
+    const chosen = { ...parseVariant(init.variant), ...this.options };
+    const mmio = new SmmuMmio(this.context.vm, this.findBase());
+    this.mmio = mmio;
+    const idr0 = decodeLayout(idr0Layout, Uint32Array.of(mmio.read32("IDR0")));
+    const idr1 = decodeLayout(idr1Layout, Uint32Array.of(mmio.read32("IDR1")));
+    const idr3 = decodeLayout(idr3Layout, Uint32Array.of(mmio.read32("IDR3")));
+    const idr5 = decodeLayout(idr5Layout, Uint32Array.of(mmio.read32("IDR5")));
+    if (idr0.S1P !== 1 || (idr0.TTF & 2) === 0) return err("ENODEV", "no AArch64 stage-1 SMMU at the expected address");
+    this.granuleShift = chosen.granule === 65536 ? 16 : chosen.granule === 16384 ? 14 : 12;
+    const granuleOk = this.granuleShift === 12 ? idr5.GRAN4K : this.granuleShift === 14 ? idr5.GRAN16K : idr5.GRAN64K;
+    if (granuleOk !== 1) return err("EINVAL", `the SMMU lacks the ${2 ** (this.granuleShift - 10)}K granule`);
+    this.oasCode = idr5.OAS;
+    this.rangeInvalidation = idr3.RIL === 1;
+    this.mapNotify = (mmio.read32("IDR4") & IDR4_MODEL_MAP_NOTIFY) !== 0;
+    this.evtqMaxLog2 = idr1.EVENTQS;
+    const msiPoll = idr0.MSI === 1 && idr0.COHACC === 1;
+
+    // Reset: disable, then program tables and queues while disabled.
+    if (mmio.read32("CR0") !== 0 && !mmio.writeAcked("CR0", "CR0ACK", 0)) return err("ETIMEDOUT", "CR0ACK did not clear");
+    this.cr0 = 0;
+    const cacheable = { QUEUE_IC: Cr1Cache.WB, QUEUE_OC: Cr1Cache.WB, QUEUE_SH: Shareability.ISH, TABLE_IC: Cr1Cache.WB, TABLE_OC: Cr1Cache.WB, TABLE_SH: Shareability.ISH };
+    mmio.write32("CR1", encodeLayout(cr1Layout, cacheable)[0]!);
+    mmio.write32("CR2", CR2_LINUX);
+    const twoLevel = chosen.streamTable === "2level" && idr0.ST_LEVEL === 1;
+    const strtab = GuestStreamTable.create(this.context.memory, this.context.pages, idr1.SIDSIZE, twoLevel);
+    if (!strtab.ok) return fail(strtab);
+    this.strtab = strtab.value;
+    mmio.write64("STRTAB_BASE", BigInt(strtab.value.base) | (1n << 62n));
+    mmio.write32("STRTAB_BASE_CFG", strtab.value.baseCfg);
+
+    const cmdqLog2 = Math.min(CMDQ_LOG2, idr1.CMDQS);
+    const cmdqMemory = this.alloc(Math.max(1, (2 ** cmdqLog2 * 16) / 4096));
+    if (!cmdqMemory.ok) return fail(cmdqMemory);
+    this.cmdq = new GuestCommandQueue(mmio, this.context.memory, cmdqMemory.value, cmdqLog2, msiPoll);
+    this.cmdq.program();
+    if (!this.setCr0(CR0.CMDQEN)) return err("ETIMEDOUT", "CMDQEN not acknowledged");
+    const cfgiAll = this.cmdq.submit([encodeCommand("CMD_CFGI_STE_RANGE", { SID: 0, Range: CFGI_ALL_RANGE })]);
+    if (!cfgiAll.ok) return cfgiAll;
+    const tlbiAll = this.cmdq.submit([encodeCommand("CMD_TLBI_NSNH_ALL", {})]);
+    if (!tlbiAll.ok) return tlbiAll;
+
+    const evtq = this.programEventQueue(init.eventLogEntries ?? 64);
+    if (!evtq.ok) return evtq;
+    if (!this.setCr0(this.cr0 | CR0.EVTQEN)) return err("ETIMEDOUT", "EVTQEN not acknowledged");
+
+    if (!mmio.writeAcked("IRQ_CTRL", "IRQ_CTRLACK", 0)) return err("ETIMEDOUT", "IRQ_CTRLACK did not clear");
+    // Linux requests the event and GERROR interrupts always: as MSIs where the SMMU has them and the platform
+    // gave a target, otherwise the wired interrupts the IORT names (CFGx left 0).
+    if (init.eventVector !== undefined && idr0.MSI === 1) {
+      const destination = init.eventDestination ?? 0;
+      mmio.write64("EVTQ_IRQ_CFG0", gicrSetlpirAddress(destination));
+      mmio.write32("EVTQ_IRQ_CFG1", init.eventVector);
+      mmio.write32("EVTQ_IRQ_CFG2", SmmuMemAttr.DeviceNGnRE);
+      mmio.write64("GERROR_IRQ_CFG0", gicrSetlpirAddress(destination));
+      mmio.write32("GERROR_IRQ_CFG1", init.eventVector + 1);
+      mmio.write32("GERROR_IRQ_CFG2", SmmuMemAttr.DeviceNGnRE);
+    }
+    if (!mmio.writeAcked("IRQ_CTRL", "IRQ_CTRLACK", IRQ_CTRL.GERROR | IRQ_CTRL.EVTQ)) return err("ETIMEDOUT", "IRQ_CTRLACK did not follow");
+    if (init.translation && !this.setCr0(this.cr0 | CR0.SMMUEN)) return err("ETIMEDOUT", "SMMUEN not acknowledged");
+    return ok();
+  }
+
+  private setCr0(value: number): boolean {
+    if (!this.mmio!.writeAcked("CR0", "CR0ACK", value)) return false;
+    this.cr0 = value;
+    return true;
+  }
+
+  private programEventQueue(entries: number): Result<void> {
+    const log2 = Math.max(1, Math.min(Math.ceil(Math.log2(Math.max(2, entries))), this.evtqMaxLog2));
+    const memory = this.alloc(Math.max(1, (2 ** log2 * 32) / 4096));
+    if (!memory.ok) return fail(memory);
+    this.evtq = new GuestEventQueue(this.mmio!, this.context.memory, memory.value, log2);
+    this.evtq.program();
+    return ok();
+  }
+
+  private ready(): Result<{ cmdq: GuestCommandQueue; strtab: GuestStreamTable }> {
+    if (this.cmdq === undefined || this.strtab === undefined) return err("ENODEV", "driver not initialised");
+    return ok({ cmdq: this.cmdq, strtab: this.strtab });
+  }
+
+  // ---- domains ----
+
+  createDomain(): Result<GuestDomainId> {
+    if (this.nextAsid > 0xffff) return err("ENOSPC", "ASIDs exhausted");
+    const table = GuestPageTable.create(this.context.memory, this.context.pages, this.granuleShift, addressSizeBits(this.oasCode) ?? 48);
+    if (!table.ok) return fail(table);
+    const asid = this.nextAsid++;
+    this.domains.set(asid, { asid, table: table.value });
+    return ok(asid);
+  }
+
+  private domain(id: GuestDomainId): Result<Domain> {
+    const d = this.domains.get(id);
+    return d === undefined ? err("ENOENT", `no domain ${id}`) : ok(d);
+  }
+
+  /** The CD Linux writes for a stage-1 domain (spec §1.7; the real 6.1 dw0 is 0x0001e204c0003510 for ASID 1, IPS 4). */
+  private cdFor(domain: Domain): RawBits {
+    return encodeCd({
+      T0SZ: LINUX_S1_T0SZ,
+      TG0: tg0Of(this.granuleShift),
+      IR0: TCR_WBWA,
+      OR0: TCR_WBWA,
+      SH0: Shareability.ISH,
+      EPD1: 1,
+      V: 1,
+      IPS: this.oasCode,
+      AA64: 1,
+      R: 1,
+      A: 1,
+      ASET: 1,
+      ASID: domain.asid,
+      TTB0: domain.table.root,
+      MAIR0: LINUX_MAIR0,
+      MAIR1: LINUX_MAIR1,
+    });
+  }
+
+  /** Writes words [from, to) of a 64-byte structure (16 halves). */
+  private writeWords(address: number, words: RawBits, from: number, to: number): void {
+    for (let i = from; i < to; i += 2) this.context.memory.write64Halves(address + i * 4, words[i]!, words[i + 1]!);
+  }
+
+  attach(rid: number, domainId: GuestDomainId): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const steAddress = r.value.strtab.steAddress(rid);
+    if (!steAddress.ok) return fail(steAddress);
+    let stream = this.streams.get(rid);
+    if (stream === undefined) {
+      const page = this.alloc(1);
+      if (!page.ok) return fail(page);
+      stream = { cdTable: page.value, cdValid: false, domain: undefined };
+      this.streams.set(rid, stream);
+    }
+    const cfgiCd = encodeCommand("CMD_CFGI_CD", { SID: rid, SSID: 0, Leaf: 1 });
+    const cd = this.cdFor(d.value);
+    if (stream.cdValid) {
+      this.context.memory.write64Halves(stream.cdTable, 0, 0);
+      const off = r.value.cmdq.submit([cfgiCd]);
+      if (!off.ok) return off;
+    }
+    this.writeWords(stream.cdTable, cd, 2, 16);
+    const body = r.value.cmdq.submit([cfgiCd]);
+    if (!body.ok) return body;
+    this.writeWords(stream.cdTable, cd, 0, 2);
+    const live = r.value.cmdq.submit([cfgiCd]);
+    if (!live.ok) return live;
+    stream.cdValid = true;
+    const ste = encodeSte({
+      V: 1,
+      Config: SteConfig.S1Translate,
+      S1Fmt: 0,
+      S1ContextPtr: stream.cdTable,
+      S1CDMax: 0,
+      S1DSS: SteS1Dss.Ssid0,
+      S1CIR: TCR_WBWA,
+      S1COR: TCR_WBWA,
+      S1CSH: Shareability.ISH,
+    });
+    const cfgiSte = encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 });
+    this.writeWords(steAddress.value, ste, 2, 16);
+    const staged = r.value.cmdq.submit([cfgiSte]);
+    if (!staged.ok) return staged;
+    this.writeWords(steAddress.value, ste, 0, 2);
+    const done = r.value.cmdq.submit([cfgiSte, encodeCommand("CMD_PREFETCH_CONFIG", { SID: rid })]);
+    if (!done.ok) return done;
+    stream.domain = domainId;
+    return ok();
+  }
+
+  detach(rid: number): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const steAddress = r.value.strtab.steAddress(rid);
+    if (!steAddress.ok) return fail(steAddress);
+    this.writeWords(steAddress.value, linuxAbortSte(), 0, 16);
+    const stream = this.streams.get(rid);
+    if (stream !== undefined) stream.domain = undefined;
+    return r.value.cmdq.submit([encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 })]);
+  }
+
+  // ---- mappings ----
+
+  map(domainId: GuestDomainId, iova: number, gpa: number, length: number, perms: PermBits): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    // Linux's DMA API maps unprivileged and executable (no IOMMU_PRIV, no IOMMU_NOEXEC).
+    const mapped = d.value.table.builder.map(iova, gpa, length, perms | Perm.User | Perm.Exec);
+    if (!mapped.ok) return mapped;
+    return this.mapNotify ? this.invalidateRange(d.value, iova, length, undefined) : ok();
+  }
+
+  unmap(domainId: GuestDomainId, iova: number, length: number): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const leafShift = this.uniformLeafShift(d.value, iova, length);
+    d.value.table.builder.unmap(iova, length);
+    return this.invalidateRange(d.value, iova, length, leafShift);
+  }
+
+  /** The one leaf size mapped over the range (for the TTL hint), or undefined when sizes differ or it is too long to look. */
+  private uniformLeafShift(domain: Domain, iova: number, length: number): number | undefined {
+    let shift: number | undefined;
+    const step = 2 ** this.granuleShift;
+    let looked = 0;
+    for (let at = iova; at < iova + length; looked++) {
+      if (looked > 4096) return undefined;
+      const leaf = domain.table.builder.lookupLeaf(at);
+      if (leaf === undefined) {
+        at += step;
+        continue;
+      }
+      if (shift !== undefined && shift !== leaf.pageShift) return undefined;
+      shift = leaf.pageShift;
+      const size = 2 ** leaf.pageShift;
+      at = at - (at % size) + size;
+    }
+    return shift;
+  }
+
+  private invalidateRange(domain: Domain, iova: number, length: number, leafShift: number | undefined): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const commands = length > 0 ? tlbiRangeCommands(domain.asid, iova, length, this.granuleShift, leafShift, this.rangeInvalidation) : [];
+    if (commands === undefined || commands.length > MAX_RANGE_COMMANDS) return r.value.cmdq.submit([encodeCommand("CMD_TLBI_NH_ASID", { ASID: domain.asid })]);
+    return r.value.cmdq.submit(commands);
+  }
+
+  flush(domainId: GuestDomainId, iova?: number, length?: number): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    if (iova === undefined || length === undefined) {
+      const r = this.ready();
+      return r.ok ? r.value.cmdq.submit([encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.value.asid })]) : fail(r);
+    }
+    return this.invalidateRange(d.value, iova, length, undefined);
+  }
+
+  // ---- events and errors ----
+
+  /** GERROR errors other than the command queue's: reported as global errors and acknowledged. */
+  private handleGlobalErrors(): void {
+    const mmio = this.mmio;
+    if (mmio === undefined) return;
+    this.cmdq?.handleErrors();
+    const gerror = mmio.read32("GERROR");
+    const gerrorn = mmio.read32("GERRORN");
+    const active = (gerror ^ gerrorn) & GERROR_ERR_MASK & ~GerrorBit.CMDQ_ERR;
+    if (active === 0) return;
+    const bits = decodeLayout(gerrorLayout, Uint32Array.of(active)) as Readonly<Record<string, number>>;
+    const names = Object.keys(bits).filter((k) => bits[k] === 1);
+    this.globalEvents.push({ kind: "global-error", code: active, name: names.join("|") || "GERROR", raw: [`0x${gerror.toString(16).padStart(16, "0")}`, `0x${gerrorn.toString(16).padStart(16, "0")}`] });
+    mmio.write32("GERRORN", (gerrorn ^ active) >>> 0);
+  }
+
+  readEvents(): GuestEvent[] {
+    this.handleGlobalErrors();
+    const out: GuestEvent[] = [...(this.cmdq?.errors.splice(0) ?? []), ...this.globalEvents.splice(0)];
+    for (const record of this.evtq?.drain() ?? []) out.push(guestEventOf(record));
+    return out;
+  }
+
+  takeOverflow(): boolean {
+    return this.evtq?.takeOverflow() ?? false;
+  }
+
+  resetEventLog(entries: number): Result<void> {
+    if (this.mmio === undefined) return err("ENODEV", "driver not initialised");
+    if (!this.setCr0(this.cr0 & ~CR0.EVTQEN)) return err("ETIMEDOUT", "EVTQEN not cleared");
+    const programmed = this.programEventQueue(entries);
+    if (!programmed.ok) return programmed;
+    return this.setCr0(this.cr0 | CR0.EVTQEN) ? ok() : err("ETIMEDOUT", "EVTQEN not acknowledged");
+  }
+
+  /** Submits a command with an opcode the architecture does not define; ok once the SMMU reported it (CERROR_ILL) and recovered. */
+  submitIllegalCommand(): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const before = r.value.cmdq.errors.length;
+    const submitted = r.value.cmdq.submit([Uint32Array.of(UNDEFINED_OPCODE, 0, 0, 0)]);
+    if (!submitted.ok) return submitted;
+    return r.value.cmdq.errors.length > before ? ok() : err("EIO", "the illegal command was accepted");
+  }
+
+  /** Issues raw commands followed by a CMD_SYNC and waits (Linux `arm_smmu_cmdq_issue_cmdlist` with sync). */
+  submitCommands(commands: readonly RawBits[]): Result<void> {
+    const r = this.ready();
+    return r.ok ? r.value.cmdq.submit(commands) : fail(r);
+  }
+
+  /** Per-stream CD table address, for tests that inspect what the driver wrote. */
+  cdTableOf(rid: number): number | undefined {
+    return this.streams.get(rid)?.cdTable;
+  }
+
+  /** A domain's ASID and stage-1 root, for tests. */
+  domainInfo(id: GuestDomainId): { asid: number; root: number } | undefined {
+    const d = this.domains.get(id);
+    return d === undefined ? undefined : { asid: d.asid, root: d.table.root };
+  }
+
+  get streamTableBase(): number | undefined {
+    return this.strtab?.base;
+  }
+}
+

@@ -1,0 +1,49 @@
+import { type RawBits } from "@viommu/core";
+import { encodeCommand } from "../format/command.js";
+
+/** Linux's CMDQ_TLBI_RANGE_NUM_MAX: NUM is 5 bits, so one range command covers up to 32 × 2^SCALE pages. */
+const RANGE_NUM_MAX = 31;
+/** Above this many commands a driver invalidates the whole ASID instead (Linux io-pgtable's flush-all fallback). */
+export const MAX_RANGE_COMMANDS = 64;
+
+function trailingZeros(n: number): number {
+  let z = 0;
+  while (n > 0 && n % 2 === 0) {
+    n /= 2;
+    z++;
+  }
+  return z;
+}
+
+/**
+ * The CMD_TLBI_NH_VA commands Linux's `arm_smmu_tlb_inv_range_cmd` issues to invalidate [iova, iova + size) of
+ * an ASID whose leaves are 2^`leafShift` bytes (undefined: mixed sizes, TTL 0) in a table of granule `granuleShift`. With range invalidation
+ * (IDR3.RIL): TG from the granule, TTL from the leaf level, and per command the largest aligned run of
+ * NUM + 1 ≤ 32 chunks of 2^SCALE pages; without it, one command per leaf. Undefined when more than
+ * MAX_RANGE_COMMANDS would be needed (invalidate the ASID instead).
+ */
+export function tlbiRangeCommands(asid: number, iova: number, size: number, granuleShift: number, leafShift: number | undefined, rangeInvalidation: boolean): RawBits[] | undefined {
+  const out: RawBits[] = [];
+  const end = iova + size;
+  if (!rangeInvalidation) {
+    const step = 2 ** (leafShift ?? granuleShift);
+    for (let at = iova - (iova % step); at < end; at += step) {
+      if (out.length >= MAX_RANGE_COMMANDS) return undefined;
+      out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, Leaf: 1, Addr: BigInt(at) }));
+    }
+    return out;
+  }
+  const tg = (granuleShift - 10) / 2;
+  const ttl = leafShift === undefined ? 0 : 4 - Math.floor((leafShift - 3) / (granuleShift - 3));
+  let pages = Math.ceil(size / 2 ** granuleShift);
+  let at = iova;
+  while (at < end && pages > 0) {
+    if (out.length >= MAX_RANGE_COMMANDS) return undefined;
+    const scale = trailingZeros(pages);
+    const num = Math.floor(pages / 2 ** scale) % (RANGE_NUM_MAX + 1);
+    out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, NUM: num - 1, SCALE: scale, Leaf: 1, TTL: ttl, TG: tg, Addr: BigInt(at) }));
+    at += num * 2 ** (scale + granuleShift);
+    pages -= num * 2 ** scale;
+  }
+  return out;
+}

@@ -1,0 +1,478 @@
+import {
+  ANY_ASID,
+  err,
+  fail,
+  HOST_OWNER,
+  HwptAllocFlag,
+  Iotlb,
+  NestedWalker,
+  newIotlbHit,
+  newWalkResult,
+  NO_PASID,
+  ok,
+  toBytes,
+  WalkFault,
+  type DmaRequest,
+  type DomainCacheWatcher,
+  type HostServices,
+  type HwInfo,
+  type IommuDomain,
+  type OwnerId,
+  type PagingDomain,
+  type PhysicalDevice,
+  type PhysicalIommu,
+  type RawBits,
+  type Result,
+  type StageConfig,
+  type TablePagingDomain,
+  type UserData,
+  type ViommuCore,
+  type ViommuOps,
+  type WalkResult,
+} from "@viommu/core";
+import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits } from "../format/command.js";
+import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdVmid, tlbiRange, type NumberRange } from "../format/command-fields.js";
+import { EventClass, EventType, VEVENTQ_FORWARDED_EVENTS, withStreamId } from "../format/event-record.js";
+import { CmdqError } from "../format/queue-registers.js";
+import { SteConfig } from "../format/stream-table-entry.js";
+import { encodeHwInfoArmSmmuv3, IOMMU_HW_INFO_TYPE_ARM_SMMUV3, IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_ARM_SMMUV3 } from "../format/uapi.js";
+import { CD_BYPASS, decodeCdSettings, readCd, type CdSettings } from "../translate/cd-config.js";
+import { faultRecord } from "../translate/fault-record.js";
+import { smmuFeatures, type SmmuFeatures } from "../translate/smmu-features.js";
+import { decodeSteSettings, type SteStage1 } from "../translate/ste-config.js";
+import { configFault, newSmmuWalkInfo, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "../translate/walk-info.js";
+import { DEFAULT_SMMUV3_HW, type Smmuv3HwConfig } from "./smmuv3-hw-config.js";
+import type { Smmuv3Extension } from "./smmuv3-extension.js";
+import { Smmuv3NestedDomain } from "./smmuv3-nested-domain.js";
+import { ARM_VSMMU_SIZE, ArmVsmmu } from "./smmuv3-viommu.js";
+import { abortSte, createStage2Domain, isSmmuStage2Domain, stage2Ste } from "./stage2-domain.js";
+import { Stage2FetchReader } from "./stage2-fetch-reader.js";
+
+/** IOTLB tag of stage-2-only translations: ASIDs are 16-bit, so this never collides with a CD's. */
+const S2_ONLY_TAG = 0x1_0000;
+/** Events the host keeps (those not forwarded to a guest), newest last. */
+const HOST_EVENT_LOG_ENTRIES = 1024;
+
+/** What an installed STE does: abort silently, translate stage 2 only, nest, or nothing (an ILLEGAL STE: C_BAD_STE). */
+const StreamKind = { Abort: 0, Stage2: 1, Nested: 2, Illegal: 3 } as const;
+
+interface CachedCd {
+  readonly settings: CdSettings;
+  readonly stage1: StageConfig;
+}
+
+/** One StreamID's entry in the physical stream table, with what translation caches of it. */
+interface StreamState {
+  readonly device: PhysicalDevice;
+  kind: number;
+  /** The STE as the host driver wrote it (16 halves). */
+  ste: RawBits;
+  s2: TablePagingDomain | undefined;
+  s2Stage: StageConfig | undefined;
+  nested: Smmuv3NestedDomain | undefined;
+  stage1: SteStage1 | undefined;
+  /** CD cache (configuration cache): by SSID + 1 (0 for no SubstreamID); invalidated by CFGI_CD/STE. */
+  readonly cds: Map<number, CachedCd | number>;
+}
+
+export interface Smmuv3UnitOptions {
+  /** An SMMUv3 implementation's additions (Tegra241 CMDQV); absent for a plain SMMUv3. */
+  readonly extension?: Smmuv3Extension;
+  /** ID registers (default DEFAULT_SMMUV3_HW). */
+  readonly config?: Smmuv3HwConfig;
+  readonly iotlbEntries?: number;
+}
+
+/** A plain SMMUv3 unit, or one extended by an implementation (see `Smmuv3Extension`). */
+export function createSmmuv3Unit(host: HostServices, index: number, options: Smmuv3UnitOptions = {}): Smmuv3Unit {
+  const unit = new Smmuv3Unit(host, index, options);
+  options.extension?.probe?.(unit);
+  return unit;
+}
+
+/**
+ * A physical SMMUv3 and its host driver (Linux arm-smmu-v3 with arm-smmu-v3-iommufd): a stream table of STEs
+ * built as Linux builds them (abort, stage-2, nested), stage-2 paging domains in the VMSAv8-64 stage-2 format,
+ * vSMMUs (type ARM_SMMUV3, or an extension's type), an IOTLB tagged by (VMID, ASID), a CD cache, the physical
+ * command queue's effect on those caches, and the translation of device DMA: nested (guest CD and stage-1
+ * tables fetched through stage 2), stage-2 only, or abort. Faults become event records; stage-1 records of a
+ * stream with a vDEVICE go to the vSMMU's vEVENTQ with the vSID, the rest stay in the host's log.
+ */
+export class Smmuv3Unit implements PhysicalIommu {
+  readonly vendor = "smmuv3";
+  readonly name: string;
+  readonly config: Smmuv3HwConfig;
+  readonly features: SmmuFeatures;
+  readonly extension: Smmuv3Extension | undefined;
+  readonly iotlb: Iotlb;
+  /** Event records the host driver keeps (not forwarded), newest last, at most HOST_EVENT_LOG_ENTRIES. */
+  readonly hostEvents: RawBits[] = [];
+  /** Commands the host driver skipped because the hardware flagged them CERROR_ILL. */
+  skippedCommands = 0;
+  /** Events delivered to vEVENTQs. */
+  forwardedEvents = 0;
+
+  private readonly streams = new Map<number, StreamState>();
+  private readonly nestedVmids = new Set<number>();
+  private readonly nested: NestedWalker;
+  private readonly fetchReader: Stage2FetchReader;
+  private readonly hit = newIotlbHit();
+  private readonly info: SmmuWalkInfo = newSmmuWalkInfo();
+  private readonly cdWords = new Uint32Array(16);
+  private readonly scratch = newWalkResult();
+  private readonly last = { sid: -1, pasid: 0, iova: -1, access: -1 };
+  private readonly range: NumberRange = { first: 0, length: 0 };
+  private readonly syncCommand = Uint32Array.of(0x46, 0, 0, 0);
+
+  constructor(
+    readonly host: HostServices,
+    index: number,
+    options: Smmuv3UnitOptions = {},
+  ) {
+    this.name = `smmu${index}`;
+    this.config = options.config ?? DEFAULT_SMMUV3_HW;
+    this.features = smmuFeatures(this.config.idr);
+    this.extension = options.extension;
+    this.iotlb = new Iotlb(options.iotlbEntries ?? 8192);
+    this.nested = new NestedWalker(host.memory, HOST_OWNER);
+    this.fetchReader = new Stage2FetchReader(host.memory);
+  }
+
+  // ---- driver: hw_info, domains, vIOMMUs ----
+
+  hwInfo(device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
+    if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_ARM_SMMUV3) {
+      const viaExtension = this.extension?.hwInfo?.(this, device, requestedType);
+      return viaExtension ?? err("EOPNOTSUPP", `hw_info type ${requestedType}`);
+    }
+    const data = encodeHwInfoArmSmmuv3({ flags: 0, reserved: 0, idr: this.config.idr, iidr: this.config.iidr, aidr: this.config.aidr });
+    return ok({ type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data, maxPasidLog2: Math.min(device.pasidBits, this.features.ssidBits), capabilities: 0 });
+  }
+
+  /** Stage-2 domains; NEST_PARENT makes a nesting parent. No HTTU, so no dirty tracking (EOPNOTSUPP). */
+  domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", `paging flags 0x${flags.toString(16)}`);
+    const r = createStage2Domain(this, this.host, (flags & HwptAllocFlag.NEST_PARENT) !== 0);
+    if (!r.ok) return fail(r);
+    r.value.watch(this.cacheWatcher);
+    return ok(r.value);
+  }
+
+  /**
+   * Linux `arm_smmu_get_viommu_size`: 0 unless the SMMU can nest (both stages) and can keep the guest from
+   * making memory non-coherent (S2FWB, or coherent); ARM_SMMUV3 is the unit's own type, any other type is the
+   * extension's to size.
+   */
+  getViommuSize(device: PhysicalDevice, type: number): number {
+    const f = this.features;
+    if (!f.stage1 || !f.stage2 || !(f.forcedWriteBack || f.coherent)) return 0;
+    if (type === IOMMU_VIOMMU_TYPE_ARM_SMMUV3) return ARM_VSMMU_SIZE;
+    return this.extension?.getViommuSize?.(this, device, type) ?? 0;
+  }
+
+  /**
+   * Linux `arm_vsmmu_init`: the parent must be an SMMUv3 stage-2 domain (EINVAL otherwise); its VMID is the
+   * vSMMU's. Linux also requires the parent to come from the same SMMU instance; here any SMMUv3 unit can walk
+   * the parent's table, so one stage-2 parent serves every vSMMU of a VM (one VMID per VM, as the design asks).
+   */
+  viommuInit(core: ViommuCore, parent: PagingDomain, data: UserData | undefined): Result<ViommuOps> {
+    if (!isSmmuStage2Domain(parent) || !parent.nestParent) return err("EINVAL", "the nesting parent is not an SMMUv3 stage-2 domain");
+    this.useParent(parent);
+    const vsmmu = new ArmVsmmu(this, core, parent);
+    if (core.viommuType === IOMMU_VIOMMU_TYPE_ARM_SMMUV3) return ok(vsmmu);
+    const init = this.extension?.viommuInit;
+    return init === undefined ? err("EOPNOTSUPP", `vIOMMU type ${core.viommuType}`) : init.call(this.extension, vsmmu, data);
+  }
+
+  /** Stage-2 changes reach every cached translation through the domain: nested VMIDs drop everything. */
+  private readonly cacheWatcher: DomainCacheWatcher = {
+    unmapped: (vmid, iova, length) => {
+      this.iotlb.invalidateRange(vmid, S2_ONLY_TAG, iova, length);
+      if (this.nestedVmids.has(vmid)) {
+        this.iotlb.invalidateVmid(vmid);
+        this.dropAllCds();
+      }
+    },
+    destroyed: (vmid) => {
+      this.iotlb.invalidateVmid(vmid);
+      this.nestedVmids.delete(vmid);
+    },
+  };
+
+  private useParent(parent: TablePagingDomain): void {
+    parent.watch(this.cacheWatcher);
+    this.nestedVmids.add(parent.vmid);
+  }
+
+  // ---- stream table ----
+
+  /**
+   * Installs the STE for a device's domain (Linux attach_dev): a stage-2 STE for a paging domain, the nested
+   * STE for a nested one. PASID attachment of host domains is not modelled (EOPNOTSUPP). A nested domain of
+   * another unit's vSMMU is EINVAL; an S1-translating one needs the device's vDEVICE on that vSMMU (ENOENT),
+   * abort and bypass ones do not (the VMM uses them for the guest's GBPA).
+   */
+  attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
+    if (pasid !== NO_PASID) return err("EOPNOTSUPP", "PASID attachment of host domains is not modelled");
+    if (domain.kind === "paging") {
+      if (!isSmmuStage2Domain(domain)) return err("EINVAL", "not an SMMUv3 stage-2 domain");
+      domain.watch(this.cacheWatcher);
+      this.install(device, stage2Ste(domain, this.features.forcedWriteBack), domain, undefined);
+      return ok();
+    }
+    if (!(domain instanceof Smmuv3NestedDomain)) return err("EINVAL", "not an SMMUv3 nested domain");
+    if (domain.vsmmu.unit !== this) return err("EINVAL", "nested domain of a vSMMU on another SMMU");
+    if (domain.config === SteConfig.S1Translate && domain.vsmmu.core.virtIdOf(device) === undefined) {
+      return err("ENOENT", "a translating nested domain needs the device's vDEVICE first");
+    }
+    this.useParent(domain.parent);
+    this.install(device, domain.physicalSte(this.features.forcedWriteBack), domain.parent, domain);
+    return ok();
+  }
+
+  /** Blocks the device: an abort STE. */
+  detachDevice(device: PhysicalDevice, _pasid: number): void {
+    this.install(device, abortSte(), undefined, undefined);
+  }
+
+  private install(device: PhysicalDevice, ste: RawBits, s2: TablePagingDomain | undefined, nested: Smmuv3NestedDomain | undefined): void {
+    // The STE is judged as the SMMU judges it: a nested STE carrying an out-of-range guest field (S1CDMax beyond
+    // SSIDSIZE, a reserved S1Fmt) is ILLEGAL, and its traffic records C_BAD_STE.
+    const settings = decodeSteSettings(ste, this.features);
+    const config = typeof settings === "number" ? -1 : settings.config;
+    const kind = config === -1 ? StreamKind.Illegal : config === SteConfig.Nested ? StreamKind.Nested : config === SteConfig.S2Translate ? StreamKind.Stage2 : StreamKind.Abort;
+    const s2Stage = s2 === undefined ? undefined : { format: s2.table.format, geometry: s2.table.geometry, root: s2.table.root };
+    this.streams.set(device.requesterId, {
+      device,
+      kind,
+      ste,
+      s2,
+      s2Stage,
+      nested,
+      stage1: typeof settings === "number" ? undefined : settings.stage1,
+      cds: new Map(),
+    });
+  }
+
+  /** The STE installed for a StreamID (16 halves), for inspection. */
+  steOf(sid: number): RawBits | undefined {
+    return this.streams.get(sid)?.ste;
+  }
+
+  // ---- translation ----
+
+  translate(request: DmaRequest, out: WalkResult): void {
+    const info = this.info;
+    resetSmmuWalkInfo(info);
+    const last = this.last;
+    last.sid = request.requesterId;
+    last.pasid = request.pasid;
+    last.iova = request.iova;
+    last.access = request.access;
+    const s = this.streams.get(request.requesterId);
+    if (s === undefined || s.kind === StreamKind.Abort) return configFault(out, info, 0, request.iova);
+    if (s.kind === StreamKind.Illegal) return configFault(out, info, EventType.C_BAD_STE, request.iova);
+    if (s.kind === StreamKind.Stage2) {
+      if (request.pasid !== NO_PASID) return configFault(out, info, EventType.C_BAD_SUBSTREAMID, request.iova);
+      return this.translateStage2(s, request, out);
+    }
+    const cd = this.cdFor(s, request.pasid);
+    if (cd === CD_BYPASS) return this.translateStage2(s, request, out);
+    if (typeof cd === "number") {
+      configFault(out, info, cd, request.iova);
+      if (info.stage2) out.stage = 2;
+      return;
+    }
+    const settings = cd.settings;
+    info.asid = settings.asid;
+    const vmid = s.s2!.vmid;
+    if (this.iotlb.lookup(vmid, settings.asid, request.iova, this.hit) && (request.access & this.hit.perms) === request.access) {
+      return this.fromHit(request.iova, out);
+    }
+    if (settings.epd0 || !(request.iova >= 0) || request.iova >= 2 ** settings.geometry.inputBits) {
+      configFault(out, info, EventType.F_TRANSLATION, request.iova);
+      info.record = settings.record;
+      return;
+    }
+    this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
+    if (out.ok) {
+      const size = 2 ** out.pageShift;
+      this.iotlb.insert(vmid, settings.asid, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
+      return;
+    }
+    info.event = walkFaultEvent(out.fault);
+    if (out.stage === 2) {
+      info.stage2 = true;
+      info.ipa = out.faultInput;
+      info.eventClass = out.tableFetch ? EventClass.TT : EventClass.IN;
+      info.record = true;
+    } else {
+      info.record = settings.record;
+      if (out.fault === WalkFault.External) {
+        info.eventClass = EventClass.TT;
+        info.fetchAddress = out.entryAddress;
+      }
+    }
+  }
+
+  private translateStage2(s: StreamState, request: DmaRequest, out: WalkResult): void {
+    const domain = s.s2!;
+    this.info.bypass = true;
+    if (this.iotlb.lookup(domain.vmid, S2_ONLY_TAG, request.iova, this.hit) && (request.access & this.hit.perms) === request.access) {
+      return this.fromHit(request.iova, out);
+    }
+    domain.table.walk(request.iova, request.access, out);
+    if (out.ok) {
+      const size = 2 ** out.pageShift;
+      this.iotlb.insert(domain.vmid, S2_ONLY_TAG, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
+      return;
+    }
+    out.stage = 2;
+    const info = this.info;
+    info.event = walkFaultEvent(out.fault);
+    info.stage2 = true;
+    info.ipa = request.iova;
+    info.record = true;
+  }
+
+  private fromHit(iova: number, out: WalkResult): void {
+    const size = 2 ** this.hit.pageShift;
+    out.ok = true;
+    out.mapped = true;
+    out.output = this.hit.pageBase + (iova % size);
+    out.pageShift = this.hit.pageShift;
+    out.perms = this.hit.perms;
+    out.fault = WalkFault.None;
+    out.stage = 1;
+    out.faultInput = iova;
+    out.tableFetch = false;
+    out.fetches = 0;
+  }
+
+  /** The CD a nested stream's transaction uses, from the CD cache or fetched through stage 2. */
+  private cdFor(s: StreamState, pasid: number): CachedCd | number {
+    const key = pasid + 1;
+    const cached = s.cds.get(key);
+    if (cached !== undefined) return cached;
+    const reader = this.fetchReader;
+    reader.table = s.s2!.table;
+    reader.owner = s.device.owner;
+    reader.s2.ok = true;
+    reader.s2.fault = WalkFault.None;
+    const info = this.info;
+    const read = readCd(s.stage1!, pasid, reader, this.cdWords, info);
+    if (read === EventType.F_CD_FETCH && reader.s2.fault !== WalkFault.None) {
+      // The CD fetch faulted at stage 2: a stage-2 fault of class CD, the host's to handle.
+      info.stage2 = true;
+      info.eventClass = EventClass.CD;
+      info.ipa = info.fetchAddress;
+      return walkFaultEvent(reader.s2.fault);
+    }
+    if (read === CD_BYPASS) {
+      s.cds.set(key, CD_BYPASS);
+      return CD_BYPASS;
+    }
+    if (read !== 0) return read;
+    const settings = decodeCdSettings(this.cdWords, this.features);
+    const result: CachedCd | number = typeof settings === "number" ? settings : { settings, stage1: { format: settings.format, geometry: settings.geometry, root: settings.ttb0 } };
+    s.cds.set(key, result);
+    return result;
+  }
+
+  /**
+   * Records a failed transaction's event (IHI0070 §7.3). Records gated off (CD.R / STE.S2R clear) and silent
+   * aborts write nothing. A stage-1 event of the forwarded kinds (Linux `arm_vmaster_report_event`) from a
+   * stream with a vDEVICE goes to its vSMMU's vEVENTQ with the StreamID replaced by the vSID; stage-2 faults,
+   * other kinds and streams without a vDEVICE stay in the host's log.
+   */
+  reportDmaFault(request: DmaRequest, _result: WalkResult): void {
+    const last = this.last;
+    if (last.sid !== request.requesterId || last.pasid !== request.pasid || last.iova !== request.iova || last.access !== request.access) {
+      this.translate(request, this.scratch);
+    }
+    const info = this.info;
+    if (info.event === 0 || !info.record) return;
+    const record = faultRecord(info, { sid: request.requesterId, ssid: request.pasid, iova: request.iova, access: request.access });
+    if (record === undefined) return;
+    const s = this.streams.get(request.requesterId);
+    if (s?.nested !== undefined && !info.stage2 && VEVENTQ_FORWARDED_EVENTS.includes(info.event)) {
+      const core = s.nested.vsmmu.core;
+      const vsid = core.virtIdOf(s.device);
+      if (vsid !== undefined && core.reportEvent(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, toBytes(withStreamId(record, vsid))).ok) {
+        this.forwardedEvents++;
+        return;
+      }
+    }
+    this.logHostEvent(record);
+  }
+
+  private logHostEvent(record: RawBits): void {
+    this.hostEvents.push(record);
+    if (this.hostEvents.length > HOST_EVENT_LOG_ENTRIES) this.hostEvents.shift();
+  }
+
+  // ---- the physical command queue ----
+
+  /**
+   * Runs commands on this SMMU's command queue, as the host driver issues them (with a CMD_SYNC after the
+   * batch when `sync`): their effect on the IOTLB and CD cache. A command the hardware flags CERROR_ILL is
+   * skipped, as Linux's `arm_smmu_cmdq_skip_err` does, and counted. Returns how many were skipped.
+   */
+  executeCommands(commands: readonly RawBits[], sync: boolean): number {
+    let skipped = 0;
+    for (const cmd of commands) {
+      if (this.executeCommand(cmd) !== CmdqError.CERROR_NONE) skipped++;
+    }
+    if (sync && commands.length > 0) this.executeCommand(this.syncCommand);
+    this.skippedCommands += skipped;
+    return skipped;
+  }
+
+  /** One command's effect; returns its CMDQ error (CERROR_ILL for an unknown opcode or undefined bits). Allocates nothing. */
+  executeCommand(raw: RawBits): number {
+    if (raw.length !== 4 || commandSetsUndefinedBits(raw)) return CmdqError.CERROR_ILL;
+    const name = commandName(cmdOpcode(raw));
+    switch (name) {
+      case "CMD_TLBI_NH_ALL":
+      case "CMD_TLBI_S12_VMALL":
+      case "CMD_TLBI_S2_IPA":
+        // Entries hold combined stage-1+2 translations: dropping the VMID covers any stage-2 change.
+        this.iotlb.invalidateVmid(cmdVmid(raw));
+        return CmdqError.CERROR_NONE;
+      case "CMD_TLBI_NH_ASID":
+        this.iotlb.invalidateAsid(cmdVmid(raw), cmdAsid(raw));
+        return CmdqError.CERROR_NONE;
+      case "CMD_TLBI_NH_VA":
+      case "CMD_TLBI_NH_VAA": {
+        tlbiRange(raw, this.range);
+        if (this.range.length > 0) this.iotlb.invalidateRange(cmdVmid(raw), name === "CMD_TLBI_NH_VA" ? cmdAsid(raw) : ANY_ASID, this.range.first, this.range.length);
+        return CmdqError.CERROR_NONE;
+      }
+      case "CMD_TLBI_NSNH_ALL":
+        this.iotlb.invalidateAll();
+        return CmdqError.CERROR_NONE;
+      case "CMD_CFGI_STE":
+      case "CMD_CFGI_CD":
+      case "CMD_CFGI_CD_ALL":
+        this.streams.get(cmdSid(raw))?.cds.clear();
+        return CmdqError.CERROR_NONE;
+      case "CMD_CFGI_STE_RANGE": {
+        if (cmdRange(raw) === CFGI_ALL_RANGE) this.dropAllCds();
+        else {
+          const { first, last } = cfgiSteRangeStreams(cmdSid(raw), cmdRange(raw));
+          for (const [sid, s] of this.streams) if (sid >= first && sid <= last) s.cds.clear();
+        }
+        return CmdqError.CERROR_NONE;
+      }
+      case undefined:
+        return CmdqError.CERROR_ILL;
+      default:
+        // Prefetches, EL2/EL3 TLBIs, ATC_INV (no ATC in the model), PRI/stall responses, CMD_SYNC: no cached state.
+        return CmdqError.CERROR_NONE;
+    }
+  }
+
+  private dropAllCds(): void {
+    for (const s of this.streams.values()) s.cds.clear();
+  }
+}

@@ -1,0 +1,125 @@
+import { NO_PASID, type EntryReader, type PageTableFormat, type TableGeometry } from "@viommu/core";
+import { CD_BYTES, cdTableSlot, decodeCd, L1CD_BYTES } from "../format/context-descriptor.js";
+import { EventType } from "../format/event-record.js";
+import { effectiveOutputBits } from "../format/id-registers.js";
+import { SteS1Dss, SteS1Fmt } from "../format/stream-table-entry.js";
+import { granuleFromTg0, granuleFromTg1, stage1Geometry, type GranuleShift } from "../format/vmsa-geometry.js";
+import { vmsaStage1Format } from "../format/vmsa-stage1.js";
+import { granuleSupported, type SmmuFeatures } from "./smmu-features.js";
+import type { SteStage1 } from "./ste-config.js";
+import type { SmmuWalkInfo } from "./walk-info.js";
+
+/** `readCd` found that stage 1 is bypassed for this transaction (STE.S1DSS = bypass, no SubstreamID). */
+export const CD_BYPASS = -1;
+
+const entry = new Uint32Array(2);
+
+/**
+ * Reads the CD a transaction uses into `out` (16 halves), following STE.S1Fmt (IHI0070 §3.4.2, §5.4; spec
+ * §1.7). Returns 0, CD_BYPASS, or the event recorded instead: F_STREAM_DISABLED (no SubstreamID, S1DSS
+ * terminate), C_BAD_SUBSTREAMID (a SubstreamID with S1CDMax = 0, beyond 2^S1CDMax, SSID 0 with S1DSS = SSID0,
+ * or an invalid level-1 CD descriptor), F_CD_FETCH when the memory cannot be read. `reader` reads by the
+ * address kind the STE holds (a PA, or an IPA translated through stage 2 by the reader).
+ */
+export function readCd(s1: SteStage1, ssid: number, reader: EntryReader, out: Uint32Array, info: SmmuWalkInfo): number {
+  let index: number;
+  if (ssid === NO_PASID) {
+    if (s1.cdMax === 0 || s1.dss === SteS1Dss.Ssid0) index = 0;
+    else if (s1.dss === SteS1Dss.Bypass) return CD_BYPASS;
+    else return EventType.F_STREAM_DISABLED;
+  } else {
+    if (s1.cdMax === 0 || !(ssid >= 0) || ssid >= 2 ** s1.cdMax) return EventType.C_BAD_SUBSTREAMID;
+    if (ssid === 0 && s1.dss === SteS1Dss.Ssid0) return EventType.C_BAD_SUBSTREAMID;
+    index = ssid;
+  }
+  let cdAddress: number;
+  if (s1.fmt === SteS1Fmt.Linear || s1.cdMax === 0) {
+    cdAddress = s1.contextPtr - (s1.contextPtr % CD_BYTES) + index * CD_BYTES;
+  } else {
+    const slot = cdTableSlot(s1.fmt, index);
+    if (!slot.twoLevel) return EventType.C_BAD_SUBSTREAMID;
+    const l1 = s1.contextPtr - (s1.contextPtr % L1CD_BYTES) + slot.l1Index * L1CD_BYTES;
+    if (!reader.readEntry(l1, entry)) {
+      info.fetchAddress = l1;
+      return EventType.F_CD_FETCH;
+    }
+    if ((entry[0]! & 1) === 0) return EventType.C_BAD_SUBSTREAMID;
+    const l2Ptr = ((entry[0]! & 0xfffff000) >>> 0) + (entry[1]! & 0xfffff) * 2 ** 32;
+    cdAddress = l2Ptr + slot.cdIndex * CD_BYTES;
+  }
+  for (let i = 0; i < 8; i++) {
+    if (!reader.readEntry(cdAddress + i * 8, entry)) {
+      info.fetchAddress = cdAddress + i * 8;
+      return EventType.F_CD_FETCH;
+    }
+    out[2 * i] = entry[0]!;
+    out[2 * i + 1] = entry[1]!;
+  }
+  return 0;
+}
+
+/** A legal CD, decoded into what a stage-1 walk needs (TTB0's half of the address space). */
+export interface CdSettings {
+  readonly asid: number;
+  /** CD.R: translation-walk faults are recorded. */
+  readonly record: boolean;
+  /** EPD0: walks through TTB0 are disabled (every TTB0 address faults). */
+  readonly epd0: boolean;
+  readonly granuleShift: GranuleShift;
+  readonly geometry: TableGeometry;
+  readonly format: PageTableFormat;
+  readonly ttb0: number;
+  readonly outputBits: number;
+}
+
+interface TtbCheck {
+  readonly ok: true;
+  readonly granuleShift: GranuleShift;
+  readonly geometry: TableGeometry;
+  readonly ttb: number;
+}
+
+function checkTtb(granuleShift: GranuleShift | undefined, txsz: number, ttb: number, ips: number, f: SmmuFeatures): TtbCheck | undefined {
+  if (granuleShift === undefined || !granuleSupported(f, granuleShift)) return undefined;
+  const outputBits = effectiveOutputBits(ips, f.oasCode, granuleShift);
+  const g = stage1Geometry(granuleShift, txsz, { outputBits, stt: f.smallTables, vax52: f.vax52 });
+  if (!g.ok || ttb >= 2 ** outputBits) return undefined;
+  const startBytes = Math.max(8, 2 ** (g.geometry.indexBits[g.geometry.startLevel]! + 3));
+  return { ok: true, granuleShift, geometry: g.geometry, ttb: ttb - (ttb % startBytes) };
+}
+
+/**
+ * Decodes and checks a CD (16 halves) against the SMMU's features (IHI0070 §5.4, "CD validity"; spec §1.7):
+ * C_BAD_CD for V = 0, AArch32 tables, big-endian tables on a little-endian-only SMMU, HA/HD without HTTU,
+ * S = 1 on a terminate-only SMMU, A = 0 under TERM_MODEL, a 16-bit ASID without ASID16, and for each enabled
+ * TTBx a reserved or unsupported granule, a TxSZ out of range or a TTB beyond the effective IPS. Never throws.
+ */
+export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures): CdSettings | number {
+  const cd = decodeCd(words);
+  if (cd.V === 0 || cd.AA64 === 0) return EventType.C_BAD_CD;
+  if ((cd.ENDI === 1 && f.littleEndianOnly) || (cd.S === 1 && f.terminateOnly) || (cd.A === 0 && f.termModel)) return EventType.C_BAD_CD;
+  if ((cd.HA === 1 && f.httu < 1) || (cd.HD === 1 && f.httu < 2)) return EventType.C_BAD_CD;
+  if (!f.asid16 && cd.ASID > 0xff) return EventType.C_BAD_CD;
+  if (cd.EPD1 === 0 && checkTtb(granuleFromTg1(cd.TG1), cd.T1SZ, cd.TTB1, cd.IPS, f) === undefined) return EventType.C_BAD_CD;
+  const epd0 = cd.EPD0 === 1;
+  const t0 = checkTtb(granuleFromTg0(cd.TG0), cd.T0SZ, cd.TTB0, cd.IPS, f);
+  if (!epd0 && t0 === undefined) return EventType.C_BAD_CD;
+  // With TTB0 disabled its fields are ignored: any legal shape serves, since every address faults before the walk.
+  const granuleShift = t0?.granuleShift ?? 12;
+  const outputBits = effectiveOutputBits(cd.IPS, f.oasCode, granuleShift);
+  let geometry = t0?.geometry;
+  if (geometry === undefined) {
+    const fallback = stage1Geometry(12, 16, { outputBits });
+    if (!fallback.ok) return EventType.C_BAD_CD;
+    geometry = fallback.geometry;
+  }
+  const format = vmsaStage1Format({
+    granuleShift,
+    outputBits,
+    oa52: f.oasBits === 52,
+    accessFlagFaultDisabled: cd.AFFD === 1 || cd.HA === 1,
+    hierarchicalAttributesDisabled: cd.HAD0 === 1 && f.hierarchicalAttributesDisable,
+    hardwareDirty: cd.HD === 1,
+  });
+  return { asid: cd.ASID, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits };
+}

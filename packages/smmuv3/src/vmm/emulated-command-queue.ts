@@ -1,0 +1,82 @@
+import type { GuestMemory, RawBits } from "@viommu/core";
+import { GerrorBit, gerrorActive } from "../format/control-registers.js";
+import { CMDQ_CONS_ERR_SHIFT, CMDQ_ENTRY_BYTES, CmdqError, queueAdvance, queueBaseAddress, queueEmpty, queueIndex } from "../format/queue-registers.js";
+import type { SmmuRegisterFile } from "./register-file.js";
+
+/** What the queue runs each command through: the device's command semantics. */
+export interface CommandExecutor {
+  /** Executes one command found at queue `position`; returns its CMDQ error (CERROR_NONE to go on). */
+  execute(cmd: RawBits, position: number): number;
+  /** After an error: the position it belongs to when that is an earlier, batched command; −1 for the current one. */
+  errorPosition(): number;
+  /** Completes batched work when the queue runs dry; the position of a command that failed, if any. */
+  finish(): number | undefined;
+  /** Drops batched work: the queue stopped before it. */
+  abandon(): void;
+}
+
+const CR0_CMDQEN = 1 << 3;
+
+/**
+ * The SMMU's consumer side of the guest's command queue (IHI0070 §3.5.1, §4.1, §7.1): commands are read from CONS
+ * up to PROD and each one executed advances CONS; a failing one leaves CONS on it with CMDQ_CONS.ERR set (kept
+ * while CONS later moves on) and GERROR.CMDQ_ERR raised, and nothing more is consumed until GERRORN acknowledges
+ * it. A command that cannot be fetched is CERROR_ABT. Runs while CR0ACK.CMDQEN is set, at most one queue's worth
+ * per doorbell, never re-entered.
+ */
+export class EmulatedCommandQueue {
+  /** Commands consumed. */
+  trapped = 0;
+  private running = false;
+  private readonly cmd = new Uint32Array(4);
+
+  constructor(
+    private readonly regs: SmmuRegisterFile,
+    private readonly memory: GuestMemory,
+    private readonly maxLog2: number,
+    private readonly executor: CommandExecutor,
+    private readonly raiseGerror: (bits: number) => void,
+  ) {}
+
+  /** Whether a command error is waiting for the acknowledgement. */
+  get stopped(): boolean {
+    return (gerrorActive(this.regs.num("GERROR"), this.regs.num("GERRORN")) & GerrorBit.CMDQ_ERR) !== 0;
+  }
+
+  process(): void {
+    if (this.running || (this.regs.num("CR0ACK") & CR0_CMDQEN) === 0 || this.stopped) return;
+    this.running = true;
+    try {
+      const baseReg = this.regs.get("CMDQ_BASE");
+      const log2 = Math.min(Number(baseReg & 0x1fn), this.maxLog2);
+      const base = queueBaseAddress(Number(baseReg & 0x000f_ffff_ffff_ffe0n), log2, CMDQ_ENTRY_BYTES);
+      const prod = this.regs.num("CMDQ_PROD");
+      let cons = this.regs.num("CMDQ_CONS");
+      const pointerMask = 2 ** (log2 + 1) - 1;
+      for (let budget = 2 ** log2; budget > 0 && !queueEmpty(prod, cons, log2); budget--) {
+        const position = cons & pointerMask;
+        const at = base + queueIndex(cons, log2) * CMDQ_ENTRY_BYTES;
+        if (!this.memory.hostReadable(at, CMDQ_ENTRY_BYTES)) return this.stop(position, CmdqError.CERROR_ABT);
+        this.memory.readWords(at, this.cmd);
+        this.trapped++;
+        const error = this.executor.execute(this.cmd, position);
+        if (error !== CmdqError.CERROR_NONE) {
+          const earlier = this.executor.errorPosition();
+          return this.stop(earlier >= 0 ? earlier : position, error);
+        }
+        cons = queueAdvance(cons, log2);
+        this.regs.set("CMDQ_CONS", cons >>> 0);
+      }
+      const failed = this.executor.finish();
+      if (failed !== undefined) this.stop(failed, CmdqError.CERROR_ILL);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private stop(position: number, error: number): void {
+    this.executor.abandon();
+    this.regs.set("CMDQ_CONS", ((position >>> 0) | (error << CMDQ_CONS_ERR_SHIFT)) >>> 0);
+    this.raiseGerror(GerrorBit.CMDQ_ERR);
+  }
+}

@@ -1,0 +1,593 @@
+import {
+  decodeState,
+  encodeState,
+  err,
+  fail,
+  NO_PASID,
+  ok,
+  Perm,
+  WalkFault,
+  type DmaDevice,
+  type EmulatedIommu,
+  type InterruptResult,
+  type MmioHandler,
+  type MsiMessage,
+  type RawBits,
+  type Result,
+  type StateValue,
+  type TranslationMode,
+  type VmmDeviceOptions,
+  type VmmStats,
+  type WalkResult,
+  type AcpiTableBlob,
+  type UserData,
+} from "@viommu/core";
+import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits, type CommandName } from "../format/command.js";
+import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdSsec, cmdSyncCs, cmdSyncMsiAddress, cmdSyncMsiData, tlbiRange, type NumberRange } from "../format/command-fields.js";
+import { GerrorBit, gerrorActive, gerrorRaise } from "../format/control-registers.js";
+import { EventType } from "../format/event-record.js";
+import { gicrSetlpirCpu } from "../format/gic-doorbell.js";
+import { CmdqError } from "../format/queue-registers.js";
+import { SteConfig, STE_NESTING_ALLOWED_MASK } from "../format/stream-table-entry.js";
+import { CD_BYPASS, decodeCdSettings, readCd } from "../translate/cd-config.js";
+import { faultRecord } from "../translate/fault-record.js";
+import { GuestMemoryReader } from "../translate/guest-memory-reader.js";
+import { GuestStage1Translator } from "../translate/guest-translator.js";
+import { smmuFeatures, type SmmuFeatures } from "../translate/smmu-features.js";
+import { decodeSteSettings } from "../translate/ste-config.js";
+import { readSte, streamTableConfig, type StreamTableConfig } from "../translate/stream-table-lookup.js";
+import { newSmmuWalkInfo } from "../translate/walk-info.js";
+import { EmulatedCommandQueue, type CommandExecutor } from "./emulated-command-queue.js";
+import { EmulatedEventQueue } from "./emulated-event-queue.js";
+import { emulatedIds, type EmulatedIds } from "./emulated-idr.js";
+import { buildIort, DEFAULT_SMMU_BASE, SMMU_MMIO_BYTES, smmuGsivs, type SmmuGsivs } from "./iort-builder.js";
+import { writeSmmuMsi } from "./msi-writer.js";
+import { configVste, INVALID_VSTE, MAX_FORWARD_BATCH, NestedHost } from "./nested-host.js";
+import { SmmuRegisterFile } from "./register-file.js";
+import { ShadowHost, type ShadowStream } from "./shadow-host.js";
+
+const STATE_KIND = "smmuv3";
+const STATE_VERSION = 1;
+
+const CR0_SMMUEN = 1 << 0;
+const CR0_CMDQEN = 1 << 3;
+const IRQ_GERROR = 1 << 0;
+const IRQ_EVTQ = 1 << 2;
+const CR2_RECINVSID = 1 << 1;
+const GBPA_ABORT = 1 << 20;
+/** Forwarded commands go to the host in batches of at most this many. */
+const FORWARD_BATCH = MAX_FORWARD_BATCH;
+
+/** Commands that carry SSec (bit 10): a Non-secure queue must not set it. */
+const SSEC_COMMANDS: ReadonlySet<CommandName> = new Set<CommandName>([
+  "CMD_PREFETCH_CONFIG",
+  "CMD_PREFETCH_ADDR",
+  "CMD_CFGI_STE",
+  "CMD_CFGI_STE_RANGE",
+  "CMD_CFGI_CD",
+  "CMD_CFGI_CD_ALL",
+  "CMD_RESUME",
+  "CMD_STALL_TERM",
+]);
+
+interface Assigned {
+  readonly device: DmaDevice;
+  readonly devId: number;
+}
+
+/** Options the plugin contract does not carry, for tests and embedders. */
+export interface Smmuv3DeviceExtras {
+  /** Offer IDR0.MSI (default true): without it the guest uses SEV syncs and wired interrupts. */
+  readonly msi?: boolean;
+  /** Nested mode: the vIOMMU type to allocate (an extension's, e.g. Tegra241 CMDQV's) and its data. Default ARM_SMMUV3. */
+  readonly viommuType?: number;
+  readonly viommuData?: UserData;
+}
+
+/**
+ * The SMMUv3 a VMM emulates for one VM (QEMU's smmuv3, with its iommufd-accelerated variant): the two register
+ * pages with the CR0/CR0ACK and IRQ_CTRL/IRQ_CTRLACK handshakes, GERROR/GERRORN toggles and GBPA's UPDATE
+ * protocol; the trapped command queue (CONS advancing, CERROR_ILL/ABT/ATC_INV_SYNC in CMDQ_CONS.ERR with
+ * GERROR.CMDQ_ERR, the queue stopped until GERRORN acknowledges); the event queue with its overflow flag; the
+ * event, GERROR and CMD_SYNC interrupts (MSI or wired) and SEV; and the host side in the chosen mode:
+ * - nested: a vSMMU on the VM's stage-2 parent; CFGI_STE re-reads the guest STE and installs it as a nested
+ *   HWPT (abort and bypass vSTEs too, and GBPA's while the SMMU is off); TLBIs, CFGI_CD and ATC_INV go to the
+ *   host as raw commands (a refused entry becomes CERROR_ILL at that command); CMD_SYNC and PREFETCH are the
+ *   VMM's; vEVENTQ records go into the guest's event queue;
+ * - shadow: guest stage-1 tables mirrored into host IOASes on every invalidation.
+ * The VMM's own emulated devices are translated by walking the guest's tables (faults become event records).
+ */
+export class Smmuv3Device implements EmulatedIommu {
+  readonly vendor = "smmuv3";
+  readonly mode: TranslationMode;
+  readonly mmioBase: number;
+  readonly stats: VmmStats = { trapped: 0, forwarded: 0, eventsInjected: 0, shadowMappings: 0 };
+  readonly ids: EmulatedIds;
+  readonly features: SmmuFeatures;
+  readonly gsivs: SmmuGsivs;
+  readonly regs: SmmuRegisterFile;
+  readonly evtq: EmulatedEventQueue;
+  frozen = false;
+  /** CMD_SYNCs that signalled by SEV (a WFE wakeup: nothing else to deliver). */
+  sevEvents = 0;
+
+  private readonly reader: GuestMemoryReader;
+  private readonly translator: GuestStage1Translator;
+  private readonly info = newSmmuWalkInfo();
+  private readonly steWords = new Uint32Array(16);
+  private readonly cdWords = new Uint32Array(16);
+  private readonly assigned = new Map<number, Assigned>();
+  private nested: NestedHost | undefined;
+  private shadow: ShadowHost | undefined;
+  /** Commands queued for the host (FORWARD_BATCH × 4 halves) and the queue positions they came from. */
+  private readonly forwardWords = new Uint32Array(FORWARD_BATCH * 4);
+  private readonly forwardPositions = new Float64Array(FORWARD_BATCH);
+  private forwardCount = 0;
+  private readonly range: NumberRange = { first: 0, length: 0 };
+  /** An ATC_INV could not complete (no ATS at that stream): the next CMD_SYNC fails with CERROR_ATC_INV_SYNC. */
+  private atcFailure = false;
+  private failurePosition = -1;
+  private readonly cmdq: EmulatedCommandQueue;
+  private unmapRegisters: (() => void) | undefined;
+
+  private constructor(
+    private readonly options: VmmDeviceOptions,
+    nested: NestedHost | undefined,
+    extras: Smmuv3DeviceExtras,
+  ) {
+    this.mode = options.mode;
+    const instance = options.instance ?? 0;
+    this.mmioBase = options.mmioBase ?? DEFAULT_SMMU_BASE + instance * SMMU_MMIO_BYTES;
+    this.gsivs = smmuGsivs(instance);
+    this.nested = nested;
+    const ids = emulatedIds(nested?.hostInfo, options.mode);
+    this.ids = extras.msi === false ? { ...ids, IDR0: ids.IDR0! & ~(1 << 13) } : ids;
+    this.features = smmuFeatures([this.ids.IDR0!, this.ids.IDR1!, this.ids.IDR2!, this.ids.IDR3!, this.ids.IDR4!, this.ids.IDR5!]);
+    this.regs = new SmmuRegisterFile(this.ids, (name, previous) => this.registerWritten(name, previous));
+    this.evtq = new EmulatedEventQueue(this.regs, options.vm.memory, this.features.evtqLog2);
+    this.cmdq = new EmulatedCommandQueue(this.regs, options.vm.memory, this.features.cmdqLog2, this.executor, (bits) => this.raiseGerror(bits));
+    this.reader = new GuestMemoryReader(options.vm.memory);
+    this.translator = new GuestStage1Translator(this.reader, this.features, false);
+  }
+
+  /** Builds the device: its register pages in the VM, and the host side of its mode. */
+  static create(options: VmmDeviceOptions, extras: Smmuv3DeviceExtras = {}): Result<Smmuv3Device> {
+    if (options.mode === "ir-only") return err("EOPNOTSUPP", "SMMUv3 has no interrupt remapping, so no IR-only mode");
+    let nested: NestedHost | undefined;
+    if (options.mode === "nested") {
+      const host = NestedHost.create(options.iommufd, options.anchorDevId, options.parentHwptId, extras.viommuType, extras.viommuData);
+      if (!host.ok) return fail(host);
+      nested = host.value;
+    }
+    const device = new Smmuv3Device(options, nested, extras);
+    if (options.mode === "shadow") {
+      device.shadow = new ShadowHost(options.iommufd, options.vm.memory, device.reader, options.ioasId, options.shadowBackend ?? "iommufd", options.dmaEntryLimit);
+    }
+    const handler: MmioHandler = { read: (o, s) => device.regs.read(o, s), write: (o, s, v) => device.regs.write(o, s, v) };
+    const mapped = options.vm.mapMmio(device.mmioBase, SMMU_MMIO_BYTES, handler, { name: "smmuv3" });
+    if (!mapped.ok) {
+      nested?.destroy();
+      return fail(mapped);
+    }
+    device.unmapRegisters = () => options.vm.unmapMmio(mapped.value);
+    return ok(device);
+  }
+
+  private get vm(): VmmDeviceOptions["vm"] {
+    return this.options.vm;
+  }
+
+  // ---- devices ----
+
+  assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
+    if (this.assigned.has(guestRid)) return err("EEXIST", `StreamID 0x${guestRid.toString(16)} already assigned`);
+    if (guestRid >= 2 ** this.features.sidBits) return err("EINVAL", `StreamID 0x${guestRid.toString(16)} beyond SIDSIZE`);
+    if (this.nested !== undefined) {
+      const r = this.nested.addDevice(devId, guestRid);
+      if (!r.ok) return r;
+    }
+    this.shadow?.addDevice(devId, guestRid);
+    this.assigned.set(guestRid, { device, devId });
+    device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
+    this.applyStream(guestRid);
+    return ok();
+  }
+
+  // ---- register side effects ----
+
+  private registerWritten(name: string, previous: bigint): void {
+    switch (name) {
+      case "CR0": {
+        const now = this.regs.num("CR0");
+        const before = Number(previous);
+        this.regs.set("CR0ACK", now);
+        if ((now ^ before) & CR0_SMMUEN) this.applyAllStreams();
+        if (now & CR0_CMDQEN) this.processCommands();
+        break;
+      }
+      case "IRQ_CTRL":
+        this.regs.set("IRQ_CTRLACK", this.regs.get("IRQ_CTRL"));
+        break;
+      case "GBPA":
+        if ((this.regs.num("CR0ACK") & CR0_SMMUEN) === 0) this.applyAllStreams();
+        break;
+      case "CMDQ_PROD":
+        this.processCommands();
+        break;
+      case "GERRORN":
+        if ((gerrorActive(this.regs.num("GERROR"), Number(previous)) & GerrorBit.CMDQ_ERR) !== 0) this.processCommands();
+        break;
+      default:
+        break;
+    }
+  }
+
+  private get smmuEnabled(): boolean {
+    return (this.regs.num("CR0ACK") & CR0_SMMUEN) !== 0;
+  }
+
+  private streamTable(): StreamTableConfig {
+    const base = Number(this.regs.get("STRTAB_BASE") & 0x000f_ffff_ffff_ffc0n);
+    const cfg = this.regs.num("STRTAB_BASE_CFG");
+    return streamTableConfig(base, cfg & 0x3f, (cfg >>> 6) & 0x1f, (cfg >>> 16) & 0x3, this.features);
+  }
+
+  // ---- errors and interrupts ----
+
+  private raiseGerror(bits: number, signal = true): void {
+    const before = this.regs.num("GERROR");
+    const after = gerrorRaise(before, this.regs.num("GERRORN"), bits);
+    if (after === before) return;
+    this.regs.set("GERROR", after);
+    if (signal && (this.regs.num("IRQ_CTRLACK") & IRQ_GERROR) !== 0) {
+      this.signal("GERROR_IRQ_CFG0", "GERROR_IRQ_CFG1", this.gsivs.gerror, GerrorBit.MSI_GERROR_ABT_ERR, "smmuv3-gerror");
+    }
+  }
+
+  /** An interrupt of the SMMU: an MSI from its CFG0/CFG1 pair with IDR0.MSI and an address, else its wired SPI. */
+  private signal(cfg0: string, cfg1: string, gsiv: number, abortBit: number, source: string): void {
+    const address = Number(this.regs.get(cfg0));
+    if (!this.features.msi || address === 0) {
+      this.vm.inject(gsiv, 0, source);
+      return;
+    }
+    if (writeSmmuMsi(this.vm, address, this.regs.num(cfg1), source) === "abort") this.raiseGerror(abortBit, abortBit !== GerrorBit.MSI_GERROR_ABT_ERR);
+  }
+
+  private injectEvent(record: RawBits): void {
+    const outcome = this.evtq.push(record);
+    if (outcome === "written") {
+      this.stats.eventsInjected++;
+      if ((this.regs.num("IRQ_CTRLACK") & IRQ_EVTQ) !== 0) this.signal("EVTQ_IRQ_CFG0", "EVTQ_IRQ_CFG1", this.gsivs.event, GerrorBit.MSI_EVTQ_ABT_ERR, "smmuv3-evtq");
+    } else if (outcome === "abort") this.raiseGerror(GerrorBit.EVTQ_ABT_ERR);
+  }
+
+  // ---- command queue ----
+
+  private processCommands(): void {
+    if (!this.frozen) this.cmdq.process();
+  }
+
+  /** The command semantics the queue runs commands through (see `EmulatedCommandQueue`). */
+  private readonly executor: CommandExecutor = {
+    execute: (cmd, position) => {
+      this.stats.trapped++;
+      this.failurePosition = -1;
+      return this.execute(cmd, position);
+    },
+    errorPosition: () => this.failurePosition,
+    finish: () => this.flushForwards(),
+    abandon: () => {
+      this.forwardCount = 0;
+    },
+  };
+
+  /** Sends the queued host commands; the position of the one the host refused, if any. */
+  private flushForwards(): number | undefined {
+    const count = this.forwardCount;
+    this.forwardCount = 0;
+    if (count === 0 || this.nested === undefined) return undefined;
+    const r = this.nested.invalidate(this.forwardWords, count);
+    this.stats.forwarded += r.ok ? count : r.handled;
+    return r.ok ? undefined : this.forwardPositions[Math.min(r.handled, count - 1)]!;
+  }
+
+  private forward(cmd: RawBits, position: number): number {
+    this.forwardWords.set(cmd, this.forwardCount * 4);
+    this.forwardPositions[this.forwardCount++] = position;
+    if (this.forwardCount < FORWARD_BATCH) return CmdqError.CERROR_NONE;
+    const failed = this.flushForwards();
+    if (failed === undefined) return CmdqError.CERROR_NONE;
+    this.failurePosition = failed;
+    return CmdqError.CERROR_ILL;
+  }
+
+  /**
+   * One trapped command; returns its CMDQ error (CERROR_NONE when it completed or was queued for the host).
+   * Fields are read straight from the command's halves: nothing is allocated per command.
+   */
+  private execute(cmd: RawBits, position: number): number {
+    const name = commandName(cmdOpcode(cmd));
+    if (name === undefined || commandSetsUndefinedBits(cmd)) return CmdqError.CERROR_ILL;
+    if (SSEC_COMMANDS.has(name) && cmdSsec(cmd)) return CmdqError.CERROR_ILL;
+    const f = this.features;
+    const sidLimit = 2 ** f.sidBits;
+    switch (name) {
+      case "CMD_PREFETCH_CONFIG":
+      case "CMD_PREFETCH_ADDR":
+        return cmdSid(cmd) >= sidLimit ? CmdqError.CERROR_ILL : CmdqError.CERROR_NONE;
+      case "CMD_CFGI_STE":
+        if (cmdSid(cmd) >= sidLimit) return CmdqError.CERROR_ILL;
+        this.applyStreams(cmdSid(cmd), cmdSid(cmd));
+        return CmdqError.CERROR_NONE;
+      case "CMD_CFGI_STE_RANGE": {
+        if (cmdRange(cmd) === CFGI_ALL_RANGE) this.applyAllStreams();
+        else {
+          const { first, last } = cfgiSteRangeStreams(cmdSid(cmd), cmdRange(cmd));
+          this.applyStreams(first, last);
+        }
+        return CmdqError.CERROR_NONE;
+      }
+      case "CMD_CFGI_CD":
+      case "CMD_CFGI_CD_ALL": {
+        const sid = cmdSid(cmd);
+        if (sid >= sidLimit) return CmdqError.CERROR_ILL;
+        if (this.nested?.hasDevice(sid)) return this.forward(cmd, position);
+        if (this.shadow?.hasDevice(sid)) this.applyStream(sid);
+        return CmdqError.CERROR_NONE;
+      }
+      case "CMD_TLBI_NH_ALL":
+      case "CMD_TLBI_NSNH_ALL":
+        return this.invalidate(cmd, position, undefined, 0, Number.POSITIVE_INFINITY);
+      case "CMD_TLBI_NH_ASID":
+        return this.invalidate(cmd, position, cmdAsid(cmd), 0, Number.POSITIVE_INFINITY);
+      case "CMD_TLBI_NH_VA":
+      case "CMD_TLBI_NH_VAA":
+        tlbiRange(cmd, this.range);
+        return this.invalidate(cmd, position, name === "CMD_TLBI_NH_VA" ? cmdAsid(cmd) : undefined, this.range.first, this.range.length);
+      case "CMD_TLBI_EL2_ALL":
+      case "CMD_TLBI_EL2_ASID":
+      case "CMD_TLBI_EL2_VA":
+      case "CMD_TLBI_EL2_VAA":
+      case "CMD_TLBI_EL3_ALL":
+      case "CMD_TLBI_EL3_VA":
+        return f.hyp ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
+      case "CMD_TLBI_S12_VMALL":
+      case "CMD_TLBI_S2_IPA":
+        return f.stage2 ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
+      case "CMD_ATC_INV":
+        return this.atcInvalidate(cmd, position, cmdSid(cmd));
+      case "CMD_PRI_RESP":
+        return f.pri ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
+      case "CMD_RESUME":
+      case "CMD_STALL_TERM":
+        // Terminate-only SMMU: nothing is ever stalled, so there is nothing to resume.
+        return CmdqError.CERROR_NONE;
+      case "CMD_SYNC":
+        return this.sync(cmdSyncCs(cmd), cmdSyncMsiAddress(cmd), cmdSyncMsiData(cmd));
+      default:
+        return CmdqError.CERROR_ILL;
+    }
+  }
+
+  /** A stage-1 TLB invalidation: to the host in nested mode, a resync of the shadow in shadow mode. */
+  private invalidate(cmd: RawBits, position: number, asid: number | undefined, address: number, length: number): number {
+    if (this.nested !== undefined) return this.forward(cmd, position);
+    if (this.shadow !== undefined) {
+      this.shadow.invalidate(asid, address, length);
+      this.stats.forwarded++;
+      this.stats.shadowMappings = this.shadow.mappings;
+    }
+    return CmdqError.CERROR_NONE;
+  }
+
+  /**
+   * CMD_ATC_INV: the stream must have ATS enabled (STE.EATS ≠ 0); otherwise the device answers the ATS
+   * invalidation with Unsupported Request and the next CMD_SYNC fails with CERROR_ATC_INV_SYNC. With ATS, a
+   * passthrough device's invalidation goes to the host (its ATC), an emulated device has none.
+   */
+  private atcInvalidate(cmd: RawBits, position: number, sid: number): number {
+    if (!this.features.ats) return CmdqError.CERROR_ILL;
+    if (sid >= 2 ** this.features.sidBits) return CmdqError.CERROR_ILL;
+    const ste = this.guestSte(sid);
+    if (typeof ste === "number" || ste.eats === 0 || ste.config === SteConfig.Abort) {
+      this.atcFailure = true;
+      return CmdqError.CERROR_NONE;
+    }
+    return this.nested?.hasDevice(sid) ? this.forward(cmd, position) : CmdqError.CERROR_NONE;
+  }
+
+  /**
+   * CMD_SYNC: everything before it completes (forwarded commands reach the host first), then the completion is
+   * signalled: CS SIG_IRQ as an MSI of MSIData to MSIAddress (or the wired sync interrupt without MSIs), SIG_SEV
+   * as an event. A host refusal or an incomplete ATC invalidation fails the SYNC instead.
+   */
+  private sync(cs: number, msiAddress: number, msiData: number): number {
+    const failed = this.flushForwards();
+    if (failed !== undefined) {
+      this.failurePosition = failed;
+      return CmdqError.CERROR_ILL;
+    }
+    if (this.atcFailure) {
+      this.atcFailure = false;
+      return CmdqError.CERROR_ATC_INV_SYNC;
+    }
+    if (cs === 1) {
+      if (!this.features.msi) this.vm.inject(this.gsivs.sync, 0, "smmuv3-sync");
+      else if (writeSmmuMsi(this.vm, msiAddress, msiData, "smmuv3-sync") === "abort") this.raiseGerror(GerrorBit.MSI_CMDQ_ABT_ERR);
+    } else if (cs === 2) this.sevEvents++;
+    else if (cs === 3) return CmdqError.CERROR_ILL;
+    return CmdqError.CERROR_NONE;
+  }
+
+  // ---- streams (host side) ----
+
+  private guestSte(sid: number): ReturnType<typeof decodeSteSettings> {
+    const read = readSte(this.streamTable(), sid, this.reader, this.steWords, this.info);
+    return read !== 0 ? read : decodeSteSettings(this.steWords, this.features);
+  }
+
+  private applyAllStreams(): void {
+    for (const sid of this.assigned.keys()) this.applyStream(sid);
+  }
+
+  private applyStreams(first: number, last: number): void {
+    for (const sid of this.assigned.keys()) if (sid >= first && sid <= last) this.applyStream(sid);
+  }
+
+  /** Re-reads what the guest configured for a passthrough StreamID and installs it on the host. */
+  private applyStream(sid: number): void {
+    if (this.nested !== undefined) this.nested.setVste(sid, this.vsteFor(sid));
+    if (this.shadow !== undefined) {
+      this.shadow.setStream(sid, this.shadowStreamFor(sid));
+      this.stats.shadowMappings = this.shadow.mappings;
+    }
+  }
+
+  /**
+   * The vSTE for the host: GBPA's abort or bypass while the SMMU is disabled; the guest STE's dw0/dw1 reduced to
+   * the nesting-allowed fields when it is legal; V = 0 (the host's abort) when it is not, or cannot be read.
+   */
+  private vsteFor(sid: number): RawBits {
+    if (!this.smmuEnabled) return configVste((this.regs.num("GBPA") & GBPA_ABORT) !== 0 ? SteConfig.Abort : SteConfig.Bypass);
+    const ste = this.guestSte(sid);
+    if (typeof ste === "number") return INVALID_VSTE;
+    const vste = new Uint32Array(4);
+    for (let i = 0; i < 4; i++) vste[i] = (this.steWords[i]! & STE_NESTING_ALLOWED_MASK[i]!) >>> 0;
+    return vste;
+  }
+
+  private shadowStreamFor(sid: number): ShadowStream {
+    if (!this.smmuEnabled) return (this.regs.num("GBPA") & GBPA_ABORT) !== 0 ? { kind: "blocked" } : { kind: "identity" };
+    const ste = this.guestSte(sid);
+    if (typeof ste === "number" || ste.config === SteConfig.Abort) return { kind: "blocked" };
+    if (ste.stage1 === undefined) return { kind: "identity" };
+    const read = readCd(ste.stage1, NO_PASID, this.reader, this.cdWords, this.info);
+    if (read === CD_BYPASS) return { kind: "identity" };
+    if (read !== 0) return { kind: "blocked" };
+    const cd = decodeCdSettings(this.cdWords, this.features);
+    return typeof cd === "number" ? { kind: "blocked" } : { kind: "stage1", cd };
+  }
+
+  // ---- events ----
+
+  /** The VMM's event loop: vEVENTQ records into the guest's event queue; host-side losses show as overflow. */
+  poll(): void {
+    if (this.frozen || this.nested === undefined) return;
+    const { records, lost } = this.nested.readEvents();
+    if (lost) this.evtq.markOverflow();
+    for (const record of records) this.injectEvent(record);
+  }
+
+  // ---- emulated devices ----
+
+  /**
+   * Translates a DMA of one of the VMM's own devices as the SMMU would: GBPA while disabled, otherwise the
+   * guest's stream table, STE, CD and stage-1 tables. A fault is recorded in the guest's event queue when the
+   * architecture records it (CD.R for walk faults; C_BAD_STREAMID only with CR2.RECINVSID).
+   */
+  translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
+    const access = write ? Perm.Write : Perm.Read;
+    if (!this.smmuEnabled) {
+      const abort = (this.regs.num("GBPA") & GBPA_ABORT) !== 0;
+      out.ok = !abort;
+      out.mapped = !abort;
+      out.output = iova;
+      out.pageShift = 12;
+      out.perms = abort ? 0 : Perm.All;
+      out.fault = abort ? WalkFault.Translation : WalkFault.None;
+      out.stage = 1;
+      out.faultInput = iova;
+      return;
+    }
+    this.translator.setStreamTable(this.streamTable());
+    this.translator.translate(guestRid, pasid, iova, access, out, this.info);
+    if (out.ok || this.info.event === 0 || !this.info.record) return;
+    if (this.info.event === EventType.C_BAD_STREAMID && (this.regs.num("CR2") & CR2_RECINVSID) === 0) return;
+    const record = faultRecord(this.info, { sid: guestRid, ssid: pasid, iova, access });
+    if (record !== undefined) this.injectEvent(record);
+  }
+
+  /**
+   * SMMUv3 remaps no interrupts: a device's MSI is a write to the interrupt controller, which the model's GIC
+   * takes at a CPU's GICR_SETLPIR doorbell (data = INTID). Any other address is not an interrupt (blocked).
+   */
+  deliverMsi(guestRid: number, msi: MsiMessage): InterruptResult {
+    const cpu = gicrSetlpirCpu(msi.address);
+    if (cpu === undefined || cpu >= this.vm.vcpus) return { ok: false, fault: { code: 0, name: "NOT_AN_INTERRUPT_DOORBELL" } };
+    this.vm.inject(msi.data >>> 0, cpu, `msi:${guestRid.toString(16)}`);
+    return { ok: true, irq: { vector: msi.data >>> 0, destination: cpu, destinationMode: "physical", deliveryMode: 0, trigger: "edge" } };
+  }
+
+  acpiTables(): AcpiTableBlob[] {
+    return [{ signature: "IORT", bytes: buildIort({ smmuBase: this.mmioBase, gsivs: this.gsivs }) }];
+  }
+
+  // ---- migration ----
+
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  thaw(): void {
+    this.frozen = false;
+    this.processCommands();
+    this.poll();
+  }
+
+  /** Registers and the SMMU's pending state; guest memory carries the tables and queues. */
+  save(): Uint8Array {
+    const wasFrozen = this.frozen;
+    this.frozen = true;
+    try {
+      const state: StateValue = { regs: this.regs.snapshot(), atcFailure: this.atcFailure, sevEvents: this.sevEvents };
+      return encodeState(STATE_KIND, STATE_VERSION, state);
+    } finally {
+      this.frozen = wasFrozen;
+    }
+  }
+
+  /**
+   * Restores registers into a freshly created device of the same configuration, then rebuilds the host side from
+   * the guest's tables (every assigned stream's STE) and resumes the queues, as a destination VMM does.
+   */
+  restore(blob: Uint8Array): Result<void> {
+    const decoded = decodeState(blob, STATE_KIND, [STATE_VERSION]);
+    if (!decoded.ok) return fail(decoded);
+    const s = decoded.value.value;
+    if (s === null || typeof s !== "object" || Array.isArray(s) || typeof s.regs !== "object" || s.regs === null || Array.isArray(s.regs)) {
+      return err("EINVAL", "smmuv3 state lacks registers");
+    }
+    const regs: Record<string, string> = {};
+    for (const [k, v] of Object.entries(s.regs)) if (typeof v === "string") regs[k] = v;
+    this.frozen = true;
+    this.regs.restore(regs);
+    this.atcFailure = s.atcFailure === true;
+    this.sevEvents = typeof s.sevEvents === "number" ? s.sevEvents : 0;
+    this.applyAllStreams();
+    this.frozen = false;
+    this.processCommands();
+    return ok();
+  }
+
+  destroy(): void {
+    this.nested?.destroy();
+    this.nested = undefined;
+    this.shadow?.destroy();
+    this.shadow = undefined;
+    for (const a of this.assigned.values()) a.device.msiTarget = undefined;
+    this.assigned.clear();
+    this.unmapRegisters?.();
+    this.unmapRegisters = undefined;
+  }
+
+  /** The vSMMU's iommufd object id (nested mode), for an extension's VMM adding its own objects to it. */
+  get viommuId(): number | undefined {
+    return this.nested?.viommuId;
+  }
+
+  /** The vSTE installed on the host for a passthrough StreamID (nested mode), for tests. */
+  hostVste(sid: number): RawBits | undefined {
+    return this.nested?.vsteOf(sid);
+  }
+}

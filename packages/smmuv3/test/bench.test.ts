@@ -1,0 +1,13 @@
+import { describe, expect, it } from "vitest";
+import { smmuv3Plugin } from "../src/plugin.js";
+
+describe("SMMUv3 bench figures", () => {
+  it("are named smmuv3-… and each runs to a finite figure (the figures themselves are not asserted)", () => {
+    const figures = smmuv3Plugin.bench!;
+    expect(figures.map((f) => f.name)).toEqual(["smmuv3-translations-per-s", "smmuv3-commands-per-s"]);
+    for (const f of figures) {
+      const r = f.run();
+      expect(Number.isFinite(r.value)).toBe(true);
+    }
+  });
+});

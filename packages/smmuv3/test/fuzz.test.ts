@@ -1,0 +1,143 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { GuestMemory, HostMemory, newWalkResult, NO_PASID, Perm, unwrap } from "@viommu/core";
+import { CommandOpcode } from "../src/format/command.js";
+import { EventType } from "../src/format/event-record.js";
+import { encodeHwptArmSmmuv3, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_ARM_SMMUV3 } from "../src/format/uapi.js";
+import { smmuv3Plugin } from "../src/plugin.js";
+import { decodeCdSettings } from "../src/translate/cd-config.js";
+import { smmuFeatures } from "../src/translate/smmu-features.js";
+import { decodeSteSettings } from "../src/translate/ste-config.js";
+import { emulatedIds } from "../src/vmm/emulated-idr.js";
+import { DEFAULT_SMMUV3_HW } from "../src/hw/smmuv3-hw-config.js";
+import { rawSmmu } from "./raw-smmu.js";
+import { hostSetup, smmuBed } from "./support.js";
+
+const opcodes = Object.values(CommandOpcode);
+const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+/** A command: mostly a known opcode with random fields, sometimes anything at all. */
+const command = fc.oneof(
+  fc.tuple(fc.constantFrom(...opcodes), u32, u32, u32, u32).map(([op, a, b, c, d]) => Uint32Array.of(((a & ~0xff) | op) >>> 0, b, c, d)),
+  fc.tuple(fc.constantFrom(...opcodes), fc.integer({ min: 0, max: 0x3f })).map(([op, sid]) => Uint32Array.of(op, sid, 0, 0)),
+  fc.tuple(u32, u32, u32, u32).map(([a, b, c, d]) => Uint32Array.of(a, b, c, d)),
+);
+const EVENT_CODES = new Set<number>(Object.values(EventType));
+
+describe("fuzzing with hostile guest input", () => {
+  it("command queue: any commands end as consumed or as a CMDQ error at the failing one; nothing escapes, nothing leaves the VM", () => {
+    const s = rawSmmu();
+    const host = s.bed.platform.host.memory;
+    fc.assert(
+      fc.property(fc.array(command, { minLength: 1, maxLength: 12 }), (commands) => {
+        for (const c of commands) {
+          s.submit(c);
+          // The guest's recovery (Linux arm_smmu_cmdq_skip_err): an illegal command becomes a CMD_SYNC, then ack.
+          for (let tries = 0; tries < 4 && s.cmdqError(); tries++) {
+            expect([1, 2, 3]).toContain(s.consErr());
+            if (s.consErr() === 1) s.patch(s.cons() % 16, Uint32Array.of(0x46, 0, 0, 0));
+            s.ack();
+          }
+        }
+        expect(s.cmdqError()).toBe(false);
+        expect(s.cons()).toBe(Number(s.vm.mmioRead(s.iommu.mmioBase + 0x98, 4)));
+        expect(host.violations).toEqual([]);
+      }),
+      { seed: 7, numRuns: 150 },
+    );
+  });
+
+  it("register file: random accesses anywhere in both pages never throw, and a driver reset recovers the SMMU", () => {
+    const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true });
+    const access = fc.record({
+      offset: fc.oneof(fc.integer({ min: 0, max: 0x3f }).map((x) => x * 4), fc.integer({ min: 0, max: 0x7fff }).map((x) => x * 4), fc.constantFrom(0x100a8, 0x100ac, 0x100c8)),
+      size: fc.constantFrom(4 as const, 8 as const),
+      value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      write: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.array(access, { maxLength: 40 }), (accesses) => {
+        for (const a of accesses) {
+          const at = s.iommu.mmioBase + a.offset;
+          if (a.write) s.vm.mmioWrite(at, a.size, a.size === 4 ? a.value & 0xffff_ffffn : a.value);
+          else s.vm.mmioRead(at, a.size);
+        }
+      }),
+      { seed: 11, numRuns: 100 },
+    );
+    expect(s.driver.init({ translation: true, interruptRemapping: false }).ok).toBe(true);
+    const domain = unwrap(s.driver.createDomain());
+    unwrap(s.driver.attach(0x10, domain));
+    unwrap(s.driver.map(domain, 0x10_0000, 0x2000_0000, 0x1000, Perm.ReadWrite));
+    expect(s.device.read(0x10_0000, 4).ok).toBe(true);
+  });
+
+  it("STE and CD checks: any 512 bits give legal settings or the architecture's C_BAD_STE / C_BAD_CD", () => {
+    const ids = emulatedIds(undefined, "nested");
+    const guest = smmuFeatures([ids.IDR0!, ids.IDR1!, ids.IDR2!, ids.IDR3!, ids.IDR4!, ids.IDR5!]);
+    const host = smmuFeatures(DEFAULT_SMMUV3_HW.idr);
+    fc.assert(
+      fc.property(fc.array(u32, { minLength: 16, maxLength: 16 }), (words) => {
+        const raw = Uint32Array.from(words);
+        for (const f of [guest, host]) {
+          const ste = decodeSteSettings(raw, f);
+          if (typeof ste === "number") expect(ste).toBe(EventType.C_BAD_STE);
+          const cd = decodeCdSettings(raw, f);
+          if (typeof cd === "number") expect(cd).toBe(EventType.C_BAD_CD);
+        }
+      }),
+      { seed: 3, numRuns: 2000 },
+    );
+  });
+
+  it("walker: random guest tables give a translation inside the image's address space or an architectural event", () => {
+    const base = 0x4000_0000;
+    const memory = new GuestMemory(new HostMemory(), 1, { sizeBytes: 2 ** 24, base });
+    const walk = unwrap(smmuv3Plugin.walk!.prepare(memory, { STRTAB_BASE: BigInt(base), STRTAB_BASE_CFG: 6n }));
+    // Entries point into a small window of the image so random tables link to each other.
+    const entry = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 0xfff }), u32).map(([page, low, hi]) => [(low | (page * 4096)) >>> 0, hi & 0xf0000 ? hi : (base / 2 ** 32) | (hi & 0xfff00000)] as const);
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 256 * 512 - 1 }), entry), { minLength: 1, maxLength: 200 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 0, max: 2 ** 40 }), fc.boolean()), { maxLength: 20 }), (writes, requests) => {
+        for (const [slot, [lo, hi]] of writes) memory.write64Halves(base + slot * 8, (lo + base) >>> 0, hi);
+        for (const [rid, iova, write] of requests) {
+          const r = walk({ rid, iova, write });
+          if (r.ok) expect(r.output).toBeGreaterThanOrEqual(0);
+          else expect(r.fault.code === 0 || EVENT_CODES.has(r.fault.code)).toBe(true);
+        }
+      }),
+      { seed: 5, numRuns: 200 },
+    );
+  });
+
+  it("nested host: random vSTEs are accepted or refused with EIO, and random guest tables never let DMA leave the VM", () => {
+    const h = hostSetup();
+    const viommuId = unwrap(h.ctx.viommuAlloc({ flags: 0, type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3, devId: h.devId, hwptId: h.parentId }));
+    unwrap(h.ctx.vdeviceAlloc({ viommuId, devId: h.devId, virtId: 0x10 }));
+    const host = h.platform.host.memory;
+    const out = newWalkResult();
+    fc.assert(
+      fc.property(
+        fc.record({ config: fc.constantFrom(0, 4, 5, 5, 5, 6, 7), fmt: fc.integer({ min: 0, max: 3 }), ctx: fc.integer({ min: 0, max: 63 }), cdMax: fc.constantFrom(0, 0, 1, 6, 20, 31), dw1: u32, stray: fc.boolean() }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 512 * 64 - 1 }), u32, u32), { maxLength: 64 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 2 ** 36 }), fc.boolean(), fc.integer({ min: -1, max: 3 })), { maxLength: 16 }),
+        (v, writes, dmas) => {
+          // A vSTE whose CD table lies in the first 256 KiB of RAM, where the random writes land; table
+          // pointers written there mostly stay low, so stage-1 walks get somewhere before they fault.
+          const dw1 = v.stray ? v.dw1 : v.dw1 & ((0b11 << 28) | (1 << 27) | 0xff);
+          const vste = Uint32Array.of((1 | (v.config << 1) | (v.fmt << 4) | (0x1000 + v.ctx * 64)) >>> 0, (v.cdMax << 27) >>> 0, dw1 >>> 0, 0);
+          for (const [slot, lo, hi] of writes) h.vm.memory.write64Halves(0x1000 + slot * 8, lo, hi & 1 ? 0 : hi & 0x000f_ffff);
+          const hwpt = h.ctx.hwptAlloc({ flags: 0, devId: h.devId, ptId: viommuId, data: { type: IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: encodeHwptArmSmmuv3(vste) } });
+          if (!hwpt.ok) expect(hwpt.error.errno).toBe("EIO");
+          else unwrap(h.ctx.attach(h.devId, hwpt.value));
+          for (const [iova, write, pasid] of dmas) {
+            h.device.translate(iova, write, pasid < 0 ? NO_PASID : pasid, out);
+            if (out.ok) expect(host.ownerOf(out.output)).toBe(h.vm.id);
+            if (write) h.device.write(iova, Uint8Array.of(1));
+            else h.device.read(iova, 8);
+          }
+          expect(host.violations).toEqual([]);
+        },
+      ),
+      { seed: 9, numRuns: 150 },
+    );
+  });
+});

@@ -1,0 +1,54 @@
+import { HwptAllocFlag, IoasMapFlag, IommufdContext, Platform, unwrap, type DmaDevice, type VirtualMachine } from "@viommu/core";
+import { Testbed, type TestbedOptions } from "@viommu/conformance";
+import { smmuv3Plugin } from "../src/plugin.js";
+import { createSmmuv3Unit, type Smmuv3Unit, type Smmuv3UnitOptions } from "../src/hw/smmuv3-unit.js";
+import type { Smmuv3Device } from "../src/vmm/smmuv3-device.js";
+import type { Smmuv3GuestDriver } from "../src/guest/smmuv3-driver.js";
+
+/** A testbed for SMMUv3 with typed handles on the first VM's pieces. */
+export function smmuBed(options: Omit<TestbedOptions, "plugin"> = { vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }] }) {
+  const bed = unwrap(Testbed.create({ ...options, plugin: smmuv3Plugin }));
+  const v = bed.vms[0]!;
+  return {
+    bed,
+    v,
+    vm: v.vm,
+    unit: bed.units[0] as Smmuv3Unit,
+    iommu: v.iommus[0] as Smmuv3Device,
+    driver: v.drivers[0] as Smmuv3GuestDriver,
+    device: v.devices[0]!.device,
+  };
+}
+
+/** The host side alone: one unit, one VM with RAM mapped at IOVA = GPA, a bound device and a nesting parent. */
+export interface HostSetup {
+  readonly platform: Platform;
+  readonly unit: Smmuv3Unit;
+  readonly vm: VirtualMachine;
+  readonly ctx: IommufdContext;
+  readonly device: DmaDevice;
+  readonly devId: number;
+  readonly ioasId: number;
+  readonly parentId: number;
+}
+
+export function hostSetup(unitOptions: Smmuv3UnitOptions = {}): HostSetup {
+  const platform = new Platform({ plugins: [] });
+  const unit = createSmmuv3Unit(platform.host, 0, unitOptions);
+  platform.host.units.push(unit);
+  const vm = platform.createVm({ memoryBytes: 2 ** 30 });
+  const ctx = new IommufdContext(vm.id);
+  const device = platform.createDevice(unit, 0x100);
+  const devId = unwrap(ctx.bindDevice(device));
+  const ioasId = unwrap(ctx.ioasAlloc());
+  unwrap(ctx.ioasMap({ ioasId, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: vm.memory, gpa: 0, length: vm.memory.sizeBytes, iova: 0 }));
+  const parentId = unwrap(ctx.hwptAlloc({ flags: HwptAllocFlag.NEST_PARENT, devId, ptId: ioasId }));
+  return { platform, unit, vm, ctx, device, devId, ioasId, parentId };
+}
+
+/** 64-bit words (lowest first) of raw halves, as hex, for readable assertions. */
+export function hex64(raw: Uint32Array): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) out.push(`0x${((BigInt(raw[i + 1]!) << 32n) | BigInt(raw[i]!)).toString(16).padStart(16, "0")}`);
+  return out;
+}
