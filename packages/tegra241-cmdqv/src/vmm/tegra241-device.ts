@@ -1,0 +1,182 @@
+import {
+  decodeState,
+  encodeState,
+  err,
+  fail,
+  ok,
+  type AcpiTableBlob,
+  type DmaDevice,
+  type EmulatedIommu,
+  type InterruptResult,
+  type IommufdContext,
+  type MsiMessage,
+  type Result,
+  type StateValue,
+  type TranslationMode,
+  type UserData,
+  type VmmDeviceOptions,
+  type VmmStats,
+  type WalkResult,
+} from "@viommu/core";
+import { IOMMU_VIOMMU_TYPE_ARM_SMMUV3, Smmuv3Device } from "@viommu/smmuv3";
+import type { HwInfoTegra241Cmdqv } from "../format/iommufd-uapi.js";
+import { cmdqvAcpiTable } from "./cmdqv-acpi.js";
+import { CmdqvVmm, type CmdqvVmmPlacement } from "./cmdqv-vmm.js";
+
+/** Where the VMM puts the CMDQV in the guest's physical map: a 1 MiB window per instance, clear of the SMMUs. */
+export const DEFAULT_CMDQV_BASE = 0x0b00_0000;
+export const CMDQV_WINDOW = 0x10_0000;
+/** GSIV of instance 0's CMDQV error interrupt (SPI 112), after the SMMUs' four each. */
+export const DEFAULT_CMDQV_GSIV = 0x90;
+
+const STATE_KIND = "tegra241-cmdqv";
+const STATE_VERSION = 1;
+
+export function defaultCmdqvPlacement(instance: number): CmdqvVmmPlacement {
+  return { base: DEFAULT_CMDQV_BASE + instance * CMDQV_WINDOW, gsiv: DEFAULT_CMDQV_GSIV + instance };
+}
+
+/**
+ * The VMM's iommufd as the SMMUv3 half sees it: its IOMMU_VIOMMU_ALLOC of an ARM_SMMUV3 vIOMMU asks for a
+ * TEGRA241_CMDQV one with `data` instead (what QEMU's accelerated SMMUv3 does through its CMDQV ops'
+ * alloc_viommu). The Tegra vIOMMU serves the SMMUv3 half unchanged: nested HWPTs from vSTEs, raw-command
+ * invalidation, SMMUv3 vEVENTs. Every other call goes straight to the context.
+ */
+function iommufdAllocatingTegra(ctx: IommufdContext, data: UserData, allocated: (viommuId: number) => void): IommufdContext {
+  return new Proxy(ctx, {
+    get(target, property): unknown {
+      if (property === "viommuAlloc") {
+        return (args: Parameters<IommufdContext["viommuAlloc"]>[0]): ReturnType<IommufdContext["viommuAlloc"]> => {
+          if (args.type !== IOMMU_VIOMMU_TYPE_ARM_SMMUV3) return target.viommuAlloc(args);
+          const r = target.viommuAlloc({ ...args, type: data.type, data });
+          if (r.ok) allocated(r.value);
+          return r;
+        };
+      }
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+/**
+ * The guest-visible SMMUv3 with a Tegra241 CMDQV, as a VMM builds it (QEMU's smmuv3-accel with tegra241-cmdqv):
+ * the SMMUv3 half (registers, the trapped CMDQ, stream table → nested HWPTs, event queue, IORT) runs unchanged on
+ * a TEGRA241_CMDQV vIOMMU; the CMDQV half adds the aperture with the VINTF page mapped straight into the guest,
+ * HW queues for the guest's VCMDQs, the CMDQV error interrupt and the NVDA200C device in an SSDT. When the host
+ * has no CMDQV, or the mode is not nested (a shadowing VMM has no vIOMMU to hang queues on), the guest gets a
+ * plain SMMUv3 and finds no NVDA200C device.
+ */
+export class Tegra241Device implements EmulatedIommu {
+  readonly vendor = "tegra241-cmdqv";
+
+  private constructor(
+    readonly smmu: Smmuv3Device,
+    /** The CMDQV half; undefined when the VM got a plain SMMUv3. */
+    readonly cmdqv: CmdqvVmm | undefined,
+    private readonly instance: number,
+  ) {}
+
+  static create(options: VmmDeviceOptions): Result<Tegra241Device> {
+    const instance = options.instance ?? 0;
+    let info: HwInfoTegra241Cmdqv | undefined;
+    if (options.mode === "nested") {
+      const probed = CmdqvVmm.probe(options.iommufd, options.anchorDevId);
+      if (probed.ok) info = probed.value;
+      else if (probed.error.errno !== "EOPNOTSUPP") return fail(probed);
+    }
+    if (info === undefined) {
+      const plain = Smmuv3Device.create(options);
+      return plain.ok ? ok(new Tegra241Device(plain.value, undefined, instance)) : fail(plain);
+    }
+    const data = CmdqvVmm.viommuData();
+    let viommuId: number | undefined;
+    const smmu = Smmuv3Device.create({ ...options, iommufd: iommufdAllocatingTegra(options.iommufd, data, (id) => (viommuId = id)) });
+    if (!smmu.ok) return fail(smmu);
+    if (viommuId === undefined) {
+      smmu.value.destroy();
+      return err("EOPNOTSUPP", "the SMMUv3 half allocated no vIOMMU");
+    }
+    const cmdqv = CmdqvVmm.attach(options.vm, options.iommufd, viommuId, data, info, defaultCmdqvPlacement(instance));
+    if (!cmdqv.ok) {
+      smmu.value.destroy();
+      return fail(cmdqv);
+    }
+    return ok(new Tegra241Device(smmu.value, cmdqv.value, instance));
+  }
+
+  get mode(): TranslationMode {
+    return this.smmu.mode;
+  }
+
+  get mmioBase(): number {
+    return this.smmu.mmioBase;
+  }
+
+  /** The SMMUv3 half's counters, with the CMDQV aperture's trapped accesses added to `trapped`. */
+  get stats(): VmmStats {
+    const s = this.smmu.stats;
+    return { trapped: s.trapped + (this.cmdqv?.stats.trapped ?? 0), forwarded: s.forwarded, eventsInjected: s.eventsInjected, shadowMappings: s.shadowMappings };
+  }
+
+  get frozen(): boolean {
+    return this.smmu.frozen;
+  }
+
+  freeze(): void {
+    this.smmu.freeze();
+  }
+
+  thaw(): void {
+    this.smmu.thaw();
+  }
+
+  assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
+    return this.smmu.assignDevice(device, devId, guestRid);
+  }
+
+  translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
+    this.smmu.translateEmulated(guestRid, pasid, iova, write, out);
+  }
+
+  deliverMsi(guestRid: number, msi: MsiMessage): InterruptResult {
+    return this.smmu.deliverMsi(guestRid, msi);
+  }
+
+  /** The SMMU's event loop, then the CMDQV's (queue errors into the guest's maps and interrupt). */
+  poll(): void {
+    this.smmu.poll();
+    if (!this.smmu.frozen) this.cmdqv?.poll();
+  }
+
+  /** The SMMU's IORT, and with a CMDQV the SSDT declaring its NVDA200C device. */
+  acpiTables(): AcpiTableBlob[] {
+    const tables = this.smmu.acpiTables();
+    return this.cmdqv === undefined ? tables : [...tables, cmdqvAcpiTable(this.instance, this.cmdqv.placement, tables)];
+  }
+
+  save(): Uint8Array {
+    const smmu = this.smmu.save();
+    const state: StateValue = { smmu: Array.from(smmu, (b) => b.toString(16).padStart(2, "0")).join(""), cmdqv: this.cmdqv?.saveState() ?? null };
+    return encodeState(STATE_KIND, STATE_VERSION, state);
+  }
+
+  /** Restores both halves into a freshly created device of the same configuration; a corrupted blob is EINVAL. */
+  restore(blob: Uint8Array): Result<void> {
+    const decoded = decodeState(blob, STATE_KIND, [STATE_VERSION]);
+    if (!decoded.ok) return fail(decoded);
+    const s = decoded.value.value;
+    if (s === null || typeof s !== "object" || Array.isArray(s) || typeof s.smmu !== "string" || !/^(?:[0-9a-f]{2})*$/.test(s.smmu)) return err("EINVAL", "tegra241-cmdqv state lacks the SMMU's");
+    if ((s.cmdqv === null) !== (this.cmdqv === undefined)) return err("EINVAL", "the state and this device disagree on having a CMDQV");
+    const smmuBlob = Uint8Array.from(s.smmu.match(/../g) ?? [], (h) => parseInt(h, 16));
+    const r = this.smmu.restore(smmuBlob);
+    if (!r.ok) return r;
+    return this.cmdqv === undefined ? ok() : this.cmdqv.restoreState(s.cmdqv ?? null);
+  }
+
+  /** The CMDQV half first (its HW queues, vEVENTQ and mapping hold the vIOMMU), then the SMMU half. */
+  destroy(): void {
+    this.cmdqv?.destroy();
+    this.smmu.destroy();
+  }
+}
