@@ -23,6 +23,8 @@ export interface TestbedVmOptions {
   readonly devices: readonly TestbedDevice[];
   readonly vcpus?: number;
   readonly memoryBytes?: number;
+  /** Guest physical base of RAM (arm64 guests usually start at 0x40000000). Default 0. */
+  readonly memoryBase?: number;
   readonly confidential?: boolean;
   /** vIOMMU instances in this VM, all sharing the VM's stage-2 parent (default 1). */
   readonly instances?: number;
@@ -105,6 +107,7 @@ export class Testbed {
     const mode = this.options.mode ?? "nested";
     const vm = this.platform.createVm({
       memoryBytes: options.memoryBytes ?? 2 ** 32,
+      memoryBase: options.memoryBase,
       vcpus: options.vcpus,
       confidential: options.confidential,
       backingPageShift: options.backingPageShift,
