@@ -1,5 +1,4 @@
-import { discoverPlugins, loadPlugins, Perm, unwrap, type VendorPlugin } from "@viommu/core";
-import { Testbed } from "@viommu/conformance";
+import { discoverPlugins, loadPlugins, Perm, Testbed, unwrap, type VendorPlugin } from "@viommu/core";
 
 /**
  * A project that installed core and exactly one vendor. It does not name the vendor: it asks core what is

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createRequire } from "node:module";
 import { discoverPlugins, Platform } from "@viommu/core";
-import { mockPlugin } from "@viommu/example-mock/plugin";
+import smmuv3 from "@viommu/smmuv3/plugin";
 import { dmaThroughVendor } from "../src/index.js";
 
 const require = createRequire(import.meta.url);
@@ -15,17 +15,17 @@ describe("core plus one vendor", () => {
     const project = mkdtempSync(join(tmpdir(), "viommu-selective-"));
     mkdirSync(join(project, "node_modules", "@viommu"), { recursive: true });
     symlinkSync(packageDir("@viommu/core"), join(project, "node_modules", "@viommu", "core"));
-    symlinkSync(packageDir("@viommu/example-mock"), join(project, "node_modules", "@viommu", "example-mock"));
+    symlinkSync(packageDir("@viommu/smmuv3"), join(project, "node_modules", "@viommu", "smmuv3"));
     const found = discoverPlugins([project]);
-    expect(found.map((f) => f.packageName)).toEqual(["@viommu/example-mock"]);
-    expect(found[0]!.manifest).toEqual({ plugin: "./plugin", kind: "example" });
+    expect(found.map((f) => f.packageName)).toEqual(["@viommu/smmuv3"]);
+    expect(found[0]!.manifest).toEqual({ plugin: "./plugin", kind: "vendor" });
   });
 
   it("a platform with only that vendor registered works end to end", () => {
-    const platform = new Platform({ plugins: [mockPlugin] });
-    expect(platform.plugins().map((p) => p.id)).toEqual(["mock"]);
+    const platform = new Platform({ plugins: [smmuv3] });
+    expect(platform.plugins().map((p) => p.id)).toEqual(["smmuv3"]);
     expect(platform.createUnit("vtd")).toMatchObject({ ok: false, error: { errno: "ENOENT" } });
     platform.dispose();
-    expect([...dmaThroughVendor(mockPlugin)]).toEqual([0xde, 0xad, 0xbe, 0xef]);
+    expect([...dmaThroughVendor(smmuv3)]).toEqual([0xde, 0xad, 0xbe, 0xef]);
   });
 });
