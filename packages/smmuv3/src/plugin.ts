@@ -10,7 +10,7 @@ import {
 import { Smmuv3GuestDriver } from "./guest/smmuv3-driver.js";
 import { createSmmuv3Unit, type Smmuv3Unit } from "./hw/smmuv3-unit.js";
 import { smmuv3Acpi } from "./tools/acpi-tool.js";
-import { smmuv3Bench } from "./tools/bench.js";
+import { createSmmuv3BenchFigures } from "./tools/bench.js";
 import { smmuv3Walk } from "./tools/walk-tool.js";
 import { Smmuv3Device } from "./vmm/smmuv3-device.js";
 
@@ -56,7 +56,7 @@ export const smmuv3Plugin: VendorPlugin = {
   structures: smmuv3Structures,
   walk: smmuv3Walk,
   acpi: smmuv3Acpi,
-  bench: smmuv3Bench,
+  bench: createSmmuv3BenchFigures(() => smmuv3Plugin),
 
   register(container: DependencyContainer): void {
     container.register(VendorPlugin, { useValue: smmuv3Plugin });

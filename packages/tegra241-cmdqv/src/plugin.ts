@@ -5,7 +5,7 @@ import { IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, 
 import { Tegra241GuestDriver } from "./guest/tegra241-driver.js";
 import { Tegra241CmdqvDriver } from "./hw/cmdqv-driver.js";
 import { tegra241Acpi } from "./tools/acpi-tool.js";
-import { tegra241Bench } from "./tools/bench.js";
+import { createTegra241BenchFigures } from "./tools/bench.js";
 import { Tegra241Device } from "./vmm/tegra241-device.js";
 
 /** Whether a unit is an SMMUv3 this plugin extended (its units report the parent's vendor, "smmuv3"). */
@@ -38,7 +38,7 @@ export const tegra241CmdqvPlugin: VendorPlugin = {
   structures: tegra241Structures,
   walk: smmuv3Plugin.walk,
   acpi: tegra241Acpi,
-  bench: tegra241Bench,
+  bench: createTegra241BenchFigures(() => tegra241CmdqvPlugin, () => [smmuv3Plugin]),
 
   register(container: DependencyContainer): void {
     container.register(VendorPlugin, { useValue: tegra241CmdqvPlugin });

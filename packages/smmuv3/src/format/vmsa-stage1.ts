@@ -243,16 +243,12 @@ export function vmsaLeafAllowed(granuleShift: GranuleShift, oa52: boolean, pageS
   return level === 1 || vmsaBlockLevels(granuleShift, oa52).includes(level);
 }
 
-/** MAIR index Linux uses for cacheable memory (attr1 = 0xFF, write-back RWA). */
-export const LINUX_MAIR_IDX_CACHE = 1;
-const SH_INNER = 3;
-
 /**
- * The stage-1 writer, encoding leaves as Linux io-pgtable-arm does for a cacheable mapping: AttrIndx 1, inner
- * shareable, AF, nG, AP[1] for User (Linux's default unprivileged mapping), AP[2] unless Write, and both XN
- * bits unless Exec. So Perm.All gives the 0x…f47 pages a real Linux guest writes.
+ * A VMSAv8-64 writer for one geometry. Table descriptors, leaf placement and descriptor types are the same at
+ * both stages; `leafAttributes` ORs a leaf's stage-specific attribute bits (permissions, memory type) into its
+ * halves, which already hold the address and type.
  */
-export function vmsaStage1Encoder(options: VmsaEncoderOptions): PageTableEncoder {
+export function vmsaEncoder(options: VmsaEncoderOptions, leafAttributes: (perms: PermBits, out: Uint32Array) => void): PageTableEncoder {
   const g = options.granuleShift;
   const oa52 = options.oa52 === true;
   const oa52x64k = oa52 && g === 16;
@@ -264,12 +260,9 @@ export function vmsaStage1Encoder(options: VmsaEncoderOptions): PageTableEncoder
     encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
       if (!vmsaLeafAllowed(g, oa52, pageShift, level)) throw new RangeError(`no 2^${pageShift}-byte leaf at level ${level} with the ${2 ** (g - 10)}K granule`);
       vmsaAddressHalves(pageAddress, pageShift, oa52x64k, out);
-      let lo = level === 1 ? 0b11 : 0b01;
-      lo |= (LINUX_MAIR_IDX_CACHE << 2) | (SH_INNER << 8) | LO_AF | (1 << 11);
-      if ((perms & Perm.User) !== 0) lo |= LO_AP1;
-      if ((perms & Perm.Write) === 0) lo |= LO_AP2;
-      out[0] = (out[0]! | lo) >>> 0;
-      if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_PXN | HI_UXN) >>> 0;
+      // Pages (the last level) are type 0b11, blocks 0b01.
+      out[0] = (out[0]! | (level === 1 ? 0b11 : 0b01)) >>> 0;
+      leafAttributes(perms, out);
     },
     leafAllowed(pageShift: number, level: number): boolean {
       return vmsaLeafAllowed(g, oa52, pageShift, level);
@@ -278,4 +271,23 @@ export function vmsaStage1Encoder(options: VmsaEncoderOptions): PageTableEncoder
       return vmsaTableBytes(options.geometry, g, level);
     },
   };
+}
+
+/** MAIR index Linux uses for cacheable memory (attr1 = 0xFF, write-back RWA). */
+export const LINUX_MAIR_IDX_CACHE = 1;
+const SH_INNER = 3;
+
+/**
+ * The stage-1 writer, encoding leaves as Linux io-pgtable-arm does for a cacheable mapping: AttrIndx 1, inner
+ * shareable, AF, nG, AP[1] for User (Linux's default unprivileged mapping), AP[2] unless Write, and both XN
+ * bits unless Exec. So Perm.All gives the 0x…f47 pages a real Linux guest writes.
+ */
+export function vmsaStage1Encoder(options: VmsaEncoderOptions): PageTableEncoder {
+  return vmsaEncoder(options, (perms, out) => {
+    let lo = (LINUX_MAIR_IDX_CACHE << 2) | (SH_INNER << 8) | LO_AF | (1 << 11);
+    if ((perms & Perm.User) !== 0) lo |= LO_AP1;
+    if ((perms & Perm.Write) === 0) lo |= LO_AP2;
+    out[0] = (out[0]! | lo) >>> 0;
+    if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_PXN | HI_UXN) >>> 0;
+  });
 }

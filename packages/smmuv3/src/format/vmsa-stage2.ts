@@ -1,6 +1,6 @@
-import { EntryKind, Perm, WalkFault, defineLayout, type EntryDecode, type PageTableEncoder, type PageTableFormat, type PermBits } from "@viommu/core";
-import { vmsaMaxLevel, vmsaTableBytes, type GranuleShift } from "./vmsa-geometry.js";
-import { decodeVmsaShape, vmsaAddressHalves, vmsaBlockLevels, vmsaLeafAllowed, type VmsaEncoderOptions } from "./vmsa-stage1.js";
+import { EntryKind, Perm, WalkFault, defineLayout, type EntryDecode, type PageTableEncoder, type PageTableFormat } from "@viommu/core";
+import { vmsaMaxLevel, type GranuleShift } from "./vmsa-geometry.js";
+import { decodeVmsaShape, vmsaBlockLevels, vmsaEncoder, type VmsaEncoderOptions } from "./vmsa-stage1.js";
 
 /**
  * VMSAv8-64 stage-2 descriptors (ARM DDI0487 D8.3; spec arm-hyperv-virtio.md §2.4), as the SMMU reads them
@@ -104,29 +104,11 @@ const SH_INNER = 3;
  * 0xF (normal write-back), inner shareable, AF, S2AP from Read/Write, XN (bit 54) unless Exec.
  */
 export function vmsaStage2Encoder(options: VmsaEncoderOptions): PageTableEncoder {
-  const g = options.granuleShift;
-  const oa52 = options.oa52 === true;
-  const oa52x64k = oa52 && g === 16;
-  return {
-    encodeTable(tableAddress: number, _level: number, out: Uint32Array): void {
-      vmsaAddressHalves(tableAddress, g, oa52x64k, out);
-      out[0] = (out[0]! | 0b11) >>> 0;
-    },
-    encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
-      if (!vmsaLeafAllowed(g, oa52, pageShift, level)) throw new RangeError(`no 2^${pageShift}-byte leaf at level ${level} with the ${2 ** (g - 10)}K granule`);
-      vmsaAddressHalves(pageAddress, pageShift, oa52x64k, out);
-      let lo = level === 1 ? 0b11 : 0b01;
-      lo |= (S2MemAttr.NormalWriteBack << 2) | (SH_INNER << 8) | LO_AF;
-      if ((perms & Perm.Read) !== 0) lo |= LO_S2AP_READ;
-      if ((perms & Perm.Write) !== 0) lo |= LO_S2AP_WRITE;
-      out[0] = (out[0]! | lo) >>> 0;
-      if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_XN1) >>> 0;
-    },
-    leafAllowed(pageShift: number, level: number): boolean {
-      return vmsaLeafAllowed(g, oa52, pageShift, level);
-    },
-    tableBytes(level: number): number {
-      return vmsaTableBytes(options.geometry, g, level);
-    },
-  };
+  return vmsaEncoder(options, (perms, out) => {
+    let lo = (S2MemAttr.NormalWriteBack << 2) | (SH_INNER << 8) | LO_AF;
+    if ((perms & Perm.Read) !== 0) lo |= LO_S2AP_READ;
+    if ((perms & Perm.Write) !== 0) lo |= LO_S2AP_WRITE;
+    out[0] = (out[0]! | lo) >>> 0;
+    if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_XN1) >>> 0;
+  });
 }

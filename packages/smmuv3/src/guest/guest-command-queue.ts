@@ -1,11 +1,8 @@
 import { err, ok, toHex64, type GuestEvent, type GuestMemory, type RawBits, type Result } from "@viommu/core";
-import { encodeCommand, SyncCs } from "../format/command.js";
-import { GerrorBit, Shareability } from "../format/control-registers.js";
+import { GerrorBit } from "../format/control-registers.js";
 import { CMDQ_CONS_ERR_SHIFT, CMDQ_ENTRY_BYTES, CmdqError, cmdqErrorName, queueAdvance, queueFree, queueIndex, queueUsed } from "../format/queue-registers.js";
 import { POLL_LIMIT, type SmmuMmio } from "./smmu-mmio.js";
-
-/** CMD_SYNC MSIAttr Linux uses: outer and inner write-back (the MSI lands in normal cacheable memory). */
-const MSIATTR_OIWB = 0xf;
+import { linuxSyncCommand } from "./sync-command.js";
 
 /**
  * The guest driver's command queue (Linux `arm_smmu_cmdq_issue_cmdlist`): commands written at PROD, a CMD_SYNC
@@ -40,11 +37,6 @@ export class GuestCommandQueue {
     return this.base + queueIndex(position, this.log2) * CMDQ_ENTRY_BYTES;
   }
 
-  private syncCommand(slot: number): RawBits {
-    if (this.msiPoll) return encodeCommand("CMD_SYNC", { CS: SyncCs.SigIrq, MSH: Shareability.ISH, MSIAttr: MSIATTR_OIWB, MSIData: 0, MSIAddress: slot });
-    return encodeCommand("CMD_SYNC", { CS: SyncCs.SigSev, MSH: Shareability.ISH, MSIAttr: MSIATTR_OIWB });
-  }
-
   /** Issues `commands` followed by a CMD_SYNC and waits for the SYNC to complete. */
   submit(commands: readonly RawBits[]): Result<void> {
     let next = 0;
@@ -65,7 +57,7 @@ export class GuestCommandQueue {
       }
       next += batch;
       const syncSlot = this.slotAddress(this.prod);
-      this.memory.writeWords(syncSlot, this.syncCommand(syncSlot));
+      this.memory.writeWords(syncSlot, linuxSyncCommand(this.msiPoll ? syncSlot : undefined));
       const syncPosition = this.prod;
       this.prod = queueAdvance(this.prod, this.log2);
       this.mmio.write32("CMDQ_PROD", this.prod);
@@ -109,7 +101,7 @@ export class GuestCommandQueue {
     const failed = this.memory.readWords(slot, new Uint32Array(4));
     this.errors.push({ kind: "command-error", code, name: cmdqErrorName(code), raw: toHex64(failed) });
     if (code !== CmdqError.CERROR_ABT && code !== CmdqError.CERROR_ATC_INV_SYNC) {
-      this.memory.writeWords(slot, encodeCommand("CMD_SYNC", { CS: SyncCs.SigSev, MSH: Shareability.ISH, MSIAttr: MSIATTR_OIWB }));
+      this.memory.writeWords(slot, linuxSyncCommand(undefined));
     }
     this.mmio.write32("GERRORN", (gerrorn ^ GerrorBit.CMDQ_ERR) >>> 0);
     return true;

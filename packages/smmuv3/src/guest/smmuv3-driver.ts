@@ -27,6 +27,7 @@ import { GuestCommandQueue } from "./guest-command-queue.js";
 import { GuestEventQueue, guestEventOf } from "./guest-event-queue.js";
 import { GuestPageTable, LINUX_S1_T0SZ, tg0Of } from "./guest-page-table.js";
 import { GuestStreamTable, linuxAbortSte } from "./guest-stream-table.js";
+import type { Smmuv3DriverImplOps, Smmuv3ProbeInfo } from "./impl-ops.js";
 import { SmmuMmio } from "./smmu-mmio.js";
 import { MAX_RANGE_COMMANDS, tlbiRangeCommands } from "./tlbi-commands.js";
 
@@ -78,6 +79,8 @@ function parseVariant(variant: string | undefined): Smmuv3DriverOptions {
  * (dw1–3, CFGI_CD + SYNC, then dw0) and its STE (dw1–7, CFGI_STE + SYNC, then dw0, CFGI_STE, PREFETCH_CONFIG +
  * SYNC). Unmapping is strict: the range is invalidated (range TLBIs with TTL) before unmap returns. Events are
  * consumed with the overflow acknowledged; command and global errors are handled as Linux's GERROR handler.
+ * An SMMUv3 implementation extends it through `setImplOps` (Linux `arm_smmu_impl_ops`): its `getSecondaryCmdq`
+ * may take any batch off the main CMDQ.
  */
 export class Smmuv3GuestDriver implements GuestIommuDriver {
   readonly vendor = "smmuv3";
@@ -95,6 +98,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   private rangeInvalidation = false;
   private mapNotify = false;
   private evtqMaxLog2 = 0;
+  private implOps: Smmuv3DriverImplOps | undefined;
+  private probed: Smmuv3ProbeInfo | undefined;
 
   constructor(
     private readonly context: GuestContext,
@@ -102,15 +107,15 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   ) {}
 
   /** Where the SMMU is: the IORT's SMMUv3 node when the firmware published one, else the VMM's address. */
-  private findBase(): number {
+  private findSmmu(): { base: number; iortIdentifier: number | undefined } {
     for (const table of this.context.acpi) {
       if (table.signature !== "IORT") continue;
       const iort = decodeIort(table.bytes);
       if (!iort.ok) continue;
       const node = iort.table.nodes.find((n) => n.type === "smmuv3");
-      if (node !== undefined && node.type === "smmuv3") return Number(node.baseAddress);
+      if (node !== undefined && node.type === "smmuv3") return { base: Number(node.baseAddress), iortIdentifier: node.identifier };
     }
-    return this.context.mmioBase;
+    return { base: this.context.mmioBase, iortIdentifier: undefined };
   }
 
   private alloc(pages: number): Result<number> {
@@ -120,7 +125,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
 
   init(init: GuestInitOptions): Result<void> {
     const chosen = { ...parseVariant(init.variant), ...this.options };
-    const mmio = new SmmuMmio(this.context.vm, this.findBase());
+    const found = this.findSmmu();
+    const mmio = new SmmuMmio(this.context.vm, found.base);
     this.mmio = mmio;
     const idr0 = decodeLayout(idr0Layout, Uint32Array.of(mmio.read32("IDR0")));
     const idr1 = decodeLayout(idr1Layout, Uint32Array.of(mmio.read32("IDR1")));
@@ -135,6 +141,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     this.mapNotify = (mmio.read32("IDR4") & IDR4_MODEL_MAP_NOTIFY) !== 0;
     this.evtqMaxLog2 = idr1.EVENTQS;
     const msiPoll = idr0.MSI === 1 && idr0.COHACC === 1;
+    this.probed = { ...found, cmdqs: idr1.CMDQS, msiPoll };
 
     // Reset: disable, then program tables and queues while disabled.
     if (mmio.read32("CR0") !== 0 && !mmio.writeAcked("CR0", "CR0ACK", 0)) return err("ETIMEDOUT", "CR0ACK did not clear");
@@ -155,9 +162,9 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     this.cmdq = new GuestCommandQueue(mmio, this.context.memory, cmdqMemory.value, cmdqLog2, msiPoll);
     this.cmdq.program();
     if (!this.setCr0(CR0.CMDQEN)) return err("ETIMEDOUT", "CMDQEN not acknowledged");
-    const cfgiAll = this.cmdq.submit([encodeCommand("CMD_CFGI_STE_RANGE", { SID: 0, Range: CFGI_ALL_RANGE })]);
+    const cfgiAll = this.issue(this.cmdq, [encodeCommand("CMD_CFGI_STE_RANGE", { SID: 0, Range: CFGI_ALL_RANGE })]);
     if (!cfgiAll.ok) return cfgiAll;
-    const tlbiAll = this.cmdq.submit([encodeCommand("CMD_TLBI_NSNH_ALL", {})]);
+    const tlbiAll = this.issue(this.cmdq, [encodeCommand("CMD_TLBI_NSNH_ALL", {})]);
     if (!tlbiAll.ok) return tlbiAll;
 
     const evtq = this.programEventQueue(init.eventLogEntries ?? 64);
@@ -179,6 +186,23 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (!mmio.writeAcked("IRQ_CTRL", "IRQ_CTRLACK", IRQ_CTRL.GERROR | IRQ_CTRL.EVTQ)) return err("ETIMEDOUT", "IRQ_CTRLACK did not follow");
     if (init.translation && !this.setCr0(this.cr0 | CR0.SMMUEN)) return err("ETIMEDOUT", "SMMUEN not acknowledged");
     return ok();
+  }
+
+  /**
+   * Sets (or, with undefined, clears) an implementation's ops (Linux `smmu->impl_ops`, set by the implementation's
+   * probe). They take effect from the next batch; a plain SMMUv3 driver has none.
+   */
+  setImplOps(ops: Smmuv3DriverImplOps | undefined): void {
+    this.implOps = ops;
+  }
+
+  /**
+   * Issues a batch with its CMD_SYNC (Linux `arm_smmu_cmdq_issue_cmdlist` on the queue `arm_smmu_get_cmdq` picks):
+   * on the secondary queue the implementation hands out for it, else on the main CMDQ.
+   */
+  private issue(cmdq: GuestCommandQueue, commands: readonly RawBits[]): Result<void> {
+    const secondary = this.implOps?.getSecondaryCmdq?.(this, commands);
+    return (secondary ?? cmdq).submit(commands);
   }
 
   private setCr0(value: number): boolean {
@@ -262,14 +286,14 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const cd = this.cdFor(d.value);
     if (stream.cdValid) {
       this.context.memory.write64Halves(stream.cdTable, 0, 0);
-      const off = r.value.cmdq.submit([cfgiCd]);
+      const off = this.issue(r.value.cmdq, [cfgiCd]);
       if (!off.ok) return off;
     }
     this.writeWords(stream.cdTable, cd, 2, 16);
-    const body = r.value.cmdq.submit([cfgiCd]);
+    const body = this.issue(r.value.cmdq, [cfgiCd]);
     if (!body.ok) return body;
     this.writeWords(stream.cdTable, cd, 0, 2);
-    const live = r.value.cmdq.submit([cfgiCd]);
+    const live = this.issue(r.value.cmdq, [cfgiCd]);
     if (!live.ok) return live;
     stream.cdValid = true;
     const ste = encodeSte({
@@ -285,10 +309,10 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     });
     const cfgiSte = encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 });
     this.writeWords(steAddress.value, ste, 2, 16);
-    const staged = r.value.cmdq.submit([cfgiSte]);
+    const staged = this.issue(r.value.cmdq, [cfgiSte]);
     if (!staged.ok) return staged;
     this.writeWords(steAddress.value, ste, 0, 2);
-    const done = r.value.cmdq.submit([cfgiSte, encodeCommand("CMD_PREFETCH_CONFIG", { SID: rid })]);
+    const done = this.issue(r.value.cmdq, [cfgiSte, encodeCommand("CMD_PREFETCH_CONFIG", { SID: rid })]);
     if (!done.ok) return done;
     stream.domain = domainId;
     return ok();
@@ -302,7 +326,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     this.writeWords(steAddress.value, linuxAbortSte(), 0, 16);
     const stream = this.streams.get(rid);
     if (stream !== undefined) stream.domain = undefined;
-    return r.value.cmdq.submit([encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 })]);
+    return this.issue(r.value.cmdq, [encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 })]);
   }
 
   // ---- mappings ----
@@ -348,8 +372,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const r = this.ready();
     if (!r.ok) return fail(r);
     const commands = length > 0 ? tlbiRangeCommands(domain.asid, iova, length, this.granuleShift, leafShift, this.rangeInvalidation) : [];
-    if (commands === undefined || commands.length > MAX_RANGE_COMMANDS) return r.value.cmdq.submit([encodeCommand("CMD_TLBI_NH_ASID", { ASID: domain.asid })]);
-    return r.value.cmdq.submit(commands);
+    if (commands === undefined || commands.length > MAX_RANGE_COMMANDS) return this.issue(r.value.cmdq, [encodeCommand("CMD_TLBI_NH_ASID", { ASID: domain.asid })]);
+    return this.issue(r.value.cmdq, commands);
   }
 
   flush(domainId: GuestDomainId, iova?: number, length?: number): Result<void> {
@@ -357,7 +381,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (!d.ok) return fail(d);
     if (iova === undefined || length === undefined) {
       const r = this.ready();
-      return r.ok ? r.value.cmdq.submit([encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.value.asid })]) : fail(r);
+      return r.ok ? this.issue(r.value.cmdq, [encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.value.asid })]) : fail(r);
     }
     return this.invalidateRange(d.value, iova, length, undefined);
   }
@@ -403,13 +427,25 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const r = this.ready();
     if (!r.ok) return fail(r);
     const before = r.value.cmdq.errors.length;
-    const submitted = r.value.cmdq.submit([Uint32Array.of(UNDEFINED_OPCODE, 0, 0, 0)]);
+    const submitted = this.issue(r.value.cmdq, [Uint32Array.of(UNDEFINED_OPCODE, 0, 0, 0)]);
     if (!submitted.ok) return submitted;
     return r.value.cmdq.errors.length > before ? ok() : err("EIO", "the illegal command was accepted");
   }
 
-  /** Issues raw commands followed by a CMD_SYNC and waits (Linux `arm_smmu_cmdq_issue_cmdlist` with sync). */
+  /**
+   * Issues raw commands followed by a CMD_SYNC and waits (Linux `arm_smmu_cmdq_issue_cmdlist` with sync), on a
+   * secondary queue when the implementation's `getSecondaryCmdq` hands one out for them.
+   */
   submitCommands(commands: readonly RawBits[]): Result<void> {
+    const r = this.ready();
+    return r.ok ? this.issue(r.value.cmdq, commands) : fail(r);
+  }
+
+  /**
+   * Issues raw commands and a CMD_SYNC on the SMMU's own CMDQ, never a secondary queue: an implementation's
+   * flush before it takes its own queue down (Linux issues those on `smmu->cmdq` directly).
+   */
+  submitOnMainCmdq(commands: readonly RawBits[]): Result<void> {
     const r = this.ready();
     return r.ok ? r.value.cmdq.submit(commands) : fail(r);
   }
@@ -423,6 +459,11 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   domainInfo(id: GuestDomainId): { asid: number; root: number } | undefined {
     const d = this.domains.get(id);
     return d === undefined ? undefined : { asid: d.asid, root: d.table.root };
+  }
+
+  /** What init's probe found (undefined before init), for an implementation that sizes its own queues by it. */
+  get probeInfo(): Smmuv3ProbeInfo | undefined {
+    return this.probed;
   }
 
   get streamTableBase(): number | undefined {

@@ -1,5 +1,6 @@
 import {
   ANY_ASID,
+  cacheTranslation,
   err,
   fail,
   HOST_OWNER,
@@ -11,6 +12,7 @@ import {
   NO_PASID,
   ok,
   toBytes,
+  translateFromIotlb,
   WalkFault,
   type DmaRequest,
   type DomainCacheWatcher,
@@ -286,20 +288,16 @@ export class Smmuv3Unit implements PhysicalIommu {
     const settings = cd.settings;
     info.asid = settings.asid;
     const vmid = s.s2!.vmid;
-    if (this.iotlb.lookup(vmid, settings.asid, request.iova, this.hit) && (request.access & this.hit.perms) === request.access) {
-      return this.fromHit(request.iova, out);
-    }
+    // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
+    if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
     if (settings.epd0 || !(request.iova >= 0) || request.iova >= 2 ** settings.geometry.inputBits) {
       configFault(out, info, EventType.F_TRANSLATION, request.iova);
       info.record = settings.record;
       return;
     }
     this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
-    if (out.ok) {
-      const size = 2 ** out.pageShift;
-      this.iotlb.insert(vmid, settings.asid, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
-      return;
-    }
+    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out);
+    if (out.ok) return;
     info.event = walkFaultEvent(out.fault);
     if (out.stage === 2) {
       info.stage2 = true;
@@ -318,35 +316,16 @@ export class Smmuv3Unit implements PhysicalIommu {
   private translateStage2(s: StreamState, request: DmaRequest, out: WalkResult): void {
     const domain = s.s2!;
     this.info.bypass = true;
-    if (this.iotlb.lookup(domain.vmid, S2_ONLY_TAG, request.iova, this.hit) && (request.access & this.hit.perms) === request.access) {
-      return this.fromHit(request.iova, out);
-    }
+    if (translateFromIotlb(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, request.access, this.hit, out) && out.ok) return;
     domain.table.walk(request.iova, request.access, out);
-    if (out.ok) {
-      const size = 2 ** out.pageShift;
-      this.iotlb.insert(domain.vmid, S2_ONLY_TAG, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
-      return;
-    }
+    cacheTranslation(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, out);
+    if (out.ok) return;
     out.stage = 2;
     const info = this.info;
     info.event = walkFaultEvent(out.fault);
     info.stage2 = true;
     info.ipa = request.iova;
     info.record = true;
-  }
-
-  private fromHit(iova: number, out: WalkResult): void {
-    const size = 2 ** this.hit.pageShift;
-    out.ok = true;
-    out.mapped = true;
-    out.output = this.hit.pageBase + (iova % size);
-    out.pageShift = this.hit.pageShift;
-    out.perms = this.hit.perms;
-    out.fault = WalkFault.None;
-    out.stage = 1;
-    out.faultInput = iova;
-    out.tableFetch = false;
-    out.fetches = 0;
   }
 
   /** The CD a nested stream's transaction uses, from the CD cache or fetched through stage 2. */

@@ -3,10 +3,8 @@ import {
   fromBytes,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   ok,
-  parseVevents,
   rawEquals,
   toBytes,
-  veventsLost,
   type IommufdContext,
   type RawBits,
   type Result,
@@ -26,6 +24,7 @@ import {
   VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES,
   type HwInfoArmSmmuv3,
 } from "../format/uapi.js";
+import { VeventqReader } from "./veventq-reader.js";
 
 /** The most commands one invalidation ioctl carries (Linux CMDQ_BATCH_ENTRIES − 1, as QEMU batches them). */
 export const MAX_FORWARD_BATCH = 63;
@@ -55,7 +54,8 @@ interface NestedDevice {
 export class NestedHost {
   private readonly devices = new Map<number, NestedDevice>();
   private readonly vdeviceIds: number[] = [];
-  private lastSequence = -1;
+  /** Records of at most 64 reads of 64 each per poll. */
+  private readonly reader: VeventqReader;
   private readonly payload = new Uint8Array(MAX_FORWARD_BATCH * VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
 
   private constructor(
@@ -64,7 +64,9 @@ export class NestedHost {
     private readonly veventq: VeventqFile,
     private readonly veventqId: number,
     readonly hostInfo: HwInfoArmSmmuv3 | undefined,
-  ) {}
+  ) {
+    this.reader = new VeventqReader(veventq, VEVENT_ARM_SMMUV3_BYTES, 64, 64);
+  }
 
   /**
    * Allocates the vSMMU (type ARM_SMMUV3 unless an extension's VMM asks for its own type, with its data) and its
@@ -148,14 +150,9 @@ export class NestedHost {
   readEvents(): { records: RawBits[]; lost: boolean } {
     const records: RawBits[] = [];
     let lost = false;
-    for (let round = 0; round < 64; round++) {
-      const bytes = this.veventq.read(64 * (8 + VEVENT_ARM_SMMUV3_BYTES));
-      if (!bytes.ok || bytes.value.length === 0) break;
-      for (const record of parseVevents(bytes.value, VEVENT_ARM_SMMUV3_BYTES)) {
-        if (veventsLost(this.lastSequence, record)) lost = true;
-        this.lastSequence = record.sequence;
-        if (record.payload !== undefined && record.payload.length === VEVENT_ARM_SMMUV3_BYTES) records.push(fromBytes(record.payload, 0, 256));
-      }
+    for (const record of this.reader.drain()) {
+      if (record.lostBefore) lost = true;
+      if (record.payload !== undefined && record.payload.length === VEVENT_ARM_SMMUV3_BYTES) records.push(fromBytes(record.payload, 0, 256));
     }
     return { records, lost };
   }

@@ -20,46 +20,41 @@ import { lvcmdqErrMapLayout, vintfConfigLayout, vintfSidMatchLayout, vintfSidRep
  * structure mnemonic, code 0 — except `vcmdq-cons`, whose name and code are its CONS_INDX.ERR error (CERROR_*).
  */
 
-function reg32(id: string, title: string, layout: Layout): StructureDecoder {
+/** A register (or register pair) whose fields are its layout's: `words` 64-bit words; a 32-bit layout reads the first word's low half. */
+function register(id: string, title: string, layout: Layout, words = 1): StructureDecoder {
   return {
     id,
     title,
-    words: [1],
+    words: [words],
     decode(raw: RawBits): DecodedStructure {
-      return { name: title, code: 0, fields: decodeLayout(layout, raw.subarray(0, 1)) };
+      return { name: title, code: 0, fields: decodeLayout(layout, layout.bits === 32 ? raw.subarray(0, 1) : raw) };
     },
   };
 }
 
-function reg64(id: string, title: string, layout: Layout): StructureDecoder {
+/** An iommufd uAPI structure of `words` 64-bit words, its fields as the struct's decoder names them (code 0). */
+function uapiStruct(id: string, title: string, words: number, fields: (bytes: Uint8Array) => DecodedStructure["fields"]): StructureDecoder {
   return {
     id,
     title,
-    words: [1],
+    words: [words],
     decode(raw: RawBits): DecodedStructure {
-      return { name: title, code: 0, fields: decodeLayout(layout, raw) };
+      return { name: title, code: 0, fields: fields(toBytes(raw)) };
     },
   };
 }
 
 export const tegra241Structures: readonly StructureDecoder[] = [
-  reg32("config", "TEGRA241_CMDQV_CONFIG", cmdqvConfigLayout),
-  reg32("param", "TEGRA241_CMDQV_PARAM", cmdqvParamLayout),
-  reg32("status", "TEGRA241_CMDQV_STATUS", cmdqvStatusLayout),
-  reg32("err-map", "TEGRA241_CMDQV_ERR_MAP_WORD", bitmapWordLayout),
-  reg32("cmdq-alloc", "TEGRA241_CMDQV_CMDQ_ALLOC", cmdqAllocLayout),
-  reg32("vintf-config", "TEGRA241_VINTF_CONFIG", vintfConfigLayout),
-  reg32("vintf-status", "TEGRA241_VINTF_STATUS", vintfStatusLayout),
-  reg32("sid-match", "TEGRA241_VINTF_SID_MATCH", vintfSidMatchLayout),
-  reg32("sid-replace", "TEGRA241_VINTF_SID_REPLACE", vintfSidReplaceLayout),
-  {
-    id: "lvcmdq-err-map",
-    title: "TEGRA241_VINTF_LVCMDQ_ERR_MAP",
-    words: [2],
-    decode(raw: RawBits): DecodedStructure {
-      return { name: "TEGRA241_VINTF_LVCMDQ_ERR_MAP", code: 0, fields: decodeLayout(lvcmdqErrMapLayout, raw) };
-    },
-  },
+  register("config", "TEGRA241_CMDQV_CONFIG", cmdqvConfigLayout),
+  register("param", "TEGRA241_CMDQV_PARAM", cmdqvParamLayout),
+  register("status", "TEGRA241_CMDQV_STATUS", cmdqvStatusLayout),
+  register("err-map", "TEGRA241_CMDQV_ERR_MAP_WORD", bitmapWordLayout),
+  register("cmdq-alloc", "TEGRA241_CMDQV_CMDQ_ALLOC", cmdqAllocLayout),
+  register("vintf-config", "TEGRA241_VINTF_CONFIG", vintfConfigLayout),
+  register("vintf-status", "TEGRA241_VINTF_STATUS", vintfStatusLayout),
+  register("sid-match", "TEGRA241_VINTF_SID_MATCH", vintfSidMatchLayout),
+  register("sid-replace", "TEGRA241_VINTF_SID_REPLACE", vintfSidReplaceLayout),
+  register("lvcmdq-err-map", "TEGRA241_VINTF_LVCMDQ_ERR_MAP", lvcmdqErrMapLayout, 2),
   {
     id: "vcmdq-cons",
     title: "TEGRA241_VCMDQ_CONS",
@@ -69,35 +64,16 @@ export const tegra241Structures: readonly StructureDecoder[] = [
       return { name: vcmdqCerrorName(fields.ERR), code: fields.ERR, fields };
     },
   },
-  reg32("vcmdq-prod", "TEGRA241_VCMDQ_PROD", vcmdqProdIndxLayout),
-  reg32("vcmdq-config", "TEGRA241_VCMDQ_CONFIG", vcmdqConfigLayout),
-  reg32("vcmdq-status", "TEGRA241_VCMDQ_STATUS", vcmdqStatusLayout),
-  reg32("vcmdq-gerror", "TEGRA241_VCMDQ_GERROR", vcmdqGerrorLayout),
-  reg64("vcmdq-base", "TEGRA241_VCMDQ_BASE", vcmdqBaseLayout),
-  reg64("vcmdq-cons-indx-base", "TEGRA241_VCMDQ_CONS_INDX_BASE", vcmdqConsIndxBaseLayout),
-  {
-    id: "hw-info",
-    title: "iommu_hw_info_tegra241_cmdqv",
-    words: [1],
-    decode(raw: RawBits): DecodedStructure {
-      return { name: "iommu_hw_info_tegra241_cmdqv", code: 0, fields: { ...decodeHwInfoTegra241Cmdqv(toBytes(raw))! } };
-    },
-  },
-  {
-    id: "viommu-data",
-    title: "iommu_viommu_tegra241_cmdqv",
-    words: [2],
-    decode(raw: RawBits): DecodedStructure {
-      return { name: "iommu_viommu_tegra241_cmdqv", code: 0, fields: { ...decodeViommuTegra241Cmdqv(toBytes(raw))! } };
-    },
-  },
-  {
-    id: "vevent",
-    title: "iommu_vevent_tegra241_cmdqv",
-    words: [2],
-    decode(raw: RawBits): DecodedStructure {
-      const e = decodeVeventTegra241Cmdqv(toBytes(raw))!;
-      return { name: "iommu_vevent_tegra241_cmdqv", code: 0, fields: { "lvcmdq_err_map[0]": e.lvcmdq_err_map[0], "lvcmdq_err_map[1]": e.lvcmdq_err_map[1] } };
-    },
-  },
+  register("vcmdq-prod", "TEGRA241_VCMDQ_PROD", vcmdqProdIndxLayout),
+  register("vcmdq-config", "TEGRA241_VCMDQ_CONFIG", vcmdqConfigLayout),
+  register("vcmdq-status", "TEGRA241_VCMDQ_STATUS", vcmdqStatusLayout),
+  register("vcmdq-gerror", "TEGRA241_VCMDQ_GERROR", vcmdqGerrorLayout),
+  register("vcmdq-base", "TEGRA241_VCMDQ_BASE", vcmdqBaseLayout),
+  register("vcmdq-cons-indx-base", "TEGRA241_VCMDQ_CONS_INDX_BASE", vcmdqConsIndxBaseLayout),
+  uapiStruct("hw-info", "iommu_hw_info_tegra241_cmdqv", 1, (bytes) => ({ ...decodeHwInfoTegra241Cmdqv(bytes)! })),
+  uapiStruct("viommu-data", "iommu_viommu_tegra241_cmdqv", 2, (bytes) => ({ ...decodeViommuTegra241Cmdqv(bytes)! })),
+  uapiStruct("vevent", "iommu_vevent_tegra241_cmdqv", 2, (bytes) => {
+    const e = decodeVeventTegra241Cmdqv(bytes)!;
+    return { "lvcmdq_err_map[0]": e.lvcmdq_err_map[0], "lvcmdq_err_map[1]": e.lvcmdq_err_map[1] };
+  }),
 ];

@@ -51,9 +51,17 @@ export const vcmdqGerrorLayout = defineLayout("VCMDQ_GERROR", 32, [
   { name: "CMDQ_INIT_ERR", bit: 2, width: 1 },
 ] as const);
 
+/** GERROR.CMDQ_ERR: the queue stopped on a command (CONS_INDX.ERR says why) until GERRORN acknowledges it. */
+export const VCMDQ_GERROR_CMDQ_ERR = 1 << 0;
+
 /** The GERROR bits not yet acknowledged in GERRORN. */
 export function activeGerrors(gerror: number, gerrorn: number): number {
   return ((gerror ^ gerrorn) & 0x7) >>> 0;
+}
+
+/** Whether a queue is stopped on a command error: GERROR.CMDQ_ERR not yet acknowledged in GERRORN. */
+export function cmdqErrorActive(gerror: number, gerrorn: number): boolean {
+  return (activeGerrors(gerror, gerrorn) & VCMDQ_GERROR_CMDQ_ERR) !== 0;
 }
 
 /**

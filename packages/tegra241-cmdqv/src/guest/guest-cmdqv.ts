@@ -1,5 +1,16 @@
-import { err, ok, toHex64, type GuestEvent, type GuestMemory, type PageSource, type RawBits, type Result, type VirtualMachine } from "@viommu/core";
-import { encodeCommand } from "@viommu/smmuv3";
+import { err, fail, ok, toHex64, type GuestEvent, type GuestMemory, type PageSource, type RawBits, type Result, type VirtualMachine } from "@viommu/core";
+import {
+  CMDQ_ENTRY_BYTES,
+  encodeCommand,
+  linuxSyncCommand,
+  queueAdvance,
+  queueEmpty,
+  queueFree,
+  queueIndex,
+  type SecondaryCommandQueue,
+  type Smmuv3DriverImplOps,
+  type Smmuv3GuestDriver,
+} from "@viommu/smmuv3";
 import {
   cmdqAllocOffset,
   CmdqvReg,
@@ -14,23 +25,24 @@ import {
   vintfSidReplaceOffset,
 } from "../format/aperture.js";
 import { cmdqAllocLayout, cmdqvCounts, cmdqvParamLayout } from "../format/global-registers.js";
-import { commandOpcode } from "../format/guest-commands.js";
+import { commandOpcode, GUEST_VCMDQ_COMMANDS } from "../format/guest-commands.js";
 import { decodeReg32, encodeReg32 } from "../format/register-value.js";
-import { activeGerrors, VcmdqCerror, vcmdqCerrorName } from "../format/vcmdq-registers.js";
+import { cmdqErrorActive, VcmdqCerror, vcmdqCerrorName } from "../format/vcmdq-registers.js";
 import { vintfConfigLayout } from "../format/vintf-registers.js";
 
-/** SMMU commands Linux routes to a guest-owned VCMDQ (tegra241_guest_vcmdq_supports_cmd). */
-const ROUTED_OPCODES: ReadonlySet<number> = new Set([0x11, 0x12, 0x40]);
-const CMDQ_ENTRY_BYTES = 16;
+/**
+ * SMMU commands Linux routes to a guest-owned VCMDQ (tegra241_guest_vcmdq_supports_cmd): those the queue executes,
+ * less the CMD_SYNC the driver appends itself.
+ */
+const ROUTED_OPCODES: ReadonlySet<number> = new Set(GUEST_VCMDQ_COMMANDS.filter((c) => c.name !== "CMD_SYNC").map((c) => c.opcode));
 /** Linux CMDQ_BATCH_ENTRIES: a batch is at most 63 commands and its CMD_SYNC. */
 const CMDQ_BATCH_ENTRIES = 64;
 /** Bounded polls: the model's hardware answers at once; a handshake that has not completed by then never will. */
 const POLL_LIMIT = 8;
 /** The VCMDQ size the driver allocates by default: 256 commands, one page, as the SMMU driver sizes its CMDQ. */
 const DEFAULT_QUEUE_LOG2 = 8;
-const SH_ISH = 3;
-const MSIATTR_OIWB = 0xf;
-const GERROR_CMDQ_ERR = 1;
+/** CONS_INDX: RD in the low 20 bits, ERR at 24. */
+const CONS_ERR_SHIFT = 24;
 
 export interface GuestCmdqvOptions {
   readonly vm: VirtualMachine;
@@ -56,6 +68,8 @@ interface GuestQueue {
   readonly log2: number;
   prod: number;
   enabled: boolean;
+  /** The queue as the SMMUv3 driver issues batches on it. */
+  readonly secondary: SecondaryCommandQueue;
 }
 
 /** What the guest's CMDQV driver has done, for tests, the demo and the benchmarks. */
@@ -76,9 +90,10 @@ export interface GuestCmdqvStats {
  * logical VCMDQ `cpu % count` with a CS = NONE CMD_SYNC, and completion is polled in CONS: PROD, CONS, GERROR
  * and GERRORN are in the VINTF page 0 the VMM mapped straight into the VM, so issuing costs no VM exit. Queue
  * errors are handled as Linux's VINTF0 handler does: the failing command turned into a CMD_SYNC (an abort or ATC
- * timeout retried as is), then GERRORN = GERROR.
+ * timeout retried as is), then GERRORN = GERROR. It is the SMMUv3 driver's implementation ops (Linux's
+ * tegra241_cmdqv_impl_ops): `getSecondaryCmdq` hands those batches to the VCMDQ.
  */
-export class GuestCmdqv {
+export class GuestCmdqv implements Smmuv3DriverImplOps {
   readonly stats: GuestCmdqvStats = { commands: 0, batches: 0, errorsHandled: 0 };
   private readonly queues: GuestQueue[] = [];
   private readonly errors: GuestEvent[] = [];
@@ -104,7 +119,15 @@ export class GuestCmdqv {
     for (let l = 0; l < lvcmdqs; l++) {
       const base = options.pages.allocate(pages, pages);
       if (base === undefined) return err("ENOMEM", "no guest memory for a VCMDQ");
-      driver.queues.push({ lidx: l, base, log2, prod: 0, enabled: false });
+      const queue: GuestQueue = {
+        lidx: l,
+        base,
+        log2,
+        prod: 0,
+        enabled: false,
+        secondary: { submit: (commands) => driver.submitOn(queue, commands) },
+      };
+      driver.queues.push(queue);
     }
     driver.reset();
     return ok(driver);
@@ -206,16 +229,15 @@ export class GuestCmdqv {
   }
 
   /**
-   * Issues a batch on logical VCMDQ `cpu % count`, each chunk followed by a CMD_SYNC, and polls CONS past it.
-   * `ok(false)` when the batch is not the VCMDQ's to take (a command outside the guest set, the queue down or
-   * stopped on an error): the caller uses the SMMU's own queue. EIO when the queue stopped on this batch; the
-   * error waits for the interrupt handler.
+   * Linux `tegra241_cmdqv_get_cmdq`: logical VCMDQ `cpu % count` for a batch made only of commands a guest VCMDQ
+   * takes, while that queue is up and not stopped on an error. Otherwise undefined: the batch keeps to the SMMU's
+   * own queue. On the VCMDQ each chunk is followed by a CS = NONE CMD_SYNC and CONS is polled past it; EIO when the
+   * queue stops on the batch (the error waits for the interrupt handler).
    */
-  issue(commands: readonly RawBits[]): Result<boolean> {
-    if (!GuestCmdqv.routes(commands)) return ok(false);
+  getSecondaryCmdq(_smmu: Smmuv3GuestDriver, commands: readonly RawBits[]): SecondaryCommandQueue | undefined {
+    if (!GuestCmdqv.routes(commands)) return undefined;
     const q = this.queues[(this.options.cpu ?? 0) % this.queues.length]!;
-    if (!q.enabled || this.inError(q)) return ok(false);
-    return this.issueOn(q, commands);
+    return q.enabled && !this.inError(q) ? q.secondary : undefined;
   }
 
   /** Issues raw commands on logical VCMDQ `lidx`, whatever they are (tests: a guest is free to write anything). */
@@ -225,39 +247,43 @@ export class GuestCmdqv {
     return this.issueOn(q, commands);
   }
 
+  private submitOn(q: GuestQueue, commands: readonly RawBits[]): Result<void> {
+    const r = this.issueOn(q, commands);
+    return r.ok ? ok() : fail(r);
+  }
+
   private issueOn(q: GuestQueue, commands: readonly RawBits[]): Result<boolean> {
-    const entries = 2 ** q.log2;
-    const chunk = Math.max(1, Math.min(CMDQ_BATCH_ENTRIES - 1, entries - 1));
+    const chunk = Math.max(1, Math.min(CMDQ_BATCH_ENTRIES - 1, 2 ** q.log2 - 1));
     const page0 = lvcmdqPage0(0, q.lidx);
-    const pointerMask = entries * 2 - 1;
     for (let next = 0; next < commands.length; next += chunk) {
-      const batch = commands.slice(next, next + chunk);
-      if (((q.prod - (this.read32(page0 + VcmdqPage0Reg.CONS_INDX) & pointerMask)) & pointerMask) + batch.length + 1 > entries) {
+      const count = Math.min(chunk, commands.length - next);
+      if (queueFree(q.prod, this.read32(page0 + VcmdqPage0Reg.CONS_INDX), q.log2) < count + 1) {
         return err("EIO", `logical VCMDQ ${q.lidx} has no room: it stopped on an earlier command`);
       }
-      for (const command of batch) this.put(q, command);
-      const syncSlot = q.base + (q.prod & (entries - 1)) * CMDQ_ENTRY_BYTES;
-      this.put(q, encodeCommand("CMD_SYNC", { CS: 0, MSH: SH_ISH, MSIAttr: MSIATTR_OIWB, MSIAddress: this.options.msiPoll ? syncSlot : 0 }));
+      for (let i = 0; i < count; i++) this.put(q, commands[next + i]!);
+      this.put(q, linuxSyncCommand(this.options.msiPoll ? this.slotAddress(q, q.prod) : undefined, true));
       this.write32(page0 + VcmdqPage0Reg.PROD_INDX, q.prod);
       this.stats.batches++;
-      if (!this.consumed(q)) return err("EIO", `logical VCMDQ ${q.lidx} stopped: CONS.ERR ${vcmdqCerrorName((this.read32(page0 + VcmdqPage0Reg.CONS_INDX) >>> 24) & 0x7f)}`);
+      if (!this.consumed(q)) return err("EIO", `logical VCMDQ ${q.lidx} stopped: CONS.ERR ${vcmdqCerrorName((this.read32(page0 + VcmdqPage0Reg.CONS_INDX) >>> CONS_ERR_SHIFT) & 0x7f)}`);
     }
     return ok(true);
   }
 
+  private slotAddress(q: GuestQueue, pointer: number): number {
+    return q.base + queueIndex(pointer, q.log2) * CMDQ_ENTRY_BYTES;
+  }
+
   private put(q: GuestQueue, command: RawBits): void {
-    const entries = 2 ** q.log2;
-    this.options.memory.writeWords(q.base + (q.prod & (entries - 1)) * CMDQ_ENTRY_BYTES, command);
-    q.prod = (q.prod + 1) & (entries * 2 - 1);
+    this.options.memory.writeWords(this.slotAddress(q, q.prod), command);
+    q.prod = queueAdvance(q.prod, q.log2);
     this.stats.commands++;
   }
 
   /** Busy-polls CONS until it reaches PROD (`arm_smmu_cmdq_poll_until_sync` with CS = NONE). */
   private consumed(q: GuestQueue): boolean {
     const page0 = lvcmdqPage0(0, q.lidx);
-    const mask = 2 ** (q.log2 + 1) - 1;
     for (let i = 0; i < POLL_LIMIT; i++) {
-      if ((this.read32(page0 + VcmdqPage0Reg.CONS_INDX) & mask) === q.prod) return true;
+      if (queueEmpty(q.prod, this.read32(page0 + VcmdqPage0Reg.CONS_INDX), q.log2)) return true;
       if (this.inError(q)) return false;
     }
     return false;
@@ -265,7 +291,7 @@ export class GuestCmdqv {
 
   private inError(q: GuestQueue): boolean {
     const page0 = lvcmdqPage0(0, q.lidx);
-    return (activeGerrors(this.read32(page0 + VcmdqPage0Reg.GERROR), this.read32(page0 + VcmdqPage0Reg.GERRORN)) & GERROR_CMDQ_ERR) !== 0;
+    return cmdqErrorActive(this.read32(page0 + VcmdqPage0Reg.GERROR), this.read32(page0 + VcmdqPage0Reg.GERRORN));
   }
 
   // ---- errors ----
@@ -296,12 +322,12 @@ export class GuestCmdqv {
     const page0 = lvcmdqPage0(0, q.lidx);
     const gerror = this.read32(page0 + VcmdqPage0Reg.GERROR);
     const cons = this.read32(page0 + VcmdqPage0Reg.CONS_INDX);
-    const code = (cons >>> 24) & 0x7f;
+    const code = (cons >>> CONS_ERR_SHIFT) & 0x7f;
     if (code !== VcmdqCerror.CERROR_NONE) {
-      const slot = q.base + (cons & (2 ** q.log2 - 1)) * CMDQ_ENTRY_BYTES;
+      const slot = this.slotAddress(q, cons);
       const failed = this.options.memory.readWords(slot, this.words);
       this.errors.push({ kind: "command-error", code, name: vcmdqCerrorName(code), raw: toHex64(failed) });
-      if (code !== VcmdqCerror.CERROR_ABT && code !== VcmdqCerror.CERROR_ATC_INV_SYNC) this.options.memory.writeWords(slot, encodeCommand("CMD_SYNC", { CS: 0, MSH: SH_ISH, MSIAttr: MSIATTR_OIWB }));
+      if (code !== VcmdqCerror.CERROR_ABT && code !== VcmdqCerror.CERROR_ATC_INV_SYNC) this.options.memory.writeWords(slot, linuxSyncCommand(undefined, true));
       this.stats.errorsHandled++;
     }
     this.write32(page0 + VcmdqPage0Reg.GERRORN, gerror);

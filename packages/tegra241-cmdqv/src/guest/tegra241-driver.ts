@@ -1,7 +1,4 @@
 import {
-  decodeLayout,
-  err,
-  fail,
   ok,
   type GuestContext,
   type GuestDomainId,
@@ -9,17 +6,11 @@ import {
   type GuestIommuDriver,
   type GuestInitOptions,
   type PermBits,
-  type RawBits,
   type Result,
 } from "@viommu/core";
-import { decodeIort, idr0Layout, idr1Layout, type Smmuv3GuestDriver } from "@viommu/smmuv3";
+import type { Smmuv3GuestDriver } from "@viommu/smmuv3";
 import { findCmdqvDevices } from "./cmdqv-acpi-probe.js";
 import { GuestCmdqv } from "./guest-cmdqv.js";
-
-/** The SMMU driver's command queue as far as the CMDQV routes around it. */
-interface CommandQueue {
-  submit(commands: readonly RawBits[]): Result<void>;
-}
 
 export interface Tegra241DriverOptions {
   /** log2 of entries per VCMDQ (default 8). */
@@ -40,7 +31,8 @@ export interface Tegra241DriverOptions {
  * reset and its VCMDQs brought up, and from then on every command batch Linux's `get_secondary_cmdq` would hand
  * a guest VCMDQ — only TLBI_NH_ASID, TLBI_NH_VA and ATC_INV — goes there without a VM exit; the rest (CFGI_*,
  * TLBI_NSNH_ALL, PREFETCH, …) keeps to the trapped SMMU queue. Without a CMDQV in the firmware it is the plain
- * SMMUv3 driver. `readEvents` also runs the CMDQV interrupt handler.
+ * SMMUv3 driver. The CMDQV driver plugs in as the SMMUv3 driver's implementation ops (`setImplOps`, Linux's
+ * `impl_ops->get_secondary_cmdq`). `readEvents` also runs the CMDQV interrupt handler.
  */
 export class Tegra241GuestDriver implements GuestIommuDriver {
   readonly vendor = "tegra241-cmdqv";
@@ -59,77 +51,41 @@ export class Tegra241GuestDriver implements GuestIommuDriver {
   }
 
   init(options: GuestInitOptions): Result<void> {
+    // A re-init starts as the plain SMMUv3 driver: the CMDQV takes batches again only once it is reset.
+    this.smmu.setImplOps(undefined);
+    this.cmdqvDriver = undefined;
     const r = this.smmu.init(options);
     if (!r.ok) return r;
-    const found = this.findCmdqv();
-    if (found === undefined) return ok();
-    const queue = this.smmuCommandQueue();
-    if (queue === undefined) return err("ENODEV", "the SMMUv3 driver's command queue is not reachable");
-    const submit = queue.submit.bind(queue);
-    const idr = this.smmuIdRegisters();
+    const smmu = this.smmu.probeInfo;
+    const found = smmu === undefined ? undefined : this.findCmdqv(smmu.iortIdentifier);
+    if (smmu === undefined || found === undefined) return ok();
     const probed = GuestCmdqv.probe({
       vm: this.context.vm,
       memory: this.context.memory,
       pages: this.context.pages,
       base: found.base,
-      cmdqs: idr.cmdqs,
-      msiPoll: idr.msiPoll,
-      mainQueue: submit,
+      cmdqs: smmu.cmdqs,
+      msiPoll: smmu.msiPoll,
+      mainQueue: (commands) => this.smmu.submitOnMainCmdq(commands),
       queueLog2: this.options.queueLog2,
       cpu: this.options.cpu,
     });
     // A CMDQV that does not come up leaves the SMMU's own queue in charge, as Linux falls back to it.
     if (!probed.ok || probed.value.enabledQueues === 0) return ok();
-    const cmdqv = probed.value;
-    this.cmdqvDriver = cmdqv;
-    if (this.options.bypassVcmdq === true) return ok();
-    queue.submit = (commands: readonly RawBits[]): Result<void> => {
-      const issued = cmdqv.issue(commands);
-      if (!issued.ok) return fail(issued);
-      return issued.value ? ok() : submit(commands);
-    };
+    this.cmdqvDriver = probed.value;
+    // bypass_vcmdq: Linux's get_secondary_cmdq answers NULL, so the SMMU driver keeps every batch.
+    if (this.options.bypassVcmdq !== true) this.smmu.setImplOps(probed.value);
     return ok();
   }
 
   /** The NVDA200C device whose _UID is the SMMU's IORT identifier (the first one when the IORT names none). */
-  private findCmdqv(): { base: number } | undefined {
-    let smmuId: number | undefined;
-    for (const t of this.context.acpi) {
-      if (t.signature !== "IORT") continue;
-      const iort = decodeIort(t.bytes);
-      const node = iort.ok ? iort.table.nodes.find((n) => n.type === "smmuv3") : undefined;
-      if (node !== undefined) smmuId = node.identifier;
-    }
+  private findCmdqv(smmuId: number | undefined): { base: number } | undefined {
     for (const t of this.context.acpi) {
       if (t.signature !== "SSDT" && t.signature !== "DSDT") continue;
       const match = findCmdqvDevices(t.bytes).find((d) => smmuId === undefined || d.uid === smmuId);
       if (match !== undefined) return match;
     }
     return undefined;
-  }
-
-  /** The SMMU's base from the IORT (else the VMM's address) and what IDR0/IDR1 say about queues and MSIs. */
-  private smmuIdRegisters(): { cmdqs: number; msiPoll: boolean } {
-    let base = this.context.mmioBase;
-    for (const t of this.context.acpi) {
-      if (t.signature !== "IORT") continue;
-      const iort = decodeIort(t.bytes);
-      const node = iort.ok ? iort.table.nodes.find((n) => n.type === "smmuv3") : undefined;
-      if (node !== undefined && node.type === "smmuv3") base = Number(node.baseAddress);
-    }
-    const idr0 = decodeLayout(idr0Layout, Uint32Array.of(Number(this.context.vm.mmioRead(base, 4))));
-    const idr1 = decodeLayout(idr1Layout, Uint32Array.of(Number(this.context.vm.mmioRead(base + 4, 4))));
-    return { cmdqs: idr1.CMDQS, msiPoll: idr0.MSI === 1 && idr0.COHACC === 1 };
-  }
-
-  /**
-   * Where Linux asks `impl_ops->get_secondary_cmdq` for a queue, the SMMUv3 reference driver offers no hook: the
-   * CMDQV routes around its command queue object instead (see the package report's request for a hook).
-   */
-  private smmuCommandQueue(): CommandQueue | undefined {
-    const queue = (this.smmu as unknown as { cmdq?: unknown }).cmdq;
-    if (typeof queue !== "object" || queue === null || typeof (queue as { submit?: unknown }).submit !== "function") return undefined;
-    return queue as CommandQueue;
   }
 
   createDomain(): Result<GuestDomainId> {

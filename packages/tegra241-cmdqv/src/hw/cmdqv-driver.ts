@@ -1,5 +1,5 @@
 import { decodeLayout, err, fail, ok, type HostServices, type HwInfo, type PhysicalDevice, type Result, type UserData, type ViommuOps } from "@viommu/core";
-import { idr1Layout, type Smmuv3Extension } from "@viommu/smmuv3";
+import { CommandOpcode, idr1Layout, type Smmuv3Extension } from "@viommu/smmuv3";
 import {
   cmdqAllocOffset,
   CmdqvReg,
@@ -24,8 +24,8 @@ import type { BaseVsmmu, ExtendedSmmu } from "./smmu-parent.js";
 
 /** Notional driver struct size of a user VINTF (`VIOMMU_STRUCT_SIZE(struct tegra241_vintf, vsmmu.core)`). */
 export const TEGRA241_VINTF_SIZE = 512;
-/** CMD_SYNC, CS = NONE: the flush Linux issues on the SMMU's own queue when a guest queue goes down. */
-const CMD_SYNC_NONE = [0x46, 0, 0, 0] as const;
+/** CMD_SYNC, CS = NONE: the flush Linux issues on the SMMU's own queue when a guest queue goes down (read only). */
+const CMD_SYNC_NONE = Uint32Array.of(CommandOpcode.CMD_SYNC, 0, 0, 0);
 const CMDQ_ENT_SZ_SHIFT = 4;
 
 /**
@@ -173,7 +173,7 @@ export class Tegra241CmdqvDriver implements Smmuv3Extension {
     const page0 = lvcmdqPage0(v, l);
     const page1 = lvcmdqPage1(v, l);
     cmdqv.write32(page0 + VcmdqPage0Reg.CONFIG, 0);
-    this.smmu.executeCommand(Uint32Array.from(CMD_SYNC_NONE));
+    this.smmu.executeCommand(CMD_SYNC_NONE);
     cmdqv.write32(page0 + VcmdqPage0Reg.PROD_INDX, 0);
     cmdqv.write32(page0 + VcmdqPage0Reg.CONS_INDX, 0);
     cmdqv.mmio.write(page1 + VcmdqPage1Reg.BASE, 8, 0n);

@@ -1,12 +1,8 @@
 import type { RawBits } from "@viommu/core";
+import { CommandOpcode } from "@viommu/smmuv3";
 import { commandOpcode, guestVcmdqAllows } from "../format/guest-commands.js";
 import { VcmdqCerror } from "../format/vcmdq-registers.js";
 
-/** SMMUv3 opcodes the guest set names (IHI0070 §4; Linux CMDQ_OP_*). */
-const OP_TLBI_NH_ASID = 0x11;
-const OP_TLBI_NH_VA = 0x12;
-const OP_ATC_INV = 0x40;
-const OP_CMD_SYNC = 0x46;
 /** CMD_SYNC.CS, dw0[13:12]. */
 const SYNC_CS_MASK = 0x3 << 12;
 
@@ -31,18 +27,18 @@ export function prepareGuestCommand(command: RawBits, vmid: number, sids: SidRep
   const opcode = commandOpcode(command[0]!);
   if (!guestVcmdqAllows(opcode)) return VcmdqCerror.CERROR_ILL;
   switch (opcode) {
-    case OP_TLBI_NH_ASID:
-    case OP_TLBI_NH_VA:
+    case CommandOpcode.CMD_TLBI_NH_ASID:
+    case CommandOpcode.CMD_TLBI_NH_VA:
       // VMID is dw0[47:32]: the low half of the second 32-bit word.
       command[1] = ((command[1]! & 0xffff_0000) | (vmid & 0xffff)) >>> 0;
       return VcmdqCerror.CERROR_NONE;
-    case OP_ATC_INV: {
+    case CommandOpcode.CMD_ATC_INV: {
       const psid = sids.physicalSid(command[1]!);
       if (psid < 0) return VcmdqCerror.CERROR_ILL;
       command[1] = psid >>> 0;
       return VcmdqCerror.CERROR_NONE;
     }
-    case OP_CMD_SYNC:
+    case CommandOpcode.CMD_SYNC:
       command[0] = (command[0]! & ~SYNC_CS_MASK) >>> 0;
       return VcmdqCerror.CERROR_NONE;
     default:

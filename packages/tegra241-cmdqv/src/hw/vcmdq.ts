@@ -1,16 +1,16 @@
 import type { HostMemory, RawBits } from "@viommu/core";
+import { CMDQ_ENTRY_BYTES } from "@viommu/smmuv3";
 import type { Page0RegName, Page1RegName } from "../format/aperture.js";
-import { activeGerrors, VcmdqCerror } from "../format/vcmdq-registers.js";
+import { cmdqErrorActive, VCMDQ_GERROR_CMDQ_ERR, VcmdqCerror } from "../format/vcmdq-registers.js";
 import type { SmmuCommandSink } from "./command-sink.js";
 import { prepareGuestCommand } from "./guest-command.js";
 import type { Vintf } from "./vintf.js";
 
-/** Bytes of one SMMU command. */
-export const VCMDQ_ENTRY_BYTES = 16;
+/** Bytes of one entry: an SMMU command. */
+export const VCMDQ_ENTRY_BYTES = CMDQ_ENTRY_BYTES;
 /** RD/WR are 20 bits wide (index plus wrap bit), so a queue holds at most 2^19 entries (VCMDQ_LOG2SIZE_MAX). */
 const MAX_LOG2SIZE = 19;
 const INDEX_FIELD_MASK = 0xf_ffff;
-const GERROR_CMDQ_ERR = 1 << 0;
 const GERROR_MASK = 0x7;
 const CONFIG_CMDQ_EN = 1;
 
@@ -157,7 +157,7 @@ export class Vcmdq {
 
   /** GERROR.CMDQ_ERR not yet acknowledged in GERRORN: the queue is stopped. */
   get inError(): boolean {
-    return (activeGerrors(this.gerror, this.gerrorn) & GERROR_CMDQ_ERR) !== 0;
+    return cmdqErrorActive(this.gerror, this.gerrorn);
   }
 
   private runnable(): boolean {
@@ -207,7 +207,7 @@ export class Vcmdq {
   private stop(cons: number, code: number): void {
     this.rd = cons;
     this.err = code & 0x7f;
-    this.gerror = (this.gerror ^ GERROR_CMDQ_ERR) >>> 0;
+    this.gerror = (this.gerror ^ VCMDQ_GERROR_CMDQ_ERR) >>> 0;
     this.owner.queueError(this);
   }
 }

@@ -1,11 +1,35 @@
-import { Perm, type BenchFigure } from "@viommu/core";
-import { buildBenchSystem, type BenchSystem } from "./bench-system.js";
+import { opsPerSecond, Perm, Testbed, unwrap, type BenchFigure, type GuestDomainId, type GuestIommuDriver, type VendorPlugin, type VirtualMachine } from "@viommu/core";
+import { Smmuv3GuestDriver } from "@viommu/smmuv3";
+import { Tegra241GuestDriver } from "../guest/tegra241-driver.js";
 
 const IOVA = 0x10_0000;
 const DATA_GPA = 0x2000_0000;
+const GUEST_RID = 0x10;
 const INVALIDATIONS = 1000;
-/** Rounds per path: the JIT settles in the first, the figure is the fastest of the rest. */
-const ROUNDS = 4;
+
+/** One VM with one passthrough device behind a nested vSMMU with a CMDQV, 64 pages mapped in a domain of the reference driver. */
+interface BenchSystem {
+  readonly bed: Testbed;
+  readonly vm: VirtualMachine;
+  readonly driver: GuestIommuDriver;
+  readonly domain: GuestDomainId;
+}
+
+/**
+ * Builds the system with core's Testbed (any failure here is a bug, so it throws). `bypassVcmdq` is Linux's module
+ * parameter of that name: same hardware, same VMM, but the guest sends its invalidations through the trapped SMMU
+ * queue.
+ */
+function buildBenchSystem(plugin: VendorPlugin, parents: readonly VendorPlugin[], bypassVcmdq: boolean): BenchSystem {
+  const driverPlugin: VendorPlugin = bypassVcmdq ? { ...plugin, createDriver: (context) => new Tegra241GuestDriver(context, new Smmuv3GuestDriver(context), { bypassVcmdq }) } : plugin;
+  const bed = unwrap(Testbed.create({ plugin: driverPlugin, plugins: parents, vms: [{ devices: [{ rid: 0x100, guestRid: GUEST_RID }] }] }));
+  const v = bed.vms[0]!;
+  const driver = v.drivers[0]!;
+  const domain = unwrap(driver.createDomain());
+  unwrap(driver.attach(GUEST_RID, domain));
+  unwrap(driver.map(domain, IOVA, DATA_GPA, 64 * 4096, Perm.ReadWrite));
+  return { bed, vm: v.vm, driver, domain };
+}
 
 interface PathMeasure {
   /** VMM interventions (trapped MMIO, hypercalls, injections) per INVALIDATIONS invalidations. */
@@ -15,49 +39,42 @@ interface PathMeasure {
 }
 
 /**
- * INVALIDATIONS single-page invalidations (TLBI_NH_VA + CMD_SYNC, as Linux issues for a 4 KiB unmap), each a
- * different page of a mapped region, with interventions counted by the VM and time by performance.now().
+ * Single-page invalidations (TLBI_NH_VA + CMD_SYNC, as Linux issues for a 4 KiB unmap), each a different page of
+ * the mapped region: timed with opsPerSecond, then INVALIDATIONS more with interventions counted by the VM.
  */
-function measureRound(sys: BenchSystem): PathMeasure {
-  const before = sys.vm.interventions;
-  const start = performance.now();
-  for (let i = 0; i < INVALIDATIONS; i++) {
-    const r = sys.driver.flush(sys.domain, IOVA + (i % 64) * 4096, 4096);
-    if (!r.ok) throw new Error(`bench flush: ${r.error.message}`);
-  }
-  const elapsed = performance.now() - start;
-  return { interventions: ((sys.vm.interventions - before) * 1000) / INVALIDATIONS, microseconds: (elapsed * 1000) / INVALIDATIONS };
-}
-
-function prepare(sys: BenchSystem): void {
-  const mapped = sys.driver.map(sys.domain, IOVA, DATA_GPA, 64 * 4096, Perm.ReadWrite);
-  if (!mapped.ok) throw new Error(`bench map: ${mapped.error.message}`);
-}
-
-/**
- * Both paths on the same hardware model and VMM in one run, rounds interleaved (VCMDQ, trapped CMDQ, …) so
- * neither profits from running later: interventions are the same every round, time is the fastest round.
- */
-function measureBoth(): { vcmdq: PathMeasure; cmdq: PathMeasure } {
-  const direct = buildBenchSystem(false);
-  const trapped = buildBenchSystem(true);
-  try {
-    prepare(direct);
-    prepare(trapped);
-    let vcmdq: PathMeasure | undefined;
-    let cmdq: PathMeasure | undefined;
-    for (let round = 0; round < ROUNDS; round++) {
-      const d = measureRound(direct);
-      const t = measureRound(trapped);
-      if (round === 0) continue;
-      if (vcmdq === undefined || d.microseconds < vcmdq.microseconds) vcmdq = d;
-      if (cmdq === undefined || t.microseconds < cmdq.microseconds) cmdq = t;
+function measurePath(sys: BenchSystem): PathMeasure {
+  let done = 0;
+  const flush = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      const r = sys.driver.flush(sys.domain, IOVA + (done++ % 64) * 4096, 4096);
+      if (!r.ok) throw new Error(`bench flush: ${r.error.message}`);
     }
-    return { vcmdq: vcmdq!, cmdq: cmdq! };
+  };
+  const rate = opsPerSecond(flush);
+  const before = sys.vm.interventions;
+  flush(INVALIDATIONS);
+  return { interventions: ((sys.vm.interventions - before) * 1000) / INVALIDATIONS, microseconds: 1e6 / rate };
+}
+
+/** Both paths on the same hardware model and VMM. */
+function measureBoth(plugin: VendorPlugin, parents: readonly VendorPlugin[]): { vcmdq: PathMeasure; cmdq: PathMeasure } {
+  const direct = buildBenchSystem(plugin, parents, false);
+  try {
+    const vcmdq = measurePath(direct);
+    const trapped = buildBenchSystem(plugin, parents, true);
+    try {
+      return { vcmdq, cmdq: measurePath(trapped) };
+    } finally {
+      trapped.bed.dispose();
+    }
   } finally {
-    direct.dispose();
-    trapped.dispose();
+    direct.bed.dispose();
   }
+}
+
+/** A figure of the VCMDQ path against the trapped CMDQ path. */
+function comparison(vcmdq: number, cmdq: number, note: string): ReturnType<BenchFigure["run"]> {
+  return { value: vcmdq, baseline: cmdq, ratio: cmdq === 0 ? 0 : vcmdq / cmdq, note };
 }
 
 /**
@@ -65,37 +82,30 @@ function measureBoth(): { vcmdq: PathMeasure; cmdq: PathMeasure } {
  * (baseline), where each batch exits on CMDQ_CONS / CMDQ_PROD and the VMM forwards the TLBI through
  * IOMMU_HWPT_INVALIDATE. Counted, not timed.
  */
-const interventions: BenchFigure = {
-  name: "tegra241-interventions-per-1000-invalidations",
-  unit: "interventions/1000 invalidations",
-  run() {
-    const m = measureBoth();
-    return {
-      value: m.vcmdq.interventions,
-      baseline: m.cmdq.interventions,
-      ratio: m.cmdq.interventions === 0 ? 0 : m.vcmdq.interventions / m.cmdq.interventions,
-      note: `counted VM exits/injections; model time ${m.vcmdq.microseconds.toFixed(2)} µs vs ${m.cmdq.microseconds.toFixed(2)} µs per invalidation (no exit cost is modelled)`,
-    };
-  },
-};
+function interventions(plugin: VendorPlugin, parents: readonly VendorPlugin[]): ReturnType<BenchFigure["run"]> {
+  const { vcmdq, cmdq } = measureBoth(plugin, parents);
+  const note = `counted VM exits/injections; model time ${vcmdq.microseconds.toFixed(2)} µs vs ${cmdq.microseconds.toFixed(2)} µs per invalidation (no exit cost is modelled)`;
+  return comparison(vcmdq.interventions, cmdq.interventions, note);
+}
 
 /**
  * Model time per invalidation on each path, same run. The model charges nothing for a VM exit (it is a function
  * call), so this measures only the work each path does in the model — the VMM's decode and iommufd forwarding
  * against the hardware consuming the queue — not a hypervisor's exit latency.
  */
-const time: BenchFigure = {
-  name: "tegra241-invalidation-model-time",
-  unit: "µs/invalidation",
-  run() {
-    const m = measureBoth();
-    return {
-      value: m.vcmdq.microseconds,
-      baseline: m.cmdq.microseconds,
-      ratio: m.cmdq.microseconds === 0 ? 0 : m.vcmdq.microseconds / m.cmdq.microseconds,
-      note: `model wall time only; interventions ${m.vcmdq.interventions} vs ${m.cmdq.interventions} per 1000 — real exit cost is not in this number`,
-    };
-  },
-};
+function time(plugin: VendorPlugin, parents: readonly VendorPlugin[]): ReturnType<BenchFigure["run"]> {
+  const { vcmdq, cmdq } = measureBoth(plugin, parents);
+  const note = `model wall time only; interventions ${vcmdq.interventions} vs ${cmdq.interventions} per 1000 — real exit cost is not in this number`;
+  return comparison(vcmdq.microseconds, cmdq.microseconds, note);
+}
 
-export const tegra241Bench: readonly BenchFigure[] = [interventions, time];
+/**
+ * The Tegra241 figures for `viommu bench`, measured on systems built with `plugin` over its `parents` (the SMMUv3
+ * plugin it extends); never asserted.
+ */
+export function createTegra241BenchFigures(plugin: () => VendorPlugin, parents: () => readonly VendorPlugin[]): readonly BenchFigure[] {
+  return [
+    { name: "tegra241-interventions-per-1000-invalidations", unit: "interventions/1000 invalidations", run: () => interventions(plugin(), parents()) },
+    { name: "tegra241-invalidation-model-time", unit: "µs/invalidation", run: () => time(plugin(), parents()) },
+  ];
+}

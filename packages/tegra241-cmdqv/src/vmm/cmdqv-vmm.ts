@@ -3,8 +3,6 @@ import {
   fail,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   ok,
-  parseVevents,
-  veventsLost,
   type IommufdContext,
   type MmioHandler,
   type MmioMapping,
@@ -15,6 +13,7 @@ import {
   type VeventqFile,
   type VirtualMachine,
 } from "@viommu/core";
+import { VeventqReader } from "@viommu/smmuv3";
 import {
   CMDQV_PAGE_SIZE,
   cmdqvApertureSize,
@@ -41,8 +40,8 @@ import {
   VIOMMU_TEGRA241_CMDQV_SIZE,
   type HwInfoTegra241Cmdqv,
 } from "../format/iommufd-uapi.js";
-import { decodeReg32 } from "../format/register-value.js";
-import { activeGerrors } from "../format/vcmdq-registers.js";
+import { bitmapSet, bitmapTest, decodeReg32 } from "../format/register-value.js";
+import { cmdqErrorActive } from "../format/vcmdq-registers.js";
 
 /** Depth of the Tegra vEVENTQ (QEMU allocates 1 << 16; the map in each event makes a deep queue unnecessary). */
 const VEVENTQ_DEPTH = 64;
@@ -50,7 +49,6 @@ const VEVENTQ_DEPTH = 64;
 const GUEST_APERTURE = cmdqvApertureSize(1);
 const CONFIG_EN = 1;
 const VINTF_CONFIG_HYP_OWN = 1 << 17;
-const GERROR_CMDQ_ERR = 1;
 
 /** Where the CMDQV sits in the VM and which interrupt it raises. */
 export interface CmdqvVmmPlacement {
@@ -102,8 +100,7 @@ export class CmdqvVmm {
   private readonly consBases: bigint[];
   private readonly hwQueueIds: (number | undefined)[];
   private readonly mappings: MmioMapping[] = [];
-  private lastSequence = -1;
-  private veventq: { id: number; file: VeventqFile } | undefined;
+  private veventq: { id: number; file: VeventqFile; reader: VeventqReader } | undefined;
   private page0: { region: MmioRegion; unmap(): void } | undefined;
 
   private constructor(
@@ -160,7 +157,8 @@ export class CmdqvVmm {
     this.page0 = { region: handle.value.region, unmap: () => handle.value.unmap() };
     const q = this.iommufd.veventqAlloc({ flags: 0, viommuId: this.viommuId, type: IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV, depth: VEVENTQ_DEPTH });
     if (!q.ok) return fail(q);
-    this.veventq = q.value;
+    // Each poll reads at most the queue's depth and its lost-events marker, 16 records at a time.
+    this.veventq = { ...q.value, reader: new VeventqReader(q.value.file, VEVENT_TEGRA241_CMDQV_SIZE, 16, VEVENTQ_DEPTH + 1) };
     const base = this.placement.base;
     const trapped: MmioHandler = { read: (o, s) => this.read(o, s), write: (o, s, v) => this.write(o, s, v) };
     const at = (offset: number): MmioHandler => ({ read: (o, s) => trapped.read(offset + o, s), write: (o, s, v) => trapped.write(offset + o, s, v) });
@@ -376,26 +374,20 @@ export class CmdqvVmm {
    * reading every queue's GERROR / GERRORN in the mapped page 0.
    */
   poll(): void {
-    const file = this.veventq?.file;
-    if (file === undefined) return;
+    const reader = this.veventq?.reader;
+    if (reader === undefined) return;
     let raise = false;
-    for (let round = 0; round < VEVENTQ_DEPTH + 1; round++) {
-      const bytes = file.read(16 * (8 + VEVENT_TEGRA241_CMDQV_SIZE));
-      if (!bytes.ok || bytes.value.length === 0) break;
-      for (const record of parseVevents(bytes.value, VEVENT_TEGRA241_CMDQV_SIZE)) {
-        const lost = veventsLost(this.lastSequence, record);
-        this.lastSequence = record.sequence;
-        if (lost) raise = this.scanAllQueues() || raise;
-        const event = record.payload === undefined ? undefined : decodeVeventTegra241Cmdqv(record.payload);
-        if (event === undefined) continue;
-        this.stats.vevents++;
-        for (let half = 0; half < 2; half++) {
-          const word = event.lvcmdq_err_map[half as 0 | 1];
-          this.errorMap[half * 2] = (this.errorMap[half * 2]! | Number(word & 0xffff_ffffn)) >>> 0;
-          this.errorMap[half * 2 + 1] = (this.errorMap[half * 2 + 1]! | Number(word >> 32n)) >>> 0;
-        }
-        raise = raise || event.lvcmdq_err_map[0] !== 0n || event.lvcmdq_err_map[1] !== 0n;
+    for (const record of reader.drain()) {
+      if (record.lostBefore) raise = this.scanAllQueues() || raise;
+      const event = record.payload === undefined ? undefined : decodeVeventTegra241Cmdqv(record.payload);
+      if (event === undefined) continue;
+      this.stats.vevents++;
+      for (let half = 0; half < 2; half++) {
+        const word = event.lvcmdq_err_map[half as 0 | 1];
+        this.errorMap[half * 2] = (this.errorMap[half * 2]! | Number(word & 0xffff_ffffn)) >>> 0;
+        this.errorMap[half * 2 + 1] = (this.errorMap[half * 2 + 1]! | Number(word >> 32n)) >>> 0;
       }
+      raise = raise || event.lvcmdq_err_map[0] !== 0n || event.lvcmdq_err_map[1] !== 0n;
     }
     if (raise && (this.viIntMask[0]! & 1) === 0) {
       this.vm.inject(this.placement.gsiv, 0, "tegra241-cmdqv");
@@ -408,17 +400,16 @@ export class CmdqvVmm {
     const page0 = this.page0?.region;
     if (page0 === undefined) return false;
     const at = q * VCMDQ_STRIDE;
-    return (activeGerrors(Number(page0.read(at + VcmdqPage0Reg.GERROR, 4)), Number(page0.read(at + VcmdqPage0Reg.GERRORN, 4))) & GERROR_CMDQ_ERR) !== 0;
+    return cmdqErrorActive(Number(page0.read(at + VcmdqPage0Reg.GERROR, 4)), Number(page0.read(at + VcmdqPage0Reg.GERRORN, 4)));
   }
 
   /** Drops the map bits of queues the guest has acknowledged; true while any remains. */
   private refreshErrors(): boolean {
     let any = false;
     for (let q = 0; q < this.queues; q++) {
-      const bit = 1 << (q & 31);
-      if ((this.errorMap[q >>> 5]! & bit) === 0) continue;
+      if (!bitmapTest(this.errorMap, q)) continue;
       if (this.queueInError(q)) any = true;
-      else this.errorMap[q >>> 5] = (this.errorMap[q >>> 5]! & ~bit) >>> 0;
+      else bitmapSet(this.errorMap, q, false);
     }
     return any;
   }
@@ -427,7 +418,7 @@ export class CmdqvVmm {
     let any = false;
     for (let q = 0; q < this.queues; q++) {
       if (!this.queueInError(q)) continue;
-      this.errorMap[q >>> 5] = (this.errorMap[q >>> 5]! | (1 << (q & 31))) >>> 0;
+      bitmapSet(this.errorMap, q);
       any = true;
     }
     return any;

@@ -8,17 +8,15 @@ import {
   type DmaDevice,
   type EmulatedIommu,
   type InterruptResult,
-  type IommufdContext,
   type MsiMessage,
   type Result,
   type StateValue,
   type TranslationMode,
-  type UserData,
   type VmmDeviceOptions,
   type VmmStats,
   type WalkResult,
 } from "@viommu/core";
-import { IOMMU_VIOMMU_TYPE_ARM_SMMUV3, Smmuv3Device } from "@viommu/smmuv3";
+import { Smmuv3Device } from "@viommu/smmuv3";
 import type { HwInfoTegra241Cmdqv } from "../format/iommufd-uapi.js";
 import { cmdqvAcpiTable } from "./cmdqv-acpi.js";
 import { CmdqvVmm, type CmdqvVmmPlacement } from "./cmdqv-vmm.js";
@@ -34,29 +32,6 @@ const STATE_VERSION = 1;
 
 export function defaultCmdqvPlacement(instance: number): CmdqvVmmPlacement {
   return { base: DEFAULT_CMDQV_BASE + instance * CMDQV_WINDOW, gsiv: DEFAULT_CMDQV_GSIV + instance };
-}
-
-/**
- * The VMM's iommufd as the SMMUv3 half sees it: its IOMMU_VIOMMU_ALLOC of an ARM_SMMUV3 vIOMMU asks for a
- * TEGRA241_CMDQV one with `data` instead (what QEMU's accelerated SMMUv3 does through its CMDQV ops'
- * alloc_viommu). The Tegra vIOMMU serves the SMMUv3 half unchanged: nested HWPTs from vSTEs, raw-command
- * invalidation, SMMUv3 vEVENTs. Every other call goes straight to the context.
- */
-function iommufdAllocatingTegra(ctx: IommufdContext, data: UserData, allocated: (viommuId: number) => void): IommufdContext {
-  return new Proxy(ctx, {
-    get(target, property): unknown {
-      if (property === "viommuAlloc") {
-        return (args: Parameters<IommufdContext["viommuAlloc"]>[0]): ReturnType<IommufdContext["viommuAlloc"]> => {
-          if (args.type !== IOMMU_VIOMMU_TYPE_ARM_SMMUV3) return target.viommuAlloc(args);
-          const r = target.viommuAlloc({ ...args, type: data.type, data });
-          if (r.ok) allocated(r.value);
-          return r;
-        };
-      }
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
 }
 
 /**
@@ -89,10 +64,13 @@ export class Tegra241Device implements EmulatedIommu {
       const plain = Smmuv3Device.create(options);
       return plain.ok ? ok(new Tegra241Device(plain.value, undefined, instance)) : fail(plain);
     }
+    // The SMMUv3 half allocates its vIOMMU as a TEGRA241_CMDQV one (QEMU's CMDQV ops' alloc_viommu): the Tegra
+    // vIOMMU serves it unchanged (nested HWPTs from vSTEs, raw-command invalidation, SMMUv3 vEVENTs), and the
+    // kernel writes the VINTF page's mmap offset back into `data`.
     const data = CmdqvVmm.viommuData();
-    let viommuId: number | undefined;
-    const smmu = Smmuv3Device.create({ ...options, iommufd: iommufdAllocatingTegra(options.iommufd, data, (id) => (viommuId = id)) });
+    const smmu = Smmuv3Device.create(options, { viommuType: data.type, viommuData: data });
     if (!smmu.ok) return fail(smmu);
+    const viommuId = smmu.value.viommuId;
     if (viommuId === undefined) {
       smmu.value.destroy();
       return err("EOPNOTSUPP", "the SMMUv3 half allocated no vIOMMU");

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { buildAcpiTable, unwrap } from "@viommu/core";
 import type { Testbed } from "@viommu/conformance";
-import { Smmuv3GuestDriver } from "@viommu/smmuv3";
+import { encodeCommand, Smmuv3GuestDriver } from "@viommu/smmuv3";
 import { buildCmdqvSsdt, cmdqAllocLayout, cmdqAllocOffset, CmdqvReg, decodeReg32, vintfBase, vintfConfigLayout, VintfReg } from "../../src/format/index.js";
 import { findCmdqvDevices } from "../../src/guest/cmdqv-acpi-probe.js";
 import { GuestCmdqv } from "../../src/guest/guest-cmdqv.js";
@@ -70,6 +70,40 @@ describe("the guest's CMDQV driver", () => {
     expect(v.vm.interventions).toBe(exits);
     expect(device(v).smmu.stats.trapped).toBe(afterAttach);
     expect(guestCmdqv(v).stats.batches).toBe(2);
+  });
+
+  it("is the SMMUv3 driver's get_secondary_cmdq: batches the SMMUv3 driver itself issues go to the VCMDQ when it takes them", () => {
+    bed = tegraBed();
+    const v = bed.vms[0]!;
+    mapped(v);
+    const smmu = driver(v).smmu;
+    const tlbi = [encodeCommand("CMD_TLBI_NH_ASID", { ASID: 1 })];
+    const cfgi = [encodeCommand("CMD_CFGI_STE", { SID: 0x10, Leaf: 1 })];
+    expect(guestCmdqv(v).getSecondaryCmdq(smmu, tlbi)).toBeDefined();
+    expect(guestCmdqv(v).getSecondaryCmdq(smmu, cfgi)).toBeUndefined();
+    const exits = v.vm.interventions;
+    const batches = guestCmdqv(v).stats.batches;
+    unwrap(smmu.submitCommands(tlbi));
+    expect(v.vm.interventions).toBe(exits);
+    expect(guestCmdqv(v).stats.batches).toBe(batches + 1);
+    const trapped = device(v).smmu.stats.trapped;
+    unwrap(smmu.submitCommands(cfgi));
+    expect(device(v).smmu.stats.trapped - trapped).toBe(2);
+    expect(guestCmdqv(v).stats.batches).toBe(batches + 1);
+  });
+
+  it("leaves the SMMUv3 driver without the hook when the firmware has no CMDQV: plain SMMUv3, every batch trapped", () => {
+    bed = tegraBed();
+    const v = bed.vms[0]!;
+    const context = { vm: v.vm, memory: v.vm.memory, pages: v.pages, acpi: device(v).acpiTables().filter((t) => t.signature === "IORT"), mmioBase: device(v).mmioBase };
+    const plain = new Tegra241GuestDriver(context, new Smmuv3GuestDriver(context));
+    unwrap(plain.init({ translation: true, interruptRemapping: false }));
+    v.drivers[0] = plain;
+    expect(plain.cmdqv).toBeUndefined();
+    const domain = mapped(v);
+    const trapped = device(v).smmu.stats.trapped;
+    unwrap(plain.flush(domain, IOVA, 0x1000));
+    expect(device(v).smmu.stats.trapped - trapped).toBe(2);
   });
 
   it("with bypassVcmdq (Linux's module parameter) keeps the CMDQV reset but invalidates through the trapped queue", () => {

@@ -14,6 +14,7 @@ import {
   VintfReg,
   vintfLvcmdqErrMap64Offset,
 } from "../../src/format/index.js";
+import { IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV } from "../../src/format/iommufd-uapi.js";
 import { findCmdqvDevices } from "../../src/guest/cmdqv-acpi-probe.js";
 import { DEFAULT_CMDQV_BASE, DEFAULT_CMDQV_GSIV } from "../../src/vmm/tegra241-device.js";
 import { device, guestCmdqv, hardware, IOVA, mapped, tegraBed, vmm } from "../support.js";
@@ -30,6 +31,24 @@ function open(options?: Parameters<typeof tegraBed>[0]): Testbed {
 }
 
 const BASE = DEFAULT_CMDQV_BASE;
+
+describe("the SMMUv3 half's vIOMMU", () => {
+  it("is allocated as TEGRA241_CMDQV through the SMMUv3 device's extras, and the CMDQV half hangs off that one vIOMMU", () => {
+    const v = open().vms[0]!;
+    const viommus = v.iommufd.list(IommufdObjectType.VIOMMU);
+    expect(viommus).toHaveLength(1);
+    const id = device(v).smmu.viommuId!;
+    expect(unwrap(v.iommufd.viommu(id)).viommuType).toBe(IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV);
+    expect(v.iommufd.list(IommufdObjectType.HW_QUEUE)).toHaveLength(2);
+  });
+
+  it("is a plain ARM_SMMUV3 one when the VMM shadows (no CMDQV half)", () => {
+    const v = open({ mode: "shadow" }).vms[0]!;
+    expect(device(v).cmdqv).toBeUndefined();
+    expect(device(v).smmu.viommuId).toBeUndefined();
+    expect(v.iommufd.list(IommufdObjectType.VIOMMU)).toHaveLength(0);
+  });
+});
 
 describe("the CMDQV the VMM shows its guest", () => {
   it("has one VINTF: PARAM from the host's hw_info with NUM_VINTF_LOG2 = 0", () => {
