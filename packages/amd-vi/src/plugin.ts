@@ -79,7 +79,8 @@ export function createAmdViPlugin(options: AmdViPluginOptions = {}): VendorPlugi
     structures: amdViStructures,
     walk: amdViWalkTool,
     acpi: amdViAcpiTool,
-    bench: createAmdViBenchFigures(() => plugin),
+    // A figure measuring the other command-buffer configuration runs on a plugin configured for it.
+    bench: createAmdViBenchFigures((commandBuffer) => (commandBuffer === (hwQueues ? "hw-vqueue" : "trapped") ? plugin : createAmdViPlugin({ ...options, commandBuffer }))),
 
     register(container: DependencyContainer): void {
       container.register(VendorPlugin, { useValue: plugin });

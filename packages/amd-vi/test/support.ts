@@ -1,4 +1,4 @@
-import { Testbed, type TestbedOptions, type TestVm } from "@viommu/conformance";
+import { caseSupport, Testbed, type TestbedOptions, type TestVm } from "@viommu/conformance";
 import { Perm, unwrap, type PermBits } from "@viommu/core";
 import { AmdViGuestDriver } from "../src/guest/amd-vi-driver.js";
 import { AmdViUnit } from "../src/hw/amd-vi-unit.js";
@@ -27,17 +27,8 @@ export function mapOne(v: TestVm, guestRid: number, iova: number, gpa: number, l
   return domain;
 }
 
-export function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+/** Deterministic test bytes: the conformance suite's generator. */
+export const pattern: (length: number, seed: number) => Uint8Array = caseSupport.pattern;
 
 /** The 64-bit words at `gpa` in guest memory, as hex text. */
 export function qwords(v: TestVm, gpa: number, count: number): string[] {

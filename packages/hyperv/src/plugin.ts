@@ -3,7 +3,7 @@ import { hypervStructures } from "./format/structures.js";
 import { IOMMU_HW_INFO_TYPE_HYPERV, IOMMU_HWPT_DATA_HYPERV_S1, IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV, IOMMU_VIOMMU_TYPE_HYPERV } from "./format/iommufd-uapi.js";
 import { HypervGuestDriver } from "./guest/hyperv-driver.js";
 import { HypervUnit } from "./hw/hyperv-unit.js";
-import { hypervBenchFigures } from "./tools/bench.js";
+import { createHypervBenchFigures } from "./tools/bench.js";
 import { HypervDevice } from "./vmm/hyperv-device.js";
 
 /**
@@ -54,7 +54,7 @@ export const hypervPlugin: VendorPlugin = {
     invalidateData: IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV,
   },
   structures: hypervStructures,
-  bench: hypervBenchFigures,
+  bench: createHypervBenchFigures(() => hypervPlugin),
   demo: { vcpus: 300 },
 
   register(container: DependencyContainer): void {

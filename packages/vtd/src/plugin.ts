@@ -3,7 +3,7 @@ import { vtdStructures } from "./format/structures.js";
 import { IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 } from "./format/uapi.js";
 import { VtdGuestDriver } from "./guest/vtd-driver.js";
 import { VtdUnit } from "./hw/vtd-unit.js";
-import { vtdBenchFigures } from "./bench.js";
+import { createVtdBenchFigures } from "./bench.js";
 import { buildVtdDmar } from "./vmm/dmar-table.js";
 import { EMULATED_HAW } from "./vmm/emulated-capabilities.js";
 import { VTD_DEFAULT_MMIO_BASE, VtdDevice } from "./vmm/vtd-device.js";
@@ -54,7 +54,7 @@ export const vtdPlugin: VendorPlugin = {
     signature: "DMAR",
     generate: (): Uint8Array => buildVtdDmar({ hostAddressWidth: EMULATED_HAW, registerBase: VTD_DEFAULT_MMIO_BASE, includePciAll: true, endpoints: [], interruptRemapping: true }),
   },
-  bench: vtdBenchFigures,
+  bench: createVtdBenchFigures(() => vtdPlugin),
 
   register(container: DependencyContainer): void {
     container.register(VendorPlugin, { useValue: vtdPlugin });

@@ -25,6 +25,15 @@ export type CommandOpcode = (typeof CommandOpcode)[keyof typeof CommandOpcode];
 export const COMMAND_BYTES = 16;
 
 const opcodeField = { name: "Opcode", bit: 60, width: 4 } as const;
+const deviceIdField = { name: "DeviceID", bit: 0, width: 16 } as const;
+/** PASID [51:32] (PREFETCH_IOMMU_PAGES, COMPLETE_PPR_REQUEST); INVALIDATE_IOMMU_PAGES has it at [19:0]. */
+const pasidHighField = { name: "PASID", bit: 32, width: 20 } as const;
+/** S: the address word is a size-encoded range (see `invalidationRange`). */
+const sizeField = { name: "S", bit: 64, width: 1 } as const;
+/** GN: the PASID is valid (a guest, v2-table, request). */
+const guestField = { name: "GN", bit: 66, width: 1 } as const;
+/** Address[63:12] of the range's address word. */
+const pageAddressField = { name: "Address", bit: 76, width: 52, shift: 12, big: true } as const;
 
 /** COMPLETION_WAIT: [0] S store, [1] I interrupt, [2] F flush, [51:3] store address, [127:64] store data. */
 export const completionWaitLayout = defineLayout("COMPLETION_WAIT", 128, [
@@ -36,20 +45,17 @@ export const completionWaitLayout = defineLayout("COMPLETION_WAIT", 128, [
   { name: "StoreData", bit: 64, width: 64, big: true },
 ] as const);
 
-export const invalidateDevtabEntryLayout = defineLayout("INVALIDATE_DEVTAB_ENTRY", 128, [
-  { name: "DeviceID", bit: 0, width: 16 },
-  opcodeField,
-] as const);
+export const invalidateDevtabEntryLayout = defineLayout("INVALIDATE_DEVTAB_ENTRY", 128, [deviceIdField, opcodeField] as const);
 
 /** INVALIDATE_IOMMU_PAGES: [19:0] PASID (with GN), [47:32] DomainID, [64] S, [65] PDE, [66] GN, [127:76] address[63:12]. */
 export const invalidateIommuPagesLayout = defineLayout("INVALIDATE_IOMMU_PAGES", 128, [
   { name: "PASID", bit: 0, width: 20 },
   { name: "DomainID", bit: 32, width: 16 },
   opcodeField,
-  { name: "S", bit: 64, width: 1 },
+  sizeField,
   { name: "PDE", bit: 65, width: 1 },
-  { name: "GN", bit: 66, width: 1 },
-  { name: "Address", bit: 76, width: 52, shift: 12, big: true },
+  guestField,
+  pageAddressField,
 ] as const);
 
 /**
@@ -60,23 +66,20 @@ export const invalidateIommuPagesLayout = defineLayout("INVALIDATE_IOMMU_PAGES",
  * VirtualBox calls [23:16] "PASID lo" and [59:48] "PASID hi": the same bits, split differently.
  */
 export const invalidateIotlbPagesLayout = defineLayout("INVALIDATE_IOTLB_PAGES", 128, [
-  { name: "DeviceID", bit: 0, width: 16 },
+  deviceIdField,
   { name: "PASID_15_8", bit: 16, width: 8 },
   { name: "MaxPend", bit: 24, width: 8 },
   { name: "QueueID", bit: 32, width: 16 },
   { name: "PASID_7_0", bit: 48, width: 8 },
   { name: "PASID_19_16", bit: 56, width: 4 },
   opcodeField,
-  { name: "S", bit: 64, width: 1 },
-  { name: "GN", bit: 66, width: 1 },
+  sizeField,
+  guestField,
   { name: "Type", bit: 68, width: 2 },
-  { name: "Address", bit: 76, width: 52, shift: 12, big: true },
+  pageAddressField,
 ] as const);
 
-export const invalidateInterruptTableLayout = defineLayout("INVALIDATE_INTERRUPT_TABLE", 128, [
-  { name: "DeviceID", bit: 0, width: 16 },
-  opcodeField,
-] as const);
+export const invalidateInterruptTableLayout = defineLayout("INVALIDATE_INTERRUPT_TABLE", 128, [deviceIdField, opcodeField] as const);
 
 /**
  * PREFETCH_IOMMU_PAGES (EFR.PrefSup; not used by Linux): [15:0] DeviceID, [31:24] PFCount, [51:32] PASID,
@@ -85,14 +88,14 @@ export const invalidateInterruptTableLayout = defineLayout("INVALIDATE_INTERRUPT
  * QW1 bits 1, 3, [11:5]).
  */
 export const prefetchIommuPagesLayout = defineLayout("PREFETCH_IOMMU_PAGES", 128, [
-  { name: "DeviceID", bit: 0, width: 16 },
+  deviceIdField,
   { name: "PFCount", bit: 24, width: 8 },
-  { name: "PASID", bit: 32, width: 20 },
+  pasidHighField,
   opcodeField,
-  { name: "S", bit: 64, width: 1 },
-  { name: "GN", bit: 66, width: 1 },
+  sizeField,
+  guestField,
   { name: "Inval", bit: 68, width: 1 },
-  { name: "Address", bit: 76, width: 52, shift: 12, big: true },
+  pageAddressField,
 ] as const);
 
 /**
@@ -102,10 +105,10 @@ export const prefetchIommuPagesLayout = defineLayout("PREFETCH_IOMMU_PAGES", 128
  * 16-bit CompletionTag at [111:96] with no status; QEMU reserves neither. Following Linux.
  */
 export const completePprRequestLayout = defineLayout("COMPLETE_PPR_REQUEST", 128, [
-  { name: "DeviceID", bit: 0, width: 16 },
-  { name: "PASID", bit: 32, width: 20 },
+  deviceIdField,
+  pasidHighField,
   opcodeField,
-  { name: "GN", bit: 66, width: 1 },
+  guestField,
   { name: "CompletionTag", bit: 96, width: 9 },
   { name: "Status", bit: 108, width: 4 },
 ] as const);
@@ -220,6 +223,12 @@ export function linuxInvalidationAddress(address: bigint, size: bigint): bigint 
   return (word & PAGE_MASK_BIG) | 1n;
 }
 
+/** A guest request: PASID[19:0] at the bottom of dword `at` (0 or 1) and GN (bit 66). */
+function setGuestPasid(raw: RawBits, at: 0 | 1, pasid: number): void {
+  raw[at] = (raw[at]! | (pasid & 0xfffff)) >>> 0;
+  raw[2] = (raw[2]! | 4) >>> 0;
+}
+
 function setQw1(raw: RawBits, word: bigint): void {
   raw[2] = (raw[2]! | Number(word & 0xffff_ffffn)) >>> 0;
   raw[3] = (raw[3]! | Number((word >> 32n) & 0xffff_ffffn)) >>> 0;
@@ -234,10 +243,7 @@ export function buildInvalidateIommuPages(options: { domainId: number; address: 
   raw[1] = (raw[1]! | (options.domainId & 0xffff)) >>> 0;
   setQw1(raw, linuxInvalidationAddress(options.address, options.size));
   if (options.pde ?? true) raw[2] = (raw[2]! | 2) >>> 0;
-  if (options.pasid !== undefined) {
-    raw[0] = (raw[0]! | (options.pasid & 0xfffff)) >>> 0;
-    raw[2] = (raw[2]! | 4) >>> 0;
-  }
+  if (options.pasid !== undefined) setGuestPasid(raw, 0, options.pasid);
   return raw;
 }
 
@@ -263,10 +269,7 @@ export function buildInvalidateIotlbPages(options: { deviceId: number; maxPend: 
 export function buildCompletePprRequest(options: { deviceId: number; tag: number; status: number; pasid?: number }): RawBits {
   const raw = command(CommandOpcode.COMPLETE_PPR_REQUEST);
   raw[0] = options.deviceId & 0xffff;
-  if (options.pasid !== undefined) {
-    raw[1] = (raw[1]! | (options.pasid & 0xfffff)) >>> 0;
-    raw[2] = 4;
-  }
+  if (options.pasid !== undefined) setGuestPasid(raw, 1, options.pasid);
   raw[3] = ((options.tag & 0x1ff) | ((options.status & 0xf) << 12)) >>> 0;
   return raw;
 }
@@ -275,10 +278,7 @@ export function buildPrefetchIommuPages(options: { deviceId: number; pfCount: nu
   const raw = command(CommandOpcode.PREFETCH_IOMMU_PAGES);
   raw[0] = ((options.deviceId & 0xffff) | ((options.pfCount & 0xff) << 24)) >>> 0;
   setQw1(raw, linuxInvalidationAddress(options.address, options.size));
-  if (options.pasid !== undefined) {
-    raw[1] = (raw[1]! | (options.pasid & 0xfffff)) >>> 0;
-    raw[2] = (raw[2]! | 4) >>> 0;
-  }
+  if (options.pasid !== undefined) setGuestPasid(raw, 1, options.pasid);
   if (options.invalidate) raw[2] = (raw[2]! | 0x10) >>> 0;
   return raw;
 }

@@ -39,57 +39,41 @@ export const EVENT_BYTES = 16;
 const code = { name: "EventCode", bit: 60, width: 4 } as const;
 const address = { name: "Address", bit: 64, width: 64, big: true } as const;
 const deviceId = { name: "DeviceID", bit: 0, width: 16 } as const;
+const pasid19To16 = { name: "PASID_19_16", bit: 16, width: 4 } as const;
+const pasid15To0 = { name: "PASID_15_0", bit: 32, width: 16 } as const;
+const domainIdOrPasid = { name: "DomainIDOrPASID", bit: 32, width: 16 } as const;
+/** Hardware error Type [58:57]: the kind of bus error when fetching the structure. */
+const hardwareErrorType = { name: "Type", bit: 57, width: 2 } as const;
+/** The 12 flag bits as one field, for events whose individual flag positions are not in the sources read. */
+const flagsField = { name: "Flags", bit: 48, width: 12 } as const;
 
-export const illegalDevTableEntryLayout = defineLayout("ILLEGAL_DEV_TABLE_ENTRY", 128, [
-  deviceId,
-  { name: "PASID_19_16", bit: 16, width: 4 },
-  { name: "PASID_15_0", bit: 32, width: 16 },
-  { name: "GN", bit: 48, width: 1 },
-  { name: "I", bit: 51, width: 1 },
-  { name: "RW", bit: 53, width: 1 },
-  { name: "RZ", bit: 55, width: 1 },
-  { name: "TR", bit: 56, width: 1 },
-  code,
-  address,
-] as const);
+type EventFlagName = keyof typeof EventFlag;
+type FlagFields<Names extends readonly EventFlagName[]> = { [K in keyof Names]: { readonly name: Names[K]; readonly bit: number; readonly width: 1 } };
+
+/** The named one-bit flag fields at their EventFlag positions (QW0 bit 48 + n), so each position is stated once. */
+function flags<const Names extends readonly EventFlagName[]>(...names: Names): FlagFields<Names> {
+  return names.map((name) => ({ name, bit: 48 + 31 - Math.clz32(EventFlag[name]), width: 1 as const })) as FlagFields<Names>;
+}
+
+export const illegalDevTableEntryLayout = defineLayout("ILLEGAL_DEV_TABLE_ENTRY", 128, [deviceId, pasid19To16, pasid15To0, ...flags("GN", "I", "RW", "RZ", "TR"), code, address] as const);
 
 /** IO_PAGE_FAULT: QW0[47:32] is the DomainID, or PASID[15:0] when GN = 1. */
 export const ioPageFaultLayout = defineLayout("IO_PAGE_FAULT", 128, [
   deviceId,
-  { name: "PASID_19_16", bit: 16, width: 4 },
-  { name: "DomainIDOrPASID", bit: 32, width: 16 },
-  { name: "GN", bit: 48, width: 1 },
-  { name: "NX", bit: 49, width: 1 },
-  { name: "US", bit: 50, width: 1 },
-  { name: "I", bit: 51, width: 1 },
-  { name: "PR", bit: 52, width: 1 },
-  { name: "RW", bit: 53, width: 1 },
-  { name: "PE", bit: 54, width: 1 },
-  { name: "RZ", bit: 55, width: 1 },
-  { name: "TR", bit: 56, width: 1 },
+  pasid19To16,
+  domainIdOrPasid,
+  ...flags("GN", "NX", "US", "I", "PR", "RW", "PE", "RZ", "TR"),
   code,
   address,
 ] as const);
 
-/** Hardware error Type [58:57]: the kind of bus error when fetching the structure. */
-export const devTabHardwareErrorLayout = defineLayout("DEV_TAB_HARDWARE_ERROR", 128, [
-  deviceId,
-  { name: "I", bit: 51, width: 1 },
-  { name: "RW", bit: 53, width: 1 },
-  { name: "TR", bit: 56, width: 1 },
-  { name: "Type", bit: 57, width: 2 },
-  code,
-  address,
-] as const);
+export const devTabHardwareErrorLayout = defineLayout("DEV_TAB_HARDWARE_ERROR", 128, [deviceId, ...flags("I", "RW", "TR"), hardwareErrorType, code, address] as const);
 
 export const pageTabHardwareErrorLayout = defineLayout("PAGE_TAB_HARDWARE_ERROR", 128, [
   deviceId,
-  { name: "DomainIDOrPASID", bit: 32, width: 16 },
-  { name: "GN", bit: 48, width: 1 },
-  { name: "I", bit: 51, width: 1 },
-  { name: "RW", bit: 53, width: 1 },
-  { name: "TR", bit: 56, width: 1 },
-  { name: "Type", bit: 57, width: 2 },
+  domainIdOrPasid,
+  ...flags("GN", "I", "RW", "TR"),
+  hardwareErrorType,
   code,
   address,
 ] as const);
@@ -97,22 +81,19 @@ export const pageTabHardwareErrorLayout = defineLayout("PAGE_TAB_HARDWARE_ERROR"
 /** ILLEGAL_COMMAND_ERROR: the address is the physical address of the offending command. */
 export const illegalCommandErrorLayout = defineLayout("ILLEGAL_COMMAND_ERROR", 128, [code, address] as const);
 
-export const commandHardwareErrorLayout = defineLayout("COMMAND_HARDWARE_ERROR", 128, [
-  { name: "Type", bit: 57, width: 2 },
-  code,
-  address,
-] as const);
+export const commandHardwareErrorLayout = defineLayout("COMMAND_HARDWARE_ERROR", 128, [hardwareErrorType, code, address] as const);
 
 /** IOTLB_INV_TIMEOUT: the address is that of the INVALIDATE_IOTLB_PAGES command that timed out. */
 export const iotlbInvTimeoutLayout = defineLayout("IOTLB_INV_TIMEOUT", 128, [deviceId, code, address] as const);
 
+/** INVALID_DEVICE_REQUEST has its own US position (bit 49, NX's elsewhere) and a 3-bit Type. */
 export const invalidDeviceRequestLayout = defineLayout("INVALID_DEVICE_REQUEST", 128, [
   deviceId,
-  { name: "PASID_19_16", bit: 16, width: 4 },
-  { name: "PASID_15_0", bit: 32, width: 16 },
-  { name: "GN", bit: 48, width: 1 },
+  pasid19To16,
+  pasid15To0,
+  ...flags("GN"),
   { name: "US", bit: 49, width: 1 },
-  { name: "TR", bit: 56, width: 1 },
+  ...flags("TR"),
   { name: "Type", bit: 57, width: 3 },
   code,
   address,
@@ -128,7 +109,7 @@ export const invalidPprRequestLayout = defineLayout("INVALID_PPR_REQUEST", 128, 
   { name: "PASID_15_0", bit: 16, width: 16 },
   { name: "Tag", bit: 32, width: 10 },
   { name: "PASID_19_16", bit: 42, width: 4 },
-  { name: "Flags", bit: 48, width: 12 },
+  flagsField,
   code,
   address,
 ] as const);
@@ -145,7 +126,7 @@ export const rmpPageFaultLayout = defineLayout("RMP_PAGE_FAULT", 128, [
   deviceId,
   { name: "RMPFlags", bit: 16, width: 8 },
   { name: "VMGTag", bit: 32, width: 16 },
-  { name: "Flags", bit: 48, width: 12 },
+  flagsField,
   code,
   { name: "GPA", bit: 64, width: 64, big: true },
 ] as const);
@@ -154,7 +135,7 @@ export const rmpPageFaultLayout = defineLayout("RMP_PAGE_FAULT", 128, [
 export const rmpHardwareErrorLayout = defineLayout("RMP_HARDWARE_ERROR", 128, [
   deviceId,
   { name: "VMGTag", bit: 32, width: 16 },
-  { name: "Flags", bit: 48, width: 12 },
+  flagsField,
   code,
   { name: "SPA", bit: 67, width: 61, shift: 3, big: true },
 ] as const);

@@ -1,7 +1,5 @@
 import {
-  EntryKind,
   Perm,
-  WalkFault,
   address64,
   defineLayout,
   radixGeometry,
@@ -12,6 +10,7 @@ import {
   type TableGeometry,
 } from "@viommu/core";
 import { firstZeroAtOrAbove12 } from "./layout-tools.js";
+import { assertEntryAddress, decodeLeaf, decodeNotPresent, decodeReserved, decodeTable, PAGE_TABLE_BYTES, writeEntry } from "./page-table-entry.js";
 
 /**
  * AMD-Vi host (v1) page tables, DTE Mode 1..6 (spec x86.md B4.1).
@@ -107,60 +106,26 @@ function v1Perms(hi: number): PermBits {
   return ((hi >>> 29) & 1 ? Perm.Read : 0) | ((hi >>> 30) & 1 ? Perm.Write : 0) | Perm.Exec | Perm.User;
 }
 
-function fault(out: EntryDecode): void {
-  out.kind = EntryKind.Fault;
-  out.fault = WalkFault.Reserved;
-  out.address = 0;
-  out.pageShift = 0;
-  out.nextLevel = 0;
-  out.perms = 0;
-}
-
 export const amdV1PageTableFormat: PageTableFormat = {
   name: "amd-vi-v1",
   skippedLevelBitsMustBeZero: true,
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-    if ((lo & 1) === 0) {
-      out.kind = EntryKind.Invalid;
-      out.fault = WalkFault.Translation;
-      out.address = 0;
-      out.pageShift = 0;
-      out.nextLevel = 0;
-      out.perms = 0;
-      return;
-    }
+    if ((lo & 1) === 0) return decodeNotPresent(out);
     const nextLevel = (lo >>> 9) & 7;
     if (nextLevel === V1_NEXT_LEVEL_DEFAULT_PAGE || nextLevel === V1_NEXT_LEVEL_SIZE_ENCODED) {
-      if (level < 1 || level >= V1_MAX_LEVELS || (hi & PTE_RESERVED_HI) !== 0) return fault(out);
+      if (level < 1 || level >= V1_MAX_LEVELS || (hi & PTE_RESERVED_HI) !== 0) return decodeReserved(out);
       const levelShift = 12 + 9 * (level - 1);
       let pageShift = levelShift;
       if (nextLevel === V1_NEXT_LEVEL_SIZE_ENCODED) {
         pageShift = firstZeroAtOrAbove12(lo, hi) + 1;
-        if (pageShift < levelShift || pageShift > levelShift + 8 || pageShift > V1_MAX_PAGE_SHIFT) return fault(out);
+        if (pageShift < levelShift || pageShift > levelShift + 8 || pageShift > V1_MAX_PAGE_SHIFT) return decodeReserved(out);
       }
-      out.kind = EntryKind.Leaf;
-      out.fault = WalkFault.None;
-      out.pageShift = pageShift;
-      out.address = address64(lo, hi, pageShift, 51);
-      out.nextLevel = 0;
-      out.perms = v1Perms(hi);
-      return;
+      return decodeLeaf(out, address64(lo, hi, pageShift, 51), pageShift, v1Perms(hi));
     }
-    if (level <= 1 || nextLevel >= level || (hi & PDE_RESERVED_HI) !== 0) return fault(out);
-    out.kind = EntryKind.Table;
-    out.fault = WalkFault.None;
-    out.address = address64(lo, hi, 12, 51);
-    out.pageShift = 0;
-    out.nextLevel = nextLevel;
-    out.perms = v1Perms(hi);
+    if (level <= 1 || nextLevel >= level || (hi & PDE_RESERVED_HI) !== 0) return decodeReserved(out);
+    decodeTable(out, address64(lo, hi, 12, 51), nextLevel, v1Perms(hi));
   },
 };
-
-function checkAddress(address: number, alignShift: number, what: string): void {
-  if (!Number.isSafeInteger(address) || address < 0 || address >= 2 ** 52 || address % 2 ** alignShift !== 0) {
-    throw new RangeError(`${what} 0x${address.toString(16)} is not a 2^${alignShift}-aligned address below 2^52`);
-  }
-}
 
 /**
  * The writing half, producing exactly the entries Linux amdv1.h writes: tables PR | NextLevel = L−1 |
@@ -173,14 +138,13 @@ function checkAddress(address: number, alignShift: number, what: string): void {
  */
 export const amdV1PageTableEncoder: PageTableEncoder = {
   encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
-    checkAddress(tableAddress, 12, "table address");
+    assertEntryAddress(tableAddress, 12, "table address");
     if (level < 2 || level > V1_MAX_LEVELS) throw new RangeError(`no v1 table entry at level ${level}`);
-    out[0] = ((tableAddress % 0x1_0000_0000) | ((level - 1) << 9) | 1) >>> 0;
-    out[1] = (Math.floor(tableAddress / 0x1_0000_0000) | 0x60000000) >>> 0;
+    writeEntry(tableAddress, ((level - 1) << 9) | 1, 0x60000000, out);
   },
   encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
     if (!amdV1PageTableEncoder.leafAllowed(pageShift, level)) throw new RangeError(`no v1 leaf of 2^${pageShift} at level ${level}`);
-    checkAddress(pageAddress, pageShift, "page address");
+    assertEntryAddress(pageAddress, pageShift, "page address");
     let address = pageAddress;
     let nextLevel = V1_NEXT_LEVEL_DEFAULT_PAGE;
     if (pageShift !== v1LevelShift(level)) {
@@ -188,8 +152,7 @@ export const amdV1PageTableEncoder: PageTableEncoder = {
       address += (2 ** (pageShift - 13) - 1) * 4096;
     }
     const hiPerm = V1_FC_HI | (perms & Perm.Read ? 0x20000000 : 0) | (perms & Perm.Write ? 0x40000000 : 0);
-    out[0] = ((address % 0x1_0000_0000) | (nextLevel << 9) | 1) >>> 0;
-    out[1] = (Math.floor(address / 0x1_0000_0000) | hiPerm) >>> 0;
+    writeEntry(address, (nextLevel << 9) | 1, hiPerm, out);
   },
   leafAllowed(pageShift: number, level: number): boolean {
     if (pageShift === V1_LINUX_EXCLUDED_PAGE_SHIFT) return false;
@@ -197,7 +160,7 @@ export const amdV1PageTableEncoder: PageTableEncoder = {
     return level >= 1 && level < V1_MAX_LEVELS && pageShift >= first && pageShift <= Math.min(V1_MAX_PAGE_SHIFT, first + 8);
   },
   tableBytes(): number {
-    return 4096;
+    return PAGE_TABLE_BYTES;
   },
 };
 

@@ -1,7 +1,5 @@
 import {
-  EntryKind,
   Perm,
-  WalkFault,
   address64,
   defineLayout,
   radixGeometry,
@@ -11,6 +9,7 @@ import {
   type PermBits,
   type TableGeometry,
 } from "@viommu/core";
+import { assertEntryAddress, decodeLeaf, decodeNotPresent, decodeReserved, decodeTable, PAGE_TABLE_BYTES, writeEntry } from "./page-table-entry.js";
 
 /**
  * AMD-Vi guest (v2) page tables: x86-64 long-mode paging, 4 or 5 levels (spec x86.md B4.2; Linux
@@ -49,64 +48,22 @@ function v2Perms(lo: number, hi: number): PermBits {
   return Perm.Read | (lo & V2Bit.RW ? Perm.Write : 0) | (lo & V2Bit.US ? Perm.User : 0) | (hi & V2_NX_HI ? 0 : Perm.Exec);
 }
 
-function setFault(out: EntryDecode): void {
-  out.kind = EntryKind.Fault;
-  out.fault = WalkFault.Reserved;
-  out.address = 0;
-  out.pageShift = 0;
-  out.nextLevel = 0;
-  out.perms = 0;
-}
-
 export const amdV2PageTableFormat: PageTableFormat = {
   name: "amd-vi-v2",
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-    if ((lo & V2Bit.P) === 0) {
-      out.kind = EntryKind.Invalid;
-      out.fault = WalkFault.Translation;
-      out.address = 0;
-      out.pageShift = 0;
-      out.nextLevel = 0;
-      out.perms = 0;
-      return;
-    }
-    if (level === 1) {
-      out.kind = EntryKind.Leaf;
-      out.fault = WalkFault.None;
-      out.pageShift = 12;
-      out.address = address64(lo, hi, 12, 51);
-      out.nextLevel = 0;
-      out.perms = v2Perms(lo, hi);
-      return;
-    }
+    if ((lo & V2Bit.P) === 0) return decodeNotPresent(out);
+    if (level === 1) return decodeLeaf(out, address64(lo, hi, 12, 51), 12, v2Perms(lo, hi));
     if ((lo & V2Bit.PS) !== 0) {
-      if (level !== 2 && level !== 3) return setFault(out);
+      if (level !== 2 && level !== 3) return decodeReserved(out);
       const pageShift = level === 2 ? 21 : 30;
       // Large-page address bits [pageShift-1:13] are reserved (bit 12 is PAT).
-      if (address64(lo, hi, 13, pageShift - 1) !== 0) return setFault(out);
-      out.kind = EntryKind.Leaf;
-      out.fault = WalkFault.None;
-      out.pageShift = pageShift;
-      out.address = address64(lo, hi, pageShift, 51);
-      out.nextLevel = 0;
-      out.perms = v2Perms(lo, hi);
-      return;
+      if (address64(lo, hi, 13, pageShift - 1) !== 0) return decodeReserved(out);
+      return decodeLeaf(out, address64(lo, hi, pageShift, 51), pageShift, v2Perms(lo, hi));
     }
-    if (level < 1 || level > 5) return setFault(out);
-    out.kind = EntryKind.Table;
-    out.fault = WalkFault.None;
-    out.address = address64(lo, hi, 12, 51);
-    out.pageShift = 0;
-    out.nextLevel = level - 1;
-    out.perms = v2Perms(lo, hi);
+    if (level < 1 || level > 5) return decodeReserved(out);
+    decodeTable(out, address64(lo, hi, 12, 51), level - 1, v2Perms(lo, hi));
   },
 };
-
-function checkAddress(address: number, alignShift: number, what: string): void {
-  if (!Number.isSafeInteger(address) || address < 0 || address >= 2 ** 52 || address % 2 ** alignShift !== 0) {
-    throw new RangeError(`${what} 0x${address.toString(16)} is not a 2^${alignShift}-aligned address below 2^52`);
-  }
-}
 
 /**
  * The writing half, producing the entries Linux x86_64.h writes: tables P | R/W | U/S | A; leaves
@@ -116,25 +73,23 @@ function checkAddress(address: number, alignShift: number, what: string): void {
  */
 export const amdV2PageTableEncoder: PageTableEncoder = {
   encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
-    checkAddress(tableAddress, 12, "table address");
+    assertEntryAddress(tableAddress, 12, "table address");
     if (level < 2 || level > 5) throw new RangeError(`no v2 table entry at level ${level}`);
-    out[0] = ((tableAddress % 0x1_0000_0000) | V2Bit.P | V2Bit.RW | V2Bit.US | V2Bit.A) >>> 0;
-    out[1] = Math.floor(tableAddress / 0x1_0000_0000) >>> 0;
+    writeEntry(tableAddress, V2Bit.P | V2Bit.RW | V2Bit.US | V2Bit.A, 0, out);
   },
   encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
     if (!amdV2PageTableEncoder.leafAllowed(pageShift, level)) throw new RangeError(`no v2 leaf of 2^${pageShift} at level ${level}`);
-    checkAddress(pageAddress, pageShift, "page address");
+    assertEntryAddress(pageAddress, pageShift, "page address");
     let bits = V2Bit.P | V2Bit.US | V2Bit.A;
     if (perms & Perm.Write) bits |= V2Bit.RW | V2Bit.D;
     if (level > 1) bits |= V2Bit.PS;
-    out[0] = ((pageAddress % 0x1_0000_0000) | bits) >>> 0;
-    out[1] = Math.floor(pageAddress / 0x1_0000_0000) >>> 0;
+    writeEntry(pageAddress, bits, 0, out);
   },
   leafAllowed(pageShift: number, level: number): boolean {
     return (level === 1 && pageShift === 12) || (level === 2 && pageShift === 21) || (level === 3 && pageShift === 30);
   },
   tableBytes(): number {
-    return 4096;
+    return PAGE_TABLE_BYTES;
   },
 };
 

@@ -10,33 +10,23 @@ import { defineLayout, encodeLayout, type Layout, type RawBits } from "@viommu/c
  * entries it is 2^(len+1) (Linux GA_LOG_SIZE_512 writes 8 for 512 entries). One rule covers both:
  * ring bytes = 2^(len + 4).
  */
-function ringBaseLayout(name: string, baseName: string, lenName: string): Layout {
+type RingBaseFields<Base extends string, Len extends string> = readonly [
+  { readonly name: Base; readonly bit: 12; readonly width: 40; readonly shift: 12 },
+  { readonly name: Len; readonly bit: 56; readonly width: 4 },
+];
+
+/** One ring's base register under the spec's names for its two fields. */
+function ringBaseLayout<const Base extends string, const Len extends string>(name: string, baseName: Base, lenName: Len): Layout<RingBaseFields<Base, Len>> {
   return defineLayout(name, 64, [
     { name: baseName, bit: 12, width: 40, shift: 12 },
     { name: lenName, bit: 56, width: 4 },
   ] as const);
 }
 
-export const commandBufferBaseLayout = defineLayout("CommandBufferBase", 64, [
-  { name: "ComBase", bit: 12, width: 40, shift: 12 },
-  { name: "ComLen", bit: 56, width: 4 },
-] as const);
-
-export const eventLogBaseLayout = defineLayout("EventLogBase", 64, [
-  { name: "EventBase", bit: 12, width: 40, shift: 12 },
-  { name: "EventLen", bit: 56, width: 4 },
-] as const);
-
-export const pprLogBaseLayout = defineLayout("PprLogBase", 64, [
-  { name: "PPRLogBase", bit: 12, width: 40, shift: 12 },
-  { name: "PPRLen", bit: 56, width: 4 },
-] as const);
-
-export const gaLogBaseLayout = defineLayout("GaLogBase", 64, [
-  { name: "GALogBase", bit: 12, width: 40, shift: 12 },
-  { name: "GALen", bit: 56, width: 4 },
-] as const);
-
+export const commandBufferBaseLayout = ringBaseLayout("CommandBufferBase", "ComBase", "ComLen");
+export const eventLogBaseLayout = ringBaseLayout("EventLogBase", "EventBase", "EventLen");
+export const pprLogBaseLayout = ringBaseLayout("PprLogBase", "PPRLogBase", "PPRLen");
+export const gaLogBaseLayout = ringBaseLayout("GaLogBase", "GALogBase", "GALen");
 export const pprLogBBaseLayout = ringBaseLayout("PprLogBBase", "PPRLogBBase", "PPRLogBLen");
 export const eventLogBBaseLayout = ringBaseLayout("EventLogBBase", "EventLogBBase", "EventLogBLen");
 

@@ -1,5 +1,6 @@
 import {
   ANY_ASID,
+  cacheTranslation,
   err,
   fail,
   HOST_OWNER,
@@ -12,6 +13,7 @@ import {
   ok,
   Perm,
   TablePagingDomain,
+  translateFromIotlb,
   WalkFault,
   type DmaRequest,
   type DomainCacheWatcher,
@@ -234,35 +236,11 @@ export class AmdViUnit implements PhysicalIommu {
     if (domain === undefined) return blocked(out, request.iova);
     if (domain instanceof AmdNestedDomain) return this.translateNested(domain, request, out);
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
-    if (this.lookup(vmid, TAG_PAGING, request, out)) return;
+    if (translateFromIotlb(this.iotlb, vmid, TAG_PAGING, request.iova, request.access, this.hit, out)) return;
     if (domain.kind !== "paging") return blocked(out, request.iova);
     domain.table.walk(request.iova, request.access, out);
     if (!out.ok) out.stage = 2;
-    this.cache(vmid, TAG_PAGING, request.iova, out);
-  }
-
-  private lookup(tag: number, asid: number, request: DmaRequest, out: WalkResult): boolean {
-    if (!this.iotlb.lookup(tag, asid, request.iova, this.hit)) return false;
-    const size = 2 ** this.hit.pageShift;
-    out.ok = (request.access & this.hit.perms) === request.access;
-    out.mapped = true;
-    out.output = this.hit.pageBase + (request.iova % size);
-    out.pageShift = this.hit.pageShift;
-    out.perms = this.hit.perms;
-    out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
-    out.stage = 1;
-    out.level = 0;
-    out.tableFetch = false;
-    out.faultInput = request.iova;
-    out.fetches = 0;
-    return true;
-  }
-
-  /** Only complete translations are cached: a permission fault may be lifted by a later, looser mapping. */
-  private cache(tag: number, asid: number, iova: number, out: WalkResult): void {
-    if (!out.ok) return;
-    const size = 2 ** out.pageShift;
-    this.iotlb.insert(tag, asid, iova, out.pageShift, out.output - (out.output % size), out.perms);
+    cacheTranslation(this.iotlb, vmid, TAG_PAGING, request.iova, out);
   }
 
   private translateNested(d: AmdNestedDomain, request: DmaRequest, out: WalkResult): void {
@@ -271,7 +249,7 @@ export class AmdViUnit implements PhysicalIommu {
       if (!d.gv || request.pasid >= d.pasidLimit) return blocked(out, request.iova);
       pasid = request.pasid;
     } else pasid = d.gv && d.giov ? 0 : TAG_NO_PASID;
-    if (this.lookup(d.hdomId, pasid, request, out)) return;
+    if (translateFromIotlb(this.iotlb, d.hdomId, pasid, request.iova, request.access, this.hit, out)) return;
     const s2 = this.s2Stage;
     s2.root = d.parent.table.root;
     if (pasid === TAG_NO_PASID) {
@@ -289,7 +267,8 @@ export class AmdViUnit implements PhysicalIommu {
       const geometry = d.guestLevels === 5 ? guestGeometry5 : guestGeometry4;
       this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
     }
-    this.cache(d.hdomId, pasid, request.iova, out);
+    // Only complete translations are cached: a permission fault may be lifted by a later, looser mapping.
+    cacheTranslation(this.iotlb, d.hdomId, pasid, request.iova, out);
   }
 
   /**

@@ -51,22 +51,22 @@ function x86Perms(lo: number, hi: number): PermBits {
   return Perm.Read | (lo & X86Pte.RW ? Perm.Write : 0) | (lo & X86Pte.US ? Perm.User : 0) | (hi & X86_PTE_XD_HI ? 0 : Perm.Exec);
 }
 
-function setInvalid(out: EntryDecode): void {
-  out.kind = EntryKind.Invalid;
-  out.fault = WalkFault.Translation;
+function noEntry(out: EntryDecode, kind: EntryKind, fault: WalkFault): void {
+  out.kind = kind;
+  out.fault = fault;
   out.address = 0;
   out.pageShift = 0;
   out.nextLevel = 0;
   out.perms = 0;
 }
 
-function setReserved(out: EntryDecode): void {
-  out.kind = EntryKind.Fault;
-  out.fault = WalkFault.Reserved;
-  out.address = 0;
-  out.pageShift = 0;
+function setLeaf(out: EntryDecode, lo: number, hi: number, pageShift: number): void {
+  out.kind = EntryKind.Leaf;
+  out.fault = WalkFault.None;
+  out.pageShift = pageShift;
+  out.address = address64(lo, hi, pageShift, 51);
   out.nextLevel = 0;
-  out.perms = 0;
+  out.perms = x86Perms(lo, hi);
 }
 
 /**
@@ -80,28 +80,14 @@ export function x86Stage1Format(outputBits = 52): PageTableFormat {
   return {
     name: `hyperv-x86-64-stage1-${outputBits}`,
     decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-      if ((lo & X86Pte.P) === 0) return setInvalid(out);
-      if ((hi & hiReserved) !== 0 || level < 1 || level > 5) return setReserved(out);
-      if (level === 1) {
-        out.kind = EntryKind.Leaf;
-        out.fault = WalkFault.None;
-        out.pageShift = 12;
-        out.address = address64(lo, hi, 12, 51);
-        out.nextLevel = 0;
-        out.perms = x86Perms(lo, hi);
-        return;
-      }
+      if ((lo & X86Pte.P) === 0) return noEntry(out, EntryKind.Invalid, WalkFault.Translation);
+      if ((hi & hiReserved) !== 0 || level < 1 || level > 5) return noEntry(out, EntryKind.Fault, WalkFault.Reserved);
+      if (level === 1) return setLeaf(out, lo, hi, 12);
       if ((lo & X86Pte.PS) !== 0) {
-        if (level > 3) return setReserved(out);
+        if (level > 3) return noEntry(out, EntryKind.Fault, WalkFault.Reserved);
         const pageShift = level === 2 ? 21 : 30;
-        if (address64(lo, hi, 13, pageShift - 1) !== 0) return setReserved(out);
-        out.kind = EntryKind.Leaf;
-        out.fault = WalkFault.None;
-        out.pageShift = pageShift;
-        out.address = address64(lo, hi, pageShift, 51);
-        out.nextLevel = 0;
-        out.perms = x86Perms(lo, hi);
-        return;
+        if (address64(lo, hi, 13, pageShift - 1) !== 0) return noEntry(out, EntryKind.Fault, WalkFault.Reserved);
+        return setLeaf(out, lo, hi, pageShift);
       }
       out.kind = EntryKind.Table;
       out.fault = WalkFault.None;

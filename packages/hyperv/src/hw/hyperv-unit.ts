@@ -1,4 +1,5 @@
 import {
+  cacheTranslation,
   err,
   fail,
   HOST_OWNER,
@@ -9,8 +10,8 @@ import {
   NO_PASID,
   ok,
   Perm,
-  POW2,
   TablePagingDomain,
+  translateFromIotlb,
   WalkFault,
   type DmaRequest,
   type DomainCacheWatcher,
@@ -164,19 +165,7 @@ export class HypervUnit implements PhysicalIommu {
     const nested = domain.kind === "nested" ? (domain as HypervNestedDomain) : undefined;
     const vmid = nested === undefined ? (domain as PagingDomain).vmid : nested.parent.vmid;
     const tag = nested === undefined ? TAG_STAGE2_ONLY : nested.domainId;
-    if (this.iotlb.lookup(vmid, tag, request.iova, this.hit)) {
-      const size = POW2[this.hit.pageShift]!;
-      out.ok = (request.access & this.hit.perms) === request.access;
-      out.mapped = true;
-      out.output = this.hit.pageBase + (request.iova % size);
-      out.pageShift = this.hit.pageShift;
-      out.perms = this.hit.perms;
-      out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
-      out.stage = 1;
-      out.faultInput = request.iova;
-      out.fetches = 0;
-      return;
-    }
+    if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, request.access, this.hit, out)) return;
     if (nested === undefined) (domain as PagingDomain).table.walk(request.iova, request.access, out);
     else {
       this.nested.translate(
@@ -189,10 +178,7 @@ export class HypervUnit implements PhysicalIommu {
       );
     }
     // Only complete translations are cached; a permission fault never reached the page.
-    if (out.ok) {
-      const size = POW2[out.pageShift]!;
-      this.iotlb.insert(vmid, tag, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
-    }
+    cacheTranslation(this.iotlb, vmid, tag, request.iova, out);
   }
 
   /** The hypervisor keeps the fault; nothing reaches the guest (there is no pvIOMMU fault log). */

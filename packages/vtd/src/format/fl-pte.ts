@@ -1,11 +1,8 @@
 import {
-  address64,
   decodeLayout,
   defineLayout,
   encodeLayout,
-  EntryKind,
   Perm,
-  WalkFault,
   type EntryDecode,
   type Fields,
   type PageTableEncoder,
@@ -14,7 +11,7 @@ import {
   type RawBits,
 } from "@viommu/core";
 import { aboveHawMaskBig, assertTableAddress } from "./host-address-width.js";
-import type { PteReservedMasks } from "./sl-pte.js";
+import { decodeNotPresent, PteMaskTable, writePte, type PteReservedMasks } from "./pte-reserved-masks.js";
 import { leafPageShift, VTD_TABLE_BYTES } from "./table-geometry.js";
 
 /**
@@ -103,72 +100,23 @@ function flPerms(lo: number, hi: number): PermBits {
 export class FlPteFormat implements PageTableFormat, PageTableEncoder {
   readonly name = "VT-d first-level";
   readonly reservedMasks: PteReservedMasks;
-  private readonly entryLo = new Uint32Array(6);
-  private readonly entryHi = new Uint32Array(6);
-  private readonly largeLo = new Uint32Array(6);
-  private readonly largeHi = new Uint32Array(6);
-  private readonly largeAllowed: readonly boolean[];
+  private readonly masks: PteMaskTable;
 
   constructor(readonly options: FlPteOptions) {
     this.reservedMasks = flPteReservedMasks(options);
-    const allowed = [false];
-    for (let level = 1; level <= 5; level++) {
-      const e = this.reservedMasks.entry[level]!;
-      this.entryLo[level] = Number(e & 0xffffffffn);
-      this.entryHi[level] = Number(e >> 32n);
-      const l = this.reservedMasks.largeLeaf[level];
-      allowed.push(l !== undefined);
-      if (l !== undefined) {
-        this.largeLo[level] = Number(l & 0xffffffffn);
-        this.largeHi[level] = Number(l >> 32n);
-      }
-    }
-    this.largeAllowed = allowed;
+    this.masks = new PteMaskTable(this.reservedMasks);
   }
 
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-    out.address = 0;
-    out.pageShift = 0;
-    out.nextLevel = 0;
-    out.perms = Perm.None;
-    if ((lo & 1) === 0) {
-      out.kind = EntryKind.Invalid;
-      out.fault = WalkFault.Translation;
-      return;
-    }
-    if (!(level >= 1 && level <= 5)) {
-      out.kind = EntryKind.Fault;
-      out.fault = WalkFault.Reserved;
-      return;
-    }
-    const large = level > 1 && (lo & 0x80) !== 0 && this.largeAllowed[level] === true;
-    const maskLo = large ? this.largeLo[level]! : this.entryLo[level]!;
-    const maskHi = large ? this.largeHi[level]! : this.entryHi[level]!;
-    if (((lo & maskLo) | (hi & maskHi)) !== 0) {
-      out.kind = EntryKind.Fault;
-      out.fault = WalkFault.Reserved;
-      return;
-    }
-    out.perms = flPerms(lo, hi);
-    out.fault = WalkFault.None;
-    if (level === 1 || large) {
-      const shift = 12 + 9 * (level - 1);
-      out.kind = EntryKind.Leaf;
-      out.pageShift = shift;
-      out.address = address64(lo, hi, shift, 51);
-    } else {
-      out.kind = EntryKind.Table;
-      out.nextLevel = level - 1;
-      out.address = address64(lo, hi, 12, 51);
-    }
+    if ((lo & 1) === 0) decodeNotPresent(out);
+    else this.masks.decodePresent(lo, hi, level, flPerms(lo, hi), out);
   }
 
   /** A table entry as Linux writes it for first-level domains: P | R/W | U/S | A (0x27). */
   encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
     if (level < 2 || level > 5) throw new RangeError(`no first-level table entry at level ${level}`);
     assertTableAddress(tableAddress, 12, this.options.haw);
-    out[0] = ((tableAddress % 0x1_0000_0000) | 0x27) >>> 0;
-    out[1] = Math.floor(tableAddress / 0x1_0000_0000) >>> 0;
+    writePte(tableAddress, 0x27, 0, out);
   }
 
   /**
@@ -182,14 +130,11 @@ export class FlPteFormat implements PageTableFormat, PageTableEncoder {
     if (perms & Perm.Write) flags |= 0x42;
     if (perms & Perm.User) flags |= 0x4;
     if (level > 1) flags |= 0x80;
-    out[0] = ((pageAddress % 0x1_0000_0000) | flags) >>> 0;
-    out[1] = (Math.floor(pageAddress / 0x1_0000_0000) | (perms & Perm.Exec ? 0 : 0x8000_0000)) >>> 0;
+    writePte(pageAddress, flags, perms & Perm.Exec ? 0 : 0x8000_0000, out);
   }
 
   leafAllowed(pageShift: number, level: number): boolean {
-    if (level === 1) return pageShift === 12;
-    if (level === 2 || level === 3) return pageShift === leafPageShift(level) && this.largeAllowed[level] === true;
-    return false;
+    return this.masks.leafAllowed(pageShift, level);
   }
 
   tableBytes(_level: number): number {

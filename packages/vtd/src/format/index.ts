@@ -13,6 +13,7 @@ export * from "./msi.js";
 export * from "./page-request.js";
 export * from "./pasid-dir-entry.js";
 export * from "./pasid-entry.js";
+export type { PteReservedMasks } from "./pte-reserved-masks.js";
 export * from "./registers.js";
 export * from "./root-entry.js";
 export * from "./sl-pte.js";

@@ -1,11 +1,8 @@
 import {
-  address64,
   decodeLayout,
   defineLayout,
   encodeLayout,
-  EntryKind,
   Perm,
-  WalkFault,
   type EntryDecode,
   type Fields,
   type PageTableEncoder,
@@ -15,6 +12,7 @@ import {
 } from "@viommu/core";
 import { SLLPS_1G, SLLPS_2M } from "./cap.js";
 import { aboveHawMaskBig, assertTableAddress } from "./host-address-width.js";
+import { decodeNotPresent, PteMaskTable, writePte, type PteReservedMasks } from "./pte-reserved-masks.js";
 import { leafPageShift, VTD_TABLE_BYTES } from "./table-geometry.js";
 
 /**
@@ -51,14 +49,6 @@ export function decodeSlPte(raw: RawBits): SlPteFields {
 
 export function encodeSlPte(fields: Partial<SlPteFields>): RawBits {
   return encodeLayout(slPteLayout, fields);
-}
-
-/** Per-level reserved-bit masks of a page-table format, as 64-bit values (index = level, 1..5). */
-export interface PteReservedMasks {
-  /** Mask for an entry that is not a large leaf: level 1 is the 4 KiB leaf, higher levels are table entries. */
-  readonly entry: readonly bigint[];
-  /** Mask for a large leaf (PS = 1) at level 2 or 3; undefined where no large leaf is allowed (PS is then in `entry`). */
-  readonly largeLeaf: readonly (bigint | undefined)[];
 }
 
 export interface SlPteOptions {
@@ -122,72 +112,23 @@ function slPerms(lo: number): PermBits {
 export class SlPteFormat implements PageTableFormat, PageTableEncoder {
   readonly name = "VT-d second-level";
   readonly reservedMasks: PteReservedMasks;
-  private readonly entryLo = new Uint32Array(6);
-  private readonly entryHi = new Uint32Array(6);
-  private readonly largeLo = new Uint32Array(6);
-  private readonly largeHi = new Uint32Array(6);
-  private readonly largeAllowed: readonly boolean[];
+  private readonly masks: PteMaskTable;
 
   constructor(readonly options: SlPteOptions) {
     this.reservedMasks = slPteReservedMasks(options);
-    const allowed = [false];
-    for (let level = 1; level <= 5; level++) {
-      const e = this.reservedMasks.entry[level]!;
-      this.entryLo[level] = Number(e & 0xffffffffn);
-      this.entryHi[level] = Number(e >> 32n);
-      const l = this.reservedMasks.largeLeaf[level];
-      allowed.push(l !== undefined);
-      if (l !== undefined) {
-        this.largeLo[level] = Number(l & 0xffffffffn);
-        this.largeHi[level] = Number(l >> 32n);
-      }
-    }
-    this.largeAllowed = allowed;
+    this.masks = new PteMaskTable(this.reservedMasks);
   }
 
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-    out.address = 0;
-    out.pageShift = 0;
-    out.nextLevel = 0;
-    out.perms = Perm.None;
-    if ((lo & 3) === 0) {
-      out.kind = EntryKind.Invalid;
-      out.fault = WalkFault.Translation;
-      return;
-    }
-    if (!(level >= 1 && level <= 5)) {
-      out.kind = EntryKind.Fault;
-      out.fault = WalkFault.Reserved;
-      return;
-    }
-    const large = (lo & 0x80) !== 0 && this.largeAllowed[level] === true;
-    const maskLo = large ? this.largeLo[level]! : this.entryLo[level]!;
-    const maskHi = large ? this.largeHi[level]! : this.entryHi[level]!;
-    if (((lo & maskLo) | (hi & maskHi)) !== 0) {
-      out.kind = EntryKind.Fault;
-      out.fault = WalkFault.Reserved;
-      return;
-    }
-    out.perms = slPerms(lo);
-    out.fault = WalkFault.None;
-    if (level === 1 || large) {
-      const shift = 12 + 9 * (level - 1);
-      out.kind = EntryKind.Leaf;
-      out.pageShift = shift;
-      out.address = address64(lo, hi, shift, 51);
-    } else {
-      out.kind = EntryKind.Table;
-      out.nextLevel = level - 1;
-      out.address = address64(lo, hi, 12, 51);
-    }
+    if ((lo & 3) === 0) decodeNotPresent(out);
+    else this.masks.decodePresent(lo, hi, level, slPerms(lo), out);
   }
 
   /** A table entry as Linux writes it: the table address with R and W set (DMA_PTE_READ | DMA_PTE_WRITE). */
   encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
     if (level < 2 || level > 5) throw new RangeError(`no second-level table entry at level ${level}`);
     assertTableAddress(tableAddress, 12, this.options.haw);
-    out[0] = ((tableAddress % 0x1_0000_0000) | 0x3) >>> 0;
-    out[1] = Math.floor(tableAddress / 0x1_0000_0000) >>> 0;
+    writePte(tableAddress, 0x3, 0, out);
   }
 
   /** A leaf granting R/W per `perms` (and X for Perm.Exec), with PS for 2 MiB / 1 GiB pages. */
@@ -197,14 +138,11 @@ export class SlPteFormat implements PageTableFormat, PageTableEncoder {
     assertTableAddress(pageAddress, pageShift, this.options.haw);
     let flags = (perms & Perm.Read ? 1 : 0) | (perms & Perm.Write ? 2 : 0) | (perms & Perm.Exec ? 4 : 0);
     if (level > 1) flags |= 0x80;
-    out[0] = ((pageAddress % 0x1_0000_0000) | flags) >>> 0;
-    out[1] = Math.floor(pageAddress / 0x1_0000_0000) >>> 0;
+    writePte(pageAddress, flags, 0, out);
   }
 
   leafAllowed(pageShift: number, level: number): boolean {
-    if (level === 1) return pageShift === 12;
-    if (level === 2 || level === 3) return pageShift === leafPageShift(level) && this.largeAllowed[level] === true;
-    return false;
+    return this.masks.leafAllowed(pageShift, level);
   }
 
   tableBytes(_level: number): number {

@@ -1,5 +1,6 @@
 import {
   ANY_ASID,
+  cacheTranslation,
   copyStructFromUser,
   err,
   fail,
@@ -13,6 +14,7 @@ import {
   ok,
   Perm,
   TablePagingDomain,
+  translateFromIotlb,
   WalkFault,
   type DmaRequest,
   type DomainCacheWatcher,
@@ -210,21 +212,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     const access = user ? request.access | Perm.User : request.access;
     const vmid = nested !== undefined ? nested.parent.vmid : (domain as PagingDomain).vmid;
     const tag = nested !== undefined ? nestedTag(nested.hostDid, pasid) : pagingTag(pasid);
-    if (this.iotlb.lookup(vmid, tag, request.iova, this.hit)) {
-      const size = 2 ** this.hit.pageShift;
-      out.ok = (access & this.hit.perms) === access;
-      out.mapped = true;
-      out.output = this.hit.pageBase + (request.iova % size);
-      out.pageShift = this.hit.pageShift;
-      out.perms = this.hit.perms;
-      out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
-      out.stage = 1;
-      out.level = 0;
-      out.faultInput = request.iova;
-      out.tableFetch = false;
-      out.fetches = 0;
-      return;
-    }
+    if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, access, this.hit, out)) return;
     if (nested !== undefined) {
       const stages = this.stages.get(nested)!;
       this.walker.translate(stages.s1, stages.s2, this.devices.get(request.requesterId)?.owner ?? HOST_OWNER, request.iova, access, out);
@@ -233,10 +221,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
       if (!out.ok) out.stage = 2;
     }
     // Only complete translations are cached (VT-d caches no not-present entries outside caching mode).
-    if (out.ok) {
-      const size = 2 ** out.pageShift;
-      this.iotlb.insert(vmid, tag, request.iova, out.pageShift, out.output - (out.output % size), out.perms);
-    }
+    cacheTranslation(this.iotlb, vmid, tag, request.iova, out);
   }
 
   /**

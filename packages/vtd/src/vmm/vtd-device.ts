@@ -1,5 +1,6 @@
 import {
   address64,
+  copyWalkResult,
   decodeState,
   encodeState,
   err,
@@ -404,7 +405,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     }
     const t = this.walkOutcome;
     this.translator.translate(guestRid, pasid, iova, write, t);
-    copyWalk(t.walk, out);
+    copyWalkResult(t.walk, out);
     out.ok = t.ok;
     if (t.ok && !memory.contains(out.output)) {
       // A GPA outside RAM: no remapping fault, the access simply reaches nothing.
@@ -531,21 +532,4 @@ function untranslated(out: WalkResult, iova: number, inRam: boolean): void {
   out.faultInput = iova;
   out.tableFetch = false;
   out.fetches = 0;
-}
-
-function copyWalk(from: WalkResult, to: WalkResult): void {
-  to.ok = from.ok;
-  to.output = from.output;
-  to.pageShift = from.pageShift;
-  to.perms = from.perms;
-  to.fault = from.fault;
-  to.level = from.level;
-  to.stage = from.stage;
-  to.faultInput = from.faultInput;
-  to.tableFetch = from.tableFetch;
-  to.mapped = from.mapped;
-  to.entryAddress = from.entryAddress;
-  to.entryLo = from.entryLo;
-  to.entryHi = from.entryHi;
-  to.fetches = from.fetches;
 }
