@@ -32,6 +32,7 @@ export const smmuv3Plugin: VendorPlugin = {
     migration: true,
     commandQueue: true,
     eventLog: true,
+    eventLogRebase: true,
     directEventInterrupts: false,
     acpi: true,
     pageShifts: [12, 14, 16, 21, 25, 29, 30],
