@@ -10,13 +10,13 @@ import {
 
   ok,
   Perm,
+  StageTwoCacheWatcher,
   TablePagingDomain,
   cacheTranslation,
   translateFromIotlb,
   toBytes,
   WalkFault,
   type DmaRequest,
-  type DomainCacheWatcher,
   type HostServices,
   type HwInfo,
   type IommuDomain,
@@ -75,8 +75,11 @@ export class MockUnit implements PhysicalIommu {
     return entriesRemoved;
   }
 
-  /** VMIDs of parents this unit has nested translations over. */
-  private readonly nestedVmids = new Set<number>();
+  /**
+   * A stage-2 change can invalidate any stage-1 translation through it, so a nesting parent's unmap drops its
+   * whole VMID; a single-stage domain's unmap drops just the range.
+   */
+  private readonly stage2Cache = new StageTwoCacheWatcher(this.iotlb, { singleStageAsid: ASID_PAGING });
 
   constructor(
     private readonly host: HostServices,
@@ -100,29 +103,8 @@ export class MockUnit implements PhysicalIommu {
     if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
     const r = TablePagingDomain.create(this, this.host, mockPteFormat, mockGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
     if (!r.ok) return fail(r);
-    r.value.watch(this.cacheWatcher);
+    this.stage2Cache.use(r.value, false);
     return ok(r.value);
-  }
-
-  /**
-   * A stage-2 change can invalidate any stage-1 translation through it, so a nesting parent's unmap drops its
-   * whole VMID; a single-stage domain's unmap drops just the range.
-   */
-  private readonly cacheWatcher: DomainCacheWatcher = {
-    unmapped: (vmid, iova, length) => {
-      this.iotlb.invalidateRange(vmid, ASID_PAGING, iova, length);
-      if (this.nestedVmids.has(vmid)) this.iotlb.invalidateVmid(vmid);
-    },
-    destroyed: (vmid) => {
-      this.iotlb.invalidateVmid(vmid);
-      this.nestedVmids.delete(vmid);
-    },
-  };
-
-  /** Starts watching a paging domain of this vendor (one this unit attaches to or nests on). */
-  private use(domain: PagingDomain, nested: boolean): void {
-    if (domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
-    if (nested) this.nestedVmids.add(domain.vmid);
   }
 
   /** The legacy path: a nested domain straight on the parent, no vIOMMU. */
@@ -133,7 +115,7 @@ export class MockUnit implements PhysicalIommu {
     if (!bytes.ok) return fail(bytes);
     const s1 = decodeMockS1(bytes.value);
     if (!s1.ok) return fail(s1);
-    this.use(parent, true);
+    this.stage2Cache.use(parent, true);
     return ok(new MockNestedDomain(this, parent, s1.value.s1Root, s1.value.asid, this.tlb, undefined));
   }
 
@@ -144,14 +126,14 @@ export class MockUnit implements PhysicalIommu {
   viommuInit(viommu: ViommuCore, parent: PagingDomain, _data: UserData | undefined): Result<ViommuOps> {
     // Any mock unit can walk a mock stage 2: one parent may serve every vIOMMU of the VM.
     if (parent.unit.vendor !== this.vendor) return err("EINVAL", "nesting parent belongs to another driver");
-    this.use(parent, true);
+    this.stage2Cache.use(parent, true);
     const ops = MockViommu.create(viommu, this.tlb, this.host.memory);
     return ops.ok ? ok(ops.value) : fail(ops);
   }
 
   attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
     if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
-    if (domain.kind === "paging") this.use(domain, false);
+    if (domain.kind === "paging") this.stage2Cache.use(domain, false);
     if (domain instanceof MockNestedDomain && domain.viommu !== undefined && domain.viommu.virtIdOf(device) === undefined) {
       return err("ENOENT", "attaching to a vIOMMU domain needs the device's vDEVICE first");
     }

@@ -1,8 +1,8 @@
 import { EntryKind, WalkFault, type EntryDecode, type PermBits } from "@viommu/core";
 
 /*
- * What the v1 (host) and v2 (guest) page-table formats share: 4 KiB tables, entry addresses below 2^52, and
- * the decode outcomes, written in place for the walker (no allocation).
+ * The v1 (host) page-table format's entry plumbing: 4 KiB tables, entry addresses below 2^52, and the decode
+ * outcomes, written in place for the walker (no allocation). The v2 (guest) format is core's x86-64 paging.
  */
 
 /** Both formats' tables: 512 eight-byte entries. */

@@ -12,11 +12,11 @@ import {
   NO_PASID,
   ok,
   Perm,
+  StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
   WalkFault,
   type DmaRequest,
-  type DomainCacheWatcher,
   type InterruptResult,
   type MsiMessage,
   type HostServices,
@@ -83,6 +83,17 @@ export class AmdViUnit implements PhysicalIommu {
   private readonly attachments = new Map<number, Map<number, IommuDomain>>();
   private readonly devices = new Map<number, PhysicalDevice>();
   private readonly viommusByParent = new Map<number, Set<AmdViommu>>();
+  /**
+   * A stage-2 unmap can invalidate any nested translation through it: nested translations are tagged by host
+   * DomainID, not the parent's VMID, so every host DomainID nested on that parent is flushed (Linux walks the
+   * parent's vIOMMU list); a single-stage domain drops just the range.
+   */
+  private readonly stage2Cache = new StageTwoCacheWatcher(this.iotlb, {
+    singleStageAsid: TAG_PAGING,
+    dropNested: (vmid) => {
+      for (const v of this.viommusByParent.get(vmid) ?? []) for (const h of v.hostDomainIds()) this.iotlb.invalidateVmid(h);
+    },
+  });
   private readonly guestIds = new IdAllocator("AMD-Vi GID", 1, 0xffff);
   private readonly nested: NestedWalker;
   private readonly hit = newIotlbHit();
@@ -121,24 +132,9 @@ export class AmdViUnit implements PhysicalIommu {
     if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
     const r = TablePagingDomain.create(this, this.host, hostFormat, hostGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
     if (!r.ok) return fail(r);
-    r.value.watch(this.cacheWatcher);
+    this.stage2Cache.use(r.value, false);
     return ok(r.value);
   }
-
-  /**
-   * A stage-2 unmap can invalidate any nested translation through it: every host DomainID nested on that
-   * parent is flushed (Linux walks the parent's vIOMMU list); a single-stage domain drops just the range.
-   */
-  private readonly cacheWatcher: DomainCacheWatcher = {
-    unmapped: (vmid, iova, length) => {
-      this.iotlb.invalidateRange(vmid, TAG_PAGING, iova, length);
-      for (const v of this.viommusByParent.get(vmid) ?? []) for (const h of v.hostDomainIds()) this.iotlb.invalidateVmid(h);
-    },
-    destroyed: (vmid) => {
-      this.iotlb.invalidateVmid(vmid);
-      this.viommusByParent.delete(vmid);
-    },
-  };
 
   getViommuSize(_device: PhysicalDevice, type: number): number {
     return type === IOMMU_VIOMMU_TYPE_AMD ? 256 : 0;
@@ -147,7 +143,7 @@ export class AmdViUnit implements PhysicalIommu {
   viommuInit(viommu: ViommuCore, parent: PagingDomain, data: UserData | undefined): Result<ViommuOps> {
     // Any AMD-Vi unit walks a v1 stage 2: one parent serves every vIOMMU of the VM.
     if (parent.unit.vendor !== this.vendor || !(parent instanceof TablePagingDomain)) return err("EINVAL", "nesting parent is not an AMD-Vi v1 domain");
-    parent.watch(this.cacheWatcher);
+    this.stage2Cache.use(parent, true);
     const r = AmdViommu.create(viommu, this.viommuPorts, this.host.memory, data);
     return r.ok ? ok(r.value) : fail(r);
   }
@@ -172,7 +168,12 @@ export class AmdViUnit implements PhysicalIommu {
       }
       set.add(v);
     },
-    unregister: (v) => this.viommusByParent.get(v.core.parent.vmid)?.delete(v),
+    unregister: (v) => {
+      const vmid = v.core.parent.vmid;
+      const set = this.viommusByParent.get(vmid);
+      set?.delete(v);
+      if (set?.size === 0) this.viommusByParent.delete(vmid);
+    },
   };
 
   /** Drops cached translations of a host DomainID: one PASID (or every one) over a range, or everything. */
@@ -191,7 +192,7 @@ export class AmdViUnit implements PhysicalIommu {
     if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
     // Linux nested_attach_device: the nested DTE path is for the RID only.
     if (domain instanceof AmdNestedDomain && pasid !== NO_PASID) return err("EINVAL", "a nested domain attaches to the RID only");
-    if (domain.kind === "paging" && domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
+    if (domain.kind === "paging") this.stage2Cache.use(domain, false);
     let byPasid = this.attachments.get(device.requesterId);
     if (byPasid === undefined) {
       byPasid = new Map();

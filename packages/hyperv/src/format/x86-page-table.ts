@@ -1,14 +1,10 @@
 import {
-  EntryKind,
-  Perm,
-  WalkFault,
-  address64,
+  X86_PAGING_PAGE_SHIFTS,
   defineLayout,
-  radixGeometry,
-  type EntryDecode,
+  x86PagingFormat,
+  x86PagingGeometry,
   type PageTableEncoder,
   type PageTableFormat,
-  type PermBits,
   type TableGeometry,
 } from "@viommu/core";
 
@@ -38,104 +34,23 @@ export const x86PteLayout = defineLayout("X86_64_PTE", 64, [
   { name: "XD", bit: 63, width: 1 },
 ] as const);
 
-/** Low-half bits of an entry. */
-export const X86Pte = { P: 0x1, RW: 0x2, US: 0x4, PWT: 0x8, PCD: 0x10, A: 0x20, D: 0x40, PS: 0x80, G: 0x100 } as const;
-/** XD (execute-disable) on the entry's high half. */
-export const X86_PTE_XD_HI = 0x80000000;
-
 /** Leaf page sizes (log2) of the format: 4 KiB, 2 MiB, 1 GiB. */
-export const X86_PAGE_SHIFTS: readonly number[] = [12, 21, 30];
-
-function x86Perms(lo: number, hi: number): PermBits {
-  // A present entry is always readable on x86; permissions AND over the levels (the walker does that).
-  return Perm.Read | (lo & X86Pte.RW ? Perm.Write : 0) | (lo & X86Pte.US ? Perm.User : 0) | (hi & X86_PTE_XD_HI ? 0 : Perm.Exec);
-}
-
-function noEntry(out: EntryDecode, kind: EntryKind, fault: WalkFault): void {
-  out.kind = kind;
-  out.fault = fault;
-  out.address = 0;
-  out.pageShift = 0;
-  out.nextLevel = 0;
-  out.perms = 0;
-}
-
-function setLeaf(out: EntryDecode, lo: number, hi: number, pageShift: number): void {
-  out.kind = EntryKind.Leaf;
-  out.fault = WalkFault.None;
-  out.pageShift = pageShift;
-  out.address = address64(lo, hi, pageShift, 51);
-  out.nextLevel = 0;
-  out.perms = x86Perms(lo, hi);
-}
+export const X86_PAGE_SHIFTS: readonly number[] = X86_PAGING_PAGE_SHIFTS;
 
 /**
  * The x86-64 stage-1 format with an output width of `outputBits` (MAXPHYADDR, 32..52): address bits at or above
- * it are reserved. decodeEntry allocates nothing and never throws.
+ * it are reserved. It is core's x86-64 paging; its writing half produces the entries Linux's generic x86_64
+ * format writes: tables P | R/W | U/S | A; leaves P | U/S | A, plus R/W | D when writable, plus PS above level 1;
+ * XD never set. x86 paging cannot withhold read from a present entry, so `perms` only decides R/W.
  */
-export function x86Stage1Format(outputBits = 52): PageTableFormat {
-  if (!Number.isInteger(outputBits) || outputBits < 32 || outputBits > 52) throw new RangeError(`output width ${outputBits}`);
-  // Mask of the high half's address bits [51:32] that lie at or above outputBits.
-  const hiReserved = outputBits >= 52 ? 0 : ((0xfffff >>> (outputBits - 32)) << (outputBits - 32)) & 0xfffff;
-  return {
-    name: `hyperv-x86-64-stage1-${outputBits}`,
-    decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-      if ((lo & X86Pte.P) === 0) return noEntry(out, EntryKind.Invalid, WalkFault.Translation);
-      if ((hi & hiReserved) !== 0 || level < 1 || level > 5) return noEntry(out, EntryKind.Fault, WalkFault.Reserved);
-      if (level === 1) return setLeaf(out, lo, hi, 12);
-      if ((lo & X86Pte.PS) !== 0) {
-        if (level > 3) return noEntry(out, EntryKind.Fault, WalkFault.Reserved);
-        const pageShift = level === 2 ? 21 : 30;
-        if (address64(lo, hi, 13, pageShift - 1) !== 0) return noEntry(out, EntryKind.Fault, WalkFault.Reserved);
-        return setLeaf(out, lo, hi, pageShift);
-      }
-      out.kind = EntryKind.Table;
-      out.fault = WalkFault.None;
-      out.address = address64(lo, hi, 12, 51);
-      out.pageShift = 0;
-      out.nextLevel = level - 1;
-      out.perms = x86Perms(lo, hi);
-    },
-  };
+export function x86Stage1Format(outputBits = 52): PageTableFormat & PageTableEncoder {
+  return x86PagingFormat({ name: `hyperv-x86-64-stage1-${outputBits}`, outputBits, leafUserExec: "always" });
 }
 
 /** The format with the full 52-bit output width Linux's pvIOMMU driver configures (hw_max_oasz_lg2 = 52). */
-export const hypervPageTableFormat: PageTableFormat = x86Stage1Format(52);
-
-function checkAddress(address: number, alignShift: number, what: string): void {
-  if (!Number.isSafeInteger(address) || address < 0 || address >= 2 ** 52 || address % 2 ** alignShift !== 0) {
-    throw new RangeError(`${what} 0x${address.toString(16)} is not a 2^${alignShift}-aligned address below 2^52`);
-  }
-}
-
-/**
- * The writing half, producing the entries Linux's generic x86_64 format writes: tables P | R/W | U/S | A; leaves
- * P | U/S | A, plus R/W | D when writable, plus PS above level 1; XD never set. x86 paging cannot withhold read
- * from a present entry, so `perms` only decides R/W.
- */
-export const hypervPageTableEncoder: PageTableEncoder = {
-  encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
-    checkAddress(tableAddress, 12, "table address");
-    if (level < 2 || level > 5) throw new RangeError(`no table entry at level ${level}`);
-    out[0] = ((tableAddress % 0x1_0000_0000) | X86Pte.P | X86Pte.RW | X86Pte.US | X86Pte.A) >>> 0;
-    out[1] = Math.floor(tableAddress / 0x1_0000_0000) >>> 0;
-  },
-  encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
-    if (!hypervPageTableEncoder.leafAllowed(pageShift, level)) throw new RangeError(`no leaf of 2^${pageShift} at level ${level}`);
-    checkAddress(pageAddress, pageShift, "page address");
-    let lowBits = X86Pte.P | X86Pte.US | X86Pte.A;
-    if (perms & Perm.Write) lowBits |= X86Pte.RW | X86Pte.D;
-    if (level > 1) lowBits |= X86Pte.PS;
-    out[0] = ((pageAddress % 0x1_0000_0000) | lowBits) >>> 0;
-    out[1] = Math.floor(pageAddress / 0x1_0000_0000) >>> 0;
-  },
-  leafAllowed(pageShift: number, level: number): boolean {
-    return (level === 1 && pageShift === 12) || (level === 2 && pageShift === 21) || (level === 3 && pageShift === 30);
-  },
-  tableBytes(): number {
-    return 4096;
-  },
-};
+const stage1Format52 = x86Stage1Format(52);
+export const hypervPageTableFormat: PageTableFormat = stage1Format52;
+export const hypervPageTableEncoder: PageTableEncoder = stage1Format52;
 
 /**
  * Geometries: 4 levels (first_stage_paging_mode 0, up to 48 input bits) or 5 levels (mode 1, up to 57). Linux's
@@ -143,7 +58,7 @@ export const hypervPageTableEncoder: PageTableEncoder = {
  * the input range is [0, 2^inputBits).
  */
 export function hypervStage1Geometry(levels: 4 | 5, inputBits: number = levels === 4 ? 48 : 57): TableGeometry {
-  return { ...radixGeometry(levels, 12, 9, inputBits), outputBits: 52 };
+  return x86PagingGeometry(levels, inputBits);
 }
 
 /** HVCALL_CONFIGURE_DEVICE_DOMAIN's first_stage_paging_mode for a level count. */

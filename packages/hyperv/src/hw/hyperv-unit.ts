@@ -10,11 +10,11 @@ import {
   NO_PASID,
   ok,
   Perm,
+  StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
   WalkFault,
   type DmaRequest,
-  type DomainCacheWatcher,
   type HostServices,
   type HwInfo,
   type IommuDomain,
@@ -63,8 +63,11 @@ export class HypervUnit implements PhysicalIommu {
   private readonly devices = new Map<number, PhysicalDevice>();
   private readonly nested: NestedWalker;
   private readonly hit = newIotlbHit();
-  /** VMIDs of stage-2 parents this unit nests over: a stage-2 unmap drops their whole VMID. */
-  private readonly nestedVmids = new Set<number>();
+  /**
+   * A stage-2 change can invalidate any stage-1 translation through it, so a nesting parent's unmap drops its
+   * whole VMID; a stage-2-only domain's unmap drops just the range.
+   */
+  private readonly stage2Cache: StageTwoCacheWatcher;
 
   /** The IOTLB as device-domain flushes reach it; every flush is reported on the event bus. */
   readonly tlb: DomainTlb = {
@@ -80,6 +83,7 @@ export class HypervUnit implements PhysicalIommu {
     this.name = `hv-iommu${index}`;
     this.fiveLevel = options.fiveLevel ?? false;
     this.iotlb = new Iotlb(options.iotlbEntries ?? 8192);
+    this.stage2Cache = new StageTwoCacheWatcher(this.iotlb, { singleStageAsid: TAG_STAGE2_ONLY });
     this.nested = new NestedWalker(host.memory, HOST_OWNER);
   }
 
@@ -107,24 +111,9 @@ export class HypervUnit implements PhysicalIommu {
     if ((flags & ~HwptAllocFlag.NEST_PARENT) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
     const r = TablePagingDomain.create(this, this.host, hostStage2Format, hostStage2Geometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
     if (!r.ok) return fail(r);
-    r.value.watch(this.cacheWatcher);
+    this.stage2Cache.use(r.value, false);
     return ok(r.value);
   }
-
-  /**
-   * A stage-2 change can invalidate any stage-1 translation through it, so a nesting parent's unmap drops its
-   * whole VMID; a stage-2-only domain's unmap drops just the range.
-   */
-  private readonly cacheWatcher: DomainCacheWatcher = {
-    unmapped: (vmid, iova, length) => {
-      this.iotlb.invalidateRange(vmid, TAG_STAGE2_ONLY, iova, length);
-      if (this.nestedVmids.has(vmid)) this.iotlb.invalidateVmid(vmid);
-    },
-    destroyed: (vmid) => {
-      this.iotlb.invalidateVmid(vmid);
-      this.nestedVmids.delete(vmid);
-    },
-  };
 
   getViommuSize(_device: PhysicalDevice, type: number): number {
     return type === IOMMU_VIOMMU_TYPE_HYPERV ? HYPERV_VIOMMU_SIZE : 0;
@@ -133,15 +122,14 @@ export class HypervUnit implements PhysicalIommu {
   viommuInit(viommu: ViommuCore, parent: PagingDomain, _data: UserData | undefined): Result<ViommuOps> {
     // Any unit of this driver walks this driver's stage 2, so one parent serves every vIOMMU of the VM.
     if (parent.unit.vendor !== this.vendor) return err("EINVAL", "nesting parent belongs to another driver");
-    if (parent instanceof TablePagingDomain) parent.watch(this.cacheWatcher);
-    this.nestedVmids.add(parent.vmid);
+    this.stage2Cache.use(parent, true);
     return ok(new HypervViommu(viommu, this.tlb, this.fiveLevel));
   }
 
   attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
     if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
     if (pasid !== NO_PASID) return err("EOPNOTSUPP", "the pvIOMMU attaches whole devices, not PASIDs");
-    if (domain.kind === "paging" && domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
+    if (domain.kind === "paging") this.stage2Cache.use(domain, false);
     this.attachments.set(device.requesterId, domain);
     this.devices.set(device.requesterId, device);
     return ok();

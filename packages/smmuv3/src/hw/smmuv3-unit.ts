@@ -11,11 +11,11 @@ import {
   newWalkResult,
   NO_PASID,
   ok,
+  StageTwoCacheWatcher,
   toBytes,
   translateFromIotlb,
   WalkFault,
   type DmaRequest,
-  type DomainCacheWatcher,
   type HostServices,
   type HwInfo,
   type IommuDomain,
@@ -115,7 +115,11 @@ export class Smmuv3Unit implements PhysicalIommu {
   forwardedEvents = 0;
 
   private readonly streams = new Map<number, StreamState>();
-  private readonly nestedVmids = new Set<number>();
+  /**
+   * Stage-2 changes reach every cached translation through the domain: a nesting parent's unmap drops its whole
+   * VMID and the CD cache (CDs are fetched through stage 2); a stage-2-only domain's unmap drops just the range.
+   */
+  private readonly stage2Cache: StageTwoCacheWatcher;
   private readonly nested: NestedWalker;
   private readonly fetchReader: Stage2FetchReader;
   private readonly hit = newIotlbHit();
@@ -136,6 +140,13 @@ export class Smmuv3Unit implements PhysicalIommu {
     this.features = smmuFeatures(this.config.idr);
     this.extension = options.extension;
     this.iotlb = new Iotlb(options.iotlbEntries ?? 8192);
+    this.stage2Cache = new StageTwoCacheWatcher(this.iotlb, {
+      singleStageAsid: S2_ONLY_TAG,
+      dropNested: (vmid) => {
+        this.iotlb.invalidateVmid(vmid);
+        this.dropAllCds();
+      },
+    });
     this.nested = new NestedWalker(host.memory, HOST_OWNER);
     this.fetchReader = new Stage2FetchReader(host.memory);
   }
@@ -156,7 +167,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", `paging flags 0x${flags.toString(16)}`);
     const r = createStage2Domain(this, this.host, (flags & HwptAllocFlag.NEST_PARENT) !== 0);
     if (!r.ok) return fail(r);
-    r.value.watch(this.cacheWatcher);
+    this.stage2Cache.use(r.value, false);
     return ok(r.value);
   }
 
@@ -179,31 +190,11 @@ export class Smmuv3Unit implements PhysicalIommu {
    */
   viommuInit(core: ViommuCore, parent: PagingDomain, data: UserData | undefined): Result<ViommuOps> {
     if (!isSmmuStage2Domain(parent) || !parent.nestParent) return err("EINVAL", "the nesting parent is not an SMMUv3 stage-2 domain");
-    this.useParent(parent);
+    this.stage2Cache.use(parent, true);
     const vsmmu = new ArmVsmmu(this, core, parent);
     if (core.viommuType === IOMMU_VIOMMU_TYPE_ARM_SMMUV3) return ok(vsmmu);
     const init = this.extension?.viommuInit;
     return init === undefined ? err("EOPNOTSUPP", `vIOMMU type ${core.viommuType}`) : init.call(this.extension, vsmmu, data);
-  }
-
-  /** Stage-2 changes reach every cached translation through the domain: nested VMIDs drop everything. */
-  private readonly cacheWatcher: DomainCacheWatcher = {
-    unmapped: (vmid, iova, length) => {
-      this.iotlb.invalidateRange(vmid, S2_ONLY_TAG, iova, length);
-      if (this.nestedVmids.has(vmid)) {
-        this.iotlb.invalidateVmid(vmid);
-        this.dropAllCds();
-      }
-    },
-    destroyed: (vmid) => {
-      this.iotlb.invalidateVmid(vmid);
-      this.nestedVmids.delete(vmid);
-    },
-  };
-
-  private useParent(parent: TablePagingDomain): void {
-    parent.watch(this.cacheWatcher);
-    this.nestedVmids.add(parent.vmid);
   }
 
   // ---- stream table ----
@@ -218,7 +209,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     if (pasid !== NO_PASID) return err("EOPNOTSUPP", "PASID attachment of host domains is not modelled");
     if (domain.kind === "paging") {
       if (!isSmmuStage2Domain(domain)) return err("EINVAL", "not an SMMUv3 stage-2 domain");
-      domain.watch(this.cacheWatcher);
+      this.stage2Cache.use(domain, false);
       this.install(device, stage2Ste(domain, this.features.forcedWriteBack), domain, undefined);
       return ok();
     }
@@ -227,7 +218,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     if (domain.config === SteConfig.S1Translate && domain.vsmmu.core.virtIdOf(device) === undefined) {
       return err("ENOENT", "a translating nested domain needs the device's vDEVICE first");
     }
-    this.useParent(domain.parent);
+    this.stage2Cache.use(domain.parent, true);
     this.install(device, domain.physicalSte(this.features.forcedWriteBack), domain.parent, domain);
     return ok();
   }

@@ -1,18 +1,7 @@
-import {
-  decodeLayout,
-  defineLayout,
-  encodeLayout,
-  Perm,
-  type EntryDecode,
-  type Fields,
-  type PageTableEncoder,
-  type PageTableFormat,
-  type PermBits,
-  type RawBits,
-} from "@viommu/core";
-import { aboveHawMaskBig, assertTableAddress } from "./host-address-width.js";
-import { decodeNotPresent, PteMaskTable, writePte, type PteReservedMasks } from "./pte-reserved-masks.js";
-import { leafPageShift, VTD_TABLE_BYTES } from "./table-geometry.js";
+import { decodeLayout, defineLayout, encodeLayout, x86PagingFormat, type Fields, type PageTableEncoder, type PageTableFormat, type RawBits } from "@viommu/core";
+import { aboveHawMaskBig, MAX_HAW } from "./host-address-width.js";
+import type { PteReservedMasks } from "./pte-reserved-masks.js";
+import { leafPageShift } from "./table-geometry.js";
 
 /**
  * First-level paging entry (FL-PML5E … FL-PTE): the IA-32e 4/5-level format. Intel VT-d spec §9.7;
@@ -68,7 +57,8 @@ export const FL_PTE_IGNORED = 0xfff0_0000_0000_0000n;
  * The reserved-bit masks of a first-level walk, following QEMU's `vtd_fpte_rsvd` tables (../shared/spec/
  * x86.md A5.2): address bits [51:HAW]; bit 7 at levels 4 and 5; bits [20:13] / [29:13] of 2 MiB / 1 GiB
  * leaves (bit 12 is PAT there). Level 5 follows level 4 (QEMU supports 4-level only; IA-32e reserves PS in a
- * PML5E as in a PML4E).
+ * PML5E as in a PML4E). The decoder (core's x86-64 paging) checks the same bits without BigInt; these tables
+ * state QEMU's view so tests can hold the two together.
  */
 export function flPteReservedMasks(options: FlPteOptions): PteReservedMasks {
   const aboveHaw = aboveHawMaskBig(options.haw) & ~FL_PTE_IGNORED;
@@ -87,57 +77,28 @@ export function flPteReservedMasks(options: FlPteOptions): PteReservedMasks {
   return { entry, largeLeaf };
 }
 
-/** IA-32e permissions: every present entry allows reads; R/W, U/S and XD restrict, ANDed down the walk. */
-function flPerms(lo: number, hi: number): PermBits {
-  return Perm.Read | (lo & 2 ? Perm.Write : 0) | (lo & 4 ? Perm.User : 0) | (hi & 0x8000_0000 ? 0 : Perm.Exec);
-}
-
 /**
- * The first-level page-table format. Present means P (bit 0). Reserved bits in a present entry are fault 0x72:
- * reported as `WalkFault.Reserved`. A and D are set by hardware (QEMU sets A on every entry walked and D on the
- * leaf of a write); a clear A is not a fault.
+ * The first-level page-table format: core's x86-64 paging with HAW as its output width and 1 GiB pages only
+ * under CAP.FL1GP. Present means P (bit 0). Reserved bits in a present entry (exactly the masks above) are fault
+ * 0x72: reported as `WalkFault.Reserved`. A and D are set by hardware (QEMU sets A on every entry walked and D
+ * on the leaf of a write); a clear A is not a fault. Entries are written as Linux writes first-level domains:
+ * tables P | R/W | U/S | A (0x27); leaves P | A, R/W and D for writable pages, U/S when `perms` has Perm.User,
+ * XD unless `perms` has Perm.Exec, PS for 2 MiB / 1 GiB pages.
  */
 export class FlPteFormat implements PageTableFormat, PageTableEncoder {
   readonly name = "VT-d first-level";
-  readonly reservedMasks: PteReservedMasks;
-  private readonly masks: PteMaskTable;
+  readonly decodeEntry: PageTableFormat["decodeEntry"];
+  readonly encodeTable: PageTableEncoder["encodeTable"];
+  readonly encodeLeaf: PageTableEncoder["encodeLeaf"];
+  readonly leafAllowed: PageTableEncoder["leafAllowed"];
+  readonly tableBytes: PageTableEncoder["tableBytes"];
 
   constructor(readonly options: FlPteOptions) {
-    this.reservedMasks = flPteReservedMasks(options);
-    this.masks = new PteMaskTable(this.reservedMasks);
-  }
-
-  decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
-    if ((lo & 1) === 0) decodeNotPresent(out);
-    else this.masks.decodePresent(lo, hi, level, flPerms(lo, hi), out);
-  }
-
-  /** A table entry as Linux writes it for first-level domains: P | R/W | U/S | A (0x27). */
-  encodeTable(tableAddress: number, level: number, out: Uint32Array): void {
-    if (level < 2 || level > 5) throw new RangeError(`no first-level table entry at level ${level}`);
-    assertTableAddress(tableAddress, 12, this.options.haw);
-    writePte(tableAddress, 0x27, 0, out);
-  }
-
-  /**
-   * A leaf as Linux writes first-level leaves: P | A, R/W and D for writable pages, U/S when `perms` has
-   * Perm.User, XD unless `perms` has Perm.Exec, PS for 2 MiB / 1 GiB pages.
-   */
-  encodeLeaf(pageAddress: number, pageShift: number, perms: PermBits, level: number, out: Uint32Array): void {
-    if (!this.leafAllowed(pageShift, level)) throw new RangeError(`no ${2 ** pageShift}-byte first-level leaf at level ${level}`);
-    assertTableAddress(pageAddress, pageShift, this.options.haw);
-    let flags = 0x21;
-    if (perms & Perm.Write) flags |= 0x42;
-    if (perms & Perm.User) flags |= 0x4;
-    if (level > 1) flags |= 0x80;
-    writePte(pageAddress, flags, perms & Perm.Exec ? 0 : 0x8000_0000, out);
-  }
-
-  leafAllowed(pageShift: number, level: number): boolean {
-    return this.masks.leafAllowed(pageShift, level);
-  }
-
-  tableBytes(_level: number): number {
-    return VTD_TABLE_BYTES;
+    const x86 = x86PagingFormat({ name: this.name, outputBits: Math.min(options.haw, MAX_HAW), gigaPages: options.fl1gp === true, leafUserExec: "from-perms" });
+    this.decodeEntry = x86.decodeEntry;
+    this.encodeTable = x86.encodeTable;
+    this.encodeLeaf = x86.encodeLeaf;
+    this.leafAllowed = x86.leafAllowed;
+    this.tableBytes = x86.tableBytes;
   }
 }

@@ -13,10 +13,11 @@ export interface PteReservedMasks {
 const PS = 0x80;
 
 /**
- * What VT-d's first- and second-level formats share once an entry is known present: the reserved-bit check
- * against the per-level masks (held as 32-bit halves, so decoding needs no BigInt), PS large leaves at levels 2
- * and 3 where the masks allow them, and the leaf sizes an encoder may write. The formats differ in the present
- * test and the permissions, which they pass in.
+ * A format's decoding once an entry is known present, driven by its per-level reserved masks: the reserved-bit
+ * check (masks held as 32-bit halves, so decoding needs no BigInt), PS large leaves at levels 2 and 3 where the
+ * masks allow them, and the leaf sizes an encoder may write. The format passes in its present test's outcome
+ * and its permissions. (The second-level format uses it; first-level decoding is core's x86-64 paging, whose
+ * reserved bits are the same as `flPteReservedMasks`.)
  */
 export class PteMaskTable {
   private readonly entryLo = new Uint32Array(6);

@@ -13,11 +13,11 @@ import {
   NO_PASID,
   ok,
   Perm,
+  StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
   WalkFault,
   type DmaRequest,
-  type DomainCacheWatcher,
   type HostServices,
   type HwInfo,
   type IommuDomain,
@@ -75,8 +75,12 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
   private readonly walker: NestedWalker;
   private readonly hit = newIotlbHit();
   private readonly domainIds = new IdAllocator("VT-d domain id", FIRST_DOMAIN_ID, 0xffff);
-  /** VMIDs of parents this unit nests on: a stage-2 unmap there may change any stage-1 translation. */
-  private readonly nestedVmids = new Set<number>();
+  /**
+   * A stage-2 unmap under a nested domain can change any combined translation cached through it (its output or
+   * a first-level table fetch), so a nesting parent drops its whole VMID; a single-stage domain drops just the
+   * range, for every PASID.
+   */
+  private readonly stage2Cache = new StageTwoCacheWatcher(this.iotlb, { singleStageAsid: ANY_ASID });
   private readonly stages = new WeakMap<VtdNestedDomain, { s1: StageConfig; s2: StageConfig }>();
 
   constructor(
@@ -104,27 +108,8 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     this.seen(device);
     const r = TablePagingDomain.create(this, this.host, hostSlFormat, hostSlGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
     if (!r.ok) return fail(r);
-    r.value.watch(this.cacheWatcher);
+    this.stage2Cache.use(r.value, false);
     return ok(r.value);
-  }
-
-  private readonly cacheWatcher: DomainCacheWatcher = {
-    // A stage-2 unmap under a nested domain can change any combined translation cached through it (its
-    // output or a first-level table fetch), so a nesting parent drops its whole VMID; a single-stage domain
-    // drops just the range, for every PASID.
-    unmapped: (vmid, iova, length) => {
-      if (this.nestedVmids.has(vmid)) this.iotlb.invalidateVmid(vmid);
-      else this.iotlb.invalidateRange(vmid, ANY_ASID, iova, length);
-    },
-    destroyed: (vmid) => {
-      this.iotlb.invalidateVmid(vmid);
-      this.nestedVmids.delete(vmid);
-    },
-  };
-
-  private use(domain: PagingDomain, nested: boolean): void {
-    if (domain instanceof TablePagingDomain) domain.watch(this.cacheWatcher);
-    if (nested) this.nestedVmids.add(domain.vmid);
   }
 
   /**
@@ -142,7 +127,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     const did = this.domainIds.allocate();
     if (!did.ok) return fail(did);
     this.seen(device);
-    this.use(parent, true);
+    this.stage2Cache.use(parent, true);
     // FLPTPTR holds address bits [63:12]; a root no stage 2 can reach still walks (and faults) like hardware.
     const root = s1.pgtblAddr < 1n << 52n ? Number(s1.pgtblAddr & ~0xfffn) : 2 ** 52;
     const domain = new VtdNestedDomain(this, parent, { flags: Number(s1.flags & 0xffff_ffffn), root, addrWidth: s1.addrWidth }, did.value, this.iotlb, (d) => {
@@ -162,9 +147,9 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     if (domain instanceof VtdNestedDomain) {
       const valid = checkNestedConfig(domain.s1, this.cap, this.ecap);
       if (!valid.ok) return valid;
-      this.use(domain.parent, true);
+      this.stage2Cache.use(domain.parent, true);
       domain.pasids.add(pasid);
-    } else if (domain.kind === "paging") this.use(domain, false);
+    } else if (domain.kind === "paging") this.stage2Cache.use(domain, false);
     this.seen(device);
     this.flushAttachment(device.requesterId, pasid);
     let byPasid = this.attachments.get(device.requesterId);
