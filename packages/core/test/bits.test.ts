@@ -4,6 +4,7 @@ import {
   address64,
   bits64,
   decodeLayout,
+  decodeLayoutInto,
   defineLayout,
   encodeLayout,
   fromWords64,
@@ -85,6 +86,13 @@ describe("layouts", () => {
     expect(d.Straddle).toBe(0x1a);
     expect(d.ADDR).toBe(0x123456789abcd000n);
     expect(d.Small).toBe(0);
+  });
+
+  it("decodes into a reused record with the same values as a fresh decode", () => {
+    const raw = fromWords64(["0x00000001a000000f", "0x123456789abcd000"]);
+    const reused = decodeLayout(demo, fromWords64(["0", "0"]));
+    expect(decodeLayoutInto(demo, raw, reused)).toBe(reused);
+    expect(reused).toEqual(decodeLayout(demo, raw));
   });
 
   it("encodes to the same words it decodes", () => {

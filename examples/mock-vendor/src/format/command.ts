@@ -1,4 +1,4 @@
-import { decodeLayout, defineLayout, encodeLayout, type Fields, type RawBits } from "@viommu/core";
+import { decodeLayout, decodeLayoutInto, defineLayout, encodeLayout, type Fields, type RawBits } from "@viommu/core";
 
 /** Mock command opcodes (128-bit commands, opcode in bits 7:0). */
 export const MockOpcode = {
@@ -38,4 +38,9 @@ export function decodeMockCommand(raw: RawBits): MockCommand {
 
 export function encodeMockCommand(command: Partial<MockCommand>): RawBits {
   return encodeLayout(mockCommandLayout, command);
+}
+
+/** Decodes into `out` (a command record the caller reuses): queue consumers allocate nothing per command. */
+export function decodeMockCommandInto(raw: RawBits, out: MockCommand): MockCommand {
+  return decodeLayoutInto(mockCommandLayout, raw, out);
 }

@@ -1,5 +1,5 @@
-import { RingIndex, fromBytes, type HostMemory, type MmioRegion } from "@viommu/core";
-import { decodeMockCommand, MOCK_CMD_BYTES } from "../format/command.js";
+import { RingIndex, type HostMemory, type MmioRegion } from "@viommu/core";
+import { decodeMockCommand, decodeMockCommandInto, MOCK_CMD_BYTES } from "../format/command.js";
 import { MOCK_VQUEUE_STRIDE, MockVqueueError, MockVqueueReg } from "../format/registers.js";
 
 
@@ -26,7 +26,8 @@ interface QueueState {
  */
 export class MockVqueues implements MmioRegion {
   private readonly queues = new Map<number, QueueState>();
-  private readonly scratch = new Uint8Array(MOCK_CMD_BYTES);
+  private readonly words = new Uint32Array(MOCK_CMD_BYTES / 4);
+  private readonly command = decodeMockCommand(new Uint32Array(MOCK_CMD_BYTES / 4));
   consumed = 0;
 
   constructor(
@@ -85,8 +86,8 @@ export class MockVqueues implements MmioRegion {
     // At most one pass over the ring per doorbell: a hostile PROD cannot make this loop forever.
     for (let budget = q.ring.entries; budget > 0 && q.err === MockVqueueError.NONE && !q.ring.isEmpty(q.prod, q.cons); budget--) {
       const at = q.basePa + q.ring.index(q.cons) * MOCK_CMD_BYTES;
-      this.host.readBytes(at, MOCK_CMD_BYTES, this.scratch);
-      const command = decodeMockCommand(fromBytes(this.scratch, 0, 128));
+      for (let i = 0; i < this.words.length; i++) this.words[i] = this.host.read32(at + i * 4);
+      const command = decodeMockCommandInto(this.words, this.command);
       if (!this.executor.execute(command.OP, command)) {
         q.err = MockVqueueError.ILLEGAL;
         this.executor.reportError(index, q.cons);

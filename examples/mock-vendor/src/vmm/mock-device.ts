@@ -35,7 +35,7 @@ import {
   type WalkResult,
 } from "@viommu/core";
 import { PageWalker } from "@viommu/core";
-import { decodeMockCommand, MOCK_CMD_BYTES, MockOpcode, type MockCommand } from "../format/command.js";
+import { decodeMockCommand, decodeMockCommandInto, MOCK_CMD_BYTES, MockOpcode, type MockCommand } from "../format/command.js";
 import { decodeMockDeviceEntry, MOCK_DTE_BYTES, mockDeviceEntryMalformed } from "../format/device-entry.js";
 import { encodeMockEvent, MOCK_EVENT_BYTES, MockEventType, MockFaultReason } from "../format/event.js";
 import { decodeMockIrte, MOCK_IRTE_BYTES, mockMsiIndex } from "../format/irte.js";
@@ -121,6 +121,8 @@ export class MockDevice implements EmulatedIommu {
   private readonly walker = new PageWalker();
   private readonly reader: GuestTableReader;
   private readonly scratch = new Uint32Array(4);
+  /** The command being executed, decoded in place: consuming the queue allocates nothing per command. */
+  private readonly command: MockCommand = decodeMockCommand(new Uint32Array(4));
 
   private readonly events: EventBus<CoreEvents>;
 
@@ -340,7 +342,7 @@ export class MockDevice implements EmulatedIommu {
         this.commandError(q.head);
         return;
       }
-      const cmd = decodeMockCommand(this.options.vm.memory.readWords(at, this.scratch));
+      const cmd = decodeMockCommandInto(this.options.vm.memory.readWords(at, this.scratch), this.command);
       this.stats.trapped++;
       if (!this.executeCommand(cmd)) {
         this.commandError(q.head);

@@ -110,6 +110,16 @@ export function decodeLayout<L extends Layout>(layout: L, raw: RawBits): Fields<
   return out as Fields<L>;
 }
 
+/**
+ * Decodes every field into an existing record, for queue consumers that decode one entry after another:
+ * number fields allocate nothing (bigint fields still do, by nature).
+ */
+export function decodeLayoutInto<L extends Layout>(layout: L, raw: RawBits, out: Fields<L>): Fields<L> {
+  const record = out as Record<string, number | bigint>;
+  for (const f of layout.fields) record[f.name] = readField(raw, f);
+  return out;
+}
+
 /** Encodes the given fields (others zero). Throws on a value that does not fit: callers pass trusted values. */
 export function encodeLayout<L extends Layout>(layout: L, values: Partial<Fields<L>>, into: RawBits = rawBits(layout.bits)): RawBits {
   const record = values as Record<string, number | bigint | undefined>;
