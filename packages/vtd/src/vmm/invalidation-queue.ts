@@ -54,6 +54,8 @@ export class InvalidationQueue {
   /** Descriptors executed, for the VMM's statistics. */
   processed = 0;
   private readonly raw = new Uint32Array(8);
+  /** Views for 128- and 256-bit descriptors, made once: the consume loop allocates nothing per descriptor. */
+  private readonly raw128 = this.raw.subarray(0, 4);
 
   constructor(
     private readonly memory: GuestMemory,
@@ -112,7 +114,7 @@ export class InvalidationQueue {
         this.error(InvalidationQueueErrorInfo.FETCH_DESCRIPTOR_ERR);
         return;
       }
-      const raw = this.raw.subarray(0, size / 4);
+      const raw = size === 16 ? this.raw128 : this.raw;
       this.memory.readWords(at, raw);
       const problem = invDescProblem(raw);
       const type = invDescType(raw[0]!);
