@@ -1,4 +1,4 @@
-import { newWalkResult, NO_PASID, opsPerSecond, Perm, Testbed, unwrap, type BenchFigure, type DmaDevice, type GuestDomainId, type VendorPlugin } from "@viommu/core";
+import { opsPerSecond, translationsPerSecond, Perm, Testbed, unwrap, type BenchFigure, type DmaDevice, type GuestDomainId, type VendorPlugin } from "@viommu/core";
 import type { Smmuv3GuestDriver } from "../guest/smmuv3-driver.js";
 import type { Smmuv3Device } from "../vmm/smmuv3-device.js";
 
@@ -35,21 +35,7 @@ function translations(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> {
     const pages = 4096;
     const mapped = sys.driver.map(sys.domain, IOVA, DATA_GPA, pages * 4096, Perm.ReadWrite);
     if (!mapped.ok) throw new Error(`bench map: ${mapped.error.message}`);
-    const out = newWalkResult();
-    let page = 0;
-    let round = 0;
-    const value = opsPerSecond((n) => {
-      for (let i = 0; i < n; i++) {
-        if (page === 0 && round % 10 === 0) sys.driver.flush(sys.domain);
-        sys.device.translate(IOVA + page * 4096 + 8, (page & 1) === 1, NO_PASID, out);
-        if (!out.ok) throw new Error(`bench translation faulted at page ${page}`);
-        page++;
-        if (page === pages) {
-          page = 0;
-          round++;
-        }
-      }
-    });
+    const value = translationsPerSecond({ translate: (a, w, p, o) => sys.device.translate(a, w, p, o), flush: () => void sys.driver.flush(sys.domain) }, IOVA, pages);
     return { value: Math.round(value), note: "nested stage 1 over stage 2, 4 KiB pages, IOTLB flushed every 10 rounds" };
   } finally {
     sys.bed.dispose();
