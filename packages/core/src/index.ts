@@ -8,6 +8,7 @@ export * from "./di/token.js";
 export * from "./ids/id-allocator.js";
 export * from "./irq/interrupts.js";
 export * from "./migration/state.js";
+export * from "./migration/state-reader.js";
 export * from "./acpi/index.js";
 export * from "./translate/index.js";
 export * from "./contract/index.js";

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   ANY_ASID,
   EventBus,
+  HostLog,
   HostMemory,
   IdAllocator,
   Iotlb,
@@ -22,7 +23,9 @@ import { toyFormat, toyGeometry } from "./support/toy-format.js";
 const SINGLE = 0x1_0000;
 
 function hostServices(): HostServices {
-  return { memory: new HostMemory(), clock: new ManualClock(), rng: new SeededRng(1), events: new EventBus<CoreEvents>(), vmids: new IdAllocator("VMID", 1, 255), units: [] };
+  const clock = new ManualClock();
+  const events = new EventBus<CoreEvents>();
+  return { memory: new HostMemory(), clock, rng: new SeededRng(1), events, vmids: new IdAllocator("VMID", 1, 255), units: [], log: new HostLog(clock, events) };
 }
 
 /** The domain only keeps its unit for callers; the watcher never asks it anything. */

@@ -1,4 +1,5 @@
 import type { OwnerId } from "../memory/host-memory.js";
+import type { HostLogEntry } from "./host-log.js";
 
 /** A DMA the hardware refused, as the host sees it. */
 export interface DmaFaultEvent {
@@ -47,4 +48,6 @@ export interface CoreEvents {
   invalidation: InvalidationEvent;
   lifecycle: LifecycleEvent;
   migration: MigrationEvent;
+  /** Something the host refused on a VM's behalf (also kept in `HostServices.log`). */
+  hostLog: HostLogEntry;
 }

@@ -6,6 +6,7 @@ import type { HostMemory } from "../memory/host-memory.js";
 import type { Clock } from "../sim/clock.js";
 import type { Rng } from "../sim/rng.js";
 import type { CoreEvents } from "./core-events.js";
+import type { HostLog } from "./host-log.js";
 
 /**
  * The host-wide singletons every plugin's host half needs, held by the root container: host memory, the
@@ -20,4 +21,6 @@ export interface HostServices {
   /** VMIDs / stage-2 tags, host-wide so that several vIOMMUs of one VM can share a stage 2. */
   readonly vmids: IdAllocator;
   readonly units: PhysicalIommu[];
+  /** Refusals the host made on a VM's behalf (invalidations, shadow mappings, restores). */
+  readonly log: HostLog;
 }

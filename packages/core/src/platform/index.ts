@@ -1,5 +1,6 @@
 export * from "./core-events.js";
 export * from "./host-services.js";
+export * from "./host-log.js";
 export * from "./mmio.js";
 export * from "./vm.js";
 export * from "./dma-device.js";

@@ -13,6 +13,7 @@ import type { PhysicalIommu } from "../contract/iommu-unit.js";
 import { VendorPlugin } from "../contract/plugin.js";
 import type { CoreEvents } from "./core-events.js";
 import { DmaDevice } from "./dma-device.js";
+import { HostLog } from "./host-log.js";
 import { HostServices } from "./host-services.js";
 import { CurrentVm, VirtualMachine } from "./vm.js";
 
@@ -53,11 +54,14 @@ export class Platform implements Disposable {
     this.store.add(toDisposable(() => void this.container.dispose()));
     const seed = options.seed ?? 1;
     const vmidBits = options.vmidBits ?? 16;
+    const clock = new ManualClock();
+    const events = new EventBus<CoreEvents>();
     this.host = {
       memory: new HostMemory({ sizeBytes: options.hostMemoryBytes }),
-      clock: new ManualClock(),
+      clock,
       rng: new SeededRng(seed),
-      events: new EventBus<CoreEvents>(),
+      events,
+      log: new HostLog(clock, events),
       vmids: new IdAllocator("VMID", 1, 2 ** vmidBits - 1),
       units: [],
     };
