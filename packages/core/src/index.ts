@@ -15,6 +15,7 @@ export * from "./contract/index.js";
 export * from "./iommufd/index.js";
 export * from "./platform/index.js";
 export * from "./shadow/shadow-backend.js";
+export * from "./shadow/shadow-mirror.js";
 export * from "./queues/ring.js";
 export * from "./platform/guest-table-store.js";
 export * from "./hw/table-paging-domain.js";

@@ -52,6 +52,44 @@ export interface AcpiTableBlob {
   readonly bytes: Uint8Array;
 }
 
+/** A ring index as the hardware's pointer register holds it: the slot and, for wrap-bit rings, the wrap flag. */
+export interface RingPosition {
+  readonly index: number;
+  readonly wrap: boolean;
+}
+
+/** A register of a guest queue: where it is in the VM's physical address map and how it encodes a position. */
+export interface QueuePointerRegister {
+  /** Guest physical address of the register (MMIO, or a directly mapped page). */
+  readonly address: number;
+  readonly size: 4 | 8;
+  /** The register value for a position, with the register's other bits as in `current` (read it first). */
+  encode(position: RingPosition, current: bigint): bigint;
+  /** The position a register value holds (other bits ignored). */
+  decode(value: bigint): RingPosition;
+}
+
+/**
+ * A vendor-neutral description of one guest-visible queue (a command queue, an event log, a page request
+ * queue): enough for a harness or a trace tool to write raw entries and advance the producer the way a guest
+ * does, or to read what the device produced, without knowing the vendor. The values are what the guest has
+ * programmed now; `base` is undefined while the queue is not configured or not enabled.
+ */
+export interface GuestQueueView {
+  /** The architecture's name: "CMDQ", "EVTQ", "IQ", "command buffer", "event log", "VCMDQ3"… */
+  readonly name: string;
+  readonly role: "command" | "event" | "page-request";
+  /** Who produces entries: the guest (commands) or the device (events, page requests). */
+  readonly producedBy: "guest" | "device";
+  /** Guest physical address of entry 0, as programmed; undefined while unconfigured. */
+  base(): number | undefined;
+  /** Entries in the ring as programmed (0 while unconfigured). */
+  entries(): number;
+  readonly entryBytes: number;
+  readonly producer: QueuePointerRegister;
+  readonly consumer: QueuePointerRegister;
+}
+
 /** Counters the VMM keeps, for the demo report and the benchmarks. */
 export interface VmmStats {
   /** Commands / descriptors / hypercalls the VMM handled by trapping. */
@@ -75,6 +113,11 @@ export interface EmulatedIommu extends Freezable {
   /** Guest physical base of its register block (0 for hypercall-only devices). */
   readonly mmioBase: number;
   readonly stats: VmmStats;
+  /**
+   * The options it was created with. A VMM restoring a saved state creates a fresh device from these (on
+   * the destination, with that host's `vm`, `iommufd`, `unit` and ids substituted).
+   */
+  readonly options: VmmDeviceOptions;
 
   /**
    * Mandatory. Makes a passthrough device visible to the guest at `guestRid` (its virtual BDF / StreamID /
@@ -82,6 +125,29 @@ export interface EmulatedIommu extends Freezable {
    * routes its MSIs through interrupt remapping.
    */
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void>;
+
+  /**
+   * Mandatory. Hot-unplug: the device at `guestRid` leaves the guest. Its vDEVICE (or virtual → physical
+   * mapping) is destroyed, its attachments are dropped so its DMA is blocked, its MSIs are no longer routed,
+   * and nothing cached for it survives. The guest RID is free for another device afterwards. ENOENT when no
+   * device is assigned there.
+   */
+  unassignDevice(guestRid: number): Result<void>;
+
+  /**
+   * Mandatory. Re-addressing: the guest renumbered its bus (or the VMM moved the device), so the device at
+   * `fromRid` is now seen at `toRid`. The virtual id changes everywhere the host keeps it (vDEVICE virt id,
+   * vSID → pSID tables) and the device's translation is re-derived from the guest's tables at `toRid`; until
+   * the guest programs an entry there its DMA is treated as the architecture treats an unconfigured
+   * requester. ENOENT when nothing is at `fromRid`, EEXIST when `toRid` is taken.
+   */
+  renumberDevice(fromRid: number, toRid: number): Result<void>;
+
+  /**
+   * Mandatory. The guest-visible queues this device has, as programmed now (an empty list for a device
+   * driven by hypercalls alone).
+   */
+  guestQueues(): GuestQueueView[];
 
   /**
    * Mandatory. The emulated-device path: translates a DMA of one of the VMM's own emulated devices by

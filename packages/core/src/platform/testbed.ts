@@ -68,6 +68,13 @@ export interface TestVm {
   readonly pages: GuestPageAllocator;
 }
 
+/** Objects a VM's iommufd still held after its devices were destroyed and the context closed. */
+export interface TestbedLeftovers {
+  readonly vm: number;
+  /** "TYPE id" of each object left. */
+  readonly objects: readonly string[];
+}
+
 /**
  * A whole system for one vendor: host with physical units, VMs with guest RAM mapped into an IOAS at
  * IOVA = GPA, a shared nesting parent per VM, the vendor's emulated IOMMU(s) and reference guest driver(s),
@@ -175,11 +182,18 @@ export class Testbed {
     for (const v of this.vms) for (const iommu of v.iommus) iommu.poll();
   }
 
-  dispose(): void {
+  /**
+   * Destroys every emulated IOMMU, closes every VM's iommufd and disposes the platform. Returns what each
+   * close could not free (empty when teardown is clean; anything else is a leak in a vendor's destroy).
+   */
+  dispose(): TestbedLeftovers[] {
+    const leftovers: TestbedLeftovers[] = [];
     for (const v of this.vms) {
       for (const iommu of v.iommus) iommu.destroy();
-      v.iommufd.close();
+      const objects = v.iommufd.close();
+      if (objects.length > 0) leftovers.push({ vm: v.vm.id, objects: objects.map((o) => `${o.type} ${o.id}`) });
     }
     this.platform.dispose();
+    return leftovers;
   }
 }

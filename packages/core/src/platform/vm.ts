@@ -48,6 +48,11 @@ export class VirtualMachine {
     return ok(mapping);
   }
 
+  /** The register blocks mapped in this VM's physical address map, lowest base first. */
+  mmioRegions(): readonly MmioMapping[] {
+    return [...this.regions].sort((a, b) => a.base - b.base);
+  }
+
   unmapMmio(mapping: MmioMapping): void {
     const at = this.regions.indexOf(mapping);
     if (at >= 0) this.regions.splice(at, 1);
