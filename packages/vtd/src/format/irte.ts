@@ -57,7 +57,12 @@ export const SourceValidationType = {
   NONE: 0,
   /** Compare the requester id with SID under the SQ mask. */
   VERIFY_SID: 1,
-  /** Requester bus must lie in [SID[7:0], SID[15:8]]. */
+  /**
+   * Requester bus must lie in [start, end] with the start bus in SID[15:8] and the end bus in SID[7:0] (VT-d
+   * spec §9.10, IRTE SVT 10b; Linux `set_irte_verify_bus` in drivers/iommu/intel/irq_remapping.c writes
+   * `(start_bus << 8) | end_bus`). QEMU's `vtd_irte_get` (hw/i386/intel_iommu.c) reads SID[15:8] as the highest
+   * bus and SID[7:0] as the lowest, the reverse: a QEMU deviation; the specification wins.
+   */
   VERIFY_BUS: 2,
   /** Reserved (QEMU: verification fails, fault 0x26). */
   RESERVED: 3,
@@ -120,6 +125,11 @@ export function irteHasReservedBits(raw: RawBits, eime: boolean): boolean {
   return !eime && (raw[1]! & (XAPIC_DST_RESERVED_LO | XAPIC_DST_RESERVED_HI)) !== 0;
 }
 
+/** The SID of a bus-range (SVT 10b) IRTE: start bus in [15:8], end bus in [7:0]. */
+export function irteBusRangeSid(startBus: number, endBus: number): number {
+  return ((startBus & 0xff) << 8) | (endBus & 0xff);
+}
+
 /** Whether requester id `requesterId` passes the IRTE's source-id validation. SVT 3 (reserved) fails. */
 export function irteSourceIdValid(svt: number, sq: number, sid: number, requesterId: number): boolean {
   switch (svt) {
@@ -131,7 +141,7 @@ export function irteSourceIdValid(svt: number, sq: number, sid: number, requeste
     }
     case SourceValidationType.VERIFY_BUS: {
       const bus = (requesterId >>> 8) & 0xff;
-      return bus >= (sid & 0xff) && bus <= ((sid >>> 8) & 0xff);
+      return bus >= ((sid >>> 8) & 0xff) && bus <= (sid & 0xff);
     }
     default:
       return false;

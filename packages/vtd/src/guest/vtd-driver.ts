@@ -23,7 +23,7 @@ import { decodeDmar } from "../format/dmar.js";
 import { decodeEcap, type EcapFields } from "../format/ecap.js";
 import { FlPteFormat } from "../format/fl-pte.js";
 import { encodeInvDesc, ContextCacheGranularity, IotlbGranularity, PageResponseCode, PasidCacheGranularity, PasidIotlbGranularity } from "../format/inv-desc.js";
-import { encodeIrteRemapped, irteDst, SourceValidationType } from "../format/irte.js";
+import { encodeIrteRemapped, irteBusRangeSid, irteDst, SourceValidationType } from "../format/irte.js";
 import { encodeRemappableMsi, remappableMsiIndex } from "../format/msi.js";
 import { decodePageRequest, PAGE_REQUEST_BYTES } from "../format/page-request.js";
 import { encodePasidDirEntry } from "../format/pasid-dir-entry.js";
@@ -432,17 +432,18 @@ export class VtdGuestDriver implements GuestIommuDriver {
 
   /**
    * `intel_irq_remapping_alloc` + `modify_irte`: a remapped IRTE (fixed delivery, physical destination,
-   * source-id verified against the requester id), an index-selective IEC flush, and the remappable MSI
-   * (SHV = 1, sub-handle 0) the device is programmed with.
+   * source-id verification as `set_msi_sid` chooses it), an index-selective IEC flush, and the remappable MSI
+   * (SHV = 1, sub-handle 0) the device is programmed with. `alias` is the requester id a bridge puts on the
+   * device's requests (its last DMA alias, as `pci_for_each_dma_alias` finds it), when it differs from `rid`.
    */
-  mapInterrupt(rid: number, vector: number, destination: number): Result<MsiMessage> {
+  mapInterrupt(rid: number, vector: number, destination: number, alias?: number): Result<MsiMessage> {
     if (this.irt === 0) return err("ENODEV", "interrupt remapping is not enabled");
     if (!this.eime && destination > 0xff) return err("EINVAL", `APIC id ${destination} needs x2APIC mode`);
     let index = 0;
     while (index < IRT_ENTRIES && this.irtUsed.has(index)) index++;
     if (index >= IRT_ENTRIES) return err("ENOSPC", "interrupt remapping table full");
     this.irtUsed.add(index);
-    const irte = encodeIrteRemapped({ P: 1, V: vector & 0xff, DST: irteDst(destination, this.eime), SVT: SourceValidationType.VERIFY_SID, SQ: 0, SID: rid & 0xffff });
+    const irte = encodeIrteRemapped({ P: 1, V: vector & 0xff, DST: irteDst(destination, this.eime), SQ: 0, ...msiSourceValidation(rid, alias) });
     this.context.memory.writeWords(this.irt + index * 16, irte);
     const flushed = this.submit([encodeInvDesc("IEC_INV", { G: 1, IM: 0, IIDX: index })]);
     if (!flushed.ok) return fail(flushed);
@@ -526,4 +527,16 @@ export class VtdGuestDriver implements GuestIommuDriver {
     this.context.memory.write32(at, this.context.memory.read32(at) | 0x10);
     return this.submit([encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: this.attached.get(rid) ?? 0, SID: rid, FM: 0 })]);
   }
+}
+
+/**
+ * The source validation Linux's `set_msi_sid` (drivers/iommu/intel/irq_remapping.c) gives an MSI: the whole
+ * requester id (SVT 01b, SQ 0) for a device that is its own requester; for a device whose requests carry a
+ * bridge's alias on another bus, the bus range from the alias's bus to the device's (`set_irte_verify_bus`,
+ * SVT 10b with the start bus in SID[15:8]); for an alias on the device's own bus, that one bus.
+ */
+function msiSourceValidation(rid: number, alias: number | undefined): { SVT: number; SID: number } {
+  if (alias === undefined || alias === rid) return { SVT: SourceValidationType.VERIFY_SID, SID: rid & 0xffff };
+  const bus = (rid >>> 8) & 0xff;
+  return { SVT: SourceValidationType.VERIFY_BUS, SID: irteBusRangeSid((alias >>> 8) & 0xff, bus) };
 }

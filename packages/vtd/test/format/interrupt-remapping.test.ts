@@ -10,6 +10,7 @@ import {
   encodeIrtePosted,
   encodeIrteRemapped,
   encodeRemappableMsi,
+  irteBusRangeSid,
   irteDestination,
   irteDst,
   irtEntries,
@@ -117,8 +118,14 @@ describe("interrupt remapping table entries (VT-d §9.10, §9.11)", () => {
     expect(irteSourceIdValid(SourceValidationType.VERIFY_SID, 3, 0x00f8, 0x00ff)).toBe(true);
     expect(irteSourceIdValid(SourceValidationType.VERIFY_SID, 1, 0x0200, 0x0204)).toBe(true);
     expect(irteSourceIdValid(SourceValidationType.VERIFY_SID, 1, 0x0200, 0x0202)).toBe(false);
-    expect(irteSourceIdValid(SourceValidationType.VERIFY_BUS, 0, 0x0502, 0x0400)).toBe(true);
-    expect(irteSourceIdValid(SourceValidationType.VERIFY_BUS, 0, 0x0502, 0x0600)).toBe(false);
+    // SVT 10b: start bus in SID[15:8], end bus in SID[7:0] (VT-d §9.10; Linux set_irte_verify_bus writes
+    // (start_bus << 8) | end_bus), both inclusive.
+    for (const [bus, valid] of [[1, false], [2, true], [4, true], [5, true], [6, false]] as const) {
+      expect(irteSourceIdValid(SourceValidationType.VERIFY_BUS, 0, 0x0205, bus << 8), `bus ${bus}`).toBe(valid);
+    }
+    // Start above end is an empty range: no bus passes.
+    expect([0, 2, 3, 5, 0xff].some((bus) => irteSourceIdValid(SourceValidationType.VERIFY_BUS, 0, 0x0502, bus << 8))).toBe(false);
+    expect(irteBusRangeSid(2, 5)).toBe(0x0205);
     expect(irteSourceIdValid(SourceValidationType.NONE, 0, 0, 0x1234)).toBe(true);
     expect(irteSourceIdValid(SourceValidationType.RESERVED, 0, 0, 0)).toBe(false);
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { unwrap, type MsiMessage } from "@viommu/core";
-import { encodeIrteRemapped, encodeIrtePosted, irteDst } from "../../src/format/irte.js";
+import { decodeIrteRemapped, encodeIrteRemapped, encodeIrtePosted, irteDst } from "../../src/format/irte.js";
 import { encodeCompatMsi, encodeRemappableMsi } from "../../src/format/msi.js";
 import { encodeInvDesc } from "../../src/format/inv-desc.js";
 import { vtdBed } from "../support.js";
@@ -43,7 +43,8 @@ describe("VT-d interrupt remapping", () => {
     const msi = unwrap(t.driver.mapInterrupt(0x10, 0x41, 1));
     expect(t.deliver(0x11, msi).result).toMatchObject({ ok: false, fault: { code: 0x26, name: "IR_SID_ERR", index: 0 } });
     t.vm.memory.writeWords(t.irt + 16, encodeIrteRemapped({ P: 1, V: 0x42, SVT: 1, SQ: 3, SID: 0x10 }));
-    t.vm.memory.writeWords(t.irt + 32, encodeIrteRemapped({ P: 1, V: 0x43, SVT: 2, SID: 0x0402 }));
+    // SVT 2: buses 2 (SID[15:8], start) to 4 (SID[7:0], end).
+    t.vm.memory.writeWords(t.irt + 32, encodeIrteRemapped({ P: 1, V: 0x43, SVT: 2, SID: 0x0204 }));
     expect(t.deliver(0x17, t.msiOf(1)).result.ok).toBe(true);
     expect(t.deliver(0x18, t.msiOf(1)).result.ok).toBe(false);
     expect(t.deliver(0x0310, t.msiOf(2)).result.ok).toBe(true);
@@ -53,6 +54,28 @@ describe("VT-d interrupt remapping", () => {
       ["interrupt-fault", 0x26, 0x18],
       ["interrupt-fault", 0x26, 0x510],
     ]);
+  });
+
+  it("verifies a bus range the way Linux writes it for a device behind a bridge (SVT 2, start bus in SID[15:8])", () => {
+    const t = ir();
+    // 06:02.0 behind a PCIe-to-PCI bridge whose requests carry the alias 05:00.0: Linux's set_msi_sid calls
+    // set_irte_verify_bus(irte, 5, 6), an IRTE with SID (5 << 8) | 6.
+    const msi = unwrap(t.driver.mapInterrupt(0x0610, 0x47, 2, 0x0500));
+    const irte = decodeIrteRemapped(t.vm.memory.readWords(t.irt, new Uint32Array(4)));
+    expect([irte.SVT, irte.SQ, irte.SID]).toEqual([2, 0, 0x0506]);
+    expect(t.deliver(0x0500, msi).delivered.map((i) => i.vector)).toEqual([0x47]);
+    expect(t.deliver(0x0610, msi).delivered.map((i) => i.vector)).toEqual([0x47]);
+    expect(t.deliver(0x0410, msi).result).toMatchObject({ ok: false, fault: { code: 0x26 } });
+    expect(t.deliver(0x0700, msi).result).toMatchObject({ ok: false, fault: { code: 0x26 } });
+    expect(t.events()).toEqual([
+      ["interrupt-fault", 0x26, 0x410],
+      ["interrupt-fault", 0x26, 0x700],
+    ]);
+    // An alias on the device's own bus verifies that one bus.
+    const same = unwrap(t.driver.mapInterrupt(0x0618, 0x48, 2, 0x0600));
+    expect(decodeIrteRemapped(t.vm.memory.readWords(t.irt + 16, new Uint32Array(4))).SID).toBe(0x0606);
+    expect(t.deliver(0x0600, same).result.ok).toBe(true);
+    expect(t.deliver(0x0500, same).result.ok).toBe(false);
   });
 
   it("faults reserved request bits (0x20), an index beyond IRTA.S (0x21), a clear P (0x22), reserved IRTE bits or posted format (0x24)", () => {
