@@ -11,6 +11,7 @@ import {
   type AcpiTableBlob,
   type DmaDevice,
   type EmulatedIommu,
+  type GuestQueueView,
   type InterruptResult,
   type MmioHandler,
   type MsiMessage,
@@ -45,6 +46,7 @@ import { DeviceEntryHandler, type AssignedDevice } from "./device-entry-handler.
 import { emulatedFeatures, type EmulatedFeatures } from "./emulated-features.js";
 import { GuestDteWalker, newDteWalkOutcome, type DeviceTableLocation } from "./guest-dte-walker.js";
 import { GuestLogRing } from "./guest-log-ring.js";
+import { amdViGuestQueues } from "./guest-queue-views.js";
 import { InterruptRemapper } from "./interrupt-remapper.js";
 import { buildIvrs } from "./ivrs-builder.js";
 import { decodeDeviceState, encodeDeviceState, type DeviceRegisters } from "./device-state.js";
@@ -146,10 +148,12 @@ export class AmdViDevice implements EmulatedIommu {
   private veventq: { id: number; file: VeventqFile } | undefined;
   private intercepts: { id: number; file: VeventqFile } | undefined;
   private lastSequence = -1;
-  private readonly vdeviceIds: number[] = [];
+  /** Guest DeviceID → its vDEVICE (nested mode). */
+  private readonly vdeviceIds = new Map<number, number>();
   private readonly unmaps: (() => void)[] = [];
+  private readonly queueViews: GuestQueueView[];
 
-  private constructor(private readonly options: AmdViDeviceOptions) {
+  private constructor(readonly options: AmdViDeviceOptions) {
     this.mode = options.mode;
     this.mmioBase = options.mmioBase ?? AMDVI_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
     this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false);
@@ -158,6 +162,11 @@ export class AmdViDevice implements EmulatedIommu {
     this.entries = new DeviceEntryHandler(options, {
       viommuId: () => this.viommuId,
       logEvent: (record) => this.logEvent(record),
+    });
+    this.queueViews = amdViGuestQueues(this.mmioBase, {
+      command: { baseRegister: () => this.regs.cmdBase, enabled: () => this.controlBit(C_CMD_BUF_EN) },
+      event: { baseRegister: () => this.regs.evtBase, enabled: () => this.controlBit(C_EVENT_LOG_EN) },
+      ppr: { baseRegister: () => this.regs.pprBase, enabled: () => this.controlBit(C_PPR_LOG_EN) },
     });
   }
 
@@ -252,17 +261,83 @@ export class AmdViDevice implements EmulatedIommu {
   // ---- devices ----
 
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
+    if (!isDeviceId(guestRid)) return err("EINVAL", `guest DeviceID ${guestRid} is not 16-bit`);
     if (this.assigned.has(guestRid)) return err("EEXIST", `guest DeviceID 0x${guestRid.toString(16)} already assigned`);
-    if (!Number.isInteger(guestRid) || guestRid < 0 || guestRid > 0xffff) return err("EINVAL", `guest DeviceID ${guestRid} is not 16-bit`);
-    if (this.viommuId !== undefined) {
-      const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId, virtId: guestRid });
-      if (!vdev.ok) return fail(vdev);
-      this.vdeviceIds.push(vdev.value);
-    }
+    const vdev = this.allocVdevice(devId, guestRid);
+    if (!vdev.ok) return vdev;
+    return this.place(device, devId, guestRid);
+  }
+
+  /** The vDEVICE (virtual DeviceID → physical device) where the host has a vIOMMU. */
+  private allocVdevice(devId: number, guestRid: number): Result<void> {
+    if (this.viommuId === undefined) return ok();
+    const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId, virtId: guestRid });
+    if (!vdev.ok) return fail(vdev);
+    this.vdeviceIds.set(guestRid, vdev.value);
+    return ok();
+  }
+
+  private dropVdevice(guestRid: number): void {
+    const id = this.vdeviceIds.get(guestRid);
+    if (id === undefined) return;
+    this.vdeviceIds.delete(guestRid);
+    this.ctx.destroy(id);
+  }
+
+  /** Makes the device visible at `guestRid`: MSIs routed there, DMA as the guest's DTE at `guestRid` says. */
+  private place(device: DmaDevice, devId: number, guestRid: number): Result<void> {
     const a: AssignedDevice = { device, devId, guestRid, hwptId: undefined, lastDte: undefined, shadow: undefined, attachedTo: undefined };
     this.assigned.set(guestRid, a);
     device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
-    return this.entries.refresh(a, this.translationOn(), this.devtab);
+    const r = this.entries.refresh(a, this.translationOn(), this.devtab);
+    this.stats.shadowMappings = this.entries.shadowMappings;
+    return r;
+  }
+
+  /** Drops the device's attachments (its DMA is blocked) and MSI route; the vDEVICE is the caller's. */
+  private remove(guestRid: number): AssignedDevice | undefined {
+    const a = this.assigned.get(guestRid);
+    if (a === undefined) return undefined;
+    this.entries.release(a);
+    a.device.msiTarget = undefined;
+    this.assigned.delete(guestRid);
+    this.stats.shadowMappings = this.entries.shadowMappings;
+    return a;
+  }
+
+  unassignDevice(guestRid: number): Result<void> {
+    const a = this.remove(guestRid);
+    if (a === undefined) return err("ENOENT", `no device at guest DeviceID ${guestRid}`);
+    this.dropVdevice(guestRid);
+    return ok();
+  }
+
+  /**
+   * The device moves to `toRid`: blocked, its vDEVICE re-created with the new virtual id (iommufd has no
+   * vDEVICE renumbering), then translated as the guest's DTE at `toRid` says, which until the guest programs
+   * it is whatever that DTE holds (Linux's blocked V = TV = 1 entry; an all-zero one passes DMA untranslated,
+   * as V = 0 does on the hardware).
+   */
+  renumberDevice(fromRid: number, toRid: number): Result<void> {
+    if (!isDeviceId(toRid)) return err("EINVAL", `guest DeviceID ${toRid} is not 16-bit`);
+    const a = this.assigned.get(fromRid);
+    if (a === undefined) return err("ENOENT", `no device at guest DeviceID ${fromRid}`);
+    if (fromRid === toRid) return ok();
+    if (this.assigned.has(toRid)) return err("EEXIST", `guest DeviceID 0x${toRid.toString(16)} already assigned`);
+    this.remove(fromRid);
+    this.dropVdevice(fromRid);
+    const moved = this.allocVdevice(a.devId, toRid);
+    if (!moved.ok) {
+      // Back where it was, so a refused renumbering leaves the device as the guest knew it.
+      const back = this.allocVdevice(a.devId, fromRid);
+      if (back.ok) this.place(a.device, a.devId, fromRid);
+      return moved;
+    }
+    return this.place(a.device, a.devId, toRid);
+  }
+
+  guestQueues(): GuestQueueView[] {
+    return [...this.queueViews];
   }
 
   private translationOn(): boolean {
@@ -840,7 +915,8 @@ export class AmdViDevice implements EmulatedIommu {
     this.entries.shadows.destroyAll();
     this.hw?.setInterruptPost(undefined);
     for (const unmap of this.unmaps.splice(0).reverse()) unmap();
-    for (const id of this.vdeviceIds.splice(0)) this.ctx.destroy(id);
+    for (const id of this.vdeviceIds.values()) this.ctx.destroy(id);
+    this.vdeviceIds.clear();
     for (const q of [this.veventq, this.intercepts]) {
       if (q === undefined) continue;
       q.file.queue.onReadable = undefined;
@@ -868,4 +944,8 @@ export class AmdViDevice implements EmulatedIommu {
   dteAddress(deviceId: number): number {
     return this.devtab.base + deviceId * DTE_BYTES;
   }
+}
+
+function isDeviceId(value: number): boolean {
+  return Number.isInteger(value) && value >= 0 && value <= 0xffff;
 }
