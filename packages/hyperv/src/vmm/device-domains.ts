@@ -1,9 +1,10 @@
-import { IoasMapFlag, type GuestMemory, type IommufdContext, type VmmStats } from "@viommu/core";
+import { err, IoasMapFlag, ok, type GuestMemory, type HostLogKind, type IommuError, type IommufdContext, type Result, type VmmStats } from "@viommu/core";
 import { writeStruct } from "../format/byte-layout.js";
 import { HV_DEVICE_DOMAIN_ID_DEFAULT, HV_DEVICE_DOMAIN_ID_NULL, HvDeviceDomainType } from "../format/device-domain.js";
 import { HvStatus, type HvStatusCode } from "../format/hv-status.js";
 import { hwptHypervS1Layout, IOMMU_HWPT_DATA_HYPERV_S1, IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV, viommuInvalidateHypervLayout } from "../format/iommufd-uapi.js";
 import type { DeviceState, PartitionDevices, PartitionInstance } from "./partition-devices.js";
+import type { HostReport } from "./host-report.js";
 import { S2Mappings } from "./s2-mappings.js";
 import { statusOfErrno } from "./status-of-errno.js";
 
@@ -54,6 +55,8 @@ export interface DomainHost {
   instances(): readonly PartitionInstance[];
   /** Whether the host units walk 5-level stage-1 tables (HV_IOMMU_CAP_S1_5LVL). */
   readonly fiveLevel: boolean;
+  /** Where refusals by the host go (HostServices.log). */
+  readonly report: HostReport;
 }
 
 /** A rep hypercall's outcome: the status and how many reps (absolute, from rep 0) are done. */
@@ -72,7 +75,9 @@ export interface FlushVa {
  * The hypervisor's device domains for one partition, and how they are realised on the host through iommufd:
  * a paging stage-1 domain is a nested HWPT on each instance's vIOMMU; an identity domain (and the predefined
  * default domain 0) is the stage-2 parent; a blocked, unconfigured or NULL domain is no attachment; a stage-2
- * domain is its own IOAS, mapped page by page by the guest. Every method answers the hypervisor's status.
+ * domain is its own IOAS, mapped page by page by the guest. Every method answers the hypervisor's status; a
+ * host refusal becomes the status of its errno (statusOfErrno) and an entry in the host's log, and leaves the
+ * host and the bookkeeping as they were before the call.
  */
 export class DeviceDomains {
   private readonly domains = new Map<number, DeviceDomain>();
@@ -88,6 +93,11 @@ export class DeviceDomains {
     return this.domains.size;
   }
 
+  /** Pages mapped in the partition's stage-2 domains (bounded by MAX_S2_PAGES). */
+  get s2PageCount(): number {
+    return this.s2Pages;
+  }
+
   all(): IterableIterator<DeviceDomain> {
     return this.domains.values();
   }
@@ -99,6 +109,12 @@ export class DeviceDomains {
     return d.type === type ? d : HvStatus.HV_STATUS_INVALID_PARAMETER;
   }
 
+  /** Logs a host refusal and answers the status of its errno. */
+  private refused(kind: HostLogKind, error: IommuError, what: string): HvStatusCode {
+    this.host.report(kind, what, error);
+    return statusOfErrno(error.errno);
+  }
+
   create(id: number, type: number): HvStatusCode {
     if (id === HV_DEVICE_DOMAIN_ID_DEFAULT || id === HV_DEVICE_DOMAIN_ID_NULL) return HvStatus.HV_STATUS_INVALID_PARAMETER;
     if (type !== HvDeviceDomainType.HV_DEVICE_DOMAIN_TYPE_S1 && type !== HvDeviceDomainType.HV_DEVICE_DOMAIN_TYPE_S2) return HvStatus.HV_STATUS_INVALID_PARAMETER;
@@ -108,7 +124,7 @@ export class DeviceDomains {
     let s2: S2Mappings | undefined;
     if (type === HvDeviceDomainType.HV_DEVICE_DOMAIN_TYPE_S2) {
       const ioas = this.host.ctx.ioasAlloc();
-      if (!ioas.ok) return statusOfErrno(ioas.error.errno);
+      if (!ioas.ok) return this.refused("configuration-refused", ioas.error, `IOAS of stage-2 device domain ${id}`);
       ioasId = ioas.value;
       s2 = this.s2For(ioas.value);
     }
@@ -116,19 +132,40 @@ export class DeviceDomains {
     return SUCCESS;
   }
 
+  /** The IOAS port of a stage-2 domain; every host call that took effect is counted in stats.forwarded. */
   private s2For(ioasId: number): S2Mappings {
-    const { ctx, memory } = this.host;
+    const { ctx, memory, stats } = this.host;
     return new S2Mappings({
       map: (iova, gpa, length, writable) => {
         const flags = IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | (writable ? IoasMapFlag.WRITEABLE : 0);
         const r = ctx.ioasMap({ ioasId, flags, memory, gpa, length, iova });
-        return r.ok ? { ok: true, value: undefined } : r;
+        if (!r.ok) return r;
+        stats.forwarded++;
+        return ok();
       },
-      unmap: (iova, length) => ctx.ioasUnmap({ ioasId, iova, length }),
+      unmap: (iova, length) => {
+        const r = ctx.ioasUnmap({ ioasId, iova, length });
+        if (r.ok) stats.forwarded++;
+        return r;
+      },
     });
   }
 
-  /** HVCALL_CONFIGURE_DEVICE_DOMAIN. A reconfigured domain moves every attached device to the new settings. */
+  /** The partition's devices in a domain (emulated ones too). */
+  private members(d: DeviceDomain): DeviceState[] {
+    const out: DeviceState[] = [];
+    for (const rid of d.attached) {
+      const dev = this.host.devices.get(rid);
+      if (dev !== undefined) out.push(dev);
+    }
+    return out;
+  }
+
+  /**
+   * HVCALL_CONFIGURE_DEVICE_DOMAIN. A reconfigured domain moves every attached device to the new settings (a
+   * paging domain gets new HWPTs: the old table's translations die with the old ones). All or nothing: when the
+   * host refuses a device's move, the devices already moved go back and the new HWPTs are destroyed.
+   */
   configure(id: number, type: number, config: DomainConfig): HvStatusCode {
     const d = this.named(id, type);
     if (typeof d === "number") return d;
@@ -141,35 +178,48 @@ export class DeviceDomains {
     const oldHwpts = new Map(d.hwpts);
     d.hwpts.clear();
     d.config = config;
-    const status = this.reapply(d);
-    if (status !== SUCCESS) {
-      for (const hwpt of d.hwpts.values()) this.destroyAfterDetach(d, hwpt);
+    const moved: DeviceState[] = [];
+    let failure: IommuError | undefined;
+    for (const dev of this.members(d)) {
+      failure = this.apply(dev);
+      if (failure !== undefined) break;
+      moved.push(dev);
+    }
+    if (failure !== undefined) {
+      const fresh = new Map(d.hwpts);
       d.hwpts.clear();
       for (const [inst, hwpt] of oldHwpts) d.hwpts.set(inst, hwpt);
       d.config = oldConfig;
-      this.reapply(d);
-      return status;
+      for (const dev of moved) if (this.apply(dev) !== undefined) this.block(dev, `device 0x${dev.rid.toString(16)} could not return to device domain ${id}`);
+      for (const [inst, hwpt] of fresh) this.destroyHwpt(d, inst, hwpt);
+      return statusOfErrno(failure.errno);
     }
-    for (const hwpt of oldHwpts.values()) this.host.ctx.destroy(hwpt);
+    for (const [inst, hwpt] of oldHwpts) this.destroyHwpt(d, inst, hwpt);
     return SUCCESS;
   }
 
-  private reapply(d: DeviceDomain): HvStatusCode {
-    for (const rid of d.attached) {
-      const dev = this.host.devices.get(rid);
-      if (dev === undefined) continue;
-      const s = this.apply(dev);
-      if (s !== SUCCESS) return s;
-    }
-    return SUCCESS;
+  /**
+   * Destroys a HWPT of domain `d` no device uses any more; its domain's cached translations go with it. When the
+   * host refuses, the refusal is logged and the domain's translations are flushed on the instance all the same,
+   * so nothing walked through the old table survives under the domain's tag.
+   */
+  private destroyHwpt(d: DeviceDomain, inst: PartitionInstance, hwpt: number): IommuError | undefined {
+    const r = inst.ctx.destroy(hwpt);
+    if (r.ok) return undefined;
+    this.host.report("other", `HWPT ${hwpt} of device domain ${d.id} not destroyed`, r.error);
+    this.invalidateOn(inst, d.id, 1, allEntry(d.id));
+    return r.error;
   }
 
-  private destroyAfterDetach(d: DeviceDomain, hwpt: number): void {
-    for (const rid of d.attached) {
-      const p = this.host.devices.get(rid)?.passthrough;
-      if (p !== undefined) p.instance.ctx.detach(p.devId);
-    }
-    this.host.ctx.destroy(hwpt);
+  /** Last resort for a device the host would not put back: detach it, so its DMA is blocked, never misdirected. */
+  private block(dev: DeviceState, why: string): void {
+    const p = dev.passthrough;
+    if (p === undefined) return;
+    const r = p.instance.ctx.detach(p.devId);
+    if (r.ok || r.error.errno === "ENOENT") {
+      p.hostPt = undefined;
+      this.host.report("configuration-refused", `${why}: detached, its DMA is blocked`);
+    } else this.host.report("configuration-refused", `${why}, nor be detached`, r.error);
   }
 
   /** HVCALL_ATTACH_DEVICE_DOMAIN: DEFAULT is the identity domain, NULL the blocking one; others must exist. */
@@ -190,15 +240,17 @@ export class DeviceDomains {
     return this.move(dev, HV_DEVICE_DOMAIN_ID_NULL);
   }
 
-  /** Puts a device in domain `id` (bookkeeping and host); on failure it stays where it was. */
+  /**
+   * Puts a device in domain `id` (bookkeeping and host). On a host refusal it stays where it was: a refused
+   * attach or HWPT allocation leaves the host's attachment untouched, so only the bookkeeping is undone.
+   */
   move(dev: DeviceState, id: number): HvStatusCode {
     const previous = dev.domain;
     dev.domain = id;
-    const status = this.apply(dev);
-    if (status !== SUCCESS) {
+    const failure = this.apply(dev);
+    if (failure !== undefined) {
       dev.domain = previous;
-      this.apply(dev);
-      return status;
+      return statusOfErrno(failure.errno);
     }
     this.domains.get(previous)?.attached.delete(dev.rid);
     this.domains.get(id)?.attached.add(dev.rid);
@@ -212,11 +264,10 @@ export class DeviceDomains {
   directAttach(dev: DeviceState, logicalId: bigint): HvStatusCode {
     const previous = dev.domain;
     dev.direct = logicalId;
-    const status = this.apply(dev);
-    if (status !== SUCCESS) {
+    const failure = this.apply(dev);
+    if (failure !== undefined) {
       dev.direct = undefined;
-      this.apply(dev);
-      return status;
+      return statusOfErrno(failure.errno);
     }
     this.domains.get(previous)?.attached.delete(dev.rid);
     dev.domain = HV_DEVICE_DOMAIN_ID_NULL;
@@ -224,22 +275,37 @@ export class DeviceDomains {
   }
 
   directDetach(dev: DeviceState): HvStatusCode {
+    const logicalId = dev.direct;
     dev.direct = undefined;
-    return this.apply(dev);
+    const failure = this.apply(dev);
+    if (failure !== undefined) {
+      dev.direct = logicalId;
+      return statusOfErrno(failure.errno);
+    }
+    return SUCCESS;
   }
 
-  /** HVCALL_DELETE_DEVICE_DOMAIN: refused while a device is in the domain. */
+  /**
+   * HVCALL_DELETE_DEVICE_DOMAIN: refused while a device is in the domain. The domain goes only when the host
+   * let go of every object of it; a refusal keeps the domain (and what is left of it) for another try.
+   */
   delete(id: number, type: number): HvStatusCode {
     const d = this.named(id, type);
     if (typeof d === "number") return d;
     if (d.attached.size > 0) return HvStatus.HV_STATUS_OPERATION_DENIED;
-    for (const hwpt of d.hwpts.values()) this.host.ctx.destroy(hwpt);
-    d.hwpts.clear();
+    for (const [inst, hwpt] of [...d.hwpts]) {
+      const failure = this.destroyHwpt(d, inst, hwpt);
+      if (failure !== undefined) return statusOfErrno(failure.errno);
+      d.hwpts.delete(inst);
+    }
+    if (d.ioasId !== undefined) {
+      const r = this.host.ctx.destroy(d.ioasId);
+      if (!r.ok) return this.refused("other", r.error, `IOAS ${d.ioasId} of stage-2 device domain ${id} not destroyed`);
+    }
     if (d.s2 !== undefined) {
       this.s2Pages -= d.s2.size;
-      d.s2.clear();
+      d.s2.forget();
     }
-    if (d.ioasId !== undefined) this.host.ctx.destroy(d.ioasId);
     this.domains.delete(id);
     return SUCCESS;
   }
@@ -255,10 +321,13 @@ export class DeviceDomains {
     return c.kind === "identity" ? { kind: "identity" } : { kind: "blocked" };
   }
 
-  /** Makes the host match a device's domain: attach to the parent, a nested HWPT or an IOAS, or detach. */
-  apply(dev: DeviceState): HvStatusCode {
+  /**
+   * Makes the host match a device's domain: attach to the parent, a nested HWPT or an IOAS, or detach; nothing
+   * when the host already has it there. The host's refusal (logged), or undefined.
+   */
+  apply(dev: DeviceState): IommuError | undefined {
     const p = dev.passthrough;
-    if (p === undefined) return SUCCESS;
+    if (p === undefined) return undefined;
     const ctx = p.instance.ctx;
     const eff = this.effective(dev);
     let target: number | undefined;
@@ -266,27 +335,43 @@ export class DeviceDomains {
     else if (eff.kind === "s2") target = eff.domain.ioasId;
     else if (eff.kind === "paging") {
       const hwpt = this.realize(eff.domain, eff.root, eff.levels, p.instance, p.devId);
-      if (!hwpt.ok) return hwpt.status;
-      target = hwpt.id;
+      if (!hwpt.ok) return hwpt.error;
+      target = hwpt.value;
     }
+    if (target === p.hostPt) return undefined;
+    const what = `device 0x${dev.rid.toString(16)} into device domain ${dev.domain}`;
     if (target === undefined) {
-      ctx.detach(p.devId);
-      return SUCCESS;
+      const r = ctx.detach(p.devId);
+      // Detaching what is not attached leaves it detached (older iommufd answered ENOENT for it).
+      if (!r.ok && r.error.errno !== "ENOENT") {
+        this.host.report("configuration-refused", `detach of ${what}`, r.error);
+        return r.error;
+      }
+      p.hostPt = undefined;
+      return undefined;
     }
     const r = ctx.attach(p.devId, target);
-    return r.ok ? SUCCESS : statusOfErrno(r.error.errno);
+    if (!r.ok) {
+      this.host.report("configuration-refused", `attach of ${what} (object ${target})`, r.error);
+      return r.error;
+    }
+    p.hostPt = target;
+    return undefined;
   }
 
   /** The domain's nested HWPT on an instance, allocated on first use. */
-  private realize(d: DeviceDomain, root: number, levels: 4 | 5, instance: PartitionInstance, devId: number): { ok: true; id: number } | { ok: false; status: HvStatusCode } {
+  private realize(d: DeviceDomain, root: number, levels: 4 | 5, instance: PartitionInstance, devId: number): Result<number> {
     const existing = d.hwpts.get(instance);
-    if (existing !== undefined) return { ok: true, id: existing };
-    if (instance.viommuId === undefined) return { ok: false, status: HvStatus.HV_STATUS_OPERATION_FAILED };
+    if (existing !== undefined) return ok(existing);
+    if (instance.viommuId === undefined) return err("EOPNOTSUPP", "the instance has no vIOMMU for a paging domain");
     const bytes = writeStruct(hwptHypervS1Layout, { domain_id: d.id, flags: { FIVE_LEVEL: levels === 5 ? 1 : 0 }, s1_root: BigInt(root) });
     const hwpt = instance.ctx.hwptAlloc({ flags: 0, devId, ptId: instance.viommuId, data: { type: IOMMU_HWPT_DATA_HYPERV_S1, bytes } });
-    if (!hwpt.ok) return { ok: false, status: statusOfErrno(hwpt.error.errno) };
+    if (!hwpt.ok) {
+      this.host.report("configuration-refused", `nested HWPT of device domain ${d.id} (root 0x${root.toString(16)}) on ${instance.unit.name}`, hwpt.error);
+      return hwpt;
+    }
     d.hwpts.set(instance, hwpt.value);
-    return { ok: true, id: hwpt.value };
+    return hwpt;
   }
 
   /** HVCALL_FLUSH_DEVICE_DOMAIN: the domain's whole IOTLB, on every instance's unit. */
@@ -294,13 +379,15 @@ export class DeviceDomains {
     const d = this.named(id, type);
     if (typeof d === "number") return d;
     if (d.s2 !== undefined) return SUCCESS; // stage-2 unmaps already invalidated synchronously
-    return this.invalidate([writeStruct(viommuInvalidateHypervLayout, { domain_id: id, flags: { ALL: 1 } })]);
+    const failure = this.invalidate(id, [allEntry(id)]);
+    return failure === undefined ? SUCCESS : statusOfErrno(failure.errno);
   }
 
   /**
    * HVCALL_FLUSH_DEVICE_DOMAIN_LIST reps [start, end): each entry flushes the naturally aligned 2^page_mask_shift
    * pages at page_number, which must be aligned to that size (the hypervisor's requirement, per the series'
-   * author); the call stops at the first entry that is not.
+   * author); the call stops at the first entry that is not. A flush the host refuses completes no rep: the
+   * guest is told, and may issue the list again.
    */
   flushList(id: number, type: number, entries: readonly FlushVa[], start: number, end: number): RepOutcome {
     const d = this.named(id, type);
@@ -318,30 +405,45 @@ export class DeviceDomains {
       batch.push(writeStruct(viommuInvalidateHypervLayout, { domain_id: id, page_number: BigInt(e.page_number), page_mask_shift: shift }));
     }
     if (d.s2 === undefined && batch.length > 0) {
-      const s = this.invalidate(batch);
-      if (s !== SUCCESS) return { status: s, done: start };
+      const failure = this.invalidate(id, batch);
+      if (failure !== undefined) return { status: statusOfErrno(failure.errno), done: start };
     }
     return { status: stop, done };
   }
 
-  /** Forwards flush entries to every instance's vIOMMU (a domain may have devices behind each). */
-  private invalidate(entries: Uint8Array[]): HvStatusCode {
+  /**
+   * Forwards flush entries of domain `id` to every instance's vIOMMU (a domain may have devices behind each).
+   * An instance's refusal does not stop the others: every unit drops what it can. The first refusal, or
+   * undefined.
+   */
+  private invalidate(id: number, entries: Uint8Array[]): IommuError | undefined {
     const size = viommuInvalidateHypervLayout.size;
     const bytes = new Uint8Array(entries.length * size);
     entries.forEach((e, i) => bytes.set(e, i * size));
+    let first: IommuError | undefined;
     for (const inst of this.host.instances()) {
-      if (inst.viommuId === undefined) continue;
-      this.host.stats.forwarded += entries.length;
-      const r = inst.ctx.hwptInvalidate({ hwptId: inst.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV, entryLen: size, entryNum: entries.length, entries: bytes });
-      if (!r.result.ok) return statusOfErrno(r.result.error.errno);
+      const failure = this.invalidateOn(inst, id, entries.length, bytes);
+      first ??= failure;
     }
-    return SUCCESS;
+    return first;
+  }
+
+  /** One instance's part of a flush: stats.forwarded counts the entries the host handled; a refusal is logged. */
+  private invalidateOn(inst: PartitionInstance, id: number, count: number, bytes: Uint8Array): IommuError | undefined {
+    if (inst.viommuId === undefined) return undefined;
+    const size = viommuInvalidateHypervLayout.size;
+    const r = inst.ctx.hwptInvalidate({ hwptId: inst.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV, entryLen: size, entryNum: count, entries: bytes });
+    this.host.stats.forwarded += r.handled;
+    if (r.result.ok) return undefined;
+    this.host.report("invalidation-refused", `flush of device domain ${id} on ${inst.unit.name}: ${r.handled} of ${count} entries handled`, r.result.error);
+    return r.result.error;
   }
 
   /**
    * HVCALL_MAP_DEVICE_GPA_PAGES reps [start, end): rep i maps IOVA page vaPage + i to GPA page gpaPages[i]. Runs of
    * consecutive GPA pages go to the host as one mapping. Stops at the first page that is already mapped, outside
-   * guest RAM or over the partition's limit; the reps before it stay mapped (the caller rolls back).
+   * guest RAM or over the partition's limit, or that the host refuses; the reps before it stay mapped (the
+   * caller rolls back).
    */
   mapPages(id: number, type: number, vaPage: number, writable: boolean, gpaPages: readonly number[], start: number, end: number): RepOutcome {
     const d = this.named(id, type);
@@ -352,9 +454,8 @@ export class DeviceDomains {
     const flush = (upTo: number): HvStatusCode => {
       if (upTo <= runStart) return SUCCESS;
       const r = s2.mapRun(vaPage + runStart, gpaPages[runStart]!, upTo - runStart, writable);
-      if (!r.ok) return statusOfErrno(r.error.errno);
+      if (!r.ok) return this.refused("other", r.error, `map of IOVA pages 0x${(vaPage + runStart).toString(16)}+${upTo - runStart} in stage-2 device domain ${id}`);
       this.s2Pages += upTo - runStart;
-      this.host.stats.forwarded++;
       return SUCCESS;
     };
     for (let i = start; i < end; i++) {
@@ -378,15 +479,17 @@ export class DeviceDomains {
     return { status: s, done: s === SUCCESS ? end : runStart };
   }
 
-  /** HVCALL_UNMAP_DEVICE_GPA_PAGES reps [start, end): unmaps IOVA pages vaPage + start … vaPage + end − 1. */
+  /**
+   * HVCALL_UNMAP_DEVICE_GPA_PAGES reps [start, end): unmaps IOVA pages vaPage + start … vaPage + end − 1. A host
+   * refusal completes no rep (the guest may issue the call again; pages already gone are skipped then).
+   */
   unmapPages(id: number, type: number, vaPage: number, start: number, end: number): RepOutcome {
     const d = this.named(id, type);
     if (typeof d === "number") return { status: d, done: start };
     if (d.s2 === undefined) return { status: HvStatus.HV_STATUS_INVALID_PARAMETER, done: start };
     const r = d.s2.unmapRange(vaPage + start, end - start);
-    if (!r.ok) return { status: statusOfErrno(r.error.errno), done: start };
-    this.s2Pages -= r.value;
-    this.host.stats.forwarded++;
+    this.s2Pages -= r.removed;
+    if (r.error !== undefined) return { status: this.refused("other", r.error, `unmap of IOVA pages 0x${(vaPage + start).toString(16)}+${end - start} in stage-2 device domain ${id}`), done: start };
     return { status: SUCCESS, done: end };
   }
 
@@ -395,20 +498,28 @@ export class DeviceDomains {
     for (const d of this.domains.values()) {
       const hwpt = d.hwpts.get(instance);
       if (hwpt === undefined) continue;
-      instance.ctx.destroy(hwpt);
+      this.destroyHwpt(d, instance, hwpt);
       d.hwpts.delete(instance);
     }
   }
 
-  /** The partition goes away: every remaining host object of its domains. */
+  /** The partition goes away: every remaining host object of its domains (refusals are logged). */
   dispose(): void {
     for (const d of this.domains.values()) {
-      for (const hwpt of d.hwpts.values()) this.host.ctx.destroy(hwpt);
+      for (const [inst, hwpt] of d.hwpts) this.destroyHwpt(d, inst, hwpt);
       d.hwpts.clear();
-      d.s2?.clear();
-      if (d.ioasId !== undefined) this.host.ctx.destroy(d.ioasId);
+      d.s2?.forget();
+      if (d.ioasId !== undefined) {
+        const r = this.host.ctx.destroy(d.ioasId);
+        if (!r.ok) this.host.report("other", `IOAS ${d.ioasId} of stage-2 device domain ${d.id} not destroyed`, r.error);
+      }
     }
     this.domains.clear();
     this.s2Pages = 0;
   }
+}
+
+/** An iommu_viommu_invalidate_hyperv entry flushing all of domain `id`. */
+function allEntry(id: number): Uint8Array {
+  return writeStruct(viommuInvalidateHypervLayout, { domain_id: id, flags: { ALL: 1 } });
 }

@@ -8,6 +8,7 @@ import {
   saveFrozen,
   type DmaDevice,
   type EmulatedIommu,
+  type GuestQueueView,
   type InterruptResult,
   type MsiMessage,
   type Result,
@@ -38,7 +39,7 @@ export class HypervDevice implements EmulatedIommu {
   private destroyed = false;
 
   private constructor(
-    private readonly options: VmmDeviceOptions,
+    readonly options: VmmDeviceOptions,
     readonly partition: HypervPartition,
     private readonly instance: PartitionInstance,
   ) {
@@ -61,6 +62,24 @@ export class HypervDevice implements EmulatedIommu {
 
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
     return this.partition.addDevice(this.instance, device, devId, guestRid);
+  }
+
+  /** Hot-unplug of a device behind this instance (see HypervPartition.removeDevice). */
+  unassignDevice(guestRid: number): Result<void> {
+    return this.partition.removeDevice(this.instance, guestRid);
+  }
+
+  /** The device's logical id changes (see HypervPartition.renumberDevice). */
+  renumberDevice(fromRid: number, toRid: number): Result<void> {
+    return this.partition.renumberDevice(this.instance, fromRid, toRid);
+  }
+
+  /**
+   * None: the pvIOMMU has no guest-visible queue. Every request (map, unmap, flush, attach) is a hypercall,
+   * processed and answered synchronously, and faults go to the hypervisor's log, not to the guest.
+   */
+  guestQueues(): GuestQueueView[] {
+    return [];
   }
 
   translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {

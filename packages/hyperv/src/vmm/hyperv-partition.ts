@@ -10,6 +10,7 @@ import {
   WalkFault,
   type DmaDevice,
   type GuestMemory,
+  type IommuError,
   type IommufdContext,
   type InterruptResult,
   type MsiMessage,
@@ -30,7 +31,8 @@ import type { CallContext } from "./call-context.js";
 import { DeviceDomains, type DomainHost } from "./device-domains.js";
 import { HypercallDispatcher } from "./hypercall-dispatcher.js";
 import { InterruptTable } from "./interrupt-table.js";
-import { PartitionDevices, type PartitionInstance } from "./partition-devices.js";
+import { hostReporter, type HostReport } from "./host-report.js";
+import { HOST_PT_UNKNOWN, PartitionDevices, type DeviceState, type PartitionInstance, type PassthroughDevice } from "./partition-devices.js";
 
 /** The per-VM slot holding the partition (in the VM's child container: one hypercall interface per VM). */
 export const HypervPartitionSlot = token<{ partition: HypervPartition | undefined }>("HypervPartitionSlot");
@@ -53,6 +55,7 @@ export class HypervPartition implements CallContext, DomainHost {
   readonly capabilities: Uint8Array | undefined;
   readonly fiveLevel: boolean;
   readonly memory: GuestMemory;
+  readonly report: HostReport;
   private readonly members: PartitionInstance[] = [];
   private readonly dispatcher: HypercallDispatcher;
   private readonly walker = new PageWalker();
@@ -68,6 +71,7 @@ export class HypervPartition implements CallContext, DomainHost {
   ) {
     this.partitionId = BigInt(vm.id);
     this.memory = vm.memory;
+    this.report = hostReporter(vm);
     this.capabilities = capabilities;
     this.fiveLevel = capabilities !== undefined && readStruct(getIommuCapabilitiesOutputLayout, capabilities).iommu_cap.S1_5LVL === 1;
     this.domains = mode === "nested" ? new DeviceDomains(this) : undefined;
@@ -123,14 +127,15 @@ export class HypervPartition implements CallContext, DomainHost {
     for (const dev of [...this.devices.all()]) {
       const p = dev.passthrough;
       if (p === undefined || p.instance !== instance) continue;
-      instance.ctx.detach(p.devId);
-      p.device.msiTarget = undefined;
-      for (const d of this.domains?.all() ?? []) d.attached.delete(dev.rid);
-      this.interrupts.dropDevice(dev.rid);
-      this.devices.remove(dev.rid);
+      // A refused detach is logged; the device goes all the same, its iommufd binding is the VMM's to close.
+      this.detachHost(dev.rid, p);
+      this.forget(dev.rid, p);
     }
     this.domains?.dropInstance(instance);
-    if (instance.viommuId !== undefined) instance.ctx.destroy(instance.viommuId);
+    if (instance.viommuId !== undefined) {
+      const r = instance.ctx.destroy(instance.viommuId);
+      if (!r.ok) this.report("other", `vIOMMU ${instance.viommuId} on ${instance.unit.name} not destroyed`, r.error);
+    }
     this.members.splice(this.members.indexOf(instance), 1);
     if (this.members.length === 0) this.dispose();
   }
@@ -144,22 +149,113 @@ export class HypervPartition implements CallContext, DomainHost {
     if (slot.partition === this) slot.partition = undefined;
   }
 
-  /** A passthrough device appears at `rid` in the default (identity) domain, its MSIs routed through the table. */
+  /** Detaches a passthrough device on the host (its DMA blocked); the refusal, logged, or undefined. */
+  private detachHost(rid: number, p: PassthroughDevice): IommuError | undefined {
+    const r = p.instance.ctx.detach(p.devId);
+    // ENOENT: not attached (older iommufd) or no longer bound; either way nothing translates for it.
+    if (!r.ok && r.error.errno !== "ENOENT") {
+      this.report("configuration-refused", `detach of device 0x${rid.toString(16)}`, r.error);
+      return r.error;
+    }
+    p.hostPt = undefined;
+    return undefined;
+  }
+
+  /** The partition forgets device `rid`: its domain membership, interrupt entries and MSI route go. */
+  private forget(rid: number, p: PassthroughDevice): void {
+    p.device.msiTarget = undefined;
+    for (const d of this.domains?.all() ?? []) d.attached.delete(rid);
+    this.interrupts.dropDevice(rid);
+    this.devices.remove(rid);
+  }
+
+  /**
+   * A passthrough device appears at `rid`, in the default (identity) domain, or in whatever the hypervisor
+   * already holds for that logical id when the guest named it before; its MSIs are routed through the table.
+   */
   addDevice(instance: PartitionInstance, device: DmaDevice, devId: number, rid: number): Result<void> {
-    if (!Number.isInteger(rid) || rid < 0 || rid > 0xffff) return err("EINVAL", `requester id ${rid} is not 16-bit`);
+    if (!isRid(rid)) return err("EINVAL", `requester id ${rid} is not 16-bit`);
     if (this.devices.get(rid)?.passthrough !== undefined) return err("EEXIST", `guest requester id 0x${rid.toString(16)} already assigned`);
-    const attached = instance.ctx.attach(devId, this.parentHwptId);
-    if (!attached.ok) return fail(attached);
-    const state = this.devices.addPassthrough(rid, { device, devId, instance });
-    if (this.domains !== undefined && state.domain !== 0) this.domains.apply(state);
+    const p: PassthroughDevice = { device, devId, instance, hostPt: HOST_PT_UNKNOWN };
+    const { state, adopted } = this.devices.addPassthrough(rid, p);
+    const failure = this.place(state);
+    if (failure !== undefined) {
+      this.devices.releasePassthrough(state, adopted);
+      return err(failure.errno, `device 0x${rid.toString(16)} cannot be placed: ${failure.message}`);
+    }
     device.msiTarget = (msi) => void this.deliverMsi(rid, msi);
     return ok();
   }
 
-  /** Delivers an MSI a device at `rid` wrote, as the remapping table says, or drops it. */
+  /** Attaches a device where its record says (the parent in IR-only mode, which has no device domains). */
+  private place(state: DeviceState): IommuError | undefined {
+    if (this.domains !== undefined) return this.domains.apply(state);
+    const p = state.passthrough!;
+    const r = p.instance.ctx.attach(p.devId, this.parentHwptId);
+    if (!r.ok) {
+      this.report("configuration-refused", `attach of device 0x${state.rid.toString(16)} to the stage-2 parent`, r.error);
+      return r.error;
+    }
+    p.hostPt = this.parentHwptId;
+    return undefined;
+  }
+
+  /** The passthrough device at `rid` behind `instance`, if any. */
+  private assigned(instance: PartitionInstance, rid: number): { state: DeviceState; p: PassthroughDevice } | undefined {
+    const state = this.devices.get(rid);
+    const p = state?.passthrough;
+    return state !== undefined && p !== undefined && p.instance === instance ? { state, p } : undefined;
+  }
+
+  /**
+   * Hot-unplug: the device at `rid` leaves the partition. It is detached on the host (DMA blocked: the unit
+   * resolves a requester to its domain before any cached translation), leaves its device domain, its interrupt
+   * entries go, and the logical id is free: a device assigned there later starts in the default domain with
+   * no entries. ENOENT when no device of this instance is there; the host's errno when it refuses the detach
+   * (nothing changes then).
+   */
+  removeDevice(instance: PartitionInstance, rid: number): Result<void> {
+    const found = this.assigned(instance, rid);
+    if (found === undefined) return err("ENOENT", `no device assigned at guest requester id ${rid}`);
+    const failure = this.detachHost(rid, found.p);
+    if (failure !== undefined) return err(failure.errno, `device 0x${rid.toString(16)} not detached: ${failure.message}`);
+    this.forget(rid, found.p);
+    return ok();
+  }
+
+  /**
+   * The device at `fromRid` is seen at `toRid` from now on. The hypervisor keys devices by logical id, so the
+   * device takes over what it holds for `toRid`: the default domain, or the domain the guest put that id in
+   * before (as a device assigned there would). What was held for `fromRid` (domain membership, interrupt
+   * entries, a direct attach) goes: the guest re-attaches and re-maps under the new id. ENOENT when no device
+   * of this instance is at `fromRid`, EEXIST when a device is at `toRid` (the device itself included), the
+   * host's errno when it refuses the new attachment (nothing changes then).
+   */
+  renumberDevice(instance: PartitionInstance, fromRid: number, toRid: number): Result<void> {
+    const found = this.assigned(instance, fromRid);
+    if (found === undefined) return err("ENOENT", `no device assigned at guest requester id ${fromRid}`);
+    if (!isRid(toRid)) return err("EINVAL", `requester id ${toRid} is not 16-bit`);
+    if (this.devices.get(toRid)?.passthrough !== undefined) return err("EEXIST", `guest requester id 0x${toRid.toString(16)} already assigned`);
+    const p = found.p;
+    const { state, adopted } = this.devices.addPassthrough(toRid, p);
+    const failure = this.place(state);
+    if (failure !== undefined) {
+      this.devices.releasePassthrough(state, adopted);
+      return err(failure.errno, `device 0x${fromRid.toString(16)} cannot be placed at 0x${toRid.toString(16)}: ${failure.message}`);
+    }
+    this.forget(fromRid, p);
+    p.device.msiTarget = (msi) => void this.deliverMsi(toRid, msi);
+    return ok();
+  }
+
+  /**
+   * Delivers an MSI a device at `rid` wrote, as the remapping table says, or drops it. Hyper-V tells the guest
+   * nothing of a dropped interrupt; the host's log records it.
+   */
   deliverMsi(rid: number, msi: MsiMessage): InterruptResult {
     const r = this.interrupts.remap(rid, msi);
     if (r.ok) for (const vp of r.vps ?? [r.irq.destination]) this.vm.inject(r.irq.vector, vp, `msi:${rid.toString(16)}`);
+    else this.report("other", `MSI of device 0x${rid.toString(16)} (address 0x${msi.address.toString(16)}, data 0x${msi.data.toString(16)}) blocked: ${r.fault.name}`);
     return r;
   }
 
@@ -193,6 +289,10 @@ export class HypervPartition implements CallContext, DomainHost {
       out.fault = WalkFault.AddressSize;
     }
   }
+}
+
+function isRid(rid: number): boolean {
+  return Number.isInteger(rid) && rid >= 0 && rid <= 0xffff;
 }
 
 function fault(out: WalkResult, iova: number, reason: WalkFault): void {

@@ -11,11 +11,20 @@ export interface PartitionInstance {
   readonly anchorDevId: number;
 }
 
+/** `PassthroughDevice.hostPt` before the partition has attached or detached the device itself. */
+export const HOST_PT_UNKNOWN = -1;
+
 /** A passthrough device of the partition: the physical device, its iommufd binding, its instance. */
 export interface PassthroughDevice {
   readonly device: DmaDevice;
   readonly devId: number;
   readonly instance: PartitionInstance;
+  /**
+   * What the partition last attached the device to on the host (the HWPT or IOAS id it passed), undefined
+   * once detached, HOST_PT_UNKNOWN before either. A device is never re-attached to what it is on: the host
+   * has nothing to change, and a re-attach is where reference counting goes wrong.
+   */
+  hostPt: number | undefined;
 }
 
 /**
@@ -74,23 +83,42 @@ export class PartitionDevices {
     return state;
   }
 
-  /** Makes `rid` a passthrough device (an emulated record at that id becomes it). */
-  addPassthrough(rid: number, passthrough: PassthroughDevice): DeviceState {
+  /**
+   * Makes `rid` a passthrough device: an emulated record at that id becomes it (the device takes over what the
+   * hypervisor holds for the logical id), otherwise a new record in the default domain. `adopted` says which,
+   * for `releasePassthrough`.
+   */
+  addPassthrough(rid: number, passthrough: PassthroughDevice): { state: DeviceState; adopted: boolean } {
     const existing = this.byRid.get(rid);
     if (existing !== undefined) {
       if (existing.passthrough === undefined) this.emulated--;
       existing.passthrough = passthrough;
-      return existing;
+      return { state: existing, adopted: true };
     }
     const state: DeviceState = { rid, passthrough, domain: HV_DEVICE_DOMAIN_ID_DEFAULT, direct: undefined };
     this.byRid.set(rid, state);
-    return state;
+    return { state, adopted: false };
+  }
+
+  /** Undoes `addPassthrough`: an adopted record is emulated again, a new one goes. */
+  releasePassthrough(state: DeviceState, adopted: boolean): void {
+    if (!adopted) {
+      this.byRid.delete(state.rid);
+      return;
+    }
+    state.passthrough = undefined;
+    this.emulated++;
   }
 
   remove(rid: number): void {
     const s = this.byRid.get(rid);
     if (s !== undefined && s.passthrough === undefined) this.emulated--;
     this.byRid.delete(rid);
+  }
+
+  /** Emulated records tracked (bounded by MAX_EMULATED_DEVICES). */
+  get emulatedCount(): number {
+    return this.emulated;
   }
 
   /** The device given to the partition under logical id `logical` (HVCALL_ATTACH_DEVICE), if any. */

@@ -1,4 +1,4 @@
-import { ok, type Result } from "@viommu/core";
+import { ok, type IommuError, type Result } from "@viommu/core";
 
 const PAGE = 4096;
 
@@ -70,9 +70,11 @@ export class S2Mappings {
 
   /**
    * Unmaps [startPage, startPage + count): whole runs inside it go; a run it cuts is unmapped and its kept parts
-   * mapped again. Returns the pages unmapped (pages never mapped are skipped, as the hypervisor skips them).
+   * mapped again. `removed` counts the pages no longer mapped (pages never mapped are skipped, as the hypervisor
+   * skips them). On a host refusal it stops there: a run whose unmap was refused stays; a kept part whose
+   * re-map was refused is gone and counted in `removed`, so the bookkeeping is what the host holds.
    */
-  unmapRange(startPage: number, count: number): Result<number> {
+  unmapRange(startPage: number, count: number): { removed: number; error: IommuError | undefined } {
     const hit = new Set<Area>();
     for (let p = startPage; p < startPage + count; p++) {
       const a = this.byPage.get(p);
@@ -81,7 +83,7 @@ export class S2Mappings {
     let removed = 0;
     for (const a of hit) {
       const r = this.port.unmap(a.startPage * PAGE, a.count * PAGE);
-      if (!r.ok) return r;
+      if (!r.ok) return { removed, error: r.error };
       this.remove(a);
       const keepLeft = Math.max(0, Math.min(a.count, startPage - a.startPage));
       const rightFrom = Math.max(0, startPage + count - a.startPage);
@@ -89,14 +91,14 @@ export class S2Mappings {
       removed += a.count - keepLeft - keepRight;
       if (keepLeft > 0) {
         const left = this.mapRun(a.startPage, a.gpaPage, keepLeft, a.writable);
-        if (!left.ok) return left;
+        if (!left.ok) return { removed: removed + keepLeft + keepRight, error: left.error };
       }
       if (keepRight > 0) {
         const right = this.mapRun(a.startPage + rightFrom, a.gpaPage + rightFrom, keepRight, a.writable);
-        if (!right.ok) return right;
+        if (!right.ok) return { removed: removed + keepRight, error: right.error };
       }
     }
-    return ok(removed);
+    return { removed, error: undefined };
   }
 
   /** Every run, for save/restore: [iova page, gpa page, pages, writable]. */
@@ -104,11 +106,9 @@ export class S2Mappings {
     return [...this.areas].sort((x, y) => x.startPage - y.startPage).map((a) => [a.startPage, a.gpaPage, a.count, a.writable]);
   }
 
-  /** Unmaps everything (domain deletion). */
-  clear(): void {
-    for (const a of [...this.areas]) {
-      this.port.unmap(a.startPage * PAGE, a.count * PAGE);
-      this.remove(a);
-    }
+  /** Forgets every run: the domain's IOAS was destroyed, and its mappings with it. */
+  forget(): void {
+    this.areas.clear();
+    this.byPage.clear();
   }
 }

@@ -161,8 +161,12 @@ describe("HypervViommu: the iommufd payloads of the hypervisor's work", () => {
   });
 
   it("attaching a PASID of a device is not supported", () => {
-    const { bed, v } = hvBed();
-    const r = v.iommufd.attach(v.devices[0]!.devId, v.parentHwptId, 5);
+    const { bed, v, unit } = hvBed();
+    // iommufd refuses first (the parent was not allocated PASID-capable: EINVAL, iommufd_hwpt_pasid_compat);
+    // the unit itself refuses any PASID attachment.
+    expect(v.iommufd.attach(v.devices[0]!.devId, v.parentHwptId, 5).ok).toBe(false);
+    const device = v.devices[0]!.device;
+    const r = unit.attachDevice(device, unit.domainOf(device.requesterId)!, 5);
     expect(r.ok ? undefined : r.error.errno).toBe("EOPNOTSUPP");
     bed.dispose();
   });

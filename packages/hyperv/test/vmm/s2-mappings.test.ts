@@ -30,7 +30,7 @@ describe("S2Mappings", () => {
     expect(m.mapRun(100, 5000, 10, true).ok).toBe(true);
     expect(m.lookup(105)).toEqual({ gpaPage: 5005, writable: true });
     const removed = m.unmapRange(103, 2);
-    expect(removed).toEqual({ ok: true, value: 2 });
+    expect(removed).toEqual({ removed: 2, error: undefined });
     expect(port.calls).toEqual(["map 100+10", "unmap 100+10", "map 100+3", "map 105+5"]);
     expect([...port.areas.entries()].sort()).toEqual([
       [100 * 4096, 3 * 4096],
@@ -50,7 +50,7 @@ describe("S2Mappings", () => {
     const m = new S2Mappings(port);
     m.mapRun(0, 10, 2, false);
     m.mapRun(4, 20, 2, false);
-    expect(m.unmapRange(0, 100)).toEqual({ ok: true, value: 4 });
+    expect(m.unmapRange(0, 100)).toEqual({ removed: 4, error: undefined });
     expect(port.areas.size).toBe(0);
     expect(m.size).toBe(0);
   });
