@@ -22,7 +22,7 @@ function setup() {
   const unit = unwrap(platform.createUnit("mock"));
   const vm = platform.createVm({ memoryBytes: 2 ** 28 });
   const ctx = new IommufdContext(vm.id);
-  const dev = unwrap(ctx.bindDevice(platform.createDevice(unit, 0x100)));
+  const dev = unwrap(ctx.bindDevice(platform.createDevice(unit, 0x100, "dev-100", 20)));
   const user = new UserMemory();
   return { ctx, dev, user, vm, io: new IommufdIoctls(ctx, user) };
 }

@@ -6,6 +6,7 @@ export * from "./events/index.js";
 export * from "./sim/index.js";
 export * from "./di/token.js";
 export * from "./ids/id-allocator.js";
+export * from "./ids/vmid-space.js";
 export * from "./irq/interrupts.js";
 export * from "./migration/state.js";
 export * from "./migration/state-reader.js";

@@ -4,7 +4,7 @@ import {
   EventBus,
   HostLog,
   HostMemory,
-  IdAllocator,
+  VmidSpace,
   Iotlb,
   ManualClock,
   Perm,
@@ -25,7 +25,7 @@ const SINGLE = 0x1_0000;
 function hostServices(): HostServices {
   const clock = new ManualClock();
   const events = new EventBus<CoreEvents>();
-  return { memory: new HostMemory(), clock, rng: new SeededRng(1), events, vmids: new IdAllocator("VMID", 1, 255), units: [], log: new HostLog(clock, events) };
+  return { memory: new HostMemory(), clock, rng: new SeededRng(1), events, vmids: new VmidSpace("VMID", 1, 255), units: [], log: new HostLog(clock, events) };
 }
 
 /** The domain only keeps its unit for callers; the watcher never asks it anything. */

@@ -32,6 +32,14 @@ export interface PhysicalDevice {
   owner: OwnerId;
 }
 
+/** A reserved IOVA region of a device (`struct iommu_resv_region`). */
+export interface ReservedRegion {
+  readonly start: number;
+  readonly length: number;
+  /** IOMMU_RESV_MSI (hardware MSI window), IOMMU_RESV_SW_MSI, IOMMU_RESV_DIRECT, IOMMU_RESV_RESERVED. */
+  readonly kind: "msi" | "sw-msi" | "direct" | "reserved";
+}
+
 /** What GET_HW_INFO returns for a device. */
 export interface HwInfo {
   readonly type: number;
@@ -47,6 +55,14 @@ export interface HwInfo {
 export interface IommuDomainBase {
   readonly unit: PhysicalIommu;
   destroy(): void;
+  /**
+   * Optional, with `releaseTag`. One more holder of the tag this domain's cached translations carry (its VMID
+   * or domain id): the core calls it for every device it attaches to the domain and `releaseTag` when that
+   * attachment ends, so the tag cannot name another domain while a device may still hit entries carrying it.
+   * Absent on a nested domain: the core holds its parent's tag instead.
+   */
+  retainTag?(): void;
+  releaseTag?(): void;
 }
 
 /** A paging domain (HWPT_PAGING): a host-owned table the IOAS mappings are written into. */
@@ -131,6 +147,13 @@ export interface PhysicalIommu {
    * which the core's vEVENTQ or the host log receive it.
    */
   reportDmaFault(request: DmaRequest, result: WalkResult): void;
+
+  /**
+   * Optional. The device's reserved IOVA regions (Linux `iommu_get_resv_regions`: the MSI window, a software
+   * MSI region, direct-mapped ranges). The core reserves them in the IOAS of every RID attachment, so they are
+   * never mapped or allocated there and IOMMU_IOAS_IOVA_RANGES leaves them out. Absent: none.
+   */
+  reservedRegions?(device: PhysicalDevice): readonly ReservedRegion[];
 
   /** Optional. Physical interrupt remapping of a device MSI. Absent: MSIs are not remapped by the host. */
   remapInterrupt?(device: PhysicalDevice, msi: MsiMessage): InterruptResult;

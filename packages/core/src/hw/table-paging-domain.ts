@@ -48,7 +48,17 @@ export class TablePagingDomain implements PagingDomain {
       host.vmids.release(vmid.value);
       return err("ENOMEM", "no host memory for the domain's root table");
     }
-    return ok(new TablePagingDomain(unit, table, vmid.value, options.nestParent, host));
+    const domain = new TablePagingDomain(unit, table, vmid.value, options.nestParent, host);
+    host.vmids.onFree(vmid.value, () => domain.free());
+    return ok(domain);
+  }
+
+  retainTag(): void {
+    this.host.vmids.retain(this.vmid);
+  }
+
+  releaseTag(): void {
+    this.host.vmids.release(this.vmid);
   }
 
   /** Registers a cache to be told of unmaps (idempotent per watcher). */
@@ -66,12 +76,26 @@ export class TablePagingDomain implements PagingDomain {
     return removed;
   }
 
+  /** Whether its owner destroyed it (its table and VMID may outlive that while attachments still hold them). */
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  /**
+   * The owner is done with the domain. Its VMID and table live on until every holder of the VMID (the core
+   * holds it for each attached device) has let go: a device still pointing at the domain keeps translating
+   * through its own (emptied) table, and no other domain can take the VMID meanwhile.
+   */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.host.vmids.release(this.vmid);
+  }
+
+  /** The VMID's last holder let go: every cache drops what it tagged with it, and the table's pages are freed. */
+  private free(): void {
     for (const w of this.watchers) w.destroyed(this.vmid);
     this.watchers.clear();
     this.table.builder.destroy();
-    this.host.vmids.release(this.vmid);
   }
 }

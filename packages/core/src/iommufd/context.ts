@@ -8,11 +8,15 @@ import { ADDRESS_LIMIT } from "../address/addresses.js";
 import { BoundDevice } from "./device.js";
 import { FaultQueue, FaultQueueFile } from "./fault-queue.js";
 import { HwQueue } from "./hw-queue.js";
-import { HwptNested, HwptPaging, type Hwpt } from "./hwpt.js";
-import { Ioas, mapAreaInto, permsFromMapFlags } from "./ioas.js";
+import { HwptNested, HwptPaging, hwptPagingOf, type Hwpt } from "./hwpt.js";
+import { Ioas, mapAreaInto, permsFromMapFlags, type IovaRange } from "./ioas.js";
+import { Perm } from "../translate/access.js";
 import { MmapTable, type MmapRequest, type MmapHandle } from "./mmap.js";
 import { drop, hold, ObjectTable, type IommufdObject } from "./object-table.js";
 import {
+  IommuOption,
+  IommuOptionOp,
+  VfioIoasOp,
   CORE_HW_QUEUE_SIZE,
   CORE_VDEVICE_SIZE,
   CORE_VIOMMU_SIZE,
@@ -33,21 +37,49 @@ import { Vdevice } from "./vdevice.js";
 import { Veventq, VeventqFile } from "./veventq.js";
 import { Viommu } from "./viommu.js";
 
+/** Where an IOAS mapping's pages come from: guest RAM from `gpa` (the VMM's mapping of guest memory). */
+export interface MapSource {
+  readonly memory: GuestMemory;
+  readonly gpa: number;
+}
+
 export interface IoasMapArgs {
   readonly ioasId: number;
   readonly flags: number;
-  /** The source: guest RAM from `gpa` (the VMM's mapping of guest memory). */
-  readonly memory: GuestMemory;
-  readonly gpa: number;
+  /**
+   * The source, or how to find it: the ioctl layer resolves the user pointer only where the kernel pins the
+   * pages (after the flag, range and IOVA checks), so its EFAULT comes in the kernel's order.
+   */
+  readonly memory?: GuestMemory;
+  readonly gpa?: number;
+  readonly resolve?: () => MapSource | undefined;
   readonly length: number;
   /** Used with FIXED_IOVA. */
   readonly iova?: number;
+  /** IOAS_MAP_FILE (a memfd) rather than IOAS_MAP (a user VA). */
+  readonly fromFile?: boolean;
 }
 
 export interface IoasUnmapArgs {
   readonly ioasId: number;
   readonly iova: number | bigint;
   readonly length: number | bigint;
+}
+
+export interface IoasCopyArgs {
+  readonly flags: number;
+  readonly dstIoasId: number;
+  readonly srcIoasId: number;
+  readonly length: number | bigint;
+  readonly dstIova: number | bigint;
+  readonly srcIova: number | bigint;
+}
+
+export interface OptionArgs {
+  readonly optionId: number;
+  readonly op: number;
+  readonly objectId: number;
+  readonly val64: bigint;
 }
 
 export interface HwptAllocArgs {
@@ -132,9 +164,21 @@ export class IommufdContext {
   readonly objects = new ObjectTable();
   readonly mmaps = new MmapTable();
   private closed = false;
+  /** IOMMU_OPTION_RLIMIT_MODE: pinned pages charged to the user (0) or to the process (1). */
+  accountMode: "user" | "mm" = "user";
+  /** IOMMU_VFIO_IOAS: the IOAS the VFIO compatibility path uses. */
+  private vfioCompatIoas: Ioas | undefined;
+  /** How many times IOMMU_IOAS_CHANGE_PROCESS moved the accounting (the model has one process per VMM). */
+  processChanges = 0;
 
-  /** @param owner the VM whose memory this context maps and whose devices it binds */
-  constructor(readonly owner: OwnerId) {}
+  /**
+   * @param owner the VM whose memory this context maps and whose devices it binds
+   * @param privileged whether the VMM holds CAP_SYS_RESOURCE (IOMMU_OPTION_RLIMIT_MODE may be set)
+   */
+  constructor(
+    readonly owner: OwnerId,
+    readonly privileged = true,
+  ) {}
 
   // ---- devices (VFIO cdev bind / attach; not iommufd ioctls) ----
 
@@ -164,35 +208,58 @@ export class IommufdContext {
   }
 
   /**
-   * VFIO_DEVICE_ATTACH_IOMMUFD_PT: attaches a device (or a PASID of it) to a HWPT, or to an IOAS through an
-   * automatically created paging HWPT. Replaces an existing attachment.
+   * VFIO_DEVICE_ATTACH_IOMMUFD_PT: VFIO attaches a device (or one of its PASIDs) that is not attached yet and
+   * replaces the attachment of one that is (vfio_iommufd_physical_attach_ioas). `ptId` is a HWPT, or an IOAS
+   * reached through an automatically created paging HWPT. Returns the HWPT id.
    */
   attach(devId: number, ptId: number, pasid = NO_PASID): Result<number> {
     const d = this.objects.get<BoundDevice>(devId, IommufdObjectType.DEVICE);
     if (!d.ok) return fail(d);
-    const idev = d.value;
-    const pt = this.objects.get(ptId, IommufdObjectType.IOAS, IommufdObjectType.HWPT_PAGING, IommufdObjectType.HWPT_NESTED);
-    if (!pt.ok) return fail(pt);
-    let hwpt: Hwpt;
-    if (pt.value instanceof Ioas) {
-      const auto = this.autoHwpt(idev, pt.value);
-      if (!auto.ok) return fail(auto);
-      hwpt = auto.value;
-    } else hwpt = pt.value as Hwpt;
-    // Whether a domain of another unit of the same driver can take the device is the driver's call.
-    if (hwpt.domain.unit.vendor !== idev.device.unit.vendor) return err("EINVAL", "HWPT belongs to another IOMMU driver");
-    const r = idev.device.unit.attachDevice(idev.device, hwpt.domain as IommuDomain, pasid);
-    if (!r.ok) return fail(r);
-    const previous = idev.attachments.get(pasid);
-    if (previous) this.releaseAttachment(idev, previous);
-    hold(hwpt);
-    idev.attachments.set(pasid, hwpt);
-    return ok(hwpt.id);
+    return d.value.attachments.has(pasid) ? this.deviceReplace(devId, ptId, pasid) : this.deviceAttach(devId, ptId, pasid);
   }
 
-  private autoHwpt(idev: BoundDevice, ioas: Ioas): Result<HwptPaging> {
+  /**
+   * iommufd_device_attach: connects a device (PASID) that has no attachment. EBUSY when it is attached already
+   * (the kernel's device_array insert), EINVAL when the HWPT is incompatible (another driver, PASID rules).
+   */
+  deviceAttach(devId: number, ptId: number, pasid = NO_PASID): Result<number> {
+    return this.changePt(devId, ptId, pasid, false);
+  }
+
+  /**
+   * iommufd_device_replace: moves an attached device (PASID) to another HWPT without a window of blocked DMA.
+   * EINVAL when nothing is attached; replacing with the HWPT already attached changes nothing (Linux returns
+   * before touching any reference, which is what keeps an automatic HWPT alive across a re-attach).
+   */
+  deviceReplace(devId: number, ptId: number, pasid = NO_PASID): Result<number> {
+    return this.changePt(devId, ptId, pasid, true);
+  }
+
+  /** iommufd_device_change_pt: the body attach and replace share, for a HWPT or an IOAS. */
+  private changePt(devId: number, ptId: number, pasid: number, replace: boolean): Result<number> {
+    const d = this.objects.get<BoundDevice>(devId, IommufdObjectType.DEVICE);
+    if (!d.ok) return fail(d);
+    const idev = d.value;
+    const pt = this.objects.get(ptId);
+    if (!pt.ok) return fail(pt);
+    if (pt.value instanceof HwptPaging || pt.value instanceof HwptNested) {
+      const r = replace ? this.doReplace(idev, pasid, pt.value) : this.doAttach(idev, pasid, pt.value);
+      return r.ok ? ok(pt.value.id) : fail(r);
+    }
+    if (pt.value instanceof Ioas) return this.autoDomain(idev, pasid, pt.value, replace);
+    return err("EINVAL", `object ${ptId} is a ${pt.value.type}, not an IOAS or HWPT`);
+  }
+
+  /**
+   * iommufd_device_auto_get_domain: an existing automatic HWPT of the IOAS that the device can use (EINVAL
+   * from one means incompatible: try the next), else a new one, destroyed again if the attach fails.
+   */
+  private autoDomain(idev: BoundDevice, pasid: number, ioas: Ioas, replace: boolean): Result<number> {
     for (const o of this.objects.objects()) {
-      if (o instanceof HwptPaging && o.autoDomain && o.ioas === ioas && o.domain.unit === idev.device.unit) return ok(o);
+      if (!(o instanceof HwptPaging) || !o.autoDomain || o.ioas !== ioas) continue;
+      const r = replace ? this.doReplace(idev, pasid, o) : this.doAttach(idev, pasid, o);
+      if (r.ok) return ok(o.id);
+      if (r.error.errno !== "EINVAL") return fail(r);
     }
     const id = this.objects.reserve();
     if (!id.ok) return fail(id);
@@ -201,31 +268,155 @@ export class IommufdContext {
       this.objects.abort(id.value);
       return fail(domain);
     }
-    const filled = this.fillDomain(ioas, domain.value);
-    if (!filled.ok) {
-      domain.value.destroy();
+    const hwpt = new HwptPaging(ioas, domain.value, true, undefined, false);
+    hwpt.id = id.value;
+    const added = this.addDomainToIoas(ioas, hwpt);
+    if (!added.ok) {
       this.objects.abort(id.value);
-      return fail(filled);
+      hwpt.release();
+      return fail(added);
     }
-    return ok(this.objects.finalize(id.value, new HwptPaging(ioas, domain.value, true, undefined)));
+    const r = replace ? this.doReplace(idev, pasid, hwpt) : this.doAttach(idev, pasid, hwpt);
+    if (!r.ok) {
+      this.objects.abort(id.value);
+      hwpt.release();
+      return fail(r);
+    }
+    return ok(this.objects.finalize(id.value, hwpt).id);
   }
 
-  private releaseAttachment(idev: BoundDevice, hwpt: Hwpt): void {
+  /**
+   * iommufd_hwpt_pasid_compat and iommu_attach_device_pasid's checks: a PASID needs a PASID-capable device
+   * (the PASID below its width), a HWPT allocated with IOMMU_HWPT_ALLOC_PASID, and a RID attachment (if any)
+   * that is PASID-compatible too; a RID attachment to a HWPT that is not PASID-compatible is refused while
+   * PASIDs are attached. All EINVAL.
+   */
+  private pasidCompatible(idev: BoundDevice, pasid: number, hwpt: Hwpt): Result<void> {
+    if (pasid === NO_PASID) {
+      if (!hwpt.pasidCompat && [...idev.attachments.keys()].some((p) => p !== NO_PASID)) return err("EINVAL", "PASIDs are attached and the HWPT is not PASID-compatible");
+      return ok();
+    }
+    if (!hwpt.pasidCompat) return err("EINVAL", "HWPT was not allocated with IOMMU_HWPT_ALLOC_PASID");
+    const rid = idev.attachments.get(NO_PASID);
+    if (rid !== undefined && !rid.pasidCompat) return err("EINVAL", "the device's RID HWPT is not PASID-compatible");
+    if (!Number.isSafeInteger(pasid) || pasid < 0 || pasid >= 2 ** idev.device.pasidBits) return err("EINVAL", `PASID ${pasid} beyond the device's ${idev.device.pasidBits}-bit PASID width`);
+    return ok();
+  }
+
+  /**
+   * Holds (or lets go of) the tag a domain's translations are cached under, for one attached device: the
+   * domain's own tag, or a nested domain's parent's VMID when it has none of its own.
+   */
+  private static holdTag(domain: IommuDomain, take: boolean): void {
+    const holder = domain.retainTag !== undefined ? domain : domain.kind === "nested" ? domain.parent : undefined;
+    if (take) holder?.retainTag?.();
+    else holder?.releaseTag?.();
+  }
+
+  /** The device's reserved regions in the IOAS the HWPT maps (RID attachments only, as Linux enforces them). */
+  private reserveForDevice(idev: BoundDevice, pasid: number, hwpt: Hwpt): Result<void> {
+    const paging = hwptPagingOf(hwpt);
+    if (paging === undefined || pasid !== NO_PASID) return ok();
+    for (const r of idev.device.unit.reservedRegions?.(idev.device) ?? []) {
+      const done = paging.ioas.reserve(BigInt(r.start), BigInt(r.start) + BigInt(r.length) - 1n, idev);
+      if (!done.ok) {
+        paging.ioas.unreserve(idev);
+        return done;
+      }
+    }
+    return ok();
+  }
+
+  private doAttach(idev: BoundDevice, pasid: number, hwpt: Hwpt): Result<void> {
+    if (idev.attachments.has(pasid)) return err("EBUSY", "already attached: use replace");
+    if (hwpt.domain.unit.vendor !== idev.device.unit.vendor) return err("EINVAL", "HWPT belongs to another IOMMU driver");
+    const compat = this.pasidCompatible(idev, pasid, hwpt);
+    if (!compat.ok) return compat;
+    const resv = this.reserveForDevice(idev, pasid, hwpt);
+    if (!resv.ok) return resv;
+    const r = idev.device.unit.attachDevice(idev.device, hwpt.domain as IommuDomain, pasid);
+    if (!r.ok) {
+      hwptPagingOf(hwpt)?.ioas.unreserve(idev);
+      return fail(r);
+    }
+    this.hold(idev, pasid, hwpt);
+    return ok();
+  }
+
+  private doReplace(idev: BoundDevice, pasid: number, hwpt: Hwpt): Result<void> {
+    const old = idev.attachments.get(pasid);
+    if (old === undefined) return err("EINVAL", "not attached: nothing to replace");
+    if (old === hwpt) return ok();
+    if (hwpt.domain.unit.vendor !== idev.device.unit.vendor) return err("EINVAL", "HWPT belongs to another IOMMU driver");
+    const compat = this.pasidCompatible(idev, pasid, hwpt);
+    if (!compat.ok) return compat;
+    const oldPaging = hwptPagingOf(old);
+    const newPaging = hwptPagingOf(hwpt);
+    const moveResv = pasid === NO_PASID && newPaging !== undefined && newPaging.ioas !== oldPaging?.ioas;
+    if (moveResv) {
+      // Reservations are keyed by device: re-key the old ones so a failure can restore exactly them.
+      const resv = this.reserveForDevice(idev, pasid, hwpt);
+      if (!resv.ok) return resv;
+    }
+    const r = idev.device.unit.attachDevice(idev.device, hwpt.domain as IommuDomain, pasid);
+    if (!r.ok) {
+      if (moveResv) newPaging!.ioas.unreserve(idev);
+      return fail(r);
+    }
+    if (pasid === NO_PASID && oldPaging !== undefined && oldPaging.ioas !== newPaging?.ioas) oldPaging.ioas.unreserve(idev);
+    // The new HWPT is held before the old one is let go: an automatic HWPT is never freed under a device.
+    this.hold(idev, pasid, hwpt);
+    this.release(idev, old);
+    return ok();
+  }
+
+  /** Records an attachment: a reference on the HWPT and on the tag its translations are cached under. */
+  private hold(idev: BoundDevice, pasid: number, hwpt: Hwpt): void {
+    hold(hwpt);
+    IommufdContext.holdTag(hwpt.domain as IommuDomain, true);
+    idev.attachments.set(pasid, hwpt);
+  }
+
+  /** Drops an attachment's references; an automatic HWPT lives only while devices use it. */
+  private release(idev: BoundDevice, hwpt: Hwpt): void {
     if (hwpt.fault) hwpt.fault.autoRespond(idev.id);
     drop(hwpt);
-    // An automatically created HWPT lives only while devices use it.
+    IommufdContext.holdTag(hwpt.domain as IommuDomain, false);
     if (hwpt instanceof HwptPaging && hwpt.autoDomain && hwpt.users === 1) this.objects.remove(hwpt);
   }
 
-  /** VFIO_DEVICE_DETACH_IOMMUFD_PT. */
+  /**
+   * VFIO_DEVICE_DETACH_IOMMUFD_PT: DMA of the device (PASID) is blocked afterwards. Detaching what is not
+   * attached is not an error (iommufd_hw_pagetable_detach returns nothing to put).
+   */
   detach(devId: number, pasid = NO_PASID): Result<void> {
     const d = this.objects.get<BoundDevice>(devId, IommufdObjectType.DEVICE);
     if (!d.ok) return fail(d);
     const hwpt = d.value.attachments.get(pasid);
-    if (hwpt === undefined) return err("ENOENT", "not attached");
+    if (hwpt === undefined) return ok();
     d.value.device.unit.detachDevice(d.value.device, pasid);
     d.value.attachments.delete(pasid);
-    this.releaseAttachment(d.value, hwpt);
+    if (pasid === NO_PASID) hwptPagingOf(hwpt)?.ioas.unreserve(d.value);
+    this.release(d.value, hwpt);
+    return ok();
+  }
+
+  /**
+   * Adds a paging HWPT's domain to its IOAS (iopt_table_add_domain): the domain's aperture is reserved (an
+   * existing mapping outside it is EADDRINUSE) and every area is written into it.
+   */
+  private addDomainToIoas(ioas: Ioas, hwpt: HwptPaging): Result<void> {
+    const limit = 2n ** BigInt(hwpt.domain.table.geometry.inputBits);
+    if (limit <= U64_MAX) {
+      const r = ioas.reserve(limit, U64_MAX, hwpt);
+      if (!r.ok) return r;
+    }
+    const filled = this.fillDomain(ioas, hwpt.domain);
+    if (!filled.ok) {
+      ioas.unreserve(hwpt);
+      return filled;
+    }
+    ioas.domains.add(hwpt.domain);
     return ok();
   }
 
@@ -236,7 +427,11 @@ export class IommufdContext {
     return r.ok ? ok(r.value.id) : fail(r);
   }
 
-  /** IOMMU_IOAS_MAP. Returns the IOVA (chosen by the allocator unless FIXED_IOVA). */
+  /**
+   * IOMMU_IOAS_MAP (and IOMMU_IOAS_MAP_FILE) in ioas.c's order: flags (EOPNOTSUPP), sizes (EOVERFLOW),
+   * permissions (EINVAL), the IOAS (ENOENT), alignment (EINVAL), the IOVA (ENOSPC / reserved EINVAL /
+   * overlap EEXIST), then the pages (EFAULT). Returns the IOVA (chosen by the allocator unless FIXED_IOVA).
+   */
   ioasMap(args: IoasMapArgs): Result<number> {
     const known = IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE;
     if ((args.flags & ~known) !== 0) return err("EOPNOTSUPP", `unknown map flags 0x${args.flags.toString(16)}`);
@@ -244,21 +439,25 @@ export class IommufdContext {
     if ((args.flags & (IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE)) === 0) return err("EINVAL", "mapping neither readable nor writeable");
     const ioas = this.objects.get<Ioas>(args.ioasId, IommufdObjectType.IOAS);
     if (!ioas.ok) return fail(ioas);
-    if (args.length === 0 || args.length % PAGE_SIZE !== 0 || args.gpa % PAGE_SIZE !== 0) return err("EINVAL", "length and source must be whole pages");
+    const align = ioas.value.iovaAlignment;
+    if (args.length === 0 || args.length % align !== 0) return err("EINVAL", "length must be whole pages");
     let iova: number;
     if (args.flags & IoasMapFlag.FIXED_IOVA) {
       iova = args.iova ?? 0;
-      if (iova % PAGE_SIZE !== 0) return err("EINVAL", "IOVA not page aligned");
+      if (iova % align !== 0) return err("EINVAL", "IOVA not page aligned");
       if (iova + args.length > ADDRESS_LIMIT) return err("EOVERFLOW", "IOVA range overflows");
     } else {
       const hole = ioas.value.findHole(args.length, ADDRESS_LIMIT);
       if (hole === undefined) return err("ENOSPC", "no free IOVA range");
       iova = hole;
     }
-    if (args.memory.owner !== this.owner) return err("EFAULT", "source memory belongs to another VM");
-    if (!args.memory.contains(args.gpa, args.length)) return err("EFAULT", "source range outside guest RAM");
+    const source = args.resolve !== undefined ? args.resolve() : args.memory !== undefined && args.gpa !== undefined ? { memory: args.memory, gpa: args.gpa } : undefined;
+    if (source === undefined) return err("EFAULT", "source is not mapped memory");
+    if (source.gpa % PAGE_SIZE !== 0) return err("EINVAL", "source must be page aligned");
+    if (source.memory.owner !== this.owner) return err("EFAULT", "source memory belongs to another VM");
+    if (!source.memory.contains(source.gpa, args.length)) return err("EFAULT", "source range outside guest RAM");
     const perms = permsFromMapFlags((args.flags & IoasMapFlag.READABLE) !== 0, (args.flags & IoasMapFlag.WRITEABLE) !== 0);
-    const r = ioas.value.addArea({ iova, length: args.length, memory: args.memory, gpa: args.gpa, perms, locks: 0 });
+    const r = ioas.value.addArea({ iova, length: args.length, memory: source.memory, gpa: source.gpa, perms, locks: 0, source: args.fromFile ? "file" : "user" });
     return r.ok ? ok(iova) : fail(r);
   }
 
@@ -280,11 +479,151 @@ export class IommufdContext {
     return ioas.value.removeRange(iova, length);
   }
 
+  /** IOMMU_IOAS_IOVA_RANGES: the usable IOVA ranges (holes between reserved ranges) and the map alignment. */
+  ioasIovaRanges(ioasId: number): Result<{ ranges: IovaRange[]; alignment: number }> {
+    const ioas = this.objects.get<Ioas>(ioasId, IommufdObjectType.IOAS);
+    if (!ioas.ok) return fail(ioas);
+    return ok({ ranges: ioas.value.usableRanges(), alignment: ioas.value.iovaAlignment });
+  }
+
+  /**
+   * IOMMU_IOAS_ALLOW_IOVAS: replaces the allowed list. Each range needs start < last and no overlap with
+   * another in the list (EINVAL, iommufd_ioas_load_iovas); one meeting a reserved range is EADDRINUSE.
+   */
+  ioasAllowIovas(ioasId: number, ranges: readonly IovaRange[]): Result<void> {
+    const ioas = this.objects.get<Ioas>(ioasId, IommufdObjectType.IOAS);
+    if (!ioas.ok) return fail(ioas);
+    const loaded: IovaRange[] = [];
+    for (const r of ranges) {
+      if (r.start >= r.last) return err("EINVAL", `allowed range 0x${r.start.toString(16)}-0x${r.last.toString(16)} is empty or reversed`);
+      if (loaded.some((l) => l.start <= r.last && r.start <= l.last)) return err("EINVAL", "allowed ranges overlap");
+      loaded.push({ start: r.start, last: r.last });
+    }
+    return ioas.value.setAllowed(loaded);
+  }
+
+  /**
+   * IOMMU_IOAS_COPY: maps into `dstIoasId` the pages already mapped at [srcIova, srcIova + length) of
+   * `srcIoasId`, without pinning again. Checks in ioas.c's order; the source range must be mapped without a
+   * gap (ENOENT), and a writeable copy needs writeable source pages (EPERM). Returns the destination IOVA.
+   */
+  ioasCopy(args: IoasCopyArgs): Result<number> {
+    const known = IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE;
+    if ((args.flags & ~known) !== 0) return err("EOPNOTSUPP", `unknown copy flags 0x${args.flags.toString(16)}`);
+    const length = asSafe(args.length);
+    const srcIova = asSafe(args.srcIova);
+    const dstIova = asSafe(args.dstIova);
+    if (length === undefined || srcIova === undefined || dstIova === undefined) return err("EOVERFLOW", "length or IOVA too large");
+    if ((args.flags & (IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE)) === 0) return err("EINVAL", "copy neither readable nor writeable");
+    const src = this.objects.get<Ioas>(args.srcIoasId, IommufdObjectType.IOAS);
+    if (!src.ok) return fail(src);
+    if (length === 0 || srcIova + length > ADDRESS_LIMIT) return err("EINVAL", "empty or overflowing source range");
+    const slices = src.value.areasCovering(srcIova, length);
+    if (slices === undefined) return err("ENOENT", "source range not fully mapped");
+    const dst = this.objects.get<Ioas>(args.dstIoasId, IommufdObjectType.IOAS);
+    if (!dst.ok) return fail(dst);
+    const align = dst.value.iovaAlignment;
+    if (length % align !== 0 || srcIova % align !== 0) return err("EINVAL", "copy not page aligned");
+    const writeable = (args.flags & IoasMapFlag.WRITEABLE) !== 0;
+    if (writeable && slices.some((a) => (a.perms & Perm.Write) === 0)) return err("EPERM", "source pages are not writeable");
+    let iova: number;
+    if (args.flags & IoasMapFlag.FIXED_IOVA) {
+      iova = dstIova;
+      if (iova % align !== 0) return err("EINVAL", "IOVA not page aligned");
+      if (iova + length > ADDRESS_LIMIT) return err("EOVERFLOW", "IOVA range overflows");
+    } else {
+      const hole = dst.value.findHole(length, ADDRESS_LIMIT);
+      if (hole === undefined) return err("ENOSPC", "no free IOVA range");
+      iova = hole;
+    }
+    const perms = permsFromMapFlags((args.flags & IoasMapFlag.READABLE) !== 0, writeable);
+    const added: { iova: number; length: number }[] = [];
+    for (const a of slices) {
+      const from = Math.max(a.iova, srcIova);
+      const to = Math.min(a.iova + a.length, srcIova + length);
+      const at = iova + (from - srcIova);
+      const r = dst.value.addArea({ iova: at, length: to - from, memory: a.memory, gpa: a.gpa + (from - a.iova), perms, locks: 0, source: a.source });
+      if (!r.ok) {
+        for (const done of added) dst.value.removeRange(done.iova, done.length);
+        return fail(r);
+      }
+      added.push({ iova: at, length: to - from });
+    }
+    return ok(iova);
+  }
+
+  /**
+   * IOMMU_OPTION: RLIMIT_MODE (global: object_id 0, set only by a privileged caller and only while the context
+   * holds no object) and HUGE_PAGES (per IOAS; disabling is refused once a domain has pages mapped). Returns
+   * the option's value (for GET, and the value set for SET).
+   */
+  option(args: OptionArgs): Result<bigint> {
+    if (args.optionId === IommuOption.RLIMIT_MODE) {
+      if (args.objectId !== 0) return err("EOPNOTSUPP", "RLIMIT_MODE is global: object_id must be 0");
+      if (args.op === IommuOptionOp.GET) return ok(this.accountMode === "mm" ? 1n : 0n);
+      if (args.op !== IommuOptionOp.SET) return err("EOPNOTSUPP", `unknown option op ${args.op}`);
+      if (!this.privileged) return err("EPERM", "RLIMIT_MODE needs CAP_SYS_RESOURCE");
+      if (this.objects.objects().length > 0) return err("EBUSY", "objects exist: the accounting mode is fixed");
+      if (args.val64 !== 0n && args.val64 !== 1n) return err("EINVAL", "RLIMIT_MODE is 0 (user) or 1 (process)");
+      this.accountMode = args.val64 === 1n ? "mm" : "user";
+      return ok(args.val64);
+    }
+    if (args.optionId === IommuOption.HUGE_PAGES) {
+      const ioas = this.objects.get<Ioas>(args.objectId, IommufdObjectType.IOAS);
+      if (!ioas.ok) return fail(ioas);
+      if (args.op === IommuOptionOp.GET) return ok(ioas.value.hugePages ? 1n : 0n);
+      if (args.op !== IommuOptionOp.SET) return err("EOPNOTSUPP", `unknown option op ${args.op}`);
+      if (args.val64 === 1n) ioas.value.hugePages = true;
+      else if (args.val64 === 0n) {
+        if (ioas.value.hugePages && ioas.value.domains.size > 0 && ioas.value.areas.length > 0) return err("EINVAL", "domains already have pages mapped");
+        ioas.value.hugePages = false;
+      } else return err("EINVAL", "HUGE_PAGES is 0 or 1");
+      return ok(args.val64);
+    }
+    return err("EOPNOTSUPP", `unknown option ${args.optionId}`);
+  }
+
+  /** IOMMU_VFIO_IOAS: gets, sets or clears the IOAS the VFIO compatibility path uses. Returns its id for GET. */
+  vfioIoas(op: number, ioasId: number): Result<number> {
+    switch (op) {
+      case VfioIoasOp.GET:
+      {
+        // A destroyed IOAS stops being the compatibility IOAS (iommufd_object_remove clears it).
+        const current = this.vfioCompatIoas === undefined ? undefined : this.objects.get(this.vfioCompatIoas.id, IommufdObjectType.IOAS);
+        if (current === undefined || !current.ok || current.value !== this.vfioCompatIoas) return err("ENODEV", "no compatibility IOAS");
+        return ok(current.value.id);
+      }
+      case VfioIoasOp.SET: {
+        const ioas = this.objects.get<Ioas>(ioasId, IommufdObjectType.IOAS);
+        if (!ioas.ok) return fail(ioas);
+        this.vfioCompatIoas = ioas.value;
+        return ok(ioas.value.id);
+      }
+      case VfioIoasOp.CLEAR:
+        this.vfioCompatIoas = undefined;
+        return ok(0);
+      default:
+        return err("EOPNOTSUPP", `unknown VFIO_IOAS op ${op}`);
+    }
+  }
+
+  /**
+   * IOMMU_IOAS_CHANGE_PROCESS: moves the accounting of every pinned page to the calling process. Only
+   * file-backed mappings (IOAS_MAP_FILE) can move: any user-VA mapping makes it EINVAL and nothing changes.
+   */
+  ioasChangeProcess(): Result<void> {
+    for (const o of this.objects.objects()) {
+      if (o instanceof Ioas && o.areas.some((a) => a.source !== "file")) return err("EINVAL", `IOAS ${o.id} has user-VA mappings, which belong to their process`);
+    }
+    this.processChanges++;
+    return ok();
+  }
+
   /** Writes every existing area of the IOAS into a new paging domain (rolling back on failure). */
   private fillDomain(ioas: Ioas, domain: PagingDomain): Result<void> {
     const mapped: typeof ioas.areas = [];
     for (const area of ioas.areas) {
-      const r = mapAreaInto(domain, area);
+      const r = mapAreaInto(domain, area, ioas.hugePages);
       if (!r.ok) {
         for (const a of mapped) domain.unmap(a.iova, a.length);
         return r;
@@ -296,7 +635,11 @@ export class IommufdContext {
 
   // ---- HWPT ----
 
-  /** IOMMU_HWPT_ALLOC: a paging HWPT on an IOAS, or a nested HWPT on a paging parent or a vIOMMU. */
+  /**
+   * IOMMU_HWPT_ALLOC: a paging HWPT on an IOAS, or a nested HWPT on a paging parent or a vIOMMU. The fault
+   * queue of FAULT_ID_VALID is resolved by the core once the domain exists (ENOENT for a bad id) and the flag
+   * never reaches the driver, as in Linux's hw_pagetable.c.
+   */
   hwptAlloc(args: HwptAllocArgs): Result<number> {
     const dataType = args.data?.type ?? IOMMU_HWPT_DATA_NONE;
     const dataLen = args.data?.bytes.length ?? 0;
@@ -307,40 +650,40 @@ export class IommufdContext {
     if (!pt.ok) return err("EINVAL", `pt_id ${args.ptId} does not exist`);
     const id = this.objects.reserve();
     if (!id.ok) return fail(id);
-    const built = this.buildDomain(args, d.value.device, pt.value, dataLen);
+    const built = this.buildHwpt(args, d.value.device, pt.value, dataLen);
     if (!built.ok) {
       this.objects.abort(id.value);
       return fail(built);
     }
-    // The fault queue is looked up only once the domain exists; a bad id aborts the new HWPT, leaking nothing.
-    let fault: FaultQueue | undefined;
+    const hwpt = built.value;
     if (args.flags & HwptAllocFlag.FAULT_ID_VALID) {
       const f = this.objects.get<FaultQueue>(args.faultId ?? 0, IommufdObjectType.FAULT);
       if (!f.ok) {
-        built.value.domain.destroy();
+        hwpt.release();
         this.objects.abort(id.value);
         return fail(f);
       }
-      fault = f.value;
+      hwpt.attachFault(f.value);
     }
-    const { domain, on } = built.value;
-    const hwpt = domain.kind === "paging" ? new HwptPaging(on as Ioas, domain, false, fault) : new HwptNested(on as HwptPaging | Viommu, domain, fault);
     return ok(this.objects.finalize(id.value, hwpt).id);
   }
 
-  private buildDomain(args: HwptAllocArgs, device: PhysicalDevice, pt: IommufdObject, dataLen: number): Result<{ domain: IommuDomain; on: Ioas | HwptPaging | Viommu }> {
+  private buildHwpt(args: HwptAllocArgs, device: PhysicalDevice, pt: IommufdObject, dataLen: number): Result<Hwpt> {
     const flags = args.flags;
+    const pasidCompat = (flags & HwptAllocFlag.PASID) !== 0;
+    const driverFlags = flags & ~HwptAllocFlag.FAULT_ID_VALID;
     if (pt instanceof Ioas) {
-      if ((flags & HwptAllocFlag.FAULT_ID_VALID) && (flags & HwptAllocFlag.NEST_PARENT)) return err("EOPNOTSUPP", "a nest parent cannot take a fault queue");
       if (dataLen !== 0 || (flags & ~HWPT_ALLOC_FLAGS) !== 0) return err("EOPNOTSUPP", "paging HWPT takes no data and known flags only");
-      const domain = device.unit.domainAllocPaging(device, flags & ~HwptAllocFlag.FAULT_ID_VALID, this.owner);
+      if ((flags & HwptAllocFlag.FAULT_ID_VALID) && (flags & HwptAllocFlag.NEST_PARENT)) return err("EOPNOTSUPP", "a nest parent cannot take a fault queue");
+      const domain = device.unit.domainAllocPaging(device, driverFlags, this.owner);
       if (!domain.ok) return fail(domain);
-      const filled = this.fillDomain(pt, domain.value);
-      if (!filled.ok) {
-        domain.value.destroy();
-        return fail(filled);
+      const hwpt = new HwptPaging(pt, domain.value, false, undefined, pasidCompat);
+      const added = this.addDomainToIoas(pt, hwpt);
+      if (!added.ok) {
+        hwpt.release();
+        return fail(added);
       }
-      return ok({ domain: domain.value, on: pt });
+      return ok(hwpt);
     }
     let nested: Result<NestedDomain>;
     if (pt instanceof HwptPaging) {
@@ -348,15 +691,15 @@ export class IommufdContext {
         return err("EOPNOTSUPP", "nested HWPT on a paging parent not supported with these arguments");
       }
       if (pt.autoDomain || !pt.nestParent || pt.domain.unit.vendor !== device.unit.vendor) return err("EINVAL", "parent is not a nest parent of this driver");
-      nested = device.unit.domainAllocNested(device, pt.domain, flags, args.data!);
+      nested = device.unit.domainAllocNested(device, pt.domain, driverFlags, args.data!);
     } else if (pt instanceof Viommu) {
       if (pt.unit !== device.unit) return err("EINVAL", "device is behind another IOMMU than the vIOMMU");
       if ((flags & ~NESTED_ALLOC_FLAGS) !== 0 || dataLen === 0 || pt.ops.allocDomainNested === undefined) {
         return err("EOPNOTSUPP", "nested HWPT on this vIOMMU not supported with these arguments");
       }
-      nested = pt.ops.allocDomainNested(device, flags, args.data!);
+      nested = pt.ops.allocDomainNested(device, driverFlags, args.data!);
     } else return err("EINVAL", `pt_id ${args.ptId} is a ${pt.type}`);
-    return nested.ok ? ok({ domain: nested.value, on: pt }) : fail(nested);
+    return nested.ok ? ok(new HwptNested(pt, nested.value, undefined, pasidCompat)) : fail(nested);
   }
 
   /**
@@ -533,7 +876,10 @@ export class IommufdContext {
     const requested = args.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE ? args.inDataType : undefined;
     const info = d.value.device.unit.hwInfo(d.value.device, requested);
     if (!info.ok) return fail(info);
-    return ok(hwInfoReply(info.value, args.dataLen));
+    // out_max_pasid_log2 is the device's PASID width as the IOMMU can serve it (dev->iommu->max_pasids): 0 for a
+    // device without the PASID capability, whatever the unit supports.
+    const device = d.value.device;
+    return ok(hwInfoReply({ ...info.value, maxPasidLog2: Math.min(info.value.maxPasidLog2, device.pasidBits) }, args.dataLen));
   }
 
   /** IOMMU_DESTROY. Device ids answer EBUSY (the binding holds them). */

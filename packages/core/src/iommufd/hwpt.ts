@@ -14,12 +14,19 @@ export class HwptPaging extends IommufdObject {
     readonly domain: PagingDomain,
     /** Created implicitly by attaching a device to an IOAS: never a nest parent. */
     readonly autoDomain: boolean,
-    readonly fault: FaultQueue | undefined,
+    public fault: FaultQueue | undefined,
+    /** Allocated with IOMMU_HWPT_ALLOC_PASID: PASIDs may attach to it. */
+    readonly pasidCompat: boolean,
   ) {
     super();
     hold(ioas);
     if (fault) hold(fault);
-    ioas.domains.add(domain);
+  }
+
+  /** FAULT_ID_VALID: faults of this HWPT go to `fault` (held until the HWPT is destroyed). */
+  attachFault(fault: FaultQueue): void {
+    hold(fault);
+    this.fault = fault;
   }
 
   get nestParent(): boolean {
@@ -27,8 +34,8 @@ export class HwptPaging extends IommufdObject {
   }
 
   release(): void {
-    this.ioas.domains.delete(this.domain);
-    for (const area of this.ioas.areas) this.domain.unmap(area.iova, area.length);
+    if (this.ioas.domains.delete(this.domain)) for (const area of this.ioas.areas) this.domain.unmap(area.iova, area.length);
+    this.ioas.unreserve(this);
     this.domain.destroy();
     drop(this.ioas);
     if (this.fault) drop(this.fault);
@@ -43,11 +50,19 @@ export class HwptNested extends IommufdObject {
     /** What it was allocated on: the parent HWPT (legacy) or the vIOMMU. */
     readonly on: HwptPaging | Viommu,
     readonly domain: NestedDomain,
-    readonly fault: FaultQueue | undefined,
+    public fault: FaultQueue | undefined,
+    /** Allocated with IOMMU_HWPT_ALLOC_PASID: PASIDs may attach to it. */
+    readonly pasidCompat: boolean,
   ) {
     super();
     hold(on);
     if (fault) hold(fault);
+  }
+
+  /** FAULT_ID_VALID: faults of this HWPT go to `fault` (held until the HWPT is destroyed). */
+  attachFault(fault: FaultQueue): void {
+    hold(fault);
+    this.fault = fault;
   }
 
   release(): void {
@@ -58,3 +73,9 @@ export class HwptNested extends IommufdObject {
 }
 
 export type Hwpt = HwptPaging | HwptNested;
+
+/** The paging HWPT whose IOAS a HWPT translates through (Linux `find_hwpt_paging`). */
+export function hwptPagingOf(hwpt: Hwpt): HwptPaging | undefined {
+  if (hwpt instanceof HwptPaging) return hwpt;
+  return hwpt.on instanceof HwptPaging ? hwpt.on : hwpt.on.parentHwpt;
+}

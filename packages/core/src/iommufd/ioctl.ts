@@ -1,5 +1,5 @@
 import { err, fail, ok, type Result } from "../errors/errno.js";
-import type { IommufdContext } from "./context.js";
+import type { IommufdContext, MapSource } from "./context.js";
 import type { UserMemory } from "./user-memory.js";
 import type { FaultQueueFile } from "./fault-queue.js";
 import type { VeventqFile } from "./veventq.js";
@@ -8,14 +8,21 @@ import type { VeventqFile } from "./veventq.js";
 export const IommufdIoctl = {
   DESTROY: 0x80,
   IOAS_ALLOC: 0x81,
+  IOAS_ALLOW_IOVAS: 0x82,
+  IOAS_COPY: 0x83,
+  IOAS_IOVA_RANGES: 0x84,
   IOAS_MAP: 0x85,
   IOAS_UNMAP: 0x86,
+  OPTION: 0x87,
+  VFIO_IOAS: 0x88,
   HWPT_ALLOC: 0x89,
   GET_HW_INFO: 0x8a,
   HWPT_INVALIDATE: 0x8d,
   FAULT_QUEUE_ALLOC: 0x8e,
+  IOAS_MAP_FILE: 0x8f,
   VIOMMU_ALLOC: 0x90,
   VDEVICE_ALLOC: 0x91,
+  IOAS_CHANGE_PROCESS: 0x92,
   VEVENTQ_ALLOC: 0x93,
   HW_QUEUE_ALLOC: 0x94,
 } as const;
@@ -24,17 +31,27 @@ export const IommufdIoctl = {
 const STRUCT_SIZES: Readonly<Record<number, readonly [min: number, size: number]>> = {
   [IommufdIoctl.DESTROY]: [8, 8],
   [IommufdIoctl.IOAS_ALLOC]: [12, 12],
+  [IommufdIoctl.IOAS_ALLOW_IOVAS]: [24, 24],
+  [IommufdIoctl.IOAS_COPY]: [40, 40],
+  [IommufdIoctl.IOAS_IOVA_RANGES]: [32, 32],
   [IommufdIoctl.IOAS_MAP]: [40, 40],
   [IommufdIoctl.IOAS_UNMAP]: [24, 24],
+  [IommufdIoctl.OPTION]: [24, 24],
+  [IommufdIoctl.VFIO_IOAS]: [12, 12],
   [IommufdIoctl.HWPT_ALLOC]: [24, 48],
   [IommufdIoctl.GET_HW_INFO]: [32, 40],
   [IommufdIoctl.HWPT_INVALIDATE]: [32, 32],
   [IommufdIoctl.FAULT_QUEUE_ALLOC]: [16, 16],
+  [IommufdIoctl.IOAS_MAP_FILE]: [40, 40],
+  [IommufdIoctl.IOAS_CHANGE_PROCESS]: [8, 8],
   [IommufdIoctl.VIOMMU_ALLOC]: [24, 40],
   [IommufdIoctl.VDEVICE_ALLOC]: [24, 24],
   [IommufdIoctl.VEVENTQ_ALLOC]: [32, 32],
   [IommufdIoctl.HW_QUEUE_ALLOC]: [40, 40],
 };
+
+/** IOMMU_IOAS_MAP_FIXED_IOVA | WRITEABLE | READABLE. */
+const MAP_FLAGS = 0b111;
 
 /** An open file an ioctl created (vEVENTQ, fault queue), by the fd number it returned. */
 export type IoctlFile = VeventqFile | FaultQueueFile;
@@ -94,17 +111,97 @@ export class IommufdIoctls {
         return ok();
       }
       case IommufdIoctl.IOAS_MAP: {
-        if (u32(12) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        // ioas.c: unknown flags and __reserved first, then sizes; the user pointer only where pages are pinned.
+        const flags = u32(4);
+        if ((flags & ~MAP_FLAGS) !== 0 || u32(12) !== 0) return err("EOPNOTSUPP", "unknown flags or __reserved set");
         const userVa = this.u64(v, 16);
         const length = this.u64(v, 24);
         const iova = this.u64(v, 32);
-        if (typeof userVa === "bigint" || typeof length === "bigint" || typeof iova === "bigint") return err("EOVERFLOW", "value beyond the address range");
-        const source = this.user.guestAt(userVa, Math.max(length, 1));
-        if (source === undefined) return err("EFAULT", "user_va is not mapped memory");
-        const r = this.ctx.ioasMap({ ioasId: u32(8), flags: u32(4), memory: source.memory, gpa: source.gpa, length, iova });
+        if (typeof length === "bigint" || typeof iova === "bigint") return err("EOVERFLOW", "value beyond the address range");
+        const resolve = (): MapSource | undefined => (typeof userVa === "bigint" ? undefined : this.user.guestAt(userVa, Math.max(length, 1)));
+        const r = this.ctx.ioasMap({ ioasId: u32(8), flags, resolve, length, iova });
         if (!r.ok) return fail(r);
         v.setBigUint64(32, BigInt(r.value), true);
         return ok();
+      }
+      case IommufdIoctl.IOAS_MAP_FILE: {
+        const flags = u32(4);
+        if ((flags & ~MAP_FLAGS) !== 0) return err("EOPNOTSUPP", "unknown flags");
+        const fd = v.getInt32(12, true);
+        const start = this.u64(v, 16);
+        const length = this.u64(v, 24);
+        const iova = this.u64(v, 32);
+        if (typeof length === "bigint" || typeof iova === "bigint") return err("EOVERFLOW", "value beyond the address range");
+        if ((flags & (MAP_FLAGS & ~1)) === 0) return err("EINVAL", "mapping neither readable nor writeable");
+        const ioas = this.ctx.objects.get(u32(8), "IOAS");
+        if (!ioas.ok) return fail(ioas);
+        if (!this.user.hasFile(fd)) return err("EBADF", `fd ${fd} is not open`);
+        const resolve = (): MapSource | undefined => (typeof start === "bigint" ? undefined : this.user.fileAt(fd, start, length));
+        const r = this.ctx.ioasMap({ ioasId: u32(8), flags, resolve, length, iova, fromFile: true });
+        if (!r.ok) return fail(r);
+        v.setBigUint64(32, BigInt(r.value), true);
+        return ok();
+      }
+      case IommufdIoctl.IOAS_IOVA_RANGES: {
+        if (u32(12) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        const r = this.ctx.ioasIovaRanges(u32(4));
+        if (!r.ok) return fail(r);
+        const max = u32(8);
+        const uptr = Number(v.getBigUint64(16, true));
+        for (let i = 0; i < Math.min(max, r.value.ranges.length); i++) {
+          const out = this.user.view(uptr + i * 16, 16);
+          if (out === undefined) return err("EFAULT", "allowed_iovas");
+          const ov = new DataView(out.buffer, out.byteOffset, 16);
+          ov.setBigUint64(0, r.value.ranges[i]!.start, true);
+          ov.setBigUint64(8, r.value.ranges[i]!.last, true);
+        }
+        put32(8, r.value.ranges.length);
+        v.setBigUint64(24, BigInt(r.value.alignment), true);
+        // num_iovas and the alignment reach the user even when the array was too small.
+        return r.value.ranges.length > max ? err("EMSGSIZE", `${r.value.ranges.length} ranges, room for ${max}`) : ok();
+      }
+      case IommufdIoctl.IOAS_ALLOW_IOVAS: {
+        if (u32(12) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        const ioas = this.ctx.objects.get(u32(4), "IOAS");
+        if (!ioas.ok) return fail(ioas);
+        const num = u32(8);
+        const uptr = Number(v.getBigUint64(16, true));
+        const ranges: { start: bigint; last: bigint }[] = [];
+        for (let i = 0; i < num; i++) {
+          const bytes = this.user.view(uptr + i * 16, 16);
+          if (bytes === undefined) return err("EFAULT", "allowed_iovas");
+          const rv = new DataView(bytes.buffer, bytes.byteOffset, 16);
+          const range = { start: rv.getBigUint64(0, true), last: rv.getBigUint64(8, true) };
+          // iommufd_ioas_load_iovas checks each range as it reads it.
+          if (range.start >= range.last || ranges.some((x) => x.start <= range.last && range.start <= x.last)) return err("EINVAL", `allowed_iovas[${i}] is empty, reversed or overlapping`);
+          ranges.push(range);
+        }
+        return this.ctx.ioasAllowIovas(u32(4), ranges);
+      }
+      case IommufdIoctl.IOAS_COPY: {
+        const r = this.ctx.ioasCopy({ flags: u32(4), dstIoasId: u32(8), srcIoasId: u32(12), length: v.getBigUint64(16, true), dstIova: v.getBigUint64(24, true), srcIova: v.getBigUint64(32, true) });
+        if (!r.ok) return fail(r);
+        v.setBigUint64(24, BigInt(r.value), true);
+        return ok();
+      }
+      case IommufdIoctl.OPTION: {
+        if (v.getUint16(10, true) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        const r = this.ctx.option({ optionId: u32(4), op: v.getUint16(8, true), objectId: u32(12), val64: v.getBigUint64(16, true) });
+        if (!r.ok) return fail(r);
+        v.setBigUint64(16, r.value, true);
+        return ok();
+      }
+      case IommufdIoctl.VFIO_IOAS: {
+        if (v.getUint16(10, true) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        const op = v.getUint16(8, true);
+        const r = this.ctx.vfioIoas(op, u32(4));
+        if (!r.ok) return fail(r);
+        if (op === 0) put32(4, r.value);
+        return ok();
+      }
+      case IommufdIoctl.IOAS_CHANGE_PROCESS: {
+        if (u32(4) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        return this.ctx.ioasChangeProcess();
       }
       case IommufdIoctl.IOAS_UNMAP: {
         const r = this.ctx.ioasUnmap({ ioasId: u32(4), iova: v.getBigUint64(8, true), length: v.getBigUint64(16, true) });
@@ -142,7 +239,11 @@ export class IommufdIoctls {
         return ok();
       }
       case IommufdIoctl.HWPT_INVALIDATE: {
-        if (u32(28) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        // entry_num always goes back to the user: 0 on every path that handled nothing (hw_pagetable.c).
+        if (u32(28) !== 0) {
+          put32(24, 0);
+          return err("EOPNOTSUPP", "__reserved must be 0");
+        }
         const entryLen = u32(20);
         const entryNum = u32(24);
         const uptr = Number(v.getBigUint64(8, true));

@@ -32,6 +32,13 @@ export const IoasMapFlag = {
   READABLE: 1 << 2,
 } as const;
 
+/** `enum iommufd_option` and `enum iommufd_option_ops`. */
+export const IommuOption = { RLIMIT_MODE: 0, HUGE_PAGES: 1 } as const;
+export const IommuOptionOp = { SET: 0, GET: 1 } as const;
+
+/** `enum iommufd_vfio_ioas_op`. */
+export const VfioIoasOp = { GET: 0, SET: 1, CLEAR: 2 } as const;
+
 export const IOMMU_HWPT_DATA_NONE = 0;
 export const IOMMU_VIOMMU_TYPE_DEFAULT = 0;
 export const IOMMU_HW_QUEUE_TYPE_DEFAULT = 0;

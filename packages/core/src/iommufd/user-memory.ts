@@ -9,6 +9,8 @@ export class UserMemory {
   private readonly buffers: { address: number; bytes: Uint8Array }[] = [];
   private readonly guestMaps: { address: number; length: number; memory: GuestMemory; gpa: number }[] = [];
   private next = 0x7f00_0000_0000;
+  private readonly files = new Map<number, { memory: GuestMemory; gpa: number; length: number }>();
+  private nextFd = 100;
 
   /** Registers a buffer at a fresh user address and returns the address. */
   put(bytes: Uint8Array): number {
@@ -32,6 +34,28 @@ export class UserMemory {
       if (address >= b.address && address + length <= b.address + b.bytes.length) return b.bytes.subarray(address - b.address, address - b.address + length);
     }
     return undefined;
+  }
+
+  /**
+   * Registers a file holding guest RAM [gpa, gpa + length) (a memfd backing the VM, as QEMU's memory-backend-memfd)
+   * and returns its fd, for IOMMU_IOAS_MAP_FILE.
+   */
+  addFile(memory: GuestMemory, gpa: number, length: number): number {
+    const fd = this.nextFd++;
+    this.files.set(fd, { memory, gpa, length });
+    return fd;
+  }
+
+  /** Whether `fd` is an open file (EBADF otherwise). */
+  hasFile(fd: number): boolean {
+    return this.files.has(fd);
+  }
+
+  /** The guest memory at byte `start` of file `fd` for `length` bytes, or undefined beyond the file. */
+  fileAt(fd: number, start: number, length: number): { memory: GuestMemory; gpa: number } | undefined {
+    const f = this.files.get(fd);
+    if (f === undefined || start < 0 || start + length > f.length) return undefined;
+    return { memory: f.memory, gpa: f.gpa + start };
   }
 
   /** The guest memory a user VA range maps, or undefined. */

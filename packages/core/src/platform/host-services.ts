@@ -1,7 +1,7 @@
 import { token } from "../di/token.js";
 import type { PhysicalIommu } from "../contract/iommu-unit.js";
 import type { EventBus } from "../events/event-bus.js";
-import type { IdAllocator } from "../ids/id-allocator.js";
+import type { VmidSpace } from "../ids/vmid-space.js";
 import type { HostMemory } from "../memory/host-memory.js";
 import type { Clock } from "../sim/clock.js";
 import type { Rng } from "../sim/rng.js";
@@ -18,8 +18,11 @@ export interface HostServices {
   readonly clock: Clock;
   readonly rng: Rng;
   readonly events: EventBus<CoreEvents>;
-  /** VMIDs / stage-2 tags, host-wide so that several vIOMMUs of one VM can share a stage 2. */
-  readonly vmids: IdAllocator;
+  /**
+   * VMIDs / cache tags, host-wide so that several vIOMMUs of one VM can share a stage 2; an id is reused only
+   * when no domain, attachment or cached entry carries it.
+   */
+  readonly vmids: VmidSpace;
   readonly units: PhysicalIommu[];
   /** Refusals the host made on a VM's behalf (invalidations, shadow mappings, restores). */
   readonly log: HostLog;

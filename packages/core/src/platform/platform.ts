@@ -4,7 +4,7 @@ import { resolveAllTokens } from "../di/token.js";
 import { err, ok, type Result } from "../errors/errno.js";
 import { DisposableStore, toDisposable, type Disposable } from "../events/disposable.js";
 import { EventBus } from "../events/event-bus.js";
-import { IdAllocator } from "../ids/id-allocator.js";
+import { VmidSpace } from "../ids/vmid-space.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { HostMemory } from "../memory/host-memory.js";
 import { ManualClock } from "../sim/clock.js";
@@ -62,7 +62,7 @@ export class Platform implements Disposable {
       rng: new SeededRng(seed),
       events,
       log: new HostLog(clock, events),
-      vmids: new IdAllocator("VMID", 1, 2 ** vmidBits - 1),
+      vmids: new VmidSpace("VMID", 1, 2 ** vmidBits - 1),
       units: [],
     };
     this.container.register(HostServices, { useValue: this.host });
