@@ -1,10 +1,12 @@
 import {
   err,
   fail,
+  HostServices,
   NO_PASID,
   ok,
   parseVevents,
   Perm,
+  resolveToken,
   saveFrozen,
   veventsLost,
   WalkFault,
@@ -16,6 +18,7 @@ import {
   type MmioHandler,
   type MsiMessage,
   type Result,
+  type ShadowReporter,
   type TranslationMode,
   type VeventqFile,
   type VmmDeviceOptions,
@@ -152,6 +155,8 @@ export class AmdViDevice implements EmulatedIommu {
   private readonly vdeviceIds = new Map<number, number>();
   private readonly unmaps: (() => void)[] = [];
   private readonly queueViews: GuestQueueView[];
+  /** The host log, as this device signs its entries. */
+  private readonly reporter: ShadowReporter;
 
   private constructor(readonly options: AmdViDeviceOptions) {
     this.mode = options.mode;
@@ -159,9 +164,11 @@ export class AmdViDevice implements EmulatedIommu {
     this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false);
     this.remapper = new InterruptRemapper(options.vm.memory);
     this.walker = new GuestDteWalker(options.vm.memory);
+    this.reporter = { log: resolveToken(options.vm.container, HostServices).log, vm: options.vm.id, source: `amd-vi@0x${this.mmioBase.toString(16)}` };
     this.entries = new DeviceEntryHandler(options, {
       viommuId: () => this.viommuId,
       logEvent: (record) => this.logEvent(record),
+      reporter: this.reporter,
     });
     this.queueViews = amdViGuestQueues(this.mmioBase, {
       command: { baseRegister: () => this.regs.cmdBase, enabled: () => this.controlBit(C_CMD_BUF_EN) },
@@ -344,6 +351,10 @@ export class AmdViDevice implements EmulatedIommu {
     return this.controlBit(C_IOMMU_EN) && this.options.mode !== "ir-only";
   }
 
+  /**
+   * Every device re-derived from its DTE (translation switched on or off, a restore). There is no command to
+   * fail here: what the host refuses is in the host log (and, for a DTE, an ILLEGAL_DEV_TABLE_ENTRY event).
+   */
   private refreshAll(): void {
     for (const a of this.assigned.values()) this.entries.refresh(a, this.translationOn(), this.devtab);
     this.stats.shadowMappings = this.entries.shadowMappings;
@@ -612,6 +623,7 @@ export class AmdViDevice implements EmulatedIommu {
         const v = new DataView(record.payload.buffer, record.payload.byteOffset, COMMAND_BYTES);
         this.stats.trapped++;
         this.interceptsHandled++;
+        // Nested only: a DTE the host refuses blocks the device and is reported inside; the hardware resumes.
         if (v.getUint32(4, true) >>> 28 === CommandOpcode.INVALIDATE_DEVTAB_ENTRY) this.deviceEntryChanged(v.getUint32(0, true) & 0xffff);
         this.hw?.resumeCommands();
       }
@@ -666,12 +678,10 @@ export class AmdViDevice implements EmulatedIommu {
         return true;
       }
       case CommandOpcode.INVALIDATE_DEVTAB_ENTRY:
-        this.deviceEntryChanged(cmd[0]! & 0xffff);
-        return true;
+        return this.carriedOut(this.deviceEntryChanged(cmd[0]! & 0xffff), at);
       case CommandOpcode.INVALIDATE_IOMMU_PAGES:
       case CommandOpcode.INVALIDATE_IOMMU_ALL:
-        this.invalidate(cmd);
-        return true;
+        return this.carriedOut(this.invalidate(cmd, at), at);
       case CommandOpcode.COMPLETE_PPR_REQUEST:
         this.pprResponses.push({ deviceId: cmd[0]! & 0xffff, tag: cmd[3]! & 0x1ff, status: (cmd[3]! >>> 12) & 0xf });
         return true;
@@ -682,28 +692,65 @@ export class AmdViDevice implements EmulatedIommu {
     }
   }
 
-  private deviceEntryChanged(deviceId: number): void {
-    const a = this.assigned.get(deviceId);
-    if (a === undefined) return;
-    this.entries.refresh(a, this.translationOn(), this.devtab);
-    this.stats.shadowMappings = this.entries.shadowMappings;
+  /**
+   * A command the host could not carry out for the guest (an invalidation iommufd refused, shadow mappings the
+   * back end would not install) halts the buffer at it with ILLEGAL_COMMAND_ERROR, as a command the hardware
+   * will not execute does: the COMPLETION_WAIT behind it never completes, so the guest is not told that its
+   * tables and the IOMMU agree when they do not. Linux prints the event with the command (iommu.c
+   * iommu_print_event → dump_command) and its completion wait fails with -EIO. COMMAND_HARDWARE_ERROR is for a
+   * command or store the IOMMU could not access, which is not what happened. QEMU's accelerated SMMUv3 makes
+   * the same choice for a refused host invalidation (hw/arm/smmuv3.c: CERROR_ILL when
+   * smmuv3_accel_issue_inv_cmd fails). Commands before it took effect; the host log says why.
+   */
+  private carriedOut(r: Result<void>, at: number): boolean {
+    if (r.ok) return true;
+    this.haltCommands(illegalCommandEvent(at));
+    return false;
   }
 
-  /** Nested: the raw command goes to the vIOMMU (gDomID → hDomID there). Shadow: the mirror is recomputed. */
-  private invalidate(cmd: Uint32Array): void {
-    this.stats.forwarded++;
+  private deviceEntryChanged(deviceId: number): Result<void> {
+    const a = this.assigned.get(deviceId);
+    if (a === undefined) return ok();
+    const r = this.entries.refresh(a, this.translationOn(), this.devtab);
+    this.stats.shadowMappings = this.entries.shadowMappings;
+    return r;
+  }
+
+  /**
+   * Nested: the raw command goes to the vIOMMU (gDomID → hDomID there). Shadow: the mirror is recomputed.
+   * `stats.forwarded` counts what the host accepted; a refusal is written to the host log and returned.
+   */
+  private invalidate(cmd: Uint32Array, at: number): Result<void> {
     if (this.options.mode === "nested" && this.viommuId !== undefined) {
       const entry = new Uint8Array(cmd.buffer.slice(cmd.byteOffset, cmd.byteOffset + AMD_INVALIDATE_ENTRY_BYTES));
-      this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_AMD, entryLen: AMD_INVALIDATE_ENTRY_BYTES, entryNum: 1, entries: entry });
-      return;
+      const r = this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_AMD, entryLen: AMD_INVALIDATE_ENTRY_BYTES, entryNum: 1, entries: entry });
+      if (r.result.ok && r.handled === 1) {
+        this.stats.forwarded++;
+        return ok();
+      }
+      const error = r.result.ok ? { errno: "EIO" as const, code: 5, message: `handled ${r.handled} of 1 entries` } : r.result.error;
+      const name = commandOpcode(cmd) === CommandOpcode.INVALIDATE_IOMMU_ALL ? "INVALIDATE_IOMMU_ALL" : `INVALIDATE_IOMMU_PAGES (DomainID ${cmd[1]! & 0xffff})`;
+      this.reporter.log.record({
+        vm: this.reporter.vm,
+        source: this.reporter.source,
+        kind: "invalidation-refused",
+        error,
+        message: `${name} at 0x${at.toString(16)}: IOMMU_HWPT_INVALIDATE refused, ${error.errno} ${error.message}; the guest sees ILLEGAL_COMMAND_ERROR`,
+      });
+      return err(error.errno, error.message);
     }
-    if (this.options.mode !== "shadow") return;
-    if (commandOpcode(cmd) === CommandOpcode.INVALIDATE_IOMMU_ALL) this.entries.shadows.invalidateAll();
+    if (this.options.mode !== "shadow") return ok();
+    let report;
+    if (commandOpcode(cmd) === CommandOpcode.INVALIDATE_IOMMU_ALL) report = this.entries.shadows.invalidateAll();
     else {
       const r = decodeInvalidationRange(cmd[2]!, cmd[3]!, this.range);
-      this.entries.shadows.invalidateDomain(cmd[1]! & 0xffff, r.all ? 0 : r.base, r.all ? 2 ** 52 : r.size);
+      report = this.entries.shadows.invalidateDomain(cmd[1]! & 0xffff, r.all ? 0 : r.base, r.all ? Infinity : r.size);
     }
     this.stats.shadowMappings = this.entries.shadowMappings;
+    // The mirror wrote the refusal to the host log ("shadow-map-refused").
+    if (report.firstError !== undefined) return err(report.firstError.errno, report.firstError.message);
+    this.stats.forwarded++;
+    return ok();
   }
 
   // ---- events ----

@@ -1,10 +1,10 @@
-import { err, ok, type DmaDevice, type Result } from "@viommu/core";
+import { err, ok, type DmaDevice, type IommuError, type Result, type ShadowReporter } from "@viommu/core";
 import { dteGcr3Root, dteProblem, DTE_BYTES } from "../format/device-table-entry.js";
 import { devTabHardwareErrorEvent, illegalDteEvent } from "../format/fault-event.js";
 import { encodeHwptAmdGuest, IOMMU_HWPT_DATA_AMD_GUEST } from "../format/iommufd-uapi.js";
 import type { AmdViDeviceOptions } from "./amd-vi-device.js";
 import type { DeviceTableLocation } from "./guest-dte-walker.js";
-import { ShadowSpaces, type ShadowSource, type ShadowSpace } from "./shadow-spaces.js";
+import { emptyReport, ShadowSpaces, type ShadowSource, type ShadowSpace } from "./shadow-spaces.js";
 
 /** A passthrough device as the VMM tracks it. */
 export interface AssignedDevice {
@@ -24,6 +24,8 @@ export interface AssignedDevice {
 export interface DeviceEntryPorts {
   viommuId(): number | undefined;
   logEvent(record: Uint32Array): void;
+  /** Where the VMM reports what the host refused on the guest's behalf. */
+  readonly reporter: ShadowReporter;
 }
 
 const UNTRANSLATED = "untranslated";
@@ -40,6 +42,12 @@ const UNTRANSLATED = "untranslated";
  * - shadow: Mode 1–6 → a mirror of the v1 table; GV with GIoV → a mirror of PASID 0's v2 table; Mode 0
  *   with IR and IW → the guest-RAM IOAS. A mirror cannot express partial identity permissions or v2 over v1,
  *   so those DTEs block the device.
+ *
+ * What the host refuses is never silent. A nested HWPT or an attachment the host refuses leaves the device
+ * blocked, writes "configuration-refused" to the host log and logs ILLEGAL_DEV_TABLE_ENTRY for the guest (the
+ * hardware's answer to a DTE it cannot use). A new shadow space whose mappings the back end refused stays
+ * attached with what was installed (the mirror logged "shadow-map-refused"), and `refresh` returns the error
+ * so that the command that asked for it can fail.
  */
 export class DeviceEntryHandler {
   readonly shadows: ShadowSpaces;
@@ -49,7 +57,7 @@ export class DeviceEntryHandler {
     private readonly options: AmdViDeviceOptions,
     private readonly ports: DeviceEntryPorts,
   ) {
-    this.shadows = new ShadowSpaces(options.iommufd, options.vm.memory, options.shadowBackend ?? "iommufd", options.dmaEntryLimit);
+    this.shadows = new ShadowSpaces(options.iommufd, options.vm.memory, options.shadowBackend ?? "iommufd", options.dmaEntryLimit, ports.reporter);
   }
 
   get shadowMappings(): number {
@@ -61,15 +69,15 @@ export class DeviceEntryHandler {
   }
 
   refresh(a: AssignedDevice, translationOn: boolean, table: DeviceTableLocation): Result<void> {
-    if (!translationOn) return this.untranslated(a);
-    const memory = this.options.vm.memory;
     const at = table.base + a.guestRid * DTE_BYTES;
+    if (!translationOn) return this.untranslated(a, at);
+    const memory = this.options.vm.memory;
     if (!(a.guestRid < table.entries)) return this.refuse(a, `beyond:${table.base}:${table.entries}`, illegalDteEvent(a.guestRid, at, false));
     if (!memory.hostReadable(at, DTE_BYTES)) return this.refuse(a, `unreadable:${at}`, devTabHardwareErrorEvent(a.guestRid, at, false, false));
     const w = memory.readWords(at, this.dte);
     const key = Array.from(w, (x) => x.toString(16)).join(":");
     if (key === a.lastDte) return ok();
-    if ((w[0]! & 1) === 0) return this.untranslated(a);
+    if ((w[0]! & 1) === 0) return this.untranslated(a, at);
     if (dteProblem(w) !== undefined) return this.refuse(a, key, illegalDteEvent(a.guestRid, at, false));
     a.lastDte = key;
     if ((w[0]! & 2) === 0) return this.block(a);
@@ -79,7 +87,7 @@ export class DeviceEntryHandler {
     const iw = ((w[1]! >>> 30) & 1) === 1;
     if (this.options.mode === "nested") {
       if (mode !== 0) return this.refuse(a, undefined, illegalDteEvent(a.guestRid, at, false));
-      if (!gv && ir && iw) return this.attach(a, this.options.parentHwptId);
+      if (!gv && ir && iw) return this.attachTo(a, this.options.parentHwptId, at);
       if (!gv && !ir && !iw) return this.block(a);
       return this.nested(a, w, at);
     }
@@ -88,11 +96,11 @@ export class DeviceEntryHandler {
       if (!giov || mode !== 0) return this.block(a);
       const root = this.pasidZeroRoot(w);
       if (root === undefined) return this.block(a);
-      return this.shadow(a, { kind: "v2", domainId: w[2]! & 0xffff, root, levels: ((w[5]! >>> 22) & 3) === 1 ? 5 : 4 });
+      return this.shadow(a, { kind: "v2", domainId: w[2]! & 0xffff, root, levels: ((w[5]! >>> 22) & 3) === 1 ? 5 : 4 }, at);
     }
-    if (mode === 0) return ir && iw ? this.attach(a, this.options.ioasId) : this.block(a);
+    if (mode === 0) return ir && iw ? this.attachTo(a, this.options.ioasId, at) : this.block(a);
     const root = ((w[0]! & 0xfffff000) >>> 0) + (w[1]! & 0xfffff) * 0x1_0000_0000;
-    return this.shadow(a, { kind: "v1", domainId: w[2]! & 0xffff, root, levels: mode });
+    return this.shadow(a, { kind: "v1", domainId: w[2]! & 0xffff, root, levels: mode }, at);
   }
 
   /** The v2 root of PASID 0 from the device's GCR3 table (GLX + 1 levels), or undefined. */
@@ -109,9 +117,14 @@ export class DeviceEntryHandler {
     return table;
   }
 
-  private untranslated(a: AssignedDevice): Result<void> {
+  private untranslated(a: AssignedDevice, at: number): Result<void> {
     a.lastDte = UNTRANSLATED;
-    return this.attach(a, this.options.mode === "shadow" ? this.options.ioasId : this.options.parentHwptId);
+    return this.attachTo(a, this.options.mode === "shadow" ? this.options.ioasId : this.options.parentHwptId, at);
+  }
+
+  private attachTo(a: AssignedDevice, ptId: number, at: number): Result<void> {
+    this.attach(a, ptId, at);
+    return ok();
   }
 
   /** Blocks the device and logs why, once per DTE value (`key` undefined: the caller already recorded it). */
@@ -128,37 +141,48 @@ export class DeviceEntryHandler {
     const viommuId = this.ports.viommuId();
     if (viommuId === undefined) return this.block(a);
     const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: a.devId, ptId: viommuId, data: { type: IOMMU_HWPT_DATA_AMD_GUEST, bytes: encodeHwptAmdGuest(w) } });
-    if (!hwpt.ok) {
-      this.ports.logEvent(illegalDteEvent(a.guestRid, at, false));
-      return this.block(a);
-    }
+    if (!hwpt.ok) return this.configurationRefused(a, at, "nested HWPT", hwpt.error);
     const previous = a.hwptId;
-    const attached = this.attach(a, hwpt.value, true);
-    if (!attached.ok) {
+    if (!this.attach(a, hwpt.value, at, { keepHwpt: true })) {
       this.ctx.destroy(hwpt.value);
-      a.hwptId = previous;
-      return attached;
+      return ok();
     }
     a.hwptId = hwpt.value;
     if (previous !== undefined) this.ctx.destroy(previous);
     return ok();
   }
 
-  private shadow(a: AssignedDevice, source: ShadowSource): Result<void> {
-    const space = this.shadows.spaceFor(source);
-    if (!space.ok) return this.block(a);
-    const previous = a.shadow;
-    const r = this.attach(a, space.value.backend.ioasId, false, space.value);
-    if (previous !== undefined && previous !== space.value) this.shadows.releaseIfUnused(previous);
-    return r;
+  private shadow(a: AssignedDevice, source: ShadowSource, at: number): Result<void> {
+    const report = emptyReport();
+    const space = this.shadows.spaceFor(source, report);
+    if (!space.ok) return this.configurationRefused(a, at, "shadow IOAS", space.error);
+    if (!this.attach(a, space.value.mirror.backend.ioasId, at, { space: space.value })) {
+      this.shadows.releaseIfUnused(space.value);
+      return ok();
+    }
+    if (report.firstError !== undefined) return err(report.firstError.errno, `${report.refused} shadow mapping(s) of DomainID ${source.domainId} refused: ${report.firstError.message}`);
+    return ok();
   }
 
-  /** Attaches to `ptId`, dropping what the previous attachment held (an old nested HWPT, a shadow space). */
-  private attach(a: AssignedDevice, ptId: number, keepHwpt = false, space?: ShadowSpace): Result<void> {
+  /** The host refused what the guest's DTE asks for: the device stays blocked, and both sides are told. */
+  private configurationRefused(a: AssignedDevice, at: number, what: string, error: IommuError): Result<void> {
+    const { log, vm, source } = this.ports.reporter;
+    log.record({ vm, source, kind: "configuration-refused", error, message: `${what} for guest DeviceID 0x${a.guestRid.toString(16)} refused: ${error.errno} ${error.message}` });
+    this.ports.logEvent(illegalDteEvent(a.guestRid, at, false));
+    this.block(a);
+    return ok();
+  }
+
+  /**
+   * Attaches to `ptId`, dropping what the previous attachment held (an old nested HWPT, a shadow space).
+   * False when the host refused: the device is then blocked and the refusal reported.
+   */
+  private attach(a: AssignedDevice, ptId: number, at: number, keep: { keepHwpt?: boolean; space?: ShadowSpace } = {}): boolean {
+    const { keepHwpt = false, space } = keep;
     const r = this.ctx.attach(a.devId, ptId);
     if (!r.ok) {
-      this.block(a);
-      return err(r.error.errno, r.error.message);
+      this.configurationRefused(a, at, `attachment to object ${ptId}`, r.error);
+      return false;
     }
     a.attachedTo = ptId;
     if (!keepHwpt && a.hwptId !== undefined) {
@@ -172,7 +196,7 @@ export class DeviceEntryHandler {
       old.devices.delete(a.guestRid);
       this.shadows.releaseIfUnused(old);
     }
-    return ok();
+    return true;
   }
 
   /** Blocks the device's DMA (detached) and frees what its attachment held. */

@@ -1,21 +1,19 @@
 import {
   createShadowBackend,
   fail,
-  forEachLeaf,
-  GuestTableReader,
   ok,
-  Perm,
-  type IommufdContext,
+  ShadowMirror,
   type GuestMemory,
-  type PageTableFormat,
-  type PermBits,
+  type IommufdContext,
   type Result,
-  type ShadowBackend,
   type ShadowBackendKind,
-  type TableGeometry,
+  type ShadowReporter,
+  type ShadowSource as MirrorSource,
+  type ShadowSyncReport,
 } from "@viommu/core";
-import { amdV1Geometry, amdV1PageTableFormat } from "../format/page-table-v1.js";
+import { amdV1Geometry, V1_MAX_PAGE_SHIFT } from "../format/page-table-v1.js";
 import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
+import { HostReadableEntries, ShadowV1TableView } from "./shadow-table-view.js";
 
 /** One guest address space the VMM mirrors: a v1 table (DTE Mode 1–6), or the v2 table of PASID 0 (GV with GIoV). */
 export interface ShadowSource {
@@ -28,77 +26,91 @@ export interface ShadowSource {
 
 export interface ShadowSpace {
   readonly source: ShadowSource;
-  readonly backend: ShadowBackend;
-  /** Installed mappings: IOVA → [GPA, bytes]. */
-  readonly maps: Map<number, [number, number]>;
+  readonly mirror: ShadowMirror;
   /** Guest DeviceIDs attached to it. */
   readonly devices: Set<number>;
 }
-
-/** Mirrors are rebuilt within the IOVA range a backend can hold. */
-const IOVA_LIMIT = 2 ** 52;
 
 function keyOf(s: ShadowSource): string {
   return `${s.kind}:${s.domainId}:${s.root}:${s.levels}`;
 }
 
+/** What a resynchronisation found, over every space it touched: the first refusal, if any. */
+export function emptyReport(): ShadowSyncReport {
+  return { installed: 0, removed: 0, refused: 0, firstError: undefined, complete: true };
+}
+
+function merge(into: ShadowSyncReport, r: ShadowSyncReport): void {
+  into.installed += r.installed;
+  into.removed += r.removed;
+  into.refused += r.refused;
+  into.firstError ??= r.firstError;
+  into.complete &&= r.complete;
+}
+
 /**
- * Caching-mode emulation (the IOMMU in "emulated" mode, QEMU's amd-iommu without nesting): the VMM walks the
- * guest's tables when the guest invalidates (Linux under NpCache flushes after every map and unmap) and
- * makes a host IOAS equal to them, one space per (DomainID, table). Stale mappings are removed before new
- * ones are installed; a page the back end refuses (the type1 entry limit) stays unmapped, so the device
- * faults there rather than reaching a stale page. A v1 page the guest wrote as several identical
- * NextLevel = 7 entries is mapped once, at its natural alignment.
+ * Caching-mode emulation (the IOMMU in "emulated" mode, QEMU's amd-iommu without nesting): the VMM mirrors
+ * each guest address space into a host IOAS of its own through core's ShadowMirror, one space per
+ * (DomainID, table), resynchronised when the guest invalidates (Linux under NpCache flushes after every map
+ * and unmap). A mapping the back end refuses (the type1 entry limit) stays unmapped, so the device faults
+ * there rather than reaching a stale page; the mirror writes the refusal to the host log and every call here
+ * returns its report, so the caller can tell the guest (see AmdViDevice: the command that asked for it fails).
  */
 export class ShadowSpaces {
   private readonly spaces = new Map<string, ShadowSpace>();
-  private readonly reader: GuestTableReader;
+  private readonly entries: HostReadableEntries;
+  private readonly v1View: ShadowV1TableView;
 
   constructor(
     private readonly ctx: IommufdContext,
     private readonly memory: GuestMemory,
     private readonly backendKind: ShadowBackendKind,
     private readonly dmaEntryLimit: number | undefined,
+    private readonly reporter: ShadowReporter,
   ) {
-    this.reader = new GuestTableReader(memory);
+    this.entries = new HostReadableEntries(memory);
+    this.v1View = new ShadowV1TableView(this.entries);
   }
 
   get mappings(): number {
     let n = 0;
-    for (const s of this.spaces.values()) n += s.maps.size;
+    for (const s of this.spaces.values()) n += s.mirror.entries;
     return n;
   }
 
-  /** The space mirroring `source`, created (and filled) on first use. */
-  spaceFor(source: ShadowSource): Result<ShadowSpace> {
+  /** The space mirroring `source`; a new one is filled from the guest's whole table, refusals in `report`. */
+  spaceFor(source: ShadowSource, report: ShadowSyncReport): Result<ShadowSpace> {
     const key = keyOf(source);
     const existing = this.spaces.get(key);
     if (existing !== undefined) return ok(existing);
     const backend = createShadowBackend(this.backendKind, this.ctx, this.memory, this.dmaEntryLimit);
     if (!backend.ok) return fail(backend);
-    const space: ShadowSpace = { source, backend: backend.value, maps: new Map(), devices: new Set() };
+    const space: ShadowSpace = { source, mirror: new ShadowMirror(backend.value, this.memory, this.reporter), devices: new Set() };
     this.spaces.set(key, space);
-    this.resync(space, 0, IOVA_LIMIT);
+    merge(report, this.resync(space, 0, Infinity));
     return ok(space);
   }
 
   /** Drops a space no device uses any more (its IOAS goes once its automatic HWPT has). */
   releaseIfUnused(space: ShadowSpace): void {
     if (space.devices.size > 0) return;
-    for (const [iova, [, size]] of space.maps) space.backend.unmap(iova, size);
-    space.maps.clear();
+    space.mirror.clear();
     this.spaces.delete(keyOf(space.source));
-    this.ctx.destroy(space.backend.ioasId);
+    this.ctx.destroy(space.mirror.backend.ioasId);
   }
 
   /** INVALIDATE_IOMMU_PAGES: every space of the DomainID over the range. */
-  invalidateDomain(domainId: number, address: number, length: number): void {
-    for (const s of this.spaces.values()) if (s.source.domainId === domainId) this.resync(s, address, length);
+  invalidateDomain(domainId: number, address: number, length: number): ShadowSyncReport {
+    const report = emptyReport();
+    for (const s of this.spaces.values()) if (s.source.domainId === domainId) merge(report, this.resync(s, address, length));
+    return report;
   }
 
   /** INVALIDATE_IOMMU_ALL. */
-  invalidateAll(): void {
-    for (const s of this.spaces.values()) this.resync(s, 0, IOVA_LIMIT);
+  invalidateAll(): ShadowSyncReport {
+    const report = emptyReport();
+    for (const s of this.spaces.values()) merge(report, this.resync(s, 0, Infinity));
+    return report;
   }
 
   destroyAll(): void {
@@ -108,29 +120,40 @@ export class ShadowSpaces {
     }
   }
 
-  private table(source: ShadowSource): { format: PageTableFormat; geometry: TableGeometry } {
-    return source.kind === "v1" ? { format: amdV1PageTableFormat, geometry: amdV1Geometry(source.levels) } : { format: amdV2PageTableFormat, geometry: amdV2Geometry(source.levels === 5 ? 5 : 4) };
+  private source(s: ShadowSource): MirrorSource {
+    if (s.kind === "v1") {
+      this.v1View.reset();
+      return { format: this.v1View.format, geometry: amdV1Geometry(s.levels), root: s.root, reader: this.v1View.reader };
+    }
+    return { format: amdV2PageTableFormat, geometry: amdV2Geometry(s.levels === 5 ? 5 : 4), root: s.root, reader: this.entries };
   }
 
-  /** Makes the space equal to the guest's table over [address, address + length). */
-  resync(space: ShadowSpace, address: number, length: number): void {
-    const start = Math.max(0, Math.min(address, IOVA_LIMIT));
-    const end = Math.min(IOVA_LIMIT, address + length);
-    if (!(end > start)) return;
-    for (const [iova, [, size]] of [...space.maps]) {
-      if (iova < end && iova + size > start) {
-        space.backend.unmap(iova, size);
-        space.maps.delete(iova);
-      }
+  /**
+   * Makes the space equal to the guest's table over [address, address + length), widened to whole host
+   * mappings at both ends: a mapping the range cuts is removed whole by the mirror, so its whole extent is
+   * re-derived (a 16 KiB page the guest flushed 4 KiB of stays mapped).
+   */
+  private resync(space: ShadowSpace, address: number, length: number): ShadowSyncReport {
+    let from = address;
+    let end = address + length;
+    if (Number.isFinite(end)) {
+      const first = this.mappingAt(space.mirror, from);
+      if (first !== undefined) from = Math.min(from, first);
+      const last = this.mappingAt(space.mirror, end - 1);
+      if (last !== undefined) end = Math.max(end, last + space.mirror.maps.get(last)!.size);
     }
-    const { format, geometry } = this.table(space.source);
-    forEachLeaf(format, geometry, space.source.root, this.reader, start, end - start, (leaf) => {
-      const size = 2 ** leaf.pageShift;
-      const base = leaf.input - (leaf.input % size);
-      if (base < start || base + size > end || space.maps.has(base)) return;
-      const perms: PermBits = leaf.perms & Perm.ReadWrite;
-      if (perms === 0 || !this.memory.contains(leaf.output, size)) return;
-      if (space.backend.map(base, leaf.output, size, perms).ok) space.maps.set(base, [leaf.output, size]);
-    });
+    return space.mirror.resync(this.source(space.source), from, end - from);
+  }
+
+  /** The IOVA of the installed mapping containing `iova`, probing each page size v1 and v2 tables have. */
+  private mappingAt(mirror: ShadowMirror, iova: number): number | undefined {
+    if (!(iova >= 0) || mirror.entries === 0) return undefined;
+    for (let shift = 12; shift <= V1_MAX_PAGE_SHIFT; shift++) {
+      const size = 2 ** shift;
+      const base = iova - (iova % size);
+      const m = mirror.maps.get(base);
+      if (m !== undefined && m.size === size) return base;
+    }
+    return undefined;
   }
 }
