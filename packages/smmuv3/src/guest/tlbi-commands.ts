@@ -20,7 +20,9 @@ function trailingZeros(n: number): number {
  * an ASID whose leaves are 2^`leafShift` bytes (undefined: mixed sizes, TTL 0) in a table of granule `granuleShift`. With range invalidation
  * (IDR3.RIL): TG from the granule, TTL from the leaf level, and per command the largest aligned run of
  * NUM + 1 ≤ 32 chunks of 2^SCALE pages; without it, one command per leaf. Undefined when more than
- * MAX_RANGE_COMMANDS would be needed (invalidate the ASID instead).
+ * MAX_RANGE_COMMANDS would be needed (invalidate the ASID instead). With the leaf size unknown the commands are
+ * non-leaf with TTL 0, and, as Linux does, a run that would start with a single page is widened to two: NUM 0,
+ * SCALE 0 with TTL 0 is a Reserved encoding (IHI0070 §4.4.1) that raises CERROR_ILL.
  */
 export function tlbiRangeCommands(asid: number, iova: number, size: number, granuleShift: number, leafShift: number | undefined, rangeInvalidation: boolean): RawBits[] | undefined {
   const out: RawBits[] = [];
@@ -34,14 +36,16 @@ export function tlbiRangeCommands(asid: number, iova: number, size: number, gran
     return out;
   }
   const tg = (granuleShift - 10) / 2;
+  const leaf = leafShift === undefined ? 0 : 1;
   const ttl = leafShift === undefined ? 0 : 4 - Math.floor((leafShift - 3) / (granuleShift - 3));
   let pages = Math.ceil(size / 2 ** granuleShift);
+  if (ttl === 0 && pages % (RANGE_NUM_MAX + 1) === 1) pages++;
   let at = iova;
   while (at < end && pages > 0) {
     if (out.length >= MAX_RANGE_COMMANDS) return undefined;
     const scale = trailingZeros(pages);
     const num = Math.floor(pages / 2 ** scale) % (RANGE_NUM_MAX + 1);
-    out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, NUM: num - 1, SCALE: scale, Leaf: 1, TTL: ttl, TG: tg, Addr: BigInt(at) }));
+    out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, NUM: num - 1, SCALE: scale, Leaf: leaf, TTL: ttl, TG: tg, Addr: BigInt(at) }));
     at += num * 2 ** (scale + granuleShift);
     pages -= num * 2 ** scale;
   }

@@ -115,6 +115,8 @@ export class Smmuv3Unit implements PhysicalIommu {
   forwardedEvents = 0;
 
   private readonly streams = new Map<number, StreamState>();
+  /** Masters with other than their requester id alone as StreamIDs (firmware's ID mappings: IORT, DT iommu-map). */
+  private readonly masterStreams = new Map<PhysicalDevice, readonly number[]>();
   /**
    * Stage-2 changes reach every cached translation through the domain: a nesting parent's unmap drops its whole
    * VMID and the CD cache (CDs are fetched through stage 2); a stage-2-only domain's unmap drops just the range.
@@ -228,6 +230,35 @@ export class Smmuv3Unit implements PhysicalIommu {
     this.install(device, abortSte(), undefined, undefined);
   }
 
+  /**
+   * The StreamIDs a master emits (Linux `master->streams`, from the firmware's ID mappings): its requester id,
+   * unless the platform declared others with `setStreamIds`.
+   */
+  streamIdsOf(device: PhysicalDevice): readonly number[] {
+    return this.masterStreams.get(device) ?? [device.requesterId];
+  }
+
+  /**
+   * Declares the StreamIDs of a master, as the platform firmware does (a device behind a bridge that aliases
+   * several, a platform device with several ID mappings; none for one the firmware gives no mapping). Every
+   * STE the driver installs for the device is written at each of them. EINVAL for a StreamID beyond SIDSIZE.
+   */
+  setStreamIds(device: PhysicalDevice, sids: readonly number[]): Result<void> {
+    for (const sid of sids) {
+      if (!Number.isSafeInteger(sid) || sid < 0 || sid >= 2 ** this.features.sidBits) return err("EINVAL", `StreamID ${sid} beyond SIDSIZE`);
+    }
+    let installed: StreamState | undefined;
+    for (const sid of this.streamIdsOf(device)) {
+      const state = this.streams.get(sid);
+      if (state?.device !== device) continue;
+      installed = state;
+      this.streams.delete(sid);
+    }
+    this.masterStreams.set(device, [...sids]);
+    if (installed !== undefined) for (const sid of sids) this.streams.set(sid, installed);
+    return ok();
+  }
+
   private install(device: PhysicalDevice, ste: RawBits, s2: TablePagingDomain | undefined, nested: Smmuv3NestedDomain | undefined): void {
     // The STE is judged as the SMMU judges it: a nested STE carrying an out-of-range guest field (S1CDMax beyond
     // SSIDSIZE, a reserved S1Fmt) is ILLEGAL, and its traffic records C_BAD_STE.
@@ -235,16 +266,8 @@ export class Smmuv3Unit implements PhysicalIommu {
     const config = typeof settings === "number" ? -1 : settings.config;
     const kind = config === -1 ? StreamKind.Illegal : config === SteConfig.Nested ? StreamKind.Nested : config === SteConfig.S2Translate ? StreamKind.Stage2 : StreamKind.Abort;
     const s2Stage = s2 === undefined ? undefined : { format: s2.table.format, geometry: s2.table.geometry, root: s2.table.root };
-    this.streams.set(device.requesterId, {
-      device,
-      kind,
-      ste,
-      s2,
-      s2Stage,
-      nested,
-      stage1: typeof settings === "number" ? undefined : settings.stage1,
-      cds: new Map(),
-    });
+    const state: StreamState = { device, kind, ste, s2, s2Stage, nested, stage1: typeof settings === "number" ? undefined : settings.stage1, cds: new Map() };
+    for (const sid of this.streamIdsOf(device)) this.streams.set(sid, state);
   }
 
   /** The STE installed for a StreamID (16 halves), for inspection. */

@@ -18,7 +18,8 @@ import {
   type ViommuCore,
   type ViommuOps,
 } from "@viommu/core";
-import { CommandOpcode } from "../format/command.js";
+import { commandName, CommandOpcode } from "../format/command.js";
+import { tlbiRangeReserved } from "../format/tlbi-range.js";
 import { checkNestedVste } from "../format/stream-table-entry.js";
 import { HWPT_ARM_SMMUV3_BYTES, IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES } from "../format/uapi.js";
 import { Smmuv3NestedDomain } from "./smmuv3-nested-domain.js";
@@ -28,6 +29,21 @@ import type { Smmuv3Unit } from "./smmuv3-unit.js";
 export const ARM_VSMMU_SIZE = 256;
 /** Linux CMDQ_BATCH_ENTRIES: converted commands go to the hardware queue in chunks of 63 plus a CMD_SYNC. */
 export const CMDQ_BATCH_ENTRIES = 64;
+
+/** Command fields by 32-bit half (IHI0070 §4; positions as in `commandLayouts`). */
+const NUM_MASK = 0x1f << 12;
+const SCALE_MASK = 0x1f << 20;
+const SSV = 1 << 11;
+const SSID_MASK = 0xfffff000;
+const ATC_GLOBAL = 1 << 9;
+const VMID_MASK = 0xffff;
+const LEAF = 1;
+const TTL_MASK = 0b11 << 8;
+const TG_MASK = 0b11 << 10;
+const ADDR_LO_MASK = 0xfffff000;
+const ATC_SIZE_MASK = 0x3f;
+/** CMD_ATC_INV Size meaning "everything" (Linux ATC_INV_SIZE_ALL). */
+const ATC_INV_SIZE_ALL = 52;
 
 /**
  * A vSMMU (Linux `struct arm_vsmmu`, arm-smmu-v3-iommufd.c): one VM's slice of a physical SMMUv3. Its VMID is
@@ -65,11 +81,77 @@ export class ArmVsmmu implements ViommuOps {
   }
 
   /**
-   * One guest command made safe for the physical queue, in place (`arm_vsmmu_convert_user_cmd`):
-   * CMD_TLBI_NSNH_ALL becomes CMD_TLBI_NH_ALL of this VMID (dw1 cleared); TLBI_NH_{ALL,ASID,VA,VAA} get this VMID;
-   * ATC_INV and CFGI_CD(_ALL) get the physical SID of their vSID. Anything else, or an unknown vSID: EIO.
+   * Which bits of a guest command the host lets through, as `arm_vsmmu_validate_user_cmd` (Linux
+   * drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-iommufd.c, 2026) collects them per opcode: the opcode; VMID on the
+   * TLBIs (overwritten after); ASID within the SMMU's ASID width; NUM, SCALE, TG, TTL only with range
+   * invalidation (IDR3.RIL) and then never in a Reserved combination; Leaf and the address; ATC_INV only with
+   * ATS and a Size up to 52; SSV, SSID and Global only with SubstreamIDs; CFGI_CD's Leaf. Any other bit (RES0,
+   * SSec, an unsupported field) is EIO, so a guest cannot wedge the shared physical queue with a CERROR_ILL.
+   * Out-of-range values of allowed fields are the guest's own CONSTRAINED UNPREDICTABLE and are not checked.
+   */
+  private validateGuestCommand(cmd: RawBits): Result<void> {
+    const f = this.unit.features;
+    const op = cmd[0]! & 0xff;
+    const asidMask = ((f.asid16 ? 0xffff : 0xff) << 16) >>> 0;
+    let a0 = 0xff;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    switch (op) {
+      case CommandOpcode.CMD_TLBI_NSNH_ALL:
+        break;
+      case CommandOpcode.CMD_TLBI_NH_VA:
+      case CommandOpcode.CMD_TLBI_NH_VAA:
+        if (op === CommandOpcode.CMD_TLBI_NH_VA) a1 |= asidMask;
+        if (f.rangeInvalidation) {
+          if (tlbiRangeReserved(cmd, true)) return err("EIO", "a Reserved range encoding (NUM/SCALE/TG/TTL)");
+          a0 |= NUM_MASK | SCALE_MASK;
+          a2 |= TG_MASK | TTL_MASK;
+        }
+        a1 |= VMID_MASK;
+        a2 |= LEAF | ADDR_LO_MASK;
+        a3 = 0xffff_ffff;
+        break;
+      case CommandOpcode.CMD_TLBI_NH_ASID:
+        a1 |= asidMask | VMID_MASK;
+        break;
+      case CommandOpcode.CMD_TLBI_NH_ALL:
+        a1 |= VMID_MASK;
+        break;
+      case CommandOpcode.CMD_ATC_INV:
+        if (!f.ats) return err("EIO", "CMD_ATC_INV on an SMMU without ATS");
+        if ((cmd[2]! & ATC_SIZE_MASK) > ATC_INV_SIZE_ALL) return err("EIO", `CMD_ATC_INV Size ${cmd[2]! & ATC_SIZE_MASK} above ${ATC_INV_SIZE_ALL}`);
+        if (f.ssidBits > 0) a0 |= SSV | SSID_MASK | ATC_GLOBAL;
+        a1 = 0xffff_ffff;
+        a2 |= ATC_SIZE_MASK | ADDR_LO_MASK;
+        a3 = 0xffff_ffff;
+        break;
+      case CommandOpcode.CMD_CFGI_CD:
+        if (f.ssidBits > 0) a0 |= SSID_MASK;
+        a2 |= LEAF;
+        a1 = 0xffff_ffff;
+        break;
+      case CommandOpcode.CMD_CFGI_CD_ALL:
+        a1 = 0xffff_ffff;
+        break;
+      default:
+        return err("EIO", `opcode 0x${op.toString(16)} is not accepted from a guest`);
+    }
+    if ((cmd[0]! & ~a0) !== 0 || (cmd[1]! & ~a1) !== 0 || (cmd[2]! & ~a2) !== 0 || (cmd[3]! & ~a3) !== 0) {
+      return err("EIO", `${commandName(op) ?? "command"} sets bits a guest may not set`);
+    }
+    return ok();
+  }
+
+  /**
+   * One guest command made safe for the physical queue, in place (`arm_vsmmu_convert_user_cmd`): validated
+   * first (EIO, see `validateGuestCommand`); CMD_TLBI_NSNH_ALL becomes CMD_TLBI_NH_ALL of this VMID (dw1
+   * cleared); TLBI_NH_{ALL,ASID,VA,VAA} get this VMID; ATC_INV and CFGI_CD(_ALL) get the physical SID of their
+   * vSID (an unknown vSID is EIO).
    */
   convertGuestCommand(cmd: RawBits): Result<void> {
+    const valid = this.validateGuestCommand(cmd);
+    if (!valid.ok) return valid;
     const op = cmd[0]! & 0xff;
     switch (op) {
       case CommandOpcode.CMD_TLBI_NSNH_ALL:
@@ -77,12 +159,6 @@ export class ArmVsmmu implements ViommuOps {
         cmd[1] = this.vmid & 0xffff;
         cmd[2] = 0;
         cmd[3] = 0;
-        return ok();
-      case CommandOpcode.CMD_TLBI_NH_ALL:
-      case CommandOpcode.CMD_TLBI_NH_ASID:
-      case CommandOpcode.CMD_TLBI_NH_VA:
-      case CommandOpcode.CMD_TLBI_NH_VAA:
-        cmd[1] = ((cmd[1]! & 0xffff0000) | (this.vmid & 0xffff)) >>> 0;
         return ok();
       case CommandOpcode.CMD_ATC_INV:
       case CommandOpcode.CMD_CFGI_CD:
@@ -93,41 +169,48 @@ export class ArmVsmmu implements ViommuOps {
         return ok();
       }
       default:
-        return err("EIO", `opcode 0x${op.toString(16)} is not accepted from a guest`);
+        cmd[1] = ((cmd[1]! & 0xffff0000) | (this.vmid & 0xffff)) >>> 0;
+        return ok();
     }
   }
 
   /**
-   * IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 (`arm_vsmmu_cache_invalidate`): the whole array is copied at once
-   * (EINVAL for a wrong type or zero entries, E2BIG for a longer entry with a nonzero tail), converted entry by
-   * entry and run on the physical queue in chunks of CMDQ_BATCH_ENTRIES − 1. A bad entry stops the loop with
-   * EIO and `handled` = its index. Unlike v6.13–v7.1 Linux, the chunk converted before a bad entry is run
-   * before returning, so `handled` counts only entries that took effect (the contract the count states).
+   * IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 (`arm_vsmmu_cache_invalidate`, 2026): a wrong type is EINVAL, an
+   * empty array only probes the type (success, nothing handled). Entries go in batches of CMDQ_BATCH_ENTRIES − 1:
+   * each batch is copied (E2BIG for a longer entry with a nonzero tail) and converted whole before any of it runs,
+   * so one bad entry fails its whole batch, issuing nothing of it; the batches before it ran. `handled` counts the
+   * entries of the batches that ran, exactly the ones that took effect.
    */
   cacheInvalidate(array: UserDataArray): InvalidateOutcome {
-    const entries = copyStructFromFullUserArray(array, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
-    if (!entries.ok) return { handled: 0, result: fail(entries) };
-    const batch: RawBits[] = [];
-    for (let i = 0; i < entries.value.length; i++) {
-      const cmd = fromBytes(entries.value[i]!, 0, 128);
-      const converted = this.convertGuestCommand(cmd);
-      if (!converted.ok) {
-        this.unit.executeCommands(batch, true);
-        return { handled: i, result: converted };
+    if (array.type !== IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3) return { handled: 0, result: err("EINVAL", `array type ${array.type}`) };
+    let processed = 0;
+    while (processed < array.entryNum) {
+      const n = Math.min(array.entryNum - processed, CMDQ_BATCH_ENTRIES - 1);
+      const batch = { type: array.type, entryLen: array.entryLen, entryNum: n, bytes: array.bytes.subarray(processed * array.entryLen) };
+      const entries = copyStructFromFullUserArray(batch, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
+      if (!entries.ok) return { handled: processed, result: fail(entries) };
+      const commands: RawBits[] = [];
+      for (const entry of entries.value) {
+        const cmd = fromBytes(entry, 0, 128);
+        const converted = this.convertGuestCommand(cmd);
+        if (!converted.ok) return { handled: processed, result: converted };
+        commands.push(cmd);
       }
-      batch.push(cmd);
-      if (batch.length === CMDQ_BATCH_ENTRIES - 1) {
-        this.unit.executeCommands(batch, true);
-        batch.length = 0;
-      }
+      this.unit.executeCommands(commands, true);
+      processed += n;
     }
-    this.unit.executeCommands(batch, true);
-    return { handled: entries.value.length, result: ok() };
+    return { handled: processed, result: ok() };
   }
 
-  /** Programs vSID → pSID for a vDEVICE (its virt_id is the guest's StreamID, 32 bits). */
+  /**
+   * Programs vSID → pSID for a vDEVICE (its virt_id is the guest's StreamID, 32 bits). A device with other than
+   * exactly one StreamID is EOPNOTSUPP (`arm_vsmmu_vdevice_init`, the fix for CVE-2026-74573): a vSID maps to one
+   * pSID, so the invalidations of a second stream would never reach it.
+   */
   vdeviceInit(vdevice: VdeviceCore): Result<void> {
     if (vdevice.virtId > 0xffff_ffff) return err("EINVAL", `vSID ${vdevice.virtId} wider than 32 bits`);
+    const streams = this.unit.streamIdsOf(vdevice.device);
+    if (streams.length !== 1) return err("EOPNOTSUPP", `${vdevice.device.name} has ${streams.length} StreamIDs; a vDEVICE carries exactly one`);
     this.sidMap.set(vdevice.virtId, vdevice.device.requesterId);
     vdevice.destroy = () => {
       this.sidMap.delete(vdevice.virtId);

@@ -5,6 +5,7 @@ import {
   ok,
   rawEquals,
   toBytes,
+  type IommuError,
   type IommufdContext,
   type RawBits,
   type Result,
@@ -39,6 +40,15 @@ export function configVste(config: number): RawBits {
 
 /** The all-zero vSTE: V = 0, which the host turns into an abort STE. */
 export const INVALID_VSTE: RawBits = new Uint32Array(4);
+
+/** What one IOMMU_HWPT_INVALIDATE did. */
+export interface ForwardResult {
+  /** Entries that took effect, from the first. */
+  readonly handled: number;
+  readonly ok: boolean;
+  /** The host's refusal (undefined when `ok`). */
+  readonly error: IommuError | undefined;
+}
 
 interface NestedDevice {
   readonly devId: number;
@@ -129,13 +139,14 @@ export class NestedHost {
   }
 
   /**
-   * Forwards `count` raw guest commands (4 halves each, from `words`) with IOMMU_HWPT_INVALIDATE on the vSMMU;
-   * `handled` says how far the host got. The ioctl payload buffer is reused.
+   * Forwards `count` raw guest commands (4 halves each, from `words` at command `from`) with
+   * IOMMU_HWPT_INVALIDATE on the vSMMU. `handled` is how many the host says took effect (all of them when `ok`);
+   * `error` is the host's refusal. The ioctl payload buffer is reused.
    */
-  invalidate(words: Uint32Array, count: number): { handled: number; ok: boolean } {
-    if (count === 0) return { handled: 0, ok: true };
+  invalidate(words: Uint32Array, from: number, count: number): ForwardResult {
+    if (count === 0) return { handled: 0, ok: true, error: undefined };
     const bytes = this.payload.subarray(0, count * VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
-    toBytes(words.subarray(0, count * 4), bytes);
+    toBytes(words.subarray(from * 4, (from + count) * 4), bytes);
     const r = this.ctx.hwptInvalidate({
       hwptId: this.viommuId,
       dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
@@ -143,7 +154,8 @@ export class NestedHost {
       entryNum: count,
       entries: bytes,
     });
-    return { handled: r.handled, ok: r.result.ok };
+    if (r.result.ok) return { handled: count, ok: true, error: undefined };
+    return { handled: Math.max(0, Math.min(r.handled, count)), ok: false, error: r.result.error };
   }
 
   /** Drains the vEVENTQ: the records (StreamIDs already virtual) and whether events were lost on the way. */

@@ -21,6 +21,10 @@ import {
   type WalkResult,
   type AcpiTableBlob,
   type UserData,
+  HostServices,
+  resolveToken,
+  type HostLogKind,
+  type IommuError,
 } from "@viommu/core";
 import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits, type CommandName } from "../format/command.js";
 import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdSsec, cmdSyncCs, cmdSyncMsiAddress, cmdSyncMsiData, tlbiRange, type NumberRange } from "../format/command-fields.js";
@@ -28,6 +32,7 @@ import { GerrorBit, gerrorActive, gerrorRaise } from "../format/control-register
 import { EventType } from "../format/event-record.js";
 import { gicrSetlpirCpu } from "../format/gic-doorbell.js";
 import { CmdqError } from "../format/queue-registers.js";
+import { tlbiRangeReserved } from "../format/tlbi-range.js";
 import { SteConfig, STE_NESTING_ALLOWED_MASK } from "../format/stream-table-entry.js";
 import { CD_BYPASS, decodeCdSettings, readCd } from "../translate/cd-config.js";
 import { faultRecord } from "../translate/fault-record.js";
@@ -277,29 +282,66 @@ export class Smmuv3Device implements EmulatedIommu {
     },
     errorPosition: () => this.failurePosition,
     finish: () => this.flushForwards(),
-    abandon: () => {
-      this.forwardCount = 0;
-    },
   };
 
-  /** Sends the queued host commands; the position of the one the host refused, if any. */
+  /**
+   * Sends the commands queued for the host, in order; the queue position of the one the host refused, if any.
+   * Everything before the refused command takes effect: when the host reports fewer handled entries than it
+   * took (a kernel that refuses a whole batch for one bad entry handles none of it), the rest are resent one
+   * by one up to the refused one. Commands after it are not sent: the guest's recovery re-issues them.
+   * `stats.forwarded` counts only what the host accepted; a refusal is written to the host log.
+   */
   private flushForwards(): number | undefined {
     const count = this.forwardCount;
     this.forwardCount = 0;
     if (count === 0 || this.nested === undefined) return undefined;
-    const r = this.nested.invalidate(this.forwardWords, count);
-    this.stats.forwarded += r.ok ? count : r.handled;
-    return r.ok ? undefined : this.forwardPositions[Math.min(r.handled, count - 1)]!;
+    const r = this.nested.invalidate(this.forwardWords, 0, count);
+    if (r.ok) {
+      this.stats.forwarded += count;
+      return undefined;
+    }
+    let accepted = r.handled;
+    let error = r.error;
+    let refused = -1;
+    for (let i = accepted; i < count; i++) {
+      const one = this.nested.invalidate(this.forwardWords, i, 1);
+      if (!one.ok) {
+        refused = i;
+        error = one.error;
+        break;
+      }
+      accepted++;
+    }
+    this.stats.forwarded += accepted;
+    // A batch refused as a whole whose every entry the host then took: nothing left to report.
+    if (refused < 0) return undefined;
+    const position = this.forwardPositions[refused]!;
+    const name = commandName(this.forwardWords[refused * 4]! & 0xff) ?? "command";
+    this.hostLog("invalidation-refused", error, `${name} at CMDQ position 0x${position.toString(16)} refused by the host (${error?.errno ?? "?"} ${error?.message ?? ""}): CERROR_ILL to the guest`);
+    return position;
+  }
+
+  /** Completes what is queued for the host before a command with effects of its own: CERROR_ILL at a refused one. */
+  private drainForwards(): number {
+    const failed = this.flushForwards();
+    if (failed === undefined) return CmdqError.CERROR_NONE;
+    this.failurePosition = failed;
+    return CmdqError.CERROR_ILL;
   }
 
   private forward(cmd: RawBits, position: number): number {
     this.forwardWords.set(cmd, this.forwardCount * 4);
     this.forwardPositions[this.forwardCount++] = position;
-    if (this.forwardCount < FORWARD_BATCH) return CmdqError.CERROR_NONE;
-    const failed = this.flushForwards();
-    if (failed === undefined) return CmdqError.CERROR_NONE;
-    this.failurePosition = failed;
-    return CmdqError.CERROR_ILL;
+    return this.forwardCount < FORWARD_BATCH ? CmdqError.CERROR_NONE : this.drainForwards();
+  }
+
+  /** One entry in the host's log of refusals, for the VMM's operator. */
+  private hostLog(kind: HostLogKind, error: IommuError | undefined, message: string): void {
+    resolveToken(this.vm.container, HostServices).log.record({ vm: this.vm.id, source: this.logSource, kind, ...(error !== undefined ? { error } : {}), message });
+  }
+
+  private get logSource(): string {
+    return `smmuv3@0x${this.mmioBase.toString(16)}`;
   }
 
   /**
@@ -316,11 +358,17 @@ export class Smmuv3Device implements EmulatedIommu {
       case "CMD_PREFETCH_CONFIG":
       case "CMD_PREFETCH_ADDR":
         return cmdSid(cmd) >= sidLimit ? CmdqError.CERROR_ILL : CmdqError.CERROR_NONE;
-      case "CMD_CFGI_STE":
+      case "CMD_CFGI_STE": {
         if (cmdSid(cmd) >= sidLimit) return CmdqError.CERROR_ILL;
+        // Invalidations issued before it reach the host before the stream's new configuration does.
+        const drained = this.drainForwards();
+        if (drained !== CmdqError.CERROR_NONE) return drained;
         this.applyStreams(cmdSid(cmd), cmdSid(cmd));
         return CmdqError.CERROR_NONE;
+      }
       case "CMD_CFGI_STE_RANGE": {
+        const drained = this.drainForwards();
+        if (drained !== CmdqError.CERROR_NONE) return drained;
         if (cmdRange(cmd) === CFGI_ALL_RANGE) this.applyAllStreams();
         else {
           const { first, last } = cfgiSteRangeStreams(cmdSid(cmd), cmdRange(cmd));
@@ -343,6 +391,7 @@ export class Smmuv3Device implements EmulatedIommu {
         return this.invalidate(cmd, position, cmdAsid(cmd), 0, Number.POSITIVE_INFINITY);
       case "CMD_TLBI_NH_VA":
       case "CMD_TLBI_NH_VAA":
+        if (tlbiRangeReserved(cmd, f.rangeInvalidation)) return CmdqError.CERROR_ILL;
         tlbiRange(cmd, this.range);
         return this.invalidate(cmd, position, name === "CMD_TLBI_NH_VA" ? cmdAsid(cmd) : undefined, this.range.first, this.range.length);
       case "CMD_TLBI_EL2_ALL":
@@ -403,11 +452,8 @@ export class Smmuv3Device implements EmulatedIommu {
    * as an event. A host refusal or an incomplete ATC invalidation fails the SYNC instead.
    */
   private sync(cs: number, msiAddress: number, msiData: number): number {
-    const failed = this.flushForwards();
-    if (failed !== undefined) {
-      this.failurePosition = failed;
-      return CmdqError.CERROR_ILL;
-    }
+    const drained = this.drainForwards();
+    if (drained !== CmdqError.CERROR_NONE) return drained;
     if (this.atcFailure) {
       this.atcFailure = false;
       return CmdqError.CERROR_ATC_INV_SYNC;

@@ -186,7 +186,7 @@ describe("SMMUv3 vIOMMU invalidation (IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3)",
     const va = encodeCommand("CMD_TLBI_NH_VA", { VMID: 0x77, ASID: 5, NUM: 3, SCALE: 1, TG: 1, TTL: 3, Leaf: 1, Addr: 0xffffd000n });
     expect(h.vsmmu.convertGuestCommand(va)).toEqual(ok());
     expect(hex64(va)).toEqual(hex64(encodeCommand("CMD_TLBI_NH_VA", { VMID: vmid, ASID: 5, NUM: 3, SCALE: 1, TG: 1, TTL: 3, Leaf: 1, Addr: 0xffffd000n })));
-    const nsnh = fromWords64(["0x0000000000000030", "0xdeadbeefdeadbeef"]);
+    const nsnh = encodeCommand("CMD_TLBI_NSNH_ALL", {});
     expect(h.vsmmu.convertGuestCommand(nsnh).ok).toBe(true);
     expect(hex64(nsnh)).toEqual(hex64(encodeCommand("CMD_TLBI_NH_ALL", { VMID: vmid })));
     for (const name of ["CMD_TLBI_NH_ALL", "CMD_TLBI_NH_ASID", "CMD_TLBI_NH_VAA"] as const) {
@@ -207,18 +207,51 @@ describe("SMMUv3 vIOMMU invalidation (IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3)",
   });
 
   it.each(["CMD_CFGI_STE", "CMD_CFGI_STE_RANGE", "CMD_TLBI_S12_VMALL", "CMD_TLBI_S2_IPA", "CMD_TLBI_EL2_ALL", "CMD_PRI_RESP", "CMD_RESUME", "CMD_SYNC", "CMD_PREFETCH_CONFIG"] as const)(
-    "rejects %s with EIO and reports the entries handled before it",
+    "rejects %s with EIO: its whole batch of 63 is issued to no effect, the batches before it ran",
     (name) => {
       const h = withVdevice();
-      const r = invalidate(h, h.viommuId, [encodeCommand("CMD_TLBI_NH_ASID", { ASID: 1 }), encodeCommand("CMD_TLBI_NH_ALL", {}), encodeCommand(name, {}), encodeCommand("CMD_TLBI_NH_ALL", {})]);
-      expect(r.handled).toBe(2);
+      const vmid = h.vsmmu.vmid;
+      h.unit.iotlb.insert(vmid, 1, 0x10_0000, 12, 0x8000_0000, Perm.ReadWrite);
+      h.unit.iotlb.insert(vmid, 2, 0x10_0000, 12, 0x8000_1000, Perm.ReadWrite);
+      const r = invalidate(h, h.viommuId, [encodeCommand("CMD_TLBI_NH_ASID", { ASID: 1 }), encodeCommand(name, {}), encodeCommand("CMD_TLBI_NH_ALL", {})]);
+      expect(r.handled).toBe(0);
       expect(errnoOf(r.result)).toBe("EIO");
+      expect(h.unit.iotlb.size).toBe(2);
+      // 63 good ones form the first batch, which runs; the bad one fails the second.
+      const long = [...Array.from({ length: 62 }, () => encodeCommand("CMD_TLBI_NH_ASID", { ASID: 3 })), encodeCommand("CMD_TLBI_NH_ASID", { ASID: 1 }), encodeCommand(name, {})];
+      const r2 = invalidate(h, h.viommuId, long);
+      expect(r2.handled).toBe(63);
+      expect(h.unit.iotlb.size).toBe(1);
     },
   );
 
-  it("copies the array with the full-array helper: zero entries EINVAL, wrong type EINVAL, a nonzero tail E2BIG, a zero tail or a short entry accepted", () => {
+  it.each([
+    ["TLBI_NH_ALL with an ASID", encodeCommand("CMD_TLBI_NH_ALL", {}), (c: Uint32Array) => (c[1] = 0x0005_0000)],
+    ["TLBI_NSNH_ALL with a VMID", encodeCommand("CMD_TLBI_NSNH_ALL", {}), (c: Uint32Array) => (c[1] = 7)],
+    ["TLBI_NH_VA with SSec", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 1, TTL: 3 }), (c: Uint32Array) => (c[0] = (c[0]! | (1 << 10)) >>> 0)],
+    ["TLBI_NH_VA with TTL but TG 0", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TTL: 3 }), () => undefined],
+    ["TLBI_NH_VA with NUM = SCALE = TTL = 0 (Reserved)", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 1 }), () => undefined],
+    ["TLBI_NH_VA 16K TTL 1 without DS", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 2, TTL: 1 }), () => undefined],
+    ["TLBI_NH_VAA with an ASID", encodeCommand("CMD_TLBI_NH_VAA", { TG: 1, TTL: 3 }), (c: Uint32Array) => (c[1] = 0x0001_0000)],
+    ["ATC_INV with Size 53", encodeCommand("CMD_ATC_INV", { SID: 0x28, Size: 53 }), () => undefined],
+    ["CFGI_CD_ALL with an SSID", encodeCommand("CMD_CFGI_CD_ALL", { SID: 0x28 }), (c: Uint32Array) => (c[0] = (c[0]! | 0x1000) >>> 0)],
+    ["CFGI_CD with SSV", encodeCommand("CMD_CFGI_CD", { SID: 0x28 }), (c: Uint32Array) => (c[0] = (c[0]! | (1 << 11)) >>> 0)],
+  ])("rejects %s with EIO (arm_vsmmu_validate_user_cmd)", (_what, cmd, tweak) => {
     const h = withVdevice();
-    expect(errnoOf(invalidate(h, h.viommuId, []).result)).toBe("EINVAL");
+    tweak(cmd);
+    expect(errnoOf(h.vsmmu.convertGuestCommand(cmd))).toBe("EIO");
+  });
+
+  it("accepts what Linux's arm_smmu_tlb_inv_range_cmd sends: a leaf range TLBI with its TTL, a non-leaf one of two pages", () => {
+    const h = withVdevice();
+    expect(h.vsmmu.convertGuestCommand(encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 1, TTL: 3, Leaf: 1, Addr: 0x1000n })).ok).toBe(true);
+    expect(h.vsmmu.convertGuestCommand(encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 1, NUM: 1, Addr: 0x1000n })).ok).toBe(true);
+    expect(h.vsmmu.convertGuestCommand(encodeCommand("CMD_ATC_INV", { SID: 0x28, Size: 52, SSV: 1, SSID: 3, Global: 1 })).ok).toBe(true);
+  });
+
+  it("copies the array with the full-array helper: wrong type EINVAL, zero entries a type probe, a nonzero tail E2BIG, a zero tail or a short entry accepted", () => {
+    const h = withVdevice();
+    expect(invalidate(h, h.viommuId, [])).toEqual({ handled: 0, result: ok() });
     const bytes = toBytes(encodeCommand("CMD_TLBI_NH_ALL", {}));
     expect(errnoOf(h.ctx.hwptInvalidate({ hwptId: h.viommuId, dataType: 0, entryLen: 16, entryNum: 1, entries: bytes }).result)).toBe("EINVAL");
     const long = new Uint8Array(24);
@@ -285,5 +318,34 @@ describe("SMMUv3 translation of a device's DMA", () => {
     unwrap(h.ctx.attach(h.devId, h.ioasId));
     expect(h.device.read(0x1000, 4, 3).ok).toBe(false);
     expect(h.unit.hostEvents.map((e) => e[0]! & 0xff)).toEqual([0x08]);
+  });
+});
+
+describe("SMMUv3 masters with several StreamIDs", () => {
+  it("refuses a vDEVICE for a master with other than exactly one StreamID with EOPNOTSUPP (arm_vsmmu_vdevice_init)", () => {
+    for (const sids of [[0x100, 0x101], []]) {
+      const h = hostSetup();
+      unwrap(h.unit.setStreamIds(h.device, sids));
+      const viommuId = unwrap(h.ctx.viommuAlloc({ flags: 0, type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3, devId: h.devId, hwptId: h.parentId }));
+      expect(errnoOf(h.ctx.vdeviceAlloc({ viommuId, devId: h.devId, virtId: 0x28 }))).toBe("EOPNOTSUPP");
+      // Nothing of it is left: the vSID is free and the vSMMU maps nothing.
+      expect(vsmmuOf(h, viommuId).sidMap.size).toBe(0);
+      expect(h.ctx.list("VDEVICE")).toEqual([]);
+    }
+    const one = hostSetup();
+    unwrap(one.unit.setStreamIds(one.device, [0x100]));
+    const viommuId = unwrap(one.ctx.viommuAlloc({ flags: 0, type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3, devId: one.devId, hwptId: one.parentId }));
+    expect(one.ctx.vdeviceAlloc({ viommuId, devId: one.devId, virtId: 0x28 }).ok).toBe(true);
+  });
+
+  it("installs a master's STE at every one of its StreamIDs, and refuses one beyond SIDSIZE", () => {
+    const h = hostSetup();
+    unwrap(h.unit.setStreamIds(h.device, [0x100, 0x1ff]));
+    unwrap(h.ctx.attach(h.devId, h.ioasId));
+    expect(decodeSte(h.unit.steOf(0x1ff)!).Config).toBe(SteConfig.S2Translate);
+    expect(h.unit.steOf(0x1ff)).toBe(h.unit.steOf(0x100));
+    h.ctx.detach(h.devId);
+    expect(decodeSte(h.unit.steOf(0x1ff)!).Config).toBe(SteConfig.Abort);
+    expect(errnoOf(h.unit.setStreamIds(h.device, [0x1_0000]))).toBe("EINVAL");
   });
 });
