@@ -125,6 +125,13 @@ describe("range TLB invalidation as Linux's arm_smmu_tlb_inv_range_cmd builds it
     expect(decodeCommand(tlbiRangeCommands(1, 0, 0x20_0000, 12, 21, true)![0]!).fields).toMatchObject({ TTL: 2, SCALE: 9, NUM: 0 });
   });
 
+  it("with the leaf size unknown sends non-leaf commands with TTL 0, widening a single page to two (NUM 0, SCALE 0, TTL 0 is Reserved)", () => {
+    const [one] = tlbiRangeCommands(5, 0x10_0000, 0x1000, 12, undefined, true)!;
+    expect(decodeCommand(one!)).toMatchObject({ fields: { NUM: 0, SCALE: 1, TG: 1, TTL: 0, Leaf: 0, Addr: 0x10_0000n } });
+    const three = tlbiRangeCommands(5, 0x10_0000, 0x3000, 12, undefined, true)!.map((c) => decodeCommand(c).fields as Record<string, unknown>);
+    expect(three.map((f) => [f.NUM, f.SCALE, f.TTL])).toEqual([[2, 0, 0]]);
+  });
+
   it("issues one single-address command per leaf without range invalidation, and gives up past 64 commands", () => {
     expect(tlbiRangeCommands(1, 0x1000, 0x3000, 12, 12, false)!.map((c) => hex64(c)[1])).toEqual(["0x0000000000001001", "0x0000000000002001", "0x0000000000003001"]);
     expect(tlbiRangeCommands(1, 0, 65 * 4096, 12, 12, false)).toBeUndefined();

@@ -35,12 +35,17 @@ describe("emulated SMMUv3 command queue", () => {
     ["PRI_RESP without PRI", encodeCommand("CMD_PRI_RESP", { SID: 0x10 })],
     ["CFGI_STE beyond SIDSIZE", encodeCommand("CMD_CFGI_STE", { SID: 0x1_0000 })],
     ["CMD_SYNC with the reserved CS 3", encodeCommand("CMD_SYNC", { CS: 3 })],
+    ["a range TLBI with NUM = SCALE = TTL = 0 (Reserved, IHI0070 §4.4.1)", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 1 })],
+    ["a TLBI with a TTL hint but TG 0 (RES0)", encodeCommand("CMD_TLBI_NH_VAA", { TTL: 2 })],
+    ["a 16K range TLBI with TTL 1 without IDR5.DS", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 2, TTL: 1 })],
   ])("stops at %s with CERROR_ILL in CMDQ_CONS.ERR and GERROR.CMDQ_ERR, until acknowledged", (_what, bad) => {
     const s = rawSmmu();
     s.submit(encodeCommand("CMD_TLBI_NH_ALL", {}), bad, SYNC);
     expect(s.cons()).toBe(1);
     expect(s.consErr()).toBe(1);
     expect(s.cmdqError()).toBe(true);
+    // The emulated SMMU judged it itself: nothing illegal went to the host to be refused there.
+    expect(s.bed.platform.host.log.entries()).toEqual([]);
     // Nothing more is consumed while the error is active, even on a new doorbell.
     s.submit(SYNC);
     expect(s.cons()).toBe(1);
