@@ -16,6 +16,7 @@ import {
   type DmaDevice,
   type PhysicalIommu,
   type Result,
+  type WritableFormat,
 } from "@viommu/core";
 import { encodeMockS1, MOCK_HWPT_DATA_TYPE, MOCK_VIOMMU_TYPE } from "../src/format/uapi.js";
 import { mockPlugin } from "../src/plugin.js";
@@ -90,7 +91,7 @@ describe("re-attaching to the address space a device is already attached to", ()
     // Even a (buggy) destroy while attached leaves the VMID and table to the attachment.
     domain.destroy();
     expect(platform.host.vmids.isUsed(domain.vmid)).toBe(true);
-    const other = TablePagingDomain.create(unit, platform.host, domain.table.format, domain.table.geometry, { nestParent: false });
+    const other = TablePagingDomain.create(unit, platform.host, domain.table.format as WritableFormat, domain.table.geometry, { nestParent: false });
     expect(unwrap(other).vmid).not.toBe(domain.vmid);
     unwrap(a.ctx.detach(a.dev));
     expect(platform.host.vmids.isUsed(domain.vmid)).toBe(false);

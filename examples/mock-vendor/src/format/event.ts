@@ -12,6 +12,19 @@ export const MockEventType = {
 
 export const mockEventNames: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(MockEventType).map(([k, v]) => [v, k]));
 
+/** CMD_ERROR reasons: why the queue stopped at the command it names. */
+export const MockCommandError = {
+  /** Not a command the device knows, or a field it cannot take. */
+  ILLEGAL: 1,
+  /** The command could not be read from guest memory. */
+  FETCH: 2,
+  /**
+   * The host refused what the command asked for (an invalidation iommufd rejected, a configuration or shadow
+   * mapping it would not install). Commands before it took effect; the VMM logged the refusal.
+   */
+  HOST_REFUSED: 3,
+} as const;
+
 /** DMA fault reasons (the REASON field of DMA_FAULT) and global error codes. */
 export const MockFaultReason = {
   NOT_PRESENT: 1,

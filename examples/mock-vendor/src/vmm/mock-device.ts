@@ -1,6 +1,11 @@
 import {
   createShadowBackend,
   HostServices,
+  ShadowMirror,
+  StateReader,
+  type HostLog,
+  type GuestQueueView,
+  type QueuePointerRegister,
   resolveToken,
   type CoreEvents,
   type EventBus,
@@ -8,7 +13,6 @@ import {
   encodeState,
   err,
   fail,
-  forEachLeaf,
   fromBytes,
   GuestTableReader,
   NO_PASID,
@@ -24,9 +28,7 @@ import {
   type InterruptResult,
   type MmioHandler,
   type MsiMessage,
-  type PermBits,
   type Result,
-  type ShadowBackend,
   type StateValue,
   type TranslationMode,
   type VeventqFile,
@@ -37,7 +39,7 @@ import {
 import { PageWalker } from "@viommu/core";
 import { decodeMockCommand, decodeMockCommandInto, MOCK_CMD_BYTES, MockOpcode, type MockCommand } from "../format/command.js";
 import { decodeMockDeviceEntry, MOCK_DTE_BYTES, mockDeviceEntryMalformed } from "../format/device-entry.js";
-import { encodeMockEvent, MOCK_EVENT_BYTES, MockEventType, MockFaultReason } from "../format/event.js";
+import { encodeMockEvent, MOCK_EVENT_BYTES, MockCommandError, MockEventType, MockFaultReason } from "../format/event.js";
 import { decodeMockIrte, MOCK_IRTE_BYTES, mockMsiIndex } from "../format/irte.js";
 import { mockGeometry, mockPteFormat } from "../format/pte.js";
 import {
@@ -81,11 +83,63 @@ interface AssignedDevice {
 }
 
 interface ShadowSpace {
-  readonly backend: ShadowBackend;
+  readonly mirror: ShadowMirror;
   readonly root: number;
-  /** Installed mappings: IOVA → [GPA, length, perms]. */
-  readonly maps: Map<number, [number, number, PermBits]>;
 }
+
+/** A base register's fields: a 4 KiB-aligned address below 2^52 and a log2 size the device accepts. */
+const MAX_ADDRESS = 2 ** 52 - 4096;
+const MAX_LOG2 = 16;
+
+interface MockState {
+  control: number;
+  status: number;
+  devtab: { address: number; log2: number };
+  cmdq: { address: number; log2: number; head: number; tail: number };
+  evtq: { address: number; log2: number; head: number; tail: number };
+  irt: { address: number; log2: number };
+  evtMsi: { address: number; data: number };
+  vqBases: bigint[];
+}
+
+function parseBase(r: StateReader, name: string): { address: number; log2: number } {
+  const [address, log2] = r.array(name, { exactly: 2 });
+  const a = address!.asInt(0, MAX_ADDRESS);
+  r.check(a % 4096 === 0, name, "address is not 4 KiB aligned");
+  return { address: a, log2: log2!.asInt(0, MAX_LOG2) };
+}
+
+function parseRing(r: StateReader, name: string): MockState["cmdq"] {
+  const v = r.array(name, { exactly: 4 });
+  const address = v[0]!.asInt(0, MAX_ADDRESS);
+  r.check(address % 4096 === 0, name, "address is not 4 KiB aligned");
+  const log2 = v[1]!.asInt(0, MAX_LOG2);
+  return { address, log2, head: v[2]!.asInt(0, 2 ** log2 - 1), tail: v[3]!.asInt(0, 2 ** log2 - 1) };
+}
+
+/** The mock's saved registers, each checked against what the register file itself would accept. */
+function parseMockState(r: StateReader): MockState {
+  const msi = r.array("evtMsi", { exactly: 2 });
+  return {
+    control: r.int("control", 0, 0x1f),
+    status: r.int("status", 0, MockStatus.CMD_ERROR | MockStatus.EVT_OVERFLOW | MockStatus.GLOBAL_ERROR | 0x1f),
+    devtab: parseBase(r, "devtab"),
+    cmdq: parseRing(r, "cmdq"),
+    evtq: parseRing(r, "evtq"),
+    irt: parseBase(r, "irt"),
+    evtMsi: { address: msi[0]!.asInt(0, 0xffff_ffff), data: msi[1]!.asInt(0, 0xffff_ffff) },
+    vqBases: r.array("vqBases", { exactly: 2 }).map((b) => b.asU64()),
+  };
+}
+
+/** What applying a device entry did: how many shadow mappings the back end refused (0 in nested mode). */
+interface Applied {
+  readonly refusedMappings: number;
+}
+const APPLIED: Applied = { refusedMappings: 0 };
+
+/** What executing one trapped command did: 0 when it took effect, else the CMD_ERROR reason. */
+type CommandOutcome = 0 | (typeof MockCommandError)[keyof typeof MockCommandError];
 
 /**
  * The VMM half of the mock: its register file, trap-and-emulate command queue, event log injection (with
@@ -114,7 +168,8 @@ export class MockDevice implements EmulatedIommu {
   private viommuId: number | undefined;
   private veventq: VeventqFile | undefined;
   private veventqId: number | undefined;
-  private readonly vdeviceIds: number[] = [];
+  /** vDEVICE ids by bound device id. */
+  private readonly vdevices = new Map<number, number>();
   private lastSequence = -1;
   private vqueueMapping: { unmap(): void } | undefined;
   private registers: { unmap(): void } | undefined;
@@ -125,9 +180,12 @@ export class MockDevice implements EmulatedIommu {
   private readonly command: MockCommand = decodeMockCommand(new Uint32Array(4));
 
   private readonly events: EventBus<CoreEvents>;
+  private readonly log: HostLog;
 
-  private constructor(private readonly options: VmmDeviceOptions) {
-    this.events = resolveToken(options.vm.container, HostServices).events;
+  private constructor(readonly options: VmmDeviceOptions) {
+    const host = resolveToken(options.vm.container, HostServices);
+    this.events = host.events;
+    this.log = host.log;
     this.mode = options.mode;
     this.mmioBase = options.mmioBase ?? MOCK_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
     this.reader = new GuestTableReader(options.vm.memory);
@@ -192,7 +250,7 @@ export class MockDevice implements EmulatedIommu {
     if (this.viommuId !== undefined) {
       const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId, virtId: guestRid });
       if (!vdev.ok) return fail(vdev);
-      this.vdeviceIds.push(vdev.value);
+      this.vdevices.set(devId, vdev.value);
     }
     this.assigned.set(guestRid, { device, devId, hwptId: undefined, shadowAsid: undefined });
     device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
@@ -201,6 +259,81 @@ export class MockDevice implements EmulatedIommu {
       if (!r.ok) return fail(r);
     }
     return ok();
+  }
+
+  unassignDevice(guestRid: number): Result<void> {
+    const a = this.assigned.get(guestRid);
+    if (a === undefined) return err("ENOENT", `nothing assigned at guest RID 0x${guestRid.toString(16)}`);
+    const r = this.releaseDevice(a);
+    this.assigned.delete(guestRid);
+    a.device.msiTarget = undefined;
+    return r;
+  }
+
+  renumberDevice(fromRid: number, toRid: number): Result<void> {
+    const a = this.assigned.get(fromRid);
+    if (a === undefined) return err("ENOENT", `nothing assigned at guest RID 0x${fromRid.toString(16)}`);
+    if (this.assigned.has(toRid)) return err("EEXIST", `guest RID 0x${toRid.toString(16)} already assigned`);
+    const released = this.releaseDevice(a);
+    if (!released.ok) return released;
+    this.assigned.delete(fromRid);
+    // Assigned afresh at the new id: a new vDEVICE, and the host follows whatever the guest's entry there says.
+    const r = this.assignDevice(a.device, a.devId, toRid);
+    if (!r.ok) return r;
+    this.deviceEntryChanged(toRid);
+    return ok();
+  }
+
+  /** Detaches a device, drops its HWPT and vDEVICE: its DMA is blocked and nothing the host cached for it stays. */
+  private releaseDevice(a: AssignedDevice): Result<void> {
+    const detached = this.ctx.detach(a.devId);
+    if (!detached.ok) return detached;
+    if (a.hwptId !== undefined) this.logIfFailed(this.ctx.destroy(a.hwptId), "configuration-refused", "destroying a nested HWPT");
+    a.hwptId = undefined;
+    a.shadowAsid = undefined;
+    const vdev = this.vdevices.get(a.devId);
+    if (vdev !== undefined) {
+      const r = this.ctx.destroy(vdev);
+      if (!r.ok) return r;
+      this.vdevices.delete(a.devId);
+    }
+    return ok();
+  }
+
+  /** A host call whose failure the guest cannot be told of (teardown): it goes to the host log. */
+  private logIfFailed(r: Result<unknown>, kind: "configuration-refused" | "other", what: string): void {
+    if (!r.ok) this.log.record({ vm: this.options.vm.id, source: this.source, kind, error: r.error, message: `${what}: ${r.error.errno} ${r.error.message}` });
+  }
+
+  private get source(): string {
+    return `mock@0x${this.mmioBase.toString(16)}`;
+  }
+
+  guestQueues(): GuestQueueView[] {
+    const ring = (name: string, role: "command" | "event", producedBy: "guest" | "device", q: () => MockDevice["cmdq"], prod: number, cons: number): GuestQueueView => ({
+      name,
+      role,
+      producedBy,
+      entryBytes: role === "command" ? MOCK_CMD_BYTES : MOCK_EVENT_BYTES,
+      base: () => (q().ring.entries > 0 ? q().address : undefined),
+      entries: () => q().ring.entries,
+      producer: this.indexRegister(prod),
+      consumer: this.indexRegister(cons),
+    });
+    return [
+      ring("CMDQ", "command", "guest", () => this.cmdq, MockReg.CMDQ_TAIL, MockReg.CMDQ_HEAD),
+      ring("EVTQ", "event", "device", () => this.evtq, MockReg.EVTQ_TAIL, MockReg.EVTQ_HEAD),
+    ];
+  }
+
+  /** The mock's queue pointers: a plain slot index in bits 15:0, no wrap bit (one slot is kept free). */
+  private indexRegister(offset: number): QueuePointerRegister {
+    return {
+      address: this.mmioBase + offset,
+      size: 4,
+      encode: (position, current) => (current & ~0xffffn) | BigInt(position.index & 0xffff),
+      decode: (value) => ({ index: Number(value & 0xffffn), wrap: false }),
+    };
   }
 
   // ---- registers ----
@@ -339,22 +472,24 @@ export class MockDevice implements EmulatedIommu {
     for (let budget = q.ring.entries; budget > 0 && !q.ring.isEmpty(q.tail, q.head); budget--) {
       const at = q.address + q.ring.index(q.head) * MOCK_CMD_BYTES;
       if (!this.options.vm.memory.hostReadable(at, MOCK_CMD_BYTES)) {
-        this.commandError(q.head);
+        this.commandError(q.head, MockCommandError.FETCH);
         return;
       }
       const cmd = decodeMockCommandInto(this.options.vm.memory.readWords(at, this.scratch), this.command);
       this.stats.trapped++;
-      if (!this.executeCommand(cmd)) {
-        this.commandError(q.head);
+      const outcome = this.executeCommand(cmd);
+      if (outcome !== 0) {
+        this.commandError(q.head, outcome);
         return;
       }
       q.head = q.ring.next(q.head);
     }
   }
 
-  private commandError(position: number): void {
+  /** The queue stops at the command: commands before it took effect, the ones after wait for the acknowledge. */
+  private commandError(position: number, reason: number): void {
     this.status |= MockStatus.CMD_ERROR;
-    this.injectEvent(encodeMockEvent({ TYPE: MockEventType.CMD_ERROR, REASON: 1, INDEX: position }));
+    this.injectEvent(encodeMockEvent({ TYPE: MockEventType.CMD_ERROR, REASON: reason, INDEX: position }));
   }
 
   private globalError(code: number): void {
@@ -362,31 +497,28 @@ export class MockDevice implements EmulatedIommu {
     this.injectEvent(encodeMockEvent({ TYPE: MockEventType.GLOBAL_ERROR, REASON: code }));
   }
 
-  /** Executes one trapped command; false marks it illegal (the queue stops there). */
-  private executeCommand(cmd: MockCommand): boolean {
+  /** Executes one trapped command; a nonzero outcome stops the queue there with that reason. */
+  private executeCommand(cmd: MockCommand): CommandOutcome {
     switch (cmd.OP) {
       case MockOpcode.INV_DEVICE:
-        this.deviceEntryChanged(cmd.RID);
-        return true;
+        return this.deviceEntryChanged(cmd.RID) ? 0 : MockCommandError.HOST_REFUSED;
       case MockOpcode.INV_ASID:
       case MockOpcode.INV_ALL:
-        this.invalidate(cmd.ASID, 0, Infinity);
-        return true;
+        return this.invalidate(cmd.ASID, 0, Infinity) ? 0 : MockCommandError.HOST_REFUSED;
       case MockOpcode.INV_RANGE:
-        this.invalidate(cmd.ASID, cmd.ADDR, (cmd.NPAGES + 1) * 4096);
-        return true;
+        return this.invalidate(cmd.ASID, cmd.ADDR, (cmd.NPAGES + 1) * 4096) ? 0 : MockCommandError.HOST_REFUSED;
       case MockOpcode.INV_IRTE:
         // Interrupt entries are read from guest memory on every remap: nothing cached to drop.
-        return true;
+        return 0;
       case MockOpcode.SYNC:
         if (cmd.ADDR !== 0) {
-          if (!this.options.vm.memory.hostReadable(cmd.ADDR, 4)) return false;
+          if (!this.options.vm.memory.hostReadable(cmd.ADDR, 4)) return MockCommandError.ILLEGAL;
           this.options.vm.memory.write32(cmd.ADDR, cmd.DATA);
         }
         if (cmd.IRQ) this.raiseEventInterrupt();
-        return true;
+        return 0;
       default:
-        return false;
+        return MockCommandError.ILLEGAL;
     }
   }
 
@@ -399,30 +531,43 @@ export class MockDevice implements EmulatedIommu {
     return decodeMockDeviceEntry(raw);
   }
 
-  /** The guest changed a device entry: rebuild the host side of that device. */
-  private deviceEntryChanged(rid: number): void {
+  /**
+   * The guest changed a device entry: rebuild the host side of that device. False when the host refused the
+   * configuration (the refusal is in the host log; the device is left blocked, never on a stale table).
+   */
+  private deviceEntryChanged(rid: number): boolean {
     const a = this.assigned.get(rid);
-    if (a === undefined || this.mode === "ir-only") return;
+    if (a === undefined || this.mode === "ir-only") return true;
     const entry = this.readDeviceEntry(rid);
-    if (this.mode === "nested") this.applyNested(a, entry);
-    else this.applyShadow(a, entry);
+    const r = this.mode === "nested" ? this.applyNested(a, entry) : this.applyShadow(a, entry);
+    // A shadow installed up to the back end's limit stays attached: what is mapped works, the rest faults.
+    if (r.ok) return r.value.refusedMappings === 0;
+    this.log.record({ vm: this.options.vm.id, source: this.source, kind: "configuration-refused", error: r.error, message: `device 0x${rid.toString(16)}: ${r.error.errno} ${r.error.message}` });
+    // Whatever was half-built, the device must not keep translating through its old configuration.
+    this.ctx.detach(a.devId);
+    if (a.hwptId !== undefined) this.ctx.destroy(a.hwptId);
+    a.hwptId = undefined;
+    a.shadowAsid = undefined;
+    return false;
   }
 
-  private applyNested(a: AssignedDevice, entry: ReturnType<typeof decodeMockDeviceEntry> | undefined): void {
+  private applyNested(a: AssignedDevice, entry: ReturnType<typeof decodeMockDeviceEntry> | undefined): Result<Applied> {
     const previous = a.hwptId;
+    const dropPrevious = (): Result<Applied> => {
+      const r = previous === undefined ? ok() : this.ctx.destroy(previous);
+      return r.ok ? ok(APPLIED) : fail(r);
+    };
     if (entry === undefined || !entry.V) {
-      if (previous !== undefined) {
-        this.ctx.detach(a.devId);
-        this.ctx.destroy(previous);
-        a.hwptId = undefined;
-      }
-      return;
+      const r = this.ctx.detach(a.devId);
+      if (!r.ok) return fail(r);
+      a.hwptId = undefined;
+      return dropPrevious();
     }
     if (!entry.TR) {
-      this.ctx.attach(a.devId, this.options.parentHwptId);
-      if (previous !== undefined) this.ctx.destroy(previous);
+      const r = this.ctx.attach(a.devId, this.options.parentHwptId);
+      if (!r.ok) return fail(r);
       a.hwptId = undefined;
-      return;
+      return dropPrevious();
     }
     const hwpt = this.ctx.hwptAlloc({
       flags: 0,
@@ -430,36 +575,51 @@ export class MockDevice implements EmulatedIommu {
       ptId: this.viommuId!,
       data: { type: MOCK_HWPT_DATA_TYPE, bytes: encodeMockS1({ s1Root: entry.S1ROOT, asid: entry.ASID, flags: 0 }) },
     });
-    if (!hwpt.ok) return;
-    if (!this.ctx.attach(a.devId, hwpt.value).ok) {
+    if (!hwpt.ok) return fail(hwpt);
+    const attached = this.ctx.attach(a.devId, hwpt.value);
+    if (!attached.ok) {
       this.ctx.destroy(hwpt.value);
-      return;
+      return fail(attached);
     }
-    if (previous !== undefined) this.ctx.destroy(previous);
     a.hwptId = hwpt.value;
+    return dropPrevious();
   }
 
-  private applyShadow(a: AssignedDevice, entry: ReturnType<typeof decodeMockDeviceEntry> | undefined): void {
+  private applyShadow(a: AssignedDevice, entry: ReturnType<typeof decodeMockDeviceEntry> | undefined): Result<Applied> {
     if (entry === undefined || !entry.V || !entry.TR) {
-      if (a.shadowAsid !== undefined) this.ctx.detach(a.devId);
       a.shadowAsid = undefined;
-      if (entry !== undefined && entry.V && !entry.TR) this.ctx.attach(a.devId, this.options.ioasId);
-      return;
+      const r = entry !== undefined && entry.V && !entry.TR ? this.ctx.attach(a.devId, this.options.ioasId) : this.ctx.detach(a.devId);
+      return r.ok ? ok(APPLIED) : fail(r);
     }
     let space = this.shadows.get(entry.ASID);
+    let refusedMappings = 0;
     if (space === undefined || space.root !== entry.S1ROOT) {
+      if (space !== undefined) this.dropShadow(entry.ASID, space);
       const backend = createShadowBackend(this.options.shadowBackend ?? "iommufd", this.ctx, this.options.vm.memory, this.options.dmaEntryLimit);
-      if (!backend.ok) return;
-      space = { backend: backend.value, root: entry.S1ROOT, maps: new Map() };
+      if (!backend.ok) return fail(backend);
+      space = { mirror: new ShadowMirror(backend.value, this.options.vm.memory, { log: this.log, vm: this.options.vm.id, source: this.source }), root: entry.S1ROOT };
       this.shadows.set(entry.ASID, space);
-      this.resync(space, 0, Infinity);
+      refusedMappings = this.resync(space, 0, Infinity);
     }
-    if (this.ctx.attach(a.devId, space.backend.ioasId).ok) a.shadowAsid = entry.ASID;
+    const r = this.ctx.attach(a.devId, space.mirror.backend.ioasId);
+    if (!r.ok) return fail(r);
+    a.shadowAsid = entry.ASID;
+    return ok({ refusedMappings });
   }
 
-  /** An invalidation: forward it (nested) or recompute the shadow mappings of the range (shadow). */
-  private invalidate(asid: number, address: number, length: number): void {
-    this.stats.forwarded++;
+  /** A shadow space whose table changed or that nobody uses: its mappings and IOAS go. */
+  private dropShadow(asid: number, space: ShadowSpace): void {
+    space.mirror.clear();
+    this.shadows.delete(asid);
+    if ([...this.assigned.values()].every((d) => d.shadowAsid !== asid)) this.logIfFailed(this.ctx.destroy(space.mirror.backend.ioasId), "other", "destroying a shadow IOAS");
+  }
+
+  /**
+   * An invalidation: forwarded to the host (nested) or the shadow recomputed over the range (shadow). False
+   * when the host refused it: the command then stops the queue with HOST_REFUSED, the refusal is in the host
+   * log, and only what the host accepted counts as forwarded.
+   */
+  private invalidate(asid: number, address: number, length: number): boolean {
     if (this.mode === "nested" && this.viommuId !== undefined) {
       const all = !Number.isFinite(length);
       const entry = encodeMockInvalidate({
@@ -468,36 +628,33 @@ export class MockDevice implements EmulatedIommu {
         addr: all ? 0n : BigInt(address),
         npages: all ? 0n : BigInt(Math.ceil(length / 4096)),
       });
-      this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: MOCK_INVALIDATE_DATA_TYPE, entryLen: MOCK_INVALIDATE_BYTES, entryNum: 1, entries: entry });
-      return;
+      const r = this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: MOCK_INVALIDATE_DATA_TYPE, entryLen: MOCK_INVALIDATE_BYTES, entryNum: 1, entries: entry });
+      this.stats.forwarded += r.handled;
+      if (!r.result.ok) {
+        this.log.record({ vm: this.options.vm.id, source: this.source, kind: "invalidation-refused", error: r.result.error, message: `INV ASID ${asid}: ${r.result.error.errno} ${r.result.error.message}` });
+        return false;
+      }
+      return true;
     }
     if (this.mode === "shadow") {
       const space = this.shadows.get(asid);
-      if (space !== undefined) this.resync(space, address, length);
+      if (space === undefined) return true;
+      if (this.resync(space, address, length) > 0) return false;
+      this.stats.forwarded++;
+      return true;
     }
+    return true;
   }
 
   /**
-   * Caching mode: walks the guest's table over the range and makes the shadow equal to it: stale mappings
-   * removed, new ones installed. A back end that refuses a map (the type1 entry limit) leaves the page
-   * unmapped, so the device faults there rather than reaching a stale page.
+   * Caching mode: makes the shadow equal to the guest's table over the range. A mapping the back end refuses
+   * (the type1 entry limit) stays unmapped, so the device faults there rather than reaching a stale page, and
+   * the invalidation that asked for it fails (ENOSPC) so the guest learns of it at once.
    */
-  private resync(space: ShadowSpace, address: number, length: number): void {
-    const end = Number.isFinite(length) ? address + length : Number.MAX_SAFE_INTEGER;
-    for (const [iova, [, size]] of [...space.maps]) {
-      if (iova < end && iova + size > address) {
-        space.backend.unmap(iova, size);
-        space.maps.delete(iova);
-      }
-    }
-    const span = Number.isFinite(length) ? length : 2 ** mockGeometry.inputBits;
-    forEachLeaf(mockPteFormat, mockGeometry, space.root, this.reader, address, span, (leaf) => {
-      const size = 2 ** leaf.pageShift;
-      if (leaf.input < address || leaf.input + size > end || space.maps.has(leaf.input)) return;
-      if (!this.options.vm.memory.contains(leaf.output, size) || (leaf.perms & Perm.ReadWrite) === 0) return;
-      if (space.backend.map(leaf.input, leaf.output, size, leaf.perms & Perm.ReadWrite).ok) space.maps.set(leaf.input, [leaf.output, size, leaf.perms]);
-    });
-    this.stats.shadowMappings = [...this.shadows.values()].reduce((n, s) => n + s.maps.size, 0);
+  private resync(space: ShadowSpace, address: number, length: number): number {
+    const report = space.mirror.resync({ format: mockPteFormat, geometry: mockGeometry, root: space.root, reader: this.reader }, address, length);
+    this.stats.shadowMappings = [...this.shadows.values()].reduce((n, sp) => n + sp.mirror.entries, 0);
+    return report.refused;
   }
 
   // ---- events ----
@@ -637,29 +794,24 @@ export class MockDevice implements EmulatedIommu {
 
   /**
    * Restores registers, then rebuilds the host side from the guest's tables (device entries, queues), as a
-   * destination VMM does: the guest's memory came over with it.
+   * destination VMM does: the guest's memory came over with it. The stream is checked field by field first
+   * (a forged or corrupted one is refused naming the field, and nothing changes).
    */
   restore(blob: Uint8Array): Result<void> {
     const decoded = decodeState(blob, "mock-iommu", [STATE_VERSION]);
     if (!decoded.ok) return fail(decoded);
-    const s = decoded.value.value as Record<string, StateValue>;
-    const nums = (k: string): number[] => (Array.isArray(s[k]) ? (s[k] as StateValue[]).map((x) => Number(x)) : []);
-    if (typeof s.control !== "number" || typeof s.status !== "number") return err("EINVAL", "mock state lacks registers");
-    const [devAddr = 0, devLog2 = 0] = nums("devtab");
-    const [cAddr = 0, cLog2 = 0, cHead = 0, cTail = 0] = nums("cmdq");
-    const [eAddr = 0, eLog2 = 0, eHead = 0, eTail = 0] = nums("evtq");
-    const [iAddr = 0, iLog2 = 0] = nums("irt");
-    const [mAddr = 0, mData = 0] = nums("evtMsi");
+    const parsed = StateReader.read(decoded.value.value, "mock", parseMockState);
+    if (!parsed.ok) return fail(parsed);
+    const st = parsed.value;
     this.frozen = true;
-    this.control = s.control;
-    this.status = s.status;
-    this.devtab = { address: devAddr, log2: devLog2 };
-    this.cmdq = { address: cAddr, ring: new RingIndex(cLog2, "one-slot-free"), head: cHead, tail: cTail };
-    this.evtq = { address: eAddr, ring: new RingIndex(eLog2, "one-slot-free"), head: eHead, tail: eTail };
-    this.irt = { address: iAddr, log2: iLog2 };
-    this.evtMsi = { address: mAddr, data: mData };
-    const bases = Array.isArray(s.vqBases) ? (s.vqBases as StateValue[]).map((b) => BigInt(String(b))) : [];
-    bases.forEach((b, i) => this.programVqueue(i, b));
+    this.control = st.control;
+    this.status = st.status;
+    this.devtab = st.devtab;
+    this.cmdq = { address: st.cmdq.address, ring: new RingIndex(st.cmdq.log2, "one-slot-free"), head: st.cmdq.head, tail: st.cmdq.tail };
+    this.evtq = { address: st.evtq.address, ring: new RingIndex(st.evtq.log2, "one-slot-free"), head: st.evtq.head, tail: st.evtq.tail };
+    this.irt = st.irt;
+    this.evtMsi = st.evtMsi;
+    st.vqBases.forEach((b, i) => this.programVqueue(i, b));
     for (const rid of this.assigned.keys()) this.deviceEntryChanged(rid);
     this.frozen = false;
     this.events.emit("migration", { vm: this.options.vm.id, phase: "restored", bytes: blob.length });
@@ -676,7 +828,7 @@ export class MockDevice implements EmulatedIommu {
     this.assigned.clear();
     for (const id of this.vqQueueIds.slice().reverse()) if (id !== undefined) this.ctx.destroy(id);
     this.vqueueMapping?.unmap();
-    for (const id of this.vdeviceIds) this.ctx.destroy(id);
+    for (const id of this.vdevices.values()) this.logIfFailed(this.ctx.destroy(id), "other", "destroying a vDEVICE");
     this.veventq?.close();
     if (this.veventqId !== undefined) this.ctx.destroy(this.veventqId);
     if (this.viommuId !== undefined) this.ctx.destroy(this.viommuId);

@@ -106,22 +106,36 @@ export const lifecycleCases: ConformanceCase[] = [
   },
   {
     id: "shadow-type1-entry-limit",
-    rule: "The type1-like back end enforces its DMA entry limit: maps beyond it fail (the page stays unmapped) while the iommufd-like back end has no such limit.",
+    rule: "The type1-like back end installs shadow mappings up to its DMA entry limit and refuses the ones beyond it visibly (a host-log entry, and an error the guest sees), while the iommufd-like back end has no such limit.",
     requires: ["shadow"],
     run(c) {
       const limit = 8;
+      const pages = limit + 4;
       for (const backend of ["type1", "iommufd"] as const) {
         const bed = c.bed({ vms: [oneDevice()], mode: "shadow", shadowBackend: backend, dmaEntryLimit: limit });
         const v = bed.vms[0]!;
         const driver = v.drivers[0]!;
         const domain = must(driver.createDomain(), "createDomain");
         must(driver.attach(0x10, domain), "attach");
-        // Separate, non-adjacent pages: one shadow entry each.
-        for (let i = 0; i < limit + 4; i++) must(driver.map(domain, IOVA + i * 0x2000, DATA_GPA + i * 0x2000, 0x1000, Perm.ReadWrite), "map");
-        const reachable = Array.from({ length: limit + 4 }, (_, i) => v.devices[0]!.device.read(IOVA + i * 0x2000, 4).ok).filter(Boolean).length;
+        // Separate, non-adjacent pages: one shadow entry each. A map beyond the limit may fail in the guest.
+        const mapped = Array.from({ length: pages }, (_, i) => driver.map(domain, IOVA + i * 0x2000, DATA_GPA + i * 0x2000, 0x1000, Perm.ReadWrite).ok);
+        const reached = Array.from({ length: pages }, (_, i) => v.devices[0]!.device.read(IOVA + i * 0x2000, 4).ok);
+        const reachable = reached.filter(Boolean).length;
         c.metric(`reachable-${backend}`, reachable);
-        if (backend === "type1") check(reachable <= limit, `type1 back end installed ${reachable} entries past its limit of ${limit}`);
-        else check(reachable === limit + 4, `iommufd back end reached only ${reachable} of ${limit + 4}`);
+        const refusals = bed.platform.host.log.entries({ vm: v.vm.id, kind: "shadow-map-refused" });
+        if (backend === "type1") {
+          check(reached.slice(0, limit).every(Boolean), `type1: only ${reached.slice(0, limit).filter(Boolean).length} of the first ${limit} mappings are installed`);
+          check(reachable === limit, `type1: ${reachable} mappings reachable with a limit of ${limit}`);
+          check(refusals.length > 0, "type1: the mappings beyond the limit were refused without a host-log entry");
+          bed.poll();
+          const guestSaw = mapped.slice(limit).some((ok) => !ok) || driver.readEvents().length > 0;
+          check(guestSaw, "type1: the guest saw no error for the mappings the host refused");
+          c.metric("host-log-refusals", refusals.length);
+        } else {
+          check(mapped.every(Boolean), "iommufd: a map failed");
+          check(reachable === pages, `iommufd: reached only ${reachable} of ${pages}`);
+          check(refusals.length === 0, `iommufd: ${refusals.length} refusals logged without a limit`);
+        }
       }
     },
   },
