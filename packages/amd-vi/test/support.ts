@@ -34,3 +34,14 @@ export const pattern: (length: number, seed: number) => Uint8Array = caseSupport
 export function qwords(v: TestVm, gpa: number, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `0x${v.vm.memory.read64(gpa + i * 8).toString(16)}`);
 }
+
+/**
+ * The seed of the property tests: VIOMMU_SEED from the environment (to replay a failure), else a fresh one.
+ * fast-check prints it in every failure it reports.
+ */
+export const FUZZ_SEED: number = process.env.VIOMMU_SEED !== undefined ? Number(process.env.VIOMMU_SEED) : Math.floor(Math.random() * 2 ** 31);
+
+/** fast-check parameters with the run's seed, so a failure names the seed that reproduces it. */
+export function fuzzParams(numRuns: number): { seed: number; numRuns: number } {
+  return { seed: FUZZ_SEED, numRuns };
+}

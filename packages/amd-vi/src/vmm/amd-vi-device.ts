@@ -52,7 +52,7 @@ import { GuestLogRing } from "./guest-log-ring.js";
 import { amdViGuestQueues } from "./guest-queue-views.js";
 import { InterruptRemapper } from "./interrupt-remapper.js";
 import { buildIvrs } from "./ivrs-builder.js";
-import { decodeDeviceState, encodeDeviceState, type DeviceRegisters } from "./device-state.js";
+import { decodeDeviceState, encodeDeviceState, type DeviceRegisters, type DeviceState } from "./device-state.js";
 
 /** Where the VMM puts the register block: QEMU's AMDVI_BASE_ADDR, 64 KiB apart per instance. */
 export const AMDVI_DEFAULT_MMIO_BASE = 0xfed8_0000;
@@ -907,24 +907,40 @@ export class AmdViDevice implements EmulatedIommu {
 
   save(): Uint8Array {
     return saveFrozen(this, () => {
-      const hwPointers =
-        this.hw === undefined
-          ? undefined
-          : ([MmioOffset.CommandBufferHead, MmioOffset.CommandBufferTail, MmioOffset.EventLogHead, MmioOffset.EventLogTail, MmioOffset.PprLogHead, MmioOffset.PprLogTail, MmioOffset.Status].map((o) =>
-              Number(this.options.vm.mmioRead(this.mmioBase + o, 4)),
-            ) as number[]);
-      return encodeDeviceState(this.regs, [this.evt.head, this.evt.tail, this.ppr.head, this.ppr.tail], hwPointers);
+      let hardware: DeviceState["hardware"];
+      if (this.hw !== undefined) {
+        const read = (o: number): number => Number(this.options.vm.mmioRead(this.mmioBase + o, 4));
+        hardware = {
+          cmdHead: read(MmioOffset.CommandBufferHead),
+          cmdTail: read(MmioOffset.CommandBufferTail),
+          eventHead: read(MmioOffset.EventLogHead),
+          eventTail: read(MmioOffset.EventLogTail),
+          pprHead: read(MmioOffset.PprLogHead),
+          pprTail: read(MmioOffset.PprLogTail),
+          // The run bits follow from the enables; only the sticky bits are state.
+          status: read(MmioOffset.Status) & STATUS_W1C_MASK,
+        };
+      }
+      return encodeDeviceState({ regs: this.regs, eventLog: { head: this.evt.head, tail: this.evt.tail }, pprLog: { head: this.ppr.head, tail: this.ppr.tail }, hardware });
     });
   }
 
   /**
-   * Restores the registers into this freshly created device, then rebuilds the host side from the guest's
-   * tables (device entries, queues) as a destination VMM does: the guest's memory came over with it.
+   * Restores a saved state into this freshly created device of the same configuration. The whole stream is
+   * validated first (decodeDeviceState: every register, pointer and flag, EINVAL naming the first bad field),
+   * so a refused restore changes nothing; then the registers are applied and the host side is rebuilt from the
+   * guest's tables (device entries, queues) as a destination VMM does: the guest's memory came over with it.
    */
   restore(blob: Uint8Array): Result<void> {
-    const decoded = decodeDeviceState(blob);
+    const decoded = decodeDeviceState(blob, this.hw !== undefined);
     if (!decoded.ok) return fail(decoded);
-    const { regs, logs, hwPointers } = decoded.value;
+    this.apply(decoded.value);
+    return ok();
+  }
+
+  /** Applies a validated state; nothing here can fail on the state's account. */
+  private apply(state: DeviceState): void {
+    const regs = state.regs;
     this.frozen = true;
     this.writeRegister(MmioOffset.DeviceTableBase, 8, regs.devTabBase);
     // Rings the guest never programmed stay unprogrammed (no hardware queue at GPA 0).
@@ -933,23 +949,33 @@ export class AmdViDevice implements EmulatedIommu {
     if (regs.pprBase !== 0n) this.writeRegister(MmioOffset.PprLogBase, 8, regs.pprBase);
     this.regs = { ...regs };
     this.setControlValue(regs.control);
-    [this.evt.head, this.evt.tail, this.ppr.head, this.ppr.tail] = logs as [number, number, number, number];
-    for (const [o, v] of [
-      [MmioOffset.XtGeneralInterruptControl, regs.xtEvent],
-      [MmioOffset.MsiAddressLow, BigInt(regs.msiAddressLow)],
-      [MmioOffset.MsiData, BigInt(regs.msiData)],
-    ] as const) {
-      this.hw?.setGuestRegister(o, v);
-    }
-    if (this.hw !== undefined && hwPointers !== undefined) {
-      const offsets = [MmioOffset.CommandBufferHead, MmioOffset.CommandBufferTail, MmioOffset.EventLogHead, MmioOffset.EventLogTail, MmioOffset.PprLogHead, MmioOffset.PprLogTail, MmioOffset.Status];
-      offsets.forEach((o, i) => this.hw!.setGuestRegister(o, BigInt(hwPointers[i] ?? 0)));
+    this.evt.head = state.eventLog.head;
+    this.evt.tail = state.eventLog.tail;
+    this.ppr.head = state.pprLog.head;
+    this.ppr.tail = state.pprLog.tail;
+    if (this.hw !== undefined) {
+      const hw = this.hw;
+      hw.setGuestRegister(MmioOffset.XtGeneralInterruptControl, regs.xtEvent);
+      hw.setGuestRegister(MmioOffset.MsiAddressLow, BigInt(regs.msiAddressLow));
+      hw.setGuestRegister(MmioOffset.MsiData, BigInt(regs.msiData));
+      const h = state.hardware;
+      if (h !== undefined) {
+        const registers: [number, number][] = [
+          [MmioOffset.CommandBufferHead, h.cmdHead],
+          [MmioOffset.CommandBufferTail, h.cmdTail],
+          [MmioOffset.EventLogHead, h.eventHead],
+          [MmioOffset.EventLogTail, h.eventTail],
+          [MmioOffset.PprLogHead, h.pprHead],
+          [MmioOffset.PprLogTail, h.pprTail],
+          [MmioOffset.Status, h.status],
+        ];
+        for (const [offset, value] of registers) hw.setGuestRegister(offset, BigInt(value));
+      }
     }
     this.refreshAll();
     this.frozen = false;
     this.hw?.setGuestRegister(MmioOffset.Control, this.regs.control);
     this.processCommands();
-    return ok();
   }
 
   /** Tears down in dependency order: attachments and HWPTs, vDEVICEs, vEVENTQs, the vIOMMU, the mappings. */

@@ -1,4 +1,5 @@
-import { decodeState, encodeState, err, ok, type Result, type StateValue } from "@viommu/core";
+import { decodeState, encodeState, StateReader, type Result, type StateValue } from "@viommu/core";
+import { STATUS_W1C_MASK } from "../format/status-register.js";
 
 /** The emulated IOMMU's register file, as the VMM keeps it. */
 export interface DeviceRegisters {
@@ -17,6 +18,7 @@ export interface DeviceRegisters {
   xtEvent: bigint;
   xtPpr: bigint;
   xtGa: bigint;
+  /** The sticky (RW1C) Status bits; the run bits are derived from the enables. */
   status: number;
   cmdHead: number;
   cmdTail: number;
@@ -24,61 +26,143 @@ export interface DeviceRegisters {
   cmdHalted: boolean;
 }
 
-const KIND = "amd-vi-iommu";
-const VERSION = 1;
-const BIG_KEYS = ["devTabBase", "cmdBase", "evtBase", "pprBase", "control", "exclusionBase", "exclusionLimit", "gaLogBase", "gaLogTail", "xtEvent", "xtPpr", "xtGa"] as const;
-const NUMBER_KEYS = ["msiAddressLow", "msiAddressHigh", "msiData", "status", "cmdHead", "cmdTail"] as const;
+/** Head and tail of a ring the IOMMU writes (event log, PPR log): byte offsets. */
+export interface RingPointers {
+  head: number;
+  tail: number;
+}
+
+/** The hardware vIOMMU's VF-MMIO registers (the guest's ring pointers and Status live there). */
+export interface HardwareRegisters {
+  cmdHead: number;
+  cmdTail: number;
+  eventHead: number;
+  eventTail: number;
+  pprHead: number;
+  pprTail: number;
+  status: number;
+}
 
 export interface DeviceState {
   readonly regs: DeviceRegisters;
-  /** Event log head/tail and PPR log head/tail of the emulated logs. */
-  readonly logs: readonly number[];
-  /** The hardware vIOMMU's VF-MMIO registers (command head/tail, event head/tail, PPR head/tail, Status). */
-  readonly hwPointers: readonly number[] | undefined;
+  readonly eventLog: RingPointers;
+  readonly pprLog: RingPointers;
+  /** Present exactly when the hardware vIOMMU runs the guest's rings. */
+  readonly hardware: HardwareRegisters | undefined;
+}
+
+const KIND = "amd-vi-iommu";
+/** Version 2: named ring pointers, `hardware` present only with the hardware vIOMMU, every field range-checked. */
+const VERSION = 2;
+
+/**
+ * Writable bits of each 64-bit register (spec x86.md B1), as the register write path keeps them; a saved value
+ * with any other bit set was not produced by this device. Control and the XT interrupt control registers hold
+ * whatever the guest wrote.
+ */
+export const RegisterMask = {
+  devTabBase: 0x000f_ffff_ffff_f1ffn,
+  ringBase: 0x0f0f_ffff_ffff_f000n,
+  exclusionBase: 0x000f_ffff_ffff_f003n,
+  exclusionLimit: 0x000f_ffff_ffff_f000n,
+  gaLogTail: 0x000f_ffff_ffff_fff8n,
+  any: 0xffff_ffff_ffff_ffffn,
+} as const;
+
+const REGISTERS = [
+  ["devTabBase", RegisterMask.devTabBase],
+  ["cmdBase", RegisterMask.ringBase],
+  ["evtBase", RegisterMask.ringBase],
+  ["pprBase", RegisterMask.ringBase],
+  ["control", RegisterMask.any],
+  ["exclusionBase", RegisterMask.exclusionBase],
+  ["exclusionLimit", RegisterMask.exclusionLimit],
+  ["gaLogBase", RegisterMask.ringBase],
+  ["gaLogTail", RegisterMask.gaLogTail],
+  ["xtEvent", RegisterMask.any],
+  ["xtPpr", RegisterMask.any],
+  ["xtGa", RegisterMask.any],
+] as const;
+
+/** Bytes in a ring of 16-byte entries whose base register holds `base` (length code [59:56], 2^len entries). */
+export function ringBytes(base: bigint): number {
+  return 2 ** (Number((base >> 56n) & 0xfn) + 4);
 }
 
 /** Versioned, checksummed state (core's encodeState); 64-bit registers as hex text. */
-export function encodeDeviceState(regs: DeviceRegisters, logs: readonly number[], hwPointers: readonly number[] | undefined): Uint8Array {
-  const r: Record<string, StateValue> = { cmdHalted: regs.cmdHalted };
-  for (const k of BIG_KEYS) r[k] = `0x${regs[k].toString(16)}`;
-  for (const k of NUMBER_KEYS) r[k] = regs[k];
-  return encodeState(KIND, VERSION, { regs: r, logs: [...logs], hwPointers: hwPointers === undefined ? null : [...hwPointers] });
+export function encodeDeviceState(state: DeviceState): Uint8Array {
+  const r = state.regs;
+  const regs: Record<string, StateValue> = {};
+  for (const [name] of REGISTERS) regs[name] = `0x${r[name].toString(16)}`;
+  Object.assign(regs, { msiAddressLow: r.msiAddressLow, msiAddressHigh: r.msiAddressHigh, msiData: r.msiData, status: r.status, cmdHead: r.cmdHead, cmdTail: r.cmdTail, cmdHalted: r.cmdHalted });
+  const value: Record<string, StateValue> = { regs, eventLog: { ...state.eventLog }, pprLog: { ...state.pprLog } };
+  if (state.hardware !== undefined) value["hardware"] = { ...state.hardware };
+  return encodeState(KIND, VERSION, value);
 }
 
-function hexToBig(v: StateValue | undefined): bigint | undefined {
-  return typeof v === "string" && /^0x[0-9a-f]{1,16}$/.test(v) ? BigInt(v) : undefined;
-}
-
-function numbers(v: StateValue | undefined, length: number): number[] | undefined {
-  if (!Array.isArray(v) || v.length !== length || !v.every((x) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0)) return undefined;
-  return v as number[];
-}
-
-/** Decodes and validates a state blob: EINVAL with the reason for anything malformed, never a partial state. */
-export function decodeDeviceState(blob: Uint8Array): Result<DeviceState> {
+/**
+ * Decodes and validates a state blob for a device that does (`hardwareQueues`) or does not run the guest's
+ * rings on the hardware vIOMMU. Everything is checked before anything is used: registers against their
+ * writable bits, ring pointers against the ring size their base register encodes (16-byte aligned, inside the
+ * ring), Status against its sticky bits. EINVAL names the first bad field.
+ */
+export function decodeDeviceState(blob: Uint8Array, hardwareQueues: boolean): Result<DeviceState> {
   const decoded = decodeState(blob, KIND, [VERSION]);
   if (!decoded.ok) return decoded;
-  const root = decoded.value.value;
-  if (root === null || typeof root !== "object" || Array.isArray(root)) return err("EINVAL", "AMD-Vi state is not an object");
-  const s = root as Record<string, StateValue>;
-  const r = s["regs"];
-  if (r === null || typeof r !== "object" || Array.isArray(r)) return err("EINVAL", "AMD-Vi state lacks registers");
-  const rec = r as Record<string, StateValue>;
-  const regs = { cmdHalted: rec["cmdHalted"] === true } as DeviceRegisters;
-  for (const k of BIG_KEYS) {
-    const v = hexToBig(rec[k]);
-    if (v === undefined) return err("EINVAL", `AMD-Vi state register ${k} malformed`);
-    regs[k] = v;
-  }
-  for (const k of NUMBER_KEYS) {
-    const v = rec[k];
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > 0xffff_ffff) return err("EINVAL", `AMD-Vi state register ${k} malformed`);
-    regs[k] = v;
-  }
-  const logs = numbers(s["logs"], 4);
-  if (logs === undefined) return err("EINVAL", "AMD-Vi state log pointers malformed");
-  const hw = s["hwPointers"];
-  const hwPointers = hw === null ? undefined : numbers(hw, 7);
-  if (hw !== null && hwPointers === undefined) return err("EINVAL", "AMD-Vi state hardware pointers malformed");
-  return ok({ regs, logs, hwPointers });
+  return StateReader.read(decoded.value.value, "AMD-Vi", (root) => {
+    const r = root.object("regs");
+    const big = {} as Record<(typeof REGISTERS)[number][0], bigint>;
+    for (const [name, mask] of REGISTERS) {
+      const v = r.u64(name);
+      r.check((v & ~mask) === 0n, name, `is 0x${v.toString(16)}, with bits outside 0x${mask.toString(16)} set`);
+      big[name] = v;
+    }
+    const cmdBytes = ringBytes(big.cmdBase);
+    const evtBytes = ringBytes(big.evtBase);
+    const pprBytes = ringBytes(big.pprBase);
+    const regs: DeviceRegisters = {
+      ...big,
+      msiAddressLow: r.u32("msiAddressLow"),
+      msiAddressHigh: r.u32("msiAddressHigh"),
+      msiData: r.int("msiData", 0, 0xffff),
+      status: status(r, "status"),
+      cmdHead: pointer(r, "cmdHead", cmdBytes),
+      cmdTail: pointer(r, "cmdTail", cmdBytes),
+      cmdHalted: r.bool("cmdHalted"),
+    };
+    const ring = (name: string, bytes: number): RingPointers => {
+      const o = root.object(name);
+      return { head: pointer(o, "head", bytes), tail: pointer(o, "tail", bytes) };
+    };
+    const eventLog = ring("eventLog", evtBytes);
+    const pprLog = ring("pprLog", pprBytes);
+    root.check(root.has("hardware") === hardwareQueues, "hardware", hardwareQueues ? "is missing: this device runs the guest's rings on the hardware vIOMMU" : "is present, but this device runs the guest's rings in the VMM");
+    let hardware: HardwareRegisters | undefined;
+    if (hardwareQueues) {
+      const h = root.object("hardware");
+      hardware = {
+        cmdHead: pointer(h, "cmdHead", cmdBytes),
+        cmdTail: pointer(h, "cmdTail", cmdBytes),
+        eventHead: pointer(h, "eventHead", evtBytes),
+        eventTail: pointer(h, "eventTail", evtBytes),
+        pprHead: pointer(h, "pprHead", pprBytes),
+        pprTail: pointer(h, "pprTail", pprBytes),
+        status: status(h, "status"),
+      };
+    }
+    return { regs, eventLog, pprLog, hardware };
+  });
+}
+
+/** A byte offset of a 16-byte entry inside a ring of `bytes` (the ring size its base register encodes). */
+function pointer(r: StateReader, name: string, bytes: number): number {
+  const v = r.int(name, 0, bytes - 16);
+  r.check(v % 16 === 0, name, `is ${v}, not the byte offset of a 16-byte entry`);
+  return v;
+}
+
+function status(r: StateReader, name: string): number {
+  const v = r.u32(name);
+  r.check((v & ~STATUS_W1C_MASK) === 0, name, `is 0x${v.toString(16)}, with bits other than the sticky 0x${STATUS_W1C_MASK.toString(16)} set`);
+  return v;
 }
