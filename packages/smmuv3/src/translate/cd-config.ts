@@ -16,9 +16,9 @@ const entry = new Uint32Array(2);
 
 /**
  * Reads the CD a transaction uses into `out` (16 halves), following STE.S1Fmt (IHI0070 §3.4.2, §5.4; spec
- * §1.7). Returns 0, CD_BYPASS, or the event recorded instead: F_STREAM_DISABLED (no SubstreamID, S1DSS
- * terminate), C_BAD_SUBSTREAMID (a SubstreamID with S1CDMax = 0, beyond 2^S1CDMax, SSID 0 with S1DSS = SSID0,
- * or an invalid level-1 CD descriptor), F_CD_FETCH when the memory cannot be read. `reader` reads by the
+ * §1.7). Returns 0, CD_BYPASS, or the event recorded instead: F_STREAM_DISABLED (no SubstreamID with S1DSS
+ * terminate, or SubstreamID 0 with S1DSS = SSID0), C_BAD_SUBSTREAMID (a SubstreamID with S1CDMax = 0, beyond
+ * 2^S1CDMax, or an invalid level-1 CD descriptor), F_CD_FETCH when the memory cannot be read. `reader` reads by the
  * address kind the STE holds (a PA, or an IPA translated through stage 2 by the reader).
  */
 export function readCd(s1: SteStage1, ssid: number, reader: EntryReader, out: Uint32Array, info: SmmuWalkInfo): number {
@@ -29,7 +29,8 @@ export function readCd(s1: SteStage1, ssid: number, reader: EntryReader, out: Ui
     else return EventType.F_STREAM_DISABLED;
   } else {
     if (s1.cdMax === 0 || !(ssid >= 0) || ssid >= 2 ** s1.cdMax) return EventType.C_BAD_SUBSTREAMID;
-    if (ssid === 0 && s1.dss === SteS1Dss.Ssid0) return EventType.C_BAD_SUBSTREAMID;
+    // S1DSS = SSID0 gives substream 0 to untagged traffic: tagged traffic selecting it is F_STREAM_DISABLED (§5.2).
+    if (ssid === 0 && s1.dss === SteS1Dss.Ssid0) return EventType.F_STREAM_DISABLED;
     index = ssid;
   }
   let cdAddress: number;

@@ -26,6 +26,10 @@ export interface SmmuFeatures {
   readonly littleEndianOnly: boolean;
   /** Stalling faults are never possible (STALL_MODEL = 1). */
   readonly terminateOnly: boolean;
+  /** STALL_MODEL = 0: stalling and terminating faults both possible (STE.S1STALLD legal). */
+  readonly stallAndTerminate: boolean;
+  /** IDR0.NS1ATS: split-stage ATS is not supported. */
+  readonly ns1ats: boolean;
   /** TERM_MODEL: terminated transactions always abort, so CD.A must be 1. */
   readonly termModel: boolean;
   readonly twoLevelStrtab: boolean;
@@ -73,6 +77,8 @@ export function smmuFeatures(idr: readonly number[]): SmmuFeatures {
     twoLevelCd: i0.CD2L === 1,
     littleEndianOnly: i0.TTENDIAN === 2,
     terminateOnly: i0.STALL_MODEL === IdrStallModel.TerminateOnly,
+    stallAndTerminate: i0.STALL_MODEL === IdrStallModel.StallAndTerminate,
+    ns1ats: i0.NS1ATS === 1,
     termModel: i0.TERM_MODEL === 1,
     twoLevelStrtab: i0.ST_LEVEL === 1,
     sidBits: i1.SIDSIZE,

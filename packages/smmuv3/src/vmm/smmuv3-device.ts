@@ -498,6 +498,8 @@ export class Smmuv3Device implements EmulatedIommu {
     if (!this.smmuEnabled) return configVste((this.regs.num("GBPA") & GBPA_ABORT) !== 0 ? SteConfig.Abort : SteConfig.Bypass);
     const ste = this.guestSte(sid);
     if (typeof ste === "number") return INVALID_VSTE;
+    // Config 0b0xx is abort however it is spelt (the reserved 0b001–0b011 included): the host gets a plain abort.
+    if (ste.config === SteConfig.Abort) return configVste(SteConfig.Abort);
     const vste = new Uint32Array(4);
     for (let i = 0; i < 4; i++) vste[i] = (this.steWords[i]! & STE_NESTING_ALLOWED_MASK[i]!) >>> 0;
     return vste;

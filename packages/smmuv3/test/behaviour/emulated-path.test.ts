@@ -86,13 +86,42 @@ describe("the VMM's emulated-device path walks the guest's tables", () => {
     expect(raw[3]! & 0x000f_ffff_ffff_fff8n).toBe(0x2_0000_0000n);
   });
 
-  it("records C_BAD_CD for an invalid CD and C_BAD_STE for a reserved STE Config", () => {
+  it("records C_BAD_CD for an invalid CD, and terminates a reserved STE Config (0b001–0b011) as abort without a record", () => {
     const s = emulated();
     s.vm.memory.write32(s.cd, s.vm.memory.read32(s.cd) & ~(1 << 31));
     expect(s.translate(IOVA).ok).toBe(false);
-    s.vm.memory.write32(s.ste, (s.vm.memory.read32(s.ste) & ~0xe) | (0b011 << 1));
+    // IHI0070 §5.2 STE.Config: 0b0xx is Reserved and behaves as 0b000, abort with no event recorded.
+    for (const config of [0b001, 0b010, 0b011]) {
+      s.vm.memory.write32(s.ste, (s.vm.memory.read32(s.ste) & ~0xe) | (config << 1));
+      expect(s.translate(IOVA).ok).toBe(false);
+    }
+    expect(s.events().map((e) => e.name)).toEqual(["C_BAD_CD"]);
+  });
+
+  it("ignores S1Fmt and S1DSS without substreams (S1CDMax 0), and takes the reserved S1Fmt 0b11 as linear", () => {
+    const s = emulated();
+    const dw0 = s.vm.memory.read32(s.ste);
+    // S1Fmt = 0b01 (2-level, 4K leaves) with S1CDMax 0: the context pointer still points at one CD.
+    for (const fmt of [0b01, 0b10, 0b11]) {
+      s.vm.memory.write32(s.ste, (dw0 & ~0x30) | (fmt << 4));
+      expect(s.translate(IOVA).ok).toBe(true);
+    }
+    s.vm.memory.write32(s.ste + 8, (s.vm.memory.read32(s.ste + 8) & ~0b11) | 0b11);
+    expect(s.translate(IOVA).ok).toBe(true);
+    expect(s.events()).toEqual([]);
+  });
+
+  it("with substreams: S1DSS 0b11 terminates untagged traffic like 0b00, and SubstreamID 0 under S1DSS = SSID0 is F_STREAM_DISABLED", () => {
+    const s = emulated();
+    // S1CDMax 1: a linear table of two CDs, CD 0 the driver's.
+    s.vm.memory.write32(s.ste + 4, (s.vm.memory.read32(s.ste + 4) & 0x07ff_ffff) | (1 << 27));
+    const dw1 = s.vm.memory.read32(s.ste + 8) & ~0b11;
+    s.vm.memory.write32(s.ste + 8, dw1 | 0b11);
     expect(s.translate(IOVA).ok).toBe(false);
-    expect(s.events().map((e) => e.name)).toEqual(["C_BAD_CD", "C_BAD_STE"]);
+    s.vm.memory.write32(s.ste + 8, dw1 | 0b10);
+    expect(s.translate(IOVA).ok).toBe(true);
+    expect(s.translate(IOVA, false, 0).ok).toBe(false);
+    expect(s.events().map((e) => e.name)).toEqual(["F_STREAM_DISABLED", "F_STREAM_DISABLED"]);
   });
 
   it("records F_CD_FETCH when the CD table lies outside guest RAM, and C_BAD_SUBSTREAMID for a SubstreamID with S1CDMax 0", () => {

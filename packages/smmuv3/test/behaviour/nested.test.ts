@@ -36,10 +36,22 @@ describe("nested SMMUv3: the guest's STE on the host", () => {
     expect(decodeSte(s.unit.steOf(0x100)!).Config).toBe(SteConfig.Abort);
   });
 
-  it("blocks a stream whose guest STE is illegal (a reserved Config): the host gets a V=0 vSTE", () => {
+  it("aborts a stream whose guest STE has a reserved Config (0b0xx behaves as abort): the host gets an abort vSTE", () => {
     const s = mapped();
     const ste = s.driver.streamTableBase! + 0x10 * 64;
     s.vm.memory.write32(ste, (s.vm.memory.read32(ste) & ~0xe) | (0b010 << 1));
+    unwrap(s.driver.submitCommands([encodeCommand("CMD_CFGI_STE", { SID: 0x10, Leaf: 1 })]));
+    expect([...s.iommu.hostVste(0x10)!]).toEqual([1, 0, 0, 0]);
+    expect(decodeSte(s.unit.steOf(0x100)!).Config).toBe(SteConfig.Abort);
+    expect(s.device.read(IOVA, 4).ok).toBe(false);
+    s.bed.poll();
+    expect(s.driver.readEvents()).toEqual([]);
+  });
+
+  it("blocks a stream whose guest STE is ILLEGAL (S1CDMax beyond SSIDSIZE): the host gets a V=0 vSTE", () => {
+    const s = mapped();
+    const ste = s.driver.streamTableBase! + 0x10 * 64;
+    s.vm.memory.write32(ste + 4, (s.vm.memory.read32(ste + 4) & 0x07ff_ffff) | (31 << 27));
     unwrap(s.driver.submitCommands([encodeCommand("CMD_CFGI_STE", { SID: 0x10, Leaf: 1 })]));
     expect([...s.iommu.hostVste(0x10)!]).toEqual([0, 0, 0, 0]);
     expect(s.device.read(IOVA, 4).ok).toBe(false);
