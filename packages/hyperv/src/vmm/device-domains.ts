@@ -5,6 +5,7 @@ import { HvStatus, type HvStatusCode } from "../format/hv-status.js";
 import { hwptHypervS1Layout, IOMMU_HWPT_DATA_HYPERV_S1, IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV, viommuInvalidateHypervLayout } from "../format/iommufd-uapi.js";
 import type { DeviceState, PartitionDevices, PartitionInstance } from "./partition-devices.js";
 import type { HostReport } from "./host-report.js";
+import type { SavedDomain } from "./partition-state.js";
 import { S2Mappings } from "./s2-mappings.js";
 import { statusOfErrno } from "./status-of-errno.js";
 
@@ -491,6 +492,29 @@ export class DeviceDomains {
     this.s2Pages -= r.removed;
     if (r.error !== undefined) return { status: this.refused("other", r.error, `unmap of IOVA pages 0x${(vaPage + start).toString(16)}+${end - start} in stage-2 device domain ${id}`), done: start };
     return { status: SUCCESS, done: end };
+  }
+
+  /**
+   * Recreates a saved domain (restore): its record, its IOAS and pages for a stage-2 domain, its settings. The
+   * caller checked the saved domain against the partition (parsePartition); what can still fail is the host's
+   * allocation or mapping, which is returned (the domain stays, for the caller's reset to dispose of).
+   */
+  restore(saved: SavedDomain): IommuError | undefined {
+    let ioasId: number | undefined;
+    let s2: S2Mappings | undefined;
+    if (saved.type === HvDeviceDomainType.HV_DEVICE_DOMAIN_TYPE_S2) {
+      const ioas = this.host.ctx.ioasAlloc();
+      if (!ioas.ok) return ioas.error;
+      ioasId = ioas.value;
+      s2 = this.s2For(ioas.value);
+    }
+    this.domains.set(saved.id, { id: saved.id, type: saved.type, config: saved.config, hwpts: new Map(), ioasId, s2, attached: new Set() });
+    for (const run of saved.runs) {
+      const r = s2!.mapRun(run.iovaPage, run.gpaPage, run.pages, run.writable);
+      if (!r.ok) return r.error;
+      this.s2Pages += run.pages;
+    }
+    return undefined;
   }
 
   /** An instance goes away: its devices were detached; its HWPTs go with it. */

@@ -113,12 +113,16 @@ export class HypervDevice implements EmulatedIommu {
     });
   }
 
-  /** Restores into a fresh device of the same configuration, its passthrough devices already assigned. */
+  /**
+   * Restores into a fresh device of the same configuration, its passthrough devices already assigned. The stream
+   * is hostile input: it is checked whole before anything changes (EINVAL naming the field); a refused restore
+   * leaves the device as it was and is recorded in the host's log.
+   */
   restore(blob: Uint8Array): Result<void> {
     const decoded = decodeState(blob, STATE_KIND, [PARTITION_STATE_VERSION]);
-    if (!decoded.ok) return fail(decoded);
-    const r = restorePartition(this.partition, decoded.value.value);
+    const r = decoded.ok ? restorePartition(this.partition, decoded.value.value) : fail<void>(decoded);
     if (r.ok) resolveToken(this.options.vm.container, HostServices).events.emit("migration", { vm: this.options.vm.id, phase: "restored", bytes: blob.length });
+    else this.partition.report("other", "restore refused", r.error);
     return r;
   }
 

@@ -31,7 +31,9 @@ import type { CallContext } from "./call-context.js";
 import { DeviceDomains, type DomainHost } from "./device-domains.js";
 import { HypercallDispatcher } from "./hypercall-dispatcher.js";
 import { InterruptTable } from "./interrupt-table.js";
+import { HV_DEVICE_DOMAIN_ID_DEFAULT } from "../format/device-domain.js";
 import { hostReporter, type HostReport } from "./host-report.js";
+import type { SavedPartition } from "./partition-state.js";
 import { HOST_PT_UNKNOWN, PartitionDevices, type DeviceState, type PartitionInstance, type PassthroughDevice } from "./partition-devices.js";
 
 /** The per-VM slot holding the partition (in the VM's child container: one hypercall interface per VM). */
@@ -198,6 +200,52 @@ export class HypervPartition implements CallContext, DomainHost {
     }
     p.hostPt = this.parentHwptId;
     return undefined;
+  }
+
+  /** No domains, no interrupt entries, every device a passthrough one in the default domain: what restore needs. */
+  isFresh(): boolean {
+    if ((this.domains?.count ?? 0) > 0 || this.interrupts.size > 0) return false;
+    for (const dev of this.devices.all()) if (dev.passthrough === undefined || dev.domain !== HV_DEVICE_DOMAIN_ID_DEFAULT || dev.direct !== undefined) return false;
+    return true;
+  }
+
+  /**
+   * Applies a checked saved state (parsePartition) to this fresh partition: domains, device placements, then
+   * interrupt entries. A host refusal (the only failure left) resets the partition to fresh and is returned.
+   */
+  applySaved(saved: SavedPartition): IommuError | undefined {
+    const domains = this.domains;
+    const failed = (error: IommuError, what: string): IommuError => {
+      this.resetToFresh();
+      return { ...error, message: `${what}: ${error.message}` };
+    };
+    for (const d of saved.domains) {
+      const e = domains!.restore(d);
+      if (e !== undefined) return failed(e, `domain ${d.id}`);
+    }
+    for (const v of saved.devices) {
+      // The saved state was checked against the device table's limit: the record exists or can be made.
+      const dev = this.devices.getOrCreate(v.rid)!;
+      dev.domain = v.domain;
+      dev.direct = v.direct;
+      if (v.direct === undefined) domains!.get(v.domain)?.attached.add(v.rid);
+      const e = domains!.apply(dev);
+      if (e !== undefined) return failed(e, `device 0x${v.rid.toString(16)}`);
+    }
+    for (const e of saved.interrupts) this.interrupts.restore(e.slot, e.rid, e.target);
+    return undefined;
+  }
+
+  /** Back to fresh after a refused restore: devices in the default domain, no emulated records, no domains or entries. */
+  private resetToFresh(): void {
+    for (const dev of [...this.devices.all()]) {
+      dev.direct = undefined;
+      dev.domain = HV_DEVICE_DOMAIN_ID_DEFAULT;
+      if (dev.passthrough === undefined) this.devices.remove(dev.rid);
+      else if (this.domains?.apply(dev) !== undefined) this.detachHost(dev.rid, dev.passthrough);
+    }
+    this.domains?.dispose();
+    this.interrupts.clear();
   }
 
   /** The passthrough device at `rid` behind `instance`, if any. */

@@ -34,7 +34,9 @@ interface Entry {
 const FIRST_VECTOR = 0x30;
 const VECTORS = 0xf0 - FIRST_VECTOR;
 const HOST_CPUS = 256;
-const SLOTS = VECTORS * HOST_CPUS;
+/** Entries are numbered by the (host CPU, host vector) pair their MSI names: slots [0, INTERRUPT_SLOTS). */
+export const INTERRUPT_SLOTS = VECTORS * HOST_CPUS;
+const SLOTS = INTERRUPT_SLOTS;
 
 /** Remapping entries per partition, so a guest cannot grow the table without bound. */
 export const MAX_INTERRUPT_ENTRIES = 4096;
@@ -97,16 +99,17 @@ export class InterruptTable {
     };
   }
 
-  /** Every entry, for save/restore: [slot, rid, vector, vps, multicast, level]. */
-  list(): [number, number, number, number[], boolean, boolean][] {
-    return [...this.entries].map(([slot, e]) => [slot, e.rid, e.target.vector, [...e.target.vps], e.target.multicast, e.target.level]);
+  /** Every entry, for save, in slot order. */
+  list(): { slot: number; rid: number; target: InterruptTarget }[] {
+    return [...this.entries].sort(([a], [b]) => a - b).map(([slot, e]) => ({ slot, rid: e.rid, target: e.target }));
   }
 
-  /** Restores one saved entry into an empty slot. */
-  restore(slot: number, rid: number, target: InterruptTarget): boolean {
-    if (!Number.isInteger(slot) || slot < 0 || slot >= SLOTS || this.entries.has(slot) || this.entries.size >= MAX_INTERRUPT_ENTRIES) return false;
+  /**
+   * Restores one saved entry. The caller (the partition's restore) has checked the whole saved table first: the
+   * slot is below INTERRUPT_SLOTS and free, the table stays within MAX_INTERRUPT_ENTRIES.
+   */
+  restore(slot: number, rid: number, target: InterruptTarget): void {
     this.entries.set(slot, { rid, target });
-    return true;
   }
 
   /** A device leaves the partition: its entries go, so a device later assigned at its id inherits none. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { encodeState, newWalkResult, NO_PASID, Perm, unwrap } from "@viommu/core";
 import { hypervPlugin } from "../../src/plugin.js";
 import type { HypervDevice } from "../../src/vmm/hyperv-device.js";
+import { PARTITION_STATE_VERSION } from "../../src/vmm/partition-state.js";
 import { DATA_GPA, hvBed, IOVA } from "../support.js";
 
 describe("save and restore of the pvIOMMU partition", () => {
@@ -28,10 +29,16 @@ describe("save and restore of the pvIOMMU partition", () => {
       hypervPlugin.createDevice({ vm: v.vm, iommufd: v.iommufd, unit: bed.units[0]!, ioasId: v.ioasId, parentHwptId: v.parentHwptId, anchorDevId: v.devices[0]!.devId, mode: "nested" }),
     ) as HypervDevice;
     for (const d of v.devices) unwrap(fresh.assignDevice(d.device, d.devId, d.guestRid));
-    const malformed = encodeState("hyperv-pviommu", 1, { domains: [[1, 1, "paging", 3, 4, []]], devices: [], interrupts: [] });
-    expect(fresh.restore(malformed).ok).toBe(false);
-    const wrongDomain = encodeState("hyperv-pviommu", 1, { domains: [], devices: [[0x10, 77, null]], interrupts: [] });
-    expect(fresh.restore(wrongDomain).ok).toBe(false);
+    const refusal = (blob: Uint8Array): string | undefined => {
+      const r = fresh.restore(blob);
+      return r.ok ? undefined : r.error.message;
+    };
+    const malformed = encodeState("hyperv-pviommu", PARTITION_STATE_VERSION, { domains: [{ id: 1, type: 1, config: "paging", root: 3, levels: 4, runs: [] }], devices: [], interrupts: [] });
+    expect(refusal(malformed)).toBe("hyperv-pviommu state: domains[0].root is 0x3, not a 4 KiB page of guest RAM");
+    const wrongDomain = encodeState("hyperv-pviommu", PARTITION_STATE_VERSION, { domains: [], devices: [{ rid: 0x10, domain: 77 }], interrupts: [] });
+    expect(refusal(wrongDomain)).toBe("hyperv-pviommu state: devices[0].domain is 77, a domain the state does not have");
+    // Version 1 (positional arrays) is not read.
+    expect(refusal(encodeState("hyperv-pviommu", 1, { domains: [], devices: [], interrupts: [] }))).toMatch(/version 1 not supported/);
     unwrap(fresh.restore(blob));
     v.iommus[0] = fresh;
     expect(probe()).toEqual(before);
