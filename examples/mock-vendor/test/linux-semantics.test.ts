@@ -398,3 +398,31 @@ describe("IOMMU_VFIO_IOAS, IOMMU_IOAS_MAP_FILE and IOMMU_IOAS_CHANGE_PROCESS", (
     }
   });
 });
+
+describe("2026 hardening", () => {
+  it("publishes a vDEVICE only after the driver's init succeeded", () => {
+    const { platform, unit } = host();
+    const a = vmWith(platform, unit, 0x10);
+    const parent = unwrap(a.ctx.hwptAlloc({ flags: HwptAllocFlag.NEST_PARENT, devId: a.dev, ptId: a.ioas }));
+    const viommu = unwrap(a.ctx.viommu(unwrap(a.ctx.viommuAlloc({ flags: 0, type: MOCK_VIOMMU_TYPE, devId: a.dev, hwptId: parent }))));
+    const seen: boolean[] = [];
+    const init = viommu.ops.vdeviceInit?.bind(viommu.ops);
+    (viommu.ops as { vdeviceInit?: typeof init }).vdeviceInit = (vdev) => {
+      seen.push(viommu.vdevs.has(vdev.virtId));
+      return vdev.virtId === 0x666 ? { ok: false, error: { errno: "EINVAL", code: 22, message: "refused" } } : (init?.(vdev) ?? { ok: true, value: undefined });
+    };
+    expect(errno(a.ctx.vdeviceAlloc({ viommuId: viommu.id, devId: a.dev, virtId: 0x666 }))).toBe("EINVAL");
+    expect(viommu.vdevs.size).toBe(0);
+    expect(errno(a.ctx.vdeviceAlloc({ viommuId: viommu.id, devId: a.dev, virtId: 0x10 }))).toBe("ok");
+    expect(seen).toEqual([false, false]);
+    expect(viommu.vdevs.has(0x10)).toBe(true);
+  });
+
+  it("refuses a fault-queue read that cannot hold one record", () => {
+    const { platform, unit } = host();
+    const a = vmWith(platform, unit, 0x10);
+    const fault = unwrap(a.ctx.faultQueueAlloc(0));
+    expect(errno(fault.file.read(0))).toBe("EINVAL");
+    expect(errno(fault.file.read(40))).toBe("ok");
+  });
+});

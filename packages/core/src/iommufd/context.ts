@@ -776,14 +776,16 @@ export class IommufdContext {
     if (!id.ok) return fail(id);
     const vdev = new Vdevice(viommu, idev, args.virtId);
     vdev.id = id.value;
-    viommu.vdevs.set(args.virtId, vdev);
-    idev.vdevice = vdev;
+    // Published (in the vIOMMU's virt_id map and on the device) only once the driver's init succeeded, as
+    // Linux does since 2026: nothing can find a vDEVICE whose hardware state was never programmed.
     const init = viommu.ops.vdeviceInit?.(vdev) ?? ok();
     if (!init.ok) {
       vdev.release();
       this.objects.abort(id.value);
       return fail(init);
     }
+    viommu.vdevs.set(args.virtId, vdev);
+    idev.vdevice = vdev;
     return ok(this.objects.finalize(id.value, vdev).id);
   }
 

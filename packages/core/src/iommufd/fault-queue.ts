@@ -47,6 +47,9 @@ export class FaultQueue extends IommufdObject {
   read(count: number, position = 0): Result<Uint8Array> {
     if (position !== 0) return err("ESPIPE", "fault file is not seekable");
     if (count % PGFAULT_BYTES !== 0) return err("ESPIPE", `read count ${count} is not a multiple of ${PGFAULT_BYTES}`);
+    // The 2026 read-count hardening: a read that cannot hold one record is refused, not answered with 0 bytes
+    // (EINVAL; the exact errno of the backport is not public in the material read).
+    if (count < PGFAULT_BYTES) return err("EINVAL", `read count ${count} below one fault record`);
     const records: Uint8Array[] = [];
     let used = 0;
     while (this.pending.length > 0) {
