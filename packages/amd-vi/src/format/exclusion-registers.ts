@@ -36,3 +36,39 @@ export function inExclusionRange(address: number, baseLo: number, baseHi: number
   const base = ((baseLo & 0xfffff000) >>> 0) + (baseHi & 0xfffff) * 0x1_0000_0000;
   return address >= base && address <= exclusionLimitInclusive(limitLo, limitHi);
 }
+
+/**
+ * The exclusion range as the IOMMU applies it (spec x86.md B1): enabled by ExEn; with Allow, DMA of every
+ * device inside [base, limit] is forwarded untranslated, without it only that of devices whose DTE has EX
+ * (bit 103). Numbers, decoded once when a register is written, so the translation path tests it without BigInt.
+ */
+export interface ExclusionRange {
+  enabled: boolean;
+  allowAll: boolean;
+  base: number;
+  /** Inclusive. */
+  limit: number;
+}
+
+export function newExclusionRange(): ExclusionRange {
+  return { enabled: false, allowAll: false, base: 0, limit: 0 };
+}
+
+/** Decodes the two registers into `out`. */
+export function decodeExclusionRange(baseRegister: bigint, limitRegister: bigint, out: ExclusionRange): ExclusionRange {
+  out.enabled = (baseRegister & 1n) === 1n;
+  out.allowAll = (baseRegister & 2n) === 2n;
+  out.base = Number(baseRegister & 0x000f_ffff_ffff_f000n);
+  out.limit = Number(limitRegister & 0x000f_ffff_ffff_f000n) + EXCLUSION_LIMIT_LOW_ONES;
+  return out;
+}
+
+/** Whether the range applies to a device whose DTE's dword 3 is `dteWord3` (EX is its bit 7). */
+export function exclusionAppliesTo(range: ExclusionRange, dteWord3: number): boolean {
+  return range.enabled && (range.allowAll || ((dteWord3 >>> 7) & 1) === 1) && range.limit >= range.base;
+}
+
+/** Whether a request at `iova` from such a device passes untranslated. */
+export function excluded(range: ExclusionRange, dteWord3: number, iova: number): boolean {
+  return exclusionAppliesTo(range, dteWord3) && iova >= range.base && iova <= range.limit;
+}

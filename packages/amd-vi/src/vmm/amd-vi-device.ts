@@ -1,5 +1,6 @@
 import {
   err,
+  Errno,
   fail,
   HostServices,
   NO_PASID,
@@ -28,6 +29,7 @@ import {
 import { CommandOpcode, commandOpcode, commandProblem, decodeInvalidationRange, newInvalidationRange, COMMAND_BYTES } from "../format/command.js";
 import { controlLayout } from "../format/control-register.js";
 import { DTE_BYTES } from "../format/device-table-entry.js";
+import { decodeExclusionRange, newExclusionRange } from "../format/exclusion-registers.js";
 import { EVENT_BYTES } from "../format/event-log-entry.js";
 import { commandHardwareErrorEvent, devTabHardwareErrorEvent, dmaFaultEvent, illegalCommandEvent, illegalDteEvent } from "../format/fault-event.js";
 import {
@@ -138,7 +140,7 @@ export class AmdViDevice implements EmulatedIommu {
   };
   private readonly evt = new GuestLogRing();
   private readonly ppr = new GuestLogRing();
-  private readonly devtab: DeviceTableLocation = { base: 0, entries: 0 };
+  private readonly devtab: DeviceTableLocation = { base: 0, entries: 0, exclusion: newExclusionRange() };
   private readonly remapper: InterruptRemapper;
   private readonly walker: GuestDteWalker;
   private readonly walkOutcome = newDteWalkOutcome();
@@ -500,10 +502,10 @@ export class AmdViDevice implements EmulatedIommu {
         return this.writeControl(value);
       case MmioOffset.ExclusionBase:
         r.exclusionBase = value & 0x000f_ffff_ffff_f003n;
-        return;
+        return this.exclusionChanged();
       case MmioOffset.ExclusionLimit:
         r.exclusionLimit = value & 0x000f_ffff_ffff_f000n;
-        return;
+        return this.exclusionChanged();
       case MmioOffset.GaLogBase:
         r.gaLogBase = value & RING_BASE_MASK;
         return;
@@ -546,6 +548,14 @@ export class AmdViDevice implements EmulatedIommu {
       default:
         return;
     }
+  }
+
+  /** The exclusion range decides where the devices' DMA is untranslated: every device is re-derived. */
+  private exclusionChanged(): void {
+    const before = { ...this.devtab.exclusion! };
+    decodeExclusionRange(this.regs.exclusionBase, this.regs.exclusionLimit, this.devtab.exclusion!);
+    const after = this.devtab.exclusion!;
+    if (before.enabled !== after.enabled || (after.enabled && (before.allowAll !== after.allowAll || before.base !== after.base || before.limit !== after.limit))) this.refreshAll();
   }
 
   private write32(offset: number, value: number): void {
@@ -728,7 +738,7 @@ export class AmdViDevice implements EmulatedIommu {
         this.stats.forwarded++;
         return ok();
       }
-      const error = r.result.ok ? { errno: "EIO" as const, code: 5, message: `handled ${r.handled} of 1 entries` } : r.result.error;
+      const error = r.result.ok ? { errno: "EIO" as const, code: Errno.EIO, message: `handled ${r.handled} of 1 entries` } : r.result.error;
       const name = commandOpcode(cmd) === CommandOpcode.INVALIDATE_IOMMU_ALL ? "INVALIDATE_IOMMU_ALL" : `INVALIDATE_IOMMU_PAGES (DomainID ${cmd[1]! & 0xffff})`;
       this.reporter.log.record({
         vm: this.reporter.vm,
@@ -948,6 +958,7 @@ export class AmdViDevice implements EmulatedIommu {
     if (regs.evtBase !== 0n) this.writeRegister(MmioOffset.EventLogBase, 8, regs.evtBase);
     if (regs.pprBase !== 0n) this.writeRegister(MmioOffset.PprLogBase, 8, regs.pprBase);
     this.regs = { ...regs };
+    decodeExclusionRange(regs.exclusionBase, regs.exclusionLimit, this.devtab.exclusion!);
     this.setControlValue(regs.control);
     this.evt.head = state.eventLog.head;
     this.evt.tail = state.eventLog.tail;

@@ -1,5 +1,6 @@
-import { err, ok, type DmaDevice, type IommuError, type Result, type ShadowReporter } from "@viommu/core";
+import { err, Errno, ok, type DmaDevice, type IommuError, type Result, type ShadowReporter } from "@viommu/core";
 import { dteGcr3Root, dteProblem, DTE_BYTES } from "../format/device-table-entry.js";
+import { exclusionAppliesTo } from "../format/exclusion-registers.js";
 import { devTabHardwareErrorEvent, illegalDteEvent } from "../format/fault-event.js";
 import { encodeHwptAmdGuest, IOMMU_HWPT_DATA_AMD_GUEST } from "../format/iommufd-uapi.js";
 import type { AmdViDeviceOptions } from "./amd-vi-device.js";
@@ -41,7 +42,10 @@ const UNTRANSLATED = "untranslated";
  *   refused as QEMU does when host translation is not offered (HATS = 3); Mode 0 with IR and IW → stage 2;
  * - shadow: Mode 1–6 → a mirror of the v1 table; GV with GIoV → a mirror of PASID 0's v2 table; Mode 0
  *   with IR and IW → the guest-RAM IOAS. A mirror cannot express partial identity permissions or v2 over v1,
- *   so those DTEs block the device.
+ *   so those DTEs block the device. An exclusion range that applies to the device is an identity window in
+ *   its mirror;
+ * - nested: an exclusion range that applies to a device on a nested domain cannot be honoured (the host
+ *   walks the guest's tables), so that DTE is refused as below.
  *
  * What the host refuses is never silent. A nested HWPT or an attachment the host refuses leaves the device
  * blocked, writes "configuration-refused" to the host log and logs ILLEGAL_DEV_TABLE_ENTRY for the guest (the
@@ -75,7 +79,9 @@ export class DeviceEntryHandler {
     if (!(a.guestRid < table.entries)) return this.refuse(a, `beyond:${table.base}:${table.entries}`, illegalDteEvent(a.guestRid, at, false));
     if (!memory.hostReadable(at, DTE_BYTES)) return this.refuse(a, `unreadable:${at}`, devTabHardwareErrorEvent(a.guestRid, at, false, false));
     const w = memory.readWords(at, this.dte);
-    const key = Array.from(w, (x) => x.toString(16)).join(":");
+    const ex = table.exclusion !== undefined && exclusionAppliesTo(table.exclusion, w[3]!) ? { base: table.exclusion.base, limit: table.exclusion.limit } : undefined;
+    // The exclusion range that applies is part of what the DTE means for the device.
+    const key = Array.from(w, (x) => x.toString(16)).join(":") + (ex === undefined ? "" : `|${ex.base}-${ex.limit}`);
     if (key === a.lastDte) return ok();
     if ((w[0]! & 1) === 0) return this.untranslated(a, at);
     if (dteProblem(w) !== undefined) return this.refuse(a, key, illegalDteEvent(a.guestRid, at, false));
@@ -89,6 +95,9 @@ export class DeviceEntryHandler {
       if (mode !== 0) return this.refuse(a, undefined, illegalDteEvent(a.guestRid, at, false));
       if (!gv && ir && iw) return this.attachTo(a, this.options.parentHwptId, at);
       if (!gv && !ir && !iw) return this.block(a);
+      // The host walks the guest's tables itself and has no exclusion range for them: a DTE that needs one
+      // cannot be given to it as written.
+      if (ex !== undefined) return this.configurationRefused(a, at, "exclusion range over a nested domain", { errno: "EOPNOTSUPP", code: Errno.EOPNOTSUPP, message: "the host's nested translation has no guest exclusion range" });
       return this.nested(a, w, at);
     }
     if (gv) {
@@ -96,11 +105,11 @@ export class DeviceEntryHandler {
       if (!giov || mode !== 0) return this.block(a);
       const root = this.pasidZeroRoot(w);
       if (root === undefined) return this.block(a);
-      return this.shadow(a, { kind: "v2", domainId: w[2]! & 0xffff, root, levels: ((w[5]! >>> 22) & 3) === 1 ? 5 : 4 }, at);
+      return this.shadow(a, { kind: "v2", domainId: w[2]! & 0xffff, root, levels: ((w[5]! >>> 22) & 3) === 1 ? 5 : 4, exclusion: ex }, at);
     }
     if (mode === 0) return ir && iw ? this.attachTo(a, this.options.ioasId, at) : this.block(a);
     const root = ((w[0]! & 0xfffff000) >>> 0) + (w[1]! & 0xfffff) * 0x1_0000_0000;
-    return this.shadow(a, { kind: "v1", domainId: w[2]! & 0xffff, root, levels: mode }, at);
+    return this.shadow(a, { kind: "v1", domainId: w[2]! & 0xffff, root, levels: mode, exclusion: ex }, at);
   }
 
   /** The v2 root of PASID 0 from the device's GCR3 table (GLX + 1 levels), or undefined. */

@@ -1,14 +1,17 @@
 import { GuestTableReader, newWalkResult, PageWalker, Perm, WalkFault, type EntryReader, type GuestMemory, type PermBits, type TableGeometry, type WalkResult } from "@viommu/core";
 import { dteGcr3Root, dteProblem, DTE_BYTES } from "../format/device-table-entry.js";
 import { EventCode } from "../format/event-log-entry.js";
+import { excluded, type ExclusionRange } from "../format/exclusion-registers.js";
 import { gcr3Index } from "../format/gcr3-table-entry.js";
 import { amdV1Geometries, amdV1PageTableFormat } from "../format/page-table-v1.js";
 import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
 
-/** The device table as the walker sees it: base GPA and how many DTEs it holds. */
+/** The device table as the walker sees it: base GPA and how many DTEs it holds, and the exclusion range. */
 export interface DeviceTableLocation {
   base: number;
   entries: number;
+  /** Absent: no exclusion range (ExEn clear). */
+  exclusion?: ExclusionRange;
 }
 
 /** What a walk through a guest DTE ended with, beyond the WalkResult. Reused per walk: nothing is allocated. */
@@ -52,7 +55,9 @@ class V1TranslatedReader implements EntryReader {
  * B4): V = 0 passes the request untranslated; a malformed DTE is ILLEGAL_DEV_TABLE_ENTRY; TV = 0 blocks;
  * with GV the guest's v2 table comes from the GCR3 table (the request's PASID, or PASID 0 with GIoV); else
  * Mode 1–6 walks the v1 table and Mode 0 passes with the DTE's IR/IW; both together are two-level
- * translation (every v2 fetch and the v2 output through v1). Every structure is read only where the host
+ * translation (every v2 fetch and the v2 output through v1). A request without PASID inside an enabled
+ * exclusion range, from a device it applies to (Allow, or the DTE's EX), passes untranslated with full
+ * access once its DTE is valid and well formed. Every structure is read only where the host
  * may read it (`hostReadable`), so an SNP guest's private pages give DEV_TAB_HARDWARE_ERROR or
  * PAGE_TAB_HARDWARE_ERROR, never ciphertext. Used by the emulated-device path and by `viommu walk`.
  */
@@ -94,6 +99,18 @@ export class GuestDteWalker {
     outcome.domainId = w[2]! & 0xffff;
     outcome.suppressed = ((w[3]! >>> 2) & 1) === 1;
     if (dteProblem(w) !== undefined) return fail(out, outcome, EventCode.ILLEGAL_DEV_TABLE_ENTRY, WalkFault.Reserved);
+    // The exclusion range (untranslated: the address is the system address) is checked before translation.
+    // It is the host's address space that is excluded, so only requests without a PASID (model's reading:
+    // a PASID names a guest address space the exclusion registers do not describe).
+    if (pasid === undefined && table.exclusion !== undefined && excluded(table.exclusion, w[3]!, iova)) {
+      outcome.translated = false;
+      out.ok = true;
+      out.output = iova;
+      out.pageShift = 12;
+      out.perms = Perm.All;
+      out.fault = WalkFault.None;
+      return;
+    }
     if ((w[0]! & 2) === 0) return fail(out, outcome, EventCode.IO_PAGE_FAULT, WalkFault.Translation);
     const dtePerms: PermBits = ((w[1]! >>> 29) & 1 ? Perm.Read : 0) | ((w[1]! >>> 30) & 1 ? Perm.Write : 0) | Perm.Exec | Perm.User;
     const mode = (w[0]! >>> 9) & 7;

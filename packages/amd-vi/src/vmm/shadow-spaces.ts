@@ -2,11 +2,14 @@ import {
   createShadowBackend,
   fail,
   ok,
+  defaultAdmit,
+  Perm,
   ShadowMirror,
   type GuestMemory,
   type IommufdContext,
   type Result,
   type ShadowBackendKind,
+  type ShadowAdmit,
   type ShadowReporter,
   type ShadowSource as MirrorSource,
   type ShadowSyncReport,
@@ -22,6 +25,8 @@ export interface ShadowSource {
   readonly root: number;
   /** DTE Mode for v1, 4 or 5 levels for v2. */
   readonly levels: number;
+  /** The exclusion range, when it applies to the devices of this space: [base, limit] passes untranslated. */
+  readonly exclusion?: { readonly base: number; readonly limit: number };
 }
 
 export interface ShadowSpace {
@@ -29,10 +34,14 @@ export interface ShadowSpace {
   readonly mirror: ShadowMirror;
   /** Guest DeviceIDs attached to it. */
   readonly devices: Set<number>;
+  /** The identity window installed for the exclusion range (guest RAM inside it), outside the mirror. */
+  window: { iova: number; length: number } | undefined;
+  /** Mirror admission: the default, but nothing that overlaps the exclusion range. */
+  readonly admit: ShadowAdmit;
 }
 
 function keyOf(s: ShadowSource): string {
-  return `${s.kind}:${s.domainId}:${s.root}:${s.levels}`;
+  return `${s.kind}:${s.domainId}:${s.root}:${s.levels}` + (s.exclusion === undefined ? "" : `:x${s.exclusion.base}-${s.exclusion.limit}`);
 }
 
 /** What a resynchronisation found, over every space it touched: the first refusal, if any. */
@@ -74,7 +83,7 @@ export class ShadowSpaces {
 
   get mappings(): number {
     let n = 0;
-    for (const s of this.spaces.values()) n += s.mirror.entries;
+    for (const s of this.spaces.values()) n += s.mirror.entries + (s.window === undefined ? 0 : 1);
     return n;
   }
 
@@ -85,16 +94,50 @@ export class ShadowSpaces {
     if (existing !== undefined) return ok(existing);
     const backend = createShadowBackend(this.backendKind, this.ctx, this.memory, this.dmaEntryLimit);
     if (!backend.ok) return fail(backend);
-    const space: ShadowSpace = { source, mirror: new ShadowMirror(backend.value, this.memory, this.reporter), devices: new Set() };
+    const space: ShadowSpace = { source, mirror: new ShadowMirror(backend.value, this.memory, this.reporter), devices: new Set(), window: undefined, admit: this.admission(source) };
     this.spaces.set(key, space);
+    this.openWindow(space, report);
     merge(report, this.resync(space, 0, Infinity));
     return ok(space);
+  }
+
+  private admission(source: ShadowSource): ShadowAdmit {
+    const admit = defaultAdmit(this.memory);
+    const ex = source.exclusion;
+    if (ex === undefined) return admit;
+    // A guest page overlapping the window is not mirrored: inside, the window is what the device sees; a
+    // large page that straddles its edge loses its part outside too (DMA there faults, never misdirected).
+    return (leaf) => (leaf.input <= ex.limit && leaf.input + 2 ** leaf.pageShift > ex.base ? 0 : admit(leaf));
+  }
+
+  /** The exclusion range as an identity mapping of the guest RAM inside it; a refusal is logged and reported. */
+  private openWindow(space: ShadowSpace, report: ShadowSyncReport): void {
+    const ex = space.source.exclusion;
+    if (ex === undefined) return;
+    const from = Math.max(ex.base, this.memory.base);
+    const end = Math.min(ex.limit + 1, this.memory.end);
+    if (!(end > from)) return;
+    const r = space.mirror.backend.map(from, from, end - from, Perm.ReadWrite);
+    if (r.ok) {
+      space.window = { iova: from, length: end - from };
+      report.installed++;
+      return;
+    }
+    report.refused++;
+    report.firstError ??= r.error;
+    const { log, vm, source } = this.reporter;
+    log.record({ vm, source, kind: "shadow-map-refused", error: r.error, message: `exclusion window [0x${from.toString(16)}, 0x${end.toString(16)}) not installed: ${r.error.errno} ${r.error.message}` });
   }
 
   /** Drops a space no device uses any more (its IOAS goes once its automatic HWPT has). */
   releaseIfUnused(space: ShadowSpace): void {
     if (space.devices.size > 0) return;
     space.mirror.clear();
+    if (space.window !== undefined) {
+      const r = space.mirror.backend.unmap(space.window.iova, space.window.length);
+      if (!r.ok) this.reporter.log.record({ vm: this.reporter.vm, source: this.reporter.source, kind: "shadow-unmap-refused", error: r.error, message: `exclusion window unmap failed: ${r.error.errno} ${r.error.message}` });
+      space.window = undefined;
+    }
     this.spaces.delete(keyOf(space.source));
     this.ctx.destroy(space.mirror.backend.ioasId);
   }
@@ -142,7 +185,7 @@ export class ShadowSpaces {
       const last = this.mappingAt(space.mirror, end - 1);
       if (last !== undefined) end = Math.max(end, last + space.mirror.maps.get(last)!.size);
     }
-    return space.mirror.resync(this.source(space.source), from, end - from);
+    return space.mirror.resync(this.source(space.source), from, end - from, space.admit);
   }
 
   /** The IOVA of the installed mapping containing `iova`, probing each page size v1 and v2 tables have. */
