@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { Testbed, type TestbedOptions } from "@viommu/conformance";
 import { unwrap, type TranslationMode } from "@viommu/core";
 import type { VtdGuestDriver, VtdVariant } from "../src/guest/vtd-driver.js";
@@ -34,4 +35,18 @@ export function mapped(b: VtdBed, rid: number, iova: number, gpa: number, length
   unwrap(b.driver.attach(rid, d));
   unwrap(b.driver.map(d, iova, gpa, length, perms));
   return d;
+}
+
+/**
+ * Runs a fast-check property with the seed from VIOMMU_SEED (a fresh one when unset), and names the seed in
+ * the failure so the run can be repeated.
+ */
+export function checkProperty<Ts>(property: fc.IRawProperty<Ts>, params: Omit<fc.Parameters<Ts>, "seed"> = {}): void {
+  const fromEnv = process.env.VIOMMU_SEED;
+  const seed = fromEnv !== undefined && fromEnv !== "" ? Number(fromEnv) : Math.floor(Math.random() * 2 ** 31);
+  try {
+    fc.assert(property, { ...params, seed } as fc.Parameters<Ts>);
+  } catch (e) {
+    throw new Error(`property failed with VIOMMU_SEED=${seed}: ${(e as Error).message}`, { cause: e });
+  }
 }

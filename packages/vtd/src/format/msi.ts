@@ -9,6 +9,15 @@ import { decodeLayout, defineLayout, encodeLayout, type Fields, type RawBits } f
  */
 export const MSI_ADDRESS_BASE = 0xfee;
 
+/** The interrupt address range 0xFEE0_0000–0xFEEF_FFFF (VT-d §3.15): DMA there is an interrupt request, never memory. */
+export const INTERRUPT_RANGE_FIRST = 0xfee0_0000;
+export const INTERRUPT_RANGE_LAST = 0xfeef_ffff;
+
+/** Whether [base, base + size) overlaps the interrupt address range. */
+export function overlapsInterruptRange(base: number, size: number): boolean {
+  return base <= INTERRUPT_RANGE_LAST && base + size - 1 >= INTERRUPT_RANGE_FIRST;
+}
+
 /** Interrupt format bit values (address bit 4). */
 export const InterruptFormat = { COMPATIBILITY: 0, REMAPPABLE: 1 } as const;
 

@@ -95,6 +95,13 @@ export const vtdCapabilityPlacedRegisters: readonly VtdRegister[] = [
   { name: "FRCD", offset: undefined, width: 128, access: "mixed", description: "Fault recording (at CAP.FRO × 16 + 16n, n ≤ CAP.NFR)" },
 ];
 
+/** The offset of a fixed-offset register, by the spec's name. */
+export function registerOffset(name: string): number {
+  const r = vtdRegisterMap.find((x) => x.name === name);
+  if (r?.offset === undefined) throw new RangeError(`no fixed-offset VT-d register ${name}`);
+  return r.offset;
+}
+
 /** The register at `offset`, if one starts there. */
 export function registerAt(offset: number): VtdRegister | undefined {
   return vtdRegisterMap.find((r) => r.offset === offset);

@@ -75,28 +75,38 @@ export class GuestInvalidationQueue {
   }
 
   private checkFault(indexes: readonly number[], waitIndex: number): Result<void> {
-    const fsts = this.regs.read32(Reg.FSTS);
-    const iqercd = this.regs.read64(Reg.IQERCD);
-    const raw = toHex64(Uint32Array.of(fsts, 0, Number(iqercd & 0xffff_ffffn), Number(iqercd >> 32n)));
+    let fsts = this.regs.read32(Reg.FSTS);
+    let iqercd = this.regs.read64(Reg.IQERCD);
+    const raw = (): string[] => toHex64(Uint32Array.of(fsts, 0, Number(iqercd & 0xffff_ffffn), Number(iqercd >> 32n)));
     if (fsts & FaultStatus.IQE) {
-      const head = Number(this.regs.read64(Reg.IQH)) / this.descriptorBytes;
-      this.errors.push({ kind: "command-error", code: Number(iqercd & 0xfn), name: "IQE", address: head, raw });
-      if (indexes.includes(head) || head === waitIndex) {
+      let head = Number(this.regs.read64(Reg.IQH)) / this.descriptorBytes;
+      if (!indexes.includes(head) && head !== waitIndex) {
+        this.errors.push({ kind: "command-error", code: Number(iqercd & 0xfn), name: "IQE", address: head, raw: raw() });
+        this.regs.write32(Reg.FSTS, FaultStatus.IQE);
+        return err("EIO", "invalidation queue error");
+      }
+      // Each of ours the unit refused is replaced by the wait descriptor and IQE cleared (the unit resumes there);
+      // the unit may stop again at a later one of the batch, at most once per descriptor.
+      const refused: number[] = [];
+      for (let round = 0; round <= indexes.length && fsts & FaultStatus.IQE && (indexes.includes(head) || head === waitIndex); round++) {
+        this.errors.push({ kind: "command-error", code: Number(iqercd & 0xfn), name: "IQE", address: head, raw: raw() });
+        refused.push(head);
         const wait = this.memory.readBytes(this.base + waitIndex * this.descriptorBytes, this.descriptorBytes);
         this.memory.writeBytes(this.base + head * this.descriptorBytes, wait);
         this.regs.write32(Reg.FSTS, FaultStatus.IQE);
-        return err("EIO", `invalid descriptor at queue index ${head}`);
+        fsts = this.regs.read32(Reg.FSTS);
+        iqercd = this.regs.read64(Reg.IQERCD);
+        head = Number(this.regs.read64(Reg.IQH)) / this.descriptorBytes;
       }
-      this.regs.write32(Reg.FSTS, FaultStatus.IQE);
-      return err("EIO", "invalidation queue error");
+      return err("EIO", `invalid descriptor at queue index ${refused.join(", ")}`);
     }
     if (fsts & FaultStatus.ITE) {
-      this.errors.push({ kind: "command-error", code: Number((iqercd >> 32n) & 0xffffn), name: "ITE", raw });
+      this.errors.push({ kind: "command-error", code: Number((iqercd >> 32n) & 0xffffn), name: "ITE", raw: raw() });
       this.regs.write32(Reg.FSTS, FaultStatus.ITE);
       return err("EAGAIN", "device-TLB invalidation timed out; the batch was aborted");
     }
     if (fsts & FaultStatus.ICE) {
-      this.errors.push({ kind: "command-error", code: Number((iqercd >> 48n) & 0xffffn), name: "ICE", raw });
+      this.errors.push({ kind: "command-error", code: Number((iqercd >> 48n) & 0xffffn), name: "ICE", raw: raw() });
       this.regs.write32(Reg.FSTS, FaultStatus.ICE);
     }
     return this.memory.read32(this.statusAddress) === QI_DONE + this.sequence ? ok() : err("ETIMEDOUT", "invalidation wait did not complete");

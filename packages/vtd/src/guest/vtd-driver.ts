@@ -386,8 +386,11 @@ export class VtdGuestDriver implements GuestIommuDriver {
     const leafPerms = this.variant === "scalable" ? perms | Perm.User : perms;
     const r = d.value.table.map(iova, gpa, length, leafPerms);
     if (!r.ok) return r;
-    // Caching mode: a not-present → present change is announced too, so the VMM sees it.
-    return this.caching ? this.flush(domainId, iova, length) : ok();
+    // Caching mode: a not-present → present change is announced too, so the VMM sees it. As Linux's
+    // iotlb_sync_map does, the map succeeds whatever the flush met: a queue error it met is in readEvents
+    // (qi_check_fault's report), and DMA to a page the VMM could not install faults.
+    if (this.caching) this.flush(domainId, iova, length);
+    return ok();
   }
 
   unmap(domainId: GuestDomainId, iova: number, length: number): Result<void> {

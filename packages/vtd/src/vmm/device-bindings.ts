@@ -1,15 +1,19 @@
 import {
   createShadowBackend,
+  err,
   fail,
   NO_PASID,
   ok,
   U64_MAX,
   type DmaDevice,
+  type IommuError,
   type IommufdContext,
   type Result,
+  type ShadowReporter,
   type VmmDeviceOptions,
   type VmmStats,
 } from "@viommu/core";
+import { VtdFaultReason } from "../format/fault-reasons.js";
 import {
   encodeVtdS1,
   encodeVtdS1Invalidate,
@@ -23,11 +27,12 @@ import {
   VtdS1Flag,
 } from "../format/uapi.js";
 import { ContextKind, DeviceContext, type GuestTranslator } from "./guest-translator.js";
+import { vtdShadowAdmit } from "./shadow-admission.js";
 import { ShadowSpace } from "./shadow-space.js";
 
 /** How the host currently translates one passthrough device. */
 type Binding =
-  /** Detached: DMA blocked (the guest's entries do not translate). */
+  /** Detached: DMA blocked (the guest's entries do not translate, or the host refused them). */
   | { readonly kind: "blocked" }
   /** Attached to the VM's stage-2 parent: DMA untranslated (IOVA = GPA). */
   | { readonly kind: "identity" }
@@ -39,14 +44,23 @@ type Binding =
 export interface AssignedDevice {
   readonly device: DmaDevice;
   readonly devId: number;
-  readonly guestRid: number;
+  /** Where the guest sees it (changes when the device is renumbered). */
+  guestRid: number;
   /** The guest configuration the binding was built from (what the VMM has "cached"). */
   readonly context: DeviceContext;
   binding: Binding;
+  /**
+   * The fault reason the guest is shown for this device's DMA while the host refuses the configuration its
+   * entries ask for (0 when the host took it): hardware that cannot use an entry reports it as programmed
+   * invalidly (0x3 legacy, 0x5B scalable).
+   */
+  refusedReason: number;
 }
 
 const BLOCKED: Binding = { kind: "blocked" };
 const IDENTITY: Binding = { kind: "identity" };
+/** The context of every device while translation is off (or in interrupt-remapping-only mode). */
+const UNTRANSLATED: DeviceContext = untranslatedContext();
 
 /**
  * The host side of the guest's device configuration: for each passthrough device, the iommufd objects that
@@ -54,6 +68,10 @@ const IDENTITY: Binding = { kind: "identity" };
  * the caches holding those entries. A guest first-level table is nested (HWPT_NESTED with IOMMU_HWPT_DATA_VTD_S1
  * over the shared parent) in nested mode and shadowed otherwise; a guest second-level table (legacy mode)
  * is always shadowed, since hardware nests only first-level over second-level tables.
+ *
+ * Every host refusal is written to the host log. A refused configuration blocks the device and is shown to the
+ * guest as a fault when the device uses it; a refused invalidation or shadow mapping is returned to the caller,
+ * which makes it the guest's invalidation-queue error.
  */
 export class DeviceBindings {
   readonly devices = new Map<number, AssignedDevice>();
@@ -65,17 +83,56 @@ export class DeviceBindings {
     private readonly options: VmmDeviceOptions,
     private readonly translator: GuestTranslator,
     private readonly stats: VmmStats,
+    private readonly reporter: ShadowReporter,
   ) {}
 
   private get ctx(): IommufdContext {
     return this.options.iommufd;
   }
 
+  /** Adds a passthrough device at `guestRid` and binds it as the guest's tables say; a refusal is the caller's error. */
   add(device: DmaDevice, devId: number, guestRid: number): Result<AssignedDevice> {
-    const a: AssignedDevice = { device, devId, guestRid, context: new DeviceContext().fault(0), binding: BLOCKED };
+    const a: AssignedDevice = { device, devId, guestRid, context: new DeviceContext().fault(0), binding: BLOCKED, refusedReason: 0 };
     this.devices.set(guestRid, a);
-    const r = this.rebind(a, true);
-    return r.ok ? ok(a) : fail(r);
+    const r = this.rebind(a, true, undefined);
+    if (!r.ok) {
+      this.devices.delete(guestRid);
+      this.detach(a);
+      return fail(r);
+    }
+    return ok(a);
+  }
+
+  /** Hot-unplug: the device's attachment and whatever the VMM built for it go; ENOENT when nothing is there. */
+  remove(guestRid: number): Result<AssignedDevice> {
+    const a = this.devices.get(guestRid);
+    if (a === undefined) return err("ENOENT", `no device at guest source id 0x${guestRid.toString(16)}`);
+    this.devices.delete(guestRid);
+    this.detach(a);
+    this.release(a.binding);
+    a.binding = BLOCKED;
+    a.context.fault(0);
+    this.countShadow();
+    return ok(a);
+  }
+
+  /**
+   * Re-addressing: the device at `from` is now at `to`, and its binding is rebuilt from the guest's entries at
+   * `to` (blocked until the guest programs one there). ENOENT, EEXIST and EINVAL as `EmulatedIommu` documents.
+   */
+  renumber(from: number, to: number): Result<IommuError | undefined> {
+    if (!isSourceId(to)) return err("EINVAL", `guest requester id ${to} is not a 16-bit source id`);
+    const a = this.devices.get(from);
+    if (a === undefined) return err("ENOENT", `no device at guest source id 0x${from.toString(16)}`);
+    if (from === to) return ok(undefined);
+    if (this.devices.has(to)) return err("EEXIST", `guest source id 0x${to.toString(16)} already assigned`);
+    this.devices.delete(from);
+    a.guestRid = to;
+    this.devices.set(to, a);
+    const refused: RefusalSink = { first: undefined };
+    this.rebind(a, true, refused);
+    this.countShadow();
+    return ok(refused.first);
   }
 
   /** The assigned device with physical requester id `requesterId`, if it is one of this unit's. */
@@ -84,15 +141,20 @@ export class DeviceBindings {
     return undefined;
   }
 
-  /** Re-reads the guest configuration of the devices `which` selects and rebuilds what changed. */
-  refresh(which: (a: AssignedDevice) => boolean): void {
-    for (const a of this.devices.values()) if (which(a)) this.rebind(a, false);
+  /**
+   * Re-reads the guest configuration of the devices `which` selects and rebuilds what changed. Returns the
+   * first shadow mapping the host refused while doing it (refused configurations are handled here).
+   */
+  refresh(which: (a: AssignedDevice) => boolean): IommuError | undefined {
+    const refused: RefusalSink = { first: undefined };
+    for (const a of this.devices.values()) if (which(a)) this.rebind(a, false, refused);
+    this.countShadow();
+    return refused.first;
   }
 
   private target(a: AssignedDevice, next: DeviceContext): "blocked" | "identity" | "nested" | "shadow" {
     if (this.options.mode === "ir-only" || !this.translationEnabled) {
-      next.kind = ContextKind.PASS_THROUGH;
-      next.did = 0;
+      next.copyFrom(UNTRANSLATED);
       return "identity";
     }
     this.translator.resolve(a.guestRid, NO_PASID, next);
@@ -108,87 +170,113 @@ export class DeviceBindings {
     }
   }
 
-  private rebind(a: AssignedDevice, force: boolean): Result<void> {
+  /**
+   * Makes the host translate `a` as its guest entries say. A configuration the host refuses blocks the device
+   * (logged, and returned for `add`); shadow mappings it refuses go to `refused`.
+   */
+  private rebind(a: AssignedDevice, force: boolean, refused: RefusalSink | undefined): Result<void> {
     const next = this.scratch;
     const kind = this.target(a, next);
-    if (!force && kind === a.binding.kind && next.sameAs(a.context)) return ok();
+    if (!force && kind === a.binding.kind && next.sameAs(a.context) && a.refusedReason === 0) return ok();
     const previous = a.binding;
-    let binding: Binding;
+    let bound: Result<Binding>;
     switch (kind) {
       case "blocked":
-        this.ctx.detach(a.devId);
-        binding = BLOCKED;
+        this.detach(a);
+        bound = ok(BLOCKED);
         break;
       case "identity": {
         const r = this.ctx.attach(a.devId, this.options.parentHwptId);
-        if (!r.ok) return fail(r);
-        binding = IDENTITY;
+        bound = r.ok ? ok(IDENTITY) : fail(r);
         break;
       }
       case "nested":
-        binding = this.bindNested(a, next);
+        bound = this.bindNested(a, next);
         break;
       case "shadow":
-        binding = this.bindShadow(a, next);
+        bound = this.bindShadow(a, next, refused);
         break;
     }
     a.context.copyFrom(next);
-    a.binding = binding;
+    if (bound.ok) {
+      a.binding = bound.value;
+      a.refusedReason = 0;
+    } else {
+      this.detach(a);
+      a.binding = BLOCKED;
+      a.refusedReason = next.scalable ? VtdFaultReason.PASID_TABLE_ENTRY_INV : VtdFaultReason.CONTEXT_ENTRY_INV;
+      this.log("configuration-refused", bound.error, `${kind} binding of guest source id 0x${a.guestRid.toString(16)} refused: ${bound.error.errno} ${bound.error.message}; the device is blocked`);
+    }
     this.release(previous);
-    return ok();
+    return bound.ok ? ok() : fail(bound);
   }
 
-  private bindNested(a: AssignedDevice, next: DeviceContext): Binding {
+  private bindNested(a: AssignedDevice, next: DeviceContext): Result<Binding> {
     const flags = (next.sre ? VtdS1Flag.SRE : 0) | (next.wpe ? VtdS1Flag.WPE : 0) | (next.eafe ? VtdS1Flag.EAFE : 0);
     const data = encodeVtdS1({ flags, pgtblAddr: next.root, addrWidth: next.levels === 5 ? VTD_S1_ADDR_WIDTH_5LEVEL : VTD_S1_ADDR_WIDTH_4LEVEL });
     const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: a.devId, ptId: this.options.parentHwptId, data: { type: IOMMU_HWPT_DATA_VTD_S1, bytes: data } });
-    if (hwpt.ok && this.ctx.attach(a.devId, hwpt.value).ok) return { kind: "nested", hwptId: hwpt.value };
-    // The host refused the configuration: the device is blocked, as hardware blocks an entry it cannot use.
-    if (hwpt.ok) this.ctx.destroy(hwpt.value);
-    this.ctx.detach(a.devId);
-    return BLOCKED;
+    if (!hwpt.ok) return fail(hwpt);
+    const attached = this.ctx.attach(a.devId, hwpt.value);
+    if (attached.ok) return ok({ kind: "nested", hwptId: hwpt.value });
+    this.destroyObject(hwpt.value);
+    return fail(attached);
   }
 
-  private bindShadow(a: AssignedDevice, next: DeviceContext): Binding {
+  private bindShadow(a: AssignedDevice, next: DeviceContext, refused: RefusalSink | undefined): Result<Binding> {
     const key = `${next.kind}:${next.did}:${next.root}:${next.levels}`;
     let space = this.spaces.get(key);
     if (space === undefined) {
       const backend = createShadowBackend(this.options.shadowBackend ?? "iommufd", this.ctx, this.options.vm.memory, this.options.dmaEntryLimit);
-      if (!backend.ok) {
-        this.ctx.detach(a.devId);
-        return BLOCKED;
-      }
+      if (!backend.ok) return fail(backend);
       const stage = this.translator.stageOf(next);
-      space = new ShadowSpace(key, next.did, backend.value, stage.format, stage.geometry, next.root, this.translator.reader, this.options.vm.memory, next.kind === ContextKind.FIRST_LEVEL);
+      const source = { format: stage.format, geometry: stage.geometry, root: next.root, reader: this.translator.reader };
+      const admit = vtdShadowAdmit(this.options.vm.memory, next.kind === ContextKind.FIRST_LEVEL);
+      space = new ShadowSpace(key, next.did, backend.value, source, this.options.vm.memory, this.reporter, admit);
       this.spaces.set(key, space);
-      space.resync(0, Infinity);
-      this.countShadow();
+      const report = space.resync(0, Infinity);
+      if (report.refused > 0 && refused !== undefined) refused.first ??= report.firstError;
     }
-    if (!this.ctx.attach(a.devId, space.backend.ioasId).ok) {
-      this.ctx.detach(a.devId);
+    const attached = this.ctx.attach(a.devId, space.backend.ioasId);
+    if (!attached.ok) {
       if (space.users === 0) this.dropSpace(space);
-      return BLOCKED;
+      return fail(attached);
     }
     space.users++;
-    return { kind: "shadow", space };
+    return ok({ kind: "shadow", space });
   }
 
   private release(binding: Binding): void {
-    if (binding.kind === "nested") this.ctx.destroy(binding.hwptId);
+    if (binding.kind === "nested") this.destroyObject(binding.hwptId);
     else if (binding.kind === "shadow" && --binding.space.users === 0) this.dropSpace(binding.space);
   }
 
   private dropSpace(space: ShadowSpace): void {
     space.clear();
     this.spaces.delete(space.key);
-    this.ctx.ioasUnmap({ ioasId: space.backend.ioasId, iova: 0, length: U64_MAX });
-    this.ctx.destroy(space.backend.ioasId);
-    this.countShadow();
+    const unmapped = this.ctx.ioasUnmap({ ioasId: space.backend.ioasId, iova: 0, length: U64_MAX });
+    // ENOENT: the space held no mapping (everything was refused, or the guest table was empty).
+    if (!unmapped.ok && unmapped.error.errno !== "ENOENT") this.log("shadow-unmap-refused", unmapped.error, `shadow IOAS ${space.backend.ioasId}: ${unmapped.error.message}`);
+    this.destroyObject(space.backend.ioasId);
+  }
+
+  /** Detaches the device; ENOENT (not attached) is the expected answer for a device already blocked. */
+  private detach(a: AssignedDevice): void {
+    const r = this.ctx.detach(a.devId);
+    if (!r.ok && r.error.errno !== "ENOENT") this.log("other", r.error, `detach of guest source id 0x${a.guestRid.toString(16)} failed: ${r.error.message}`);
+  }
+
+  private destroyObject(id: number): void {
+    const r = this.ctx.destroy(id);
+    if (!r.ok) this.log("other", r.error, `iommufd object ${id} could not be destroyed: ${r.error.errno} ${r.error.message}`);
+  }
+
+  private log(kind: "configuration-refused" | "invalidation-refused" | "shadow-unmap-refused" | "other", error: IommuError, message: string): void {
+    this.reporter.log.record({ vm: this.reporter.vm, source: this.reporter.source, kind, error, message });
   }
 
   private countShadow(): void {
     let n = 0;
-    for (const s of this.spaces.values()) n += s.maps.size;
+    for (const s of this.spaces.values()) n += s.entries;
     this.stats.shadowMappings = n;
   }
 
@@ -196,8 +284,11 @@ export class DeviceBindings {
    * A translation-cache invalidation for domain `did` (every domain when undefined), PASID `pasid` (any when
    * undefined), over [address, address + length) (everything when length is Infinity). Nested devices get it
    * forwarded as IOMMU_HWPT_INVALIDATE with a VTD_S1 entry; shadow spaces are resynchronised over the range.
+   * Returns the first refusal (an invalidation iommufd refused, a shadow mapping the back end refused); the
+   * other targets are still invalidated. `stats.forwarded` counts what the host accepted.
    */
-  invalidate(did: number | undefined, pasid: number | undefined, address: number, length: number, leaf: boolean): void {
+  invalidate(did: number | undefined, pasid: number | undefined, address: number, length: number, leaf: boolean): IommuError | undefined {
+    const refused: RefusalSink = { first: undefined };
     const all = !Number.isFinite(length);
     const hwpts = new Set<number>();
     for (const a of this.devices.values()) {
@@ -211,29 +302,49 @@ export class DeviceBindings {
         ? encodeVtdS1InvalidateAll()
         : encodeVtdS1Invalidate({ addr: BigInt(address), npages: BigInt(Math.max(1, Math.ceil(length / 4096))), flags: leaf ? VtdInvalidateFlag.LEAF : 0 });
       for (const hwptId of hwpts) {
-        this.ctx.hwptInvalidate({ hwptId, dataType: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, entryLen: VTD_S1_INVALIDATE_BYTES, entryNum: 1, entries: entry });
-        this.stats.forwarded++;
+        const r = this.ctx.hwptInvalidate({ hwptId, dataType: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, entryLen: VTD_S1_INVALIDATE_BYTES, entryNum: 1, entries: entry });
+        this.stats.forwarded += r.handled;
+        if (!r.result.ok) {
+          refused.first ??= r.result.error;
+          const what = all ? "everything" : `0x${address.toString(16)}+0x${length.toString(16)}`;
+          this.log("invalidation-refused", r.result.error, `VTD_S1 invalidation of HWPT ${hwptId} (DID ${did ?? "any"}, ${what}) refused after ${r.handled} entries: ${r.result.error.errno} ${r.result.error.message}`);
+        }
       }
     }
-    let resynced = false;
     for (const space of this.spaces.values()) {
       if (did !== undefined && space.did !== did) continue;
-      space.resync(address, length);
-      resynced = true;
-      this.stats.forwarded++;
+      const report = space.resync(address, length);
+      if (report.refused > 0) refused.first ??= report.firstError;
+      else this.stats.forwarded++;
     }
-    if (resynced) this.countShadow();
+    this.countShadow();
+    return refused.first;
   }
 
   /** Detaches everything and frees the host objects (the VMM is going away). */
   destroy(): void {
     for (const a of this.devices.values()) {
-      this.ctx.detach(a.devId);
+      this.detach(a);
       this.release(a.binding);
       a.binding = BLOCKED;
     }
     this.devices.clear();
     for (const space of [...this.spaces.values()]) this.dropSpace(space);
+    this.countShadow();
   }
 }
 
+function untranslatedContext(): DeviceContext {
+  const c = new DeviceContext();
+  c.kind = ContextKind.PASS_THROUGH;
+  return c;
+}
+
+/** Where the first host refusal of one guest operation is kept. */
+interface RefusalSink {
+  first: IommuError | undefined;
+}
+
+export function isSourceId(rid: number): boolean {
+  return Number.isInteger(rid) && rid >= 0 && rid <= 0xffff;
+}

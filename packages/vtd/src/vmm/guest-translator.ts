@@ -16,6 +16,7 @@ import { contextEntryHasReservedBits, ContextTranslationType } from "../format/c
 import { decodeEcap } from "../format/ecap.js";
 import { faultReason, VtdFaultReason } from "../format/fault-reasons.js";
 import { FlPteFormat } from "../format/fl-pte.js";
+import { overlapsInterruptRange } from "../format/msi.js";
 import { pasidDirEntryHasReservedBits } from "../format/pasid-dir-entry.js";
 import { pasidEntryHasReservedBits, PasidGranularTranslationType } from "../format/pasid-entry.js";
 import { TranslationTableMode } from "../format/registers.js";
@@ -167,9 +168,6 @@ class HostReadableReader implements EntryReader {
     return true;
   }
 }
-
-const INTERRUPT_FIRST = 0xfee0_0000;
-const INTERRUPT_LAST = 0xfeef_ffff;
 
 /**
  * Translation through a guest's VT-d structures in guest memory, as the remapping hardware does it: the root
@@ -405,7 +403,7 @@ export class GuestTranslator {
     // Untranslated requests whose result lands in the interrupt range are blocked (VT-d 3.14, LGN.4 / SGN.8).
     const size = 2 ** walk.pageShift;
     const base = walk.output - (walk.output % size);
-    if (base <= INTERRUPT_LAST && base + size - 1 >= INTERRUPT_FIRST) {
+    if (overlapsInterruptRange(base, size)) {
       walk.ok = false;
       walk.fault = WalkFault.Permission;
       out.reason = ctx.scalable ? VtdFaultReason.SM_INTERRUPT_ADDR : VtdFaultReason.INTERRUPT_ADDR;

@@ -39,12 +39,15 @@ export class InterruptRemapper {
   private table = 0;
   private entries = 0;
   eime = false;
+  /** The IRTA value SIRTP last latched (0 before the first). */
+  latchedIrta = 0n;
   private readonly cache = new Map<number, Uint32Array>();
 
   constructor(private readonly memory: GuestMemory) {}
 
   /** GCMD.SIRTP: latch IRTA (the cache keeps its entries: software flushes it with an IEC invalidation). */
   latch(eimAllowed: boolean): void {
+    this.latchedIrta = this.irta;
     this.table = Number((this.irta & 0x000f_ffff_ffff_f000n) % (1n << 52n));
     this.entries = irtEntries(Number(this.irta & 0xfn));
     this.eime = eimAllowed && ((this.irta >> 11n) & 1n) === 1n;
@@ -115,13 +118,21 @@ export class InterruptRemapper {
     return this.cache.size;
   }
 
-  snapshot(): { irta: string; enabled: boolean; cfis: boolean; latched: boolean } {
-    return { irta: this.irta.toString(), enabled: this.enabled, cfis: this.compatibilityAllowed, latched: this.entries > 0 };
+  snapshot(): { irta: string; latchedIrta: string; enabled: boolean; cfis: boolean; latched: boolean } {
+    return { irta: this.irta.toString(), latchedIrta: this.latchedIrta.toString(), enabled: this.enabled, cfis: this.compatibilityAllowed, latched: this.entries > 0 };
   }
 
-  restore(s: { irta: string; enabled: boolean; cfis: boolean; latched: boolean }, eimAllowed: boolean): void {
-    this.irta = BigInt(s.irta);
+  /** Applies a checked state: the table `latchedIrta` names is latched (if one was), then IRTA takes its value. */
+  restore(s: { irta: bigint; latchedIrta: bigint; enabled: boolean; cfis: boolean; latched: boolean }, eimAllowed: boolean): void {
+    this.irta = s.latchedIrta;
     if (s.latched) this.latch(eimAllowed);
+    else {
+      this.latchedIrta = 0n;
+      this.table = 0;
+      this.entries = 0;
+      this.eime = false;
+    }
+    this.irta = s.irta;
     this.enabled = s.enabled;
     this.compatibilityAllowed = s.cfis;
     this.cache.clear();

@@ -24,6 +24,27 @@ export interface InvalidationQueueHost {
   stopped(): boolean;
 }
 
+/** The queue's saved state: IQA as a decimal string, IQH/IQT byte offsets, IQERCD's three fields. */
+export interface InvalidationQueueSnapshot {
+  readonly iqa: string;
+  readonly head: number;
+  readonly tail: number;
+  readonly enabled: boolean;
+  readonly lastWasWait: boolean;
+  readonly errors: [number, number, number];
+}
+
+/** A checked queue state to apply. */
+export interface InvalidationQueueState {
+  readonly iqa: bigint;
+  readonly head: number;
+  readonly tail: number;
+  readonly enabled: boolean;
+  readonly lastWasWait: boolean;
+  /** IQEI, ITESID, ICESID. */
+  readonly errors: readonly [number, number, number];
+}
+
 /** Descriptor types that exist only as 256-bit-era PASID descriptors (QEMU rejects them in 128-bit mode). */
 const PASID_TYPES = new Set<number>([InvDescType.P_IOTLB_INV, InvDescType.PC_INV, InvDescType.P_DEV_TLB_INV, InvDescType.PG_RESP]);
 
@@ -65,6 +86,16 @@ export class InvalidationQueue {
 
   get descriptorBytes(): number {
     return this.wide ? 32 : 16;
+  }
+
+  /** Guest physical address of descriptor 0 as latched at enable; undefined while queued invalidation is off. */
+  get ringBase(): number | undefined {
+    return this.enabled ? this.base : undefined;
+  }
+
+  /** Descriptors in the ring as latched at enable (0 while queued invalidation is off). */
+  get ringEntries(): number {
+    return this.enabled ? this.entries : 0;
   }
 
   get sizeBytes(): number {
@@ -151,16 +182,30 @@ export class InvalidationQueue {
     return BigInt(this.iqeInfo & 0xf) | (BigInt(this.iteSid & 0xffff) << 32n) | (BigInt(this.iceSid & 0xffff) << 48n);
   }
 
-  snapshot(): { iqa: string; head: number; tail: number; enabled: boolean; lastWasWait: boolean } {
-    return { iqa: this.iqa.toString(), head: this.head, tail: this.tail, enabled: this.enabled, lastWasWait: this.lastWasWait };
+  snapshot(): InvalidationQueueSnapshot {
+    return {
+      iqa: this.iqa.toString(),
+      head: this.head,
+      tail: this.tail,
+      enabled: this.enabled,
+      lastWasWait: this.lastWasWait,
+      errors: [this.iqeInfo, this.iteSid, this.iceSid],
+    };
   }
 
-  restore(s: { iqa: string; head: number; tail: number; enabled: boolean; lastWasWait: boolean }): void {
-    this.iqa = BigInt(s.iqa);
+  /** Applies a checked state (vtd-state.ts validates every field against IQA first). */
+  restore(s: InvalidationQueueState): void {
+    this.iqa = s.iqa;
     if (s.enabled) this.enable();
-    else this.enabled = false;
-    this.head = s.enabled ? s.head % this.sizeBytes : 0;
+    else {
+      this.enabled = false;
+      this.base = 0;
+      this.entries = 256;
+      this.wide = false;
+    }
+    this.head = s.head;
     this.tail = s.tail;
     this.lastWasWait = s.lastWasWait;
+    [this.iqeInfo, this.iteSid, this.iceSid] = s.errors;
   }
 }

@@ -22,7 +22,8 @@ export class PageRequestQueue {
     private readonly overflowed: () => void,
   ) {}
 
-  private get base(): number {
+  /** Guest physical address of entry 0, from PQA. */
+  get base(): number {
     return Number((this.pqa & 0x000f_ffff_ffff_f000n) % (1n << 52n));
   }
 
@@ -59,5 +60,13 @@ export class PageRequestQueue {
     this.prs |= Prs.PPR;
     if (!wasPending) this.event.raise();
     return true;
+  }
+
+  /** Applies a checked state (head and tail inside the ring PQA describes). */
+  restore(s: { pqa: bigint; head: number; tail: number; prs: number }): void {
+    this.pqa = s.pqa;
+    this.head = s.head;
+    this.tail = s.tail;
+    this.prs = s.prs;
   }
 }

@@ -50,20 +50,24 @@ export interface RegisterParts {
   readonly invalidationEvent: EventInterrupt;
 }
 
-const RTADDR_MASK = 0xffff_ffff_ffff_fc00n;
-const IQA_MASK = 0xffff_ffff_ffff_f007n;
-const IQA_DW = 1n << 11n;
-const IRTA_MASK = 0xffff_ffff_ffff_f00fn;
-const IRTA_EIME = 1n << 11n;
-const PQA_MASK = 0xffff_ffff_ffff_f007n;
+export const RTADDR_MASK = 0xffff_ffff_ffff_fc00n;
+export const IQA_MASK = 0xffff_ffff_ffff_f007n;
+export const IQA_DW = 1n << 11n;
+export const IRTA_MASK = 0xffff_ffff_ffff_f00fn;
+export const IRTA_EIME = 1n << 11n;
+export const PQA_MASK = 0xffff_ffff_ffff_f007n;
 /** CCMD software-writable bits: ICC, CIRG, FM, SID, DID (CAIG is the hardware's answer). */
 const CCMD_MASK = 0xe000_0003_ffff_ffffn;
+/** The bits CCMD can hold once a command completed: ICC clear, CAIG [60:59] set by the hardware. */
+export const CCMD_HELD = (CCMD_MASK & ~(1n << 63n)) | (3n << 59n);
 /** IOTLB software-writable bits: IVT, IIRG, DR, DW, DID. */
 const IOTLB_MASK = 0xb003_ffff_0000_0000n;
-const IVA_MASK = 0xffff_ffff_ffff_f07fn;
+/** The bits the IOTLB register can hold once a command completed: IVT clear, IAIG [58:57] set by the hardware. */
+export const IOTLB_HELD = (IOTLB_MASK & ~(1n << 63n)) | (3n << 57n);
+export const IVA_MASK = 0xffff_ffff_ffff_f07fn;
 /** Event data registers keep IMD [15:0] (EIMD is reserved since VT-d 3.3). */
-const EVENT_DATA_MASK = 0xffff;
-const EVENT_ADDRESS_MASK = 0xffff_fffc;
+export const EVENT_DATA_MASK = 0xffff;
+export const EVENT_ADDRESS_MASK = 0xffff_fffc;
 
 /**
  * The guest-visible register page of the emulated unit (VT-d chapter 11; ../shared/spec/x86.md A1): each

@@ -5,18 +5,23 @@ import {
   encodeState,
   err,
   fail,
+  HostServices,
   NO_PASID,
   ok,
   Perm,
+  resolveToken,
   saveFrozen,
   WalkFault,
   type AcpiTableBlob,
   type DmaDevice,
+  type GuestQueueView,
+  type IommuError,
   type EmulatedIommu,
   type InterruptResult,
   type MmioMapping,
   type MsiMessage,
   type Result,
+  type ShadowReporter,
   type StateValue,
   type TranslationMode,
   type VmmDeviceOptions,
@@ -26,10 +31,11 @@ import {
 import { faultReason, VtdFaultReason } from "../format/fault-reasons.js";
 import { FaultRequestType, interruptFaultInfo } from "../format/fault-record.js";
 import { FaultStage, isVtdHostFaultSource, type VtdHostFaultReport, type VtdHostFaultSource } from "../format/host-fault-report.js";
+import { decodeEcap } from "../format/ecap.js";
 import { invDescName } from "../format/inv-desc.js";
 import { SOURCE_ID_QUALIFIER_MASKS } from "../format/irte.js";
 import { InvalidationQueueErrorInfo } from "../format/registers.js";
-import { DeviceBindings, type AssignedDevice } from "./device-bindings.js";
+import { DeviceBindings, isSourceId, type AssignedDevice } from "./device-bindings.js";
 import { buildVtdDmar } from "./dmar-table.js";
 import {
   EMULATED_FAULT_RECORDS,
@@ -45,12 +51,13 @@ import {
 } from "./emulated-capabilities.js";
 import { sendEventMsi } from "./event-msi.js";
 import { EventInterrupt, FaultRecorder, Fsts } from "./fault-recorder.js";
+import { vtdGuestQueues } from "./guest-queues.js";
 import { ContextKind, DeviceContext, GuestTranslation, GuestTranslator, translatorConfig } from "./guest-translator.js";
 import { InterruptRemapper } from "./interrupt-remapper.js";
 import { DONE, InvalidationQueue, type DescriptorOutcome, type InvalidationQueueHost } from "./invalidation-queue.js";
 import { PageRequestQueue } from "./page-request-queue.js";
 import { Gsts, VtdRegisterFile, type RegisterEffects } from "./register-file.js";
-import { restoreVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION } from "./vtd-state.js";
+import { applyVtdState, parseVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION, type VtdStateLimits } from "./vtd-state.js";
 
 /** QEMU's register base for intel-iommu; further instances follow at 64 KiB steps. */
 export const VTD_DEFAULT_MMIO_BASE = 0xfed9_0000;
@@ -66,6 +73,19 @@ export interface PageResponse {
 
 const INVALID_RESERVED: DescriptorOutcome = { kind: "invalid", info: InvalidationQueueErrorInfo.RSVD_FIELD_VIOLATION };
 const INVALID_NO_INFO: DescriptorOutcome = { kind: "invalid", info: InvalidationQueueErrorInfo.INFO_NOT_AVAILABLE };
+/**
+ * An invalidation the host refused (IOMMU_HWPT_INVALIDATE failed for a nested domain, or a shadow mapping its
+ * resynchronisation needed was not installed) is an invalidation queue error at that descriptor: FSTS.IQE and
+ * the fault event, IQH left pointing at it, nothing behind it fetched until software clears IQE, the
+ * descriptors ahead of it completed as normal (VT-d spec §6.5.2.11, "Invalidation Queue Errors") — which is
+ * what iommufd's `handled` says of the host's entries. Not ITE: §6.5.2.11 defines it for a Device-TLB
+ * invalidation response time-out only, ITESID must name the device that timed out, and Linux's qi_check_fault
+ * (drivers/iommu/intel/dmar.c) answers it by aborting the pending waits and resubmitting the batch (-EAGAIN),
+ * which a refusal that recurs turns into an endless loop. An IQE at its own descriptor Linux repairs with its
+ * wait descriptor and reports (-EINVAL, "Invalidation Queue Error"). IQEI 0, information not available
+ * (§11.4.9.9): the descriptor itself is well formed.
+ */
+const REFUSED_BY_HOST: DescriptorOutcome = INVALID_NO_INFO;
 /** Host fault reports read per poll round, and rounds per poll: a VM faulting without end cannot stall the loop. */
 const FAULT_BATCH = 64;
 const FAULT_ROUNDS = 16;
@@ -100,8 +120,12 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   private readonly walkOutcome = new GuestTranslation();
   private readonly context = new DeviceContext();
   private readonly instance: number;
+  /** What a saved state is checked against: this unit's fault records, descriptor widths and EIM. */
+  private readonly stateLimits: VtdStateLimits;
+  /** Where host refusals made on this VM's behalf are reported. */
+  readonly reporter: ShadowReporter;
 
-  private constructor(private readonly options: VmmDeviceOptions) {
+  private constructor(readonly options: VmmDeviceOptions) {
     this.mode = options.mode;
     this.instance = options.instance ?? 0;
     this.mmioBase = options.mmioBase ?? VTD_DEFAULT_MMIO_BASE + this.instance * 0x10000;
@@ -110,7 +134,9 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.translator = new GuestTranslator(vm.memory, translatorConfig(this.registersModel.cap, this.registersModel.ecap, EMULATED_HAW));
     this.faults = new FaultRecorder(EMULATED_FAULT_RECORDS, new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-fault")));
     this.invalidationEvent = new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-invalidation"));
-    this.queue = new InvalidationQueue(vm.memory, this, true);
+    const ecap = decodeEcap(this.registersModel.ecap);
+    this.stateLimits = { faultRecords: EMULATED_FAULT_RECORDS, wideDescriptors: ecap.SMTS === 1, eim: ecap.EIM === 1 };
+    this.queue = new InvalidationQueue(vm.memory, this, this.stateLimits.wideDescriptors);
     this.remapper = new InterruptRemapper(vm.memory);
     this.prq = new PageRequestQueue(vm.memory, new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-page-request")), () => this.faults.setStatus(Fsts.PRO));
     this.registers = new VtdRegisterFile(
@@ -120,8 +146,8 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
         ecap: this.registersModel.ecap,
         fro: EMULATED_FRO,
         iro: EMULATED_IRO,
-        eim: true,
-        smts: true,
+        eim: this.stateLimits.eim,
+        smts: this.stateLimits.wideDescriptors,
         faults: this.faults,
         queue: this.queue,
         remapper: this.remapper,
@@ -130,7 +156,8 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
       },
       this,
     );
-    this.bindings = new DeviceBindings(options, this.translator, this.stats);
+    this.reporter = { log: resolveToken(vm.container, HostServices).log, vm: vm.id, source: `vtd@0x${this.mmioBase.toString(16)}` };
+    this.bindings = new DeviceBindings(options, this.translator, this.stats, this.reporter);
     this.hostFaults = isVtdHostFaultSource(options.unit) ? options.unit : undefined;
   }
 
@@ -161,6 +188,10 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.translator.setRootTable(this.registers.rtaddr);
   }
 
+  /**
+   * GCMD.TE: every device rebound. A shadow mapping refused here has no descriptor to fail (the host log has
+   * it); in caching mode the guest's flushes after enabling translation resynchronise, and fail, again.
+   */
   translation(enable: boolean): void {
     this.bindings.translationEnabled = enable;
     if (!enable) this.faults.resetIndex();
@@ -179,7 +210,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   }
 
   setInterruptTable(): void {
-    this.remapper.latch(true);
+    this.remapper.latch(this.stateLimits.eim);
   }
 
   tailWritten(value: bigint): void {
@@ -190,24 +221,31 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     if (bits & (Fsts.IQE | Fsts.ITE) && !this.frozen) this.queue.process();
   }
 
-  /** Register-based context-cache invalidation (ignored while queued invalidation is on, as software must not mix them). */
+  /**
+   * Register-based context-cache invalidation (ignored while queued invalidation is on, as software must not
+   * mix them). The actual granularity (CAIG) is 0 for a request not carried out, the register interface's only
+   * error report; a refused shadow mapping is one.
+   */
   contextCommand(ccmd: bigint): number {
     if (this.registers.gsts & Gsts.QIES) return 0;
     const cirg = Number((ccmd >> 61n) & 3n);
     if (cirg === 0) return 0;
-    this.contextInvalidation(cirg, Number(ccmd & 0xffffn), Number((ccmd >> 16n) & 0xffffn), Number((ccmd >> 32n) & 3n));
-    return cirg;
+    const refused = this.contextInvalidation(cirg, Number(ccmd & 0xffffn), Number((ccmd >> 16n) & 0xffffn), Number((ccmd >> 32n) & 3n));
+    return refused === undefined ? cirg : 0;
   }
 
-  /** Register-based IOTLB invalidation (IOTLB register at ECAP.IRO × 16 + 8, address in IVA). */
+  /**
+   * Register-based IOTLB invalidation (IOTLB register at ECAP.IRO × 16 + 8, address in IVA). IAIG 0 reports a
+   * request the hardware did not carry out (an address mask above MAMV, or one the host refused).
+   */
   iotlbCommand(iotlb: bigint, iva: bigint): number {
     if (this.registers.gsts & Gsts.QIES) return 0;
     const iirg = Number((iotlb >> 60n) & 3n);
     const did = Number((iotlb >> 32n) & 0xffffn);
     const am = Number(iva & 0x3fn);
     if (iirg === 0 || (iirg === 3 && am > EMULATED_MAMV)) return 0;
-    this.iotlbInvalidation(iirg, did, Number((iva & 0x000f_ffff_ffff_f000n) % (1n << 52n)), am, Number((iva >> 6n) & 1n) === 1, undefined);
-    return iirg;
+    const refused = this.iotlbInvalidation(iirg, did, Number((iva & 0x000f_ffff_ffff_f000n) % (1n << 52n)), am, Number((iva >> 6n) & 1n) === 1, undefined);
+    return refused === undefined ? iirg : 0;
   }
 
   // ---- invalidation queue ----
@@ -228,13 +266,11 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     switch (invDescName(type)) {
       case "CC_INV":
         if (g === 0) return INVALID_RESERVED;
-        this.contextInvalidation(g, w0 >>> 16, raw[1]! & 0xffff, (raw[1]! >>> 16) & 3);
-        return DONE;
+        return done(this.contextInvalidation(g, w0 >>> 16, raw[1]! & 0xffff, (raw[1]! >>> 16) & 3));
       case "IOTLB_INV": {
         const am = raw[2]! & 0x3f;
         if (g === 0 || am > EMULATED_MAMV) return INVALID_RESERVED;
-        this.iotlbInvalidation(g, w0 >>> 16, address64(raw[2]!, raw[3]!, 12, 51), am, (raw[2]! & 0x40) !== 0, undefined);
-        return DONE;
+        return done(this.iotlbInvalidation(g, w0 >>> 16, address64(raw[2]!, raw[3]!, 12, 51), am, (raw[2]! & 0x40) !== 0, undefined));
       }
       case "DEV_TLB_INV":
         return this.deviceTlb(raw[1]! & 0xffff);
@@ -252,17 +288,15 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
         const am = raw[2]! & 0x3f;
         if (g < 2 || am > EMULATED_MAMV) return INVALID_RESERVED;
         const pasid = raw[1]! & 0xfffff;
-        if (g === 2) this.bindings.invalidate(w0 >>> 16, pasid, 0, Infinity, false);
-        else this.iotlbInvalidation(3, w0 >>> 16, address64(raw[2]!, raw[3]!, 12, 51), am, (raw[2]! & 0x40) !== 0, pasid);
-        return DONE;
+        if (g === 2) return done(this.bindings.invalidate(w0 >>> 16, pasid, 0, Infinity, false));
+        return done(this.iotlbInvalidation(3, w0 >>> 16, address64(raw[2]!, raw[3]!, 12, 51), am, (raw[2]! & 0x40) !== 0, pasid));
       }
       case "PC_INV": {
         if (g === 2) return INVALID_RESERVED;
         const did = w0 >>> 16;
         const pasid = raw[1]! & 0xfffff;
         // Devices whose cached entry is a fault cached nothing present: any PASID-cache flush may cover them.
-        this.bindings.refresh((a) => g === 3 || a.context.kind === ContextKind.FAULT || (a.context.did === did && (g === 0 || a.context.pasid === pasid)));
-        return DONE;
+        return done(this.bindings.refresh((a) => g === 3 || a.context.kind === ContextKind.FAULT || (a.context.did === did && (g === 0 || a.context.pasid === pasid))));
       }
       case "P_DEV_TLB_INV":
         return this.deviceTlb((w0 >>> 16) & 0xffff);
@@ -280,28 +314,25 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     }
   }
 
-  /** CC_INV / CCMD: global, domain-selective (DID) or device-selective (SID under the FM mask). */
-  private contextInvalidation(granularity: number, did: number, sid: number, fm: number): void {
+  /** CC_INV / CCMD: global, domain-selective (DID) or device-selective (SID under the FM mask); returns a refusal. */
+  private contextInvalidation(granularity: number, did: number, sid: number, fm: number): IommuError | undefined {
     const mask = SOURCE_ID_QUALIFIER_MASKS[fm & 3]!;
-    this.bindings.refresh((a: AssignedDevice) => {
+    return this.bindings.refresh((a: AssignedDevice) => {
       if (granularity === 1) return true;
       if (granularity === 2) return a.context.did === did || a.context.kind === ContextKind.FAULT;
       return (a.guestRid & mask) === (sid & mask);
     });
   }
 
-  /** IOTLB_INV / P_IOTLB_INV / register-based: global (1), domain (2) or page-selective (3) with 2^AM pages. */
-  private iotlbInvalidation(granularity: number, did: number, address: number, am: number, leaf: boolean, pasid: number | undefined): void {
-    if (granularity === 1) {
-      this.bindings.invalidate(undefined, undefined, 0, Infinity, false);
-      return;
-    }
-    if (granularity === 2) {
-      this.bindings.invalidate(did, pasid, 0, Infinity, false);
-      return;
-    }
+  /**
+   * IOTLB_INV / P_IOTLB_INV / register-based: global (1), domain (2) or page-selective (3) with 2^AM pages.
+   * Returns what the host refused, if anything.
+   */
+  private iotlbInvalidation(granularity: number, did: number, address: number, am: number, leaf: boolean, pasid: number | undefined): IommuError | undefined {
+    if (granularity === 1) return this.bindings.invalidate(undefined, undefined, 0, Infinity, false);
+    if (granularity === 2) return this.bindings.invalidate(did, pasid, 0, Infinity, false);
     const size = 4096 * 2 ** am;
-    this.bindings.invalidate(did, pasid, address - (address % size), size, leaf);
+    return this.bindings.invalidate(did, pasid, address - (address % size), size, leaf);
   }
 
   /**
@@ -372,6 +403,11 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   private hostFault(report: VtdHostFaultReport): void {
     const a = this.bindings.byRequesterId(report.requesterId);
     if (a === undefined || !this.bindings.translationEnabled) return;
+    if (a.refusedReason !== 0 && a.binding.kind === "blocked") {
+      // The host refused the configuration the guest's entries ask for: the entry is one this unit cannot use.
+      if (!(a.context.fpd && (faultReason(a.refusedReason)?.qualified ?? false))) this.recordDmaFault(a.guestRid, a.context.pasid, a.context.scalable, report.iova, report.write, a.refusedReason);
+      return;
+    }
     if (report.stage === FaultStage.STAGE1 && a.binding.kind === "nested") {
       const reason = report.record[3]! & 0xff;
       if (a.context.fpd && (faultReason(reason)?.qualified ?? false)) return;
@@ -386,15 +422,41 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   // ---- devices ----
 
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
-    if (!Number.isInteger(guestRid) || guestRid < 0 || guestRid > 0xffff) return err("EINVAL", `guest requester id ${guestRid} is not a 16-bit source id`);
+    if (!isSourceId(guestRid)) return err("EINVAL", `guest requester id ${guestRid} is not a 16-bit source id`);
     if (this.bindings.devices.has(guestRid)) return err("EEXIST", `guest source id 0x${guestRid.toString(16)} already assigned`);
     const added = this.bindings.add(device, devId, guestRid);
-    if (!added.ok) {
-      this.bindings.devices.delete(guestRid);
-      return fail(added);
-    }
-    device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
+    if (!added.ok) return fail(added);
+    const a = added.value;
+    // The device's MSIs carry whatever source id the guest sees it at now (renumbering moves it).
+    device.msiTarget = (msi) => void this.deliverMsi(a.guestRid, msi);
     return ok();
+  }
+
+  /**
+   * Hot-unplug: the device is detached (its DMA blocked), what the VMM built for it (nested HWPT, its share of
+   * a shadow space) released, and its MSIs no longer reach the VM. Host fault reports still queued for it are
+   * dropped when they arrive (no device owns them). ENOENT when nothing is at `guestRid`.
+   */
+  unassignDevice(guestRid: number): Result<void> {
+    const removed = this.bindings.remove(guestRid);
+    if (!removed.ok) return fail(removed);
+    removed.value.device.msiTarget = undefined;
+    return ok();
+  }
+
+  /**
+   * Re-addressing: the device answers at `toRid` from now on, translated as the guest's root/context entries at
+   * `toRid` say (blocked, with the guest's not-present fault, until the guest programs one there and flushes).
+   * A shadow mapping refused while rebinding is in the host log; the device faults there.
+   */
+  renumberDevice(fromRid: number, toRid: number): Result<void> {
+    const r = this.bindings.renumber(fromRid, toRid);
+    return r.ok ? ok() : fail(r);
+  }
+
+  /** The invalidation queue (IQA/IQH/IQT) and the page request queue (PQA/PQH/PQT). */
+  guestQueues(): GuestQueueView[] {
+    return vtdGuestQueues(this.mmioBase, this.queue, this.prq);
   }
 
   translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
@@ -494,22 +556,24 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
 
   /**
    * Restores the registers, latched tables and queues, then rebuilds the host side from the guest's tables, as
-   * a destination VMM does (the guest's memory came with it). A corrupted or foreign state is EINVAL and
-   * changes nothing.
+   * a destination VMM does (the guest's memory came with it). The stream is checked whole first — every
+   * register against the bits it can hold, every index and pointer against the ring or record count this
+   * device has — so a corrupted, forged or foreign state is EINVAL naming the field and changes nothing.
    */
   restore(blob: Uint8Array): Result<void> {
     const decoded = decodeState(blob, VTD_STATE_KIND, [VTD_STATE_VERSION]);
     if (!decoded.ok) return fail(decoded);
+    const parsed = parseVtdState(decoded.value.value, this.stateLimits);
+    if (!parsed.ok) return fail(parsed);
     const wasFrozen = this.frozen;
     this.frozen = true;
-    const restored = restoreVtdState(this, decoded.value.value);
-    if (restored.ok) {
-      this.bindings.translationEnabled = (this.registers.gsts & Gsts.TES) !== 0;
-      this.bindings.refresh(() => true);
-    }
+    applyVtdState(this, parsed.value, this.stateLimits.eim);
+    this.bindings.translationEnabled = (this.registers.gsts & Gsts.TES) !== 0;
+    // A shadow mapping refused while rebuilding is in the host log; the device faults there.
+    this.bindings.refresh(() => true);
     this.frozen = wasFrozen;
-    if (restored.ok && !wasFrozen) this.queue.process();
-    return restored;
+    if (!wasFrozen) this.queue.process();
+    return ok();
   }
 
   destroy(): void {
@@ -518,6 +582,11 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     if (this.mapping !== undefined) this.options.vm.unmapMmio(this.mapping);
     this.mapping = undefined;
   }
+}
+
+/** A descriptor whose invalidation the host did not fully carry out is an invalidation queue error. */
+function done(refused: IommuError | undefined): DescriptorOutcome {
+  return refused === undefined ? DONE : REFUSED_BY_HOST;
 }
 
 function untranslated(out: WalkResult, iova: number, inRam: boolean): void {

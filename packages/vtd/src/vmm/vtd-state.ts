@@ -1,5 +1,22 @@
-import { err, ok, type Result, type StateValue } from "@viommu/core";
-import type { EventInterrupt } from "./fault-recorder.js";
+import { StateReader, type Result, type StateValue } from "@viommu/core";
+import { pageRequestQueueEntries, PAGE_REQUEST_BYTES } from "../format/page-request.js";
+import { DescriptorWidth, invalidationQueueEntries } from "../format/registers.js";
+import { EventControl, FSTS_RW1C, type EventInterrupt } from "./fault-recorder.js";
+import type { InvalidationQueueState } from "./invalidation-queue.js";
+import {
+  CCMD_HELD,
+  EVENT_ADDRESS_MASK,
+  EVENT_DATA_MASK,
+  Gsts,
+  IOTLB_HELD,
+  IQA_DW,
+  IQA_MASK,
+  IRTA_EIME,
+  IRTA_MASK,
+  IVA_MASK,
+  PQA_MASK,
+  RTADDR_MASK,
+} from "./register-file.js";
 import type { VtdDevice } from "./vtd-device.js";
 
 export const VTD_STATE_KIND = "vtd-iommu";
@@ -11,15 +28,10 @@ function eventState(e: EventInterrupt): EventState {
   return [e.control >>> 0, e.data, e.address, e.upperAddress];
 }
 
-function setEvent(e: EventInterrupt, s: unknown): void {
-  if (!Array.isArray(s) || s.length !== 4 || !s.every((x) => Number.isInteger(x))) return;
-  [e.control, e.data, e.address, e.upperAddress] = s as EventState;
-}
-
 /**
  * Everything guest-visible the device holds outside guest memory: register values, what SRTP and SIRTP
- * latched, the queues' pointers, the fault records and the event blocks. Host objects are not saved: the
- * destination rebuilds them from the guest's tables.
+ * latched, the queues' pointers and error record, the fault records and the event blocks. Host objects are
+ * not saved: the destination rebuilds them from the guest's tables.
  */
 export function snapshotVtdState(d: VtdDevice): Record<string, StateValue> {
   const r = d.registers;
@@ -32,84 +44,169 @@ export function snapshotVtdState(d: VtdDevice): Record<string, StateValue> {
     iotlb: r.iotlb.toString(),
     ics: r.ics,
     faults: d.faults.snapshot(),
-    queue: d.queue.snapshot(),
-    remapper: { ...d.remapper.snapshot(), latchedIrta: d.remapper.irta.toString() },
+    queue: d.queue.snapshot() as unknown as StateValue,
+    remapper: d.remapper.snapshot(),
     prq: { pqa: d.prq.pqa.toString(), head: d.prq.head, tail: d.prq.tail, prs: d.prq.prs },
     events: [eventState(d.faults.event), eventState(d.invalidationEvent), eventState(d.prq.event)],
   };
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
-const isBigText = (v: unknown): v is string => typeof v === "string" && /^\d{1,20}$/.test(v);
+/** What the restoring device is: the limits every saved register, index and pointer is checked against. */
+export interface VtdStateLimits {
+  readonly faultRecords: number;
+  /** ECAP.SMTS: IQA.DW may be set (256-bit descriptors). */
+  readonly wideDescriptors: boolean;
+  /** ECAP.EIM: IRTA.EIME and the event upper-address registers are implemented. */
+  readonly eim: boolean;
+}
 
-/** Applies a decoded state; EINVAL (and nothing changed) when its shape is not this version's. */
-export function restoreVtdState(d: VtdDevice, value: StateValue): Result<void> {
-  if (!isObject(value)) return err("EINVAL", "VT-d state is not an object");
-  const v = value;
-  const faults = v.faults;
-  const queue = v.queue;
-  const remapper = v.remapper;
-  const prq = v.prq;
-  const latched = v.latchedRoot;
-  const shapeOk =
-    isInt(v.gsts) &&
-    isBigText(v.rtaddr) &&
-    isBigText(v.ccmd) &&
-    isBigText(v.iva) &&
-    isBigText(v.iotlb) &&
-    isInt(v.ics) &&
-    Array.isArray(latched) &&
-    latched.length === 2 &&
-    latched.every(isInt) &&
-    isObject(faults) &&
-    Array.isArray(faults.records) &&
-    faults.records.length === d.faults.records.length &&
-    faults.records.every(isInt) &&
-    isInt(faults.status) &&
-    isInt(faults.fri) &&
-    isInt(faults.next) &&
-    isObject(queue) &&
-    isBigText(queue.iqa) &&
-    isInt(queue.head) &&
-    isInt(queue.tail) &&
-    typeof queue.enabled === "boolean" &&
-    typeof queue.lastWasWait === "boolean" &&
-    isObject(remapper) &&
-    isBigText(remapper.irta) &&
-    isBigText(remapper.latchedIrta) &&
-    typeof remapper.enabled === "boolean" &&
-    typeof remapper.cfis === "boolean" &&
-    typeof remapper.latched === "boolean" &&
-    isObject(prq) &&
-    isBigText(prq.pqa) &&
-    isInt(prq.head) &&
-    isInt(prq.tail) &&
-    isInt(prq.prs) &&
-    Array.isArray(v.events) &&
-    v.events.length === 3;
-  if (!shapeOk) return err("EINVAL", "VT-d state has an unexpected shape");
+/** A saved state every field of which has been checked: applying it cannot fail. */
+export interface VtdSavedState {
+  readonly gsts: number;
+  readonly rtaddr: bigint;
+  readonly rootTable: number;
+  readonly ttm: number;
+  readonly ccmd: bigint;
+  readonly iva: bigint;
+  readonly iotlb: bigint;
+  readonly ics: number;
+  readonly faults: { records: number[]; status: number; fri: number; next: number };
+  readonly queue: InvalidationQueueState;
+  readonly remapper: { irta: bigint; latchedIrta: bigint; enabled: boolean; cfis: boolean; latched: boolean };
+  readonly prq: { pqa: bigint; head: number; tail: number; prs: number };
+  readonly events: readonly [EventState, EventState, EventState];
+}
+
+/** The GSTS bits this unit can report (WBFS, AFLS and FLS never: write-buffer flushing and advanced fault logging are absent). */
+const GSTS_HELD = Gsts.CFIS | Gsts.IRTPS | Gsts.IRES | Gsts.QIES | Gsts.RTPS | Gsts.TES;
+/** What SRTP can latch: RTA bits [51:12] (vtd-device's translator keeps 52 address bits). */
+const ROOT_LIMIT = 2 ** 52;
+/** IQT as written: QT bits [18:4]. */
+const IQT_LIMIT = 0x7fff0;
+const U32 = 0xffff_ffff;
+
+/** A 64-bit register value that holds only bits of `held`. */
+function register(r: StateReader, name: string, held: bigint): bigint {
+  const v = r.u64(name);
+  r.check((v & ~held) === 0n, name, `is 0x${v.toString(16)}, with bits outside 0x${held.toString(16)} set`);
+  return v;
+}
+
+/** A byte offset into a ring of `bytes` bytes, at a slot boundary of `slot` bytes. */
+function ringOffset(r: StateReader, name: string, bytes: number, slot: number): number {
+  const v = r.int(name, 0, bytes - slot);
+  r.check(v % slot === 0, name, `is ${v}, not a multiple of ${slot}`);
+  return v;
+}
+
+/** One event block [control, data, address, upper address] (fault, invalidation completion, page request). */
+function eventBlock(e: StateReader, eim: boolean): EventState {
+  const control = e.int(0, 0, U32);
+  const data = e.int(1, 0, EVENT_DATA_MASK);
+  const address = e.int(2, 0, U32);
+  const upper = e.int(3, 0, eim ? U32 : 0);
+  e.check((control & ~(EventControl.IM | EventControl.IP)) === 0, "control", `0x${control.toString(16)} has bits other than IM and IP`);
+  e.check((address & ~EVENT_ADDRESS_MASK) === 0, "address", `0x${address.toString(16)} is not dword aligned`);
+  return [control, data, address, upper];
+}
+
+/**
+ * Checks a decoded VT-d state field by field against the restoring device's configuration (fault-record count,
+ * the queue sizes IQA and PQA give, the bits each register can hold, the consistency of GSTS with what it
+ * reports) and returns it as a plain value; EINVAL naming the first bad field. Nothing is applied here.
+ */
+export function parseVtdState(value: StateValue, limits: VtdStateLimits): Result<VtdSavedState> {
+  return StateReader.read(value, "VT-d", (r) => {
+    const gsts = r.u32("gsts");
+    r.check((gsts & ~GSTS_HELD) === 0, "gsts", `is 0x${gsts.toString(16)}, with status bits this unit never sets`);
+    const has = (bit: number): boolean => (gsts & bit) !== 0;
+    const rtaddr = register(r, "rtaddr", RTADDR_MASK);
+    const latched = r.array("latchedRoot", { exactly: 2 });
+    const rootTable = latched[0]!.asInt(0, ROOT_LIMIT - 4096);
+    const ttm = latched[1]!.asInt(0, 3);
+    r.check(rootTable % 4096 === 0, "latchedRoot", `root table 0x${rootTable.toString(16)} is not page aligned`);
+    r.check(has(Gsts.RTPS) || (rootTable === 0 && ttm === 0), "latchedRoot", "holds a root table but GSTS.RTPS is clear");
+    const ccmd = register(r, "ccmd", CCMD_HELD);
+    const iva = register(r, "iva", IVA_MASK);
+    const iotlb = register(r, "iotlb", IOTLB_HELD);
+    const ics = r.int("ics", 0, 1);
+
+    const f = r.object("faults");
+    const records = f.ints("records", 0, U32, { exactly: limits.faultRecords * 4 });
+    const status = f.u32("status");
+    f.check((status & ~FSTS_RW1C) === 0, "status", `is 0x${status.toString(16)}, with bits that are not status bits`);
+    const faults = { records, status, fri: f.index("fri", limits.faultRecords), next: f.index("next", limits.faultRecords) };
+
+    const q = r.object("queue");
+    const iqa = register(q, "iqa", limits.wideDescriptors ? IQA_MASK | IQA_DW : IQA_MASK);
+    const enabled = q.bool("enabled");
+    r.check(enabled === has(Gsts.QIES), "queue.enabled", `is ${enabled} but GSTS.QIES is ${has(Gsts.QIES) ? "set" : "clear"}`);
+    const wide = (iqa & IQA_DW) !== 0n;
+    const slot = wide ? 32 : 16;
+    const ringBytes = invalidationQueueEntries(Number(iqa & 7n), wide ? DescriptorWidth.DW_256 : DescriptorWidth.DW_128) * slot;
+    // IQH is 0 while queued invalidation is off (the hardware resets it) and a slot of the latched ring while on.
+    const head = enabled ? ringOffset(q, "head", ringBytes, slot) : q.int("head", 0, 0);
+    const tail = ringOffset(q, "tail", IQT_LIMIT + 16, 16);
+    const lastWasWait = q.bool("lastWasWait");
+    // IQERCD (absent from streams saved before it was kept: read as 0).
+    let errors: [number, number, number] = [0, 0, 0];
+    if (q.has("errors")) {
+      const e = q.array("errors", { exactly: 3 });
+      errors = [e[0]!.asInt(0, 0xf), e[1]!.asInt(0, 0xffff), e[2]!.asInt(0, 0xffff)];
+    }
+
+    const m = r.object("remapper");
+    const irtaHeld = limits.eim ? IRTA_MASK | IRTA_EIME : IRTA_MASK;
+    const remapper = { irta: register(m, "irta", irtaHeld), latchedIrta: register(m, "latchedIrta", irtaHeld), enabled: m.bool("enabled"), cfis: m.bool("cfis"), latched: m.bool("latched") };
+    r.check(remapper.enabled === has(Gsts.IRES), "remapper.enabled", `disagrees with GSTS.IRES`);
+    r.check(remapper.cfis === has(Gsts.CFIS), "remapper.cfis", `disagrees with GSTS.CFIS`);
+    r.check(remapper.latched === has(Gsts.IRTPS), "remapper.latched", `disagrees with GSTS.IRTPS`);
+
+    const p = r.object("prq");
+    const pqa = register(p, "pqa", PQA_MASK);
+    const prqBytes = pageRequestQueueEntries(Number(pqa & 7n)) * PAGE_REQUEST_BYTES;
+    const prq = { pqa, head: ringOffset(p, "head", prqBytes, PAGE_REQUEST_BYTES), tail: ringOffset(p, "tail", prqBytes, PAGE_REQUEST_BYTES), prs: p.int("prs", 0, 3) };
+
+    const ev = r.array("events", { exactly: 3 });
+    const events = [eventBlock(ev[0]!, limits.eim), eventBlock(ev[1]!, limits.eim), eventBlock(ev[2]!, limits.eim)] as const;
+    return {
+      gsts,
+      rtaddr,
+      rootTable,
+      ttm,
+      ccmd,
+      iva,
+      iotlb,
+      ics,
+      faults,
+      queue: { iqa, head, tail, enabled, lastWasWait, errors },
+      remapper,
+      prq,
+      events,
+    };
+  });
+}
+
+function setEvent(e: EventInterrupt, s: EventState): void {
+  [e.control, e.data, e.address, e.upperAddress] = s;
+}
+
+/** Applies a checked state to the device's guest-visible parts (the host side is rebuilt by the caller). */
+export function applyVtdState(d: VtdDevice, s: VtdSavedState, eimAllowed: boolean): void {
   const r = d.registers;
-  r.gsts = (v.gsts as number) >>> 0;
-  r.rtaddr = BigInt(v.rtaddr as string);
-  r.ccmd = BigInt(v.ccmd as string);
-  r.iva = BigInt(v.iva as string);
-  r.iotlb = BigInt(v.iotlb as string);
-  r.ics = (v.ics as number) & 1;
-  d.translator.rootTable = latched[0] as number;
-  d.translator.ttm = (latched[1] as number) & 3;
-  d.faults.restore(faults as { records: number[]; status: number; fri: number; next: number });
-  d.queue.restore(queue as { iqa: string; head: number; tail: number; enabled: boolean; lastWasWait: boolean });
-  // The latched IRT is re-latched from its saved value, then IRTA gets what software last wrote.
-  d.remapper.restore({ irta: remapper.latchedIrta as string, enabled: remapper.enabled as boolean, cfis: remapper.cfis as boolean, latched: remapper.latched as boolean }, true);
-  d.remapper.irta = BigInt(remapper.irta as string);
-  d.prq.pqa = BigInt(prq.pqa as string);
-  d.prq.writeHead(BigInt(prq.head as number));
-  d.prq.writeTail(BigInt(prq.tail as number));
-  d.prq.prs = (prq.prs as number) & 3;
-  const events = v.events as unknown[];
-  setEvent(d.faults.event, events[0]);
-  setEvent(d.invalidationEvent, events[1]);
-  setEvent(d.prq.event, events[2]);
-  return ok();
+  r.gsts = s.gsts >>> 0;
+  r.rtaddr = s.rtaddr;
+  r.ccmd = s.ccmd;
+  r.iva = s.iva;
+  r.iotlb = s.iotlb;
+  r.ics = s.ics;
+  d.translator.rootTable = s.rootTable;
+  d.translator.ttm = s.ttm;
+  d.faults.restore(s.faults);
+  d.queue.restore(s.queue);
+  d.remapper.restore(s.remapper, eimAllowed);
+  d.prq.restore(s.prq);
+  setEvent(d.faults.event, s.events[0]);
+  setEvent(d.invalidationEvent, s.events[1]);
+  setEvent(d.prq.event, s.events[2]);
 }

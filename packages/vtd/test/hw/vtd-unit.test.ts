@@ -49,8 +49,8 @@ function host(pasidBits = 0) {
   const parent = unwrap(ctx.hwptAlloc({ flags: HwptAllocFlag.NEST_PARENT, devId, ptId: ioas }));
   const pages = new GuestPageAllocator(vm.memory, GIB - 32 * 2 ** 20, GIB);
   const s1 = (): PageTableBuilder => PageTableBuilder.create(new FlPteFormat({ haw: 48, fl1gp: true }), vtdTableGeometry(4, 47), new GuestTableStore(vm.memory, pages))!;
-  const nested = (root: number, addrWidth = 48, flags = 0): number =>
-    unwrap(ctx.hwptAlloc({ flags: 0, devId, ptId: parent, data: { type: IOMMU_HWPT_DATA_VTD_S1, bytes: encodeVtdS1({ flags, pgtblAddr: root, addrWidth }) } }));
+  const nested = (root: number, addrWidth = 48, flags = 0, allocFlags = 0): number =>
+    unwrap(ctx.hwptAlloc({ flags: allocFlags, devId, ptId: parent, data: { type: IOMMU_HWPT_DATA_VTD_S1, bytes: encodeVtdS1({ flags, pgtblAddr: root, addrWidth }) } }));
   return { platform, unit, vm, ctx, device, devId, ioas, parent, s1, nested };
 }
 
@@ -237,7 +237,8 @@ describe("VT-d physical unit: requests with PASID", () => {
     const h = host(8);
     const t = h.s1();
     unwrap(t.map(0x1000, 0x10_0000, 0x1000, Perm.ReadWrite | Perm.User));
-    unwrap(h.ctx.attach(h.devId, h.nested(t.root), 3));
+    // A HWPT attached at a PASID is allocated with IOMMU_HWPT_ALLOC_PASID (iommufd refuses it otherwise).
+    unwrap(h.ctx.attach(h.devId, h.nested(t.root, 48, 0, HwptAllocFlag.PASID), 3));
     const out = newWalkResult();
     h.unit.translate({ requesterId: 0x100, pasid: 3, iova: 0x1000, access: Perm.Read }, out);
     expect(out.ok).toBe(false);
