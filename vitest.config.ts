@@ -13,6 +13,8 @@ export default defineConfig({
   resolve: { conditions },
   ssr: { resolve: { conditions } },
   test: {
+    // Conformance cases run a hostile campaign each: seconds, not milliseconds, on a loaded machine.
+    testTimeout: 120_000,
     projects: projectDirs.map((dir) => ({
       extends: true,
       test: {

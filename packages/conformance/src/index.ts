@@ -4,3 +4,4 @@ export * from "./case.js";
 export * from "./runner.js";
 export { conformanceCases } from "./cases/index.js";
 export * as caseSupport from "./cases/support.js";
+export * from "./campaign/hostile-campaign.js";

@@ -50,7 +50,8 @@ export const mockEventLayout = defineLayout("MOCK_EVENT", 128, [
   { name: "STAGE", bit: 33, width: 2 },
   /** IR_FAULT: table index; CMD_ERROR: queue index of the bad command. */
   { name: "INDEX", bit: 40, width: 24 },
-  { name: "ADDR", bit: 64, width: 53 },
+  /** The faulting address, all 64 bits (as a device issued it). */
+  { name: "ADDR", bit: 64, width: 64, big: true },
 ] as const);
 
 export type MockEvent = Fields<typeof mockEventLayout>;

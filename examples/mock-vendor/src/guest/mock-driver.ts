@@ -244,7 +244,7 @@ export class MockGuestDriver implements GuestIommuDriver {
       const e = decodeMockEvent(words);
       const raw = toHex64(words);
       const name = mockEventNames[e.TYPE] ?? "UNKNOWN";
-      if (e.TYPE === MockEventType.DMA_FAULT) out.push({ kind: "dma-fault", code: e.REASON, name, rid: e.RID, address: e.ADDR, write: e.WRITE === 1, raw });
+      if (e.TYPE === MockEventType.DMA_FAULT) out.push({ kind: "dma-fault", code: e.REASON, name, rid: e.RID, address: Number(e.ADDR), write: e.WRITE === 1, raw });
       else if (e.TYPE === MockEventType.CMD_ERROR) out.push({ kind: "command-error", code: e.REASON, name, address: e.INDEX, raw });
       else if (e.TYPE === MockEventType.IR_FAULT) out.push({ kind: "interrupt-fault", code: e.REASON, name, rid: e.RID, raw });
       else if (e.TYPE === MockEventType.GLOBAL_ERROR) out.push({ kind: "global-error", code: e.REASON, name, raw });

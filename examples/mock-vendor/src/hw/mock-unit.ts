@@ -195,7 +195,7 @@ export class MockUnit implements PhysicalIommu {
     const virtId = viommu !== undefined && device !== undefined ? viommu.virtIdOf(device) : undefined;
     // Stage-1 faults of a device on a vIOMMU go to the guest (through the VMM); everything else is the host's.
     if (viommu !== undefined && virtId !== undefined && result.stage === 1) {
-      const record = encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: reason, RID: virtId, WRITE: write ? 1 : 0, STAGE: 1, ADDR: request.iova });
+      const record = encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: reason, RID: virtId, WRITE: write ? 1 : 0, STAGE: 1, ADDR: BigInt(request.iova) });
       if (viommu.reportEvent(MOCK_VEVENTQ_TYPE, toBytes(record)).ok) return;
     }
     this.hostFaults.push({ requesterId: request.requesterId, iova: request.iova, write, reason, stage: result.stage });

@@ -721,7 +721,7 @@ export class MockDevice implements EmulatedIommu {
       out.mapped = false;
       out.fault = WalkFault.Translation;
       out.stage = 1;
-      this.injectEvent(encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: MockFaultReason.BAD_DEVICE_ENTRY, RID: guestRid, WRITE: write ? 1 : 0, ADDR: iova }));
+      this.injectEvent(encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: MockFaultReason.BAD_DEVICE_ENTRY, RID: guestRid, WRITE: write ? 1 : 0, ADDR: BigInt(iova) }));
       return;
     }
     this.walker.walk(mockPteFormat, mockGeometry, entry.S1ROOT, iova, access, this.reader, out);
@@ -731,7 +731,7 @@ export class MockDevice implements EmulatedIommu {
     }
     if (!out.ok && !entry.FPD) {
       this.injectEvent(
-        encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: mockFaultReason(out, true), RID: guestRid, WRITE: write ? 1 : 0, STAGE: 1, ADDR: iova }),
+        encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: mockFaultReason(out, true), RID: guestRid, WRITE: write ? 1 : 0, STAGE: 1, ADDR: BigInt(iova) }),
       );
     }
   }

@@ -51,6 +51,17 @@ export interface DecodedState {
   readonly value: StateValue;
 }
 
+/** The kind and version a blob claims, read without checking its payload (undefined: not a state blob). */
+export function peekState(blob: Uint8Array): { kind: string; version: number } | undefined {
+  const dec = new TextDecoder();
+  if (blob.length < MAGIC.length + 14 || dec.decode(blob.subarray(0, MAGIC.length)) !== MAGIC) return undefined;
+  const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+  const kindLength = view.getUint16(MAGIC.length, true);
+  const at = MAGIC.length + 2 + kindLength;
+  if (at + 4 > blob.length) return undefined;
+  return { kind: dec.decode(blob.subarray(MAGIC.length + 2, at)), version: view.getUint32(at, true) };
+}
+
 /** Decodes a blob of `kind` whose version is one of `versions`. */
 export function decodeState(blob: Uint8Array, kind: string, versions: readonly number[]): Result<DecodedState> {
   const dec = new TextDecoder();

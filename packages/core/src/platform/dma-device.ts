@@ -15,6 +15,15 @@ export type DmaOutcome =
   | { readonly ok: false; readonly iova: number; readonly fault: WalkFault; readonly reason: string; readonly stage: 1 | 2; readonly isolation: boolean };
 
 /**
+ * A device issues 64-bit unsigned addresses: any non-negative integer is a DMA the IOMMU answers (with the
+ * architecture's fault beyond its input width, however large). A negative, fractional or non-finite number is
+ * no address at all: a caller's bug, not guest input.
+ */
+function checkAddress(iova: number): void {
+  if (!(iova >= 0) || !Number.isInteger(iova)) throw new TypeError(`DMA address ${iova} is not a non-negative integer`);
+}
+
+/**
  * A physical device that does DMA through its IOMMU unit (the NVMe-like device of the demo, an SR-IOV
  * function). Each page of a transfer is translated; a fault stops the transfer before anything is touched
  * and is recorded by the unit the way the hardware records it; the host then checks the page belongs to the
@@ -37,6 +46,7 @@ export class DmaDevice implements PhysicalDevice {
 
   /** Translates one address without transferring (what an ATS request would return). */
   translate(iova: number, write: boolean, pasid = NO_PASID, out: WalkResult = this.walk): WalkResult {
+    checkAddress(iova);
     const request: DmaRequest = { requesterId: this.requesterId, pasid, iova, access: write ? Perm.Write : Perm.Read };
     this.unit.translate(request, out);
     return out;
@@ -51,6 +61,7 @@ export class DmaDevice implements PhysicalDevice {
   }
 
   private transfer(iova: number, buffer: Uint8Array, write: boolean, pasid: number): DmaOutcome {
+    checkAddress(iova);
     const hpas: number[] = [];
     // Translate every page first: a faulting transfer touches nothing.
     for (let done = 0; done < Math.max(buffer.length, 1); ) {

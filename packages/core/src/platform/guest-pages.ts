@@ -12,6 +12,7 @@ export interface PageSource {
  */
 export class GuestPageAllocator implements PageSource {
   private next: number;
+  private readonly runs: { readonly start: number; readonly pages: number }[] = [];
 
   constructor(
     private readonly memory: GuestMemory,
@@ -27,6 +28,12 @@ export class GuestPageAllocator implements PageSource {
     if (at + pages * PAGE_SIZE > this.end) return undefined;
     this.next = at + pages * PAGE_SIZE;
     this.memory.fill(at, pages * PAGE_SIZE, 0);
+    this.runs.push({ start: at, pages });
     return at;
+  }
+
+  /** Every run handed out so far (the driver's tables, queues and logs), for tools and hostile tests. */
+  allocations(): readonly { readonly start: number; readonly pages: number }[] {
+    return this.runs;
   }
 }
