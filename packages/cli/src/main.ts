@@ -3,6 +3,7 @@ import "reflect-metadata";
 import { parseArgs } from "node:util";
 import { acpiCommand } from "./commands/acpi.js";
 import { benchCommand } from "./commands/bench.js";
+import { campaignCommand } from "./commands/campaign.js";
 import { conformanceCommand } from "./commands/conformance.js";
 import { decodeCommand } from "./commands/decode.js";
 import { demoCommand } from "./commands/demo.js";
@@ -22,6 +23,8 @@ const USAGE = `usage: viommu <command> [options]
        or --requests FILE
   acpi --vendor V [--out FILE]  the vendor's ACPI table (DMAR, IVRS, IORT)
   bench [--only NAME,...]       the benchmarks
+  campaign [--vendor V|all] [--steps N] [--seed N] [--mode nested,shadow,ir-only]
+                                the two-VM hostile campaign
 
 every command takes --json`;
 
@@ -55,6 +58,8 @@ async function main(argv: string[]): Promise<number> {
         requests: { type: "string" },
         out: { type: "string" },
         only: { type: "string" },
+        steps: { type: "string" },
+        mode: { type: "string" },
       },
       strict: true,
     });
@@ -117,6 +122,25 @@ async function main(argv: string[]): Promise<number> {
     case "acpi": {
       const plugin = oneVendor();
       return plugin === undefined ? 2 : acpiCommand(io, plugin, v.out, json);
+    }
+    case "campaign": {
+      const selected = selectVendors(installed.plugins, v.vendor ?? "all");
+      if ("error" in selected) {
+        io.err(selected.error);
+        return 2;
+      }
+      const steps = v.steps === undefined ? 100_000 : Number(v.steps);
+      if (!Number.isSafeInteger(steps) || steps <= 0) {
+        io.err(`--steps: "${v.steps}" is not a positive integer`);
+        return 2;
+      }
+      const modes = (v.mode ?? "nested,shadow").split(",");
+      const bad = modes.find((m) => m !== "nested" && m !== "shadow" && m !== "ir-only");
+      if (bad !== undefined) {
+        io.err(`--mode: "${bad}" is not nested, shadow or ir-only`);
+        return 2;
+      }
+      return campaignCommand(io, selected.plugins, all, { steps, seed, modes: modes as ("nested" | "shadow" | "ir-only")[] }, json);
     }
     case "bench": {
       const selected = selectVendors(installed.plugins, v.vendor ?? "all");
