@@ -9,10 +9,12 @@ export interface GuestDomainMapping {
   users: number;
 }
 
-/** What a nested domain needs back from its vIOMMU when it goes away. */
+/** What a nested domain needs back from its vIOMMU: its host DomainID held and let go, and its release. */
 export interface NestedDomainOwner {
   readonly core: ViommuCore;
   releaseGuestDomain(mapping: GuestDomainMapping): void;
+  retainDomainId(hdomId: number): void;
+  releaseDomainId(hdomId: number): void;
 }
 
 /**
@@ -69,6 +71,18 @@ export class AmdNestedDomain implements NestedDomain {
   /** PASIDs the GCR3 table covers: 9 bits per level. */
   get pasidLimit(): number {
     return 2 ** (9 * (this.glx + 1));
+  }
+
+  /**
+   * The translations it caches are tagged by the host DomainID (not the parent's VMID): every attached device
+   * holds that id, so it cannot name another guest's domain while the device may still hit those entries.
+   */
+  retainTag(): void {
+    this.owner.retainDomainId(this.mapping.hdomId);
+  }
+
+  releaseTag(): void {
+    this.owner.releaseDomainId(this.mapping.hdomId);
   }
 
   destroy(): void {

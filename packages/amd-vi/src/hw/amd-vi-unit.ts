@@ -150,11 +150,15 @@ export class AmdViUnit implements PhysicalIommu {
 
   private readonly viommuPorts: ViommuUnitPorts = {
     hostFiveLevel: false,
-    allocateDomainId: () => this.host.vmids.allocate(),
-    releaseDomainId: (id) => {
-      this.iotlb.invalidateVmid(id);
-      this.host.vmids.release(id);
+    allocateDomainId: () => {
+      const id = this.host.vmids.allocate();
+      // Whoever lets go last (the guest DomainID mapping, or the last device attached), nothing cached under
+      // the id survives it: the IOTLB is flushed before the id can be handed out again.
+      if (id.ok) this.host.vmids.onFree(id.value, () => this.iotlb.invalidateVmid(id.value));
+      return id;
     },
+    retainDomainId: (id) => void this.host.vmids.retain(id),
+    releaseDomainId: (id) => this.host.vmids.release(id),
     allocateGuestId: () => this.guestIds.allocate(),
     releaseGuestId: (id) => this.guestIds.release(id),
     vfMmioAddress: (gid) => VF_BAR_BASE + this.index * VF_BAR_STRIDE + gid * 0x1000,

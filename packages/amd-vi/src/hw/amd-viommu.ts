@@ -41,7 +41,10 @@ import { Stage2Access } from "./stage2-access.js";
 /** What a vIOMMU needs from the unit it was carved from. */
 export interface ViommuUnitPorts {
   readonly hostFiveLevel: boolean;
+  /** A host DomainID from the host-wide tag space, held once; its cached translations go when it is freed. */
   allocateDomainId(): Result<number>;
+  /** One more holder of a host DomainID (a device attached to a nested domain carrying it). */
+  retainDomainId(id: number): void;
   releaseDomainId(id: number): void;
   allocateGuestId(): Result<number>;
   releaseGuestId(id: number): void;
@@ -158,6 +161,14 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
     }
     mapping.users++;
     return ok(new AmdNestedDomain(this.core.unit, this.core.parent, dte, mapping, this, this.stage2));
+  }
+
+  retainDomainId(hdomId: number): void {
+    this.ports.retainDomainId(hdomId);
+  }
+
+  releaseDomainId(hdomId: number): void {
+    this.ports.releaseDomainId(hdomId);
   }
 
   releaseGuestDomain(mapping: GuestDomainMapping): void {
