@@ -2,6 +2,24 @@ import { IommufdObjectType, newWalkResult, NO_PASID, Perm, type IommufdObject, t
 import { check, must, type ConformanceCase } from "../case.js";
 import type { TestVm } from "@viommu/core";
 import { DATA_GPA, IOVA, mapOne, oneDevice, pattern, sameBytes } from "./support.js";
+import type { GuestQueueView } from "@viommu/core";
+
+/** The raw bytes of every entry between a queue's consumer and producer, as hex, in order. */
+function pendingEntries(v: TestVm, q: GuestQueueView): string[] {
+  const base = q.base();
+  if (base === undefined) return [];
+  const prod = q.producer.decode(v.vm.mmioRead(q.producer.address, q.producer.size));
+  const cons = q.consumer.decode(v.vm.mmioRead(q.consumer.address, q.consumer.size));
+  const out: string[] = [];
+  let at = cons;
+  for (let n = 0; n < q.entries() && !(at.index === prod.index && at.wrap === prod.wrap); n++) {
+    const bytes = v.vm.memory.readBytes(base + at.index * q.entryBytes, q.entryBytes);
+    out.push(Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(""));
+    const next = (at.index + 1) % q.entries();
+    at = { index: next, wrap: next === 0 ? !at.wrap : at.wrap };
+  }
+  return out;
+}
 
 function translateAll(v: TestVm, iovas: readonly number[]): string[] {
   const out: WalkResult = newWalkResult();
@@ -57,6 +75,45 @@ export const lifecycleCases: ConformanceCase[] = [
       v.iommus[0] = fresh;
       const after = translateAll(v, probes);
       check(JSON.stringify(after) === JSON.stringify(before), `translations differ after restore:\n${before.join(" ")}\n${after.join(" ")}`);
+    },
+  },
+  {
+    id: "migrate-to-new-host",
+    rule: "A vIOMMU saved on one host restores onto a second host (new host memory, iommufd, units and placement) from the guest-visible state: DMA translates identically, events pending in the guest's log stay pending, nothing of the destination touches the source, and the source tears down cleanly.",
+    requires: ["migration"],
+    run(c) {
+      const topology = { devices: [{ rid: 0x100, guestRid: 0x10 }], memoryBytes: 2 ** 31 };
+      const source = c.bed({ vms: [topology] });
+      const s = source.vms[0]!;
+      s.vm.memory.writeBytes(DATA_GPA, pattern(4096, 77));
+      mapOne(s, 0x10, IOVA, DATA_GPA, 0x2000);
+      const eventView = (v: TestVm) => v.iommus[0]!.guestQueues().find((q) => q.role === "event");
+      const faults = c.plugin.capabilities.eventLog ? 3 : 0;
+      for (let i = 0; i < faults; i++) s.devices[0]!.device.read(0x7000_0000 + i * 0x1000, 4);
+      source.poll();
+      const pendingBefore = eventView(s) === undefined ? undefined : pendingEntries(s, eventView(s)!);
+      const blob = s.iommus[0]!.save!();
+      // The destination: another host, its VM created empty, the guest's memory copied over, no driver init.
+      const dest = c.bed({ vms: [topology], noInit: true });
+      const d = dest.vms[0]!;
+      for (const page of s.vm.memory.writtenPages()) d.vm.memory.writeBytes(page, s.vm.memory.readBytes(page, 4096));
+      must(d.iommus[0]!.restore!(blob), "restore on the second host");
+      const r = d.devices[0]!.device.read(IOVA, 4096);
+      check(r.ok && sameBytes(r.data, pattern(4096, 77)), "mapped DMA does not read the same data on the destination");
+      check(!d.devices[0]!.device.read(IOVA + 0x10_0000, 4).ok, "unmapped DMA succeeded on the destination");
+      if (pendingBefore !== undefined) {
+        const after = pendingEntries(d, eventView(d)!);
+        check(after.length === pendingBefore.length && after.every((e, i) => e === pendingBefore[i]), `pending events differ: ${pendingBefore.length} before, ${after.length} after`);
+        check(after.length >= faults, `${faults} faults before the save, ${after.length} pending after`);
+      }
+      // Nothing of the destination reaches the source: a DMA write there leaves the source's memory alone.
+      const before = s.vm.memory.readBytes(DATA_GPA, 16);
+      check(d.devices[0]!.device.write(IOVA, Uint8Array.of(9, 9, 9, 9)).ok, "DMA write on the destination failed");
+      check(sameBytes(s.vm.memory.readBytes(DATA_GPA, 16), before), "a DMA on the destination changed the source's memory");
+      check(dest.platform.host.memory !== source.platform.host.memory, "the destination shares the source's host memory");
+      const left = source.dispose();
+      check(left.length === 0, `the source left objects behind: ${JSON.stringify(left)}`);
+      check(d.devices[0]!.device.read(IOVA, 4).ok, "the destination stopped translating when the source went away");
     },
   },
   {
