@@ -1,4 +1,5 @@
 import {
+  err,
   fail,
   fromBytes,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
@@ -52,6 +53,7 @@ export interface ForwardResult {
 
 interface NestedDevice {
   readonly devId: number;
+  vdeviceId: number;
   hwptId: number | undefined;
   vste: RawBits | undefined;
 }
@@ -63,7 +65,6 @@ interface NestedDevice {
  */
 export class NestedHost {
   private readonly devices = new Map<number, NestedDevice>();
-  private readonly vdeviceIds: number[] = [];
   /** Records of at most 64 reads of 64 each per poll. */
   private readonly reader: VeventqReader;
   private readonly payload = new Uint8Array(MAX_FORWARD_BATCH * VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
@@ -99,8 +100,42 @@ export class NestedHost {
   addDevice(devId: number, vsid: number): Result<void> {
     const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId, virtId: vsid });
     if (!vdev.ok) return fail(vdev);
-    this.vdeviceIds.push(vdev.value);
-    this.devices.set(vsid, { devId, hwptId: undefined, vste: undefined });
+    this.devices.set(vsid, { devId, vdeviceId: vdev.value, hwptId: undefined, vste: undefined });
+    return ok();
+  }
+
+  /**
+   * Hot-unplug: the device is detached (its DMA blocked: no STE for it on the host), then its nested HWPT and its
+   * vDEVICE are destroyed, so nothing on the vSMMU names the vSID any more.
+   */
+  removeDevice(vsid: number): void {
+    const d = this.devices.get(vsid);
+    if (d === undefined) return;
+    this.ctx.detach(d.devId);
+    if (d.hwptId !== undefined) this.ctx.destroy(d.hwptId);
+    this.ctx.destroy(d.vdeviceId);
+    this.devices.delete(vsid);
+  }
+
+  /**
+   * The device is now seen at `to`: its vDEVICE is re-created with the new virtual id (the vSMMU's vSID → pSID
+   * table follows), keeping the HWPT attached until the caller installs what the guest has at `to`. On failure
+   * the old vDEVICE is restored and the error returned.
+   */
+  renumberDevice(from: number, to: number): Result<void> {
+    const d = this.devices.get(from);
+    if (d === undefined) return err("ENOENT", `no device at vSID 0x${from.toString(16)}`);
+    this.ctx.destroy(d.vdeviceId);
+    const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId: d.devId, virtId: to });
+    if (!vdev.ok) {
+      const back = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId: d.devId, virtId: from });
+      if (back.ok) d.vdeviceId = back.value;
+      return fail(vdev);
+    }
+    d.vdeviceId = vdev.value;
+    d.vste = undefined;
+    this.devices.delete(from);
+    this.devices.set(to, d);
     return ok();
   }
 
@@ -110,27 +145,38 @@ export class NestedHost {
 
   /**
    * Installs `vste` for a device: a nested HWPT allocated on the vSMMU and attached, replacing (then freeing) the
-   * previous one. An unchanged vSTE costs nothing. A vSTE the host refuses (EIO) falls back to an invalid one,
-   * so the device is blocked rather than left on a stale configuration.
+   * previous one. An unchanged vSTE costs nothing. Returns the host's refusal, if any: the device is then blocked
+   * (an invalid vSTE, the host's abort; detached if even that is refused) rather than left on a stale
+   * configuration, and the caller reports it.
    */
-  setVste(vsid: number, vste: RawBits): void {
+  setVste(vsid: number, vste: RawBits): IommuError | undefined {
     const d = this.devices.get(vsid);
-    if (d === undefined || (d.vste !== undefined && rawEquals(d.vste, vste))) return;
-    let hwpt = this.ctx.hwptAlloc({ flags: 0, devId: d.devId, ptId: this.viommuId, data: { type: IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: encodeHwptArmSmmuv3(vste) } });
-    let installed = vste;
-    if (!hwpt.ok) {
-      installed = INVALID_VSTE;
-      if (d.vste !== undefined && rawEquals(d.vste, installed)) return;
-      hwpt = this.ctx.hwptAlloc({ flags: 0, devId: d.devId, ptId: this.viommuId, data: { type: IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: encodeHwptArmSmmuv3(installed) } });
-      if (!hwpt.ok) return;
+    if (d === undefined || (d.vste !== undefined && rawEquals(d.vste, vste))) return undefined;
+    const refused = this.install(d, vste);
+    if (refused === undefined) return undefined;
+    if (d.vste === undefined || !rawEquals(d.vste, INVALID_VSTE)) {
+      if (this.install(d, INVALID_VSTE) !== undefined) {
+        this.ctx.detach(d.devId);
+        if (d.hwptId !== undefined) this.ctx.destroy(d.hwptId);
+        d.hwptId = undefined;
+        d.vste = INVALID_VSTE.slice();
+      }
     }
-    if (!this.ctx.attach(d.devId, hwpt.value).ok) {
+    return refused;
+  }
+
+  private install(d: NestedDevice, vste: RawBits): IommuError | undefined {
+    const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: d.devId, ptId: this.viommuId, data: { type: IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: encodeHwptArmSmmuv3(vste) } });
+    if (!hwpt.ok) return hwpt.error;
+    const attached = this.ctx.attach(d.devId, hwpt.value);
+    if (!attached.ok) {
       this.ctx.destroy(hwpt.value);
-      return;
+      return attached.error;
     }
     if (d.hwptId !== undefined) this.ctx.destroy(d.hwptId);
     d.hwptId = hwpt.value;
-    d.vste = installed.slice();
+    d.vste = vste.slice();
+    return undefined;
   }
 
   /** The vSTE installed for a device (for tests and save/restore checks). */
@@ -175,8 +221,8 @@ export class NestedHost {
       this.ctx.detach(d.devId);
       if (d.hwptId !== undefined) this.ctx.destroy(d.hwptId);
     }
+    for (const d of this.devices.values()) this.ctx.destroy(d.vdeviceId);
     this.devices.clear();
-    for (const id of this.vdeviceIds) this.ctx.destroy(id);
     this.veventq.close();
     this.ctx.destroy(this.veventqId);
     this.ctx.destroy(this.viommuId);

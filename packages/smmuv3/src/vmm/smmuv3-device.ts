@@ -24,6 +24,7 @@ import {
   HostServices,
   resolveToken,
   type HostLogKind,
+  type GuestQueueView,
   type IommuError,
 } from "@viommu/core";
 import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits, type CommandName } from "../format/command.js";
@@ -31,7 +32,7 @@ import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdSsec, cmdSyncCs, cmdSyncMsiAdd
 import { GerrorBit, gerrorActive, gerrorRaise } from "../format/control-registers.js";
 import { EventType } from "../format/event-record.js";
 import { gicrSetlpirCpu } from "../format/gic-doorbell.js";
-import { CmdqError } from "../format/queue-registers.js";
+import { CMDQ_CONS_ERR_MASK, CmdqError, QUEUE_OVERFLOW_FLAG } from "../format/queue-registers.js";
 import { tlbiRangeReserved } from "../format/tlbi-range.js";
 import { SteConfig, STE_NESTING_ALLOWED_MASK } from "../format/stream-table-entry.js";
 import { CD_BYPASS, decodeCdSettings, readCd } from "../translate/cd-config.js";
@@ -48,6 +49,7 @@ import { emulatedIds, type EmulatedIds } from "./emulated-idr.js";
 import { buildIort, DEFAULT_SMMU_BASE, SMMU_MMIO_BYTES, smmuGsivs, type SmmuGsivs } from "./iort-builder.js";
 import { writeSmmuMsi } from "./msi-writer.js";
 import { configVste, INVALID_VSTE, MAX_FORWARD_BATCH, NestedHost } from "./nested-host.js";
+import { smmuGuestQueues } from "./guest-queue-views.js";
 import { SmmuRegisterFile } from "./register-file.js";
 import { ShadowHost, type ShadowStream } from "./shadow-host.js";
 
@@ -60,6 +62,8 @@ const IRQ_GERROR = 1 << 0;
 const IRQ_EVTQ = 1 << 2;
 const CR2_RECINVSID = 1 << 1;
 const GBPA_ABORT = 1 << 20;
+/** STE.EATS, dw1[29:28] (the vSTE's third half). */
+const VSTE2_EATS = 0b11 << 28;
 /** Forwarded commands go to the host in batches of at most this many. */
 const FORWARD_BATCH = MAX_FORWARD_BATCH;
 
@@ -134,9 +138,10 @@ export class Smmuv3Device implements EmulatedIommu {
   private failurePosition = -1;
   private readonly cmdq: EmulatedCommandQueue;
   private unmapRegisters: (() => void) | undefined;
+  private readonly queueViews: GuestQueueView[];
 
   private constructor(
-    private readonly options: VmmDeviceOptions,
+    readonly options: VmmDeviceOptions,
     nested: NestedHost | undefined,
     extras: Smmuv3DeviceExtras,
   ) {
@@ -153,6 +158,7 @@ export class Smmuv3Device implements EmulatedIommu {
     this.cmdq = new EmulatedCommandQueue(this.regs, options.vm.memory, this.features.cmdqLog2, this.executor, (bits) => this.raiseGerror(bits));
     this.reader = new GuestMemoryReader(options.vm.memory);
     this.translator = new GuestStage1Translator(this.reader, this.features, false);
+    this.queueViews = smmuGuestQueues(this.mmioBase, this.regs, { cmdq: this.features.cmdqLog2, evtq: this.features.evtqLog2, priq: this.features.pri ? 19 : undefined });
   }
 
   /** Builds the device: its register pages in the VM, and the host side of its mode. */
@@ -166,7 +172,8 @@ export class Smmuv3Device implements EmulatedIommu {
     }
     const device = new Smmuv3Device(options, nested, extras);
     if (options.mode === "shadow") {
-      device.shadow = new ShadowHost(options.iommufd, options.vm.memory, device.reader, options.ioasId, options.shadowBackend ?? "iommufd", options.dmaEntryLimit);
+      const reporter = { log: resolveToken(options.vm.container, HostServices).log, vm: options.vm.id, source: device.logSource };
+      device.shadow = new ShadowHost(options.iommufd, options.vm.memory, device.reader, options.ioasId, options.shadowBackend ?? "iommufd", options.dmaEntryLimit, reporter);
     }
     const handler: MmioHandler = { read: (o, s) => device.regs.read(o, s), write: (o, s, v) => device.regs.write(o, s, v) };
     const mapped = options.vm.mapMmio(device.mmioBase, SMMU_MMIO_BYTES, handler, { name: "smmuv3" });
@@ -198,6 +205,51 @@ export class Smmuv3Device implements EmulatedIommu {
     return ok();
   }
 
+  /**
+   * Hot-unplug: the device's host side goes (nested: detached, its nested HWPT and vDEVICE destroyed; shadow:
+   * detached, its space dropped when no other stream uses it), its MSIs are no longer routed, and the StreamID is
+   * free again. ENOENT when nothing is assigned there.
+   */
+  unassignDevice(guestRid: number): Result<void> {
+    const a = this.assigned.get(guestRid);
+    if (a === undefined) return err("ENOENT", `no device at StreamID 0x${guestRid.toString(16)}`);
+    this.nested?.removeDevice(guestRid);
+    this.shadow?.removeDevice(guestRid);
+    if (this.shadow !== undefined) this.stats.shadowMappings = this.shadow.mappings;
+    a.device.msiTarget = undefined;
+    this.assigned.delete(guestRid);
+    return ok();
+  }
+
+  /**
+   * Re-addressing: the device at `fromRid` is now StreamID `toRid`. Its vDEVICE is re-created with the new vSID
+   * (the vSMMU's vSID → pSID table follows) and its translation is re-derived from the guest's STE at `toRid`:
+   * until the guest programs one there, its DMA is what the SMMU does for that StreamID (an invalid STE aborts).
+   * ENOENT when nothing is at `fromRid`, EEXIST when `toRid` is taken, EINVAL beyond SIDSIZE.
+   */
+  renumberDevice(fromRid: number, toRid: number): Result<void> {
+    const a = this.assigned.get(fromRid);
+    if (a === undefined) return err("ENOENT", `no device at StreamID 0x${fromRid.toString(16)}`);
+    if (fromRid === toRid) return ok();
+    if (this.assigned.has(toRid)) return err("EEXIST", `StreamID 0x${toRid.toString(16)} already assigned`);
+    if (!Number.isSafeInteger(toRid) || toRid < 0 || toRid >= 2 ** this.features.sidBits) return err("EINVAL", `StreamID 0x${toRid.toString(16)} beyond SIDSIZE`);
+    if (this.nested !== undefined) {
+      const r = this.nested.renumberDevice(fromRid, toRid);
+      if (!r.ok) return r;
+    }
+    this.shadow?.renumberDevice(fromRid, toRid);
+    this.assigned.delete(fromRid);
+    this.assigned.set(toRid, a);
+    a.device.msiTarget = (msi) => void this.deliverMsi(toRid, msi);
+    this.applyStream(toRid);
+    return ok();
+  }
+
+  /** The command, event and PRI queues as vendor-neutral views (see `smmuGuestQueues`). */
+  guestQueues(): GuestQueueView[] {
+    return this.queueViews;
+  }
+
   // ---- register side effects ----
 
   private registerWritten(name: string, previous: bigint): void {
@@ -217,7 +269,17 @@ export class Smmuv3Device implements EmulatedIommu {
         if ((this.regs.num("CR0ACK") & CR0_SMMUEN) === 0) this.applyAllStreams();
         break;
       case "CMDQ_PROD":
+        this.maskPointer("CMDQ_PROD", this.cmdqLog2, 0);
         this.processCommands();
+        break;
+      case "CMDQ_CONS":
+        this.maskPointer("CMDQ_CONS", this.cmdqLog2, CMDQ_CONS_ERR_MASK);
+        break;
+      case "EVTQ_PROD":
+        this.maskPointer("EVTQ_PROD", this.evtqLog2, QUEUE_OVERFLOW_FLAG);
+        break;
+      case "EVTQ_CONS":
+        this.maskPointer("EVTQ_CONS", this.evtqLog2, QUEUE_OVERFLOW_FLAG);
         break;
       case "GERRORN":
         if ((gerrorActive(this.regs.num("GERROR"), Number(previous)) & GerrorBit.CMDQ_ERR) !== 0) this.processCommands();
@@ -225,6 +287,26 @@ export class Smmuv3Device implements EmulatedIommu {
       default:
         break;
     }
+  }
+
+  /**
+   * A PROD/CONS value software wrote keeps only its wrap and index bits for the queue's effective size and the
+   * register's flags: bits [19:LOG2SIZE + 1] are RES0 (IHI0070 §6.3.27, §6.3.28, §6.3.95, §6.3.96 "Additional information": a value
+   * written there has no effect), so nothing downstream (the queue, its guest view, a saved state) sees them.
+   */
+  private maskPointer(name: string, log2: number, flags: number): void {
+    const value = this.regs.num(name);
+    const masked = ((value & (2 ** (log2 + 1) - 1)) | (value & flags)) >>> 0;
+    if (masked !== value) this.regs.set(name, masked);
+  }
+
+  /** The command and event queues' effective LOG2SIZE: as programmed, capped at IDR1.CMDQS / EVENTQS. */
+  private get cmdqLog2(): number {
+    return Math.min(Number(this.regs.get("CMDQ_BASE") & 0x1fn), this.features.cmdqLog2);
+  }
+
+  private get evtqLog2(): number {
+    return Math.min(Number(this.regs.get("EVTQ_BASE") & 0x1fn), this.features.evtqLog2);
   }
 
   private get smmuEnabled(): boolean {
@@ -363,25 +445,25 @@ export class Smmuv3Device implements EmulatedIommu {
         // Invalidations issued before it reach the host before the stream's new configuration does.
         const drained = this.drainForwards();
         if (drained !== CmdqError.CERROR_NONE) return drained;
-        this.applyStreams(cmdSid(cmd), cmdSid(cmd));
-        return CmdqError.CERROR_NONE;
+        return this.applyStreams(cmdSid(cmd), cmdSid(cmd)) === undefined ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
       }
       case "CMD_CFGI_STE_RANGE": {
         const drained = this.drainForwards();
         if (drained !== CmdqError.CERROR_NONE) return drained;
-        if (cmdRange(cmd) === CFGI_ALL_RANGE) this.applyAllStreams();
+        let refused: IommuError | undefined;
+        if (cmdRange(cmd) === CFGI_ALL_RANGE) refused = this.applyAllStreams();
         else {
           const { first, last } = cfgiSteRangeStreams(cmdSid(cmd), cmdRange(cmd));
-          this.applyStreams(first, last);
+          refused = this.applyStreams(first, last);
         }
-        return CmdqError.CERROR_NONE;
+        return refused === undefined ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
       }
       case "CMD_CFGI_CD":
       case "CMD_CFGI_CD_ALL": {
         const sid = cmdSid(cmd);
         if (sid >= sidLimit) return CmdqError.CERROR_ILL;
         if (this.nested?.hasDevice(sid)) return this.forward(cmd, position);
-        if (this.shadow?.hasDevice(sid)) this.applyStream(sid);
+        if (this.shadow?.hasDevice(sid) && this.applyStream(sid) !== undefined) return CmdqError.CERROR_ILL;
         return CmdqError.CERROR_NONE;
       }
       case "CMD_TLBI_NH_ALL":
@@ -419,13 +501,20 @@ export class Smmuv3Device implements EmulatedIommu {
     }
   }
 
-  /** A stage-1 TLB invalidation: to the host in nested mode, a resync of the shadow in shadow mode. */
+  /**
+   * A stage-1 TLB invalidation: to the host in nested mode, a resync of the shadow in shadow mode. A shadow
+   * mapping the back end refuses (the type1 entry limit) fails the TLBI with CERROR_ILL, as a VMM fails a CFGI_STE
+   * whose host configuration is refused (QEMU hw/arm/smmuv3.c, smmuv3_cmdq_consume after
+   * smmuv3_accel_install_ste): the guest's driver reports the command error (Linux arm_smmu_cmdq_skip_err logs
+   * it) while the unmapped page faults; the mirror wrote the host-log entry.
+   */
   private invalidate(cmd: RawBits, position: number, asid: number | undefined, address: number, length: number): number {
     if (this.nested !== undefined) return this.forward(cmd, position);
     if (this.shadow !== undefined) {
-      this.shadow.invalidate(asid, address, length);
-      this.stats.forwarded++;
+      const refused = this.shadow.invalidate(asid, address, length);
       this.stats.shadowMappings = this.shadow.mappings;
+      if (refused !== undefined) return CmdqError.CERROR_ILL;
+      this.stats.forwarded++;
     }
     return CmdqError.CERROR_NONE;
   }
@@ -473,26 +562,43 @@ export class Smmuv3Device implements EmulatedIommu {
     return read !== 0 ? read : decodeSteSettings(this.steWords, this.features);
   }
 
-  private applyAllStreams(): void {
-    for (const sid of this.assigned.keys()) this.applyStream(sid);
+  /** Every assigned stream re-read and installed; the first refusal, if any. */
+  private applyAllStreams(): IommuError | undefined {
+    let refused: IommuError | undefined;
+    for (const sid of this.assigned.keys()) refused ??= this.applyStream(sid);
+    return refused;
   }
 
-  private applyStreams(first: number, last: number): void {
-    for (const sid of this.assigned.keys()) if (sid >= first && sid <= last) this.applyStream(sid);
+  private applyStreams(first: number, last: number): IommuError | undefined {
+    let refused: IommuError | undefined;
+    for (const sid of this.assigned.keys()) if (sid >= first && sid <= last) refused ??= this.applyStream(sid);
+    return refused;
   }
 
-  /** Re-reads what the guest configured for a passthrough StreamID and installs it on the host. */
-  private applyStream(sid: number): void {
-    if (this.nested !== undefined) this.nested.setVste(sid, this.vsteFor(sid));
+  /**
+   * Re-reads what the guest configured for a passthrough StreamID and installs it on the host. A refusal (a nested
+   * HWPT the host would not allocate or attach, a shadow attach or mapping it would not make) blocks the stream
+   * and is written to the host log; the caller tells the guest when a command caused it.
+   */
+  private applyStream(sid: number): IommuError | undefined {
+    let refused: IommuError | undefined;
+    if (this.nested !== undefined) {
+      refused = this.nested.setVste(sid, this.vsteFor(sid));
+      if (refused !== undefined) this.hostLog("configuration-refused", refused, `StreamID 0x${sid.toString(16)}: the host refused its configuration (${refused.errno} ${refused.message}); the stream is blocked`);
+    }
     if (this.shadow !== undefined) {
-      this.shadow.setStream(sid, this.shadowStreamFor(sid));
+      refused = this.shadow.setStream(sid, this.shadowStreamFor(sid));
       this.stats.shadowMappings = this.shadow.mappings;
     }
+    return refused;
   }
 
   /**
    * The vSTE for the host: GBPA's abort or bypass while the SMMU is disabled; the guest STE's dw0/dw1 reduced to
-   * the nesting-allowed fields when it is legal; V = 0 (the host's abort) when it is not, or cannot be read.
+   * the nesting-allowed fields when it is legal, EATS written as its effective value (0b11 and an EATS the
+   * emulated SMMU ignores are 0b00; Linux's arm_smmu_validate_vste refuses anything but 0b00 and 0b01); V = 0
+   * (the host's abort) when it is not legal, or cannot be read. Fields the host judges by the same architecture
+   * (S1Fmt, S1DSS) go as the guest wrote them.
    */
   private vsteFor(sid: number): RawBits {
     if (!this.smmuEnabled) return configVste((this.regs.num("GBPA") & GBPA_ABORT) !== 0 ? SteConfig.Abort : SteConfig.Bypass);
@@ -502,6 +608,7 @@ export class Smmuv3Device implements EmulatedIommu {
     if (ste.config === SteConfig.Abort) return configVste(SteConfig.Abort);
     const vste = new Uint32Array(4);
     for (let i = 0; i < 4; i++) vste[i] = (this.steWords[i]! & STE_NESTING_ALLOWED_MASK[i]!) >>> 0;
+    vste[2] = ((vste[2]! & ~VSTE2_EATS) | (ste.eats << 28)) >>> 0;
     return vste;
   }
 

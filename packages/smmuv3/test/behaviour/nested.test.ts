@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { IoasMapFlag, IommufdObjectType, Perm, unwrap } from "@viommu/core";
+import { err, IoasMapFlag, IommufdObjectType, Perm, unwrap } from "@viommu/core";
 import { decodeEvent, decodeSte, encodeCommand, EventType, SteConfig, STE_NESTING_ALLOWED_MASK } from "../../src/format/index.js";
 import { VEVENTQ_DEPTH } from "../../src/vmm/nested-host.js";
 import { smmuBed } from "../support.js";
@@ -55,6 +55,38 @@ describe("nested SMMUv3: the guest's STE on the host", () => {
     unwrap(s.driver.submitCommands([encodeCommand("CMD_CFGI_STE", { SID: 0x10, Leaf: 1 })]));
     expect([...s.iommu.hostVste(0x10)!]).toEqual([0, 0, 0, 0]);
     expect(s.device.read(IOVA, 4).ok).toBe(false);
+  });
+});
+
+describe("nested SMMUv3: a configuration the host refuses", () => {
+  it("fails the CFGI_STE with CERROR_ILL (as QEMU's smmuv3-accel does), blocks the stream and writes configuration-refused", () => {
+    const s = mapped();
+    expect(s.device.read(IOVA, 4).ok).toBe(true);
+    const viommu = unwrap(s.v.iommufd.viommu(s.iommu.viommuId!));
+    const original = viommu.ops.allocDomainNested!.bind(viommu.ops);
+    viommu.ops.allocDomainNested = () => {
+      viommu.ops.allocDomainNested = original;
+      return err("ENOMEM", "no memory for the nested domain");
+    };
+    // The guest changes its STE (S1CIR) and tells the SMMU.
+    const ste = s.driver.streamTableBase! + 0x10 * 64;
+    s.vm.memory.write32(ste + 8, s.vm.memory.read32(ste + 8) ^ (0b11 << 2));
+    unwrap(s.driver.submitCommands([encodeCommand("CMD_CFGI_STE", { SID: 0x10, Leaf: 1 })]));
+    expect(s.driver.readEvents()).toMatchObject([{ kind: "command-error", name: "CERROR_ILL" }]);
+    expect(s.bed.platform.host.log.entries({ kind: "configuration-refused" })).toMatchObject([{ vm: s.vm.id, errno: "ENOMEM" }]);
+    expect([...s.iommu.hostVste(0x10)!]).toEqual([0, 0, 0, 0]);
+    expect(s.device.read(IOVA, 4).ok).toBe(false);
+  });
+
+  it("gives the host EATS as its effective value: 0b11 behaves as 0b00 (no DPT), which the host would otherwise refuse", () => {
+    const s = mapped();
+    const ste = s.driver.streamTableBase! + 0x10 * 64;
+    s.vm.memory.write32(ste, s.vm.memory.read32(ste) | (0b11 << 4));
+    s.vm.memory.write32(ste + 8, (s.vm.memory.read32(ste + 8) | (0b11 << 28) | 0b11) >>> 0);
+    unwrap(s.driver.submitCommands([encodeCommand("CMD_CFGI_STE", { SID: 0x10, Leaf: 1 })]));
+    expect(s.driver.readEvents()).toEqual([]);
+    expect(decodeSte(Uint32Array.of(...s.iommu.hostVste(0x10)!, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))).toMatchObject({ Config: SteConfig.S1Translate, S1Fmt: 3, S1DSS: 3, EATS: 0 });
+    expect(s.device.read(IOVA, 4).ok).toBe(true);
   });
 });
 

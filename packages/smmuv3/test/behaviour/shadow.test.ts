@@ -68,4 +68,48 @@ describe("shadow mode: the VMM mirrors the guest's stage-1 tables", () => {
     expect(s.device.write(DATA, Uint8Array.of(3)).ok).toBe(true);
     expect(s.vm.memory.read8(DATA)).toBe(3);
   });
+
+  it("installs mappings up to the type1 back end's entry limit; the one beyond is refused visibly: CERROR_ILL at its TLBI, a host-log entry, DMA there faults", () => {
+    const limit = 4;
+    const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], mode: "shadow", shadowBackend: "type1", dmaEntryLimit: limit });
+    const domain = unwrap(s.driver.createDomain());
+    unwrap(s.driver.attach(0x10, domain));
+    // Non-adjacent pages: one shadow entry each. The driver announces each map with a TLBI (IDR4 map notify).
+    for (let i = 0; i < limit + 1; i++) unwrap(s.driver.map(domain, IOVA + i * 0x2000, DATA + i * 0x2000, 0x1000, Perm.ReadWrite));
+    const reached = Array.from({ length: limit + 1 }, (_, i) => s.device.read(IOVA + i * 0x2000, 4).ok);
+    expect(reached).toEqual([true, true, true, true, false]);
+    expect(s.iommu.stats.shadowMappings).toBe(limit);
+    // The guest's driver saw the failed TLBI as a command error (Linux: "CMDQ error ... Illegal command").
+    expect(s.driver.readEvents()).toMatchObject([{ kind: "command-error", name: "CERROR_ILL" }]);
+    const log = s.bed.platform.host.log.entries({ vm: s.vm.id, kind: "shadow-map-refused" });
+    expect(log).toHaveLength(1);
+    expect(log[0]).toMatchObject({ errno: "ENOSPC", source: `smmuv3@0x${s.iommu.mmioBase.toString(16)}` });
+    // Room made by an unmap lets a later invalidation of the refused page install it.
+    unwrap(s.driver.unmap(domain, IOVA, 0x1000));
+    unwrap(s.driver.flush(domain, IOVA + limit * 0x2000, 0x1000));
+    expect(s.device.read(IOVA + limit * 0x2000, 4).ok).toBe(true);
+    expect(s.driver.readEvents()).toEqual([]);
+  });
+
+  it("the iommufd back end has no entry limit: every mapping is installed and nothing is refused", () => {
+    const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], mode: "shadow", shadowBackend: "iommufd", dmaEntryLimit: 4 });
+    const domain = unwrap(s.driver.createDomain());
+    unwrap(s.driver.attach(0x10, domain));
+    for (let i = 0; i < 8; i++) unwrap(s.driver.map(domain, IOVA + i * 0x2000, DATA + i * 0x2000, 0x1000, Perm.ReadWrite));
+    expect(s.iommu.stats.shadowMappings).toBe(8);
+    expect(s.driver.readEvents()).toEqual([]);
+    expect(s.bed.platform.host.log.entries()).toEqual([]);
+  });
+
+  it("gives back the IOAS of an address space no stream uses any more", () => {
+    const s = shadowed();
+    unwrap(s.driver.map(s.domain, IOVA, DATA, 0x1000, Perm.ReadWrite));
+    const ioases = s.v.iommufd.list("IOAS").length;
+    const other = unwrap(s.driver.createDomain());
+    unwrap(s.driver.attach(0x10, other));
+    unwrap(s.driver.attach(0x10, s.domain));
+    unwrap(s.driver.attach(0x10, other));
+    expect(s.v.iommufd.list("IOAS").length).toBe(ioases);
+  });
 });
+

@@ -41,6 +41,24 @@ describe("emulated SMMUv3 event queue", () => {
     expect(s.iommu.evtq.written).toBe(16);
   });
 
+  it("masks a CONS write to the queue size: bits [19:LOG2SIZE + 1] are RES0 and have no effect (IHI0070 §6.3.96)", () => {
+    const s = withFaults();
+    for (let i = 0; i < 3; i++) s.fault(1);
+    // Index 3 with stray bits 6 and 19 above the 8-entry queue's wrap bit, and OVACKFLG.
+    s.w32("EVTQ_CONS", (3 | 0x40 | 0x8_0000 | OVFLG) >>> 0);
+    expect(s.r32("EVTQ_CONS")).toBe((3 | OVFLG) >>> 0);
+    const view = s.iommu.guestQueues().find((q) => q.name === "EVTQ")!;
+    expect(view.consumer.decode(BigInt(s.r32("EVTQ_CONS")))).toEqual({ index: 3, wrap: false });
+    // Exactly 8 more records fit before the queue is full.
+    for (let i = 0; i < 8; i++) s.fault(2);
+    expect(s.iommu.evtq.lost).toBe(0);
+    s.fault(2);
+    expect(s.iommu.evtq.lost).toBe(1);
+    // The same for the command queue's PROD (software's) and a CONS initialised while the queue is off.
+    s.w32("CMDQ_PROD", 0x4_0000);
+    expect(s.r32("CMDQ_PROD")).toBe(0);
+  });
+
   it("discards records while EVTQEN is clear, without an overflow", () => {
     const s = withFaults();
     s.w32("CR0", s.r32("CR0") & ~(1 << 2));
