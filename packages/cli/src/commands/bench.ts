@@ -1,3 +1,5 @@
+import type { Command } from "commander";
+import { vendorsOf, withJson, type CliContext } from "../cli/context.js";
 import type { VendorPlugin } from "@viommu/core";
 import { coreFigures } from "../bench/core-figures.js";
 import { round, type Figure } from "../bench/measure.js";
@@ -30,4 +32,16 @@ export function benchCommand(io: Io, plugins: readonly VendorPlugin[], json: boo
   ))
     io.out(line);
   return 0;
+}
+
+export function registerBench(program: Command, ctx: CliContext): void {
+  withJson(program.command("bench").description("the benchmarks: each figure a ratio against plain code measured in the same run"))
+    .option("--vendor <id>", "one vendor, or all (default: all)")
+    .option("--only <names>", "comma-separated figure name prefixes")
+    .action(async (opts: { json?: boolean; vendor?: string; only?: string }) => {
+      const json = opts.json === true;
+      const io = ctx.io(json);
+      const { selected } = await vendorsOf(ctx, io, json, opts.vendor ?? "all");
+      ctx.exit(benchCommand(io, selected, json, opts.only?.split(",")));
+    });
 }

@@ -1,3 +1,7 @@
+import { Option, type Command } from "commander";
+import { vendorsOf, withJson, type CliContext } from "../cli/context.js";
+import { UsageError } from "../cli/errors.js";
+import { parseCount } from "../cli/numbers.js";
 import { runHostileCampaign, type CampaignReport } from "@viommu/conformance";
 import type { TranslationMode, VendorPlugin } from "@viommu/core";
 import type { Io } from "../io.js";
@@ -45,4 +49,24 @@ export function campaignCommand(io: Io, plugins: readonly VendorPlugin[], instal
     if (r.failure !== undefined) io.out(`  FAIL at step ${r.failure.step} (${r.failure.kind}), seed ${r.seed}: ${r.failure.detail.split("\n")[0]}`);
   }
   return failed ? 1 : 0;
+}
+
+const MODES = ["nested", "shadow", "ir-only"] as const;
+
+export function registerCampaign(program: Command, ctx: CliContext): void {
+  withJson(program.command("campaign").description("the two-VM hostile campaign: VM A's guest does anything, VM B must not notice"))
+    .option("--vendor <id>", "one vendor, or all (default: all)")
+    .addOption(new Option("--steps <n>", "hostile steps per vendor and mode").argParser((v) => parseCount(v, "--steps")).default(100_000))
+    .addOption(new Option("--seed <n>", "seed of the campaign").argParser((v) => parseCount(v, "--seed")).default(1))
+    .addOption(new Option("--mode <modes>", "comma-separated translation modes").default("nested,shadow"))
+    .action(async (opts: { json?: boolean; vendor?: string; steps: number; seed: number; mode: string }) => {
+      const json = opts.json === true;
+      const io = ctx.io(json);
+      const modes = opts.mode.split(",");
+      const bad = modes.find((m) => !(MODES as readonly string[]).includes(m));
+      if (bad !== undefined) throw new UsageError(`--mode: "${bad}" is not one of ${MODES.join(", ")}`);
+      if (opts.steps === 0) throw new UsageError("--steps: must be at least 1");
+      const { selected, all } = await vendorsOf(ctx, io, json, opts.vendor ?? "all");
+      ctx.exit(campaignCommand(io, selected, all, { steps: opts.steps, seed: opts.seed, modes: modes as (typeof MODES)[number][] }, json));
+    });
 }

@@ -1,3 +1,6 @@
+import { Option, type Command } from "commander";
+import { vendorsOf, withJson, type CliContext } from "../cli/context.js";
+import { parseCount } from "../cli/numbers.js";
 import { conformanceCases, runConformance, type ConformanceReport } from "@viommu/conformance";
 import type { VendorPlugin } from "@viommu/core";
 import { table, type Io } from "../io.js";
@@ -33,4 +36,16 @@ export function conformanceCommand(io: Io, plugins: readonly VendorPlugin[], ins
     for (const r of report.results) if (r.status !== "pass") io.out(`  ${r.status === "fail" ? "FAIL" : "n/a "} ${r.id}: ${r.detail}`);
   }
   return failed ? 1 : 0;
+}
+
+export function registerConformance(program: Command, ctx: CliContext): void {
+  withJson(program.command("conformance").description("the cross-vendor suite, as a matrix (a case a vendor lacks the capability for is n/a with the reason)"))
+    .addOption(new Option("--vendor <id>", "one vendor, or all (default: every installed product vendor)"))
+    .addOption(new Option("--seed <n>", "seed of the randomised cases").argParser((v) => parseCount(v, "--seed")).default(1))
+    .action(async (opts: { json?: boolean; vendor?: string; seed: number }) => {
+      const json = opts.json === true;
+      const io = ctx.io(json);
+      const { selected, all } = await vendorsOf(ctx, io, json, opts.vendor);
+      ctx.exit(conformanceCommand(io, selected, all, opts.seed, json));
+    });
 }

@@ -1,3 +1,6 @@
+import { Option, type Command } from "commander";
+import { vendorsOf, withJson, type CliContext } from "../cli/context.js";
+import { parseCount } from "../cli/numbers.js";
 import type { VendorPlugin } from "@viommu/core";
 import { runDemo, type DemoReport } from "../demo.js";
 import type { Io } from "../io.js";
@@ -19,4 +22,16 @@ export function demoCommand(io: Io, plugins: readonly VendorPlugin[], installed:
     io.out(`       VMM interventions: ${r.vmmInterventions}`);
   }
   return reports.every((r) => r.ok) ? 0 : 1;
+}
+
+export function registerDemo(program: Command, ctx: CliContext): void {
+  withJson(program.command("demo").description("the main job on every selected vendor: a VM with a device passed through, DMA, a blocked DMA, an invalidation, a remapped interrupt"))
+    .addOption(new Option("--vendor <id>", "one vendor, or all (default: every installed product vendor)"))
+    .addOption(new Option("--seed <n>", "seed of every random choice").argParser((v) => parseCount(v, "--seed")).default(1))
+    .action(async (opts: { json?: boolean; vendor?: string; seed: number }) => {
+      const json = opts.json === true;
+      const io = ctx.io(json);
+      const { selected, all } = await vendorsOf(ctx, io, json, opts.vendor);
+      ctx.exit(demoCommand(io, selected, all, opts.seed, json));
+    });
 }

@@ -1,3 +1,5 @@
+import type { Command } from "commander";
+import { withJson, type CliContext } from "../cli/context.js";
 import type { Capabilities, LoadedPlugin, PluginLoadFailure } from "@viommu/core";
 import { table, type Io } from "../io.js";
 
@@ -31,4 +33,13 @@ export function pluginsCommand(io: Io, plugins: readonly LoadedPlugin[], failure
     io.out(line);
   for (const f of failures) io.err(`failed to load ${f.packageName}: ${f.reason}`);
   return 0;
+}
+
+export function registerPlugins(program: Command, ctx: CliContext): void {
+  withJson(program.command("plugins").description("which vendor plugins are installed and what each supports")).action(async (opts: { json?: boolean }) => {
+    const json = opts.json === true;
+    const io = ctx.io(json);
+    const installed = await ctx.installed();
+    ctx.exit(pluginsCommand(io, installed.plugins, installed.failures, json));
+  });
 }

@@ -1,6 +1,9 @@
-import { readFileSync } from "node:fs";
-import { gunzipSync } from "node:zlib";
+import { Option, type Command } from "commander";
 import { GuestMemory, HostMemory, PAGE_SIZE, type VendorPlugin, type WalkAnswer, type WalkRequest } from "@viommu/core";
+import { oneVendor, withJson, type CliContext } from "../cli/context.js";
+import { UsageError } from "../cli/errors.js";
+import { readInput, readInputText } from "../cli/files.js";
+import { parseRequesterId, parseU64 } from "../cli/numbers.js";
 import type { Io } from "../io.js";
 
 export interface WalkArgs {
@@ -14,16 +17,9 @@ export interface WalkArgs {
   readonly requests?: string;
 }
 
-function parseNumber(text: string, what: string): number {
-  const v = Number(BigInt(text.trim()));
-  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${what} ${text} out of range`);
-  return v;
-}
-
 /** Guest memory holding a raw guest-physical image (gzip or not) that starts at `base`. */
 export function loadImage(path: string, base: number): GuestMemory {
-  let bytes: Uint8Array = readFileSync(path);
-  if (path.endsWith(".gz") || (bytes[0] === 0x1f && bytes[1] === 0x8b)) bytes = gunzipSync(bytes);
+  const bytes = readInput(path, "--memory");
   const size = Math.max(PAGE_SIZE, Math.ceil(bytes.length / PAGE_SIZE) * PAGE_SIZE);
   const memory = new GuestMemory(new HostMemory({ sizeBytes: 2 ** 46 }), 1, { sizeBytes: size, base, backingPageShift: 12 });
   memory.loadImage(bytes, base);
@@ -36,67 +32,100 @@ export function walkJson(a: WalkAnswer): Record<string, unknown> {
   return { ok: true, output: `0x${a.output.toString(16)}`, pageSize: a.pageSize, read: a.read, write: a.write, ...(a.domain !== undefined ? { domain: a.domain } : {}), ...(a.asid !== undefined ? { asid: a.asid } : {}) };
 }
 
-function requestOf(record: Record<string, unknown>): WalkRequest {
+/** One walk result as a line a person reads. */
+export function walkLine(request: WalkRequest, a: WalkAnswer): string {
+  const iova = `0x${request.iova.toString(16)}`;
+  if (!a.ok) return `${iova}  FAULT ${a.fault.name} (code 0x${a.fault.code.toString(16)})`;
+  const perms = `${a.read ? "r" : "-"}${a.write ? "w" : "-"}`;
+  const size = a.pageSize >= 2 ** 30 ? `${a.pageSize / 2 ** 30}G` : a.pageSize >= 2 ** 20 ? `${a.pageSize / 2 ** 20}M` : `${a.pageSize / 1024}K`;
+  return `${iova}  →  0x${a.output.toString(16)}  ${size} ${perms}${a.domain !== undefined ? `  domain ${a.domain}` : ""}${a.asid !== undefined ? `  asid ${a.asid}` : ""}`;
+}
+
+function safe(value: bigint, option: string): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new UsageError(`${option}: 0x${value.toString(16)} is at or above 2^53, which walk does not take yet`);
+  return Number(value);
+}
+
+function requestOf(record: Record<string, unknown>, where: string): WalkRequest {
   const rid = record.sid ?? record.devid ?? record.rid ?? record.bdf;
-  if (rid === undefined || record.iova === undefined) throw new RangeError("a request needs sid/devid/rid and iova");
+  if (rid === undefined || record.iova === undefined) throw new RangeError(`${where}: a request needs sid, devid, rid or bdf, and iova`);
   const pasid = record.pasid ?? record.ssid;
+  const access = record.access ?? "read";
+  if (access !== "read" && access !== "write") throw new RangeError(`${where}: access "${String(access)}" is not read or write`);
   return {
-    rid: parseNumber(String(rid), "requester id"),
-    iova: parseNumber(String(record.iova), "iova"),
-    pasid: pasid === undefined ? undefined : parseNumber(String(pasid), "pasid"),
-    write: record.access === "write",
+    rid: parseRequesterId(String(rid), `${where} requester id`),
+    iova: safe(parseU64(String(record.iova), `${where} iova`), `${where} iova`),
+    pasid: pasid === undefined ? undefined : safe(parseU64(String(pasid), `${where} pasid`), `${where} pasid`),
+    write: access === "write",
   };
 }
 
 /** `viommu walk`: translations from a raw guest-memory image and the registers the guest wrote. */
-export function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs): number {
+export function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, json = true): number {
   const tool = plugin.walk;
-  if (tool === undefined) {
-    io.err(`${plugin.id} has no table walker`);
-    return 2;
+  if (tool === undefined) throw new UsageError(`--vendor: ${plugin.id} has no table walker`);
+  if (args.memory === undefined) throw new UsageError("--memory FILE[.gz] is required");
+  const registers: Record<string, bigint> = {};
+  for (const r of args.reg ?? []) {
+    const at = r.indexOf("=");
+    if (at <= 0) throw new UsageError(`--reg ${r}: expected NAME=VALUE`);
+    const name = r.slice(0, at).trim().toUpperCase();
+    if (!tool.registers.includes(name)) throw new UsageError(`--reg ${name}: ${plugin.id}'s walker takes ${tool.registers.join(", ")}`);
+    registers[name] = parseU64(r.slice(at + 1), `--reg ${name}`, { hexOnly: true });
   }
-  if (args.memory === undefined) {
-    io.err("--memory FILE[.gz] is required");
-    return 2;
-  }
-  let walk: (r: WalkRequest) => WalkAnswer;
-  try {
-    const registers: Record<string, bigint> = {};
-    for (const r of args.reg ?? []) {
-      const [name, value] = r.split("=");
-      if (name === undefined || value === undefined) throw new RangeError(`--reg ${r}: expected NAME=VALUE`);
-      registers[name.trim().toUpperCase()] = BigInt(value.trim());
-    }
-    const memory = loadImage(args.memory, args.memoryBase === undefined ? 0 : parseNumber(args.memoryBase, "--memory-base"));
-    const prepared = tool.prepare(memory, registers);
-    if (!prepared.ok) {
-      io.err(`${prepared.error.errno}: ${prepared.error.message} (registers: ${tool.registers.join(", ")})`);
-      return 2;
-    }
-    walk = prepared.value;
-  } catch (e) {
-    io.err((e as Error).message);
-    return 2;
-  }
+  const base = args.memoryBase === undefined ? 0 : safe(parseU64(args.memoryBase, "--memory-base"), "--memory-base");
+  const memory = loadImage(args.memory, base);
+  const prepared = tool.prepare(memory, registers);
+  if (!prepared.ok) throw new UsageError(`--reg: ${prepared.error.message} (${plugin.id}'s walker takes ${tool.registers.join(", ")})`);
+  const walk = prepared.value;
   if (args.requests !== undefined) {
     let status = 0;
-    for (const line of readFileSync(args.requests, "utf8").split("\n")) {
+    let lineNo = 0;
+    for (const line of readInputText(args.requests, "--requests").split("\n")) {
+      lineNo++;
       if (line.trim() === "") continue;
+      const where = `--requests ${args.requests} line ${lineNo}`;
       try {
-        io.out(JSON.stringify(walkJson(walk(requestOf(JSON.parse(line) as Record<string, unknown>)))));
+        const request = requestOf(JSON.parse(line) as Record<string, unknown>, where);
+        const answer = walk(request);
+        io.out(json ? JSON.stringify(walkJson(answer)) : walkLine(request, answer));
       } catch (e) {
-        io.out(JSON.stringify({ error: (e as Error).message }));
+        io.err(e instanceof SyntaxError ? `${where}: not JSON` : (e as Error).message);
         status = 1;
       }
     }
     return status;
   }
-  try {
-    const answer = walk(requestOf({ rid: args.rid, iova: args.iova, pasid: args.pasid, access: args.access ?? "read" }));
-    io.out(JSON.stringify(walkJson(answer)));
-    return 0;
-  } catch (e) {
-    io.err((e as Error).message);
-    return 2;
-  }
+  if (args.rid === undefined || args.iova === undefined) throw new UsageError("give --sid/--devid/--rid and --iova, or --requests FILE");
+  const request = requestOf({ rid: args.rid, iova: args.iova, pasid: args.pasid, access: args.access ?? "read" }, "request");
+  const answer = walk(request);
+  io.out(json ? JSON.stringify(walkJson(answer)) : walkLine(request, answer));
+  return 0;
+}
+
+export function registerWalk(program: Command, ctx: CliContext): void {
+  withJson(program.command("walk").description("translate from a raw guest-memory image as the hardware would, given the registers the guest wrote"))
+    .requiredOption("--vendor <id>", "the vendor")
+    .requiredOption("--memory <file>", "raw guest-physical image (.gz read as gzip)")
+    .option("--memory-base <address>", "guest-physical address of the image's first byte (default 0)")
+    .option("--reg <name=value>", "a register the guest programmed (repeatable; walk names the ones it takes)", (v: string, all: string[] = []) => [...all, v])
+    .option("--sid <id>", "SMMUv3 StreamID")
+    .option("--devid <id>", "AMD-Vi DeviceID (a number or bus:dev.fn)")
+    .option("--rid <id>", "requester id (a number or bus:dev.fn)")
+    .option("--bdf <bdf>", "PCI requester as [segment:]bus:dev.fn")
+    .option("--pasid <n>", "PASID")
+    .option("--ssid <n>", "SMMUv3 SubstreamID")
+    .option("--iova <address>", "the address the device used")
+    .addOption(new Option("--access <kind>", "read or write").choices(["read", "write"]).default("read"))
+    .option("--requests <file>", "many requests, one JSON object per line ({\"rid\", \"iova\", \"pasid\", \"access\"})")
+    .action(async (opts: { json?: boolean; vendor: string; memory: string; memoryBase?: string; reg?: string[]; sid?: string; devid?: string; rid?: string; bdf?: string; pasid?: string; ssid?: string; iova?: string; access: string; requests?: string }) => {
+      const json = opts.json === true;
+      const io = ctx.io(json);
+      const plugin = await oneVendor(ctx, io, json, opts.vendor);
+      const ids = [opts.sid, opts.devid, opts.rid, opts.bdf].filter((x) => x !== undefined);
+      if (ids.length > 1) throw new UsageError("give one of --sid, --devid, --rid, --bdf");
+      ctx.exit(
+        walkCommand(io, plugin, { memory: opts.memory, memoryBase: opts.memoryBase, reg: opts.reg, rid: ids[0], pasid: opts.pasid ?? opts.ssid, iova: opts.iova, access: opts.access, requests: opts.requests }, json),
+      );
+    });
 }
