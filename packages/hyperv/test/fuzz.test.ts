@@ -11,6 +11,7 @@ import type { HypervGuestDriver } from "../src/guest/hyperv-driver.js";
 import type { HypervNestedDomain } from "../src/hw/hyperv-nested-domain.js";
 import type { HypervUnit } from "../src/hw/hyperv-unit.js";
 import { hypervPlugin } from "../src/plugin.js";
+import { assertProperty } from "./fuzz-seed.js";
 import { DATA_GPA, IOVA } from "./support.js";
 
 const { memoryDigest } = caseSupport;
@@ -49,7 +50,7 @@ function checkResult(value: bigint, controlWord: bigint): void {
 
 describe("hostile hypercalls", () => {
   it("random control words, input pages and GPAs end as statuses: nothing escapes, nothing outside the VM changes", () => {
-    fc.assert(
+    assertProperty(
       fc.property(fc.array(fc.tuple(control, fc.uint8Array({ minLength: 0, maxLength: 256 }), gpa, gpa), { minLength: 1, maxLength: 30 }), (calls) => {
         const bed = twoVms();
         try {
@@ -67,7 +68,7 @@ describe("hostile hypercalls", () => {
           bed.dispose();
         }
       }),
-      { numRuns: 80, seed: 17 },
+      { numRuns: 80 },
     );
   });
 
@@ -86,7 +87,7 @@ describe("hostile hypercalls", () => {
       vector: fc.nat(255),
       vp: fc.nat(90),
     });
-    fc.assert(
+    assertProperty(
       fc.property(fc.array(fc.tuple(spec, fields), { minLength: 1, maxLength: 40 }), (steps) => {
         const bed = twoVms();
         try {
@@ -117,12 +118,12 @@ describe("hostile hypercalls", () => {
           bed.dispose();
         }
       }),
-      { numRuns: 120, seed: 23 },
+      { numRuns: 120 },
     );
   });
 
   it("random guest stage-1 table entries fault or translate inside the VM, never outside it", () => {
-    fc.assert(
+    assertProperty(
       fc.property(fc.array(fc.tuple(fc.nat(511), fc.nat(2), fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff })), { minLength: 1, maxLength: 30 }), (writes) => {
         const bed = twoVms();
         try {
@@ -147,7 +148,7 @@ describe("hostile hypercalls", () => {
           bed.dispose();
         }
       }),
-      { numRuns: 60, seed: 29 },
+      { numRuns: 60 },
     );
   });
 });

@@ -374,9 +374,11 @@ function fail(status: HvStatusCode, reason: string): { ok: false; status: HvStat
 /**
  * Whether the hypervisor accepts an input or output GPA: it must be 8-byte aligned (TLFS common status codes:
  * HV_STATUS_INVALID_ALIGNMENT). The bytes from it to the end of its page are what decodeHypercallInputPage reads.
+ * A GPA at or above 2^53 is judged on the value it arrives as (the remainder of an integer-valued number is
+ * exact): an aligned one is not an alignment problem, it is outside guest RAM, which the caller answers.
  */
 export function hypercallGpaProblem(gpa: number): HvStatusCode | undefined {
-  return Number.isSafeInteger(gpa) && gpa >= 0 && gpa % 8 === 0 ? undefined : HvStatus.HV_STATUS_INVALID_ALIGNMENT;
+  return Number.isInteger(gpa) && gpa >= 0 && gpa % 8 === 0 ? undefined : HvStatus.HV_STATUS_INVALID_ALIGNMENT;
 }
 
 /** Bytes the input occupies: fixed header, variable header, then the rep list. */
