@@ -24,8 +24,9 @@ export interface DmaFaultDescription {
   readonly entryAddress: number;
 }
 
+/** An address as an event's 64-bit field: what a number that is no address (negative, NaN, infinite) records is 0. */
 function addressWord(address: number): bigint {
-  return BigInt(Math.max(0, Math.floor(address))) & 0xffff_ffff_ffff_ffffn;
+  return Number.isFinite(address) && address > 0 ? BigInt(Math.floor(address)) & 0xffff_ffff_ffff_ffffn : 0n;
 }
 
 export function dmaFaultEvent(d: DmaFaultDescription): Uint32Array {

@@ -1,3 +1,4 @@
+export * from "./bus-values.js";
 export * from "./layout-tools.js";
 export * from "./mmio-register-map.js";
 export * from "./pci-capability.js";

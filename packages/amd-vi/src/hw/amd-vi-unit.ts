@@ -37,6 +37,7 @@ import {
 import { amdV1Geometry, amdV1PageTableEncoder, amdV1PageTableFormat } from "../format/page-table-v1.js";
 import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
 import { encodeHwInfoAmd, IOMMU_HW_INFO_TYPE_AMD, IOMMU_VIOMMU_TYPE_AMD } from "../format/iommufd-uapi.js";
+import { isAddress64, isPasid, isPprTag } from "../format/bus-values.js";
 import { dmaFaultEvent } from "../format/fault-event.js";
 import { gcr3Index } from "../format/gcr3-table-entry.js";
 import { buildPageServiceRequest, PprFlag } from "../format/ppr-log-entry.js";
@@ -327,6 +328,7 @@ export class AmdViUnit implements PhysicalIommu {
    * vIOMMU that owns one, named by the guest DeviceID. False when no guest log took it.
    */
   pageRequest(device: PhysicalDevice, pasid: number, address: number, write: boolean, tag: number): boolean {
+    if (!isAddress64(address) || !isPprTag(tag) || (pasid !== NO_PASID && !isPasid(pasid))) return false;
     const domain = this.domainOf(device.requesterId, NO_PASID);
     if (!(domain instanceof AmdNestedDomain)) return false;
     const virtId = domain.owner.core.virtIdOf(device);

@@ -28,6 +28,7 @@ import {
 } from "@viommu/core";
 import { CommandOpcode, commandOpcode, commandProblem, decodeInvalidationRange, newInvalidationRange, COMMAND_BYTES } from "../format/command.js";
 import { controlLayout } from "../format/control-register.js";
+import { isAddress64, isDeviceId, isPasid, isPprTag } from "../format/bus-values.js";
 import { DTE_BYTES } from "../format/device-table-entry.js";
 import { decodeExclusionRange, newExclusionRange } from "../format/exclusion-registers.js";
 import { EVENT_BYTES } from "../format/event-log-entry.js";
@@ -834,6 +835,8 @@ export class AmdViDevice implements EmulatedIommu {
    * COMPLETE_PPR_REQUEST, recorded in `pprResponses`. False when the log did not take it.
    */
   pageRequest(guestRid: number, pasid: number, address: number, write: boolean, tag: number): boolean {
+    // What PCIe PRI can carry: a 16-bit requester, a 20-bit PASID, a 9-bit group index, a 64-bit address.
+    if (!isDeviceId(guestRid) || !isAddress64(address) || !isPprTag(tag) || (pasid !== NO_PASID && !isPasid(pasid))) return false;
     const flags = PprFlag.READ | (write ? PprFlag.WRITE : 0) | PprFlag.US | (pasid !== NO_PASID ? PprFlag.GN : 0);
     const record = buildPageServiceRequest({ deviceId: guestRid, pasid: pasid === NO_PASID ? 0 : pasid, tag, flags, address: BigInt(address) });
     return this.appendLog(this.ppr, this.pprRun, record, StatusBit.PPROverflow, StatusBit.PPRInt, C_PPR_INT_EN);
@@ -1028,8 +1031,4 @@ export class AmdViDevice implements EmulatedIommu {
   dteAddress(deviceId: number): number {
     return this.devtab.base + deviceId * DTE_BYTES;
   }
-}
-
-function isDeviceId(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= 0xffff;
 }

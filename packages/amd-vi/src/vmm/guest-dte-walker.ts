@@ -1,5 +1,6 @@
 import { GuestTableReader, newWalkResult, PageWalker, Perm, WalkFault, type EntryReader, type GuestMemory, type PermBits, type TableGeometry, type WalkResult } from "@viommu/core";
 import { dteGcr3Root, dteProblem, DTE_BYTES } from "../format/device-table-entry.js";
+import { isAddress64, isDeviceId, isPasid } from "../format/bus-values.js";
 import { EventCode } from "../format/event-log-entry.js";
 import { excluded, type ExclusionRange } from "../format/exclusion-registers.js";
 import { gcr3Index } from "../format/gcr3-table-entry.js";
@@ -84,7 +85,9 @@ export class GuestDteWalker {
     outcome.suppressed = false;
     const at = table.base + deviceId * DTE_BYTES;
     outcome.dteAddress = at;
-    if (!(deviceId < table.entries)) return fail(out, outcome, EventCode.ILLEGAL_DEV_TABLE_ENTRY, WalkFault.Reserved);
+    if (!isDeviceId(deviceId) || !(deviceId < table.entries)) return fail(out, outcome, EventCode.ILLEGAL_DEV_TABLE_ENTRY, WalkFault.Reserved);
+    // A request names a 64-bit address and, optionally, a 20-bit PASID; anything else translates to nothing.
+    if (!isAddress64(iova) || (pasid !== undefined && !isPasid(pasid))) return fail(out, outcome, EventCode.IO_PAGE_FAULT, WalkFault.Translation);
     if (!this.memory.hostReadable(at, DTE_BYTES)) return fail(out, outcome, EventCode.DEV_TAB_HARDWARE_ERROR, WalkFault.External);
     const w = this.memory.readWords(at, this.dte);
     if ((w[0]! & 1) === 0) {

@@ -61,7 +61,7 @@ export class InterruptRemapper {
     const action = classifyMsi(msi.address >>> 0, Math.floor(msi.address / 2 ** 32), msi.data, settings.twoK);
     if (action === MsiAction.NotInterrupt) return refused(EventCode.IO_PAGE_FAULT, interruptFaultEvent(deviceId, msi.address, false, false));
     const at = table.base + deviceId * DTE_BYTES;
-    if (!(deviceId < table.entries)) return refused(EventCode.ILLEGAL_DEV_TABLE_ENTRY, illegalDteEvent(deviceId, msi.address, true, true));
+    if (!(Number.isInteger(deviceId) && deviceId >= 0 && deviceId < table.entries)) return refused(EventCode.ILLEGAL_DEV_TABLE_ENTRY, illegalDteEvent(deviceId, msi.address, true, true));
     if (!this.memory.hostReadable(at, DTE_BYTES)) return refused(EventCode.DEV_TAB_HARDWARE_ERROR, devTabHardwareErrorEvent(deviceId, at, true, true));
     const w = this.memory.readWords(at, this.dte);
     if ((w[4]! & 1) === 0) return compatible(msi);
