@@ -33,6 +33,8 @@ export * from "./vmm/veventq-reader.js";
 export * from "./vmm/nested-host.js";
 export * from "./vmm/shadow-host.js";
 export * from "./vmm/iort-builder.js";
+export * from "./vmm/smmuv3-state.js";
+export * from "./vmm/guest-queue-views.js";
 export * from "./vmm/smmuv3-device.js";
 export * from "./guest/smmuv3-driver.js";
 export * from "./guest/impl-ops.js";

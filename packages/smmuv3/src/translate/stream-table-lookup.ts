@@ -16,14 +16,14 @@ export interface StreamTableConfig {
 
 /**
  * The stream table the registers describe (IHI0070 §6.3.25–26): LOG2SIZE above SIDSIZE behaves as SIDSIZE;
- * FMT 2-level needs IDR0.ST_LEVEL (otherwise, and for the reserved FMT values, the table is linear); SPLIT is
- * used as programmed but never beyond LOG2SIZE. The base is aligned down to the (level-1) table size, as QEMU
+ * FMT 2-level needs IDR0.ST_LEVEL (otherwise, and for the reserved FMT values, the table is linear); SPLIT is 6,
+ * 8 or 10, the reserved values behave as 6, and a SPLIT at or above LOG2SIZE gives one level-1 descriptor. The base is aligned down to the (level-1) table size, as QEMU
  * does with the bits the architecture says must be zero.
  */
 export function streamTableConfig(address: number, log2SizeField: number, splitField: number, fmt: number, f: SmmuFeatures): StreamTableConfig {
   const log2Size = Math.min(log2SizeField, f.sidBits);
   const twoLevel = fmt === 1 && f.twoLevelStrtab;
-  const split = Math.min(splitField, log2Size);
+  const split = Math.min(splitField === 8 || splitField === 10 ? splitField : 6, log2Size);
   const bytes = twoLevel ? 2 ** (log2Size - split) * L1STD_BYTES : 2 ** log2Size * STE_BYTES;
   const align = Math.max(bytes, twoLevel ? L1STD_BYTES : STE_BYTES);
   return { base: address - (address % align), log2Size, twoLevel, split };

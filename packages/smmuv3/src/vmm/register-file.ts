@@ -40,6 +40,12 @@ const WRITABLE: Readonly<Record<string, Writable>> = {
   EVTQ_IRQ_CFG2: { mask: 0x3fn, rule: "always" },
 };
 
+/** The bits software can give a register (undefined: software cannot write it). */
+export function writableMask(name: string): bigint | undefined {
+  const w = Object.hasOwn(WRITABLE, name) ? WRITABLE[name] : undefined;
+  return w === undefined || w.rule === "ignore" ? undefined : w.mask;
+}
+
 /** GBPA.UPDATE: a write takes effect only with it set; the SMMU clears it once done. */
 const GBPA_UPDATE = 1n << 31n;
 
@@ -88,11 +94,12 @@ export class SmmuRegisterFile {
     return out;
   }
 
-  restore(values: Readonly<Record<string, string>>): void {
+  /** Replaces every stored register (a checked saved state: see `readSmmuv3State`); the others read as zero. */
+  restore(values: ReadonlyMap<string, bigint>): void {
     this.values.clear();
     for (const r of smmuRegisterMap) {
-      const v = values[r.name];
-      if (v !== undefined && /^0x[0-9a-f]{1,16}$/.test(v)) this.values.set(r.name, BigInt(v));
+      const v = values.get(r.name);
+      if (v !== undefined) this.values.set(r.name, v);
     }
   }
 

@@ -1,5 +1,4 @@
 import {
-  decodeState,
   encodeState,
   err,
   fail,
@@ -51,10 +50,9 @@ import { writeSmmuMsi } from "./msi-writer.js";
 import { configVste, INVALID_VSTE, MAX_FORWARD_BATCH, NestedHost } from "./nested-host.js";
 import { smmuGuestQueues } from "./guest-queue-views.js";
 import { SmmuRegisterFile } from "./register-file.js";
+import { parseSmmuv3State, SMMUV3_STATE_KIND, SMMUV3_STATE_VERSION, type Smmuv3SavedState } from "./smmuv3-state.js";
 import { ShadowHost, type ShadowStream } from "./shadow-host.js";
 
-const STATE_KIND = "smmuv3";
-const STATE_VERSION = 1;
 
 const CR0_SMMUEN = 1 << 0;
 const CR0_CMDQEN = 1 << 3;
@@ -696,32 +694,42 @@ export class Smmuv3Device implements EmulatedIommu {
     this.frozen = true;
     try {
       const state: StateValue = { regs: this.regs.snapshot(), atcFailure: this.atcFailure, sevEvents: this.sevEvents };
-      return encodeState(STATE_KIND, STATE_VERSION, state);
+      return encodeState(SMMUV3_STATE_KIND, SMMUV3_STATE_VERSION, state);
     } finally {
       this.frozen = wasFrozen;
     }
   }
 
   /**
-   * Restores registers into a freshly created device of the same configuration, then rebuilds the host side from
-   * the guest's tables (every assigned stream's STE) and resumes the queues, as a destination VMM does.
+   * Checks a saved state for this device (`readSmmuv3State`: every register against its fields and this SMMU's
+   * limits) without changing anything: EINVAL naming the first bad field. An extension restoring a state of its
+   * own around this one checks both halves before applying either.
    */
-  restore(blob: Uint8Array): Result<void> {
-    const decoded = decodeState(blob, STATE_KIND, [STATE_VERSION]);
-    if (!decoded.ok) return fail(decoded);
-    const s = decoded.value.value;
-    if (s === null || typeof s !== "object" || Array.isArray(s) || typeof s.regs !== "object" || s.regs === null || Array.isArray(s.regs)) {
-      return err("EINVAL", "smmuv3 state lacks registers");
-    }
-    const regs: Record<string, string> = {};
-    for (const [k, v] of Object.entries(s.regs)) if (typeof v === "string") regs[k] = v;
+  parseState(blob: Uint8Array): Result<Smmuv3SavedState> {
+    return parseSmmuv3State(blob, this.features);
+  }
+
+  /**
+   * Applies a checked state (it cannot fail): the registers, then the host side rebuilt from the guest's tables
+   * (every assigned stream's STE), then the queues resumed, as a destination VMM does. What the host refuses on
+   * the way is written to the host log and blocks that stream.
+   */
+  applyState(state: Smmuv3SavedState): void {
     this.frozen = true;
-    this.regs.restore(regs);
-    this.atcFailure = s.atcFailure === true;
-    this.sevEvents = typeof s.sevEvents === "number" ? s.sevEvents : 0;
+    this.forwardCount = 0;
+    this.regs.restore(state.regs);
+    this.atcFailure = state.atcFailure;
+    this.sevEvents = state.sevEvents;
     this.applyAllStreams();
     this.frozen = false;
     this.processCommands();
+  }
+
+  /** Restores into a freshly created device of the same configuration: all of it, or nothing (EINVAL). */
+  restore(blob: Uint8Array): Result<void> {
+    const parsed = this.parseState(blob);
+    if (!parsed.ok) return fail(parsed);
+    this.applyState(parsed.value);
     return ok();
   }
 

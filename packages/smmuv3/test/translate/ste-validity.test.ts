@@ -6,6 +6,7 @@ import { encodeSte, SteConfig, SteEats, SteS1Dss, SteS1Fmt, type SteFields } fro
 import { DEFAULT_SMMUV3_HW } from "../../src/hw/smmuv3-hw-config.js";
 import { smmuFeatures, type SmmuFeatures } from "../../src/translate/smmu-features.js";
 import { decodeSteSettings } from "../../src/translate/ste-config.js";
+import { streamTableConfig } from "../../src/translate/stream-table-lookup.js";
 
 /** The modelled host SMMU with some IDR0 / IDR1 fields changed. */
 function features(idr0: Partial<Record<string, number>> = {}, idr1: Partial<Record<string, number>> = {}): SmmuFeatures {
@@ -70,5 +71,16 @@ describe("STE validity as IHI0070 §5.2 defines it", () => {
 
   it("STRW is IGNORED when stage 2 translates", () => {
     expect(decodeSteSettings(ste({ ...S1, ...S2, Config: SteConfig.Nested, STRW: 2 }), f)).toMatchObject({ config: SteConfig.Nested });
+  });
+});
+
+describe("the stream table STRTAB_BASE_CFG describes (IHI0070 §6.3.25)", () => {
+  const f = features();
+  it("takes a reserved SPLIT as 6, reserved FMT values as linear, and LOG2SIZE capped at SIDSIZE", () => {
+    expect([0, 5, 7, 9, 11, 31].map((split) => streamTableConfig(0, 16, split, 1, f).split)).toEqual([6, 6, 6, 6, 6, 6]);
+    expect([8, 10].map((split) => streamTableConfig(0, 16, split, 1, f).split)).toEqual([8, 10]);
+    expect(streamTableConfig(0, 8, 10, 1, f)).toMatchObject({ split: 8, twoLevel: true });
+    expect([2, 3].map((fmt) => streamTableConfig(0, 8, 8, fmt, f).twoLevel)).toEqual([false, false]);
+    expect(streamTableConfig(0, 40, 8, 0, f).log2Size).toBe(16);
   });
 });

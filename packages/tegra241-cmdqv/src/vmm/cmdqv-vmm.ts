@@ -9,6 +9,7 @@ import {
   type MmioRegion,
   type Result,
   type StateValue,
+  type GuestQueueView,
   type UserData,
   type VeventqFile,
   type VirtualMachine,
@@ -42,6 +43,7 @@ import {
 } from "../format/iommufd-uapi.js";
 import { bitmapSet, bitmapTest, decodeReg32 } from "../format/register-value.js";
 import { cmdqErrorActive } from "../format/vcmdq-registers.js";
+import { vcmdqGuestQueues } from "./vcmdq-queue-views.js";
 
 /** Depth of the Tegra vEVENTQ (QEMU allocates 1 << 16; the map in each event makes a deep queue unnecessary). */
 const VEVENTQ_DEPTH = 64;
@@ -359,6 +361,18 @@ export class CmdqvVmm {
   /** Frees every HW queue, in the descending order the hardware needs. */
   private freeAllQueues(): void {
     for (let q = this.queues - 1; q >= 0; q--) this.freeQueue(q);
+  }
+
+  /** The guest's VCMDQs as vendor-neutral queue views (see `vcmdqGuestQueues`). */
+  guestQueues(): GuestQueueView[] {
+    return vcmdqGuestQueues(this.placement.base, this.queues, {
+      base: (q) => this.bases[q] ?? 0n,
+      running: (q) => {
+        const page0 = this.page0?.region;
+        if (page0 === undefined || this.hwQueueIds[q] === undefined) return false;
+        return (Number(page0.read(q * VCMDQ_STRIDE + VcmdqPage0Reg.CONFIG, 4)) & 1) === 1;
+      },
+    });
   }
 
   /** Which guest queues have a HW queue (for tests and the demo). */

@@ -6,6 +6,7 @@ import {
   ok,
   type AcpiTableBlob,
   type DmaDevice,
+  type GuestQueueView,
   type EmulatedIommu,
   type InterruptResult,
   type MsiMessage,
@@ -109,8 +110,30 @@ export class Tegra241Device implements EmulatedIommu {
     this.smmu.thaw();
   }
 
+  get options(): VmmDeviceOptions {
+    return this.smmu.options;
+  }
+
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
     return this.smmu.assignDevice(device, devId, guestRid);
+  }
+
+  /**
+   * Hot-unplug through the SMMUv3 half: destroying the device's vDEVICE also clears its SID_MATCH / SID_REPLACE
+   * slot in the VINTF (the kernel's vDEVICE destroy), so the guest's VCMDQs cannot name it any more.
+   */
+  unassignDevice(guestRid: number): Result<void> {
+    return this.smmu.unassignDevice(guestRid);
+  }
+
+  /** Re-addressing through the SMMUv3 half: the re-created vDEVICE programs the VINTF's slot with the new vSID. */
+  renumberDevice(fromRid: number, toRid: number): Result<void> {
+    return this.smmu.renumberDevice(fromRid, toRid);
+  }
+
+  /** The SMMUv3 half's CMDQ, EVTQ and PRIQ, then the guest's VCMDQs (guest-produced, their page 0 mapped direct). */
+  guestQueues(): GuestQueueView[] {
+    return this.cmdqv === undefined ? this.smmu.guestQueues() : [...this.smmu.guestQueues(), ...this.cmdqv.guestQueues()];
   }
 
   translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
