@@ -7,7 +7,7 @@ import { StatusBit } from "../src/format/status-register.js";
 import { GuestDteWalker, newDteWalkOutcome } from "../src/vmm/guest-dte-walker.js";
 import type { AmdViDevice } from "../src/vmm/amd-vi-device.js";
 import { Ctl, RawGuest } from "./raw-guest.js";
-import { amdBed, DATA_GPA, IOVA, mapOne, oneVm } from "./support.js";
+import { amdBed, DATA_GPA, fuzzParams, IOVA, mapOne, oneVm } from "./support.js";
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 /** A 128-bit command, its opcode drawn from every value (valid and not), operands random. */
@@ -33,7 +33,7 @@ for (const path of ["trapped", "hw-vqueue"] as const) {
           }
           expect(host.violations).toEqual([]);
         }),
-        { seed: 7, numRuns: 60 },
+        fuzzParams(60),
       );
     });
   });
@@ -60,7 +60,7 @@ for (const path of ["trapped", "hw-vqueue"] as const) {
           t.driver.flush(domain);
           expect(host.violations).toEqual([]);
         }),
-        { seed: 11, numRuns: 60 },
+        fuzzParams(60),
       );
     });
   });
@@ -83,7 +83,7 @@ describe("fuzzing DTE decoding and the walker", () => {
         if (!out.ok) expect([1, 2, 3, 4]).toContain(outcome.eventCode);
         else expect(out.output).toBeGreaterThanOrEqual(0);
       }),
-      { seed: 3, numRuns: 400 },
+      fuzzParams(400),
     );
   });
 
@@ -109,7 +109,7 @@ describe("fuzzing DTE decoding and the walker", () => {
         unwrap(t.v.iommufd.destroy(hwpt.value));
         expect(host.violations).toEqual([]);
       }),
-      { seed: 5, numRuns: 200 },
+      fuzzParams(200),
     );
   });
 
@@ -128,7 +128,7 @@ describe("fuzzing DTE decoding and the walker", () => {
         const r = device.deliverMsi(0x10, { address, data });
         if (!r.ok) expect(r.fault.name).not.toBe("UNKNOWN");
       }),
-      { seed: 9, numRuns: 300 },
+      fuzzParams(300),
     );
   });
 });
