@@ -50,6 +50,21 @@ export function faultRequestType(fields: Pick<FaultRecordFields, "T1" | "T2">): 
   return (fields.T1 << 1) | fields.T2;
 }
 
+/**
+ * The FI a DMA fault record (or a page request's ADDR) carries for request address `address`: the page of the
+ * 64-bit address the device put on the wire, bits [63:12]. A number at or above 2^64 keeps its low 64 bits, as
+ * the wire would; a value that is no address (negative, fractional, not finite) records 0.
+ */
+export function faultPageAddress(address: number): bigint {
+  if (!isDmaAddress(address)) return 0n;
+  return BigInt(address) & 0xffff_ffff_ffff_f000n;
+}
+
+/** Whether `value` is an address a device can issue: a non-negative integer (core's DmaDevice rule). */
+export function isDmaAddress(value: number): boolean {
+  return Number.isInteger(value) && value >= 0;
+}
+
 /** The interrupt index an interrupt-remapping fault record carries in FI[63:48]. */
 export function faultRecordInterruptIndex(raw: RawBits): number {
   return raw[1]! >>> 16;

@@ -29,7 +29,8 @@ export function readFaultRecords(regs: RegisterWindow, frcdOffset: number, count
       if (category === "interrupt-remapping") {
         events.push({ kind: "interrupt-fault", code, name: faultReasonName(code), rid, raw });
       } else {
-        const address = (lo & 0xffff_f000) + hi * 2 ** 32;
+        // FI [63:12]: the low half as unsigned (a page at or above 2 GiB has bit 31 set).
+        const address = ((lo & 0xffff_f000) >>> 0) + hi * 2 ** 32;
         // T1 = 1 is a read; T2 = 1 (with T1 = 0) a page request.
         const write = ((dw3 >>> 30) & 1) === 0 && ((dw2 >>> 28) & 1) === 0;
         events.push({ kind: "dma-fault", code, name: faultReasonName(code), rid, address, write, raw });

@@ -32,7 +32,7 @@ import {
   type WalkResult,
 } from "@viommu/core";
 import { VtdFaultReason } from "../format/fault-reasons.js";
-import { encodeFaultRecord } from "../format/fault-record.js";
+import { encodeFaultRecord, faultPageAddress } from "../format/fault-record.js";
 import { FaultStage, type VtdHostFaultBatch, type VtdHostFaultSource } from "../format/host-fault-report.js";
 import {
   decodeVtdS1,
@@ -230,9 +230,8 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
       reason = hostFaultReason("paging", result, write, hostSlGeometry.startLevel);
       stage = FaultStage.STAGE2;
     }
-    const page = request.iova - (request.iova % 4096);
     const record = encodeFaultRecord({
-      FI: BigInt(page),
+      FI: faultPageAddress(request.iova),
       SID: request.requesterId & 0xffff,
       PP: request.pasid !== NO_PASID ? 1 : 0,
       PV: request.pasid !== NO_PASID ? request.pasid & 0xfffff : 0,

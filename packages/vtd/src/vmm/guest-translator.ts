@@ -296,6 +296,8 @@ export class GuestTranslator {
     out.ridPriv = (w[2]! & (1 << 20)) !== 0;
     if (pasid !== NO_PASID && !paside) return out.fault(VtdFaultReason.SM_CONTEXT_PASIDE);
     const p = pasid === NO_PASID ? w[2]! & 0xfffff : pasid;
+    // A PASID is 20 bits: anything else no directory holds.
+    if (!Number.isInteger(p) || p < 0 || p > 0xfffff) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);
     out.pasid = p;
     const pdts = (w[0]! >>> 9) & 7;
     if (p >>> 6 >= 2 ** (pdts + 7)) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);

@@ -29,7 +29,7 @@ import {
   type WalkResult,
 } from "@viommu/core";
 import { faultReason, VtdFaultReason } from "../format/fault-reasons.js";
-import { FaultRequestType, interruptFaultInfo } from "../format/fault-record.js";
+import { faultPageAddress, FaultRequestType, interruptFaultInfo, isDmaAddress } from "../format/fault-record.js";
 import { FaultStage, isVtdHostFaultSource, type VtdHostFaultReport, type VtdHostFaultSource } from "../format/host-fault-report.js";
 import { decodeEcap } from "../format/ecap.js";
 import { invDescName } from "../format/inv-desc.js";
@@ -373,7 +373,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     // Scalable mode names the PASID the tables were walked for (RID_PASID for requests without one), as QEMU does.
     const pp = scalable && pasid !== NO_PASID;
     const recorded = this.faults.record({
-      FI: BigInt(iova - (iova % 4096)),
+      FI: faultPageAddress(iova),
       SID: sid & 0xffff,
       PP: pp ? 1 : 0,
       PV: pp ? pasid & 0xfffff : 0,
@@ -459,14 +459,19 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     return vtdGuestQueues(this.mmioBase, this.queue, this.prq);
   }
 
+  /**
+   * A value that is no address (negative, fractional, not finite) reaches no memory: translated, it takes the
+   * fault an address beyond every width takes (recorded with FI 0); untranslated, it reaches nothing.
+   */
   translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
     const memory = this.options.vm.memory;
+    const address = isDmaAddress(iova) ? iova : BEYOND_EVERY_WIDTH;
     if (this.mode === "ir-only" || !this.bindings.translationEnabled) {
-      untranslated(out, iova, memory.contains(iova));
+      untranslated(out, iova, address === iova && memory.contains(address));
       return;
     }
     const t = this.walkOutcome;
-    this.translator.translate(guestRid, pasid, iova, write, t);
+    this.translator.translate(guestRid, pasid, address, write, t);
     copyWalkResult(t.walk, out);
     out.ok = t.ok;
     if (t.ok && !memory.contains(out.output)) {
@@ -486,7 +491,8 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
    * its scalable-mode context allows page requests; otherwise recorded as the fault the context explains.
    */
   requestPage(guestRid: number, pasid: number, address: number, write: boolean, group: number, lastInGroup: boolean): boolean {
-    if (this.mode === "ir-only" || !this.bindings.translationEnabled) return false;
+    // A value that is no address is no request a device could send.
+    if (this.mode === "ir-only" || !this.bindings.translationEnabled || !isDmaAddress(address)) return false;
     const ctx = this.translator.resolve(guestRid, pasid, this.context);
     const reason = !ctx.scalable ? VtdFaultReason.RTADDR_TTM0_PAGE_REQ : ctx.kind === ContextKind.FAULT ? ctx.reason : !ctx.pre ? VtdFaultReason.SM_CONTEXT_PRE : 0;
     if (reason !== 0) {
@@ -503,7 +509,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
       WR: write ? 1 : 0,
       LPIG: lastInGroup ? 1 : 0,
       PRGI: group & 0x1ff,
-      ADDR: BigInt(address - (address % 4096)),
+      ADDR: faultPageAddress(address),
     });
   }
 
@@ -583,6 +589,9 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.mapping = undefined;
   }
 }
+
+/** An integer above every input width the unit has (its walks answer it with their width fault). */
+const BEYOND_EVERY_WIDTH = 2 ** 64;
 
 /** A descriptor whose invalidation the host did not fully carry out is an invalidation queue error. */
 function done(refused: IommuError | undefined): DescriptorOutcome {
