@@ -35,7 +35,11 @@ function translations(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> {
     const pages = 4096;
     const mapped = sys.driver.map(sys.domain, IOVA, DATA_GPA, pages * 4096, Perm.ReadWrite);
     if (!mapped.ok) throw new Error(`bench map: ${mapped.error.message}`);
-    const value = translationsPerSecond({ translate: (a, w, p, o) => sys.device.translate(a, w, p, o), flush: () => void sys.driver.flush(sys.domain) }, IOVA, pages);
+    const flush = (): void => {
+      const r = sys.driver.flush(sys.domain);
+      if (!r.ok) throw new Error(`bench flush: ${r.error.message}`);
+    };
+    const value = translationsPerSecond({ translate: (a, w, p, o) => sys.device.translate(a, w, p, o), flush }, IOVA, pages);
     return { value: Math.round(value), note: "x86-64 stage 1 nested over stage 2, 4 KiB pages, domain flushed every 10 rounds" };
   } finally {
     sys.bed.dispose();
@@ -60,7 +64,8 @@ function hypercalls(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> {
         const iova = IOVA + (maps++ % 4) * pages * 4096;
         const m = s2.driver.map(s2.domain, iova, DATA_GPA, count * 4096, Perm.ReadWrite);
         if (!m.ok) throw new Error(`bench map: ${m.error.message}`);
-        s2.driver.unmap(s2.domain, iova, count * 4096);
+        const u = s2.driver.unmap(s2.domain, iova, count * 4096);
+        if (!u.ok) throw new Error(`bench unmap: ${u.error.message}`);
         done += count;
       }
     });
