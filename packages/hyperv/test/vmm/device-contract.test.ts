@@ -84,6 +84,26 @@ describe("unassignDevice (hot-unplug)", () => {
   });
 });
 
+describe("hot-unplug and renumbering in IR-only mode (no device domains)", () => {
+  it("unplug blocks DMA and drops interrupt entries; renumbering keeps the stage-2 attachment and drops the old id's entries", () => {
+    const { bed, v, driver, iommu } = hvBed({ mode: "ir-only" });
+    const [a, b] = [v.devices[0]!, v.devices[1]!];
+    expect(a.device.read(DATA_GPA, 4).ok).toBe(true);
+    const msiA = unwrap(driver.mapInterrupt(0x10, 0x45, 1));
+    const msiB = unwrap(driver.mapInterrupt(0x18, 0x46, 2));
+    unwrap(iommu.unassignDevice(0x10));
+    expect(a.device.read(DATA_GPA, 4).ok).toBe(false);
+    v.vm.interrupts.take();
+    a.device.signalMsi(msiA);
+    unwrap(iommu.renumberDevice(0x18, 0x30));
+    expect(b.device.read(DATA_GPA, 4).ok).toBe(true);
+    b.device.signalMsi(msiB);
+    expect(v.vm.interrupts.take()).toEqual([]);
+    expect(iommu.partition.interrupts.size).toBe(0);
+    expect(bed.dispose()).toEqual([]);
+  });
+});
+
 describe("renumberDevice", () => {
   it("moves the device to the new logical id: what the hypervisor held for the old one goes, the guest's next calls decide", () => {
     const { bed, v, driver, iommu, unit } = hvBed();
