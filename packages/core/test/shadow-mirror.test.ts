@@ -67,3 +67,24 @@ describe("ShadowMirror", () => {
     expect(backend.entries).toBe(0);
   });
 });
+
+describe("GuestTableStore", () => {
+  it("treats table pointers the guest corrupted as nothing present: no exception, no write outside guest RAM", () => {
+    const platform = new Platform({ plugins: [] });
+    const vm = platform.createVm({ memoryBytes: 2 ** 24 });
+    const pages = new GuestPageAllocator(vm.memory, 2 ** 23, 2 ** 24);
+    const store = new GuestTableStore(vm.memory, pages);
+    const out = new Uint32Array([7, 7]);
+    expect(() => store.read64Halves(2 ** 40, out)).not.toThrow();
+    expect([...out]).toEqual([0, 0]);
+    expect(() => store.write64Halves(2 ** 40, 1, 2)).not.toThrow();
+    expect(() => store.write64Halves(2 ** 24 - 4, 1, 2)).not.toThrow();
+    expect(() => store.freeTable(2 ** 30, 4096)).not.toThrow();
+    // A builder whose root entry was overwritten with a pointer beyond RAM maps and unmaps without throwing.
+    const builder = PageTableBuilder.create(toyFormat, toyGeometry, store)!;
+    unwrap(builder.map(0x1000, 0x2000, 0x1000, Perm.ReadWrite));
+    vm.memory.write64Halves(builder.root, (0x7fff_f000 | 3) >>> 0, 0x10);
+    expect(() => builder.map(0x1000, 0x3000, 0x1000, Perm.ReadWrite)).not.toThrow();
+    expect(() => builder.unmap(0, 2 ** 30)).not.toThrow();
+  });
+});

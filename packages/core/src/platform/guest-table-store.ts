@@ -17,14 +17,23 @@ export class GuestTableStore implements TableStore {
   freeTable(address: number, bytes: number): void {
     // The reference drivers keep freed table pages zeroed and do not reuse them: simpler, and a stale
     // pointer to them then reads as not-present rather than as someone else's table.
-    this.memory.fill(address, bytes, 0);
+    if (this.memory.contains(address, bytes)) this.memory.fill(address, bytes, 0);
   }
 
+  /**
+   * The guest may have overwritten its own table pointers with anything: a read outside its RAM sees what an
+   * unclaimed bus returns for a driver (nothing present), a write there goes nowhere. A guest driver whose
+   * tables were corrupted then misbehaves as the guest's own problem, never as an exception out of the model.
+   */
   read64Halves(address: number, out: Uint32Array): void {
-    this.memory.read64Halves(address, out);
+    if (address % 8 === 0 && this.memory.contains(address, 8)) this.memory.read64Halves(address, out);
+    else {
+      out[0] = 0;
+      out[1] = 0;
+    }
   }
 
   write64Halves(address: number, lo: number, hi: number): void {
-    this.memory.write64Halves(address, lo, hi);
+    if (address % 8 === 0 && this.memory.contains(address, 8)) this.memory.write64Halves(address, lo, hi);
   }
 }
