@@ -498,6 +498,8 @@ export class VtdGuestDriver implements GuestIommuDriver {
     }
     this.regs.write64(Reg.PQH, BigInt(head));
     this.regs.write32(Reg.PRS, 1);
+    // As Linux's page response path, the submission's result is not waited on here: a queue error it met is kept
+    // in the queue's errors and returned by the next readEvents.
     if (responses.length > 0) this.submit(responses);
   }
 

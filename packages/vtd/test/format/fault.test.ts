@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { checkProperty } from "../support.js";
 import { describe, expect, it } from "vitest";
 import { fromWords64, toWords64 } from "@viommu/core";
 import {
@@ -77,7 +78,7 @@ describe("fault recording register (VT-d §11.4.14)", () => {
   it("decodes any 128 bits, naming unknown reasons UNKNOWN", () => {
     const d = vtdStructures.find((s) => s.id === "fault-record")!;
     expect(d.decode(fromWords64([0n, 0x0000_0033_0000_0000n])).name).toBe("UNKNOWN");
-    fc.assert(fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (lo, hi) => void d.decode(fromWords64([lo, hi]))));
+    checkProperty(fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (lo, hi) => void d.decode(fromWords64([lo, hi]))));
   });
 });
 

@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { checkProperty } from "../support.js";
 import { describe, expect, it } from "vitest";
 import { fromWords64, toWords64 } from "@viommu/core";
 import {
@@ -64,7 +65,7 @@ describe("remappable and compatibility-format MSIs (VT-d §5.1.2)", () => {
   });
 
   it("decodes any address and data without throwing", () => {
-    fc.assert(
+    checkProperty(
       fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff }), (lo, hi, data) => {
         const d = decodeMsi(lo, hi, data);
         if (d.format === "remappable" && !d.reservedFault) expect(remappableMsiIndex(lo, hi, data)).toBe(d.index);
@@ -132,7 +133,7 @@ describe("interrupt remapping table entries (VT-d §9.10, §9.11)", () => {
 
   it("decodes any 128 bits as an irte structure without throwing", () => {
     const d = vtdStructures.find((s) => s.id === "irte")!;
-    fc.assert(fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (lo, hi) => void d.decode(fromWords64([lo, hi]))));
+    checkProperty(fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (lo, hi) => void d.decode(fromWords64([lo, hi]))));
   });
 });
 

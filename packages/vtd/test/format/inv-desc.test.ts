@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { checkProperty } from "../support.js";
 import { describe, expect, it } from "vitest";
 import { fromWords64, hasReservedBits, toWords64, type Layout } from "@viommu/core";
 import {
@@ -184,7 +185,7 @@ describe("invalidation descriptors (VT-d §6.5.2)", () => {
 
   it("decodes any 128 or 256 bits without throwing and re-encodes every non-reserved bit of a known type", () => {
     const word = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
-    fc.assert(
+    checkProperty(
       fc.property(fc.array(word, { minLength: 2, maxLength: 2 }), fc.boolean(), fc.array(word, { minLength: 2, maxLength: 2 }), (low, wide, high) => {
         const words = wide ? [...low, ...high] : low;
         const raw = fromWords64(words);

@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { checkProperty } from "../support.js";
 import { describe, expect, it } from "vitest";
 import { EntryKind, Perm, WalkFault, fromWords64, newEntryDecode, toWords64 } from "@viommu/core";
 import {
@@ -194,7 +195,7 @@ describe("page-table decoders on hostile input", () => {
 
   it("never throw, and report a well-formed result for any bits at any level", () => {
     const out = newEntryDecode();
-    fc.assert(
+    checkProperty(
       fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: -1, max: 7 }), (lo, hi, level) => {
         for (const f of formats) {
           f.decodeEntry(lo, hi, level, out);
@@ -215,7 +216,7 @@ describe("page-table decoders on hostile input", () => {
   it("decode what they encode, for every leaf size each allows", () => {
     const out = newEntryDecode();
     const raw = new Uint32Array(2);
-    fc.assert(
+    checkProperty(
       fc.property(fc.integer({ min: 0, max: 2 ** 36 - 1 }), fc.integer({ min: 1, max: 15 }), fc.constantFrom(1, 2, 3), (page, perms, level) => {
         for (const f of formats) {
           const shift = 12 + 9 * (level - 1);

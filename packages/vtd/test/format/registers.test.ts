@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { checkProperty } from "../support.js";
 import { describe, expect, it } from "vitest";
 import { decodeLayout, encodeLayout, fromWords64, jsonFields, toWords64, type Layout } from "@viommu/core";
 import {
@@ -141,7 +142,7 @@ describe("vtdStructures", () => {
   it("decode any bits of every accepted size without throwing, into JSON-safe fields", () => {
     for (const s of vtdStructures) {
       for (const words of s.words) {
-        fc.assert(
+        checkProperty(
           fc.property(fc.array(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), { minLength: words, maxLength: words }), (w) => {
             const d = s.decode(fromWords64(w));
             expect(typeof d.name).toBe("string");

@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { checkProperty } from "../support.js";
 import { describe, expect, it } from "vitest";
 import { EntryKind, Perm, fromWords64, newEntryDecode, toWords64, type Layout } from "@viommu/core";
 import {
@@ -240,7 +241,7 @@ describe("table-entry structure decoders", () => {
   it("accept any bits of their size without throwing", () => {
     for (const id of ["root-entry", "context-entry", "sm-context-entry", "pasid-dir-entry", "pasid-entry"]) {
       const d = vtdStructures.find((s) => s.id === id)!;
-      fc.assert(
+      checkProperty(
         fc.property(fc.array(fc.bigInt({ min: 0n, max: ONES }), { minLength: d.words[0]!, maxLength: d.words[0]! }), (words) => {
           d.decode(fromWords64(words));
         }),
@@ -251,7 +252,7 @@ describe("table-entry structure decoders", () => {
 
   it("re-encode every non-reserved bit", () => {
     for (const [, layout] of layouts) {
-      fc.assert(
+      checkProperty(
         fc.property(fc.array(fc.bigInt({ min: 0n, max: ONES }), { minLength: layout.bits / 64, maxLength: layout.bits / 64 }), (words) => {
           const raw = fromWords64(words);
           const enc = layout === contextEntryLayout ? encodeContextEntry(decodeContextEntry(raw)) : layout === smContextEntryLayout ? encodeSmContextEntry(decodeSmContextEntry(raw)) : encodePasidEntry(decodePasidEntry(raw));
