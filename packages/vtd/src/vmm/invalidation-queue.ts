@@ -27,6 +27,7 @@ export interface InvalidationQueueHost {
 /** The queue's saved state: IQA as a decimal string, IQH/IQT byte offsets, IQERCD's three fields. */
 export interface InvalidationQueueSnapshot {
   readonly iqa: string;
+  readonly latchedIqa: string;
   readonly head: number;
   readonly tail: number;
   readonly enabled: boolean;
@@ -37,6 +38,8 @@ export interface InvalidationQueueSnapshot {
 /** A checked queue state to apply. */
 export interface InvalidationQueueState {
   readonly iqa: bigint;
+  /** What QIE latched: the ring head indexes. */
+  readonly latchedIqa: bigint;
   readonly head: number;
   readonly tail: number;
   readonly enabled: boolean;
@@ -58,6 +61,8 @@ const PASID_TYPES = new Set<number>([InvDescType.P_IOTLB_INV, InvDescType.PC_INV
 export class InvalidationQueue {
   /** IQA as software wrote it (read back as written). */
   iqa = 0n;
+  /** IQA as GCMD.QIE latched it: the ring the unit consumes, whatever software wrote to IQA since. */
+  latchedIqa = 0n;
   /** IQH and IQT as byte offsets. */
   head = 0;
   tail = 0;
@@ -104,6 +109,7 @@ export class InvalidationQueue {
 
   /** GCMD.QIE set: latch IQA; IQH starts at 0. */
   enable(): void {
+    this.latchedIqa = this.iqa;
     this.base = Number((this.iqa & 0x000f_ffff_ffff_f000n) % (1n << 52n));
     this.wide = this.allowWide && ((this.iqa >> 11n) & 1n) === 1n;
     this.entries = invalidationQueueEntries(Number(this.iqa & 7n), this.wide ? DescriptorWidth.DW_256 : DescriptorWidth.DW_128);
@@ -185,6 +191,7 @@ export class InvalidationQueue {
   snapshot(): InvalidationQueueSnapshot {
     return {
       iqa: this.iqa.toString(),
+      latchedIqa: this.latchedIqa.toString(),
       head: this.head,
       tail: this.tail,
       enabled: this.enabled,
@@ -195,14 +202,16 @@ export class InvalidationQueue {
 
   /** Applies a checked state (vtd-state.ts validates every field against IQA first). */
   restore(s: InvalidationQueueState): void {
-    this.iqa = s.iqa;
+    this.iqa = s.latchedIqa;
     if (s.enabled) this.enable();
     else {
       this.enabled = false;
+      this.latchedIqa = s.latchedIqa;
       this.base = 0;
       this.entries = 256;
       this.wide = false;
     }
+    this.iqa = s.iqa;
     this.head = s.head;
     this.tail = s.tail;
     this.lastWasWait = s.lastWasWait;

@@ -31,6 +31,16 @@ export class PageRequestQueue {
     return pageRequestQueueEntries(Number(this.pqa & 7n)) * PAGE_REQUEST_BYTES;
   }
 
+  /**
+   * A write of PQA. Software programs PQH and PQT for the new queue; until it does, they are kept inside it (taken
+   * modulo its size), so the unit never writes past the ring it was given.
+   */
+  writeAddress(value: bigint): void {
+    this.pqa = value;
+    this.head %= this.sizeBytes;
+    this.tail %= this.sizeBytes;
+  }
+
   writeHead(value: bigint): void {
     this.head = Number(value & 0x7ffe0n) % this.sizeBytes;
   }

@@ -231,7 +231,7 @@ export class VtdRegisterFile {
         this.parts.prq.writeTail(value);
         return;
       case 0xd0:
-        this.parts.prq.pqa = value & PQA_MASK;
+        this.parts.prq.writeAddress(value & PQA_MASK);
         return;
       default:
         return; // CAP, ECAP, IQH, IQERCD and reserved offsets ignore writes

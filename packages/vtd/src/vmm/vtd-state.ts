@@ -138,12 +138,15 @@ export function parseVtdState(value: StateValue, limits: VtdStateLimits): Result
     const faults = { records, status, fri: f.index("fri", limits.faultRecords), next: f.index("next", limits.faultRecords) };
 
     const q = r.object("queue");
-    const iqa = register(q, "iqa", limits.wideDescriptors ? IQA_MASK | IQA_DW : IQA_MASK);
+    const iqaHeld = limits.wideDescriptors ? IQA_MASK | IQA_DW : IQA_MASK;
+    const iqa = register(q, "iqa", iqaHeld);
+    // The ring QIE latched (streams saved before it was kept latched IQA as written).
+    const latchedIqa = q.has("latchedIqa") ? register(q, "latchedIqa", iqaHeld) : iqa;
     const enabled = q.bool("enabled");
     r.check(enabled === has(Gsts.QIES), "queue.enabled", `is ${enabled} but GSTS.QIES is ${has(Gsts.QIES) ? "set" : "clear"}`);
-    const wide = (iqa & IQA_DW) !== 0n;
+    const wide = (latchedIqa & IQA_DW) !== 0n;
     const slot = wide ? 32 : 16;
-    const ringBytes = invalidationQueueEntries(Number(iqa & 7n), wide ? DescriptorWidth.DW_256 : DescriptorWidth.DW_128) * slot;
+    const ringBytes = invalidationQueueEntries(Number(latchedIqa & 7n), wide ? DescriptorWidth.DW_256 : DescriptorWidth.DW_128) * slot;
     // IQH is 0 while queued invalidation is off (the hardware resets it) and a slot of the latched ring while on.
     const head = enabled ? ringOffset(q, "head", ringBytes, slot) : q.int("head", 0, 0);
     const tail = ringOffset(q, "tail", IQT_LIMIT + 16, 16);
@@ -179,7 +182,7 @@ export function parseVtdState(value: StateValue, limits: VtdStateLimits): Result
       iotlb,
       ics,
       faults,
-      queue: { iqa, head, tail, enabled, lastWasWait, errors },
+      queue: { iqa, latchedIqa, head, tail, enabled, lastWasWait, errors },
       remapper,
       prq,
       events,

@@ -185,3 +185,75 @@ describe("VT-d restore checks what a state means, not only its checksum", () => 
     expect(b.bed.platform.host.memory.violations).toEqual([]);
   }, 120_000);
 });
+
+describe("VT-d restore accepts every state the unit can reach", () => {
+  it("keeps using the ring it latched at QIE when the guest rewrote IQA since, across save and restore", () => {
+    const b = vtdBed("nested", "scalable");
+    const d = mapped(b, 0x10, IOVA, DATA_GPA, 0x1000);
+    const v = b.bed.vms[0]!;
+    const base = b.device.mmioBase;
+    // Two slots per flush (descriptor and wait): past the first 4 KiB of the 8 KiB ring.
+    for (let i = 0; i < 70; i++) unwrap(b.driver.flush(d));
+    const head = v.vm.mmioRead(base + 0x80, 8);
+    expect(head > 0x1000n).toBe(true);
+    // IQA rewritten while queued invalidation is on (software must not; hardware keeps the latched ring).
+    const iqa = v.vm.mmioRead(base + 0x90, 8);
+    v.vm.mmioWrite(base + 0x90, 8, (iqa & ~7n) + 0x10_0000n);
+    const blob = b.device.save();
+    unwrap(b.device.restore(blob));
+    expect(v.vm.mmioRead(base + 0x80, 8)).toBe(head);
+    expect(v.vm.mmioRead(base + 0x90, 8)).toBe((iqa & ~7n) + 0x10_0000n);
+    // The guest's queue still works: the restored unit consumes from the ring it had latched.
+    unwrap(b.driver.flush(d));
+    unwrap(b.driver.unmap(d, IOVA, 0x1000));
+    expect(v.devices[0]!.device.read(IOVA, 4).ok).toBe(false);
+  });
+
+  it("keeps PQH and PQT inside the page request queue when the guest shrinks PQA, so the state restores", () => {
+    const b = vtdBed("nested", "scalable");
+    mapped(b, 0x10, IOVA, DATA_GPA, 0x1000);
+    unwrap(b.driver.enablePageRequests(0x10));
+    const v = b.bed.vms[0]!;
+    const base = b.device.mmioBase;
+    const pqa = v.vm.mmioRead(base + 0xd0, 8);
+    // A two-page queue (PQS 1), filled past its first page, then PQA rewritten to one page.
+    v.vm.mmioWrite(base + 0xd0, 8, (pqa & ~7n) | 1n);
+    for (let i = 0; i < 140; i++) b.device.requestPage(0x10, NO_PASID, i * 0x1000, false, i & 0x1ff, false);
+    v.vm.mmioWrite(base + 0xd0, 8, pqa & ~7n);
+    const blob = b.device.save();
+    expect(b.device.restore(blob)).toEqual({ ok: true, value: undefined });
+    const tail = Number(v.vm.mmioRead(base + 0xc8, 8));
+    const head = Number(v.vm.mmioRead(base + 0xc0, 8));
+    expect(tail < 4096 && head < 4096).toBe(true);
+    b.driver.readEvents();
+  });
+
+  it("saves and restores after any sequence of register writes, with the same registers read back", () => {
+    const offsets = [0x18, 0x20, 0x28, 0x34, 0x38, 0x3c, 0x40, 0x44, 0x88, 0x90, 0x9c, 0xa0, 0xa4, 0xa8, 0xac, 0xb8, 0xc0, 0xc8, 0xd0, 0xdc, 0xe0, 0xe4, 0xe8, 0xec, 0xf0, 0xf8];
+    const commands = [1 << 30, 1 << 24, 1 << 26, 0, 1 << 25, 1 << 23, 1 << 31, (1 << 31) | (1 << 26) | (1 << 25)];
+    const write = fc.oneof(
+      fc.tuple(fc.constantFrom(...offsets), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n })),
+      fc.tuple(fc.constant(0x18), fc.constantFrom(...commands).map(BigInt)),
+      fc.tuple(fc.constantFrom(0x88, 0xc0, 0xc8), fc.integer({ min: 0, max: 0x2000 }).map((n) => BigInt(n * 16))),
+    );
+    checkProperty(
+      fc.property(fc.array(write, { minLength: 1, maxLength: 30 }), (writes) => {
+        const { b } = busyUnit();
+        const v = b.bed.vms[0]!;
+        const base = b.device.mmioBase;
+        for (const [offset, value] of writes) {
+          if (offset === 0x18 || offset % 8 !== 0) v.vm.mmioWrite(base + offset, 4, value & 0xffff_ffffn);
+          else v.vm.mmioWrite(base + offset, 8, value);
+        }
+        const registers = (): bigint[] => [0x1c, 0x20, 0x28, 0x34, 0x38, 0x80, 0x88, 0x90, 0x9c, 0xa0, 0xb0, 0xb8, 0xc0, 0xc8, 0xd0, 0xdc, 0xe0, 0xf8].map((o) => v.vm.mmioRead(base + o, o % 8 === 0 ? 8 : 4));
+        const before = registers();
+        const blob = b.device.save();
+        const restored = b.device.restore(blob);
+        expect(restored, restored.ok ? "" : restored.error.message).toEqual({ ok: true, value: undefined });
+        expect(registers()).toEqual(before);
+        b.bed.dispose();
+      }),
+      { numRuns: 80 },
+    );
+  }, 120_000);
+});
