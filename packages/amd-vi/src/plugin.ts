@@ -1,4 +1,4 @@
-import { fail, ok, VendorPlugin, type Capabilities, type DependencyContainer, type GuestContext, type HostServices, type VmmDeviceOptions } from "@viommu/core";
+import { fail, ok, VendorPlugin, type Capabilities, type DependencyContainer, type EmulatedIommu, type GuestContext, type HostServices, type VmmDeviceOptions } from "@viommu/core";
 import { amdViStructures } from "./format/structures.js";
 import {
   IOMMU_HW_INFO_TYPE_AMD,
@@ -99,8 +99,9 @@ export function createAmdViPlugin(options: AmdViPluginOptions = {}): VendorPlugi
       return device.ok ? ok(device.value) : fail(device);
     },
 
-    createDriver(context: GuestContext) {
-      return new AmdViGuestDriver(context);
+    createDriver(context: GuestContext, device: EmulatedIommu) {
+      // The platform has no PCI configuration space of its own: the device serves its function's.
+      return new AmdViGuestDriver(context, device instanceof AmdViDevice ? device.pciConfigAccess() : undefined);
     },
   };
   return plugin;

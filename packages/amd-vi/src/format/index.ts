@@ -2,6 +2,7 @@ export * from "./bus-values.js";
 export * from "./layout-tools.js";
 export * from "./mmio-register-map.js";
 export * from "./pci-capability.js";
+export * from "./pci-config-header.js";
 export * from "./device-table-base-register.js";
 export * from "./ring-base-registers.js";
 export * from "./ring-pointer-registers.js";

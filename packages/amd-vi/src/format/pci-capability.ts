@@ -54,3 +54,8 @@ export const QEMU_AMDVI_PCI_VENDOR = 0x1022;
 export const QEMU_AMDVI_PCI_DEVICE = 0x1419;
 
 export const CapabilityOffset = { Header: 0x00, BaseAddressLow: 0x04, BaseAddressHigh: 0x08, Range: 0x0c, MiscInfo0: 0x10, MiscInfo1: 0x14 } as const;
+
+/** Where the IOMMU capability sits in this model's IOMMU function (QEMU places it first, at 0x40, too). */
+export const AMDVI_CAPABILITY_OFFSET = 0x40;
+/** The capability block is 24 bytes (header, base low/high, range, miscellaneous 0/1). */
+export const AMDVI_CAPABILITY_BYTES = 0x18;

@@ -32,6 +32,8 @@ import { encodeGcr3Entry } from "../format/gcr3-table-entry.js";
 import { IRTE128_BYTES, linuxIrte128 } from "../format/irte128.js";
 import { IRTE32_BYTES, linuxIrte32 } from "../format/irte32.js";
 import { MmioOffset } from "../format/mmio-register-map.js";
+import { capabilityHeaderLayout } from "../format/pci-capability.js";
+import { MSI_ENABLE, MsiCapabilityOffset, PCI_CAP_ID_MSI, PciConfigOffset, type PciConfigAccess } from "../format/pci-config-header.js";
 import { linuxMsiMessage, LINUX_INT_TAB_LEN, LINUX_INT_TAB_LEN_2K } from "../format/msi-remap.js";
 import { amdV2Geometry, amdV2PageTableEncoder, amdV2PageTableFormat } from "../format/page-table-v2.js";
 import { decodePprLogEntry, PPR_ENTRY_BYTES } from "../format/ppr-log-entry.js";
@@ -123,6 +125,10 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   private pprHead = 0;
   private control = 0n;
   private nextDomainId = 1;
+  /** The capability header's NpCache: the IOMMU may cache not-present entries, so maps are flushed too. */
+  private npCache = true;
+  /** What Linux would print with FW_WARN about the firmware's tables disagreeing with the hardware. */
+  readonly firmwareWarnings: string[] = [];
   private readonly domains = new Map<GuestDomainId, Domain>();
   private readonly domainOfRid = new Map<number, number>();
   private readonly gcr3Tables = new Map<number, number>();
@@ -131,8 +137,54 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   private readonly words = new Uint32Array(4);
   private readonly dte = new Uint32Array(8);
 
-  constructor(private readonly context: GuestContext) {
+  constructor(
+    private readonly context: GuestContext,
+    /** The platform's PCI configuration space (the IOMMU is a PCI function); absent: no function answers. */
+    private readonly pci?: PciConfigAccess,
+  ) {
     this.store = new GuardedTableStore(context.memory, context.pages);
+  }
+
+  private config32(bdf: number, offset: number): number {
+    return this.pci === undefined ? 0xffff_ffff : this.pci.read32(bdf, offset) >>> 0;
+  }
+
+  /**
+   * iommu_init_pci (drivers/iommu/amd/init.c): the IOMMU's PCI function at the IVHD's DeviceID must exist
+   * (else ENODEV), and its IOMMU capability header, at the IVHD's capability offset, says whether the IOMMU
+   * caches not-present entries (NpCache: Linux then flushes maps too) and whether the EFR may be read
+   * (EFRSup). Returns the capability header.
+   */
+  private probePci(desc: DiscoveredIommu): Result<number> {
+    const id = this.config32(desc.deviceId, PciConfigOffset.VendorID);
+    if ((id & 0xffff) === 0xffff) return err("ENODEV", `no PCI function at the IOMMU's DeviceID 0x${desc.deviceId.toString(16)}`);
+    const cap = this.config32(desc.deviceId, desc.capabilityOffset);
+    this.npCache = ((cap >>> capabilityHeaderLayout.field("NpCache").bit) & 1) === 1;
+    return ok(cap);
+  }
+
+  /**
+   * pci_enable_msi for the IOMMU's event interrupt (iommu_setup_msi): the MSI capability found on the
+   * capability list, its address and data programmed, MsiEn set, INTx disabled. ENODEV without one, as
+   * iommu_init_msi fails.
+   */
+  private enableMsi(bdf: number, vector: number, destination: number): Result<void> {
+    let at = this.config32(bdf, PciConfigOffset.CapabilitiesPointer) & 0xfc;
+    // PCI_FIND_CAP_TTL: a looping list ends after 48 capabilities.
+    for (let ttl = 48; at >= 0x40 && ttl > 0; ttl--) {
+      const header = this.config32(bdf, at);
+      if ((header & 0xff) === PCI_CAP_ID_MSI) {
+        this.pci!.write32(bdf, at + MsiCapabilityOffset.AddressLow, (0xfee0_0000 | ((destination & 0xff) << 12)) >>> 0);
+        this.pci!.write32(bdf, at + MsiCapabilityOffset.AddressHigh, 0);
+        this.pci!.write32(bdf, at + MsiCapabilityOffset.Data, vector & 0xff);
+        this.pci!.write32(bdf, at, (header | MSI_ENABLE) >>> 0);
+        const command = this.config32(bdf, PciConfigOffset.Command);
+        this.pci!.write32(bdf, PciConfigOffset.Command, (command & 0xffff) | (1 << 10));
+        return ok();
+      }
+      at = (header >>> 8) & 0xfc;
+    }
+    return err("ENODEV", "the IOMMU function has no MSI capability");
   }
 
   // ---- MMIO ----
@@ -172,9 +224,19 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     const desc = discoverIommu(this.context.acpi, this.context.mmioBase);
     this.desc = desc;
     this.base = desc.base;
-    this.efr = this.read64(MmioOffset.ExtendedFeature);
-    const efr2 = this.read64(MmioOffset.ExtendedFeature2);
-    if (this.efr === 0xffff_ffff_ffff_ffffn) return err("ENODEV", "no AMD-Vi IOMMU at the IVRS base address");
+    const cap = this.probePci(desc);
+    if (!cap.ok) return fail(cap);
+    // late_iommu_features_init: the EFR is read only with EFRSup; where the IVHD carries an image, that one is
+    // used and a different register is a firmware warning.
+    const efrSup = ((cap.value >>> capabilityHeaderLayout.field("EFRSup").bit) & 1) === 1;
+    const mmioEfr = efrSup ? this.read64(MmioOffset.ExtendedFeature) : undefined;
+    const mmioEfr2 = efrSup ? this.read64(MmioOffset.ExtendedFeature2) : undefined;
+    if (mmioEfr === 0xffff_ffff_ffff_ffffn) return err("ENODEV", "no AMD-Vi IOMMU at the IVRS base address");
+    this.efr = desc.efr ?? mmioEfr ?? 0n;
+    const efr2 = desc.efr2 ?? mmioEfr2 ?? 0n;
+    if (desc.efr !== undefined && mmioEfr !== undefined && (mmioEfr !== desc.efr || mmioEfr2 !== desc.efr2)) {
+      this.firmwareWarnings.push(`EFR mismatch. Use IVHD EFR (0x${mmioEfr.toString(16)} : 0x${desc.efr.toString(16)}), EFR2 (0x${(mmioEfr2 ?? 0n).toString(16)} : 0x${(desc.efr2 ?? 0n).toString(16)})`);
+    }
     const variant = options.variant ?? "";
     this.snp = variant.includes("snp") || this.context.memory.confidential;
     const gtUsable = efrBit(this.efr, "GTSup") === 1 && efrBit(this.efr, "GIoSup") === 1;
@@ -243,9 +305,8 @@ export class AmdViGuestDriver implements GuestIommuDriver {
         this.write64(MmioOffset.XtGeneralInterruptControl, (BigInt(xt[1]!) << 32n) | BigInt(xt[0]!));
         this.control |= ctrl("IntCapXTEn");
       } else {
-        this.write32(MmioOffset.MsiAddressLow, (0xfee00000 | ((destination & 0xff) << 12)) >>> 0);
-        this.write32(MmioOffset.MsiAddressHigh, 0);
-        this.write32(MmioOffset.MsiData, options.eventVector & 0xff);
+        const msi = this.enableMsi(desc.deviceId, options.eventVector, destination);
+        if (!msi.ok) return msi;
       }
       this.control |= ctrl("EventIntEn") | (this.ppr !== 0 ? ctrl("PPRIntEn") : 0n);
       this.writeControl();
@@ -457,8 +518,8 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     else if (iova + length > V2_IOVA_LIMIT) r = err("EINVAL", "IOVA beyond the 47-bit v2 aperture");
     else r = d.value.v2!.map(iova, gpa, length, perms);
     if (!r.ok) return r;
-    // NpCache: the vIOMMU may cache not-present entries, so maps are flushed too (amd_iommu_iotlb_sync_map).
-    return this.flush(domainId, iova, length);
+    // NpCache: the IOMMU may cache not-present entries, so maps are flushed too (amd_iommu_iotlb_sync_map).
+    return this.npCache ? this.flush(domainId, iova, length) : ok();
   }
 
   unmap(domainId: GuestDomainId, iova: number, length: number): Result<void> {

@@ -4,6 +4,9 @@ import { IvhdSpecialVariety } from "../format/ivhd-device-entry.js";
 /** What the guest driver learns about its IOMMU from firmware (Linux init.c, early_amd_iommu_init). */
 export interface DiscoveredIommu {
   readonly base: number;
+  /** The IOMMU function's own DeviceID (its BDF) and where its IOMMU capability sits in configuration space. */
+  readonly deviceId: number;
+  readonly capabilityOffset: number;
   /** The IVHD type Linux settled on (the highest type ≤ 0x40 listed for the first IOMMU's DeviceID). */
   readonly ivhdType: number;
   /** IVHD flags (HtTunEn, PassPW, ResPassPW, Isoc are copied into Control). */
@@ -38,7 +41,8 @@ function lastBdfOf(block: IvhdBlock): number {
  * back to the register block the VMM named (the model's stand-in for PCI discovery), assuming 256 DeviceIDs.
  */
 export function discoverIommu(tables: readonly { readonly signature: string; readonly bytes: Uint8Array }[], fallbackBase: number): DiscoveredIommu {
-  const fallback: DiscoveredIommu = { base: fallbackBase, ivhdType: 0, flags: 0, efr: undefined, efr2: undefined, featureReporting: undefined, hatDis: false, lastBdf: 0xff, ioapicDeviceId: undefined };
+  // Without IVRS: the first AMD IOMMU's usual place, 00:00.2 with its capability at 0x40.
+  const fallback: DiscoveredIommu = { base: fallbackBase, deviceId: 0x0002, capabilityOffset: 0x40, ivhdType: 0, flags: 0, efr: undefined, efr2: undefined, featureReporting: undefined, hatDis: false, lastBdf: 0xff, ioapicDeviceId: undefined };
   const table = tables.find((t) => t.signature === "IVRS");
   if (table === undefined) return fallback;
   const decoded = decodeIvrs(table.bytes);
@@ -51,6 +55,8 @@ export function discoverIommu(tables: readonly { readonly signature: string; rea
   const special = chosen.entries.find((e) => e.kind === "SPECIAL" && e.variety === IvhdSpecialVariety.IOAPIC);
   return {
     base: Number(chosen.baseAddress),
+    deviceId: chosen.deviceId,
+    capabilityOffset: chosen.capabilityOffset,
     ivhdType: type,
     flags: chosen.flags,
     efr: chosen.efr,

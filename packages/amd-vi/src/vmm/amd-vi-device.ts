@@ -53,6 +53,8 @@ import { emulatedFeatures, type EmulatedFeatures } from "./emulated-features.js"
 import { GuestDteWalker, newDteWalkOutcome, type DeviceTableLocation } from "./guest-dte-walker.js";
 import { GuestLogRing } from "./guest-log-ring.js";
 import { amdViGuestQueues } from "./guest-queue-views.js";
+import { AmdViPciFunction, type MsiRegisters } from "./pci-function.js";
+import { PCI_ABSENT, type PciConfigAccess } from "../format/pci-config-header.js";
 import { InterruptRemapper } from "./interrupt-remapper.js";
 import { buildIvrs } from "./ivrs-builder.js";
 import { decodeDeviceState, encodeDeviceState, type DeviceRegisters, type DeviceState } from "./device-state.js";
@@ -87,6 +89,8 @@ const C_NUM_INT_REMAP = bit("NumIntRemapMode");
 const RING_BASE_MASK = 0x0f0f_ffff_ffff_f000n;
 const DEVTAB_BASE_MASK = 0x000f_ffff_ffff_f1ffn;
 const IOMMU_DEVICE_ID = 0x0002;
+/** The MSI capability header's MMIO mirror (spec: MSI Capability Header Register, with EFR.MsiCapMmioSup). */
+const MSI_CAPABILITY_HEADER = 0x158;
 /** The MSI capability's MMIO mirror (EFR.MsiCapMmioSup): 32-bit registers at 0x158–0x167. */
 const MSI_AREA_START = 0x158;
 const MSI_AREA_END = 0x168;
@@ -131,6 +135,8 @@ export class AmdViDevice implements EmulatedIommu {
     msiAddressLow: 0,
     msiAddressHigh: 0,
     msiData: 0,
+    msiEnabled: false,
+    pciCommand: 0,
     xtEvent: 0n,
     xtPpr: 0n,
     xtGa: 0n,
@@ -158,6 +164,8 @@ export class AmdViDevice implements EmulatedIommu {
   private readonly vdeviceIds = new Map<number, number>();
   private readonly unmaps: (() => void)[] = [];
   private readonly queueViews: GuestQueueView[];
+  /** The IOMMU's own PCI function (configuration space), at the DeviceID the IVHD names. */
+  readonly pci: AmdViPciFunction;
   /** The host log, as this device signs its entries. */
   private readonly reporter: ShadowReporter;
 
@@ -173,6 +181,34 @@ export class AmdViDevice implements EmulatedIommu {
       logEvent: (record) => this.logEvent(record),
       reporter: this.reporter,
     });
+    const regs = (): DeviceRegisters => this.regs;
+    const msi: MsiRegisters = {
+      get enabled() {
+        return regs().msiEnabled;
+      },
+      set enabled(on: boolean) {
+        regs().msiEnabled = on;
+      },
+      get addressLow() {
+        return regs().msiAddressLow;
+      },
+      set addressLow(v: number) {
+        regs().msiAddressLow = v;
+      },
+      get addressHigh() {
+        return regs().msiAddressHigh;
+      },
+      set addressHigh(v: number) {
+        regs().msiAddressHigh = v;
+      },
+      get data() {
+        return regs().msiData;
+      },
+      set data(v: number) {
+        regs().msiData = v;
+      },
+    };
+    this.pci = new AmdViPciFunction({ bdf: this.iommuDeviceId, mmioBase: this.mmioBase, msi, onMsiChange: () => this.msiChanged(), command: { get: () => this.regs.pciCommand, set: (v) => void (this.regs.pciCommand = v) } });
     this.queueViews = amdViGuestQueues(this.mmioBase, {
       command: { baseRegister: () => this.regs.cmdBase, enabled: () => this.controlBit(C_CMD_BUF_EN) },
       event: { baseRegister: () => this.regs.evtBase, enabled: () => this.controlBit(C_EVENT_LOG_EN) },
@@ -182,6 +218,9 @@ export class AmdViDevice implements EmulatedIommu {
 
   /** Maps the register block and, in nested mode, allocates the vIOMMU (a hardware vIOMMU for "hw-vqueue"). */
   static create(options: AmdViDeviceOptions): Result<AmdViDevice> {
+    const base = options.mmioBase ?? AMDVI_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
+    // The capability's Base Address registers hold bits [63:14]: the register block is 16 KiB aligned.
+    if (!Number.isSafeInteger(base) || base < 0 || base % AMDVI_MMIO_SIZE !== 0) return err("EINVAL", `MMIO base 0x${base.toString(16)} is not 16 KiB aligned`);
     const device = new AmdViDevice(options);
     const r = device.setUp();
     if (!r.ok) {
@@ -390,6 +429,8 @@ export class AmdViDevice implements EmulatedIommu {
 
   private register32(offset: number): bigint {
     switch (offset) {
+      case MSI_CAPABILITY_HEADER:
+        return BigInt(this.pci.msiHeader());
       case MmioOffset.MsiAddressLow:
         return BigInt(this.regs.msiAddressLow);
       case MmioOffset.MsiAddressHigh:
@@ -559,13 +600,25 @@ export class AmdViDevice implements EmulatedIommu {
     if (before.enabled !== after.enabled || (after.enabled && (before.allowAll !== after.allowAll || before.base !== after.base || before.limit !== after.limit))) this.refreshAll();
   }
 
+  /** The MMIO mirror of the MSI capability (EFR.MsiCapMmioSup): the same registers as PCI config space. */
   private write32(offset: number, value: number): void {
-    if (offset === MmioOffset.MsiAddressLow) this.regs.msiAddressLow = value >>> 0;
+    if (offset === MSI_CAPABILITY_HEADER) this.pci.writeMsiHeader(value);
+    else if (offset === MmioOffset.MsiAddressLow) this.regs.msiAddressLow = (value & ~3) >>> 0;
     else if (offset === MmioOffset.MsiAddressHigh) this.regs.msiAddressHigh = value >>> 0;
     else if (offset === MmioOffset.MsiData) this.regs.msiData = value & 0xffff;
     else return;
-    // The hardware vIOMMU posts the guest's IOMMU interrupt to the MSI the guest programmed.
-    if (offset !== MmioOffset.MsiAddressHigh) this.hw?.setGuestRegister(offset, BigInt(offset === MmioOffset.MsiAddressLow ? this.regs.msiAddressLow : this.regs.msiData));
+    this.msiChanged();
+  }
+
+  /**
+   * The hardware vIOMMU posts the guest's IOMMU interrupt to the MSI the guest programmed; with MsiEn clear
+   * there is none to post (a zero message, which the hardware does not deliver).
+   */
+  private msiChanged(): void {
+    if (this.hw === undefined) return;
+    const on = this.regs.msiEnabled;
+    this.hw.setGuestRegister(MmioOffset.MsiAddressLow, BigInt(on ? this.regs.msiAddressLow : 0));
+    this.hw.setGuestRegister(MmioOffset.MsiData, BigInt(on ? this.regs.msiData : 0));
   }
 
   private pointer(value: bigint, ringBytes: number): number {
@@ -803,7 +856,8 @@ export class AmdViDevice implements EmulatedIommu {
       vector = Number((v >> 32n) & 0xffn);
       destination = Number((v >> 8n) & 0xffffffn) + Number((v >> 56n) & 0xffn) * 2 ** 24;
     } else {
-      if (this.regs.msiAddressLow === 0) return;
+      // An MSI only with MsiEn set, and only to the interrupt window (anything else is no interrupt).
+      if (!this.regs.msiEnabled || (this.regs.msiAddressLow & 0xfff0_0000) >>> 0 !== 0xfee0_0000 || this.regs.msiAddressHigh !== 0) return;
       vector = this.regs.msiData & 0xff;
       destination = (this.regs.msiAddressLow >>> 12) & 0xff;
     }
@@ -898,7 +952,7 @@ export class AmdViDevice implements EmulatedIommu {
     return [
       {
         signature: "IVRS",
-        bytes: buildIvrs({ mmioBase: this.mmioBase, iommuDeviceId: IOMMU_DEVICE_ID + (this.options.instance ?? 0) * 8, features: this.features, extraDeviceIds: [...this.assigned.keys()] }),
+        bytes: buildIvrs({ mmioBase: this.mmioBase, iommuDeviceId: this.iommuDeviceId, features: this.features, extraDeviceIds: [...this.assigned.keys()] }),
       },
     ];
   }
@@ -970,8 +1024,7 @@ export class AmdViDevice implements EmulatedIommu {
     if (this.hw !== undefined) {
       const hw = this.hw;
       hw.setGuestRegister(MmioOffset.XtGeneralInterruptControl, regs.xtEvent);
-      hw.setGuestRegister(MmioOffset.MsiAddressLow, BigInt(regs.msiAddressLow));
-      hw.setGuestRegister(MmioOffset.MsiData, BigInt(regs.msiData));
+      this.msiChanged();
       const h = state.hardware;
       if (h !== undefined) {
         const registers: [number, number][] = [
@@ -1025,6 +1078,26 @@ export class AmdViDevice implements EmulatedIommu {
   /** Whether the hardware vIOMMU runs the guest's rings (nested "hw-vqueue"). */
   get hardwareQueues(): boolean {
     return this.hw !== undefined;
+  }
+
+  /** The IOMMU function's own DeviceID (BDF): the IVHD's DeviceID, 00:00.2 for the first instance as on AMD platforms. */
+  get iommuDeviceId(): number {
+    return IOMMU_DEVICE_ID + (this.options.instance ?? 0) * 8;
+  }
+
+  /**
+   * The guest's path to PCI configuration space for this IOMMU's function: its BDF answers, any other reads
+   * all ones (no function there). Core's VM has no configuration space of its own yet, so the device serves
+   * its function itself.
+   */
+  pciConfigAccess(): PciConfigAccess {
+    const fn = this.pci;
+    return {
+      read32: (bdf, offset) => (bdf === fn.bdf ? fn.read(offset, 4) : PCI_ABSENT),
+      write32: (bdf, offset, value) => {
+        if (bdf === fn.bdf) fn.write(offset, 4, value);
+      },
+    };
   }
 
   /** DTE address of a guest DeviceID. */

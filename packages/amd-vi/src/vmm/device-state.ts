@@ -1,4 +1,5 @@
 import { decodeState, encodeState, StateReader, type Result, type StateValue } from "@viommu/core";
+import { PCI_COMMAND_WRITABLE } from "../format/pci-config-header.js";
 import { STATUS_W1C_MASK } from "../format/status-register.js";
 
 /** The emulated IOMMU's register file, as the VMM keeps it. */
@@ -15,6 +16,10 @@ export interface DeviceRegisters {
   msiAddressLow: number;
   msiAddressHigh: number;
   msiData: number;
+  /** The MSI capability's MsiEn (PCI configuration space and its MMIO mirror). */
+  msiEnabled: boolean;
+  /** The IOMMU function's PCI Command register. */
+  pciCommand: number;
   xtEvent: bigint;
   xtPpr: bigint;
   xtGa: bigint;
@@ -94,7 +99,7 @@ export function encodeDeviceState(state: DeviceState): Uint8Array {
   const r = state.regs;
   const regs: Record<string, StateValue> = {};
   for (const [name] of REGISTERS) regs[name] = `0x${r[name].toString(16)}`;
-  Object.assign(regs, { msiAddressLow: r.msiAddressLow, msiAddressHigh: r.msiAddressHigh, msiData: r.msiData, status: r.status, cmdHead: r.cmdHead, cmdTail: r.cmdTail, cmdHalted: r.cmdHalted });
+  Object.assign(regs, { msiAddressLow: r.msiAddressLow, msiAddressHigh: r.msiAddressHigh, msiData: r.msiData, msiEnabled: r.msiEnabled, pciCommand: r.pciCommand, status: r.status, cmdHead: r.cmdHead, cmdTail: r.cmdTail, cmdHalted: r.cmdHalted });
   const value: Record<string, StateValue> = { regs, eventLog: { ...state.eventLog }, pprLog: { ...state.pprLog } };
   if (state.hardware !== undefined) value["hardware"] = { ...state.hardware };
   return encodeState(KIND, VERSION, value);
@@ -120,11 +125,17 @@ export function decodeDeviceState(blob: Uint8Array, hardwareQueues: boolean): Re
     const cmdBytes = ringBytes(big.cmdBase);
     const evtBytes = ringBytes(big.evtBase);
     const pprBytes = ringBytes(big.pprBase);
+    const pciCommand = r.int("pciCommand", 0, 0xffff);
+    r.check((pciCommand & ~PCI_COMMAND_WRITABLE) === 0, "pciCommand", `is 0x${pciCommand.toString(16)}, with bits outside 0x${PCI_COMMAND_WRITABLE.toString(16)} set`);
+    const msiAddressLow = r.u32("msiAddressLow");
+    r.check((msiAddressLow & 3) === 0, "msiAddressLow", `is 0x${msiAddressLow.toString(16)}, not dword aligned`);
     const regs: DeviceRegisters = {
       ...big,
       msiAddressLow: r.u32("msiAddressLow"),
       msiAddressHigh: r.u32("msiAddressHigh"),
       msiData: r.int("msiData", 0, 0xffff),
+      msiEnabled: r.bool("msiEnabled"),
+      pciCommand: r.int("pciCommand", 0, 0xffff),
       status: status(r, "status"),
       cmdHead: pointer(r, "cmdHead", cmdBytes),
       cmdTail: pointer(r, "cmdTail", cmdBytes),

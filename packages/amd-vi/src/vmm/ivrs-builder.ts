@@ -1,5 +1,6 @@
 import { encodeIvrs, IvrsBlockType, type IvhdBlock } from "../format/ivrs.js";
 import { IvhdSpecialVariety, type IvhdDeviceEntry } from "../format/ivhd-device-entry.js";
+import { AMDVI_CAPABILITY_OFFSET } from "../format/pci-capability.js";
 import type { EmulatedFeatures } from "./emulated-features.js";
 
 /** The topology one emulated IOMMU's IVRS describes. */
@@ -14,12 +15,14 @@ export interface IvrsTopology {
   readonly ivhdTypes?: readonly (0x10 | 0x11 | 0x40)[];
 }
 
-/** IVHD flags QEMU writes: HtTunEn, IotlbSup, PrefSup, PPRSup (0xD1). */
-const IVHD_FLAGS = 0xd1;
+/** IVHD flags QEMU writes: HtTunEn, IotlbSup, PrefSup, PPRSup (0xD1). The capability header agrees (pci-function.ts). */
+export const IVHD_FLAGS = 0xd1;
 /** The southbridge IOAPIC at 00:14.0 with IOAPIC id 0, as QEMU lists it (Linux needs it to enable remapping). */
 const IOAPIC_DEVICE_ID = 0x00a0;
+/** The address sizes IVinfo reports, and the IOMMU capability's Miscellaneous Information 0 repeats. */
+export const ADDRESS_SIZES = { gvaSize: 2, paSize: 48, vaSize: 64 } as const;
 /** IVinfo: EFRSup, GVAsize 2 (48-bit), PAsize 48, VAsize 64. */
-const IV_INFO = 1 | (2 << 5) | (48 << 8) | (64 << 15);
+const IV_INFO = 1 | (ADDRESS_SIZES.gvaSize << 5) | (ADDRESS_SIZES.paSize << 8) | (ADDRESS_SIZES.vaSize << 15);
 
 /**
  * The IVRS a VMM publishes for one emulated AMD IOMMU, shaped like newer QEMU's: one IVHD per type with the
@@ -42,7 +45,7 @@ export function buildIvrs(topology: IvrsTopology): Uint8Array {
     type,
     flags: IVHD_FLAGS,
     deviceId: topology.iommuDeviceId,
-    capabilityOffset: 0x40,
+    capabilityOffset: AMDVI_CAPABILITY_OFFSET,
     baseAddress: BigInt(topology.mmioBase),
     pciSegment: 0,
     info: 0,

@@ -61,6 +61,8 @@ for (const path of ["trapped", "hw-vqueue"] as const) {
       g.setUp();
       g.write(MmioOffset.MsiAddressLow, 0xfee0_3000, 4);
       g.write(MmioOffset.MsiData, 0x55, 4);
+      // MsiEn through the MSI capability header\'s MMIO mirror (0x158, bit 16).
+      g.write(MmioOffset.MsiData - 0xc, 1 << 16, 4);
       g.v.vm.interrupts.take();
       g.submit(buildCompletionWait(0, 0n, { interrupt: true, store: false }));
       expect(g.status() & StatusBit.ComWaitInt).toBe(StatusBit.ComWaitInt);

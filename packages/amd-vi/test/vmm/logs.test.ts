@@ -27,6 +27,8 @@ for (const path of ["trapped", "hw-vqueue"] as const) {
       g.dte(0x28, [3, 0, 0, 0, 0, 0, 0, 0]);
       g.write(MmioOffset.MsiAddressLow, 0xfee0_1000, 4);
       g.write(MmioOffset.MsiData, 0x61, 4);
+      // MsiEn through the MSI capability header\'s MMIO mirror (0x158, bit 16).
+      g.write(MmioOffset.MsiData - 0xc, 1 << 16, 4);
       g.v.vm.interrupts.take();
       for (let i = 0; i < 6; i++) fault(device, 0x1000 * (i + 1));
       expect(g.status() & StatusBit.EventOverflow).toBe(StatusBit.EventOverflow);
