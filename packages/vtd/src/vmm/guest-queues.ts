@@ -17,7 +17,9 @@ function offsetPointer(address: number, mask: bigint, entryBytes: () => number):
     address,
     size: 8,
     encode(position: RingPosition, current: bigint): bigint {
-      return (current & ~mask) | (BigInt(position.index * entryBytes()) & mask);
+      // The register holds only the offset field: an index that is no slot number encodes as slot 0.
+      const offset = position.index * entryBytes();
+      return (current & ~mask) | (Number.isSafeInteger(offset) && offset >= 0 ? BigInt(offset) & mask : 0n);
     },
     decode(value: bigint): RingPosition {
       return { index: Math.floor(Number(value & mask) / entryBytes()), wrap: false };

@@ -152,6 +152,9 @@ describe("VT-d emulated-device contract: guestQueues", () => {
       // IQT/IQH hold the byte offset in bits [18:4]: index 3 is 3 × 16 or 3 × 32.
       expect(iq.producer.encode({ index: 3, wrap: false }, 0n)).toBe(BigInt(3 * entryBytes));
       expect(iq.consumer.decode(BigInt(5 * entryBytes))).toEqual({ index: 5, wrap: false });
+      // Only the offset field [18:4] is written; other bits of the current value are kept.
+      expect(iq.producer.encode({ index: 3, wrap: false }, 0xffff_ffff_ffff_ffffn)).toBe(0xffff_ffff_fff8_000fn | BigInt(3 * entryBytes));
+      expect(iq.producer.encode({ index: NaN, wrap: false }, 0n)).toBe(0n);
       const io = mmio(b);
       const at = iq.producer.decode(io.read(iq.producer)).index;
       const slot = new Uint32Array(iq.entryBytes / 4);
