@@ -12,6 +12,10 @@ import { GuestTranslation, GuestTranslator, translatorConfig } from "./guest-tra
 const DEFAULT_CAP = encodeCap({ ND: 6, SAGAW: sagawFor([3, 4]), MGAW: 47, SLLPS: SLLPS_2M | SLLPS_1G, PSI: 1, MAMV: 18, FL1GP: 1 });
 const DEFAULT_ECAP = encodeEcap({ QI: 1, DT: 1, IR: 1, EIM: 1, PT: 1, IRO: 0xf, SMTS: 1, SLTS: 1, FLTS: 1 });
 
+/** The table formats hold output addresses of 32 to 52 bits (core's x86-64 paging limits). */
+const MIN_ADDRESS_WIDTH = 32;
+const MAX_HOST_ADDRESS_WIDTH = 52;
+
 function word(value: bigint): Uint32Array {
   return fromWords64([value & 0xffff_ffff_ffff_ffffn]);
 }
@@ -29,7 +33,10 @@ export const vtdWalkTool: WalkTool = {
     if (rtaddr === undefined) return err("EINVAL", "the VT-d walk needs RTADDR");
     const cap = registers.CAP !== undefined ? word(registers.CAP) : DEFAULT_CAP;
     const ecap = registers.ECAP !== undefined ? word(registers.ECAP) : DEFAULT_ECAP;
-    const translator = new GuestTranslator(memory, translatorConfig(cap, ecap, decodeCap(cap).MGAW + 1));
+    // The host address width follows the guest width (QEMU's aw-bits sets both), at most x86's 52 physical bits.
+    const width = decodeCap(cap).MGAW + 1;
+    if (width < MIN_ADDRESS_WIDTH) return err("EINVAL", `CAP.MGAW ${width - 1} gives a ${width}-bit address width; VT-d tables need at least ${MIN_ADDRESS_WIDTH}`);
+    const translator = new GuestTranslator(memory, translatorConfig(cap, ecap, Math.min(width, MAX_HOST_ADDRESS_WIDTH)));
     translator.setRootTable(rtaddr);
     const result = new GuestTranslation();
     return ok((request: WalkRequest): WalkAnswer => {
