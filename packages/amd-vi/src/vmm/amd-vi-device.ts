@@ -673,7 +673,9 @@ export class AmdViDevice implements EmulatedIommu {
 
   private forwardQueue(kind: "command" | "event" | "ppr", value: bigint): void {
     if (this.hw === undefined) return;
-    this.hw.hwQueueInit(kind, Number(value & 0x000f_ffff_ffff_f000n), Number((value >> 56n) & 0xfn));
+    const r = this.hw.hwQueueInit(kind, Number(value & 0x000f_ffff_ffff_f000n), Number((value >> 56n) & 0xfn));
+    // The base register's writable bits always make a valid queue; a refusal would leave the ring unserved.
+    if (!r.ok) this.reporter.log.record({ vm: this.reporter.vm, source: this.reporter.source, kind: "configuration-refused", error: r.error, message: `hardware ${kind} queue not set up: ${r.error.errno} ${r.error.message}` });
   }
 
   /** The hardware stopped at a command only the hypervisor can act on (a DTE change): act, then resume it. */

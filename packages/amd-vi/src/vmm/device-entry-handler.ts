@@ -153,11 +153,11 @@ export class DeviceEntryHandler {
     if (!hwpt.ok) return this.configurationRefused(a, at, "nested HWPT", hwpt.error);
     const previous = a.hwptId;
     if (!this.attach(a, hwpt.value, at, { keepHwpt: true })) {
-      this.ctx.destroy(hwpt.value);
+      this.destroy(hwpt.value, "refused nested HWPT");
       return ok();
     }
     a.hwptId = hwpt.value;
-    if (previous !== undefined) this.ctx.destroy(previous);
+    if (previous !== undefined) this.destroy(previous, "previous nested HWPT");
     return ok();
   }
 
@@ -195,7 +195,7 @@ export class DeviceEntryHandler {
     }
     a.attachedTo = ptId;
     if (!keepHwpt && a.hwptId !== undefined) {
-      this.ctx.destroy(a.hwptId);
+      this.destroy(a.hwptId, "nested HWPT");
       a.hwptId = undefined;
     }
     const old = a.shadow;
@@ -208,12 +208,20 @@ export class DeviceEntryHandler {
     return true;
   }
 
+  /** Destroys an iommufd object the VMM no longer needs; one the host keeps is a leak the operator is told of. */
+  private destroy(id: number, what: string): void {
+    const r = this.ctx.destroy(id);
+    if (r.ok) return;
+    const { log, vm, source } = this.ports.reporter;
+    log.record({ vm, source, kind: "other", error: r.error, message: `${what} ${id} not destroyed: ${r.error.errno} ${r.error.message}` });
+  }
+
   /** Blocks the device's DMA (detached) and frees what its attachment held. */
   block(a: AssignedDevice): Result<void> {
     if (a.attachedTo !== undefined) this.ctx.detach(a.devId);
     a.attachedTo = undefined;
     if (a.hwptId !== undefined) {
-      this.ctx.destroy(a.hwptId);
+      this.destroy(a.hwptId, "nested HWPT");
       a.hwptId = undefined;
     }
     if (a.shadow !== undefined) {

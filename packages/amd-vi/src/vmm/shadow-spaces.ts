@@ -139,7 +139,8 @@ export class ShadowSpaces {
       space.window = undefined;
     }
     this.spaces.delete(keyOf(space.source));
-    this.ctx.destroy(space.mirror.backend.ioasId);
+    const r = this.ctx.destroy(space.mirror.backend.ioasId);
+    if (!r.ok) this.reporter.log.record({ vm: this.reporter.vm, source: this.reporter.source, kind: "other", error: r.error, message: `shadow IOAS ${space.mirror.backend.ioasId} not destroyed: ${r.error.errno} ${r.error.message}` });
   }
 
   /** INVALIDATE_IOMMU_PAGES: every space of the DomainID over the range. */

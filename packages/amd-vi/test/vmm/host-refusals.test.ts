@@ -146,3 +146,15 @@ describe("a DTE the host refuses in nested mode", () => {
     }
   });
 });
+
+describe("an object the host will not destroy", () => {
+  it("is written to the host log instead of leaking silently", () => {
+    const t = oneVm({ eventInterrupts: "vmm" });
+    mapOne(t.v, 0x10, IOVA, DATA_GPA, 0x1000);
+    const destroy = vi.spyOn(t.v.iommufd, "destroy").mockReturnValue(err("EBUSY", "still in use"));
+    unwrap(t.driver.detach(0x10));
+    expect(destroy).toHaveBeenCalled();
+    expect(hostLog(t.v, "other")).toEqual([expect.objectContaining({ errno: "EBUSY" })]);
+    destroy.mockRestore();
+  });
+});
