@@ -35,6 +35,8 @@ export type AmdHwQueueKind = "command" | "event" | "ppr";
  * - `setGuestRegister`: the trapped guest registers the hardware needs (Control, the XT interrupt control
  *   registers), AMD's QEMU branch's VIOMMU_MMIO_ACCESS / the proposed set_option.
  * - `resumeCommands`: restarts the guest command buffer after a command the hardware handed to the hypervisor.
+ * - `commandsHalted` / `setCommandsHalted`: the command processor's error stop, which a migrating hypervisor
+ *   saves and restores with the VF-MMIO registers (the ring pointers alone would let it run again).
  * - `insertGuestEvent`: INSERT_GUEST_EVENT, the hypervisor logging an event into the guest's own log.
  * - `setInterruptPost`: where the hardware posts the guest's IOMMU interrupts (KVM's posted delivery,
  *   amd_viommu_set_ext_int_remap_entry).
@@ -45,6 +47,10 @@ export interface AmdHwViommuOps {
   hwQueueDestroy(kind: AmdHwQueueKind): void;
   setGuestRegister(offset: number, value: bigint): Result<void>;
   resumeCommands(): void;
+  /** Whether the command processor stopped on an error (CmdBufRun clear until CmdBufEn is toggled). */
+  commandsHalted(): boolean;
+  /** Restores that stop (migration): the processor stays stopped at the head it was restored with. */
+  setCommandsHalted(halted: boolean): void;
   insertGuestEvent(record: RawBits): Result<void>;
   setInterruptPost(post: ((vector: number, destination: number) => void) | undefined): void;
 }

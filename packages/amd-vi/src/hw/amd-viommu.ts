@@ -256,6 +256,14 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
     this.rings?.resume();
   }
 
+  commandsHalted(): boolean {
+    return this.rings?.commandsHalted ?? false;
+  }
+
+  setCommandsHalted(halted: boolean): void {
+    this.rings?.setCommandsHalted(halted);
+  }
+
   insertGuestEvent(record: RawBits): Result<void> {
     const rings = this.requireHw();
     if (!rings.ok) return fail(rings);

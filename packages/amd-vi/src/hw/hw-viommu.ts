@@ -169,6 +169,16 @@ export class AmdHwViommuRings implements MmioRegion {
     this.post = post;
   }
 
+  get commandsHalted(): boolean {
+    return this.halted;
+  }
+
+  /** The hypervisor restores an error stop (migration); clearing it lets the buffer run on. */
+  setCommandsHalted(halted: boolean): void {
+    this.halted = halted;
+    if (!halted) this.kick();
+  }
+
   /** The hypervisor finished an intercepted command: step past it and go on. */
   resume(): void {
     if (!this.stalled || this.cmd === undefined) return;
@@ -221,7 +231,11 @@ export class AmdHwViommuRings implements MmioRegion {
     const pointer = raw & RING_POINTER_MASK_16;
     switch (vfOffset) {
       case VfMmioOffset.CommandBufferHead:
-        if (this.cmd) this.cmd.head = pointer % this.cmd.bytes;
+        if (!this.cmd) return;
+        this.cmd.head = pointer % this.cmd.bytes;
+        // The IOMMU fetches whenever head and tail differ: moving the head (the restart procedure, or a
+        // hostile write) is as much a reason to run as moving the tail, as on the trapped path.
+        if (!hypervisor) this.kick();
         return;
       case VfMmioOffset.CommandBufferTail:
         if (!this.cmd) return;

@@ -988,6 +988,7 @@ export class AmdViDevice implements EmulatedIommu {
           pprTail: read(MmioOffset.PprLogTail),
           // The run bits follow from the enables; only the sticky bits are state.
           status: read(MmioOffset.Status) & STATUS_W1C_MASK,
+          cmdHalted: this.hw.commandsHalted(),
         };
       }
       return encodeDeviceState({ regs: this.regs, eventLog: { head: this.evt.head, tail: this.evt.tail }, pprLog: { head: this.ppr.head, tail: this.ppr.tail }, hardware });
@@ -1027,6 +1028,9 @@ export class AmdViDevice implements EmulatedIommu {
       const hw = this.hw;
       hw.setGuestRegister(MmioOffset.XtGeneralInterruptControl, regs.xtEvent);
       this.msiChanged();
+      // Control before the pointers: CmdBufEn rising on the hardware clears an error stop (the restart
+      // procedure), which must not undo the stop restored below.
+      hw.setGuestRegister(MmioOffset.Control, regs.control);
       const h = state.hardware;
       if (h !== undefined) {
         const registers: [number, number][] = [
@@ -1039,6 +1043,7 @@ export class AmdViDevice implements EmulatedIommu {
           [MmioOffset.Status, h.status],
         ];
         for (const [offset, value] of registers) hw.setGuestRegister(offset, BigInt(value));
+        hw.setCommandsHalted(h.cmdHalted);
       }
     }
     this.refreshAll();

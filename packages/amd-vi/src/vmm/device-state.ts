@@ -46,6 +46,8 @@ export interface HardwareRegisters {
   pprHead: number;
   pprTail: number;
   status: number;
+  /** The command processor stopped on an error. */
+  cmdHalted: boolean;
 }
 
 export interface DeviceState {
@@ -159,6 +161,7 @@ export function decodeDeviceState(blob: Uint8Array, hardwareQueues: boolean): Re
         pprHead: pointer(h, "pprHead", pprBytes),
         pprTail: pointer(h, "pprTail", pprBytes),
         status: status(h, "status"),
+        cmdHalted: h.bool("cmdHalted"),
       };
     }
     return { regs, eventLog, pprLog, hardware };

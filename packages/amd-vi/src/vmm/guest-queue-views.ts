@@ -21,7 +21,9 @@ function pointerRegister(address: number): QueuePointerRegister {
     address,
     size: 8,
     encode(position: RingPosition, current: bigint): bigint {
-      return (current & ~POINTER_MASK) | ((BigInt(position.index) * BigInt(ENTRY_BYTES)) & POINTER_MASK);
+      // An index that is no slot number (negative, fractional, not finite) is slot 0, never an exception.
+      const index = Number.isSafeInteger(position.index) && position.index >= 0 ? position.index : 0;
+      return (current & ~POINTER_MASK) | ((BigInt(index) * BigInt(ENTRY_BYTES)) & POINTER_MASK);
     },
     decode(value: bigint): RingPosition {
       return { index: Number((value & POINTER_MASK) / BigInt(ENTRY_BYTES)), wrap: false };

@@ -47,6 +47,18 @@ for (const path of ["trapped", "hw-vqueue"] as const) {
       expect(g.status() & StatusBit.CmdBufRun).toBe(StatusBit.CmdBufRun);
     });
 
+    it("the IOMMU fetches whenever head and tail differ: moving the head back re-runs what lies between them", () => {
+      const { g } = rawVm(path);
+      g.setUp();
+      const sem = g.alloc(1);
+      g.submit(buildCompletionWait(sem, 5n));
+      expect(g.v.vm.memory.read64(sem)).toBe(5n);
+      g.v.vm.memory.write64(sem, 0n);
+      g.write(MmioOffset.CommandBufferHead, (g.tail - 16 + g.cmdBytes) % g.cmdBytes, 4);
+      expect(g.v.vm.memory.read64(sem)).toBe(5n);
+      expect(Number(g.read(MmioOffset.CommandBufferHead, 4))).toBe(g.tail);
+    });
+
     it("reserved bits in a known command are an ILLEGAL_COMMAND_ERROR too", () => {
       const { g } = rawVm(path);
       g.setUp();

@@ -155,6 +155,7 @@ describe("the emulated-device contract members", () => {
     const p = fresh.guestQueues()[0]!.producer;
     expect(p.encode({ index: 3, wrap: false }, 0xffff_ffff_0000_000fn)).toBe(0xffff_ffff_0000_003fn);
     expect(p.decode(0xffff_ffff_fff8_003fn)).toEqual({ index: 3, wrap: false });
+    for (const index of [-1, 1.5, NaN, Infinity]) expect(p.encode({ index, wrap: false }, 0x7n)).toBe(0x7n);
     fresh.destroy();
   });
 });
