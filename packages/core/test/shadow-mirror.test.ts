@@ -12,6 +12,13 @@ import {
   IommufdShadowBackend,
   unwrap,
   type ShadowSource,
+  EntryKind,
+  address64,
+  forEachLeaf,
+  radixGeometry,
+  type EntryDecode,
+  type LeafVisit,
+  type PageTableFormat,
 } from "../src/index.js";
 import { toyFormat, toyGeometry } from "./support/toy-format.js";
 
@@ -59,6 +66,17 @@ describe("ShadowMirror", () => {
     expect(mirror.maps.get(0)).toEqual({ gpa: 0x40_0000, size: 2 ** 21, perms: Perm.ReadWrite });
   });
 
+  it("re-derives the whole of a large mapping it removed: a guest that splits a 2 MiB page and flushes one 4 KiB page keeps the rest mapped", () => {
+    const { guest, mirror, source } = setup();
+    unwrap(guest.map(0x20_0000, 0x40_0000, 2 ** 21, Perm.ReadWrite));
+    expect(mirror.resync(source, 0, Infinity).installed).toBe(1);
+    guest.unmap(0x20_0000, 2 ** 21);
+    for (let i = 0; i < 512; i++) unwrap(guest.map(0x20_0000 + i * PAGE, 0x40_0000 + i * PAGE, PAGE, Perm.Read));
+    const r = mirror.resync(source, 0x20_0000 + 7 * PAGE, PAGE);
+    expect(r).toMatchObject({ removed: 1, installed: 512 });
+    expect(mirror.maps.get(0x20_0000 + 300 * PAGE)).toEqual({ gpa: 0x40_0000 + 300 * PAGE, size: PAGE, perms: Perm.Read });
+  });
+
   it("clear removes everything from the back end", () => {
     const { guest, mirror, source, backend } = setup(100);
     for (let i = 0; i < 3; i++) unwrap(guest.map(i * PAGE, 0x20_0000 + i * PAGE, PAGE, Perm.ReadWrite));
@@ -86,5 +104,66 @@ describe("GuestTableStore", () => {
     vm.memory.write64Halves(builder.root, (0x7fff_f000 | 3) >>> 0, 0x10);
     expect(() => builder.map(0x1000, 0x3000, 0x1000, Perm.ReadWrite)).not.toThrow();
     expect(() => builder.unmap(0, 2 ** 30)).not.toThrow();
+  });
+});
+
+describe("forEachLeaf on formats that repeat leaves and skip levels", () => {
+  /**
+   * An AMD-v1-like test format: bit 0 present; bits 11:9 the next level (0 = leaf); a leaf's page size in
+   * bits 63:52 as a shift (so one 16 KiB page can sit in four 4 KiB slots); bits 51:12 the address.
+   */
+  const repeatFormat = {
+    name: "repeat",
+    skippedLevelBitsMustBeZero: true,
+    decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
+      if ((lo & 1) === 0) {
+        out.kind = EntryKind.Invalid;
+        return;
+      }
+      out.address = address64(lo, hi, 12, 51);
+      out.perms = Perm.ReadWrite;
+      const next = (lo >>> 9) & 7;
+      if (next === 0) {
+        out.kind = EntryKind.Leaf;
+        out.pageShift = hi >>> 20 || 12 + 9 * (level - 1);
+        return;
+      }
+      out.kind = EntryKind.Table;
+      out.nextLevel = next;
+    },
+  } as PageTableFormat;
+
+  it("visits each copy of a repeated page as its own slot, and descends into a table that skips a level", () => {
+    const mem = new Uint32Array(4 * 1024 * 2);
+    const at = (table: number, index: number, lo: number, hi: number) => {
+      mem[(table * 512 + index) * 2] = lo >>> 0;
+      mem[(table * 512 + index) * 2 + 1] = hi >>> 0;
+    };
+    const base = 0x100_0000;
+    const reader = { readEntry: (a: number, out: Uint32Array) => {
+      const i = (a - base) / 8;
+      if (i < 0 || i >= mem.length / 2) return false;
+      out[0] = mem[i * 2]!;
+      out[1] = mem[i * 2 + 1]!;
+      return true;
+    } };
+    const tableAt = (n: number) => base + n * 4096;
+    // Level 3 entry 0 points straight at a level-1 table (level 2 skipped); entry 1 at a level-2 table.
+    at(0, 0, tableAt(1) | (1 << 9) | 1, 0);
+    at(0, 1, tableAt(2) | (2 << 9) | 1, 0);
+    // Level-1 table: one 16 KiB page at output 0x4000_0000, written in four 4 KiB slots (3..6 are not aligned: slots 4..7).
+    for (let i = 4; i < 8; i++) at(1, i, 0x4000_0000 | 1, 14 << 20);
+    // Level-2 table: a plain 2 MiB leaf.
+    at(2, 3, 0x8000_0000 | 1, 0);
+    const geometry = radixGeometry(3, 12, 9, 39);
+    const seen: LeafVisit[] = [];
+    forEachLeaf(repeatFormat, geometry, tableAt(0), reader, 0, 2 ** 39, (l) => seen.push({ ...l }));
+    expect(seen.map((l) => [l.input, l.output, l.pageShift])).toEqual([
+      [0x4000, 0x4000_0000, 12],
+      [0x5000, 0x4000_1000, 12],
+      [0x6000, 0x4000_2000, 12],
+      [0x7000, 0x4000_3000, 12],
+      [2 ** 30 + 3 * 2 ** 21, 0x8000_0000, 21],
+    ]);
   });
 });

@@ -84,18 +84,21 @@ export class ShadowMirror {
     const from = Math.max(0, start);
     const end = Math.min(limit, Number.isFinite(length) ? start + length : limit);
     if (!(end > from)) return report;
-    this.removeRange(from, end, report);
+    // A mapping that reaches past the range is removed whole, so the walk widens to re-derive all of it.
+    const widened = this.removeRange(from, end, report);
+    const walkFrom = Math.max(0, Math.min(from, widened.from));
+    const walkEnd = Math.min(limit, Math.max(end, widened.end));
     const result = forEachLeaf(
       source.format,
       source.geometry,
       source.root,
       source.reader,
-      from,
-      end - from,
+      walkFrom,
+      walkEnd - walkFrom,
       (leaf) => {
         const size = 2 ** leaf.pageShift;
-        if (leaf.input < from || leaf.input + size > end) {
-          // A large leaf straddling the range: it replaces whatever the mirror had under it.
+        if (leaf.input < walkFrom || leaf.input + size > walkEnd) {
+          // A large leaf straddling the walk: it replaces whatever the mirror had under it.
           this.removeRange(leaf.input, leaf.input + size, report);
         }
         const perms = admit(leaf) & Perm.ReadWrite;
@@ -152,9 +155,18 @@ export class ShadowMirror {
     report.removed++;
   }
 
-  /** Removes every mapping overlapping [from, end): probing each size in use when that is cheaper than a scan. */
-  private removeRange(from: number, end: number, report: ShadowSyncReport): void {
-    if (this.maps.size === 0) return;
+  /**
+   * Removes every mapping overlapping [from, end), probing each size in use when that is cheaper than a scan.
+   * Returns the extent of what was removed (at least [from, end)).
+   */
+  private removeRange(from: number, end: number, report: ShadowSyncReport): { from: number; end: number } {
+    const extent = { from, end };
+    if (this.maps.size === 0) return extent;
+    const drop = (iova: number, size: number): void => {
+      extent.from = Math.min(extent.from, iova);
+      extent.end = Math.max(extent.end, iova + size);
+      this.remove(iova, report);
+    };
     let probes = 0;
     for (const shift of this.shifts.keys()) probes += Math.ceil((end - alignDown(from, 2 ** shift)) / 2 ** shift);
     if (probes <= Math.min(PROBE_LIMIT, this.maps.size)) {
@@ -162,12 +174,13 @@ export class ShadowMirror {
         const size = 2 ** shift;
         for (let base = alignDown(from, size); base < end; base += size) {
           const m = this.maps.get(base);
-          if (m !== undefined && m.size === size) this.remove(base, report);
+          if (m !== undefined && m.size === size) drop(base, size);
         }
       }
-      return;
+      return extent;
     }
-    for (const [iova, m] of [...this.maps]) if (iova < end && iova + m.size > from) this.remove(iova, report);
+    for (const [iova, m] of [...this.maps]) if (iova < end && iova + m.size > from) drop(iova, m.size);
+    return extent;
   }
 }
 
