@@ -43,6 +43,7 @@ import {
 } from "../format/iommufd-uapi.js";
 import { bitmapSet, bitmapTest, decodeReg32 } from "../format/register-value.js";
 import { cmdqErrorActive } from "../format/vcmdq-registers.js";
+import { readCmdqvState, type CmdqvSavedState } from "./cmdqv-state.js";
 import { vcmdqGuestQueues } from "./vcmdq-queue-views.js";
 
 /** Depth of the Tegra vEVENTQ (QEMU allocates 1 << 16; the map in each event makes a deep queue unnecessary). */
@@ -51,6 +52,8 @@ const VEVENTQ_DEPTH = 64;
 const GUEST_APERTURE = cmdqvApertureSize(1);
 const CONFIG_EN = 1;
 const VINTF_CONFIG_HYP_OWN = 1 << 17;
+/** The defined bits of BASE and CONS_INDX_BASE (spec arm-hyperv-virtio.md §4.4): [47:0]. */
+const PAGE1_FIELDS = 0xffff_ffff_ffffn;
 
 /** Where the CMDQV sits in the VM and which interrupt it raises. */
 export interface CmdqvVmmPlacement {
@@ -313,8 +316,10 @@ export class CmdqvVmm {
     return Number(register.endsWith("_H") ? v >> 32n : v & 0xffff_ffffn);
   }
 
+  /** BASE keeps ADDR [47:5] and LOG2SIZE [4:0], CONS_INDX_BASE its address [47:0]: BASE_H holds addr[47:32] only. */
   private writePage1(q: number, register: Page1RegName, value: bigint): void {
     if (q >= this.queues) return;
+    value &= PAGE1_FIELDS;
     if (register === "BASE" || register === "BASE_H") {
       this.bases[q] = value;
       this.setUpQueue(q);
@@ -324,7 +329,7 @@ export class CmdqvVmm {
   // ---- HW queues ----
 
   private ready(q: number): boolean {
-    return this.bases[q] !== 0n && (this.cmdqAlloc[q]! & 1) === 1 && (this.config & CONFIG_EN) !== 0 && (this.vintfConfig & CONFIG_EN) !== 0;
+    return CmdqvVmm.queueReady(this.config, this.vintfConfig, this.cmdqAlloc[q]!, this.bases[q]!);
   }
 
   /**
@@ -465,49 +470,41 @@ export class CmdqvVmm {
     };
   }
 
-  /** Restores into a freshly attached CMDQV: registers, then the HW queues, then each queue's CONS, PROD and CONFIG. */
-  restoreState(state: StateValue): Result<void> {
-    if (state === null || typeof state !== "object" || Array.isArray(state)) return err("EINVAL", "CMDQV state is not an object");
-    const nums = (key: string, length: number): number[] | undefined => {
-      const v = state[key];
-      return Array.isArray(v) && v.length === length && v.every((x) => typeof x === "number") ? (v as number[]) : undefined;
-    };
-    const bigs = (key: string): bigint[] | undefined => {
-      const v = state[key];
-      if (!Array.isArray(v) || v.length !== this.queues || !v.every((x) => typeof x === "string" && /^\d{1,20}$/.test(x))) return undefined;
-      return v.map((x) => BigInt(x as string) & 0xffff_ffff_ffff_ffffn);
-    };
-    const viIntMask = nums("viIntMask", 2);
-    const cmdqAlloc = nums("cmdqAlloc", this.queues);
-    const sidMatch = nums("sidMatch", 16);
-    const sidReplace = nums("sidReplace", 16);
-    const bases = bigs("bases");
-    const consBases = bigs("consBases");
-    const hw = state.hw;
-    if (typeof state.config !== "number" || typeof state.vintfConfig !== "number" || !viIntMask || !cmdqAlloc || !sidMatch || !sidReplace || !bases || !consBases || !Array.isArray(hw)) {
-      return err("EINVAL", "CMDQV state is incomplete");
-    }
+  /** Checks a CMDQV state for this VMM (`readCmdqvState`) without changing anything. */
+  parseState(value: StateValue): Result<CmdqvSavedState> {
+    return readCmdqvState(value, this.queues);
+  }
+
+  /**
+   * Applies a checked state into a freshly attached CMDQV (it cannot fail): registers, then the HW queues, then
+   * each queue's CONS, PROD and CONFIG through the mapped page 0. A HW queue the host refuses stays unallocated, as
+   * it would on a guest write (counted in `stats.queueAllocFailures`).
+   */
+  applyState(state: CmdqvSavedState): void {
     this.freeAllQueues();
-    this.config = state.config & 0x1f_ffff;
-    this.viIntMask.set(viIntMask.map((x) => x >>> 0));
-    this.cmdqAlloc.set(cmdqAlloc.map((x) => (x & 0x1f_80ff) >>> 0));
-    this.vintfConfig = (state.vintfConfig & 0x3_ffff & ~VINTF_CONFIG_HYP_OWN) >>> 0;
-    this.sidMatch.set(sidMatch.map((x) => x >>> 0));
-    this.sidReplace.set(sidReplace.map((x) => x >>> 0));
-    bases.forEach((b, q) => (this.bases[q] = b));
-    consBases.forEach((b, q) => (this.consBases[q] = b));
+    this.config = state.config;
+    this.viIntMask.set(state.viIntMask);
+    this.cmdqAlloc.set(state.cmdqAlloc);
+    this.vintfConfig = state.vintfConfig;
+    this.sidMatch.set(state.sidMatch);
+    this.sidReplace.set(state.sidReplace);
+    state.bases.forEach((b, q) => (this.bases[q] = b));
+    state.consBases.forEach((b, q) => (this.consBases[q] = b));
     this.setUpAllQueues();
     const page0 = this.page0?.region;
-    hw.forEach((entry, q) => {
-      if (page0 === undefined || !Array.isArray(entry) || entry.length !== 3 || this.hwQueueIds[q] === undefined) return;
-      const [cons, prod, config] = entry.map((x) => (typeof x === "number" ? x >>> 0 : 0)) as [number, number, number];
+    state.hw.forEach((entry, q) => {
+      if (page0 === undefined || entry === undefined || this.hwQueueIds[q] === undefined) return;
       const at = q * VCMDQ_STRIDE;
       page0.write(at + VcmdqPage0Reg.CONFIG, 4, 0n);
-      page0.write(at + VcmdqPage0Reg.CONS_INDX, 4, BigInt(cons));
-      page0.write(at + VcmdqPage0Reg.PROD_INDX, 4, BigInt(prod));
-      page0.write(at + VcmdqPage0Reg.CONFIG, 4, BigInt(config));
+      page0.write(at + VcmdqPage0Reg.CONS_INDX, 4, BigInt(entry.cons));
+      page0.write(at + VcmdqPage0Reg.PROD_INDX, 4, BigInt(entry.prod));
+      page0.write(at + VcmdqPage0Reg.CONFIG, 4, BigInt(entry.config));
     });
-    return ok();
+  }
+
+  /** Whether guest queue q gets a HW queue with these registers (BASE set, mapped, CMDQV and VINTF enabled). */
+  static queueReady(config: number, vintfConfig: number, cmdqAlloc: number, base: bigint): boolean {
+    return base !== 0n && (cmdqAlloc & 1) === 1 && (config & CONFIG_EN) !== 0 && (vintfConfig & CONFIG_EN) !== 0;
   }
 
   // ---- teardown ----

@@ -1,5 +1,6 @@
 import {
   decodeState,
+  StateReader,
   encodeState,
   err,
   fail,
@@ -162,17 +163,30 @@ export class Tegra241Device implements EmulatedIommu {
     return encodeState(STATE_KIND, STATE_VERSION, state);
   }
 
-  /** Restores both halves into a freshly created device of the same configuration; a corrupted blob is EINVAL. */
+  /**
+   * Restores both halves into a freshly created device of the same configuration, all or nothing: the SMMUv3 half
+   * (`Smmuv3Device.parseState`) and the CMDQV half (`CmdqvVmm.parseState`) are both checked before either is
+   * applied, so a refused state (EINVAL naming the field) changes nothing.
+   */
   restore(blob: Uint8Array): Result<void> {
     const decoded = decodeState(blob, STATE_KIND, [STATE_VERSION]);
     if (!decoded.ok) return fail(decoded);
-    const s = decoded.value.value;
-    if (s === null || typeof s !== "object" || Array.isArray(s) || typeof s.smmu !== "string" || !/^(?:[0-9a-f]{2})*$/.test(s.smmu)) return err("EINVAL", "tegra241-cmdqv state lacks the SMMU's");
-    if ((s.cmdqv === null) !== (this.cmdqv === undefined)) return err("EINVAL", "the state and this device disagree on having a CMDQV");
-    const smmuBlob = Uint8Array.from(s.smmu.match(/../g) ?? [], (h) => parseInt(h, 16));
-    const r = this.smmu.restore(smmuBlob);
-    if (!r.ok) return r;
-    return this.cmdqv === undefined ? ok() : this.cmdqv.restoreState(s.cmdqv ?? null);
+    const outer = StateReader.read(decoded.value.value, "tegra241-cmdqv", (r) => {
+      const hex = r.string("smmu");
+      r.check(/^(?:[0-9a-f]{2})*$/.test(hex), "smmu", "is not the SMMU's state as hex bytes");
+      r.check(r.has("cmdqv"), "cmdqv", "is missing");
+      const cmdqv = (decoded.value.value as { cmdqv: StateValue }).cmdqv;
+      r.check((cmdqv === null) === (this.cmdqv === undefined), "cmdqv", this.cmdqv === undefined ? "is present but this device has no CMDQV" : "is null but this device has a CMDQV");
+      return { smmu: Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16)), cmdqv };
+    });
+    if (!outer.ok) return fail(outer);
+    const smmu = this.smmu.parseState(outer.value.smmu);
+    if (!smmu.ok) return fail(smmu);
+    const cmdqv = this.cmdqv === undefined ? undefined : this.cmdqv.parseState(outer.value.cmdqv);
+    if (cmdqv !== undefined && !cmdqv.ok) return fail(cmdqv);
+    this.smmu.applyState(smmu.value);
+    if (cmdqv !== undefined && cmdqv.ok) this.cmdqv!.applyState(cmdqv.value);
+    return ok();
   }
 
   /** The CMDQV half first (its HW queues, vEVENTQ and mapping hold the vIOMMU), then the SMMU half. */
