@@ -95,6 +95,17 @@ describe("the Tegra241 device's contract members", () => {
   });
 });
 
+describe("VCMDQ page-1 registers", () => {
+  it("keep only their defined bits: BASE_H holds addr[47:32], CONS_INDX_BASE_H the same", () => {
+    const v = open().vms[0]!;
+    const page1 = BASE + 0x40000;
+    v.vm.mmioWrite(page1 + 4, 4, 0xffff_ffff);
+    expect(Number(v.vm.mmioRead(page1 + 4, 4))).toBe(0xffff);
+    v.vm.mmioWrite(page1 + 0xc, 4, 0xabcd_1234);
+    expect(Number(v.vm.mmioRead(page1 + 0xc, 4))).toBe(0x1234);
+  });
+});
+
 describe("HYP_OWN stays the host's", () => {
   it("the host's VINTF for the VM has HYP_OWN = 0; a guest write of HYP_OWN to its VINTF0 CONFIG reads back 0", () => {
     const v = open().vms[0]!;
@@ -121,3 +132,25 @@ describe("HYP_OWN stays the host's", () => {
     expect((cons >>> 24) & 0x7f).toBe(1);
   });
 });
+
+describe("a VCMDQ stopping on a command error", () => {
+  it("has executed every command before the failing one: the TLBIs ahead of an illegal command took effect", () => {
+    const v = open().vms[0]!;
+    const domain = mapped(v);
+    const dev = v.devices[0]!.device;
+    for (let p = 0; p < 3; p++) expect(dev.read(IOVA + p * 0x1000, 4).ok).toBe(true);
+    const { asid, root } = driver(v).smmu.domainInfo(domain)!;
+    for (let p = 0; p < 3; p++) {
+      let table = root;
+      for (const shift of [39, 30, 21]) table = Number(v.vm.memory.read64(table + (Math.floor((IOVA + p * 0x1000) / 2 ** shift) % 512) * 8) & 0x0000_ffff_ffff_f000n);
+      v.vm.memory.write64(table + (Math.floor((IOVA + p * 0x1000) / 4096) % 512) * 8, 0n);
+    }
+    const q = device(v).guestQueues().find((x) => x.name === "VCMDQ0")!;
+    for (let p = 0; p < 3; p++) produceRaw(v.vm, q, encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, TG: 1, TTL: 3, Leaf: 1, Addr: BigInt(IOVA + p * 0x1000) }));
+    produceRaw(v.vm, q, Uint32Array.of(0x7f, 0, 0, 0));
+    const cons = Number(v.vm.mmioRead(q.consumer.address, 4));
+    expect([cons & 0xf_ffff, (cons >>> 24) & 0x7f]).toEqual([3, 1]);
+    for (let p = 0; p < 3; p++) expect(dev.read(IOVA + p * 0x1000, 4).ok).toBe(false);
+  });
+});
+
