@@ -27,6 +27,7 @@ interface Profile {
   readonly mode: TranslationMode;
   readonly variant?: string;
   readonly ramBase: number;
+  readonly dma?: "passthrough" | "emulated";
 }
 
 const profiles: Profile[] = [
@@ -34,6 +35,9 @@ const profiles: Profile[] = [
   { plugin: vtdPlugin, mode: "nested", ramBase: 0 },
   { plugin: amdViPlugin, mode: "nested", ramBase: 0 },
   { plugin: smmuv3Plugin, mode: "nested", variant: "2level", ramBase: 0x4000_0000 },
+  { plugin: vtdPlugin, mode: "shadow", variant: "legacy", ramBase: 0, dma: "emulated" },
+  { plugin: amdViPlugin, mode: "shadow", ramBase: 0, dma: "emulated" },
+  { plugin: smmuv3Plugin, mode: "shadow", variant: "2level", ramBase: 0x4000_0000, dma: "emulated" },
   { plugin: hypervPlugin, mode: "nested", ramBase: 0 },
   { plugin: mockPlugin, mode: "nested", ramBase: 0 },
 ];
@@ -58,8 +62,8 @@ async function replayOnModel(p: Profile, trace: Trace): Promise<Awaited<ReturnTy
 describe("a trace recorded on the model replays on the model with no divergence", () => {
   for (const p of profiles) {
     for (const w of workloads) {
-      it(`${p.plugin.id} ${p.mode}${p.variant ? ` ${p.variant}` : ""}: ${w.id}`, async () => {
-        const r = recordWorkload({ plugin: p.plugin, workload: w, mode: p.mode, seed: SEED, ram: { base: p.ramBase, size: 2 ** 30 }, guest: p.variant === undefined ? {} : { variant: p.variant } });
+      it(`${p.plugin.id} ${p.mode}${p.variant ? ` ${p.variant}` : ""}${p.dma ? ` ${p.dma}` : ""}: ${w.id}`, async () => {
+        const r = recordWorkload({ plugin: p.plugin, workload: w, mode: p.mode, dma: p.dma, seed: SEED, ram: { base: p.ramBase, size: 2 ** 30 }, guest: p.variant === undefined ? {} : { variant: p.variant } });
         if (r.status === "n/a") return;
         expect(r, r.status === "failed" ? r.reason : "").toMatchObject({ status: "recorded" });
         if (r.status !== "recorded") return;

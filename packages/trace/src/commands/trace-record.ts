@@ -11,6 +11,7 @@ export interface RecordProfile {
   readonly variant?: string;
   readonly ramBase?: number;
   readonly ramBytes?: number;
+  readonly dma?: "passthrough" | "emulated";
 }
 
 /** `viommu trace record`. */
@@ -32,6 +33,8 @@ export interface TraceRecordArgs {
   /** `--ram-base A` and `--ram-size N` (default the profile's, else 1 GiB at 0). */
   readonly ramBase?: number;
   readonly ramBytes?: number;
+  /** `--dma passthrough|emulated` (default the profile's, else passthrough): whose DMA the devices are. */
+  readonly dma?: "passthrough" | "emulated";
   /** Defaults for a target (`--for qemu`); explicit options win. */
   readonly profile?: RecordProfile;
   /** `--json`: a JSON summary instead of text. */
@@ -68,6 +71,7 @@ export function traceRecord(io: CommandIo, args: TraceRecordArgs): number {
     mode,
     seed,
     guest,
+    dma: args.dma ?? args.profile?.dma,
     ram: { base: args.ramBase ?? args.profile?.ramBase ?? 0, size: args.ramBytes ?? args.profile?.ramBytes ?? DEFAULT_RAM_BYTES },
   });
   if (recording.status === "n/a") {

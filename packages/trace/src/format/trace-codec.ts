@@ -278,6 +278,10 @@ function modelConfig(value: unknown): TraceModelConfig {
     if (o.eventInterrupts !== "vmm" && o.eventInterrupts !== "direct") fail('"model.eventInterrupts" is not vmm or direct');
     out.eventInterrupts = o.eventInterrupts;
   }
+  if (o.dma !== undefined) {
+    if (o.dma !== "passthrough" && o.dma !== "emulated") fail('"model.dma" is not passthrough or emulated');
+    out.dma = o.dma;
+  }
   if (o.seed !== undefined) out.seed = uint(o, "seed", 0xffff_ffff);
   if (o.vcpus !== undefined) out.vcpus = uint(o, "vcpus", 4096);
   return out;

@@ -44,6 +44,12 @@ export interface TraceModelConfig {
   readonly eventInterrupts?: "vmm" | "direct";
   readonly seed?: number;
   readonly vcpus?: number;
+  /**
+   * Whose DMA the devices are: passthrough devices behind the host's IOMMU (the default), or devices the VMM
+   * emulates, translated by the emulated IOMMU itself (`EmulatedIommu.translateEmulated`) as QEMU translates its
+   * own devices' DMA.
+   */
+  readonly dma?: "passthrough" | "emulated";
 }
 
 export interface TraceHeader {

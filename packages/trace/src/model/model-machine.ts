@@ -1,10 +1,15 @@
-import { err, fail, ok, Testbed, type AssignedDevice, type Result, type TestVm, type VendorPlugin } from "@viommu/core";
+import { err, fail, newWalkResult, NO_PASID, ok, Testbed, type AssignedDevice, type MsiMessage, type Result, type TestVm, type VendorPlugin, type WalkResult } from "@viommu/core";
 import type { TraceHeader } from "../format/trace-header.js";
 
 /** The physical requester id the model gives the trace's n-th device (any unique id works: the guest never sees it). */
 export function physicalRid(index: number): number {
   return 0x100 + index;
 }
+
+/** What a DMA did on the model: the bytes a read read, or blocked. Undefined: no device at that requester id. */
+export type ModelDmaResult = { readonly ok: true; readonly data: Uint8Array } | { readonly ok: false } | undefined;
+
+const PAGE = 4096;
 
 /** A default seed for a model built from a trace that names none. */
 const DEFAULT_SEED = 1;
@@ -16,6 +21,9 @@ const DEFAULT_SEED = 1;
  * the system that answered it.
  */
 export class ModelMachine {
+  private readonly walk: WalkResult = newWalkResult();
+  private readonly pages: number[] = [];
+
   private constructor(
     readonly bed: Testbed,
     readonly vm: TestVm,
@@ -69,6 +77,70 @@ export class ModelMachine {
 
   device(rid: number): AssignedDevice | undefined {
     return this.vm.devices.find((d) => d.guestRid === rid);
+  }
+
+  /** Whose DMA the devices are (the header's `model.dma`, passthrough by default). */
+  get dmaPath(): "passthrough" | "emulated" {
+    return this.header.model?.dma ?? "passthrough";
+  }
+
+  /** Whether the trace names a device at `rid`. */
+  hasDevice(rid: number): boolean {
+    return this.header.machine.devices.some((d) => d.rid === rid);
+  }
+
+  /**
+   * A DMA of the device at `rid`: through its physical IOMMU (passthrough) or translated by the emulated IOMMU
+   * (an emulated device). Either way every page is translated before any byte moves, so a blocked transfer
+   * touches nothing, and the VMM's event loop runs afterwards.
+   */
+  dma(rid: number, iova: number, write: boolean, bytes: Uint8Array | number, pasid?: number): ModelDmaResult {
+    if (!this.hasDevice(rid)) return undefined;
+    const p = pasid ?? NO_PASID;
+    let result: ModelDmaResult;
+    if (this.dmaPath === "emulated") result = this.emulatedDma(rid, iova, write, bytes, p);
+    else {
+      const device = this.device(rid)!.device;
+      const r = write ? device.write(iova, (bytes as Uint8Array).slice(), p) : device.read(iova, bytes as number, p);
+      result = r.ok ? { ok: true, data: write ? new Uint8Array(0) : r.data } : { ok: false };
+    }
+    this.poll();
+    return result;
+  }
+
+  private emulatedDma(rid: number, iova: number, write: boolean, bytes: Uint8Array | number, pasid: number): ModelDmaResult {
+    const iommu = this.vm.iommus[0]!;
+    const length = typeof bytes === "number" ? bytes : bytes.length;
+    const out = this.walk;
+    const pages = this.pages;
+    pages.length = 0;
+    for (let done = 0; done < Math.max(length, 1); ) {
+      const at = iova + done;
+      iommu.translateEmulated(rid, pasid, at, write, out);
+      if (!out.ok) return { ok: false };
+      pages.push(out.output);
+      done += PAGE - (at % PAGE);
+    }
+    const memory = this.vm.vm.memory;
+    const data = typeof bytes === "number" ? new Uint8Array(length) : bytes;
+    let offset = 0;
+    for (const gpa of pages) {
+      const n = Math.min(PAGE - (gpa % PAGE), length - offset);
+      if (n <= 0) break;
+      if (write) memory.writeBytes(gpa, data.subarray(offset, offset + n));
+      else memory.readBytes(gpa, n, data.subarray(offset, offset + n));
+      offset += n;
+    }
+    return { ok: true, data: write ? new Uint8Array(0) : data };
+  }
+
+  /** The device at `rid` signals `msi` (false: no such device); the VMM's event loop runs afterwards. */
+  msi(rid: number, msi: MsiMessage): boolean {
+    if (!this.hasDevice(rid)) return false;
+    if (this.dmaPath === "emulated") this.vm.iommus[0]!.deliverMsi(rid, msi);
+    else this.device(rid)!.device.signalMsi(msi);
+    this.poll();
+    return true;
   }
 
   /** The VMM's event loops run once: host fault reports reach the guest-visible log. */

@@ -2,7 +2,6 @@ import {
   err,
   fail,
   GuestPageAllocator,
-  NO_PASID,
   ok,
   type GuestEvent,
   type GuestInitOptions,
@@ -35,6 +34,8 @@ export interface RecordOptions {
   readonly seed?: number;
   readonly vcpus?: number;
   readonly eventInterrupts?: "vmm" | "direct";
+  /** Passthrough devices (default) or devices the VMM emulates (see TraceModelConfig.dma). */
+  readonly dma?: "passthrough" | "emulated";
   /** How the driver brings the IOMMU up (translation on unless ir-only; interrupt remapping where the vendor has it). */
   readonly guest?: Partial<GuestInitOptions>;
   readonly description?: string;
@@ -78,6 +79,7 @@ export class RecordingSession implements OpSink {
       seed: options.seed ?? 1,
       ...(options.vcpus === undefined ? {} : { vcpus: options.vcpus }),
       ...(options.eventInterrupts === undefined ? {} : { eventInterrupts: options.eventInterrupts }),
+      ...(options.dma === undefined ? {} : { dma: options.dma }),
     };
     const provisional: TraceHeader = {
       format: TRACE_FORMAT,
@@ -121,29 +123,26 @@ export class RecordingSession implements OpSink {
 
   /** The device at `rid` reads `len` bytes at `iova`; the model's answer becomes the expectation. */
   dmaRead(rid: number, iova: number, len: number, pasid?: number): DmaAnswer {
-    const device = this.requireDevice(rid);
-    const r = device.read(iova, len, pasid ?? NO_PASID);
+    const r = this.machine.dma(rid, iova, false, len, pasid);
+    if (r === undefined) throw new RangeError(`no device at requester id 0x${rid.toString(16)} in this recording`);
     const answer: DmaAnswer = r.ok ? { ok: true, data: r.data.slice() } : { ok: false };
     this.record({ op: "dma", dir: "read", rid, ...(pasid === undefined ? {} : { pasid }), iova, len, expect: answer });
-    this.machine.poll();
     return answer;
   }
 
   /** The device at `rid` writes `data` at `iova`. */
   dmaWrite(rid: number, iova: number, data: Uint8Array, pasid?: number): DmaAnswer {
-    const device = this.requireDevice(rid);
-    const r = device.write(iova, data.slice(), pasid ?? NO_PASID);
+    const r = this.machine.dma(rid, iova, true, data.slice(), pasid);
+    if (r === undefined) throw new RangeError(`no device at requester id 0x${rid.toString(16)} in this recording`);
     const answer: DmaAnswer = r.ok ? { ok: true } : { ok: false };
     this.record({ op: "dma", dir: "write", rid, ...(pasid === undefined ? {} : { pasid }), iova, data: data.slice(), expect: answer });
-    this.machine.poll();
     return answer;
   }
 
   /** The device at `rid` signals `msi`. */
   msi(rid: number, msi: MsiMessage): void {
-    this.requireDevice(rid).signalMsi(msi);
+    if (!this.machine.msi(rid, msi)) throw new RangeError(`no device at requester id 0x${rid.toString(16)} in this recording`);
     this.record({ op: "msi", rid, address: msi.address, data: msi.data });
-    this.machine.poll();
   }
 
   /** The interrupts vCPUs received since the last call. */
@@ -162,12 +161,6 @@ export class RecordingSession implements OpSink {
   /** The guest reads its IOMMU's events (after the VMM caught up). */
   events(): GuestEvent[] {
     return this.driver.readEvents();
-  }
-
-  private requireDevice(rid: number): NonNullable<ReturnType<ModelMachine["device"]>>["device"] {
-    const d = this.machine.device(rid);
-    if (d === undefined) throw new RangeError(`no device at requester id 0x${rid.toString(16)} in this recording`);
-    return d.device;
   }
 
   /** The trace so far. */

@@ -1,4 +1,4 @@
-import { fail, NO_PASID, ok, type Result, type VendorPlugin } from "@viommu/core";
+import { fail, ok, type Result, type VendorPlugin } from "@viommu/core";
 import type { TraceHeader } from "../format/trace-header.js";
 import type { TraceOp } from "../format/trace-op.js";
 import { ModelMachine } from "../model/model-machine.js";
@@ -72,21 +72,14 @@ export class ModelTarget implements ReplayTarget {
       case "pci-read":
         return { status: "unsupported", reason: "the model has no PCI configuration space" };
       case "dma": {
-        const d = this.machine.device(op.rid);
-        if (d === undefined) return { status: "failed", message: `no device at requester id 0x${op.rid.toString(16)}`, fatal: false };
-        const pasid = op.pasid ?? NO_PASID;
-        const r = op.dir === "read" ? d.device.read(op.iova, op.len, pasid) : d.device.write(op.iova, op.data.slice(), pasid);
-        this.machine.poll();
+        const r = this.machine.dma(op.rid, op.iova, op.dir === "write", op.dir === "write" ? op.data : op.len, op.pasid);
+        if (r === undefined) return { status: "failed", message: `no device at requester id 0x${op.rid.toString(16)}`, fatal: false };
         if (!r.ok) return { status: "answered", answer: { ok: false } };
         return { status: "answered", answer: op.dir === "read" ? { ok: true, data: r.data } : { ok: true } };
       }
-      case "msi": {
-        const d = this.machine.device(op.rid);
-        if (d === undefined) return { status: "failed", message: `no device at requester id 0x${op.rid.toString(16)}`, fatal: false };
-        d.device.signalMsi({ address: op.address, data: op.data });
-        this.machine.poll();
+      case "msi":
+        if (!this.machine.msi(op.rid, { address: op.address, data: op.data })) return { status: "failed", message: `no device at requester id 0x${op.rid.toString(16)}`, fatal: false };
         return DONE;
-      }
       case "interrupts":
         return { status: "answered", answer: vm.interrupts.take().map((i) => ({ vector: i.vector, destination: i.destination })) };
       case "advance":
