@@ -1,0 +1,55 @@
+import type { DivergenceContext, DmaOp, TraceOp } from "@viommu/trace";
+
+/** The IOMMU register a divergent operation read, as (vendor, offset in the block), if it is one. */
+export function registerRead(c: DivergenceContext, vendor: string): number | undefined {
+  if (c.op.op !== "mmio-read" || c.register?.vendor !== vendor) return undefined;
+  return c.register.offset;
+}
+
+/** The bits an expected and an actual register value differ in (0n when they are not values). */
+export function differingBits(c: DivergenceContext): bigint {
+  return typeof c.expected === "bigint" && typeof c.actual === "bigint" ? c.expected ^ c.actual : 0n;
+}
+
+/** Whether the value answers differ only in `mask`. */
+export function differsOnlyIn(c: DivergenceContext, mask: bigint): boolean {
+  const d = differingBits(c);
+  return d !== 0n && (d & ~mask) === 0n;
+}
+
+/** The expected and actual answers of a memory read, if the divergent operation is one. */
+export function memoryAnswers(c: DivergenceContext): { expected: Uint8Array; actual: Uint8Array; addr: number } | undefined {
+  if (c.op.op !== "mem-read" || !(c.expected instanceof Uint8Array) || !(c.actual instanceof Uint8Array)) return undefined;
+  return { expected: c.expected, actual: c.actual, addr: c.op.addr };
+}
+
+export function dword(bytes: Uint8Array, index: number): number {
+  return ((bytes[index * 4] ?? 0) | ((bytes[index * 4 + 1] ?? 0) << 8) | ((bytes[index * 4 + 2] ?? 0) << 16) | ((bytes[index * 4 + 3] ?? 0) << 24)) >>> 0;
+}
+
+/** The device operation (DMA or MSI) closest before the divergent operation. */
+export function lastDeviceOp(c: DivergenceContext): { index: number; op: DmaOp | Extract<TraceOp, { op: "msi" }> } | undefined {
+  for (let i = c.index - 1; i >= 0; i--) {
+    const op = c.trace.ops[i]!;
+    if (op.op === "dma" || op.op === "msi") return { index: i, op };
+  }
+  return undefined;
+}
+
+/** The last value the trace wrote to the IOMMU register at `offset` before the divergent operation. */
+export function lastRegisterWrite(c: DivergenceContext, vendor: string, offset: number): bigint | undefined {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === vendor);
+  if (block === undefined) return undefined;
+  for (let i = c.index - 1; i >= 0; i--) {
+    const op = c.trace.ops[i]!;
+    if (op.op === "mmio-write" && op.addr === block.base + offset) return op.value;
+  }
+  return undefined;
+}
+
+/** Operations within `span` after the divergent one, with their index. */
+export function following(c: DivergenceContext, span: number): { index: number; op: TraceOp }[] {
+  const out: { index: number; op: TraceOp }[] = [];
+  for (let i = c.index + 1; i < Math.min(c.trace.ops.length, c.index + 1 + span); i++) out.push({ index: i, op: c.trace.ops[i]! });
+  return out;
+}

@@ -1,0 +1,73 @@
+import { readFileSync } from "node:fs";
+import { TRACE_FORMAT, TRACE_VERSION, type DivergenceContext, type Trace, type TraceOp } from "@viommu/trace";
+import { describe, expect, it } from "vitest";
+import { qemuDifferences, qemuDifferencesFor } from "../src/index.js";
+
+const doc = readFileSync(new URL("../qemu-differences.md", import.meta.url), "utf8");
+
+function context(vendor: string, base: number, ops: TraceOp[], index: number, expected: bigint | Uint8Array, actual: bigint | Uint8Array): DivergenceContext {
+  const trace: Trace = { header: { format: TRACE_FORMAT, version: TRACE_VERSION, machine: { ram: [{ base: 0, size: 2 ** 30 }], iommus: [{ vendor, base, size: 0x20000 }], devices: [{ rid: 0x20 }] } }, ops };
+  const op = ops[index]!;
+  const register = op.op === "mmio-read" ? { vendor, offset: op.addr - base } : undefined;
+  return { trace, index, op, expected, actual, register };
+}
+
+describe("the catalogue of differences with QEMU", () => {
+  it("documents every entry in qemu-differences.md, with a classification and both citations", () => {
+    for (const d of qemuDifferences) {
+      expect(doc, d.id).toContain(`\`${d.id}\``);
+      expect(["open", "target-deviates", "model-deviates"]).toContain(d.classification);
+      expect(d.specification.length, d.id).toBeGreaterThan(20);
+      expect(d.qemu.length, d.id).toBeGreaterThan(10);
+    }
+    expect(new Set(qemuDifferences.map((d) => d.id)).size).toBe(qemuDifferences.length);
+  });
+
+  const VTD = 0xfed9_0000;
+  const read = (offset: number, expect: bigint): TraceOp => ({ op: "mmio-read", addr: VTD + offset, size: 4, expect });
+  const explain = (c: DivergenceContext): string | undefined => qemuDifferencesFor("vtd").find((k) => k.matches(c))?.id;
+
+  it("explains only the bits and registers it names", () => {
+    // FSTS differing only in FRI: one fault record vs eight.
+    expect(explain(context("vtd", VTD, [read(0x34, 0x102n)], 0, 0x102n, 0x2n))).toBe("vtd-one-fault-record");
+    // FSTS differing in PPF is not that.
+    expect(explain(context("vtd", VTD, [read(0x34, 0x2n)], 0, 0x2n, 0x0n))).toBeUndefined();
+    // PV of FRCD[0] differs: open; FR differing as well is not.
+    expect(explain(context("vtd", VTD, [read(0x22c, 0xc0000006n)], 0, 0xc0000006n, 0xc0ffff06n))).toBe("vtd-frcd-pv-without-pp");
+    expect(explain(context("vtd", VTD, [read(0x22c, 0xc0000006n)], 0, 0xc0000006n, 0xc0ffff05n))).toBeUndefined();
+    // GSTS is nobody's business.
+    expect(explain(context("vtd", VTD, [read(0x1c, 0xc7000000n)], 0, 0xc7000000n, 0x87000000n))).toBeUndefined();
+  });
+
+  it("blames the cached read-only write only when the device read the page before the blocked write", () => {
+    const w: TraceOp = { op: "dma", dir: "write", rid: 0x20, iova: 0x10_0000, data: Uint8Array.of(1), expect: { ok: false } };
+    const r: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 4, expect: { ok: true, data: new Uint8Array(4) } };
+    const fsts = read(0x34, 0x2n);
+    expect(explain(context("vtd", VTD, [r, w, fsts], 2, 0x2n, 0n))).toBe("vtd-readonly-write-cached-no-fault");
+    expect(explain(context("vtd", VTD, [w, fsts], 1, 0x2n, 0n))).toBeUndefined();
+    const other: TraceOp = { ...r, rid: 0x28 };
+    expect(explain(context("vtd", VTD, [other, w, fsts], 2, 0x2n, 0n))).toBeUndefined();
+  });
+
+  it("blames QEMU's silent interrupt-remapping failures only after an MSI", () => {
+    const msi: TraceOp = { op: "msi", rid: 0x20, address: 0xfee0_0010, data: 0 };
+    expect(explain(context("vtd", VTD, [msi, read(0x34, 0x2n)], 1, 0x2n, 0n))).toBe("vtd-interrupt-fault-not-recorded");
+    expect(explain(context("vtd", VTD, [read(0x34, 0x2n)], 0, 0x2n, 0n))).toBeUndefined();
+  });
+
+  it("sorts AMD-Vi's missing events by the kind of record the model wrote", () => {
+    const AMD = 0xfed8_0000;
+    const log: TraceOp = { op: "mmio-write", addr: AMD + 0x10, size: 8, value: 0x0900_0000_3e00_6000n };
+    const record = (dw1: number): Uint8Array => Uint8Array.from([0x20, 0, 0, 0, dw1 & 0xff, (dw1 >>> 8) & 0xff, (dw1 >>> 16) & 0xff, dw1 >>> 24, 0, 0, 0x10, 0, 0, 0, 0, 0]);
+    const at = (dw1: number): string | undefined => {
+      const op: TraceOp = { op: "mem-read", addr: 0x3e00_6000, len: 16, expect: record(dw1) };
+      return qemuDifferencesFor("amd-vi").find((k) => k.matches(context("amd-vi", AMD, [log, op], 1, record(dw1), new Uint8Array(16))))?.id;
+    };
+    expect(at(0x2000_0001)).toBe("amdvi-no-event-for-missing-pte");
+    expect(at(0x2070_0001)).toBe("amdvi-no-event-for-leaf-permission");
+    expect(at(0x2028_0000)).toBe("amdvi-no-event-for-interrupt");
+    // An event record QEMU did write differently is not a missing one.
+    const op: TraceOp = { op: "mem-read", addr: 0x3e00_6000, len: 16, expect: record(0x2000_0001) };
+    expect(qemuDifferencesFor("amd-vi").find((k) => k.matches(context("amd-vi", AMD, [log, op], 1, record(0x2000_0001), record(0x2000_0002))))).toBeUndefined();
+  });
+});
