@@ -66,13 +66,13 @@ export class ArmVsmmu implements ViommuOps {
   }
 
   /**
-   * IOMMU_HWPT_DATA_ARM_SMMUV3 → a nested domain (`arm_vsmmu_alloc_domain_nested`): flags other than PASID are
-   * EOPNOTSUPP; the copy helper's EINVAL for a wrong type or size; EIO for a vSTE with bits outside the
+   * IOMMU_HWPT_DATA_ARM_SMMUV3 → a nested domain (`arm_vsmmu_alloc_domain_nested`): any flag is EOPNOTSUPP
+   * (the core has already taken FAULT_ID_VALID; PASID is not supported on a nested SMMUv3 domain); the copy helper's EINVAL for a wrong type or size; EIO for a vSTE with bits outside the
    * nesting-allowed fields, a Config other than abort/bypass/S1 translate, or EATS other than abort/translate.
    * A vSTE with V = 0 is accepted as all zero (an abort STE).
    */
   allocDomainNested(_device: PhysicalDevice, flags: number, data: UserData): Result<NestedDomain> {
-    if ((flags & ~HwptAllocFlag.PASID) !== 0) return err("EOPNOTSUPP", `nested HWPT flags 0x${flags.toString(16)}`);
+    if (flags !== 0) return err("EOPNOTSUPP", `nested HWPT flags 0x${flags.toString(16)}`);
     const bytes = copyStructFromUser(data, IOMMU_HWPT_DATA_ARM_SMMUV3, HWPT_ARM_SMMUV3_BYTES, HWPT_ARM_SMMUV3_BYTES);
     if (!bytes.ok) return fail(bytes);
     const check = checkNestedVste(fromBytes(bytes.value, 0, 128));
