@@ -12,6 +12,7 @@ import {
   IOMMU_VIOMMU_TYPE_AMD,
 } from "./format/iommufd-uapi.js";
 import { V1_PAGE_SHIFTS } from "./format/page-table-v1.js";
+import { vmPciConfigAccess } from "./guest/pci-config-access.js";
 import { AmdViGuestDriver } from "./guest/amd-vi-driver.js";
 import { AmdViUnit } from "./hw/amd-vi-unit.js";
 import { amdViAcpiTool } from "./tools/acpi-tool.js";
@@ -100,8 +101,7 @@ export function createAmdViPlugin(options: AmdViPluginOptions = {}): VendorPlugi
     },
 
     createDriver(context: GuestContext, device: EmulatedIommu) {
-      // The platform has no PCI configuration space of its own: the device serves its function's.
-      return new AmdViGuestDriver(context, device instanceof AmdViDevice ? device.pciConfigAccess() : undefined);
+      return new AmdViGuestDriver(context, vmPciConfigAccess(context.vm));
     },
   };
   return plugin;

@@ -76,3 +76,32 @@ describe("seeded randomness", () => {
     expect(new SeededRng(42).fork(1).nextU32()).not.toBe(new SeededRng(42).fork(2).nextU32());
   });
 });
+
+describe("the VM's PCI configuration space", () => {
+  it("serves functions where the VMM placed them, reads all ones elsewhere, drops malformed accesses and counts every access as an exit", async () => {
+    const { Platform, formatBdf } = await import("../src/index.js");
+    const platform = new Platform({ plugins: [] });
+    const vm = platform.createVm({ memoryBytes: 2 ** 24 });
+    const regs = new Uint32Array(64);
+    regs[0] = 0x1419_1022;
+    const handler = { read: (o: number, s: 1 | 2 | 4) => (regs[o >> 2]! >>> ((o & 3) * 8)) & (s === 4 ? 0xffff_ffff : s === 2 ? 0xffff : 0xff), write: (o: number, _s: 1 | 2 | 4, v: number) => void (regs[o >> 2] = v) };
+    const fn = vm.mapPciFunction(0x0002, handler);
+    expect(fn.ok).toBe(true);
+    expect(vm.mapPciFunction(0x0002, handler)).toMatchObject({ ok: false, error: { errno: "EEXIST" } });
+    expect(vm.pciConfigRead(0, 0x0002, 0, 4)).toBe(0x1419_1022);
+    expect(vm.pciConfigRead(0, 0x0002, 2, 2)).toBe(0x1419);
+    expect(vm.pciConfigRead(0, 0x0003, 0, 4)).toBe(0xffff_ffff);
+    expect(vm.pciConfigRead(1, 0x0002, 0, 2)).toBe(0xffff);
+    expect(vm.pciConfigRead(0, 0x0002, 1, 2)).toBe(0xffff);
+    expect(vm.pciConfigRead(0, 0x0002, 4096, 1)).toBe(0xff);
+    vm.pciConfigWrite(0, 0x0002, 6, 4, 0x1234);
+    vm.pciConfigWrite(0, 0x0002, 4, 4, 0x5678);
+    expect(regs[1]).toBe(0x5678);
+    expect(vm.exits.pciConfig).toBe(8);
+    expect(vm.interventions).toBe(8);
+    if (fn.ok) fn.value.unmap();
+    expect(vm.pciConfigRead(0, 0x0002, 0, 4)).toBe(0xffff_ffff);
+    expect(formatBdf({ segment: 0, bdf: 0x0a2 })).toBe("00:14.2");
+    expect(formatBdf({ segment: 1, bdf: 0x200 })).toBe("0001:02:00.0");
+  });
+});

@@ -133,7 +133,7 @@ describe("forEachLeaf on formats that repeat leaves and skip levels", () => {
     },
   } as PageTableFormat;
 
-  it("visits each copy of a repeated page as its own slot, and descends into a table that skips a level", () => {
+  it("visits each copy of a repeated page with the page's size, and descends into a table that skips a level", () => {
     const mem = new Uint32Array(4 * 1024 * 2);
     const at = (table: number, index: number, lo: number, hi: number) => {
       mem[(table * 512 + index) * 2] = lo >>> 0;
@@ -159,10 +159,10 @@ describe("forEachLeaf on formats that repeat leaves and skip levels", () => {
     const seen: LeafVisit[] = [];
     forEachLeaf(repeatFormat, geometry, tableAt(0), reader, 0, 2 ** 39, (l) => seen.push({ ...l }));
     expect(seen.map((l) => [l.input, l.output, l.pageShift])).toEqual([
-      [0x4000, 0x4000_0000, 12],
-      [0x5000, 0x4000_1000, 12],
-      [0x6000, 0x4000_2000, 12],
-      [0x7000, 0x4000_3000, 12],
+      [0x4000, 0x4000_0000, 14],
+      [0x5000, 0x4000_0000, 14],
+      [0x6000, 0x4000_0000, 14],
+      [0x7000, 0x4000_0000, 14],
       [2 ** 30 + 3 * 2 ** 21, 0x8000_0000, 21],
     ]);
   });

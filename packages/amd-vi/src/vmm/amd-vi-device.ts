@@ -54,7 +54,6 @@ import { GuestDteWalker, newDteWalkOutcome, type DeviceTableLocation } from "./g
 import { GuestLogRing } from "./guest-log-ring.js";
 import { amdViGuestQueues } from "./guest-queue-views.js";
 import { AmdViPciFunction, type MsiRegisters } from "./pci-function.js";
-import { PCI_ABSENT, type PciConfigAccess } from "../format/pci-config-header.js";
 import { InterruptRemapper } from "./interrupt-remapper.js";
 import { buildIvrs } from "./ivrs-builder.js";
 import { decodeDeviceState, encodeDeviceState, type DeviceRegisters, type DeviceState } from "./device-state.js";
@@ -244,6 +243,10 @@ export class AmdViDevice implements EmulatedIommu {
 
   private setUp(): Result<void> {
     const vm = this.options.vm;
+    // The IOMMU is a PCI function too (at the IVHD's DeviceID): its configuration space goes on the VM's bus.
+    const fn = vm.mapPciFunction(this.pci.bdf, this.pci);
+    if (!fn.ok) return fail(fn);
+    this.unmaps.push(() => fn.value.unmap());
     const trapped: MmioHandler = { read: (o, s) => this.readRegister(o, s), write: (o, s, v) => this.writeRegister(o, s, v) };
     if (this.options.mode === "nested") {
       const v = this.setUpViommu();
@@ -1090,21 +1093,6 @@ export class AmdViDevice implements EmulatedIommu {
   /** The IOMMU function's own DeviceID (BDF): the IVHD's DeviceID, 00:00.2 for the first instance as on AMD platforms. */
   get iommuDeviceId(): number {
     return IOMMU_DEVICE_ID + (this.options.instance ?? 0) * 8;
-  }
-
-  /**
-   * The guest's path to PCI configuration space for this IOMMU's function: its BDF answers, any other reads
-   * all ones (no function there). Core's VM has no configuration space of its own yet, so the device serves
-   * its function itself.
-   */
-  pciConfigAccess(): PciConfigAccess {
-    const fn = this.pci;
-    return {
-      read32: (bdf, offset) => (bdf === fn.bdf ? fn.read(offset, 4) : PCI_ABSENT),
-      write32: (bdf, offset, value) => {
-        if (bdf === fn.bdf) fn.write(offset, 4, value);
-      },
-    };
   }
 
   /** DTE address of a guest DeviceID. */

@@ -146,7 +146,7 @@ describe("the emulated-device contract members", () => {
   it("queue views of a device the guest has not programmed are unconfigured; the pointer encoding keeps the reserved bits", () => {
     const t = oneVm({}, {});
     const fresh = unwrap(
-      (t.device.constructor as typeof AmdViDevice).create({ ...t.device.options, mmioBase: 0xfed0_0000, anchorDevId: t.v.devices[0]!.devId, mode: "shadow" }),
+      (t.device.constructor as typeof AmdViDevice).create({ ...t.device.options, mmioBase: 0xfed0_0000, instance: 5, anchorDevId: t.v.devices[0]!.devId, mode: "shadow" }),
     );
     for (const q of fresh.guestQueues()) {
       expect(q.base()).toBeUndefined();

@@ -130,7 +130,7 @@ describe("the exclusion range on the emulated IOMMU", () => {
     mapOne(t.v, 0x10, IOVA, DATA_GPA, 0x1000);
     write(t, BigInt(DATA_GPA) | ExEn | Allow, BigInt(DATA_GPA));
     const blob = t.device.save();
-    const fresh = unwrap((t.device.constructor as typeof import("../../src/vmm/amd-vi-device.js").AmdViDevice).create({ ...t.device.options, mmioBase: 0xfec0_0000 }));
+    const fresh = unwrap((t.device.constructor as typeof import("../../src/vmm/amd-vi-device.js").AmdViDevice).create({ ...t.device.options, mmioBase: 0xfec0_0000, instance: 5 }));
     unwrap(fresh.restore(blob));
     const out = newWalkResult();
     fresh.translateEmulated(0x10, NO_PASID, DATA_GPA + 8, false, out);

@@ -5,6 +5,7 @@ import { decodeIvrs, type IvhdBlock } from "../../src/format/ivrs.js";
 import { MmioOffset } from "../../src/format/mmio-register-map.js";
 import { PCI_ABSENT, type PciConfigAccess } from "../../src/format/pci-config-header.js";
 import { AmdViGuestDriver } from "../../src/guest/amd-vi-driver.js";
+import { vmPciConfigAccess } from "../../src/guest/pci-config-access.js";
 import type { AmdViDevice } from "../../src/vmm/amd-vi-device.js";
 import { amdBed, DATA_GPA, IOVA, mapOne, oneVm } from "../support.js";
 
@@ -32,7 +33,7 @@ function driverFor(v: TestVm, device: AmdViDevice, access: PciConfigAccess | und
 describe("the IOMMU's PCI function (configuration space)", () => {
   it("is the function QEMU's amd-iommu is: vendor 0x1022, device 0x1419, class 0x080600, the IOMMU capability at 0x40 then a 64-bit MSI capability", () => {
     const { device } = oneVm({ mode: "shadow" }, {});
-    const pci = device.pciConfigAccess();
+    const pci = vmPciConfigAccess(device.options.vm);
     const bdf = device.iommuDeviceId;
     expect(bdf).toBe(0x0002);
     expect(pci.read32(bdf, 0x00)).toBe(0x1419_1022);
@@ -61,7 +62,7 @@ describe("the IOMMU's PCI function (configuration space)", () => {
       const bed = amdBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }, { rid: 0x101, guestRid: 0x11, instance: 1 }], instances: 2 }] });
       const v = bed.vms[0]!;
       const device = v.iommus[instance] as AmdViDevice;
-      const pci = device.pciConfigAccess();
+      const pci = vmPciConfigAccess(device.options.vm);
       const decoded = decodeIvrs(device.acpiTables()[0]!.bytes);
       if (!decoded.ok) throw new Error("IVRS");
       for (const h of ivhds(device)) {
@@ -92,7 +93,7 @@ describe("the IOMMU's PCI function (configuration space)", () => {
 
   it("the capability block is read-only; Command takes only its writable bits; the MSI registers are those of the MMIO mirror", () => {
     const { device, v } = oneVm({ mode: "shadow", eventInterrupts: "vmm" }, {});
-    const pci = device.pciConfigAccess();
+    const pci = vmPciConfigAccess(device.options.vm);
     const bdf = device.iommuDeviceId;
     const before = [0x00, 0x08, 0x34, 0x40, 0x44, 0x48, 0x4c, 0x50, 0x54].map((o) => pci.read32(bdf, o));
     for (const o of [0x00, 0x08, 0x34, 0x40, 0x44, 0x48, 0x4c, 0x50, 0x54]) pci.write32(bdf, o, 0xdead_beef);
@@ -114,7 +115,7 @@ describe("the IOMMU's PCI function (configuration space)", () => {
     const bed = amdBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true, mode: "shadow", eventInterrupts: "vmm" });
     const v = bed.vms[0]!;
     const device = v.iommus[0] as AmdViDevice;
-    const access = device.pciConfigAccess();
+    const access = vmPciConfigAccess(device.options.vm);
     const bdf = device.iommuDeviceId;
     const d = driverFor(v, device, access);
     unwrap(d.init({ translation: true, interruptRemapping: true, eventVector: 0x4c, eventDestination: 2 }));
@@ -146,7 +147,7 @@ describe("the IOMMU's PCI function (configuration space)", () => {
     expect(fault(IOVA + 0x10_0000)).toEqual([0x61]);
     v.vm.mmioWrite(device.mmioBase + MmioOffset.MsiData, 4, 0x62);
     expect(fault(IOVA + 0x20_0000)).toEqual([0x62]);
-    device.pciConfigAccess().write32(device.iommuDeviceId, 0x58, 0);
+    vmPciConfigAccess(device.options.vm).write32(device.iommuDeviceId, 0x58, 0);
     expect(fault(IOVA + 0x30_0000)).toEqual([]);
   });
 
@@ -163,7 +164,7 @@ describe("the IOMMU's PCI function (configuration space)", () => {
     const bed = amdBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true, mode: "shadow", eventInterrupts: "vmm" });
     const v = bed.vms[0]!;
     const device = v.iommus[0] as AmdViDevice;
-    const real = device.pciConfigAccess();
+    const real = vmPciConfigAccess(device.options.vm);
     const masked = (bits: number): PciConfigAccess => ({ read32: (bdf, o) => (o === 0x40 ? (real.read32(bdf, o) & ~bits) >>> 0 : real.read32(bdf, o)), write32: real.write32 });
     const reads = vi.spyOn(v.vm, "mmioRead");
     const d: GuestIommuDriver = driverFor(v, device, masked((1 << 26) | (1 << 27)));
@@ -184,7 +185,7 @@ describe("the IOMMU's PCI function (configuration space)", () => {
     device.destroy();
     const fresh = unwrap((device.constructor as typeof AmdViDevice).create(device.options));
     unwrap(fresh.restore(blob));
-    const pci = fresh.pciConfigAccess();
+    const pci = vmPciConfigAccess(fresh.options.vm);
     expect([pci.read32(2, 0x58) & (1 << 16), pci.read32(2, 0x5c), pci.read32(2, 0x64), pci.read32(2, 0x04) & 0xffff]).toEqual([1 << 16, 0xfee0_0000, 0x51, 1 << 10]);
   });
 });

@@ -85,7 +85,7 @@ for (const c of configs) {
     it("every stream with a valid checksum is refused naming the bad field with the device unchanged, or accepted and working; none throws", () => {
       const { t, json } = source(c.extra);
       const paths = [...leafPaths(json), "hardware", "regs", "eventLog"];
-      const create = (): AmdViDevice => unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE }));
+      const create = (): AmdViDevice => unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE, instance: 5 }));
       let dest = create();
       let refused = 0;
       let accepted = 0;
@@ -150,7 +150,7 @@ for (const c of configs) {
 
     it("the unforged save restores, and a restore refused for one field leaves a device that then takes the good stream", () => {
       const { t, saved, json } = source(c.extra);
-      const dest = unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE }));
+      const dest = unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE, instance: 5 }));
       const pristine = dest.save();
       const regs = json["regs"] as { [k: string]: StateValue };
       const bad = encodeState(KIND, VERSION, { ...json, regs: { ...regs, cmdHead: 8192 } });
@@ -167,7 +167,7 @@ for (const c of configs) {
 describe("what the stream's meaning rules out", () => {
   it("names the field: a pointer beyond the ring its base register sizes, a misaligned one, reserved register bits, a non-sticky Status bit, a hardware block the device lacks", () => {
     const { t, json } = source({ eventInterrupts: "vmm" });
-    const dest = unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE }));
+    const dest = unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE, instance: 5 }));
     const regs = json["regs"] as { [k: string]: StateValue };
     const cases: [StateValue, string][] = [
       [{ ...json, eventLog: { head: 0, tail: 8192 } }, "AMD-Vi state: eventLog.tail is 8192, outside [0, 8176]"],
@@ -192,7 +192,7 @@ describe("every state the device can reach restores", () => {
         fc.property(fc.array(write, { maxLength: 12 }), (writes) => {
           for (const w of writes) t.v.vm.mmioWrite(t.device.mmioBase + (w.size === 8 ? w.offset & ~7 : w.offset), w.size, w.size === 8 ? w.value : w.value & 0xffff_ffffn);
           const blob = t.device.save();
-          const dest = unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE }));
+          const dest = unwrap(AmdViDevice.create({ ...t.device.options, mmioBase: DEST_BASE, instance: 5 }));
           try {
             const r = dest.restore(blob);
             expect(r.ok ? "ok" : r.error.message).toBe("ok");

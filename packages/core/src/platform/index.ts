@@ -2,6 +2,7 @@ export * from "./core-events.js";
 export * from "./host-services.js";
 export * from "./host-log.js";
 export * from "./mmio.js";
+export * from "./pci.js";
 export * from "./vm.js";
 export * from "./dma-device.js";
 export * from "./platform.js";

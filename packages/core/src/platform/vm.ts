@@ -5,12 +5,15 @@ import { InterruptSink } from "../irq/interrupts.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { OwnerId } from "../memory/host-memory.js";
 import type { MmioHandler, MmioMapping } from "./mmio.js";
+import { pciAbsent, pciAccessValid, type PciConfigHandler } from "./pci.js";
 
 /** Counts of VMM interventions: every trapped access or injection is one. */
 export interface ExitCounters {
   mmio: number;
   hypercall: number;
   injections: number;
+  /** Configuration-space accesses (ECAM or 0xCF8/0xCFC): each one traps to the VMM. */
+  pciConfig: number;
 }
 
 /** A hypercall handler (the VMM's, for a hypercall-driven IOMMU). Returns the 64-bit result value. */
@@ -26,8 +29,10 @@ export const CurrentVm = token<VirtualMachine>("CurrentVm");
  */
 export class VirtualMachine {
   readonly interrupts: InterruptSink;
-  readonly exits: ExitCounters = { mmio: 0, hypercall: 0, injections: 0 };
+  readonly exits: ExitCounters = { mmio: 0, hypercall: 0, injections: 0, pciConfig: 0 };
   private readonly regions: MmioMapping[] = [];
+  /** PCI functions the VMM emulates, by segment << 16 | requester id. */
+  private readonly functions = new Map<number, PciConfigHandler>();
   private hypercallHandler: HypercallHandler | undefined;
 
   constructor(
@@ -78,6 +83,31 @@ export class VirtualMachine {
     r.handler.write(address - r.base, size, BigInt(value));
   }
 
+  /** Places a PCI function's configuration space at `bdf` of `segment`; EEXIST when a function is there. */
+  mapPciFunction(bdf: number, handler: PciConfigHandler, segment = 0): Result<{ unmap(): void }> {
+    const key = segment * 0x10000 + bdf;
+    if (!Number.isInteger(bdf) || bdf < 0 || bdf > 0xffff || !Number.isInteger(segment) || segment < 0 || segment > 0xffff) return err("EINVAL", `no PCI address ${segment}:${bdf}`);
+    if (this.functions.has(key)) return err("EEXIST", `a PCI function is already at ${bdf.toString(16)}`);
+    this.functions.set(key, handler);
+    return ok({ unmap: () => void (this.functions.get(key) === handler && this.functions.delete(key)) });
+  }
+
+  /** A guest configuration read. Nothing there (or an access the mechanism cannot issue) reads all ones. */
+  pciConfigRead(segment: number, bdf: number, offset: number, size: 1 | 2 | 4): number {
+    this.exits.pciConfig++;
+    const f = this.functions.get(segment * 0x10000 + bdf);
+    if (f === undefined || !pciAccessValid(offset, size)) return pciAbsent(size);
+    return f.read(offset, size) >>> 0;
+  }
+
+  /** A guest configuration write; to nothing, or malformed, it is dropped. */
+  pciConfigWrite(segment: number, bdf: number, offset: number, size: 1 | 2 | 4, value: number): void {
+    this.exits.pciConfig++;
+    const f = this.functions.get(segment * 0x10000 + bdf);
+    if (f === undefined || !pciAccessValid(offset, size)) return;
+    f.write(offset, size, value >>> 0);
+  }
+
   onHypercall(handler: HypercallHandler): void {
     this.hypercallHandler = handler;
   }
@@ -96,6 +126,6 @@ export class VirtualMachine {
 
   /** Total VMM interventions so far. */
   get interventions(): number {
-    return this.exits.mmio + this.exits.hypercall + this.exits.injections;
+    return this.exits.mmio + this.exits.hypercall + this.exits.injections + this.exits.pciConfig;
   }
 }

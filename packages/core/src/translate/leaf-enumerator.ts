@@ -42,10 +42,10 @@ export function forEachLeaf(
       if (!reader.readEntry(table + i * 8, entry)) continue;
       format.decodeEntry(entry[0]!, entry[1]!, level, d);
       if (d.kind === EntryKind.Leaf) {
-        // A page larger than its slot is repeated in every slot it covers (AMD-Vi's NextLevel 7): each copy
-        // translates its own slot, so each is visited as a slot-sized piece of the page.
-        if (d.pageShift > shift) visit({ input, output: d.address + (input % 2 ** d.pageShift), pageShift: shift, perms: perms & d.perms });
-        else visit({ input, output: d.address, pageShift: d.pageShift, perms: perms & d.perms });
+        // A page larger than its slot (AMD-Vi's NextLevel 7 repeats it in every slot it covers) is visited once per
+        // copy, each time with its full size: a mirror that maps it must check the copies agree (a hostile table may
+        // make them differ) and map each slot's own piece when they do not.
+        visit({ input, output: d.address, pageShift: d.pageShift, perms: perms & d.perms });
       } else if (d.kind === EntryKind.Table && d.nextLevel < level && d.nextLevel >= 1) {
         // A table of a lower level than the next (a skipped level) covers the start of this slot only.
         if (!walk(d.address, d.nextLevel, input, perms & d.perms)) return false;
