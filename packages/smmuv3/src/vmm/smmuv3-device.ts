@@ -54,6 +54,7 @@ import { parseSmmuv3State, SMMUV3_STATE_KIND, SMMUV3_STATE_VERSION, type Smmuv3S
 import { ShadowHost, type ShadowStream } from "./shadow-host.js";
 
 
+const IDR0_S1P = 1 << 1;
 const CR0_SMMUEN = 1 << 0;
 const CR0_CMDQEN = 1 << 3;
 const IRQ_GERROR = 1 << 0;
@@ -167,6 +168,11 @@ export class Smmuv3Device implements EmulatedIommu {
       const host = NestedHost.create(options.iommufd, options.anchorDevId, options.parentHwptId, extras.viommuType, extras.viommuData);
       if (!host.ok) return fail(host);
       nested = host.value;
+      // A stage 1 the guest can use needs the host's: AArch64 tables it can read little-endian (as QEMU refuses a host without).
+      if ((emulatedIds(nested.hostInfo, options.mode).IDR0! & IDR0_S1P) === 0) {
+        nested.destroy();
+        return err("EOPNOTSUPP", "the host SMMU has no little-endian AArch64 stage 1 to offer the guest");
+      }
     }
     const device = new Smmuv3Device(options, nested, extras);
     if (options.mode === "shadow") {
