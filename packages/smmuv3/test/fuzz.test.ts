@@ -13,6 +13,8 @@ import { DEFAULT_SMMUV3_HW } from "../src/hw/smmuv3-hw-config.js";
 import { rawSmmu } from "./raw-smmu.js";
 import { hostSetup, smmuBed } from "./support.js";
 
+/** The seed comes from the environment (fast-check prints it with any counterexample). */
+const SEED = Number(process.env.VIOMMU_SEED ?? 7);
 const opcodes = Object.values(CommandOpcode);
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 /** A command: mostly a known opcode with random fields, sometimes anything at all. */
@@ -42,7 +44,7 @@ describe("fuzzing with hostile guest input", () => {
         expect(s.cons()).toBe(Number(s.vm.mmioRead(s.iommu.mmioBase + 0x98, 4)));
         expect(host.violations).toEqual([]);
       }),
-      { seed: 7, numRuns: 150 },
+      { seed: SEED, numRuns: 150 },
     );
   });
 
@@ -62,7 +64,7 @@ describe("fuzzing with hostile guest input", () => {
           else s.vm.mmioRead(at, a.size);
         }
       }),
-      { seed: 11, numRuns: 100 },
+      { seed: SEED + 4, numRuns: 100 },
     );
     expect(s.driver.init({ translation: true, interruptRemapping: false }).ok).toBe(true);
     const domain = unwrap(s.driver.createDomain());
@@ -85,7 +87,7 @@ describe("fuzzing with hostile guest input", () => {
           if (typeof cd === "number") expect(cd).toBe(EventType.C_BAD_CD);
         }
       }),
-      { seed: 3, numRuns: 2000 },
+      { seed: SEED - 4, numRuns: 2000 },
     );
   });
 
@@ -104,7 +106,7 @@ describe("fuzzing with hostile guest input", () => {
           else expect(r.fault.code === 0 || EVENT_CODES.has(r.fault.code)).toBe(true);
         }
       }),
-      { seed: 5, numRuns: 200 },
+      { seed: SEED - 2, numRuns: 200 },
     );
   });
 
@@ -137,7 +139,134 @@ describe("fuzzing with hostile guest input", () => {
           expect(host.violations).toEqual([]);
         },
       ),
-      { seed: 9, numRuns: 150 },
+      { seed: SEED + 2, numRuns: 150 },
+    );
+  });
+
+  /** Numbers a hostile or buggy caller may pass where an address belongs. */
+  const hostileAddress = fc.oneof(
+    fc.constantFrom(-1, -4096, 0.5, 4096.25, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 2 ** 53, 2 ** 53 + 4096, 2 ** 63, 2 ** 64 - 4096, 0xffff_ffff_ffff_f000, 2 ** 48, 2 ** 52, 2 ** 48 - 4096),
+    fc.double({ noNaN: false }),
+    fc.integer({ min: 0, max: 2 ** 52 }).map((p) => p * 4096),
+    fc.nat(2 ** 24).map((p) => 0x10_0000 + p),
+    fc.nat(0x3fff).map((p) => 0x10_0000 + p + 0.5),
+  );
+
+  it("64-bit inputs: no hostile IOVA, StreamID or SubstreamID throws or answers other than the architecture's event", () => {
+    const s = smmuBed();
+    const domain = unwrap(s.driver.createDomain());
+    unwrap(s.driver.attach(0x10, domain));
+    unwrap(s.driver.map(domain, 0x10_0000, 0x2000_0000, 0x4000, Perm.ReadWrite));
+    const out = newWalkResult();
+    const host = s.bed.platform.host.memory;
+    const evtqBase = Number(s.vm.mmioRead(s.iommu.mmioBase + 0xa0, 8) & 0x000f_ffff_ffff_ffe0n);
+    const ste = s.driver.streamTableBase! + 0x10 * 64;
+    const steWord0 = s.vm.memory.read32(ste);
+    const cr0 = s.iommu.mmioBase + 0x20;
+    const enabled = Number(s.vm.mmioRead(cr0, 4));
+    fc.assert(
+      fc.property(hostileAddress, fc.oneof(fc.constant(0x10), hostileAddress), fc.oneof(fc.constant(NO_PASID), fc.integer({ min: -2, max: 3 }), hostileAddress), fc.constantFrom("s1", "bypass", "disabled"), fc.boolean(), (iova, sid, pasid, config, write) => {
+        s.vm.memory.write32(ste, config === "bypass" ? (steWord0 & ~0xe) | (0b100 << 1) : steWord0);
+        s.vm.mmioWrite(cr0, 4, config === "disabled" ? enabled & ~1 : enabled);
+        const prod = Number(s.vm.mmioRead(s.iommu.mmioBase + 0x100a8, 4));
+        s.iommu.translateEmulated(sid, pasid, iova, write, out);
+        if (out.ok) {
+          expect(Number.isSafeInteger(out.output) && out.output >= 0).toBe(true);
+          expect(Number.isSafeInteger(iova) && iova >= 0 && iova < 2 ** 48).toBe(true);
+        }
+        // Whatever was recorded is an architected event, and an address that is not one gets the range events.
+        const after = Number(s.vm.mmioRead(s.iommu.mmioBase + 0x100a8, 4));
+        if (after !== prod) {
+          const code = s.vm.memory.read32(evtqBase + (prod & 0x3f) * 32) & 0xff;
+          expect(EVENT_CODES.has(code)).toBe(true);
+          if (!Number.isSafeInteger(iova) || iova < 0) expect([EventType.F_TRANSLATION, EventType.F_ADDR_SIZE, EventType.C_BAD_STREAMID, EventType.C_BAD_SUBSTREAMID, EventType.F_STREAM_DISABLED]).toContain(code);
+        }
+        s.vm.mmioWrite(s.iommu.mmioBase + 0x100ac, 4, after);
+        // The passthrough device's own DMA through the host unit, with the same address when it is one a device can
+        // put on the bus (core's DmaDevice refuses anything but a non-negative integer: that is the device model's bug).
+        if (Number.isInteger(iova) && iova >= 0) {
+          s.device.translate(iova, write, Number.isInteger(pasid) && pasid >= 0 && pasid < 16 ? pasid : NO_PASID, out);
+          if (out.ok) expect(host.ownerOf(out.output)).toBe(s.vm.id);
+        }
+        expect(host.violations).toEqual([]);
+      }),
+      { seed: SEED + 6, numRuns: 600 },
+    );
+  });
+
+  it("an address that is no integer, or at or above 2^53 (a TTB1-half or sign-extended IOVA), gets F_TRANSLATION through stage 1, F_ADDR_SIZE through a bypass STE, a silent abort with the SMMU disabled", () => {
+    const s = smmuBed();
+    const domain = unwrap(s.driver.createDomain());
+    unwrap(s.driver.attach(0x10, domain));
+    const out = newWalkResult();
+    const ste = s.driver.streamTableBase! + 0x10 * 64;
+    const steWord0 = s.vm.memory.read32(ste);
+    s.driver.readEvents();
+    unwrap(s.driver.map(domain, 0x10_0000, 0x2000_0000, 0x1000, Perm.ReadWrite));
+    // A fraction inside a mapped page is no address either.
+    const hostile = [2 ** 53, 2 ** 64 - 4096, 0xffff_ffff_ffff_f000, 0x10_0000 + 0.5, -4096, Number.NaN, 2 ** 48];
+    for (const iova of hostile) s.iommu.translateEmulated(0x10, NO_PASID, iova, false, out);
+    expect(s.driver.readEvents().map((e) => e.name)).toEqual(hostile.map(() => "F_TRANSLATION"));
+    s.vm.memory.write32(ste, (steWord0 & ~0xe) | (0b100 << 1));
+    for (const iova of hostile) s.iommu.translateEmulated(0x10, NO_PASID, iova, false, out);
+    expect(s.driver.readEvents().map((e) => e.name)).toEqual(hostile.map(() => "F_ADDR_SIZE"));
+    const cr0 = s.iommu.mmioBase + 0x20;
+    s.vm.mmioWrite(cr0, 4, Number(s.vm.mmioRead(cr0, 4)) & ~1);
+    for (const iova of hostile) {
+      s.iommu.translateEmulated(0x10, NO_PASID, iova, false, out);
+      expect(out.ok).toBe(false);
+    }
+    expect(s.driver.readEvents()).toEqual([]);
+    // The host unit: the nested STE's stage 1 answers F_TRANSLATION, never a host exception.
+    for (const iova of hostile.filter((x) => Number.isInteger(x) && x >= 0)) expect(s.device.translate(iova, false, NO_PASID, out).ok).toBe(false);
+  });
+
+  it("64-bit register values and table pointers (STRTAB_BASE, CMDQ_BASE, EVTQ_BASE, MSI addresses, CD pointer, TTB0) beyond guest RAM or 2^52 never throw and end as the architecture's errors", () => {
+    const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true });
+    const u64 = fc.oneof(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.constantFrom((1n << 52n) - 64n, 1n << 40n, 0x1_0000_0000n, 0xffff_ffff_ffff_ffc0n, 0x0008_0000_0000_0000n));
+    const base = s.iommu.mmioBase;
+    fc.assert(
+      fc.property(fc.record({ strtab: u64, cmdq: u64, evtq: u64, msi: u64, ctx: u64, ttb: u64 }), fc.array(command, { maxLength: 4 }), fc.array(fc.nat(0xff), { maxLength: 4 }), (v, commands, sids) => {
+        s.vm.mmioWrite(base + 0x20, 4, 0);
+        s.vm.mmioWrite(base + 0x80, 8, v.strtab);
+        s.vm.mmioWrite(base + 0x88, 4, 8);
+        s.vm.mmioWrite(base + 0x90, 8, v.cmdq);
+        s.vm.mmioWrite(base + 0xa0, 8, v.evtq);
+        s.vm.mmioWrite(base + 0x98, 4, 0);
+        s.vm.mmioWrite(base + 0x9c, 4, 0);
+        s.vm.mmioWrite(base + 0x68, 8, v.msi);
+        s.vm.mmioWrite(base + 0xb0, 8, v.msi);
+        s.vm.mmioWrite(base + 0x50, 4, 0b101);
+        // Where the table happens to be guest RAM, an S1 STE whose CD pointer, and a CD whose TTB0, are the values.
+        const strtab = Number(v.strtab & 0x000f_ffff_ffff_ffc0n);
+        const ste = strtab + 0x10 * 64;
+        if (s.vm.memory.hostReadable(ste, 64)) {
+          s.vm.memory.write64(ste, (v.ctx & 0x000f_ffff_ffff_ffc0n) | 0b1011n);
+          const cd = Number(v.ctx & 0x000f_ffff_ffff_ffc0n);
+          if (s.vm.memory.hostReadable(cd, 64)) {
+            s.vm.memory.write64(cd, 0x0000_2000_8000_0010n | (1n << 45n) | (1n << 46n));
+            s.vm.memory.write64(cd + 8, v.ttb & 0x000f_ffff_ffff_fff0n);
+          }
+        }
+        s.vm.mmioWrite(base + 0x20, 4, 0b1101);
+        const cmdq = Number(v.cmdq & 0x000f_ffff_ffff_ffe0n);
+        commands.forEach((c, i) => s.vm.memory.hostReadable(cmdq + i * 16, 16) && s.vm.memory.writeWords(cmdq + i * 16, c));
+        s.vm.mmioWrite(base + 0x98, 4, commands.length);
+        const out = newWalkResult();
+        for (const sid of [0x10, ...sids]) {
+          s.iommu.translateEmulated(sid, NO_PASID, 0x1000, true, out);
+          s.iommu.deliverMsi(sid, { address: 0x1000, data: 1 });
+        }
+        s.device.read(0x1000, 4);
+        s.iommu.poll();
+        const gerror = Number(s.vm.mmioRead(base + 0x60, 4));
+        s.vm.mmioWrite(base + 0x64, 4, gerror);
+        const cons = Number(s.vm.mmioRead(base + 0x9c, 4));
+        expect([0, 1, 2, 3]).toContain((cons >>> 24) & 0x7f);
+        expect(s.bed.platform.host.memory.violations).toEqual([]);
+      }),
+      { seed: SEED + 8, numRuns: 200 },
     );
   });
 });
+

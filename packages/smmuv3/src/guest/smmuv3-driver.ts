@@ -49,12 +49,17 @@ const TCR_WBWA = 1;
 const CR2_LINUX = (1 << 2) | (1 << 1);
 const CR0 = { SMMUEN: 1 << 0, EVTQEN: 1 << 2, CMDQEN: 1 << 3 } as const;
 const IRQ_CTRL = { GERROR: 1 << 0, EVTQ: 1 << 2 } as const;
+/** Linux's MSI_IOVA_BASE and MSI_IOVA_LENGTH (arm-smmu-v3.c): the IOVA window its SW_MSI reserved region holds. */
+const MSI_IOVA_BASE = 0x0800_0000;
+const MSI_IOVA_LENGTH = 0x10_0000;
 /** An opcode the architecture does not define: the driver's deliberately illegal command. */
 const UNDEFINED_OPCODE = 0x7f;
 
 interface Domain {
   readonly asid: number;
   readonly table: GuestPageTable;
+  /** MSI doorbell pages mapped in the domain's MSI window: doorbell page → IOVA. */
+  readonly msiPages: Map<number, number>;
 }
 
 interface Stream {
@@ -232,7 +237,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const table = GuestPageTable.create(this.context.memory, this.context.pages, this.granuleShift, addressSizeBits(this.oasCode) ?? 48);
     if (!table.ok) return fail(table);
     const asid = this.nextAsid++;
-    this.domains.set(asid, { asid, table: table.value });
+    this.domains.set(asid, { asid, table: table.value, msiPages: new Map() });
     return ok(asid);
   }
 
@@ -338,6 +343,28 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const mapped = d.value.table.builder.map(iova, gpa, length, perms | Perm.User | Perm.Exec);
     if (!mapped.ok) return mapped;
     return this.mapNotify ? this.invalidateRange(d.value, iova, length, undefined) : ok();
+  }
+
+  /**
+   * Maps an MSI doorbell (a GIC frame's physical address) into a domain as Linux's iommu_dma_prepare_msi does for
+   * a device's MSIs: the doorbell's page at an IOVA of the domain's MSI window (MSI_IOVA_BASE, the SW_MSI reserved
+   * region arm-smmu-v3 declares), once per page, write-enabled (IOMMU_WRITE | IOMMU_MMIO; VMSA has no write-only
+   * permission). Returns the IOVA the device must write; ENOSPC when the window is full.
+   */
+  mapMsiDoorbell(domainId: GuestDomainId, doorbell: number): Result<number> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const granule = 2 ** this.granuleShift;
+    const page = doorbell - (doorbell % granule);
+    let iova = d.value.msiPages.get(page);
+    if (iova === undefined) {
+      iova = MSI_IOVA_BASE + d.value.msiPages.size * granule;
+      if (iova + granule > MSI_IOVA_BASE + MSI_IOVA_LENGTH) return err("ENOSPC", "the domain's MSI window is full");
+      const mapped = this.map(domainId, iova, page, granule, Perm.ReadWrite);
+      if (!mapped.ok) return mapped;
+      d.value.msiPages.set(page, iova);
+    }
+    return ok(iova + (doorbell % granule));
   }
 
   unmap(domainId: GuestDomainId, iova: number, length: number): Result<void> {

@@ -42,7 +42,7 @@ import { CD_BYPASS, decodeCdSettings, readCd, type CdSettings } from "../transla
 import { faultRecord } from "../translate/fault-record.js";
 import { smmuFeatures, type SmmuFeatures } from "../translate/smmu-features.js";
 import { decodeSteSettings, type SteStage1 } from "../translate/ste-config.js";
-import { configFault, newSmmuWalkInfo, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "../translate/walk-info.js";
+import { configFault, isInputAddress, newSmmuWalkInfo, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "../translate/walk-info.js";
 import { DEFAULT_SMMUV3_HW, type Smmuv3HwConfig } from "./smmuv3-hw-config.js";
 import type { Smmuv3Extension } from "./smmuv3-extension.js";
 import { Smmuv3NestedDomain } from "./smmuv3-nested-domain.js";
@@ -302,13 +302,15 @@ export class Smmuv3Unit implements PhysicalIommu {
     const settings = cd.settings;
     info.asid = settings.asid;
     const vmid = s.s2!.vmid;
-    // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
-    if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
-    if (settings.epd0 || !(request.iova >= 0) || request.iova >= 2 ** settings.geometry.inputBits) {
+    // Outside TTB0's range (a fraction, a TTB1-half or sign-extended address, anything at or above 2^53 included):
+    // a translation fault before any lookup.
+    if (settings.epd0 || !isInputAddress(request.iova) || request.iova >= 2 ** settings.geometry.inputBits) {
       configFault(out, info, EventType.F_TRANSLATION, request.iova);
       info.record = settings.record;
       return;
     }
+    // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
+    if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
     this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
     cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out);
     if (out.ok) return;
@@ -329,6 +331,13 @@ export class Smmuv3Unit implements PhysicalIommu {
 
   private translateStage2(s: StreamState, request: DmaRequest, out: WalkResult): void {
     const domain = s.s2!;
+    // Stage 1 bypassed: an input beyond the IAS is a stage-1 F_ADDR_SIZE (IHI0070 §3.4); beyond S2T0SZ, stage 2's
+    // translation fault.
+    if (!isInputAddress(request.iova) || request.iova >= 2 ** this.features.oasBits) {
+      configFault(out, this.info, EventType.F_ADDR_SIZE, request.iova);
+      out.fault = WalkFault.AddressSize;
+      return;
+    }
     this.info.bypass = true;
     if (translateFromIotlb(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, request.access, this.hit, out) && out.ok) return;
     domain.table.walk(request.iova, request.access, out);

@@ -28,7 +28,7 @@ export function readCd(s1: SteStage1, ssid: number, reader: EntryReader, out: Ui
     else if (s1.dss === SteS1Dss.Bypass) return CD_BYPASS;
     else return EventType.F_STREAM_DISABLED;
   } else {
-    if (s1.cdMax === 0 || !(ssid >= 0) || ssid >= 2 ** s1.cdMax) return EventType.C_BAD_SUBSTREAMID;
+    if (s1.cdMax === 0 || !Number.isInteger(ssid) || ssid < 0 || ssid >= 2 ** s1.cdMax) return EventType.C_BAD_SUBSTREAMID;
     // S1DSS = SSID0 gives substream 0 to untagged traffic: tagged traffic selecting it is F_STREAM_DISABLED (§5.2).
     if (ssid === 0 && s1.dss === SteS1Dss.Ssid0) return EventType.F_STREAM_DISABLED;
     index = ssid;

@@ -31,7 +31,8 @@ export function faultRecord(info: SmmuWalkInfo, t: FaultingAccess): RawBits | un
   const rnw = (t.access & Perm.Write) === 0 ? 1 : 0;
   const ind = (t.access & Perm.Exec) !== 0 ? 1 : 0;
   const pnu = (t.access & Perm.User) === 0 ? 1 : 0;
-  const input = BigInt(Math.max(0, Math.trunc(t.iova)));
+  // InputAddr is 64 bits: a value no 64-bit address can be (NaN, an infinity, a negative) is recorded as 0.
+  const input = Number.isFinite(t.iova) && t.iova >= 0 && t.iova < 2 ** 64 ? BigInt(Math.trunc(t.iova)) : 0n;
   const fetch = addressField(info.fetchAddress, 8);
   const ipa = addressField(info.ipa, PAGE_BYTES);
   switch (info.event) {

@@ -6,7 +6,7 @@ import type { SmmuFeatures } from "./smmu-features.js";
 import { decodeSteSettings, type SteSettings } from "./ste-config.js";
 import { walkStage1 } from "./stage1-walk.js";
 import { readSte, type StreamTableConfig } from "./stream-table-lookup.js";
-import { bypassResult, configFault, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "./walk-info.js";
+import { bypassChecked, configFault, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "./walk-info.js";
 import { WalkFault } from "@viommu/core";
 
 /**
@@ -43,6 +43,7 @@ export class GuestStage1Translator {
   }
 
   private ste(sid: number, info: SmmuWalkInfo): SteSettings | number {
+    if (!Number.isInteger(sid)) return EventType.C_BAD_STREAMID;
     const cached = this.cacheConfig ? this.steCache.get(sid) : undefined;
     if (cached !== undefined) return cached;
     const table = this.table;
@@ -75,9 +76,10 @@ export class GuestStage1Translator {
     const ste = this.ste(sid, info);
     if (typeof ste === "number") return configFault(out, info, ste, iova);
     if (ste.config === SteConfig.Abort) return configFault(out, info, 0, iova);
-    if (ste.stage1 === undefined) return bypassResult(out, info, iova);
+    // Every stage bypassed: checked against the OAS; stage 1 alone bypassed: against the IAS (= OAS, AArch64 only).
+    if (ste.stage1 === undefined) return bypassChecked(out, info, iova, this.features.oasBits);
     const cd = this.cd(sid, ssid, ste, info);
-    if (cd === CD_BYPASS) return bypassResult(out, info, iova);
+    if (cd === CD_BYPASS) return bypassChecked(out, info, iova, this.features.oasBits);
     if (typeof cd === "number") return configFault(out, info, cd, iova);
     info.asid = cd.asid;
     walkStage1(cd, iova, access, this.walker, this.reader, out);

@@ -37,7 +37,7 @@ const entry = new Uint32Array(2);
  * the table memory cannot be read (`info.fetchAddress` says where).
  */
 export function readSte(table: StreamTableConfig, sid: number, reader: EntryReader, out: Uint32Array, info: SmmuWalkInfo): number {
-  if (!(sid >= 0) || sid >= 2 ** table.log2Size) return EventType.C_BAD_STREAMID;
+  if (!Number.isInteger(sid) || sid < 0 || sid >= 2 ** table.log2Size) return EventType.C_BAD_STREAMID;
   let steAddress: number;
   if (table.twoLevel) {
     const l1 = table.base + strtabL1Index(sid, table.split) * L1STD_BYTES;

@@ -66,6 +66,27 @@ export function configFault(out: WalkResult, info: SmmuWalkInfo, event: number, 
   info.record = event !== 0;
 }
 
+/**
+ * Whether a transaction's input is an address the model can carry: a non-negative integer below 2^53. Anything
+ * else (a fraction, NaN, a value at or above 2^53 such as a sign-extended TTB1-half address) is outside every
+ * range the SMMU checks, and gets the event an address beyond that range gets.
+ */
+export function isInputAddress(x: number): boolean {
+  return Number.isSafeInteger(x) && x >= 0;
+}
+
+/**
+ * A transaction that bypasses stage 1 (IHI0070 §3.4): its address is the output, unless it exceeds the
+ * `limitBits` the SMMU implements (the OAS for an STE bypassing every stage, the IAS when stage 1 alone is
+ * bypassed), when it is terminated with F_ADDR_SIZE (CLASS IN, S2 = 0, always recorded).
+ */
+export function bypassChecked(out: WalkResult, info: SmmuWalkInfo, input: number, limitBits: number): void {
+  if (isInputAddress(input) && input < 2 ** limitBits) return bypassResult(out, info, input);
+  configFault(out, info, EventType.F_ADDR_SIZE, input);
+  out.fault = WalkFault.AddressSize;
+  info.eventClass = EventClass.IN;
+}
+
 /** Marks `out` as a transaction passed through untranslated (output = input). */
 export function bypassResult(out: WalkResult, info: SmmuWalkInfo, input: number): void {
   out.ok = true;

@@ -2,6 +2,7 @@ import {
   encodeState,
   err,
   fail,
+  newWalkResult,
   NO_PASID,
   ok,
   Perm,
@@ -29,7 +30,7 @@ import {
 import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits, type CommandName } from "../format/command.js";
 import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdSsec, cmdSyncCs, cmdSyncMsiAddress, cmdSyncMsiData, tlbiRange, type NumberRange } from "../format/command-fields.js";
 import { GerrorBit, gerrorActive, gerrorRaise } from "../format/control-registers.js";
-import { EventType } from "../format/event-record.js";
+import { eventName, EventType } from "../format/event-record.js";
 import { gicrSetlpirCpu } from "../format/gic-doorbell.js";
 import { CMDQ_CONS_ERR_MASK, CmdqError, QUEUE_OVERFLOW_FLAG } from "../format/queue-registers.js";
 import { tlbiRangeReserved } from "../format/tlbi-range.js";
@@ -41,7 +42,7 @@ import { GuestStage1Translator } from "../translate/guest-translator.js";
 import { smmuFeatures, type SmmuFeatures } from "../translate/smmu-features.js";
 import { decodeSteSettings } from "../translate/ste-config.js";
 import { readSte, streamTableConfig, type StreamTableConfig } from "../translate/stream-table-lookup.js";
-import { newSmmuWalkInfo } from "../translate/walk-info.js";
+import { isInputAddress, newSmmuWalkInfo, resetSmmuWalkInfo } from "../translate/walk-info.js";
 import { EmulatedCommandQueue, type CommandExecutor } from "./emulated-command-queue.js";
 import { EmulatedEventQueue } from "./emulated-event-queue.js";
 import { emulatedIds, type EmulatedIds } from "./emulated-idr.js";
@@ -122,6 +123,7 @@ export class Smmuv3Device implements EmulatedIommu {
   private readonly reader: GuestMemoryReader;
   private readonly translator: GuestStage1Translator;
   private readonly info = newSmmuWalkInfo();
+  private readonly msiWalk = newWalkResult();
   private readonly steWords = new Uint32Array(16);
   private readonly cdWords = new Uint32Array(16);
   private readonly assigned = new Map<number, Assigned>();
@@ -648,7 +650,9 @@ export class Smmuv3Device implements EmulatedIommu {
   translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void {
     const access = write ? Perm.Write : Perm.Read;
     if (!this.smmuEnabled) {
-      const abort = (this.regs.num("GBPA") & GBPA_ABORT) !== 0;
+      // GBPA bypass presents the address as the PA, unless it exceeds the OAS: aborted, no event (IHI0070 §3.4).
+      const abort = (this.regs.num("GBPA") & GBPA_ABORT) !== 0 || !isInputAddress(iova) || iova >= 2 ** this.features.oasBits;
+      resetSmmuWalkInfo(this.info);
       out.ok = !abort;
       out.mapped = !abort;
       out.output = iova;
@@ -668,11 +672,22 @@ export class Smmuv3Device implements EmulatedIommu {
   }
 
   /**
-   * SMMUv3 remaps no interrupts: a device's MSI is a write to the interrupt controller, which the model's GIC
-   * takes at a CPU's GICR_SETLPIR doorbell (data = INTID). Any other address is not an interrupt (blocked).
+   * A device's MSI is a DMA write like any other, so it is translated by the SMMU before it reaches the interrupt
+   * controller: Linux on arm64 maps the ITS doorbell at an IOVA of the device's domain (iommu_dma_prepare_msi, the
+   * MSI cookie) and programs the device with that IOVA. The write goes through the stream's configuration as DMA
+   * does (`translateEmulated`: GBPA while disabled, else STE, CD and the guest's stage-1 tables, the VM's stage 2
+   * being IPA = GPA for the interrupt controller's frames), and a fault is the architecture's: blocked, with the
+   * event recorded where the SMMU records it (F_TRANSLATION with CD.R, say). The output address must then be a
+   * doorbell of the model's GIC: a CPU's GICR_SETLPIR (data = INTID); anything else is no interrupt (blocked).
    */
   deliverMsi(guestRid: number, msi: MsiMessage): InterruptResult {
-    const cpu = gicrSetlpirCpu(msi.address);
+    const out = this.msiWalk;
+    this.translateEmulated(guestRid, NO_PASID, msi.address, true, out);
+    if (!out.ok) {
+      const event = this.info.event;
+      return { ok: false, fault: { code: event, name: event === 0 ? "ABORT" : (eventName(event) ?? "UNKNOWN") } };
+    }
+    const cpu = gicrSetlpirCpu(out.output);
     if (cpu === undefined || cpu >= this.vm.vcpus) return { ok: false, fault: { code: 0, name: "NOT_AN_INTERRUPT_DOORBELL" } };
     this.vm.inject(msi.data >>> 0, cpu, `msi:${guestRid.toString(16)}`);
     return { ok: true, irq: { vector: msi.data >>> 0, destination: cpu, destinationMode: "physical", deliveryMode: 0, trigger: "edge" } };
