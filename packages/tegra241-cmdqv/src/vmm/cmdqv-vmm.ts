@@ -1,7 +1,9 @@
 import {
   err,
   fail,
+  HostServices,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+  resolveToken,
   ok,
   type IommufdContext,
   type MmioHandler,
@@ -347,7 +349,16 @@ export class CmdqvVmm {
     if (r.ok) {
       this.hwQueueIds[q] = r.value;
       this.stats.queuesAllocated++;
-    } else this.stats.queueAllocFailures++;
+    } else {
+      this.stats.queueAllocFailures++;
+      resolveToken(this.vm.container, HostServices).log.record({
+        vm: this.vm.id,
+        source: `tegra241-cmdqv@0x${this.placement.base.toString(16)}`,
+        kind: "configuration-refused",
+        error: r.error,
+        message: `VCMDQ${q}: IOMMU_HW_QUEUE_ALLOC of 0x${address.toString(16)} (${length} bytes) refused (${r.error.errno} ${r.error.message}); the queue stays down`,
+      });
+    }
   }
 
   private setUpAllQueues(): void {

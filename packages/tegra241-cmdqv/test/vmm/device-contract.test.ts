@@ -106,6 +106,18 @@ describe("VCMDQ page-1 registers", () => {
   });
 });
 
+describe("a VCMDQ the host will not set up", () => {
+  it("is written to the host log (configuration-refused) and stays down: its page 0 reads zero in the guest", () => {
+    const b = open();
+    const v = b.vms[0]!;
+    const page1 = BASE + 0x40000 + 0x80;
+    // VCMDQ1 BASE moved to an address not aligned to its 512-entry (8 KiB) size: the host's HW queue rules refuse it.
+    v.vm.mmioWrite(page1, 8, BigInt(0x4000_1000) | 9n);
+    expect(b.platform.host.log.entries({ vm: v.vm.id, kind: "configuration-refused" })).toMatchObject([{ errno: "EINVAL", source: `tegra241-cmdqv@0x${BASE.toString(16)}` }]);
+    expect(device(v).guestQueues().find((q) => q.name === "VCMDQ1")!.base()).toBeUndefined();
+  });
+});
+
 describe("HYP_OWN stays the host's", () => {
   it("the host's VINTF for the VM has HYP_OWN = 0; a guest write of HYP_OWN to its VINTF0 CONFIG reads back 0", () => {
     const v = open().vms[0]!;
