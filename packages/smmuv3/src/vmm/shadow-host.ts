@@ -110,7 +110,7 @@ export class ShadowHost {
         return undefined;
       }
       this.block(d);
-      return r.error;
+      return this.refused(vsid, r.error);
     }
     if (stream.kind === "blocked") {
       this.block(d);
@@ -119,18 +119,30 @@ export class ShadowHost {
     const space = this.spaceFor(stream.cd);
     if (!space.ok) {
       this.block(d);
-      return space.error;
+      return this.refused(vsid, space.error);
     }
     const r = this.ctx.attach(d.devId, space.value.space.mirror.backend.ioasId);
     if (!r.ok) {
       this.block(d);
       this.dropIfUnused(space.value.space);
-      return r.error;
+      return this.refused(vsid, r.error);
     }
     space.value.space.streams.add(vsid);
     d.space = space.value.space.key;
     d.attached = "space";
     return space.value.refused;
+  }
+
+  /** A host refusal to give the stream its address space: written to the host log; the stream is blocked. */
+  private refused(vsid: number, error: IommuError): IommuError {
+    this.reporter.log.record({
+      vm: this.reporter.vm,
+      source: this.reporter.source,
+      kind: "configuration-refused",
+      error,
+      message: `StreamID 0x${vsid.toString(16)}: the host refused its shadow address space (${error.errno} ${error.message}); the stream is blocked`,
+    });
+    return error;
   }
 
   private block(d: ShadowDevice): void {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Perm, unwrap } from "@viommu/core";
+import { err, Perm, unwrap } from "@viommu/core";
 import { encodeCommand } from "../../src/format/command.js";
 import { IDR4_MODEL_MAP_NOTIFY } from "../../src/format/model-registers.js";
 import { smmuBed } from "../support.js";
@@ -110,6 +110,24 @@ describe("shadow mode: the VMM mirrors the guest's stage-1 tables", () => {
     unwrap(s.driver.attach(0x10, s.domain));
     unwrap(s.driver.attach(0x10, other));
     expect(s.v.iommufd.list("IOAS").length).toBe(ioases);
+  });
+
+  it("a shadow address space the host will not attach is written to the host log and fails that CFGI with CERROR_ILL; the guest's next CFGI recovers", () => {
+    const s = shadowed();
+    unwrap(s.driver.map(s.domain, IOVA, DATA, 0x1000, Perm.ReadWrite));
+    const ctx = s.v.iommufd;
+    const attach = ctx.attach.bind(ctx);
+    ctx.attach = () => {
+      ctx.attach = attach;
+      return err("ENOMEM", "no memory for the attachment");
+    };
+    const other = unwrap(s.driver.createDomain());
+    unwrap(s.driver.map(other, IOVA, DATA, 0x1000, Perm.ReadWrite));
+    unwrap(s.driver.attach(0x10, other));
+    expect(s.driver.readEvents()).toMatchObject([{ kind: "command-error", name: "CERROR_ILL" }]);
+    expect(s.bed.platform.host.log.entries({ kind: "configuration-refused" })).toMatchObject([{ vm: s.vm.id, errno: "ENOMEM" }]);
+    // The driver's later CFGIs of the same attach re-derived the stream once the host attached again.
+    expect(s.device.read(IOVA, 4).ok).toBe(true);
   });
 });
 
