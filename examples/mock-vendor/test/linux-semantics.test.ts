@@ -426,3 +426,69 @@ describe("2026 hardening", () => {
     expect(errno(fault.file.read(40))).toBe("ok");
   });
 });
+
+describe("dirty tracking (IOMMU_HWPT_SET_DIRTY_TRACKING, IOMMU_HWPT_GET_DIRTY_BITMAP)", () => {
+  function dirtySetup() {
+    const { platform, unit } = host();
+    const vm = platform.createVm({ memoryBytes: 2 ** 26, backingPageShift: 21 });
+    const ctx = new IommufdContext(vm.id);
+    const device = platform.createDevice(unit, 0x10, "dev", 0);
+    const dev = unwrap(ctx.bindDevice(device));
+    const ioas = unwrap(ctx.ioasAlloc());
+    unwrap(ctx.ioasMap({ ioasId: ioas, flags: RW | IoasMapFlag.FIXED_IOVA, memory: vm.memory, gpa: 0x20_0000, length: 0x20_0000, iova: 0x20_0000 }));
+    unwrap(ctx.ioasMap({ ioasId: ioas, flags: RW | IoasMapFlag.FIXED_IOVA, memory: vm.memory, gpa: 0x40_0000, length: 0x4000, iova: 0x100_0000 }));
+    const hwpt = unwrap(ctx.hwptAlloc({ flags: HwptAllocFlag.DIRTY_TRACKING, devId: dev, ptId: ioas }));
+    unwrap(ctx.attach(dev, hwpt));
+    const bitmap = (iova: number, length: number, pageSize: number, flags = 0) => {
+      const out = new Uint8Array(Math.max(8, Math.ceil(length / pageSize / 64) * 8));
+      const r = ctx.hwptGetDirtyBitmap({ hwptId: hwpt, flags, iova, length, pageSize, bitmap: (n) => (n <= out.length ? out : undefined) });
+      return { r, bits: Array.from({ length: length / pageSize }, (_, i) => (out[i >> 3]! >> (i & 7)) & 1) };
+    };
+    return { ctx, dev, ioas, hwpt, device, bitmap, vm };
+  }
+
+  it("reports the pages written since tracking began, at the leaf's size, and clears them unless NO_CLEAR", () => {
+    const { ctx, hwpt, device, bitmap } = dirtySetup();
+    expect(unwrap(ctx.getHwInfo({ flags: 0, devId: 1, dataLen: 0 })).capabilities & 1).toBe(1);
+    // Writes before tracking starts do not count.
+    expect(device.write(0x100_0000, Uint8Array.of(1)).ok).toBe(true);
+    unwrap(ctx.hwptSetDirtyTracking(hwpt, 1));
+    expect(bitmap(0x100_0000, 0x4000, 0x1000).bits).toEqual([0, 0, 0, 0]);
+    // A read caches the page clean; the write after it still marks it (it walks again).
+    expect(device.read(0x100_1000, 4).ok).toBe(true);
+    expect(device.write(0x100_1000, Uint8Array.of(2)).ok).toBe(true);
+    expect(device.read(0x100_2000, 4).ok).toBe(true);
+    expect(bitmap(0x100_0000, 0x4000, 0x1000, 1).bits).toEqual([0, 1, 0, 0]);
+    expect(bitmap(0x100_0000, 0x4000, 0x1000).bits).toEqual([0, 1, 0, 0]);
+    expect(bitmap(0x100_0000, 0x4000, 0x1000).bits).toEqual([0, 0, 0, 0]);
+    // After the clear, a write through the still-cached translation is marked again.
+    expect(device.write(0x100_1000, Uint8Array.of(3)).ok).toBe(true);
+    expect(bitmap(0x100_0000, 0x4000, 0x1000).bits).toEqual([0, 1, 0, 0]);
+    // A 2 MiB leaf is dirty whole: 512 bits at 4 KiB granularity, one at 2 MiB.
+    expect(device.write(0x20_0000 + 0x1234 * 8, Uint8Array.of(4)).ok).toBe(true);
+    const big = bitmap(0x20_0000, 0x20_0000, 0x1000, 1);
+    expect(big.bits.every((b) => b === 1)).toBe(true);
+    expect(bitmap(0x20_0000, 0x20_0000, 0x20_0000).bits).toEqual([1]);
+    // Turned off, writes are no longer recorded.
+    unwrap(ctx.hwptSetDirtyTracking(hwpt, 0));
+    expect(device.write(0x100_3000, Uint8Array.of(5)).ok).toBe(true);
+    expect(bitmap(0x100_0000, 0x4000, 0x1000).bits).toEqual([0, 0, 0, 0]);
+  });
+
+  it("answers misuse with Linux's errno, range checks before the domain's", () => {
+    const { ctx, hwpt, ioas, dev, bitmap } = dirtySetup();
+    expect(errno(ctx.hwptSetDirtyTracking(hwpt, 2))).toBe("EOPNOTSUPP");
+    expect(errno(ctx.hwptSetDirtyTracking(ioas, 1))).toBe("ENOENT");
+    const plain = unwrap(ctx.hwptAlloc({ flags: 0, devId: dev, ptId: ioas }));
+    expect(errno(ctx.hwptSetDirtyTracking(plain, 1))).toBe("EOPNOTSUPP");
+    expect(errno(bitmap(0x100_0000, 0x4000, 0x1000, 2).r)).toBe("EOPNOTSUPP");
+    expect(errno(bitmap(0x100_0800, 0x4000, 0x1000).r)).toBe("EINVAL");
+    expect(errno(bitmap(0x100_0000, 0x4000, 0x2000 * 3).r)).toBe("EINVAL");
+    const zeroPage = ctx.hwptGetDirtyBitmap({ hwptId: hwpt, flags: 0, iova: 0x100_0000, length: 0x4000, pageSize: 0, bitmap: () => new Uint8Array(8) });
+    expect(errno(zeroPage)).toBe("EINVAL");
+    expect(errno(ctx.hwptGetDirtyBitmap({ hwptId: hwpt, flags: 0, iova: (1n << 64n) - 0x1000n, length: 0x2000, pageSize: 0x1000, bitmap: () => new Uint8Array(8) }))).toBe("EOVERFLOW");
+    expect(errno(ctx.hwptGetDirtyBitmap({ hwptId: hwpt, flags: 0, iova: 0x100_0000, length: 0x4000, pageSize: 0x1000, bitmap: () => undefined }))).toBe("EFAULT");
+    expect(errno(ctx.hwptGetDirtyBitmap({ hwptId: plain, flags: 0, iova: 0x100_0800, length: 0x4000, pageSize: 0x1000, bitmap: () => new Uint8Array(8) }))).toBe("EINVAL");
+    expect(errno(ctx.hwptGetDirtyBitmap({ hwptId: plain, flags: 0, iova: 0x100_0000, length: 0x4000, pageSize: 0x1000, bitmap: () => new Uint8Array(8) }))).toBe("EOPNOTSUPP");
+  });
+});

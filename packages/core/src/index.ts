@@ -20,6 +20,7 @@ export * from "./shadow/shadow-mirror.js";
 export * from "./queues/ring.js";
 export * from "./platform/guest-table-store.js";
 export * from "./hw/table-paging-domain.js";
+export * from "./hw/dirty-tracking.js";
 export * from "./hw/stage-two-cache-watcher.js";
 export * from "./formats/x86-64-paging.js";
 export * from "./plugins/discovery.js";

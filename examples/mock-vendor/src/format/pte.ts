@@ -1,4 +1,4 @@
-import { defineLayout, EntryKind, Perm, WalkFault, address64, radixGeometry, type EntryDecode, type PageTableEncoder, type PageTableFormat, type TableGeometry } from "@viommu/core";
+import { defineLayout, EntryKind, Perm, WalkFault, address64, radixGeometry, type EntryDecode, type PageTableEncoder, type PageTableFormat, type TableGeometry, type DirtyBitFormat } from "@viommu/core";
 
 /**
  * The mock page-table entry, used for both stages: 64 bits, 4 levels of 512 entries over 4 KiB pages
@@ -8,6 +8,7 @@ import { defineLayout, EntryKind, Perm, WalkFault, address64, radixGeometry, typ
  *   bit 1      R     readable
  *   bit 2      W     writable
  *   bit 3      L     leaf (levels 2 and 3; level-1 entries are always leaves, level 4 never)
+ *   bit 6      D     dirty: set by the hardware on a write through the leaf of a dirty-tracking domain
  *   bits 51:12 ADDR  next table or page address
  *   all other bits reserved (must be zero)
  */
@@ -16,8 +17,9 @@ export const MockPte = {
   R: 1 << 1,
   W: 1 << 2,
   L: 1 << 3,
-  /** Reserved bits of the low half: 11:4. */
-  RESERVED_LO: 0x0000_0ff0,
+  D: 1 << 6,
+  /** Reserved bits of the low half: 11:4 but D (a table entry's D is reserved too). */
+  RESERVED_LO: 0x0000_0fb0,
   /** Reserved bits of the high half: 63:52. */
   RESERVED_HI: 0xfff0_0000,
 } as const;
@@ -28,6 +30,7 @@ export const mockPteLayout = defineLayout("MOCK_PTE", 64, [
   { name: "R", bit: 1, width: 1 },
   { name: "W", bit: 2, width: 1 },
   { name: "L", bit: 3, width: 1 },
+  { name: "D", bit: 6, width: 1 },
   { name: "ADDR", bit: 12, width: 40, shift: 12 },
 ] as const);
 
@@ -65,6 +68,11 @@ export const mockPteFormat: PageTableFormat & PageTableEncoder = {
       out.perms = (lo & MockPte.R ? Perm.Read : 0) | (lo & MockPte.W ? Perm.Write : 0);
       return;
     }
+    if (lo & MockPte.D) {
+      out.kind = EntryKind.Fault;
+      out.fault = WalkFault.Reserved;
+      return;
+    }
     out.kind = EntryKind.Table;
     out.nextLevel = level - 1;
     // Table entries carry permissions too: a clear R or W removes it for everything below.
@@ -88,5 +96,14 @@ export const mockPteFormat: PageTableFormat & PageTableEncoder = {
 
   tableBytes(): number {
     return 4096;
+  },
+};
+
+/** Where the mock keeps a leaf's dirty state (D, bit 6). */
+export const mockDirtyBits: DirtyBitFormat = {
+  isDirty: (lo) => (lo & MockPte.D) !== 0,
+  withDirty(lo, hi, _level, dirty, out) {
+    out[0] = (dirty ? lo | MockPte.D : lo & ~MockPte.D) >>> 0;
+    out[1] = hi;
   },
 };

@@ -1,4 +1,5 @@
 import {
+  HwCapability,
   copyStructFromUser,
   err,
   fail,
@@ -32,7 +33,7 @@ import {
   type WalkResult,
 } from "@viommu/core";
 import { encodeMockEvent, MockEventType } from "../format/event.js";
-import { mockGeometry, mockPteFormat } from "../format/pte.js";
+import { mockDirtyBits, mockGeometry, mockPteFormat } from "../format/pte.js";
 import { decodeMockS1, MOCK_HW_INFO_BYTES, MOCK_HW_INFO_TYPE, MOCK_HWPT_DATA_TYPE, MOCK_S1_BYTES, MOCK_S1_MIN_BYTES, MOCK_VEVENTQ_TYPE, MOCK_VIOMMU_TYPE } from "../format/uapi.js";
 import { mockFaultReason } from "./mock-fault.js";
 import { MockNestedDomain, type MockTlb } from "./mock-nested-domain.js";
@@ -95,13 +96,15 @@ export class MockUnit implements PhysicalIommu {
     const v = new DataView(data.buffer);
     v.setUint32(4, 1, true);
     v.setBigUint64(8, 0xdeadbeefn, true);
-    return ok({ type: MOCK_HW_INFO_TYPE, data, maxPasidLog2: 20, capabilities: 0 });
+    return ok({ type: MOCK_HW_INFO_TYPE, data, maxPasidLog2: 20, capabilities: HwCapability.DIRTY_TRACKING });
   }
 
   domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
-    if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "the mock has no dirty tracking");
-    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
-    const r = TablePagingDomain.create(this, this.host, mockPteFormat, mockGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID | HwptAllocFlag.DIRTY_TRACKING)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    const r = TablePagingDomain.create(this, this.host, mockPteFormat, mockGeometry, {
+      nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0,
+      dirty: flags & HwptAllocFlag.DIRTY_TRACKING ? mockDirtyBits : undefined,
+    });
     if (!r.ok) return fail(r);
     this.stage2Cache.use(r.value, false);
     return ok(r.value);
@@ -166,6 +169,7 @@ export class MockUnit implements PhysicalIommu {
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
     const asid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
     if (translateFromIotlb(this.iotlb, vmid, asid, request.iova, request.access, this.hit, out)) return;
+    const stage2 = domain.kind === "paging" ? domain : domain.parent;
     if (domain.kind === "paging") domain.table.walk(request.iova, request.access, out);
     else {
       const nested = domain as MockNestedDomain;
@@ -179,7 +183,12 @@ export class MockUnit implements PhysicalIommu {
         out,
       );
     }
-    cacheTranslation(this.iotlb, vmid, asid, request.iova, out);
+    // The hardware marks the stage-2 (or only) leaf of a write dirty; a read leaves a clean writable leaf cached so
+    // that the first write after it walks and marks.
+    const tracking = stage2.dirtyOps?.tracking === true;
+    const write = (request.access & Perm.Write) !== 0;
+    if (tracking && write) stage2.dirtyOps!.markWritten(out);
+    cacheTranslation(this.iotlb, vmid, asid, request.iova, out, 0, tracking && !write);
   }
 
   private ownerOf(requesterId: number): OwnerId {

@@ -2,6 +2,7 @@ import type { Result } from "../errors/errno.js";
 import type { InterruptResult, MsiMessage } from "../irq/interrupts.js";
 import type { OwnerId } from "../memory/host-memory.js";
 import type { PermBits } from "../translate/access.js";
+import type { DirtyOps } from "../hw/dirty-tracking.js";
 import type { HostPageTable } from "../translate/host-page-table.js";
 import type { WalkResult } from "../translate/walk-result.js";
 import type { UserData, UserDataArray } from "./user-data.js";
@@ -76,6 +77,12 @@ export interface PagingDomain extends IommuDomainBase {
   map(iova: number, hpa: number, length: number, perms: PermBits): Result<void>;
   /** Unmaps whole leaves in the range; returns the bytes unmapped. Invalidates the unit's caches for it. */
   unmap(iova: number, length: number): number;
+  /**
+   * Optional. Dirty tracking (Linux `iommu_dirty_ops`), on domains allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+   * by a unit whose hardware sets dirty bits. Absent: IOMMU_HWPT_SET_DIRTY_TRACKING and GET_DIRTY_BITMAP
+   * answer EOPNOTSUPP.
+   */
+  readonly dirtyOps?: DirtyOps;
 }
 
 /** A nested domain (HWPT_NESTED): a guest-owned stage 1 over a paging parent. */

@@ -5,11 +5,14 @@ import type { HostServices } from "../platform/host-services.js";
 import type { PermBits } from "../translate/access.js";
 import { HostPageTable, type WritableFormat } from "../translate/host-page-table.js";
 import type { TableGeometry } from "../translate/page-table-format.js";
+import { TableDirtyTracker, type DirtyBitFormat } from "./dirty-tracking.js";
 
 export interface TablePagingDomainOptions {
   readonly nestParent: boolean;
   /** Use the format's large leaves where alignment allows (default true). */
   readonly largePages?: boolean;
+  /** The format's dirty bit: given, the domain tracks dirty pages (IOMMU_HWPT_ALLOC_DIRTY_TRACKING). */
+  readonly dirty?: DirtyBitFormat;
 }
 
 /**
@@ -31,6 +34,8 @@ export class TablePagingDomain implements PagingDomain {
   readonly kind = "paging" as const;
   private destroyed = false;
   private readonly watchers = new Set<DomainCacheWatcher>();
+  /** Present when the domain was allocated for dirty tracking. */
+  readonly dirtyOps: TableDirtyTracker | undefined;
 
   private constructor(
     readonly unit: PhysicalIommu,
@@ -38,7 +43,18 @@ export class TablePagingDomain implements PagingDomain {
     readonly vmid: number,
     readonly nestParent: boolean,
     private readonly host: HostServices,
-  ) {}
+    dirty: DirtyBitFormat | undefined,
+  ) {
+    this.dirtyOps =
+      dirty === undefined
+        ? undefined
+        : new TableDirtyTracker(host.memory, table.format, dirty, table.geometry, () => table.root, {
+            // Cleared dirty state must be re-marked by the next write: every cache of the range forgets it.
+            flush: (iova, length) => {
+              for (const w of this.watchers) w.unmapped(this.vmid, iova, length);
+            },
+          });
+  }
 
   static create(unit: PhysicalIommu, host: HostServices, format: WritableFormat, geometry: TableGeometry, options: TablePagingDomainOptions): Result<TablePagingDomain> {
     const vmid = host.vmids.allocate();
@@ -48,7 +64,7 @@ export class TablePagingDomain implements PagingDomain {
       host.vmids.release(vmid.value);
       return err("ENOMEM", "no host memory for the domain's root table");
     }
-    const domain = new TablePagingDomain(unit, table, vmid.value, options.nestParent, host);
+    const domain = new TablePagingDomain(unit, table, vmid.value, options.nestParent, host, options.dirty);
     host.vmids.onFree(vmid.value, () => domain.free());
     return ok(domain);
   }

@@ -14,6 +14,8 @@ import { Perm } from "../translate/access.js";
 import { MmapTable, type MmapRequest, type MmapHandle } from "./mmap.js";
 import { drop, hold, ObjectTable, type IommufdObject } from "./object-table.js";
 import {
+  DIRTY_BITMAP_NO_CLEAR,
+  DIRTY_TRACKING_ENABLE,
   IommuOption,
   IommuOptionOp,
   VfioIoasOp,
@@ -80,6 +82,16 @@ export interface OptionArgs {
   readonly op: number;
   readonly objectId: number;
   readonly val64: bigint;
+}
+
+export interface DirtyBitmapArgs {
+  readonly hwptId: number;
+  readonly flags: number;
+  readonly iova: number | bigint;
+  readonly length: number | bigint;
+  readonly pageSize: number | bigint;
+  /** The user's bitmap of `bytes` bytes (undefined: not user memory, EFAULT). */
+  readonly bitmap: (bytes: number) => Uint8Array | undefined;
 }
 
 export interface HwptAllocArgs {
@@ -724,6 +736,61 @@ export class IommufdContext {
       return op.call(target.value.ops, array);
     }
     return early(err("EINVAL", `${target.value.type} cannot be invalidated`));
+  }
+
+  /**
+   * IOMMU_HWPT_SET_DIRTY_TRACKING: EOPNOTSUPP for unknown flags or a domain without dirty tracking, ENOENT for
+   * anything but a paging HWPT (hw_pagetable.c).
+   */
+  hwptSetDirtyTracking(hwptId: number, flags: number): Result<void> {
+    if ((flags & ~DIRTY_TRACKING_ENABLE) !== 0) return err("EOPNOTSUPP", `unknown dirty-tracking flags 0x${flags.toString(16)}`);
+    const hwpt = this.objects.get<HwptPaging>(hwptId, IommufdObjectType.HWPT_PAGING);
+    if (!hwpt.ok) return fail(hwpt);
+    const ops = hwpt.value.domain.dirtyOps;
+    if (ops === undefined) return err("EOPNOTSUPP", "the domain was not allocated for dirty tracking");
+    return ops.setDirtyTracking((flags & DIRTY_TRACKING_ENABLE) !== 0);
+  }
+
+  /**
+   * IOMMU_HWPT_GET_DIRTY_BITMAP: sets bit i of `bitmap` when the page [iova + i·pageSize, +pageSize) was written
+   * (bits already set stay set: userspace zeroes the bitmap), clearing the dirty state unless NO_CLEAR. The range
+   * is checked as iommufd_check_iova_range does (EOVERFLOW, then EINVAL for a range not aligned to the IOAS's
+   * alignment or to the page size, or a zero page size) before the domain is asked (EOPNOTSUPP without dirty
+   * tracking). Only mapped areas are read.
+   */
+  hwptGetDirtyBitmap(args: DirtyBitmapArgs): Result<void> {
+    if ((args.flags & ~DIRTY_BITMAP_NO_CLEAR) !== 0) return err("EOPNOTSUPP", `unknown dirty-bitmap flags 0x${args.flags.toString(16)}`);
+    const hwpt = this.objects.get<HwptPaging>(args.hwptId, IommufdObjectType.HWPT_PAGING);
+    if (!hwpt.ok) return fail(hwpt);
+    const iova = BigInt(args.iova);
+    const length = BigInt(args.length);
+    const pageSize = BigInt(args.pageSize);
+    const last = iova + length - 1n;
+    if (length === 0n || last > U64_MAX || iova >= BigInt(ADDRESS_LIMIT) || last >= BigInt(ADDRESS_LIMIT)) return err("EOVERFLOW", "iova + length overflows");
+    const align = BigInt(hwpt.value.ioas.iovaAlignment);
+    if (iova % align !== 0n || (last + 1n) % align !== 0n) return err("EINVAL", "range not aligned to the IOAS's page");
+    if (pageSize === 0n) return err("EINVAL", "page_size is 0");
+    if ((iova & (pageSize - 1n)) !== 0n || ((last + 1n) & (pageSize - 1n)) !== 0n) return err("EINVAL", "range not aligned to page_size");
+    const ops = hwpt.value.domain.dirtyOps;
+    if (ops === undefined) return err("EOPNOTSUPP", "the domain was not allocated for dirty tracking");
+    const bits = (length + pageSize - 1n) / pageSize;
+    const bytes = Number(((bits + 63n) / 64n) * 8n);
+    const bitmap = args.bitmap(bytes);
+    if (bitmap === undefined) return err("EFAULT", "the bitmap is not in user memory");
+    const start = Number(iova);
+    const end = Number(last) + 1;
+    const page = Number(pageSize);
+    const record = (at: number, len: number): void => {
+      for (let p = Math.floor((at - start) / page); p * page + start < at + len && p < Number(bits); p++) bitmap[p >> 3]! |= 1 << (p & 7);
+    };
+    for (const area of hwpt.value.ioas.areas) {
+      const from = Math.max(area.iova, start);
+      const to = Math.min(area.iova + area.length, end);
+      if (from >= to) continue;
+      const r = ops.readAndClearDirty(from, to - from, (args.flags & DIRTY_BITMAP_NO_CLEAR) !== 0, record);
+      if (!r.ok) return r;
+    }
+    return ok();
   }
 
   // ---- vIOMMU ----

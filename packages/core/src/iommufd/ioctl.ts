@@ -17,6 +17,8 @@ export const IommufdIoctl = {
   VFIO_IOAS: 0x88,
   HWPT_ALLOC: 0x89,
   GET_HW_INFO: 0x8a,
+  HWPT_SET_DIRTY_TRACKING: 0x8b,
+  HWPT_GET_DIRTY_BITMAP: 0x8c,
   HWPT_INVALIDATE: 0x8d,
   FAULT_QUEUE_ALLOC: 0x8e,
   IOAS_MAP_FILE: 0x8f,
@@ -40,6 +42,8 @@ const STRUCT_SIZES: Readonly<Record<number, readonly [min: number, size: number]
   [IommufdIoctl.VFIO_IOAS]: [12, 12],
   [IommufdIoctl.HWPT_ALLOC]: [24, 48],
   [IommufdIoctl.GET_HW_INFO]: [32, 40],
+  [IommufdIoctl.HWPT_SET_DIRTY_TRACKING]: [16, 16],
+  [IommufdIoctl.HWPT_GET_DIRTY_BITMAP]: [48, 48],
   [IommufdIoctl.HWPT_INVALIDATE]: [32, 32],
   [IommufdIoctl.FAULT_QUEUE_ALLOC]: [16, 16],
   [IommufdIoctl.IOAS_MAP_FILE]: [40, 40],
@@ -237,6 +241,22 @@ export class IommufdIoctls {
         v.setUint8(28, r.value.maxPasidLog2);
         v.setBigUint64(32, BigInt(r.value.capabilities), true);
         return ok();
+      }
+      case IommufdIoctl.HWPT_SET_DIRTY_TRACKING: {
+        if (u32(12) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        return this.ctx.hwptSetDirtyTracking(u32(8), u32(4));
+      }
+      case IommufdIoctl.HWPT_GET_DIRTY_BITMAP: {
+        if (u32(12) !== 0) return err("EOPNOTSUPP", "__reserved must be 0");
+        const data = v.getBigUint64(40, true);
+        return this.ctx.hwptGetDirtyBitmap({
+          hwptId: u32(4),
+          flags: u32(8),
+          iova: v.getBigUint64(16, true),
+          length: v.getBigUint64(24, true),
+          pageSize: v.getBigUint64(32, true),
+          bitmap: (bytes) => (data > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : this.user.view(Number(data), bytes)),
+        });
       }
       case IommufdIoctl.HWPT_INVALIDATE: {
         // entry_num always goes back to the user: 0 on every path that handled nothing (hw_pagetable.c).

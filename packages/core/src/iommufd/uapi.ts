@@ -32,6 +32,10 @@ export const IoasMapFlag = {
   READABLE: 1 << 2,
 } as const;
 
+/** IOMMU_HWPT_DIRTY_TRACKING_ENABLE and IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR. */
+export const DIRTY_TRACKING_ENABLE = 1 << 0;
+export const DIRTY_BITMAP_NO_CLEAR = 1 << 0;
+
 /** `enum iommufd_option` and `enum iommufd_option_ops`. */
 export const IommuOption = { RLIMIT_MODE: 0, HUGE_PAGES: 1 } as const;
 export const IommuOptionOp = { SET: 0, GET: 1 } as const;

@@ -7,6 +7,9 @@ export interface LeafVisit {
   readonly output: number;
   readonly pageShift: number;
   readonly perms: PermBits;
+  /** The level the leaf sits at, and where its entry is (for tools that read or update the entry itself). */
+  readonly level: number;
+  readonly entryAddress: number;
 }
 
 /**
@@ -45,7 +48,7 @@ export function forEachLeaf(
         // A page larger than its slot (AMD-Vi's NextLevel 7 repeats it in every slot it covers) is visited once per
         // copy, each time with its full size: a mirror that maps it must check the copies agree (a hostile table may
         // make them differ) and map each slot's own piece when they do not.
-        visit({ input, output: d.address, pageShift: d.pageShift, perms: perms & d.perms });
+        visit({ input, output: d.address, pageShift: d.pageShift, perms: perms & d.perms, level, entryAddress: table + i * 8 });
       } else if (d.kind === EntryKind.Table && d.nextLevel < level && d.nextLevel >= 1) {
         // A table of a lower level than the next (a skipped level) covers the start of this slot only.
         if (!walk(d.address, d.nextLevel, input, perms & d.perms)) return false;
