@@ -3,10 +3,13 @@ import { conformanceCases, runCase } from "@viommu/conformance";
 import { vtdPlugin } from "../src/plugin.js";
 import { vtdFaultRegisterCases } from "./vtd-cases.js";
 
+/** The seed of the randomised cases (the hostile campaign): VIOMMU_SEED to replay a failure. */
+const SEED = Number(process.env.VIOMMU_SEED ?? 1);
+
 describe("conformance on Intel VT-d", () => {
   for (const kase of conformanceCases) {
     it(`${kase.id}: ${kase.rule}`, () => {
-      const result = runCase(vtdPlugin, kase, 1, []);
+      const result = runCase(vtdPlugin, kase, SEED, []);
       if (result.status === "n/a") expect(result.detail).toBeTruthy();
       else expect(result, result.detail).toMatchObject({ status: "pass" });
     });
@@ -22,7 +25,7 @@ describe("conformance on Intel VT-d", () => {
 describe("VT-d's own cases: the event rules on fault-recording registers", () => {
   for (const kase of vtdFaultRegisterCases) {
     it(`${kase.id}: ${kase.rule}`, () => {
-      const result = runCase(vtdPlugin, kase, 1, []);
+      const result = runCase(vtdPlugin, kase, SEED, []);
       expect(result, result.detail).toMatchObject({ status: "pass" });
     });
   }
