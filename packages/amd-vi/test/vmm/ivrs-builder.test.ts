@@ -1,3 +1,4 @@
+import { iasl as findIasl } from "../../../../test-support/external-tools.js";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,7 +9,8 @@ import { emulatedFeatures } from "../../src/vmm/emulated-features.js";
 import { buildIvrs } from "../../src/vmm/ivrs-builder.js";
 import { amdViAcpiTool } from "../../src/tools/acpi-tool.js";
 
-const iasl = ["/usr/bin/iasl", "/usr/local/bin/iasl"].find((p) => existsSync(p));
+/** ACPICA's iasl on PATH (CI requires it; locally its absence skips these checks). */
+const iasl = findIasl().command;
 
 function ivrs(mode: "nested" | "shadow" | "ir-only"): Uint8Array {
   return buildIvrs({ mmioBase: 0xfed80000, iommuDeviceId: 0x0002, features: emulatedFeatures(mode, false), extraDeviceIds: [0x10, 0x1234] });

@@ -1,3 +1,4 @@
+import { iasl as findIasl } from "../../../../test-support/external-tools.js";
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { spawnSync } from "node:child_process";
@@ -196,8 +197,8 @@ function runIasl(bytes: Uint8Array): { status: number | null; log: string; dsl: 
   }
 }
 
-const iasl = spawnSync("iasl", ["-v"], { encoding: "utf8" });
-const haveIasl = iasl.status === 0 || /ACPI/i.test(`${iasl.stdout}${iasl.stderr}`);
+/** ACPICA's iasl on PATH (CI requires it; locally its absence skips these checks). */
+const haveIasl = findIasl().command !== undefined;
 
 describe("encoding an IORT with every node type", () => {
   it("round-trips through the decoder", () => {

@@ -1,3 +1,4 @@
+import { iasl as findIasl } from "../../../../test-support/external-tools.js";
 import { describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -14,7 +15,9 @@ import {
   tegra241CmdqvAcpiIdentity,
 } from "../../src/format/index.js";
 
-const IASL = "/usr/bin/iasl";
+/** ACPICA's iasl on PATH (CI requires it; locally its absence skips these checks). */
+const IASL_TOOL = findIasl();
+const IASL = IASL_TOOL.command ?? "iasl";
 const device = qemuCmdqvAcpiDevice(0, 1, 0x0c000000, 0x9c);
 
 function hex(bytes: Uint8Array): string {
@@ -81,7 +84,7 @@ describe("CMDQV ACPI device (spec §4.6)", () => {
     expect(acpiTableProblem(ssdt, "SSDT")).toBeUndefined();
   });
 
-  it.skipIf(!existsSync(IASL))("disassembles with ACPICA iasl -d without errors or warnings (skipped when iasl is absent)", () => {
+  it.skipIf(IASL_TOOL.command === undefined)("disassembles with ACPICA iasl -d without errors or warnings (skipped when iasl is absent)", () => {
     const dir = mkdtempSync(join(tmpdir(), "cmdqv-ssdt-"));
     try {
       const file = join(dir, "ssdt.aml");

@@ -6,7 +6,7 @@ const GIB = 2 ** 30;
 
 describe("what a VT-d guest leaf becomes in the shadow", () => {
   const memory = new GuestMemory(new HostMemory(), 1, { sizeBytes: 4 * GIB });
-  const leaf = (output: number, pageShift: number, perms: number) => ({ input: 0x10_0000, output, pageShift, perms });
+  const leaf = (output: number, pageShift: number, perms: number) => ({ input: 0x10_0000, output, pageShift, perms, level: 1 + (pageShift - 12) / 9, entryAddress: 0 });
 
   it("installs a leaf's read/write permissions when its output is guest RAM", () => {
     expect(vtdShadowAdmit(memory, false)(leaf(0x2000_0000, 12, Perm.ReadWrite))).toBe(Perm.ReadWrite);
