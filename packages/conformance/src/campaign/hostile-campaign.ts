@@ -517,6 +517,9 @@ function restoreStep(w: World, rng: Rng, hooks: StepHooks): Step {
       }
       const r = device.restore!(blob);
       hooks.onRestore(r.ok);
+      // A stream whose bytes were damaged (not re-encoded) fails its checksum or length: it is never accepted.
+      const damaged = how !== 0 && !(blob.length === good.length && blob.every((b, i) => b === good[i]));
+      if (r.ok && damaged) throw new Error(`a ${how === 1 ? "byte-mutated" : "truncated"} state stream was accepted`);
       if (!r.ok) {
         const back = device.restore!(good);
         if (!back.ok) throw new Error(`the good state no longer restores: ${back.error.message}`);
