@@ -1,5 +1,6 @@
 import {
   HwCapability,
+  PgfaultPerm,
   copyStructFromUser,
   err,
   fail,
@@ -8,7 +9,7 @@ import {
   Iotlb,
   NestedWalker,
   newIotlbHit,
-
+  NO_PASID,
   ok,
   Perm,
   StageTwoCacheWatcher,
@@ -183,12 +184,33 @@ export class MockUnit implements PhysicalIommu {
         out,
       );
     }
+    if (!out.ok) {
+      this.pageRequest(domain, request, out);
+      return;
+    }
     // The hardware marks the stage-2 (or only) leaf of a write dirty; a read leaves a clean writable leaf cached so
     // that the first write after it walks and marks.
     const tracking = stage2.dirtyOps?.tracking === true;
     const write = (request.access & Perm.Write) !== 0;
     if (tracking && write) stage2.dirtyOps!.markWritten(out);
     cacheTranslation(this.iotlb, vmid, asid, request.iova, out, 0, tracking && !write);
+  }
+
+  /**
+   * A translation fault a PRI-capable device can recover from (a not-present entry of the domain the guest or
+   * VMM controls, in a domain with a fault queue): the mock forwards it as a one-page request group and the
+   * device waits for the response instead of failing.
+   */
+  private pageRequest(domain: IommuDomain, request: DmaRequest, out: WalkResult): void {
+    const prgi = request.prgi ?? -1;
+    if (prgi < 0 || out.fault !== WalkFault.Translation || out.tableFetch || domain.iopf === undefined) return;
+    // A stage-2 hole is the host's own mapping: never the guest's to page in.
+    if (domain.kind === "nested" && out.stage !== 1) return;
+    const device = this.devices.get(request.requesterId);
+    if (device === undefined) return;
+    const perm = (request.access & Perm.Read ? PgfaultPerm.READ : 0) | (request.access & Perm.Write ? PgfaultPerm.WRITE : 0);
+    const page = request.iova - (request.iova % 4096);
+    if (domain.iopf.report(device, request.pasid === NO_PASID ? undefined : request.pasid, prgi, [{ address: page, perm }])) out.pageRequest = prgi;
   }
 
   private ownerOf(requesterId: number): OwnerId {

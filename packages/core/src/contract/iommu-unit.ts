@@ -19,6 +19,11 @@ export interface DmaRequest {
   readonly iova: number;
   /** Perm.Read or Perm.Write, optionally with Perm.Exec / Perm.User. */
   readonly access: PermBits;
+  /**
+   * The page request group index (PRGI) the device will use if this access needs a page request: a device with
+   * PRI picks it; -1 (or absent) when the device cannot issue page requests, so every fault is final.
+   */
+  readonly prgi?: number;
 }
 
 /** A physical device behind a physical IOMMU unit (a PCI function, a platform device with a StreamID). */
@@ -31,6 +36,30 @@ export interface PhysicalDevice {
   readonly pasidBits: number;
   /** Which VM its DMA belongs to; set when a VMM binds it (`HOST_OWNER` while unassigned). */
   owner: OwnerId;
+  /** Optional. The device can issue PCIe page requests (PRI) and retry a DMA after the response. */
+  readonly pri?: boolean;
+  /**
+   * Optional, with `pri`. The response to a page request group the device issued (PRG Response Message):
+   * PageResponseCode SUCCESS, INVALID or FAILURE.
+   */
+  pageResponse?(pasid: number | undefined, groupId: number, code: number): void;
+}
+
+/** One page of a recoverable fault, as the unit reports it (the device's page request). */
+export interface PageRequestPage {
+  readonly address: number;
+  /** PgfaultPerm bits: READ, WRITE, EXEC, PRIV. */
+  readonly perm: number;
+}
+
+/**
+ * Where a domain's recoverable faults go: set by the core on a domain whose HWPT was allocated with a fault
+ * queue (FAULT_ID_VALID). A unit that raises a page request (PRI) or stalls a transaction reports the group
+ * here; the response reaches the device through `PhysicalDevice.pageResponse`. Returns false when the device is
+ * not one this domain's owner bound (the fault is then final).
+ */
+export interface IopfHandler {
+  report(device: PhysicalDevice, pasid: number | undefined, groupId: number, pages: readonly PageRequestPage[]): boolean;
 }
 
 /** A reserved IOVA region of a device (`struct iommu_resv_region`). */
@@ -64,6 +93,8 @@ export interface IommuDomainBase {
    */
   retainTag?(): void;
   releaseTag?(): void;
+  /** Set by the core when the domain's HWPT has a fault queue: where the unit reports page requests. */
+  iopf?: IopfHandler;
 }
 
 /** A paging domain (HWPT_PAGING): a host-owned table the IOAS mappings are written into. */

@@ -675,7 +675,7 @@ export class IommufdContext {
         this.objects.abort(id.value);
         return fail(f);
       }
-      hwpt.attachFault(f.value);
+      hwpt.attachFault(f.value, (device) => this.objects.objects().find((o): o is BoundDevice => o instanceof BoundDevice && o.device === device)?.id);
     }
     return ok(this.objects.finalize(id.value, hwpt).id);
   }

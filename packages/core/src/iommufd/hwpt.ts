@@ -1,4 +1,4 @@
-import type { NestedDomain, PagingDomain } from "../contract/iommu-unit.js";
+import type { IommuDomainBase, IopfHandler, NestedDomain, PagingDomain, PhysicalDevice } from "../contract/iommu-unit.js";
 import type { FaultQueue } from "./fault-queue.js";
 import type { Ioas } from "./ioas.js";
 import { drop, hold, IommufdObject } from "./object-table.js";
@@ -24,9 +24,10 @@ export class HwptPaging extends IommufdObject {
   }
 
   /** FAULT_ID_VALID: faults of this HWPT go to `fault` (held until the HWPT is destroyed). */
-  attachFault(fault: FaultQueue): void {
+  attachFault(fault: FaultQueue, devIdOf: (device: PhysicalDevice) => number | undefined): void {
     hold(fault);
     this.fault = fault;
+    (this.domain as IommuDomainBase).iopf = iopfHandler(fault, devIdOf);
   }
 
   get nestParent(): boolean {
@@ -60,9 +61,10 @@ export class HwptNested extends IommufdObject {
   }
 
   /** FAULT_ID_VALID: faults of this HWPT go to `fault` (held until the HWPT is destroyed). */
-  attachFault(fault: FaultQueue): void {
+  attachFault(fault: FaultQueue, devIdOf: (device: PhysicalDevice) => number | undefined): void {
     hold(fault);
     this.fault = fault;
+    (this.domain as IommuDomainBase).iopf = iopfHandler(fault, devIdOf);
   }
 
   release(): void {
@@ -78,4 +80,22 @@ export type Hwpt = HwptPaging | HwptNested;
 export function hwptPagingOf(hwpt: Hwpt): HwptPaging | undefined {
   if (hwpt instanceof HwptPaging) return hwpt;
   return hwpt.on instanceof HwptPaging ? hwpt.on : hwpt.on.parentHwpt;
+}
+
+/**
+ * A domain's page requests into its fault queue (iommufd_fault_iopf_handler): the group is delivered whole, and
+ * its response (or the INVALID answered for it when the device detaches) goes back to the device.
+ */
+function iopfHandler(fault: FaultQueue, devIdOf: (device: PhysicalDevice) => number | undefined): IopfHandler {
+  return {
+    report(device, pasid, groupId, pages) {
+      const devId = devIdOf(device);
+      if (devId === undefined || pages.length === 0) return false;
+      fault.report(
+        pages.map((p) => ({ devId, pasid, groupId, perm: p.perm, address: p.address, length: 4096 })),
+        (code) => device.pageResponse?.(pasid, groupId, code),
+      );
+      return true;
+    },
+  };
 }

@@ -91,9 +91,9 @@ export class Platform implements Disposable {
     return ok(unit);
   }
 
-  /** A physical device with requester id `rid` behind `unit`. */
-  createDevice(unit: PhysicalIommu, rid: number, name = `dev-${rid.toString(16)}`, pasidBits = 0): DmaDevice {
-    return new DmaDevice(name, rid, unit, this.host.memory, this.host.events, pasidBits);
+  /** A physical device with requester id `rid` behind `unit`; `pri`: it can issue page requests (PCIe PRI). */
+  createDevice(unit: PhysicalIommu, rid: number, name = `dev-${rid.toString(16)}`, pasidBits = 0, pri = false): DmaDevice {
+    return new DmaDevice(name, rid, unit, this.host.memory, this.host.events, pasidBits, pri);
   }
 
   /** A VM with its own child container, memory and interrupt controllers. */

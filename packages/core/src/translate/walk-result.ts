@@ -29,6 +29,11 @@ export interface WalkResult {
   entryHi: number;
   /** Table fetches this walk made (both stages), for the benchmarks and tests. */
   fetches: number;
+  /**
+   * The page request group the unit raised for this faulting access (a PRI-capable device under a domain with a
+   * fault queue, or a stall), or -1 when the fault is final. The device waits for that group's response.
+   */
+  pageRequest: number;
 }
 
 export function newWalkResult(): WalkResult {
@@ -47,6 +52,7 @@ export function newWalkResult(): WalkResult {
     entryLo: 0,
     entryHi: 0,
     fetches: 0,
+    pageRequest: -1,
   };
 }
 
@@ -65,6 +71,7 @@ export function resetWalkResult(r: WalkResult): void {
   r.entryLo = 0;
   r.entryHi = 0;
   r.fetches = 0;
+  r.pageRequest = -1;
 }
 
 export const walkFaultNames: Readonly<Record<WalkFault, string>> = {
@@ -93,4 +100,5 @@ export function copyWalkResult(from: WalkResult, to: WalkResult): void {
   to.entryLo = from.entryLo;
   to.entryHi = from.entryHi;
   to.fetches = from.fetches;
+  to.pageRequest = from.pageRequest;
 }
