@@ -27,11 +27,21 @@ export interface AmdViPluginOptions {
   readonly twoKInterrupts?: boolean;
 }
 
+const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
+const interimReasons = {
+  pasid: "the reference guest driver does not attach domains at PASIDs yet (issue 11 is adding it)",
+  dirtyTracking: INTERIM,
+  sva: INTERIM,
+  pageRequests: INTERIM,
+  postedInterrupts: INTERIM,
+  privateMemoryProtection: INTERIM,
+};
+
 function capabilities(hwQueues: boolean): Capabilities {
   return {
     nested: true,
     shadow: true,
-    pasid: true,
+    pasid: false,
     interruptRemapping: true,
     irOnly: true,
     vqueue: hwQueues,
@@ -42,12 +52,18 @@ function capabilities(hwQueues: boolean): Capabilities {
     eventLogRebase: true,
     directEventInterrupts: hwQueues,
     acpi: true,
+    dirtyTracking: false,
+    sva: false,
+    pageRequests: false,
+    postedInterrupts: false,
+    privateMemoryProtection: false,
     pageShifts: V1_PAGE_SHIFTS.filter((s) => s !== 39),
     inputBits: 64,
     outputBits: 52,
     reasons: hwQueues
-      ? {}
+      ? interimReasons
       : {
+          ...interimReasons,
           vqueue: "this configuration runs the guest's command buffer in the VMM (trapped), not on the hardware vIOMMU",
           directEventInterrupts: "with a trapped command buffer the VMM logs events and injects their interrupts",
         },

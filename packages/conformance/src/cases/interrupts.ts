@@ -17,6 +17,30 @@ export const interruptCases: ConformanceCase[] = [
     },
   },
   {
+    id: "device-interrupt-posted",
+    rule: "With posting, a passed-through device's remapped MSIs reach the running vCPU with no VMM intervention, where remapping through the host costs one intervention each; both deliver the programmed vector to the programmed vCPU.",
+    requires: ["interruptRemapping", "postedInterrupts"],
+    run(c) {
+      for (const mode of ["remapped", "posted"] as const) {
+        const bed = c.bed({ vms: [{ ...oneDevice(), vcpus: 8 }], deviceInterrupts: mode });
+        const v = bed.vms[0]!;
+        const msi = must(v.drivers[0]!.mapInterrupt!(0x10, 0x45, 3), "mapInterrupt");
+        v.vm.interrupts.take();
+        const before = v.vm.interventions;
+        for (let i = 0; i < 1000; i++) check(v.devices[0]!.device.signalMsi(msi), `${mode}: device has no MSI route`);
+        const cost = v.vm.interventions - before;
+        const got = v.vm.interrupts.take().filter((i) => i.source.startsWith("msi"));
+        check(got.length === 1000 && got.every((i) => i.vector === 0x45 && i.destination === 3), `${mode}: delivered ${got.length} MSIs, ${got.filter((i) => i.vector !== 0x45 || i.destination !== 3).length} to the wrong vector or vCPU`);
+        c.metric(`interventions-per-1000-${mode}`, cost);
+        if (mode === "posted") {
+          check(cost === 0 && got.every((i) => i.path === "direct"), `posted MSIs cost ${cost} VMM interventions`);
+        } else {
+          check(cost >= 1000 && got.every((i) => i.path === "vmm"), `remapped MSIs cost ${cost} VMM interventions for 1000 (each is an injection)`);
+        }
+      }
+    },
+  },
+  {
     id: "interrupt-remapping-blocks-invalid",
     rule: "An MSI through a cleared remapping entry is blocked and reported as an interrupt-remapping fault.",
     requires: ["interruptRemapping"],

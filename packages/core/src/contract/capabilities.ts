@@ -32,6 +32,25 @@ export interface Capabilities {
   readonly directEventInterrupts: boolean;
   /** An ACPI table describing the IOMMU (DMAR, IVRS, IORT). */
   readonly acpi: boolean;
+  /**
+   * Optional (absent means false). The host unit tracks DMA writes in its stage-2 (or only) table for live
+   * migration: IOMMU_HWPT_ALLOC_DIRTY_TRACKING, SET_DIRTY_TRACKING and GET_DIRTY_BITMAP work on its domains.
+   */
+  readonly dirtyTracking?: boolean;
+  /** Optional. A process's CPU page table bound to a device PASID (shared virtual addressing). */
+  readonly sva?: boolean;
+  /**
+   * Optional. Recoverable I/O page faults: a PRI-capable device's fault reaches the guest as a page request and
+   * the guest's response lets the device retry (page request queue, PPR log, PRI queue or stalls).
+   */
+  readonly pageRequests?: boolean;
+  /** Optional. A passed-through device's remapped MSI reaches a running vCPU without the VMM (posting). */
+  readonly postedInterrupts?: boolean;
+  /**
+   * Optional. Device DMA to a confidential guest's private page is blocked by the host's check of page
+   * ownership (SEV-SNP's RMP) and reported as the hardware reports it.
+   */
+  readonly privateMemoryProtection?: boolean;
   /** Leaf page sizes the formats produce, as log2. */
   readonly pageShifts: readonly number[];
   readonly inputBits: number;
@@ -53,4 +72,9 @@ export type CapabilityName =
   | "eventLog"
   | "eventLogRebase"
   | "directEventInterrupts"
-  | "acpi";
+  | "acpi"
+  | "dirtyTracking"
+  | "sva"
+  | "pageRequests"
+  | "postedInterrupts"
+  | "privateMemoryProtection";

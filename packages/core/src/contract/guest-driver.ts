@@ -15,6 +15,11 @@ export interface GuestEvent {
   readonly rid?: number;
   readonly address?: number;
   readonly write?: boolean;
+  /** The PASID (SubstreamID) the event names, when it carries one. */
+  readonly pasid?: number;
+  /** A page request's group index (PRGI, or the stall tag) and whether it is the group's last request. */
+  readonly group?: number;
+  readonly last?: boolean;
   /** The raw record as 64-bit words, lowest first. */
   readonly raw: readonly string[];
 }
@@ -70,6 +75,41 @@ export interface GuestIommuDriver {
   resetEventLog?(entries: number): Result<void>;
   /** Optional (capability `commandQueue`). Submits a command the architecture defines as illegal, then waits. */
   submitIllegalCommand?(): Result<void>;
+
+  /** Optional (capability `pasid`). Attaches `domain` to the device's PASID (SubstreamID) `pasid`. */
+  attachPasid?(rid: number, pasid: number, domain: GuestDomainId): Result<void>;
+  /** Optional (capability `pasid`). Detaches whatever is attached at the PASID. */
+  detachPasid?(rid: number, pasid: number): Result<void>;
+  /**
+   * Optional (capability `sva`). A process address space: a CPU page table in guest memory in the format the
+   * architecture's CPUs walk (x86-64 4-level, AArch64 stage 1), which the IOMMU can walk too.
+   */
+  createProcess?(): Result<GuestProcess>;
+  /** Optional (capability `sva`). Binds the process's page table to the device's PASID (iommu_sva_bind_device). */
+  bindProcess?(rid: number, pasid: number, process: GuestProcess): Result<void>;
+  /** Optional (capability `sva`). Unbinds it: the PASID's translations are gone when this returns. */
+  unbindProcess?(rid: number, pasid: number): Result<void>;
+  /**
+   * Optional (capability `sva`). The OS changed the process's mappings in [va, va + length): the invalidation it
+   * sends for every device bound to the process (the MMU notifier's secondary-TLB invalidation).
+   */
+  invalidateProcess?(process: GuestProcess, va: number, length: number): Result<void>;
+  /** Optional (capability `pageRequests`). Lets the device issue page requests (PRI enable, the request queue). */
+  enablePageRequests?(rid: number): Result<void>;
+  /** Optional (capability `pageRequests`). Answers a page-request event's group: success, or the failure code. */
+  respondPageRequest?(request: GuestEvent, success: boolean): Result<void>;
+}
+
+/** A guest process's address space as the guest kernel keeps it (its CPU page table). */
+export interface GuestProcess {
+  /** The root of the CPU page table in guest memory (what CR3 or TTBR0 holds). */
+  readonly root: number;
+  /** The address-space id the OS gave it (PCID / ASID), where the architecture tags TLBs with one. */
+  readonly asid: number;
+  /** Maps user pages [va, va + length) to guest-physical `gpa` with `perms` (the CPU page table only). */
+  map(va: number, gpa: number, length: number, perms: PermBits): Result<void>;
+  /** Unmaps [va, va + length) from the CPU page table (callers then invalidate). */
+  unmap(va: number, length: number): Result<void>;
 }
 
 /** What a guest driver is given: the VM it runs in (memory, MMIO, hypercalls) and a page allocator for its structures. */

@@ -42,7 +42,12 @@ export interface VmmDeviceOptions {
   readonly instance?: number;
   /** Event interrupts: injected by the VMM, or delivered directly where the hardware can post them. */
   readonly eventInterrupts?: "vmm" | "direct";
-  /** Event log / queue size the VMM advertises, where the architecture lets the VMM choose. */
+  /**
+   * Passed-through devices' MSIs: remapped to the host, which injects them (one VMM intervention each), or posted
+   * straight to the vCPU where the host unit can (capability `postedInterrupts`). Default "remapped".
+   */
+  readonly deviceInterrupts?: "remapped" | "posted";
+  /** The VMM advertises x2APIC (32-bit destinations) to the guest. */
   readonly x2apic?: boolean;
 }
 

@@ -31,6 +31,8 @@ export class GuestMemory {
   private readonly backing = new Map<number, number>();
   /** Pages whose sharing state differs from the default (shared for a confidential guest, private otherwise). */
   private readonly flipped = new Set<number>();
+  /** Pages the CPUs or the VMM wrote since the log was last taken (KVM's dirty log), while logging is on. */
+  private dirtyLog: Set<number> | undefined;
 
   constructor(
     readonly host: HostMemory,
@@ -225,6 +227,25 @@ export class GuestMemory {
     return into;
   }
 
+  // ---- the CPU/VMM dirty log (device DMA goes to host memory directly and is tracked by the IOMMU) ----
+
+  /** Starts logging the pages CPU and VMM writes touch (KVM_MEM_LOG_DIRTY_PAGES); the log starts empty. */
+  startDirtyLog(): void {
+    this.dirtyLog = new Set();
+  }
+
+  /** The pages written since the last take (ascending guest addresses), and a fresh, empty log. */
+  takeDirtyLog(): number[] {
+    if (this.dirtyLog === undefined) return [];
+    const pages = [...this.dirtyLog].sort((a, b) => a - b);
+    this.dirtyLog.clear();
+    return pages;
+  }
+
+  stopDirtyLog(): void {
+    this.dirtyLog = undefined;
+  }
+
   write8(address: number, value: number): void {
     this.writeBytes(address, Uint8Array.of(value & 0xff));
   }
@@ -239,6 +260,7 @@ export class GuestMemory {
       const h = this.pin(address);
       if (h === undefined) throw new RangeError("host out of memory backing guest RAM");
       this.host.write32(h, value);
+      this.dirtyLog?.add(address - (address % PAGE_SIZE));
       return;
     }
     this.writeBytes(address, Uint8Array.of(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff));
@@ -268,6 +290,7 @@ export class GuestMemory {
       const h = this.pin(a);
       if (h === undefined) throw new RangeError("host out of memory backing guest RAM");
       this.host.writeBytes(h, bytes.subarray(done, done + n));
+      this.dirtyLog?.add(a - (a % PAGE_SIZE));
       done += n;
     }
   }

@@ -17,6 +17,10 @@ export interface TestbedDevice {
   readonly guestRid: number;
   /** Which vIOMMU instance of the VM it sits behind (default 0). */
   readonly instance?: number;
+  /** PASID width the device supports (0: no PASID capability; default 0). */
+  readonly pasidBits?: number;
+  /** The device has the PCIe PRI capability (page requests). */
+  readonly pri?: boolean;
 }
 
 export interface TestbedVmOptions {
@@ -40,6 +44,9 @@ export interface TestbedOptions {
   readonly shadowBackend?: ShadowBackendKind;
   readonly dmaEntryLimit?: number;
   readonly eventInterrupts?: "vmm" | "direct";
+  readonly deviceInterrupts?: "remapped" | "posted";
+  /** The VMs' stage-2 parents are allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING (for live migration). */
+  readonly dirtyTracking?: boolean;
   readonly vms: readonly TestbedVmOptions[];
   /** Guest driver options (translation defaults to mode ≠ ir-only). */
   readonly guest?: Partial<GuestInitOptions>;
@@ -126,7 +133,7 @@ export class Testbed {
       const instance = d.instance ?? 0;
       const unit = this.units[instance];
       if (unit === undefined) return err("EINVAL", `no unit for instance ${instance}`);
-      const device = this.platform.createDevice(unit, d.rid, `dev-${vm.id}-${d.rid.toString(16)}`);
+      const device = this.platform.createDevice(unit, d.rid, `dev-${vm.id}-${d.rid.toString(16)}`, d.pasidBits ?? 0, d.pri ?? false);
       const devId = iommufd.bindDevice(device);
       if (!devId.ok) return fail(devId);
       devices.push({ device, devId: devId.value, guestRid: d.guestRid, instance });
@@ -136,7 +143,8 @@ export class Testbed {
     const mem = vm.memory;
     const mapped = iommufd.ioasMap({ ioasId: ioas.value, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: mem, gpa: mem.base, length: mem.sizeBytes, iova: mem.base });
     if (!mapped.ok) return fail(mapped);
-    const parent = iommufd.hwptAlloc({ flags: HwptAllocFlag.NEST_PARENT, devId: devices[0]!.devId, ptId: ioas.value });
+    const parentFlags = HwptAllocFlag.NEST_PARENT | (this.options.dirtyTracking ? HwptAllocFlag.DIRTY_TRACKING : 0);
+    const parent = iommufd.hwptAlloc({ flags: parentFlags, devId: devices[0]!.devId, ptId: ioas.value });
     if (!parent.ok) return fail(parent);
     const pages = new GuestPageAllocator(mem, mem.end - 32 * 2 ** 20, mem.end);
     const iommus: EmulatedIommu[] = [];
@@ -155,6 +163,7 @@ export class Testbed {
         shadowBackend: this.options.shadowBackend,
         dmaEntryLimit: this.options.dmaEntryLimit,
         eventInterrupts: this.options.eventInterrupts,
+        deviceInterrupts: this.options.deviceInterrupts,
         instance,
       });
       if (!iommu.ok) return fail(iommu);
