@@ -1,13 +1,18 @@
+import { createInterface } from "node:readline";
+import { closeSync, createReadStream, openSync, readSync } from "node:fs";
+import { createGunzip } from "node:zlib";
 import { Option, type Command } from "commander";
-import { GuestMemory, HostMemory, PAGE_SIZE, type VendorPlugin, type WalkAnswer, type WalkRequest } from "@viommu/core";
+import { GuestMemory, HostMemory, type VendorPlugin, type WalkAnswer, type WalkRequest } from "@viommu/core";
 import { oneVendor, withJson, type CliContext } from "../cli/context.js";
-import { UsageError } from "../cli/errors.js";
-import { readInput, readInputText } from "../cli/files.js";
+import { fileProblem, UsageError } from "../cli/errors.js";
 import { parseRequesterId, parseU64 } from "../cli/numbers.js";
+import { MemoryImage } from "../memory/memory-image.js";
 import type { Io } from "../io.js";
 
 export interface WalkArgs {
-  readonly memory?: string;
+  /** `FILE` or `FILE@BASE`, one per range (raw images, ELF cores, gzip of either). */
+  readonly memory?: readonly string[];
+  /** The base of raw images given without @BASE (default 0). */
   readonly memoryBase?: string;
   readonly reg?: readonly string[];
   readonly rid?: string;
@@ -17,13 +22,15 @@ export interface WalkArgs {
   readonly requests?: string;
 }
 
-/** Guest memory holding a raw guest-physical image (gzip or not) that starts at `base`. */
-export function loadImage(path: string, base: number): GuestMemory {
-  const bytes = readInput(path, "--memory");
-  const size = Math.max(PAGE_SIZE, Math.ceil(bytes.length / PAGE_SIZE) * PAGE_SIZE);
-  const memory = new GuestMemory(new HostMemory({ sizeBytes: 2 ** 46 }), 1, { sizeBytes: size, base, backingPageShift: 12 });
-  memory.loadImage(bytes, base);
-  return memory;
+/**
+ * Guest memory over the user's dumps: it spans them (holes between ranges read as zero) and reads a page from
+ * the files the first time a walk touches it, so memory use follows the tables walked, not the dump's size.
+ */
+export async function openGuestMemory(specs: readonly string[], defaultBase = 0): Promise<{ memory: GuestMemory; image: MemoryImage }> {
+  const image = await MemoryImage.open(specs, defaultBase);
+  const span = image.span();
+  const memory = new GuestMemory(new HostMemory({ sizeBytes: 2 ** 46 }), 1, { sizeBytes: span.size, base: span.base, backingPageShift: 12, image });
+  return { memory, image };
 }
 
 /** The shared JSON shape of one walk result: addresses as "0x…" text. */
@@ -60,11 +67,43 @@ function requestOf(record: Record<string, unknown>, where: string): WalkRequest 
   };
 }
 
-/** `viommu walk`: translations from a raw guest-memory image and the registers the guest wrote. */
-export function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, json = true): number {
+/** Whether a file starts with gzip's magic (an unreadable one is reported when it is opened for reading). */
+function gzipped(path: string): boolean {
+  try {
+    const fd = openSync(path, "r");
+    const head = Buffer.alloc(2);
+    const n = readSync(fd, head, 0, 2, 0);
+    closeSync(fd);
+    return n === 2 && head[0] === 0x1f && head[1] === 0x8b;
+  } catch {
+    return false;
+  }
+}
+
+/** The lines of a requests file, or of stdin (`-`) as they arrive, so a tool can converse with walk. */
+async function* requestLines(path: string): AsyncGenerator<string> {
+  const name = path === "-" ? "(stdin)" : path;
+  const file: NodeJS.ReadableStream = path === "-" ? process.stdin : createReadStream(path);
+  const input: NodeJS.ReadableStream = path !== "-" && gzipped(path) ? file.pipe(createGunzip()) : file;
+  const failed = new Promise<never>((_, reject) => {
+    file.once("error", (e: unknown) => reject(fileProblem("--requests", name, e)));
+    if (input !== file) input.once("error", (e: unknown) => reject(fileProblem("--requests", name, e)));
+  });
+  failed.catch(() => undefined); // raced below; an error after the last line is not an unhandled rejection
+
+  const lines = createInterface({ input, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  for (;;) {
+    const next = await Promise.race([lines.next(), failed]);
+    if (next.done === true) return;
+    yield next.value;
+  }
+}
+
+/** `viommu walk`: translations from guest-memory dumps and the registers the guest wrote. */
+export async function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, json = true): Promise<number> {
   const tool = plugin.walk;
   if (tool === undefined) throw new UsageError(`--vendor: ${plugin.id} has no table walker`);
-  if (args.memory === undefined) throw new UsageError("--memory FILE[.gz] is required");
+  if (args.memory === undefined || args.memory.length === 0) throw new UsageError("--memory FILE[@BASE] is required");
   const registers: Record<string, bigint> = {};
   for (const r of args.reg ?? []) {
     const at = r.indexOf("=");
@@ -74,14 +113,21 @@ export function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, json =
     registers[name] = parseU64(r.slice(at + 1), `--reg ${name}`, { hexOnly: true });
   }
   const base = args.memoryBase === undefined ? 0 : safe(parseU64(args.memoryBase, "--memory-base"), "--memory-base");
-  const memory = loadImage(args.memory, base);
-  const prepared = tool.prepare(memory, registers);
-  if (!prepared.ok) throw new UsageError(`--reg: ${prepared.error.message} (${plugin.id}'s walker takes ${tool.registers.join(", ")})`);
-  const walk = prepared.value;
+  const { memory, image } = await openGuestMemory(args.memory, base);
+  try {
+    const prepared = tool.prepare(memory, registers);
+    if (!prepared.ok) throw new UsageError(`--reg: ${prepared.error.message} (${plugin.id}'s walker takes ${tool.registers.join(", ")})`);
+    return await walkRequests(io, prepared.value, args, json);
+  } finally {
+    image.close();
+  }
+}
+
+async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkAnswer, args: WalkArgs, json: boolean): Promise<number> {
   if (args.requests !== undefined) {
     let status = 0;
     let lineNo = 0;
-    for (const line of readInputText(args.requests, "--requests").split("\n")) {
+    for await (const line of requestLines(args.requests)) {
       lineNo++;
       if (line.trim() === "") continue;
       const where = `--requests ${args.requests} line ${lineNo}`;
@@ -104,10 +150,14 @@ export function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, json =
 }
 
 export function registerWalk(program: Command, ctx: CliContext): void {
-  withJson(program.command("walk").description("translate from a raw guest-memory image as the hardware would, given the registers the guest wrote"))
+  withJson(program.command("walk").description("translate from guest-memory dumps as the hardware would, given the registers the guest wrote"))
     .requiredOption("--vendor <id>", "the vendor")
-    .requiredOption("--memory <file>", "raw guest-physical image (.gz read as gzip)")
-    .option("--memory-base <address>", "guest-physical address of the image's first byte (default 0)")
+    .requiredOption(
+      "--memory <file[@base]>",
+      "guest memory: a raw image (QEMU pmemsave) at BASE, or an ELF core (QEMU dump-guest-memory, kdump's vmcore) placed by its PT_LOAD segments; gzip of either; repeat for RAM split in ranges",
+      (v: string, all: string[] = []) => [...all, v],
+    )
+    .option("--memory-base <address>", "guest-physical address of raw images given without @BASE (default 0)")
     .option("--reg <name=value>", "a register the guest programmed (repeatable; walk names the ones it takes)", (v: string, all: string[] = []) => [...all, v])
     .option("--sid <id>", "SMMUv3 StreamID")
     .option("--devid <id>", "AMD-Vi DeviceID (a number or bus:dev.fn)")
@@ -117,15 +167,15 @@ export function registerWalk(program: Command, ctx: CliContext): void {
     .option("--ssid <n>", "SMMUv3 SubstreamID")
     .option("--iova <address>", "the address the device used")
     .addOption(new Option("--access <kind>", "read or write").choices(["read", "write"]).default("read"))
-    .option("--requests <file>", "many requests, one JSON object per line ({\"rid\", \"iova\", \"pasid\", \"access\"})")
-    .action(async (opts: { json?: boolean; vendor: string; memory: string; memoryBase?: string; reg?: string[]; sid?: string; devid?: string; rid?: string; bdf?: string; pasid?: string; ssid?: string; iova?: string; access: string; requests?: string }) => {
+    .option("--requests <file>", "many requests, one JSON object per line ({\"rid\", \"iova\", \"pasid\", \"access\"}); - reads stdin as lines arrive")
+    .action(async (opts: { json?: boolean; vendor: string; memory: string[]; memoryBase?: string; reg?: string[]; sid?: string; devid?: string; rid?: string; bdf?: string; pasid?: string; ssid?: string; iova?: string; access: string; requests?: string }) => {
       const json = opts.json === true;
       const io = ctx.io(json);
       const plugin = await oneVendor(ctx, io, json, opts.vendor);
       const ids = [opts.sid, opts.devid, opts.rid, opts.bdf].filter((x) => x !== undefined);
       if (ids.length > 1) throw new UsageError("give one of --sid, --devid, --rid, --bdf");
       ctx.exit(
-        walkCommand(io, plugin, { memory: opts.memory, memoryBase: opts.memoryBase, reg: opts.reg, rid: ids[0], pasid: opts.pasid ?? opts.ssid, iova: opts.iova, access: opts.access, requests: opts.requests }, json),
+        await walkCommand(io, plugin, { memory: opts.memory, memoryBase: opts.memoryBase, reg: opts.reg, rid: ids[0], pasid: opts.pasid ?? opts.ssid, iova: opts.iova, access: opts.access, requests: opts.requests }, json),
       );
     });
 }

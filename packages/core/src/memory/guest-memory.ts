@@ -14,6 +14,17 @@ export interface GuestMemoryOptions {
    * 30 (1 GiB huge pages) or 12 (4 KiB pages, allocated as touched, so rarely contiguous).
    */
   readonly backingPageShift?: number;
+  /**
+   * Where RAM's contents come from when it does not start empty (a memory dump): read a backing page at a time
+   * on first access, so a 16 GiB dump costs only the pages a walk touches. Pages reading all zero stay unbacked.
+   */
+  readonly image?: PhysicalImage;
+}
+
+/** A guest-physical image read lazily (a raw dump, an ELF core's PT_LOAD segments, several files). */
+export interface PhysicalImage {
+  /** Fills `into` with the bytes at guest-physical `address` onwards (zeros where the image holds none). */
+  read(address: number, into: Uint8Array): void;
 }
 
 /**
@@ -33,6 +44,9 @@ export class GuestMemory {
   private readonly flipped = new Set<number>();
   /** Pages the CPUs or the VMM wrote since the log was last taken (KVM's dirty log), while logging is on. */
   private dirtyLog: Set<number> | undefined;
+  private readonly image: PhysicalImage | undefined;
+  /** Chunks of the image already read (backed, or found all zero and left unbacked). */
+  private readonly imageRead = new Set<number>();
 
   constructor(
     readonly host: HostMemory,
@@ -44,6 +58,7 @@ export class GuestMemory {
     this.confidential = options.confidential ?? false;
     this.backingPageShift = options.backingPageShift ?? 21;
     this.chunkSize = 2 ** this.backingPageShift;
+    this.image = options.image;
     if (this.backingPageShift < 12 || this.backingPageShift > 30) throw new RangeError("backing page size must be 4 KiB to 1 GiB");
     if (this.base % PAGE_SIZE !== 0 || this.sizeBytes % PAGE_SIZE !== 0 || this.sizeBytes <= 0) {
       throw new RangeError("guest memory base and size must be whole pages");
@@ -62,8 +77,22 @@ export class GuestMemory {
   /** The host address backing `address`, if its backing page exists. */
   backingOf(address: number): Hpa | undefined {
     const chunk = Math.floor(address / this.chunkSize);
-    const hostBase = this.backing.get(chunk);
+    const hostBase = this.backing.get(chunk) ?? (this.image === undefined ? undefined : this.readImage(chunk));
     return hostBase === undefined ? undefined : ((hostBase + (address - chunk * this.chunkSize)) as Hpa);
+  }
+
+  /** First access to a chunk of an image-backed memory: back it with the image's bytes unless they are all zero. */
+  private readImage(chunk: number): number | undefined {
+    if (this.imageRead.has(chunk) || !this.contains(chunk * this.chunkSize)) return undefined;
+    this.imageRead.add(chunk);
+    const bytes = new Uint8Array(this.chunkSize);
+    this.image!.read(chunk * this.chunkSize, bytes);
+    if (!regionNonZero(bytes, new Uint32Array(bytes.buffer), 0, bytes.length)) return undefined;
+    const hostBase = this.host.allocate(this.owner, this.chunkSize / PAGE_SIZE);
+    if (hostBase === undefined) return undefined;
+    this.backing.set(chunk, hostBase);
+    this.host.writeBytes(hostBase, bytes);
+    return hostBase;
   }
 
   /**
@@ -73,7 +102,7 @@ export class GuestMemory {
   pin(address: number): Hpa | undefined {
     if (!this.contains(address)) return undefined;
     const chunk = Math.floor(address / this.chunkSize);
-    let hostBase = this.backing.get(chunk);
+    let hostBase = this.backing.get(chunk) ?? (this.image === undefined ? undefined : this.readImage(chunk));
     if (hostBase === undefined) {
       hostBase = this.host.allocate(this.owner, this.chunkSize / PAGE_SIZE);
       if (hostBase === undefined) return undefined;
