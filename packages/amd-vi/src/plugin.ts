@@ -25,11 +25,12 @@ export interface AmdViPluginOptions {
   readonly commandBuffer?: "trapped" | "hw-vqueue";
   /** Offer 2048 interrupts per device (EFR2.NumIntRemapSup). */
   readonly twoKInterrupts?: boolean;
+  /** PASID width the emulated IOMMU offers in nested mode (default 20; 16 for real Linux guests). */
+  readonly pasidBits?: number;
 }
 
 const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
 const interimReasons = {
-  pasid: "the reference guest driver does not attach domains at PASIDs yet (issue 11 is adding it)",
   dirtyTracking: INTERIM,
   sva: INTERIM,
   pageRequests: INTERIM,
@@ -41,7 +42,7 @@ function capabilities(hwQueues: boolean): Capabilities {
   return {
     nested: true,
     shadow: true,
-    pasid: false,
+    pasid: true,
     interruptRemapping: true,
     irOnly: true,
     vqueue: hwQueues,
@@ -111,6 +112,7 @@ export function createAmdViPlugin(options: AmdViPluginOptions = {}): VendorPlugi
       const device = AmdViDevice.create({
         commandBuffer: deviceOptions.eventInterrupts === "vmm" || !hwQueues ? "trapped" : "hw-vqueue",
         twoKInterrupts: options.twoKInterrupts ?? false,
+        pasidBits: options.pasidBits,
         ...deviceOptions,
       });
       return device.ok ? ok(device.value) : fail(device);

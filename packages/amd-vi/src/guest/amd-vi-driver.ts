@@ -10,6 +10,7 @@ import {
   type GuestEvent,
   type GuestIommuDriver,
   type GuestInitOptions,
+  type GuestProcess,
   type MsiMessage,
   type PermBits,
   type RawBits,
@@ -23,6 +24,7 @@ import {
   buildInvalidateIommuAll,
   buildInvalidateIommuPages,
   COMMAND_BYTES,
+  INVALIDATE_ALL_PAGES_ADDRESS,
 } from "../format/command.js";
 import { controlLayout, InvTimeOut } from "../format/control-register.js";
 import { setDteGcr3Root, DTE_BYTES } from "../format/device-table-entry.js";
@@ -39,6 +41,8 @@ import { amdV2Geometry, amdV2PageTableEncoder, amdV2PageTableFormat } from "../f
 import { decodePprLogEntry, PPR_ENTRY_BYTES } from "../format/ppr-log-entry.js";
 import { StatusBit } from "../format/status-register.js";
 import { encodeXtInterruptControl } from "../format/xt-interrupt-control-register.js";
+import { CpuProcess } from "./cpu-process.js";
+import { Gcr3Tables, type Gcr3Table } from "./gcr3-tables.js";
 import { GuardedTableStore } from "./guarded-table-store.js";
 import { discoverIommu, type DiscoveredIommu } from "./ivrs-discovery.js";
 import { V1PageTable } from "./v1-page-table.js";
@@ -66,6 +70,7 @@ const V2_IOVA_LIMIT = 2 ** 47;
 /** DTE word bits (32-bit words, word k holds DTE bits 32k..32k+31). */
 const W0_V = 1;
 const W0_TV = 2;
+const W1_PPR = 1 << 20;
 const W1_GIOV = 1 << 22;
 const W1_GV = 1 << 23;
 const W1_IR = 1 << 29;
@@ -77,7 +82,28 @@ interface Domain {
   readonly kind: "v1" | "v2";
   readonly v1: V1PageTable | undefined;
   readonly v2: PageTableBuilder | undefined;
+  /** Requester ids it is attached to. */
   readonly rids: Set<number>;
+  /** v2: where its root sits in GCR3 tables, requester id → PASIDs (PASID 0: the requester id's domain). */
+  readonly pasids: Map<number, Set<number>>;
+}
+
+/** What a GCR3 entry of a device holds: a v2 domain's table, or a bound process's CPU page table. */
+type PasidOwner = { readonly kind: "domain"; readonly domain: Domain } | { readonly kind: "process"; readonly process: CpuProcess };
+
+function addUser(users: Map<number, Set<number>>, rid: number, pasid: number): void {
+  let set = users.get(rid);
+  if (set === undefined) {
+    set = new Set();
+    users.set(rid, set);
+  }
+  set.add(pasid);
+}
+
+function removeUser(users: Map<number, Set<number>>, rid: number, pasid: number): void {
+  const set = users.get(rid);
+  set?.delete(pasid);
+  if (set?.size === 0) users.delete(rid);
 }
 
 interface IrqTable {
@@ -131,7 +157,14 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   readonly firmwareWarnings: string[] = [];
   private readonly domains = new Map<GuestDomainId, Domain>();
   private readonly domainOfRid = new Map<number, number>();
-  private readonly gcr3Tables = new Map<number, number>();
+  private readonly gcr3: Gcr3Tables;
+  /** What each device's PASIDs hold, requester id → PASID → owner. */
+  private readonly pasidOwners = new Map<number, Map<number, PasidOwner>>();
+  /** Bound processes: where each is installed (the MMU notifier's list of device PASIDs). */
+  private readonly processes = new Map<CpuProcess, Map<number, Set<number>>>();
+  private nextAsid = 1;
+  /** Devices whose page requests are enabled (Linux dev_data->ppr: DTE.PPR set). */
+  private readonly pageRequesters = new Set<number>();
   private readonly irqTables = new Map<number, IrqTable>();
   private readonly store: GuardedTableStore;
   private readonly words = new Uint32Array(4);
@@ -143,6 +176,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     private readonly pci?: PciConfigAccess,
   ) {
     this.store = new GuardedTableStore(context.memory, context.pages);
+    this.gcr3 = new Gcr3Tables(context.memory, (pages) => this.alloc(pages));
   }
 
   private config32(bdf: number, offset: number): number {
@@ -421,11 +455,11 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     if (this.mode === "v1") {
       const table = V1PageTable.create(this.context.memory, this.context.pages);
       if (table === undefined) return err("ENOMEM", "no memory for a page table");
-      domain = { id, kind: "v1", v1: table, v2: undefined, rids: new Set() };
+      domain = { id, kind: "v1", v1: table, v2: undefined, rids: new Set(), pasids: new Map() };
     } else {
       const table = PageTableBuilder.create({ ...amdV2PageTableFormat, ...amdV2PageTableEncoder }, amdV2Geometry(4), this.store);
       if (table === undefined) return err("ENOMEM", "no memory for a page table");
-      domain = { id, kind: "v2", v1: undefined, v2: table, rids: new Set() };
+      domain = { id, kind: "v2", v1: undefined, v2: table, rids: new Set(), pasids: new Map() };
     }
     this.domains.set(id, domain);
     return ok(id);
@@ -436,39 +470,115 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     return d === undefined ? err("ENOENT", `no domain ${id}`) : ok(d);
   }
 
-  /** The device's GCR3 table (one level, 512 PASIDs: GLX = 0), allocated on first use. */
-  private gcr3Table(rid: number): Result<number> {
-    const existing = this.gcr3Tables.get(rid);
+  /** The device's GCR3 table, created on first use with a DomainID of its own (setup_gcr3_table). */
+  private gcr3Table(rid: number): Result<Gcr3Table> {
+    const existing = this.gcr3.of(rid);
     if (existing !== undefined) return ok(existing);
-    const table = this.alloc(1);
-    if (!table.ok) return table;
-    this.gcr3Tables.set(rid, table.value);
-    return table;
+    const id = this.nextDomainId++;
+    if (id > 0xffff) return err("ENOSPC", "domain ids exhausted");
+    return this.gcr3.create(rid, id);
   }
 
-  /** set_dte_entry: translation fields rebuilt from scratch, the interrupt half (qwords 2–3) kept. */
-  private domainDte(rid: number, d: Domain): Result<Uint32Array> {
+  /** The translation half of the DTE cleared (qwords 0–1 and GuestPagingMode); the interrupt half kept. */
+  private clearedDte(rid: number): Uint32Array {
     const w = this.readDte(rid);
     w[0] = 0;
     w[1] = 0;
     w[2] = 0;
     w[3] = 0;
     w[5] = (w[5]! & ~(3 << 22)) >>> 0;
-    if (d.kind === "v1") {
-      const root = d.v1!.root;
-      w[0] = (W0_V | W0_TV | (d.v1!.mode << 9) | (root % 0x1_0000_0000)) >>> 0;
-      w[1] = (Math.floor(root / 0x1_0000_0000) | W1_IR | W1_IW) >>> 0;
-    } else {
-      const gcr3 = this.gcr3Table(rid);
-      if (!gcr3.ok) return fail(gcr3);
-      encodeGcr3Entry(d.v2!.root, this.words);
-      this.context.memory.write64Halves(gcr3.value, this.words[0]!, this.words[1]!);
-      w[0] = W0_V | W0_TV;
-      w[1] = (W1_IR | W1_IW | W1_GV | W1_GIOV) >>> 0;
-      setDteGcr3Root(w, gcr3.value);
-    }
+    return w;
+  }
+
+  /**
+   * set_dte_gcr3_table: V, TV, GV, GIoV (every requester-id domain of this driver is v2), GLX, the split GCR3
+   * root, IR, IW, PPR when the device's page requests are on, and the table's own DomainID.
+   */
+  private gcr3Dte(rid: number, t: Gcr3Table): Uint32Array {
+    const w = this.clearedDte(rid);
+    w[0] = W0_V | W0_TV;
+    w[1] = (W1_IR | W1_IW | W1_GV | W1_GIOV | (t.glx << 24) | (this.pageRequesters.has(rid) ? W1_PPR : 0)) >>> 0;
+    setDteGcr3Root(w, t.root);
+    w[2] = (w[2]! | t.domainId) >>> 0;
+    return w;
+  }
+
+  /** set_dte_entry for a v1 domain: V, TV, Mode, root, IR, IW, the domain's DomainID. */
+  private v1Dte(rid: number, d: Domain): Uint32Array {
+    const w = this.clearedDte(rid);
+    const root = d.v1!.root;
+    w[0] = (W0_V | W0_TV | (d.v1!.mode << 9) | (root % 0x1_0000_0000)) >>> 0;
+    w[1] = (Math.floor(root / 0x1_0000_0000) | W1_IR | W1_IW) >>> 0;
     w[2] = (w[2]! | d.id) >>> 0;
-    return ok(w);
+    return w;
+  }
+
+  private ownerAt(rid: number, pasid: number): PasidOwner | undefined {
+    return this.pasidOwners.get(rid)?.get(pasid);
+  }
+
+  /** Records what PASID `pasid` of `rid` now holds (undefined: nothing), updating the previous owner's lists. */
+  private setOwner(rid: number, pasid: number, owner: PasidOwner | undefined): void {
+    const previous = this.ownerAt(rid, pasid);
+    if (previous?.kind === "domain") removeUser(previous.domain.pasids, rid, pasid);
+    if (previous?.kind === "process") {
+      const users = this.processes.get(previous.process);
+      if (users !== undefined) removeUser(users, rid, pasid);
+    }
+    let byPasid = this.pasidOwners.get(rid);
+    if (owner === undefined) {
+      byPasid?.delete(pasid);
+      if (byPasid?.size === 0) this.pasidOwners.delete(rid);
+      return;
+    }
+    if (byPasid === undefined) {
+      byPasid = new Map();
+      this.pasidOwners.set(rid, byPasid);
+    }
+    byPasid.set(pasid, owner);
+    if (owner.kind === "domain") addUser(owner.domain.pasids, rid, pasid);
+    else {
+      let users = this.processes.get(owner.process);
+      if (users === undefined) {
+        users = new Map();
+        this.processes.set(owner.process, users);
+      }
+      addUser(users, rid, pasid);
+    }
+  }
+
+  /**
+   * Points a PASID of the device at `root` (update_gcr3 via amd_iommu_set_gcr3), or clears it: the device's GCR3
+   * table is created or grown as needed (then the DTE is rewritten and invalidated), and the PASID is flushed as
+   * dev_flush_pasid_all does (INVALIDATE_IOMMU_PAGES with GN, the table's DomainID, every address), then
+   * COMPLETION_WAIT.
+   */
+  private installPasid(rid: number, pasid: number, root: number | undefined, owner: PasidOwner | undefined): Result<void> {
+    const created = this.gcr3.of(rid) === undefined;
+    if (created && root === undefined) return ok();
+    const t = this.gcr3Table(rid);
+    if (!t.ok) return fail(t);
+    const r = this.gcr3.set(t.value, pasid, root, efrBit(this.efr, "GLXSup"));
+    if (!r.ok) {
+      if (created) this.gcr3.drop(rid);
+      return fail(r);
+    }
+    this.setOwner(rid, pasid, owner);
+    const commands: RawBits[] = [];
+    if (created || r.value.grew) {
+      this.context.memory.writeWords(this.devtab + rid * DTE_BYTES, this.gcr3Dte(rid, t.value));
+      commands.push(buildInvalidateDevtabEntry(rid));
+    }
+    commands.push(buildInvalidateIommuPages({ domainId: t.value.domainId, address: 0n, size: INVALIDATE_ALL_PAGES_ADDRESS, pasid }));
+    return this.submit(commands);
+  }
+
+  /** The device's DTE when its GCR3 table is gone (no PASID left): the blocked entry, interrupt half kept. */
+  private dropGcr3(rid: number): Result<void> {
+    this.gcr3.drop(rid);
+    const w = this.clearedDte(rid);
+    w[0] = this.mode === "none" ? 0 : W0_V | W0_TV;
+    return this.writeDte(rid, w);
   }
 
   attach(rid: number, domainId: GuestDomainId): Result<void> {
@@ -478,36 +588,43 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     if (!r.ok) return r;
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
-    const words = this.domainDte(rid, d.value);
-    if (!words.ok) return fail(words);
     const previous = this.domainOfRid.get(rid);
+    if (d.value.kind === "v2") {
+      const installed = this.installPasid(rid, 0, d.value.v2!.root, { kind: "domain", domain: d.value });
+      if (!installed.ok) return installed;
+    } else if (this.gcr3.of(rid) !== undefined) return err("EBUSY", "the device has PASIDs attached: a v1 domain cannot keep its GCR3 table");
     if (previous !== undefined) this.domains.get(previous)?.rids.delete(rid);
     d.value.rids.add(rid);
     this.domainOfRid.set(rid, domainId);
-    return this.writeDte(rid, words.value);
+    if (d.value.kind === "v2") return ok();
+    return this.writeDte(rid, this.v1Dte(rid, d.value));
   }
 
-  /** The blocked domain: V = TV = 1, no translation, no permission; the interrupt half kept. */
+  /**
+   * The blocked domain: V = TV = 1, no translation, no permission; the interrupt half kept. A device that still
+   * has PASIDs attached keeps its GCR3 table and only loses PASID 0 (GIoV then finds no entry: DMA without a
+   * PASID faults, DMA with one goes on).
+   */
   detach(rid: number): Result<void> {
     const r = this.checkRid(rid);
     if (!r.ok) return r;
     const previous = this.domainOfRid.get(rid);
     if (previous !== undefined) this.domains.get(previous)?.rids.delete(rid);
     this.domainOfRid.delete(rid);
-    const w = this.readDte(rid);
+    const t = this.gcr3.of(rid);
+    if (t !== undefined) {
+      const cleared = this.installPasid(rid, 0, undefined, undefined);
+      if (!cleared.ok || t.pasids.size > 0) return cleared;
+      return this.dropGcr3(rid);
+    }
+    const w = this.clearedDte(rid);
     w[0] = this.mode === "none" ? 0 : W0_V | W0_TV;
-    w[1] = 0;
-    w[2] = 0;
-    w[3] = 0;
     return this.writeDte(rid, w);
   }
 
   /** A v1 table grew a level: every device on it gets the new root and Mode (amd_iommu_domain_update). */
   private updateDomainDtes(d: Domain): void {
-    for (const rid of d.rids) {
-      const words = this.domainDte(rid, d);
-      if (words.ok) this.writeDte(rid, words.value);
-    }
+    for (const rid of d.rids) this.writeDte(rid, this.v1Dte(rid, d));
   }
 
   map(domainId: GuestDomainId, iova: number, gpa: number, length: number, perms: PermBits): Result<void> {
@@ -531,29 +648,127 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   }
 
   /**
-   * INVALIDATE_IOMMU_PAGES for the domain (v2: GN with PASID 0), in naturally aligned pieces as Linux does
-   * under NpCache, then COMPLETION_WAIT. Without a range, everything (Linux's all-pages address).
+   * INVALIDATE_IOMMU_PAGES for the domain in naturally aligned pieces as Linux does under NpCache, then
+   * COMPLETION_WAIT; without a range, everything (Linux's all-pages address). A v1 domain is flushed by its own
+   * DomainID; a v2 domain wherever it is installed, by each device's GCR3 DomainID with GN and the PASID
+   * (domain_flush_pages_v2 for PASID 0, and the same for the PASIDs it is attached at).
    */
   flush(domainId: GuestDomainId, iova?: number, length?: number): Result<void> {
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
-    const pasid = d.value.kind === "v2" ? 0 : undefined;
     const commands: RawBits[] = [];
-    if (iova === undefined || length === undefined) {
-      commands.push(buildInvalidateIommuPages({ domainId: d.value.id, address: 0n, size: 0x7fff_ffff_ffff_ffffn, pasid }));
-    } else {
+    const pieces = (tag: number, pasid: number | undefined): void => {
+      if (iova === undefined || length === undefined) {
+        commands.push(buildInvalidateIommuPages({ domainId: tag, address: 0n, size: INVALIDATE_ALL_PAGES_ADDRESS, pasid }));
+        return;
+      }
       let address = iova;
       let size = length;
       for (let guard = 0; size > 0 && guard < 64; guard++) {
         const sizeAlign = Math.floor(Math.log2(size));
         const addrAlign = address === 0 ? 64 : Math.log2(lowestSetBit(address));
         const piece = 2 ** Math.min(sizeAlign, addrAlign);
-        commands.push(buildInvalidateIommuPages({ domainId: d.value.id, address: BigInt(address), size: BigInt(piece), pasid }));
+        commands.push(buildInvalidateIommuPages({ domainId: tag, address: BigInt(address), size: BigInt(piece), pasid }));
         address += piece;
         size -= piece;
       }
+    };
+    if (d.value.kind === "v1") pieces(d.value.id, undefined);
+    else {
+      for (const [rid, pasids] of d.value.pasids) {
+        const t = this.gcr3.of(rid);
+        if (t !== undefined) for (const pasid of pasids) pieces(t.domainId, pasid);
+      }
     }
     return this.submit(commands);
+  }
+
+  // ---- PASIDs and shared virtual addressing ----
+
+  /** Linux is_pasid_valid: 0 < PASID < max_pasids, with max_pasids = 2^(PASmax + 1) − 1 when GTSup. */
+  private checkPasid(pasid: number): Result<void> {
+    const max = efrBit(this.efr, "GTSup") === 1 ? 2 ** (efrBit(this.efr, "PASmax") + 1) - 1 : 0;
+    return Number.isInteger(pasid) && pasid > 0 && pasid < max ? ok() : err("EINVAL", `PASID ${pasid} outside 1..${max - 1}`);
+  }
+
+  /** PASIDs need GCR3 tables, which only v2 (guest) translation has; a v1 driver has no PASID support. */
+  private pasidCapable(rid: number, pasid: number): Result<void> {
+    const t = this.translating();
+    if (!t.ok) return t;
+    const r = this.checkRid(rid);
+    if (!r.ok) return r;
+    if (this.mode !== "v2") return err("EINVAL", "PASIDs need guest (v2) translation and a GCR3 table");
+    return this.checkPasid(pasid);
+  }
+
+  /** A v2 domain at PASID `pasid` of the device: its root in the device's GCR3 table. */
+  attachPasid(rid: number, pasid: number, domainId: GuestDomainId): Result<void> {
+    const c = this.pasidCapable(rid, pasid);
+    if (!c.ok) return c;
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    if (d.value.kind !== "v2") return err("EINVAL", "only a v2 domain can sit in a GCR3 table");
+    return this.installPasid(rid, pasid, d.value.v2!.root, { kind: "domain", domain: d.value });
+  }
+
+  /** Clears the PASID's GCR3 entry and flushes it (amd_iommu_clear_gcr3); the table goes with its last PASID. */
+  detachPasid(rid: number, pasid: number): Result<void> {
+    const c = this.pasidCapable(rid, pasid);
+    if (!c.ok) return c;
+    const t = this.gcr3.of(rid);
+    if (t === undefined || !t.pasids.has(pasid)) return err("ENOENT", `nothing attached at PASID ${pasid} of 0x${rid.toString(16)}`);
+    const r = this.installPasid(rid, pasid, undefined, undefined);
+    if (!r.ok || t.pasids.size > 0) return r;
+    return this.dropGcr3(rid);
+  }
+
+  /** A user process: its CPU page table (x86-64 4-level, the v2 format) in guest memory, with its own PCID. */
+  createProcess(): Result<GuestProcess> {
+    const t = this.translating();
+    if (!t.ok) return fail(t);
+    if (this.mode !== "v2") return err("EOPNOTSUPP", "shared virtual addressing needs guest (v2) translation");
+    const process = CpuProcess.create(this.store, this.nextAsid);
+    if (process === undefined) return err("ENOMEM", "no memory for the process's page table");
+    this.nextAsid = (this.nextAsid % 4095) + 1;
+    return ok(process);
+  }
+
+  private ownProcess(process: GuestProcess): Result<CpuProcess> {
+    return process instanceof CpuProcess ? ok(process) : err("EINVAL", "not a process of this guest");
+  }
+
+  /** iommu_sva_bind_device → iommu_sva_set_dev_pasid: the process's page table root in the GCR3 entry. */
+  bindProcess(rid: number, pasid: number, process: GuestProcess): Result<void> {
+    const c = this.pasidCapable(rid, pasid);
+    if (!c.ok) return c;
+    const p = this.ownProcess(process);
+    if (!p.ok) return fail(p);
+    return this.installPasid(rid, pasid, p.value.root, { kind: "process", process: p.value });
+  }
+
+  unbindProcess(rid: number, pasid: number): Result<void> {
+    if (this.ownerAt(rid, pasid)?.kind !== "process") return err("ENOENT", `no process bound at PASID ${pasid} of 0x${rid.toString(16)}`);
+    return this.detachPasid(rid, pasid);
+  }
+
+  /**
+   * The MMU notifier's secondary-TLB invalidation (pasid.c sva_arch_invalidate_secondary_tlbs): for every device
+   * PASID the process is bound to, one INVALIDATE_IOMMU_PAGES over [va, va + length) with GN, the PASID and the
+   * device's GCR3 DomainID, then COMPLETION_WAIT (amd_iommu_dev_flush_pasid_pages).
+   */
+  invalidateProcess(process: GuestProcess, va: number, length: number): Result<void> {
+    const p = this.ownProcess(process);
+    if (!p.ok) return fail(p);
+    if (!Number.isSafeInteger(va) || !Number.isSafeInteger(length) || va < 0 || length <= 0) return err("EINVAL", "not an address range");
+    for (const [rid, pasids] of this.processes.get(p.value) ?? []) {
+      const t = this.gcr3.of(rid);
+      if (t === undefined) continue;
+      for (const pasid of pasids) {
+        const r = this.submit([buildInvalidateIommuPages({ domainId: t.domainId, address: BigInt(va), size: BigInt(length), pasid })]);
+        if (!r.ok) return r;
+      }
+    }
+    return ok();
   }
 
   // ---- interrupts ----

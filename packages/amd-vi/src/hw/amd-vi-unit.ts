@@ -125,7 +125,7 @@ export class AmdViUnit implements PhysicalIommu {
 
   hwInfo(_device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
     if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_AMD) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
-    return ok({ type: IOMMU_HW_INFO_TYPE_AMD, data: encodeHwInfoAmd(HOST_EFR, HOST_EFR2), maxPasidLog2: 16, capabilities: 0 });
+    return ok({ type: IOMMU_HW_INFO_TYPE_AMD, data: encodeHwInfoAmd(HOST_EFR, HOST_EFR2), maxPasidLog2: 20, capabilities: 0 });
   }
 
   domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {

@@ -2,7 +2,9 @@ import { encodeEfr, encodeEfr2, u64FromRaw } from "../format/index.js";
 
 /**
  * The physical IOMMU's feature registers, as GET_HW_INFO reports them (`iommu_hw_info_amd`): guest
- * translation with 2-level GCR3 tables and 16-bit PASIDs, 4-level guest tables (so a 5-level guest DTE is
+ * translation with 3-level GCR3 tables (GLXSup = 2) and 20-bit PASIDs (PASmax = 19), the widest the
+ * specification allows (Linux amd_iommu_types.h: "the spec says it could have upto 20 bits"; Linux itself
+ * handles 16, see emulated-features.ts), 4-level guest tables (so a 5-level guest DTE is
  * EOPNOTSUPP, as Linux answers), 128-bit IRTEs with x2APIC, the hardware vIOMMU (vIommuSup), GCR3TRPMode
  * (the GCR3 root as a GPA) and 2048 interrupts per device. Host dirty tracking is not modelled (HDSup = 0).
  */
@@ -17,8 +19,8 @@ export const HOST_EFR: bigint = u64FromRaw(
     GASup: 1,
     HATS: 2,
     GATS: 0,
-    GLXSup: 1,
-    PASmax: 15,
+    GLXSup: 2,
+    PASmax: 19,
     GIoSup: 1,
     vIommuSup: 1,
   }),

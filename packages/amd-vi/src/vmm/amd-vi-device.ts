@@ -70,6 +70,11 @@ export interface AmdViDeviceOptions extends VmmDeviceOptions {
   readonly commandBuffer?: "trapped" | "hw-vqueue";
   /** Advertise 2048 interrupts per device (EFR2.NumIntRemapSup, QEMU's numint2k). */
   readonly twoKInterrupts?: boolean;
+  /**
+   * PASID width offered in nested mode (EFR.PASmax + 1): 20, the specification's maximum, by default; 16 for
+   * real Linux guests, which refuse more (see emulated-features.ts).
+   */
+  readonly pasidBits?: number;
 }
 
 const bit = (name: Parameters<typeof controlLayout.field>[0]): number => controlLayout.field(name).bit;
@@ -171,7 +176,7 @@ export class AmdViDevice implements EmulatedIommu {
   private constructor(readonly options: AmdViDeviceOptions) {
     this.mode = options.mode;
     this.mmioBase = options.mmioBase ?? AMDVI_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
-    this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false);
+    this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false, options.pasidBits);
     this.remapper = new InterruptRemapper(options.vm.memory);
     this.walker = new GuestDteWalker(options.vm.memory);
     this.reporter = { log: resolveToken(options.vm.container, HostServices).log, vm: options.vm.id, source: `amd-vi@0x${this.mmioBase.toString(16)}` };

@@ -107,7 +107,9 @@ describe("v2 tables (nested mode: the IVHD reports HATDis)", () => {
     expect(w[0]! & 3).toBe(3);
     expect((w[1]! >>> 22) & 3).toBe(3);
     expect((w[1]! >>> 24) & 3).toBe(0);
-    expect(w[2]! & 0xffff).toBe(domain);
+    // The DTE carries the device's own GCR3 DomainID, not the domain's (Linux set_dte_gcr3_table: gcr3_info.domid).
+    expect(w[2]! & 0xffff).not.toBe(domain);
+    expect(w[2]! & 0xffff).not.toBe(0);
     const gcr3 = ((w[1]! >>> 26) & 7) * 2 ** 12 + (w[2]! >>> 16) * 2 ** 15 + (w[3]! >>> 11) * 2 ** 31;
     const entry = t.v.vm.memory.read64(gcr3);
     expect(entry & 1n).toBe(1n);
@@ -128,7 +130,9 @@ describe("v2 tables (nested mode: the IVHD reports HATDis)", () => {
     const tail = Number(reg(t, MmioOffset.CommandBufferTail));
     const last = decodeCommand(t.v.vm.memory.readWords(base + tail - 32, new Uint32Array(4)));
     expect(last.name).toBe("INVALIDATE_IOMMU_PAGES");
-    expect(last.fields).toMatchObject({ DomainID: domain, GN: 1, PASID: 0, S: 1, Address: 0x7fff_ffff_ffff_f000n });
+    const dteDomainId = t.v.vm.memory.read32(t.driver.structures.deviceTable + 0x10 * 32 + 8) & 0xffff;
+    expect(dteDomainId).not.toBe(domain);
+    expect(last.fields).toMatchObject({ DomainID: dteDomainId, GN: 1, PASID: 0, S: 1, Address: 0x7fff_ffff_ffff_f000n });
   });
 });
 

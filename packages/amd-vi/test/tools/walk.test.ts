@@ -36,6 +36,9 @@ function checkIntents(mode: "shadow" | "nested", intents: Intent[]): void {
   unwrap(t.driver.attach(0x10, domain));
   for (const i of intents) unwrap(t.driver.map(domain, i.iova, i.gpa, i.length, i.perms));
   const walk = walker(t.v);
+  // The DTE's DomainID: the domain's own for v1, the device's GCR3 table id for v2 (set_dte_gcr3_table).
+  const dteDomainId = t.v.vm.memory.read32(t.driver.structures.deviceTable + 0x10 * 32 + 8) & 0xffff;
+  if (mode === "shadow") expect(dteDomainId).toBe(domain);
   for (const i of intents) {
     for (const offset of [0, Math.floor(i.length / 2) + 0x123, i.length - 8]) {
       expect(walk(0x10, i.iova + offset), `${mode} 0x${(i.iova + offset).toString(16)}`).toEqual({
@@ -44,7 +47,7 @@ function checkIntents(mode: "shadow" | "nested", intents: Intent[]): void {
         pageSize: i.pageSize,
         read: true,
         write: (i.perms & Perm.Write) !== 0,
-        domain,
+        domain: dteDomainId,
       });
     }
     if (!(i.perms & Perm.Write)) expect(walk(0x10, i.iova, true)).toEqual({ ok: false, fault: { code: 2, name: "IO_PAGE_FAULT" } });

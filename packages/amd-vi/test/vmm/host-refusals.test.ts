@@ -32,7 +32,9 @@ describe("an invalidation the host refuses is the guest's ILLEGAL_COMMAND_ERROR 
     expect(Number(t.v.vm.mmioRead(t.device.mmioBase + MmioOffset.Status, 4)) & StatusBit.CmdBufRun).toBe(0);
     // The refused command is the one at the head: the second INVALIDATE_IOMMU_PAGES, for the last page.
     const cmd = t.v.vm.memory.readWords(t.driver.structures.commandBuffer + head, new Uint32Array(4));
-    expect([cmd[1]! >>> 28, cmd[1]! & 0xffff, cmd[2]! & ~0xfff]).toEqual([0x3, domain, IOVA + 0x2000]);
+    // v2 tables: the DomainID is the device's GCR3 table id, the one its DTE carries (set_dte_gcr3_table).
+    const dteDomainId = t.v.vm.memory.read32(t.driver.structures.deviceTable + 0x10 * 32 + 8) & 0xffff;
+    expect([cmd[1]! >>> 28, cmd[1]! & 0xffff, cmd[2]! & ~0xfff]).toEqual([0x3, dteDomainId, IOVA + 0x2000]);
     // The first invalidation took effect; the refused one did not (its page is still cached).
     expect(dev.read(IOVA, 4).ok).toBe(false);
     expect(dev.read(IOVA + 0x2000, 4).ok).toBe(true);

@@ -92,7 +92,10 @@ describe("the emulated-device path", () => {
       const events = t.driver.readEvents();
       expect(events).toEqual([expect.objectContaining({ kind: "dma-fault", name: "IO_PAGE_FAULT", rid: 0x28, address: IOVA + 0x5000, write: true })]);
       const qw0 = BigInt(events[0]!.raw[0]!);
-      expect(Number((qw0 >> 32n) & 0xffffn)).toBe(domain);
+      // v1 (shadow): the domain's id; v2 (nested): the device's GCR3 table id (Linux set_dte_gcr3_table).
+      const dteDomainId = t.v.vm.memory.read32(t.driver.structures.deviceTable + 0x28 * 32 + 8) & 0xffff;
+      expect(Number((qw0 >> 32n) & 0xffffn)).toBe(dteDomainId);
+      if (mode === "shadow") expect(dteDomainId).toBe(domain);
     }
   });
 });
