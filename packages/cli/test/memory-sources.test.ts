@@ -20,7 +20,15 @@ const qemuArm = externalTool("qemu-system-aarch64", ["--version"], "qemu-system-
 interface Translation {
   readonly sid: string;
   readonly iova: string;
-  readonly at_dump: { readonly fault: string | null; readonly translated?: string; readonly page_size?: number; readonly read?: boolean; readonly write?: boolean };
+  readonly at_dump: {
+    readonly fault: string | null;
+    readonly translated?: string;
+    readonly page_size?: number;
+    readonly read?: boolean;
+    readonly write?: boolean;
+    /** The entries the fixture's own walker read, in order. */
+    readonly walk?: readonly { readonly what: string; readonly addr: string; readonly lo?: string; readonly val?: string | readonly string[] }[];
+  };
 }
 
 function translations(vendor: string): { header: Record<string, string>; list: Translation[] } {
@@ -44,11 +52,12 @@ function walkAll(vendor: "vtd" | "smmuv3", memory: string[]): void {
   const dir = mkdtempSync(join(tmpdir(), "viommu-walk-"));
   const requests = join(dir, "requests.jsonl");
   writeFileSync(requests, list.map((t) => JSON.stringify({ rid: t.sid, iova: t.iova })).join("\n"));
-  const r = viommu(["walk", "--vendor", vendor, ...memory.flatMap((m) => ["--memory", m]), ...regs, "--requests", requests, "--json"]);
+  const r = viommu(["walk", "--vendor", vendor, ...memory.flatMap((m) => ["--memory", m]), ...regs, "--requests", requests, "--json", "--steps"]);
   rmSync(dir, { recursive: true });
   expect(r.stderr).toBe("");
   expect(r.status).toBe(0);
-  const answers = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { ok: boolean; output: string; pageSize: number; read: boolean; write: boolean });
+  type Read = { address: string; value: string[] };
+  const answers = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { ok: boolean; output: string; pageSize: number; read: boolean; write: boolean; reads: Read[]; outsideImage?: string[] });
   expect(answers).toHaveLength(list.length);
   list.forEach((t, i) => {
     const a = answers[i]!;
@@ -56,6 +65,19 @@ function walkAll(vendor: "vtd" | "smmuv3", memory: string[]): void {
     expect(hex(a.output), `${t.sid} ${t.iova}`).toBe(hex(t.at_dump.translated!));
     expect(a.pageSize).toBe(t.at_dump.page_size);
     expect([a.read, a.write]).toEqual([t.at_dump.read, t.at_dump.write]);
+    expect(a.outsideImage).toBeUndefined();
+    // The entries the fixture's walker read appear among the walk's reads, in order, with the same values.
+    let at = 0;
+    // The SMMUv3 walker keeps the stream table and CD entries it has read: each walk reads its table levels.
+    for (const step of (t.at_dump.walk ?? []).filter((w) => vendor === "vtd" || w.what === "pte")) {
+      while (at < a.reads.length && hex(a.reads[at]!.address) !== hex(step.addr)) at++;
+      expect(at, `${t.sid} ${t.iova}: no read of ${step.addr} after the earlier steps`).toBeLessThan(a.reads.length);
+      // The first 64-bit word of the entry (walkers read a multi-word STE or CD a word at a time, or whole).
+      const first = step.lo ?? (Array.isArray(step.val) ? step.val[0]! : (step.val as string));
+      expect(BigInt(a.reads[at]!.value[0]!), `${t.sid} ${t.iova} at ${step.addr}`).toBe(BigInt(first));
+      at++;
+    }
+    if (vendor === "vtd") expect(a.reads.map((x) => hex(x.address))).toEqual((t.at_dump.walk ?? []).map((w) => hex(w.addr)));
   });
 }
 
@@ -80,6 +102,18 @@ describe.skipIf(!existsSync(builtMain) || qemuX86.command === undefined)(`walk o
 
   it("walks two pmemsave ranges given as FILE@BASE", () => {
     walkAll("vtd", [join(dir, "low.raw"), `${join(dir, "high.raw")}@0x2000000`]);
+  });
+
+  it("prints the steps as a table, and says when a table pointer lies outside the memory image", () => {
+    const good = viommu(["walk", "--vendor", "vtd", "--memory", join(dir, "vtd.raw"), "--reg", "RTADDR=0x387f000", "--rid", "02:00.0", "--iova", "0xffffd000"]);
+    expect(good.status).toBe(0);
+    expect(good.stdout.split("\n")[0]).toBe("0xffffd000  →  0x3bbd000  4K rw  domain 9");
+    expect(good.stdout).toMatch(/^\s+6\s+0x3e21fe8\s+8\s+0x0000000003bbd003$/m);
+    const wrong = viommu(["walk", "--vendor", "vtd", "--memory", join(dir, "vtd.raw"), "--reg", "RTADDR=0x20000000", "--rid", "02:00.0", "--iova", "0xffffd000"]);
+    expect(wrong.status).toBe(0);
+    expect(wrong.stdout).toMatch(/FAULT .*\(read 0x20000020 outside the memory image\)/);
+    const json = viommu(["walk", "--vendor", "vtd", "--memory", join(dir, "vtd.raw"), "--reg", "RTADDR=0x20000000", "--rid", "02:00.0", "--iova", "0xffffd000", "--json"]);
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, outsideImage: ["0x20000020"] });
   });
 
   it("refuses QEMU's kdump-compressed dump by name, and an ELF core given a base", () => {

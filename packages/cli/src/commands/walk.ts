@@ -2,11 +2,12 @@ import { createInterface } from "node:readline";
 import { closeSync, createReadStream, openSync, readSync } from "node:fs";
 import { createGunzip } from "node:zlib";
 import { Option, type Command } from "commander";
-import { GuestMemory, HostMemory, type VendorPlugin, type WalkAnswer, type WalkRequest } from "@viommu/core";
+import type { VendorPlugin, WalkAnswer, WalkRequest } from "@viommu/core";
 import { oneVendor, withJson, type CliContext } from "../cli/context.js";
 import { fileProblem, UsageError } from "../cli/errors.js";
 import { parseRequesterId, parseU64 } from "../cli/numbers.js";
 import { MemoryImage } from "../memory/memory-image.js";
+import { TracingGuestMemory, type MemoryRead } from "../memory/tracing-memory.js";
 import type { Io } from "../io.js";
 
 export interface WalkArgs {
@@ -20,32 +21,79 @@ export interface WalkArgs {
   readonly iova?: string;
   readonly access?: string;
   readonly requests?: string;
+  /** Print each walk's steps (always for a single request in human output). */
+  readonly steps?: boolean;
 }
 
 /**
- * Guest memory over the user's dumps: it spans them (holes between ranges read as zero) and reads a page from
- * the files the first time a walk touches it, so memory use follows the tables walked, not the dump's size.
+ * Guest memory over the user's dumps, recording the reads each walk makes: a page is read from the files the
+ * first time a walk touches it, so memory use follows the tables walked, not the dump's size.
  */
-export async function openGuestMemory(specs: readonly string[], defaultBase = 0): Promise<{ memory: GuestMemory; image: MemoryImage }> {
+export async function openGuestMemory(specs: readonly string[], defaultBase = 0): Promise<{ memory: TracingGuestMemory; image: MemoryImage }> {
   const image = await MemoryImage.open(specs, defaultBase);
-  const span = image.span();
-  const memory = new GuestMemory(new HostMemory({ sizeBytes: 2 ** 46 }), 1, { sizeBytes: span.size, base: span.base, backingPageShift: 12, image });
-  return { memory, image };
+  return { memory: new TracingGuestMemory(image), image };
 }
 
-/** The shared JSON shape of one walk result: addresses as "0x…" text. */
-export function walkJson(a: WalkAnswer): Record<string, unknown> {
-  if (!a.ok) return { ok: false, fault: a.fault };
-  return { ok: true, output: `0x${a.output.toString(16)}`, pageSize: a.pageSize, read: a.read, write: a.write, ...(a.domain !== undefined ? { domain: a.domain } : {}), ...(a.asid !== undefined ? { asid: a.asid } : {}) };
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** What one walk found, with the reads it made of the dump. */
+export interface WalkReport {
+  readonly answer: WalkAnswer;
+  readonly reads: readonly MemoryRead[];
+}
+
+/** The shared JSON shape of one walk result: addresses as "0x…" text; `steps` when asked for. */
+export function walkJson(report: WalkReport, steps = false): Record<string, unknown> {
+  const a = report.answer;
+  const outside = report.reads.filter((r) => !r.inImage).map((r) => hex(r.address));
+  const base = a.ok
+    ? { ok: true, output: hex(a.output), pageSize: a.pageSize, read: a.read, write: a.write, ...(a.domain !== undefined ? { domain: a.domain } : {}), ...(a.asid !== undefined ? { asid: a.asid } : {}) }
+    : { ok: false, fault: a.fault };
+  return {
+    ...base,
+    ...(outside.length > 0 ? { outsideImage: outside } : {}),
+    ...(steps ? (a.steps !== undefined ? { steps: a.steps } : { reads: report.reads.map((r) => ({ address: hex(r.address), bytes: r.bytes, value: r.value, ...(r.inImage ? {} : { outsideImage: true }) })) }) : {}),
+  };
+}
+
+function sizeText(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${bytes / 2 ** 30}G` : bytes >= 2 ** 20 ? `${bytes / 2 ** 20}M` : `${bytes / 1024}K`;
 }
 
 /** One walk result as a line a person reads. */
-export function walkLine(request: WalkRequest, a: WalkAnswer): string {
-  const iova = `0x${request.iova.toString(16)}`;
-  if (!a.ok) return `${iova}  FAULT ${a.fault.name} (code 0x${a.fault.code.toString(16)})`;
+export function walkLine(request: WalkRequest, report: WalkReport): string {
+  const a = report.answer;
+  const iova = hex(request.iova);
+  const outside = report.reads.find((r) => !r.inImage);
+  const note = outside === undefined ? "" : `  (read ${hex(outside.address)} outside the memory image)`;
+  if (!a.ok) return `${iova}  FAULT ${a.fault.name} (code 0x${a.fault.code.toString(16)})${note}`;
   const perms = `${a.read ? "r" : "-"}${a.write ? "w" : "-"}`;
-  const size = a.pageSize >= 2 ** 30 ? `${a.pageSize / 2 ** 30}G` : a.pageSize >= 2 ** 20 ? `${a.pageSize / 2 ** 20}M` : `${a.pageSize / 1024}K`;
-  return `${iova}  →  0x${a.output.toString(16)}  ${size} ${perms}${a.domain !== undefined ? `  domain ${a.domain}` : ""}${a.asid !== undefined ? `  asid ${a.asid}` : ""}`;
+  return `${iova}  →  ${hex(a.output)}  ${sizeText(a.pageSize)} ${perms}${a.domain !== undefined ? `  domain ${a.domain}` : ""}${a.asid !== undefined ? `  asid ${a.asid}` : ""}${note}`;
+}
+
+/** The walk's steps as a table: the vendor's named entries, or else every read it made. */
+export function walkTable(report: WalkReport): string[] {
+  const rows: string[][] = [];
+  if (report.answer.steps !== undefined) {
+    rows.push(["step", "entry", "address", "level", "raw", "fields"]);
+    report.answer.steps.forEach((s, i) =>
+      rows.push([
+        String(i + 1),
+        `${s.stage !== undefined ? `S${s.stage} ` : ""}${s.what}`,
+        hex(s.address),
+        s.level === undefined ? "" : `${s.level}${s.pageSize !== undefined ? ` (${sizeText(s.pageSize)})` : ""}`,
+        s.raw.join(" "),
+        Object.entries(s.fields ?? {})
+          .map(([k, v]) => `${k}=${typeof v === "number" ? (v > 9 ? hex(v) : String(v)) : String(v)}`)
+          .join(" "),
+      ]),
+    );
+  } else {
+    rows.push(["step", "address", "bytes", "value", ""]);
+    report.reads.forEach((r, i) => rows.push([String(i + 1), hex(r.address), String(r.bytes), r.value.join(" "), r.inImage ? "" : "outside the memory image"]));
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => `  ${r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ")}`.trimEnd());
 }
 
 function safe(value: bigint, option: string): number {
@@ -117,13 +165,18 @@ export async function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, 
   try {
     const prepared = tool.prepare(memory, registers);
     if (!prepared.ok) throw new UsageError(`--reg: ${prepared.error.message} (${plugin.id}'s walker takes ${tool.registers.join(", ")})`);
-    return await walkRequests(io, prepared.value, args, json);
+    const walk = prepared.value;
+    return await walkRequests(io, (request) => {
+      const { result, reads } = memory.traced(() => walk(request));
+      return { answer: result, reads };
+    }, args, json);
   } finally {
     image.close();
   }
 }
 
-async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkAnswer, args: WalkArgs, json: boolean): Promise<number> {
+async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkReport, args: WalkArgs, json: boolean): Promise<number> {
+  const steps = args.steps === true;
   if (args.requests !== undefined) {
     let status = 0;
     let lineNo = 0;
@@ -133,8 +186,12 @@ async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkAnswer, 
       const where = `--requests ${args.requests} line ${lineNo}`;
       try {
         const request = requestOf(JSON.parse(line) as Record<string, unknown>, where);
-        const answer = walk(request);
-        io.out(json ? JSON.stringify(walkJson(answer)) : walkLine(request, answer));
+        const report = walk(request);
+        if (json) io.out(JSON.stringify(walkJson(report, steps)));
+        else {
+          io.out(walkLine(request, report));
+          if (steps) for (const row of walkTable(report)) io.out(row);
+        }
       } catch (e) {
         io.err(e instanceof SyntaxError ? `${where}: not JSON` : (e as Error).message);
         status = 1;
@@ -144,8 +201,12 @@ async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkAnswer, 
   }
   if (args.rid === undefined || args.iova === undefined) throw new UsageError("give --sid/--devid/--rid and --iova, or --requests FILE");
   const request = requestOf({ rid: args.rid, iova: args.iova, pasid: args.pasid, access: args.access ?? "read" }, "request");
-  const answer = walk(request);
-  io.out(json ? JSON.stringify(walkJson(answer)) : walkLine(request, answer));
+  const report = walk(request);
+  if (json) io.out(JSON.stringify(walkJson(report, steps)));
+  else {
+    io.out(walkLine(request, report));
+    for (const row of walkTable(report)) io.out(row);
+  }
   return 0;
 }
 
@@ -167,15 +228,16 @@ export function registerWalk(program: Command, ctx: CliContext): void {
     .option("--ssid <n>", "SMMUv3 SubstreamID")
     .option("--iova <address>", "the address the device used")
     .addOption(new Option("--access <kind>", "read or write").choices(["read", "write"]).default("read"))
+    .option("--steps", "show every entry each walk read (JSON: steps, or reads when the vendor names none)")
     .option("--requests <file>", "many requests, one JSON object per line ({\"rid\", \"iova\", \"pasid\", \"access\"}); - reads stdin as lines arrive")
-    .action(async (opts: { json?: boolean; vendor: string; memory: string[]; memoryBase?: string; reg?: string[]; sid?: string; devid?: string; rid?: string; bdf?: string; pasid?: string; ssid?: string; iova?: string; access: string; requests?: string }) => {
+    .action(async (opts: { json?: boolean; vendor: string; memory: string[]; memoryBase?: string; reg?: string[]; sid?: string; devid?: string; rid?: string; bdf?: string; pasid?: string; ssid?: string; iova?: string; access: string; requests?: string; steps?: boolean }) => {
       const json = opts.json === true;
       const io = ctx.io(json);
       const plugin = await oneVendor(ctx, io, json, opts.vendor);
       const ids = [opts.sid, opts.devid, opts.rid, opts.bdf].filter((x) => x !== undefined);
       if (ids.length > 1) throw new UsageError("give one of --sid, --devid, --rid, --bdf");
       ctx.exit(
-        await walkCommand(io, plugin, { memory: opts.memory, memoryBase: opts.memoryBase, reg: opts.reg, rid: ids[0], pasid: opts.pasid ?? opts.ssid, iova: opts.iova, access: opts.access, requests: opts.requests }, json),
+        await walkCommand(io, plugin, { memory: opts.memory, memoryBase: opts.memoryBase, reg: opts.reg, rid: ids[0], pasid: opts.pasid ?? opts.ssid, iova: opts.iova, access: opts.access, requests: opts.requests, steps: opts.steps }, json),
       );
     });
 }

@@ -18,10 +18,28 @@ export interface WalkRequest {
   readonly write: boolean;
 }
 
-/** One `viommu walk` answer, in the command line's JSON shape. */
+/** One entry a walk read, in the architecture's terms (for `viommu walk`'s step table). */
+export interface WalkStep {
+  /** The structure, as the specification names it: "root entry", "context entry", "STE", "CD", "PML4E". */
+  readonly what: string;
+  /** Guest-physical address of the entry. */
+  readonly address: number;
+  /** The raw entry as 64-bit hex words, lowest first. */
+  readonly raw: readonly string[];
+  /** Table level (leaf level 1), where the structure is a page-table level. */
+  readonly level?: number;
+  /** Which stage, where two nest. */
+  readonly stage?: 1 | 2;
+  /** Decoded fields, by the specification's names. */
+  readonly fields?: Readonly<Record<string, number | string | boolean>>;
+  /** The size the entry maps, when it is a leaf. */
+  readonly pageSize?: number;
+}
+
+/** One `viommu walk` answer, in the command line's JSON shape. `steps`: optional, the entries read on the way. */
 export type WalkAnswer =
-  | { readonly ok: true; readonly output: number; readonly pageSize: number; readonly read: boolean; readonly write: boolean; readonly domain?: number; readonly asid?: number }
-  | { readonly ok: false; readonly fault: { readonly code: number; readonly name: string } };
+  | { readonly ok: true; readonly output: number; readonly pageSize: number; readonly read: boolean; readonly write: boolean; readonly domain?: number; readonly asid?: number; readonly steps?: readonly WalkStep[] }
+  | { readonly ok: false; readonly fault: { readonly code: number; readonly name: string }; readonly steps?: readonly WalkStep[] };
 
 /** `viommu walk`: translation from a raw guest-memory image and the registers the guest driver wrote. */
 export interface WalkTool {
