@@ -32,7 +32,6 @@ export interface AmdViPluginOptions {
 const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
 const interimReasons = {
   dirtyTracking: INTERIM,
-  sva: INTERIM,
   pageRequests: INTERIM,
   postedInterrupts: INTERIM,
   privateMemoryProtection: INTERIM,
@@ -54,7 +53,7 @@ function capabilities(hwQueues: boolean): Capabilities {
     directEventInterrupts: hwQueues,
     acpi: true,
     dirtyTracking: false,
-    sva: false,
+    sva: true,
     pageRequests: false,
     postedInterrupts: false,
     privateMemoryProtection: false,

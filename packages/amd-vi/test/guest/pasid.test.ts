@@ -158,3 +158,55 @@ describe("PASID attachment through the device's GCR3 table (nested, v2 tables)",
     expect(t.bed.platform.host.memory.violations).toEqual([]);
   });
 });
+
+describe("shared virtual addressing: a process's CPU page table bound at a PASID", () => {
+  const USER_VA = 0x7f12_3456_7000;
+
+  it("builds the process table in the x86-64 CPU format (user leaves P|R/W|U/S|A|D with XD, tables P|R/W|U/S|A) and installs its root in the GCR3 entry", () => {
+    const t = oneVm({}, { devices: pasidDevices(1) });
+    const p = unwrap(t.driver.createProcess!());
+    unwrap(p.map(USER_VA, DATA_GPA, PAGE, Perm.ReadWrite));
+    const idx = (level: number): number => Math.floor(USER_VA / 2 ** (12 + 9 * (level - 1))) % 512;
+    let table = p.root;
+    for (let level = 4; level > 1; level--) {
+      const e = t.v.vm.memory.read64(table + idx(level) * 8);
+      expect(e & 0xfffn).toBe(0x27n);
+      table = Number(e & 0x000f_ffff_ffff_f000n);
+    }
+    expect(t.v.vm.memory.read64(table + idx(1) * 8)).toBe(BigInt(DATA_GPA) | 0x67n | (1n << 63n));
+    unwrap(t.driver.bindProcess!(0x10, 5, p));
+    const root = dte(t, 0x10)["GCR3TableRootPointer"] as number;
+    expect(t.v.vm.memory.read64(root + 5 * 8)).toBe(BigInt(p.root) | 1n);
+  });
+
+  it("invalidateProcess sends what the MMU notifier sends: one INVALIDATE_IOMMU_PAGES per bound device PASID with GN, the PASID, the DTE's DomainID and the range, then COMPLETION_WAIT", () => {
+    const t = oneVm({}, { devices: pasidDevices(1) });
+    const p = unwrap(t.driver.createProcess!());
+    unwrap(p.map(USER_VA, DATA_GPA, 2 * PAGE, Perm.ReadWrite));
+    unwrap(t.driver.bindProcess!(0x10, 5, p));
+    const dev = t.v.devices[0]!.device;
+    expect(dev.read(USER_VA + PAGE, 4, 5).ok).toBe(true);
+    unwrap(p.unmap(USER_VA + PAGE, PAGE));
+    // Without the invalidation the IOMMU still has the translation (a CPU unmap alone does not reach it).
+    expect(dev.read(USER_VA + PAGE, 4, 5).ok).toBe(true);
+    const from = tail(t);
+    unwrap(t.driver.invalidateProcess!(p, USER_VA + PAGE, PAGE));
+    const sent = commandsSince(t, from);
+    expect(sent.map((c) => c.name)).toEqual(["INVALIDATE_IOMMU_PAGES", "COMPLETION_WAIT"]);
+    expect(sent[0]!.fields).toMatchObject({ DomainID: dte(t, 0x10)["DomainID"], GN: 1, PASID: 5, S: 0, Address: BigInt(USER_VA + PAGE) });
+    expect(dev.read(USER_VA + PAGE, 4, 5).ok).toBe(false);
+    expect(dev.read(USER_VA, 4, 5).ok).toBe(true);
+    unwrap(t.driver.unbindProcess!(0x10, 5));
+    expect(dev.read(USER_VA, 4, 5).ok).toBe(false);
+    expect(t.driver.unbindProcess!(0x10, 5)).toMatchObject({ ok: false, error: { errno: "ENOENT" } });
+  });
+
+  it("refuses a process it did not create and addresses outside the user half", () => {
+    const t = oneVm({}, { devices: pasidDevices(1) });
+    const forged = { root: DATA_GPA, asid: 1, map: () => ({ ok: true as const, value: undefined }), unmap: () => ({ ok: true as const, value: undefined }) };
+    expect(t.driver.bindProcess!(0x10, 5, forged)).toMatchObject({ ok: false, error: { errno: "EINVAL" } });
+    const p = unwrap(t.driver.createProcess!());
+    expect(p.map(2 ** 47, DATA_GPA, PAGE, Perm.Read)).toMatchObject({ ok: false, error: { errno: "EINVAL" } });
+    expect(t.driver.invalidateProcess!(p, -1, PAGE)).toMatchObject({ ok: false, error: { errno: "EINVAL" } });
+  });
+});
