@@ -32,17 +32,27 @@ export interface HostSetup {
   readonly parentId: number;
 }
 
-export function hostSetup(unitOptions: Smmuv3UnitOptions = {}): HostSetup {
+/** What `hostSetup` varies besides the unit: guest RAM's host backing, the device's PASID width and PRI, the parent's flags. */
+export interface HostSetupOptions {
+  /** Guest RAM (default 1 GiB at GPA 0). */
+  readonly memoryBytes?: number;
+  readonly backingPageShift?: number;
+  readonly pasidBits?: number;
+  readonly pri?: boolean;
+  readonly parentFlags?: number;
+}
+
+export function hostSetup(unitOptions: Smmuv3UnitOptions = {}, options: HostSetupOptions = {}): HostSetup {
   const platform = new Platform({ plugins: [] });
   const unit = createSmmuv3Unit(platform.host, 0, unitOptions);
   platform.host.units.push(unit);
-  const vm = platform.createVm({ memoryBytes: 2 ** 30 });
+  const vm = platform.createVm({ memoryBytes: options.memoryBytes ?? 2 ** 30, backingPageShift: options.backingPageShift });
   const ctx = new IommufdContext(vm.id);
-  const device = platform.createDevice(unit, 0x100);
+  const device = platform.createDevice(unit, 0x100, "dev-100", options.pasidBits ?? 0, options.pri ?? false);
   const devId = unwrap(ctx.bindDevice(device));
   const ioasId = unwrap(ctx.ioasAlloc());
   unwrap(ctx.ioasMap({ ioasId, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: vm.memory, gpa: 0, length: vm.memory.sizeBytes, iova: 0 }));
-  const parentId = unwrap(ctx.hwptAlloc({ flags: HwptAllocFlag.NEST_PARENT, devId, ptId: ioasId }));
+  const parentId = unwrap(ctx.hwptAlloc({ flags: options.parentFlags ?? HwptAllocFlag.NEST_PARENT, devId, ptId: ioasId }));
   return { platform, unit, vm, ctx, device, devId, ioasId, parentId };
 }
 

@@ -1,4 +1,4 @@
-import { EntryKind, Perm, WalkFault, defineLayout, type EntryDecode, type PageTableEncoder, type PageTableFormat } from "@viommu/core";
+import { EntryKind, Perm, WalkFault, defineLayout, type DirtyBitFormat, type EntryDecode, type PageTableEncoder, type PageTableFormat } from "@viommu/core";
 import { vmsaMaxLevel, type GranuleShift } from "./vmsa-geometry.js";
 import { decodeVmsaShape, vmsaBlockLevels, vmsaEncoder, type VmsaEncoderOptions } from "./vmsa-stage1.js";
 
@@ -99,16 +99,48 @@ export function vmsaStage2Format(options: VmsaStage2Options): PageTableFormat {
 
 const SH_INNER = 3;
 
+export interface VmsaStage2EncoderOptions extends VmsaEncoderOptions {
+  /**
+   * Writable leaves also carry DBM (bit 51): the table of a domain whose STEs set S2HD, so that its dirty state can
+   * be cleaned (S2AP[1] cleared) and set again by the hardware. Without it no leaf has DBM.
+   */
+  readonly dirtyBitModifier?: boolean;
+}
+
 /**
  * The stage-2 writer, encoding leaves as Linux io-pgtable-arm does for a cacheable stage-2 mapping: MemAttr
- * 0xF (normal write-back), inner shareable, AF, S2AP from Read/Write, XN (bit 54) unless Exec.
+ * 0xF (normal write-back), inner shareable, AF, S2AP from Read/Write, XN (bit 54) unless Exec. With
+ * `dirtyBitModifier` a writable leaf is written writable-dirty with DBM, as io-pgtable-arm writes a leaf under
+ * IO_PGTABLE_QUIRK_ARM_HD (ARM_LPAE_PTE_DBM with write permission; drivers/iommu/io-pgtable-arm.c,
+ * arm_lpae_prot_to_pte): a new mapping reads dirty until the first clean.
  */
-export function vmsaStage2Encoder(options: VmsaEncoderOptions): PageTableEncoder {
+export function vmsaStage2Encoder(options: VmsaStage2EncoderOptions): PageTableEncoder {
+  const dbm = options.dirtyBitModifier === true;
   return vmsaEncoder(options, (perms, out) => {
     let lo = (S2MemAttr.NormalWriteBack << 2) | (SH_INNER << 8) | LO_AF;
     if ((perms & Perm.Read) !== 0) lo |= LO_S2AP_READ;
     if ((perms & Perm.Write) !== 0) lo |= LO_S2AP_WRITE;
     out[0] = (out[0]! | lo) >>> 0;
     if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_XN1) >>> 0;
+    if (dbm && (perms & Perm.Write) !== 0) out[1] = (out[1]! | HI_DBM) >>> 0;
   });
 }
+
+/**
+ * A stage-2 leaf's dirty state under STE.S2HD, the Direct Permission Scheme (IHI0070 §3.13.3.1): DBM (bit 51) says
+ * the leaf is meant to be writable; S2AP[1] (bit 7) clear is writable-clean, set is writable-dirty. On the first
+ * write through a writable-clean leaf the SMMU sets S2AP[1] (and AF, §3.13.2: a dirty update leaves AF = 1);
+ * software cleans it by clearing S2AP[1]. The SMMU never sets or clears DBM, never clears S2AP[1], and never makes
+ * a leaf without DBM writable: such a leaf is never dirty and is left as it is.
+ */
+export const stage2DirtyBits: DirtyBitFormat = {
+  isDirty: (lo, hi) => (hi & HI_DBM) !== 0 && (lo & LO_S2AP_WRITE) !== 0,
+  withDirty(lo, hi, _level, dirty, out) {
+    out[1] = hi;
+    if ((hi & HI_DBM) === 0) {
+      out[0] = lo;
+      return;
+    }
+    out[0] = (dirty ? lo | LO_S2AP_WRITE | LO_AF : lo & ~LO_S2AP_WRITE) >>> 0;
+  },
+};

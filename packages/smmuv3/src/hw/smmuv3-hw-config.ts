@@ -1,5 +1,5 @@
 import { encodeLayout } from "@viommu/core";
-import { aidrLayout, idr0Layout, idr1Layout, idr3Layout, idr5Layout, iidrLayout, IdrStallModel, IdrTtEndian, IdrTtf } from "../format/id-registers.js";
+import { aidrLayout, idr0Layout, idr1Layout, idr3Layout, idr5Layout, iidrLayout, IdrHttu, IdrStallModel, IdrTtEndian, IdrTtf } from "../format/id-registers.js";
 
 /** The ID registers of a physical SMMUv3: what its driver reads at probe and reports through hw_info. */
 export interface Smmuv3HwConfig {
@@ -15,9 +15,10 @@ function word(raw: Uint32Array): number {
 
 /**
  * The modelled host SMMU: an SMMUv3.2 with both stages (nesting needs them), AArch64 little-endian tables,
- * coherent, 16-bit ASIDs and VMIDs, MSIs, ATS, 2-level stream and CD tables, terminate-only stalls, 16-bit
- * StreamIDs and 20-bit SubstreamIDs, range invalidation, S2FWB (Linux's nesting prerequisite besides
- * coherency), 48-bit OAS and all three granules. No HTTU, PRI or EL2 regime.
+ * coherent, hardware update of the access flag and dirty state (HTTU, for dirty tracking), 16-bit ASIDs and
+ * VMIDs, MSIs, ATS, 2-level stream and CD tables, terminate-only stalls, 16-bit StreamIDs and 20-bit
+ * SubstreamIDs, range invalidation, S2FWB (Linux's nesting prerequisite besides coherency), 48-bit OAS and all
+ * three granules. No PRI or EL2 regime.
  */
 export const DEFAULT_SMMUV3_HW: Smmuv3HwConfig = {
   idr: [
@@ -27,6 +28,7 @@ export const DEFAULT_SMMUV3_HW: Smmuv3HwConfig = {
         S1P: 1,
         TTF: IdrTtf.AArch64,
         COHACC: 1,
+        HTTU: IdrHttu.AccessAndDirty,
         ATS: 1,
         ASID16: 1,
         MSI: 1,

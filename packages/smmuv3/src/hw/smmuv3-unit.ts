@@ -4,6 +4,7 @@ import {
   err,
   fail,
   HOST_OWNER,
+  HwCapability,
   HwptAllocFlag,
   Iotlb,
   NestedWalker,
@@ -11,6 +12,7 @@ import {
   newWalkResult,
   NO_PASID,
   ok,
+  Perm,
   StageTwoCacheWatcher,
   toBytes,
   translateFromIotlb,
@@ -35,6 +37,7 @@ import {
 import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits } from "../format/command.js";
 import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdVmid, tlbiRange, type NumberRange } from "../format/command-fields.js";
 import { EventClass, EventType, VEVENTQ_FORWARDED_EVENTS, withStreamId } from "../format/event-record.js";
+import { IdrHttu } from "../format/id-registers.js";
 import { CmdqError } from "../format/queue-registers.js";
 import { SteConfig } from "../format/stream-table-entry.js";
 import { encodeHwInfoArmSmmuv3, IOMMU_HW_INFO_TYPE_ARM_SMMUV3, IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_ARM_SMMUV3 } from "../format/uapi.js";
@@ -47,6 +50,7 @@ import { DEFAULT_SMMUV3_HW, type Smmuv3HwConfig } from "./smmuv3-hw-config.js";
 import type { Smmuv3Extension } from "./smmuv3-extension.js";
 import { Smmuv3NestedDomain } from "./smmuv3-nested-domain.js";
 import { ARM_VSMMU_SIZE, ArmVsmmu } from "./smmuv3-viommu.js";
+import { stage2DirtyBits } from "../format/vmsa-stage2.js";
 import { abortSte, createStage2Domain, isSmmuStage2Domain, stage2Ste } from "./stage2-domain.js";
 import { Stage2FetchReader } from "./stage2-fetch-reader.js";
 
@@ -127,6 +131,7 @@ export class Smmuv3Unit implements PhysicalIommu {
   private readonly hit = newIotlbHit();
   private readonly info: SmmuWalkInfo = newSmmuWalkInfo();
   private readonly cdWords = new Uint32Array(16);
+  private readonly leafWords = new Uint32Array(2);
   private readonly scratch = newWalkResult();
   private readonly last = { sid: -1, pasid: 0, iova: -1, access: -1 };
   private readonly range: NumberRange = { first: 0, length: 0 };
@@ -161,13 +166,28 @@ export class Smmuv3Unit implements PhysicalIommu {
       return viaExtension ?? err("EOPNOTSUPP", `hw_info type ${requestedType}`);
     }
     const data = encodeHwInfoArmSmmuv3({ flags: 0, reserved: 0, idr: this.config.idr, iidr: this.config.iidr, aidr: this.config.aidr });
-    return ok({ type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data, maxPasidLog2: Math.min(device.pasidBits, this.features.ssidBits), capabilities: 0 });
+    const capabilities = this.dirtyCapable ? HwCapability.DIRTY_TRACKING : 0;
+    return ok({ type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data, maxPasidLog2: Math.min(device.pasidBits, this.features.ssidBits), capabilities });
   }
 
-  /** Stage-2 domains; NEST_PARENT makes a nesting parent. No HTTU, so no dirty tracking (EOPNOTSUPP). */
+  /**
+   * Linux `arm_smmu_dbm_capable`: hardware update of the dirty state (IDR0.HTTU = 2) on a coherent SMMU. It answers
+   * IOMMU_CAP_DIRTY_TRACKING (`arm_smmu_capable`), which GET_HW_INFO reports and IOMMU_HWPT_ALLOC_DIRTY_TRACKING needs.
+   */
+  get dirtyCapable(): boolean {
+    return this.features.httu >= IdrHttu.AccessAndDirty && this.features.coherent;
+  }
+
+  /**
+   * Stage-2 domains; NEST_PARENT makes a nesting parent. IOMMU_HWPT_ALLOC_DIRTY_TRACKING gives a domain that tracks
+   * DMA writes (S2HA/S2HD, DBM leaves; `createStage2Domain`); on an SMMU that cannot (`dirtyCapable`) it is
+   * EOPNOTSUPP, as iommufd_hwpt_paging_alloc answers when the device lacks IOMMU_CAP_DIRTY_TRACKING.
+   */
   domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
-    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", `paging flags 0x${flags.toString(16)}`);
-    const r = createStage2Domain(this, this.host, (flags & HwptAllocFlag.NEST_PARENT) !== 0);
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID | HwptAllocFlag.DIRTY_TRACKING)) !== 0) return err("EOPNOTSUPP", `paging flags 0x${flags.toString(16)}`);
+    const dirty = (flags & HwptAllocFlag.DIRTY_TRACKING) !== 0;
+    if (dirty && !this.dirtyCapable) return err("EOPNOTSUPP", "dirty tracking needs IDR0.HTTU access and dirty on a coherent SMMU");
+    const r = createStage2Domain(this, this.host, (flags & HwptAllocFlag.NEST_PARENT) !== 0, dirty);
     if (!r.ok) return fail(r);
     this.stage2Cache.use(r.value, false);
     return ok(r.value);
@@ -312,7 +332,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
     if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
     this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
-    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out);
+    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out, 0, this.stage2Written(s.s2!, request.access, out));
     if (out.ok) return;
     info.event = walkFaultEvent(out.fault);
     if (out.stage === 2) {
@@ -341,7 +361,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     this.info.bypass = true;
     if (translateFromIotlb(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, request.access, this.hit, out) && out.ok) return;
     domain.table.walk(request.iova, request.access, out);
-    cacheTranslation(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, out);
+    cacheTranslation(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, out, 0, this.stage2Written(domain, request.access, out));
     if (out.ok) return;
     out.stage = 2;
     const info = this.info;
@@ -349,6 +369,32 @@ export class Smmuv3Unit implements PhysicalIommu {
     info.stage2 = true;
     info.ipa = request.iova;
     info.record = true;
+  }
+
+  /**
+   * Stage 2's hardware dirty update (IHI0070 §3.13.3.1) after a walk whose last entry is the stage-2 leaf: a domain
+   * allocated for dirty tracking has S2HD in its STEs, so a write through a writable-clean leaf sets S2AP[1] there
+   * (large leaves whole), and a read leaves it clean. Returns whether the translation is cached as clean-writable
+   * (a read through a writable leaf of such a domain), so that the next write walks and marks as the hardware,
+   * which never caches a clean leaf as dirty, does. While iommufd's tracking is on, the domain's tracker marks;
+   * while it is off the hardware marks all the same (Linux leaves HD set and its set_dirty_tracking does nothing),
+   * and enabling cleans every leaf first. Allocates nothing.
+   */
+  private stage2Written(domain: TablePagingDomain, access: number, out: WalkResult): boolean {
+    const dirty = domain.dirtyOps;
+    if (dirty === undefined || !out.ok) return false;
+    if ((access & Perm.Write) === 0) return true;
+    if (dirty.markWritten(out)) return false;
+    const memory = this.host.memory;
+    const at = out.entryAddress;
+    if (!memory.isAllocated(at)) return false;
+    memory.read64Halves(at, this.leafWords);
+    const lo = this.leafWords[0]!;
+    const hi = this.leafWords[1]!;
+    if (stage2DirtyBits.isDirty(lo, hi, out.level)) return false;
+    stage2DirtyBits.withDirty(lo, hi, out.level, true, this.leafWords);
+    memory.write64Halves(at, this.leafWords[0]!, this.leafWords[1]!);
+    return false;
   }
 
   /** The CD a nested stream's transaction uses, from the CD cache or fetched through stage 2. */

@@ -1,7 +1,7 @@
 import { err, fail, ok, TablePagingDomain, type HostServices, type PagingDomain, type PhysicalIommu, type Result, type TableGeometry, type WritableFormat } from "@viommu/core";
 import { encodeSte, SteConfig, type SteFields } from "../format/stream-table-entry.js";
 import { stage2Geometry, stage2Sl0 } from "../format/vmsa-geometry.js";
-import { vmsaStage2Encoder, vmsaStage2Format } from "../format/vmsa-stage2.js";
+import { stage2DirtyBits, vmsaStage2Encoder, vmsaStage2Format } from "../format/vmsa-stage2.js";
 import { Shareability } from "../format/control-registers.js";
 
 /**
@@ -24,6 +24,15 @@ export const smmuStage2Format: WritableFormat = {
   ...vmsaStage2Encoder({ granuleShift: S2_GRANULE_SHIFT, geometry: smmuStage2Geometry }),
 };
 
+/**
+ * The same format for a domain allocated for dirty tracking, whose STEs set S2HA and S2HD: writable leaves carry
+ * DBM, and a writable-clean leaf (S2AP[1] = 0, DBM = 1) grants write, the hardware marking it dirty as it does.
+ */
+export const smmuStage2DirtyFormat: WritableFormat = {
+  ...vmsaStage2Format({ granuleShift: S2_GRANULE_SHIFT, outputBits: S2_OUTPUT_BITS, accessFlagFaultDisabled: true, hardwareDirty: true }),
+  ...vmsaStage2Encoder({ granuleShift: S2_GRANULE_SHIFT, geometry: smmuStage2Geometry, dirtyBitModifier: true }),
+};
+
 /** Domains in this format, whichever unit allocated them: any SMMUv3 unit can walk them. */
 const stage2Domains = new WeakSet<PagingDomain>();
 
@@ -31,9 +40,12 @@ export function isSmmuStage2Domain(domain: unknown): domain is TablePagingDomain
   return domain instanceof TablePagingDomain && stage2Domains.has(domain);
 }
 
-/** Allocates a stage-2 domain (a host VMID, a root table in host memory). */
-export function createStage2Domain(unit: PhysicalIommu, host: HostServices, nestParent: boolean): Result<TablePagingDomain> {
-  const r = TablePagingDomain.create(unit, host, smmuStage2Format, smmuStage2Geometry, { nestParent });
+/**
+ * Allocates a stage-2 domain (a host VMID, a root table in host memory); with `dirty`, one that tracks DMA writes
+ * in its leaves (DBM and S2AP, `stage2DirtyBits`) for IOMMU_HWPT_ALLOC_DIRTY_TRACKING.
+ */
+export function createStage2Domain(unit: PhysicalIommu, host: HostServices, nestParent: boolean, dirty = false): Result<TablePagingDomain> {
+  const r = TablePagingDomain.create(unit, host, dirty ? smmuStage2DirtyFormat : smmuStage2Format, smmuStage2Geometry, { nestParent, dirty: dirty ? stage2DirtyBits : undefined });
   if (!r.ok) return fail(r);
   stage2Domains.add(r.value);
   return ok(r.value);
@@ -45,7 +57,10 @@ const TCR_WBWA = 1;
 /**
  * The STE's stage-2 fields for a domain (Linux `arm_smmu_make_s2_domain_ste`): S2VMID, the VTCR image
  * (S2T0SZ, S2SL0, S2IR0/S2OR0 WBWA, S2SH0 ISH, S2TG 4K, S2PS), S2AA64, S2PTW, S2R, S2TTB; S2FWB when the SMMU
- * has it.
+ * has it. A dirty-tracking domain also sets S2HA and S2HD (IHI0070 §5.2, §3.13): the SMMU updates the access flag
+ * and the dirty state of its leaves. Linux has no stage-2 dirty tracking (arm_smmu_domain_finalise answers
+ * EOPNOTSUPP for a dirty stage-2 domain and tracks dirty pages in stage 1 with CD.HA/HD); the architecture defines
+ * both stages, and a VMM migrating a nested guest needs it on the stage-2 parent, which is what these fields do.
  */
 export function stage2SteFields(domain: TablePagingDomain, forcedWriteBack: boolean): Partial<SteFields> {
   const sl0 = stage2Sl0(S2_GRANULE_SHIFT, smmuStage2Geometry.startLevel);
@@ -62,6 +77,8 @@ export function stage2SteFields(domain: TablePagingDomain, forcedWriteBack: bool
     S2PTW: 1,
     S2R: 1,
     S2FWB: forcedWriteBack ? 1 : 0,
+    S2HA: domain.dirtyOps !== undefined ? 1 : 0,
+    S2HD: domain.dirtyOps !== undefined ? 1 : 0,
     S2TTB: domain.table.root,
   };
 }

@@ -82,10 +82,6 @@ describe("SMMUv3 physical unit: hw_info and vIOMMU allocation", () => {
     expect(errnoOf(h.ctx.viommuAlloc({ flags: 0, type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3, devId: h.devId, hwptId: h.parentId }))).toBe("EOPNOTSUPP");
   });
 
-  it("refuses dirty tracking on paging domains (no HTTU): EOPNOTSUPP", () => {
-    const h = hostSetup();
-    expect(errnoOf(h.ctx.hwptAlloc({ flags: HwptAllocFlag.DIRTY_TRACKING, devId: h.devId, ptId: h.ioasId }))).toBe("EOPNOTSUPP");
-  });
 });
 
 describe("SMMUv3 nested domains (IOMMU_HWPT_DATA_ARM_SMMUV3)", () => {
