@@ -3,6 +3,7 @@ import {
   defineLayout,
   encodeLayout,
   Perm,
+  type DirtyBitFormat,
   type EntryDecode,
   type Fields,
   type PageTableEncoder,
@@ -149,3 +150,19 @@ export class SlPteFormat implements PageTableFormat, PageTableEncoder {
     return VTD_TABLE_BYTES;
   }
 }
+
+/** D (bit 9, Linux `DMA_SL_PTE_DIRTY_BIT`): set by the hardware on a write through a leaf while SLADE is on. */
+export const SL_PTE_D = 1 << 9;
+
+/**
+ * Where second-level A/D (PASID-entry SLADE, ECAP.SLADS; ../shared/spec/x86.md A5.1) keeps a leaf's dirty
+ * state: D in the low half of the leaf, 4 KiB and large leaves alike. Clearing it leaves every other bit, as
+ * Linux's `dma_sl_pte_test_and_clear_dirty` clears D alone.
+ */
+export const slDirtyBits: DirtyBitFormat = {
+  isDirty: (lo) => (lo & SL_PTE_D) !== 0,
+  withDirty(lo, hi, _level, dirty, out) {
+    out[0] = (dirty ? lo | SL_PTE_D : lo & ~SL_PTE_D) >>> 0;
+    out[1] = hi;
+  },
+};

@@ -5,6 +5,7 @@ import {
   err,
   fail,
   HOST_OWNER,
+  HwCapability,
   HwptAllocFlag,
   IdAllocator,
   Iotlb,
@@ -43,7 +44,8 @@ import {
   VTD_S1_MIN_BYTES,
   VtdS1Flag,
 } from "../format/uapi.js";
-import { HOST_CAP, HOST_ECAP, hostRegister } from "./host-capabilities.js";
+import { slDirtyBits } from "../format/sl-pte.js";
+import { HOST_CAP, HOST_ECAP, hostFeatures, hostRegister, type HostFeatures } from "./host-capabilities.js";
 import { hostFaultReason } from "./host-fault-reason.js";
 import { HostFaultLog } from "./host-fault-log.js";
 import { hostFlFormat, hostSlFormat, hostSlGeometry } from "./host-formats.js";
@@ -57,6 +59,12 @@ function pagingTag(pasid: number): number {
 /** Domain ids 0 and 1 are reserved (Linux keeps 0 for caching mode and 1 for FLPT_DEFAULT_DID). */
 const FIRST_DOMAIN_ID = 2;
 
+/** A unit other than the default one (tests of a host without some feature): its CAP and ECAP registers. */
+export interface VtdUnitRegisters {
+  readonly cap?: Uint32Array;
+  readonly ecap?: Uint32Array;
+}
+
 /**
  * The physical VT-d unit and its host driver: paging domains in second-level format (the nesting parents),
  * nested domains from `iommu_hwpt_vtd_s1` (PASID entry PGTT = nested: the guest's first-level table over the
@@ -66,8 +74,10 @@ const FIRST_DOMAIN_ID = 2;
 export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
   readonly vendor = "vtd";
   readonly name: string;
-  readonly cap = HOST_CAP;
-  readonly ecap = HOST_ECAP;
+  readonly cap: Uint32Array;
+  readonly ecap: Uint32Array;
+  /** What the host driver makes of `cap` and `ecap`. */
+  readonly features: HostFeatures;
   readonly iotlb = new Iotlb(8192);
   readonly faults = new HostFaultLog();
   private readonly attachments = new Map<number, Map<number, IommuDomain>>();
@@ -86,8 +96,12 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
   constructor(
     private readonly host: HostServices,
     index: number,
+    registers: VtdUnitRegisters = {},
   ) {
     this.name = `dmar${index}`;
+    this.cap = registers.cap ?? HOST_CAP;
+    this.ecap = registers.ecap ?? HOST_ECAP;
+    this.features = hostFeatures(this.cap, this.ecap);
     this.walker = new NestedWalker(host.memory, HOST_OWNER);
   }
 
@@ -99,14 +113,27 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_INTEL_VTD) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
     this.seen(device);
     const data = encodeHwInfoVtd({ flags: 0, capReg: hostRegister(this.cap), ecapReg: hostRegister(this.ecap) });
-    return ok({ type: IOMMU_HW_INFO_TYPE_INTEL_VTD, data, maxPasidLog2: device.pasidBits > 0 ? Math.min(device.pasidBits, 20) : 0, capabilities: 0 });
+    // IOMMU_HW_CAP_DIRTY_TRACKING: iommufd asks the driver's capable(IOMMU_CAP_DIRTY_TRACKING), which is
+    // ssads_supported (intel_iommu_capable, drivers/iommu/intel/iommu.c).
+    const capabilities = this.features.ssads ? HwCapability.DIRTY_TRACKING : 0;
+    return ok({ type: IOMMU_HW_INFO_TYPE_INTEL_VTD, data, maxPasidLog2: device.pasidBits > 0 ? Math.min(device.pasidBits, 20) : 0, capabilities });
   }
 
+  /**
+   * `intel_iommu_domain_alloc_paging_flags`, in its order: flags other than NEST_PARENT, DIRTY_TRACKING and
+   * PASID are EOPNOTSUPP; so is a nesting parent without nested support, dirty tracking without
+   * ssads_supported (scalable mode and ECAP.SLADS), and either of them without second-level tables. A
+   * dirty-tracking domain gets dirty ops that keep D (bit 9) in its second-level leaves.
+   */
   domainAllocPaging(device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
-    if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "this unit has no second-level dirty tracking (ECAP.SLADS = 0)");
-    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.DIRTY_TRACKING | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    const nestParent = (flags & HwptAllocFlag.NEST_PARENT) !== 0;
+    const dirty = (flags & HwptAllocFlag.DIRTY_TRACKING) !== 0;
+    if (nestParent && !this.features.nested) return err("EOPNOTSUPP", "this unit has no nested translation (ECAP.NEST = 0)");
+    if (dirty && !this.features.ssads) return err("EOPNOTSUPP", "this unit has no second-level dirty tracking (ECAP.SLADS = 0)");
+    if ((nestParent || dirty) && !(this.features.sm && this.features.slts)) return err("EOPNOTSUPP", "this unit has no scalable-mode second-level tables");
     this.seen(device);
-    const r = TablePagingDomain.create(this, this.host, hostSlFormat, hostSlGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    const r = TablePagingDomain.create(this, this.host, hostSlFormat, hostSlGeometry, { nestParent, dirty: dirty ? slDirtyBits : undefined });
     if (!r.ok) return fail(r);
     this.stage2Cache.use(r.value, false);
     return ok(r.value);
@@ -143,6 +170,8 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
 
   attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
     if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
+    // paging_domain_compatible: a dirty-tracking domain needs a unit that sets D.
+    if (domain.kind === "paging" && domain.dirtyOps !== undefined && !this.features.ssads) return err("EINVAL", "a dirty-tracking domain on a unit without ECAP.SLADS");
     if (pasid !== NO_PASID && (pasid < 0 || pasid >= 2 ** Math.min(device.pasidBits, 20))) return err("EINVAL", `PASID ${pasid} beyond the device's PASID width`);
     if (domain instanceof VtdNestedDomain) {
       const valid = checkNestedConfig(domain.s1, this.cap, this.ecap);
@@ -198,15 +227,24 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     const vmid = nested !== undefined ? nested.parent.vmid : (domain as PagingDomain).vmid;
     const tag = nested !== undefined ? nestedTag(nested.hostDid, pasid) : pagingTag(pasid);
     if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, access, this.hit, out)) return;
+    const stage2 = nested !== undefined ? nested.parent : (domain as PagingDomain);
     if (nested !== undefined) {
       const stages = this.stages.get(nested)!;
       this.walker.translate(stages.s1, stages.s2, this.devices.get(request.requesterId)?.owner ?? HOST_OWNER, request.iova, access, out);
     } else {
-      (domain as PagingDomain).table.walk(request.iova, access, out);
+      stage2.table.walk(request.iova, access, out);
       if (!out.ok) out.stage = 2;
     }
+    if (!out.ok) return;
+    // Second-level A/D (SLADE, which Linux sets in the PASID entries of every device on a tracking domain and on
+    // the nested domains over it): a write sets D in the second-level leaf it went through, large leaves
+    // included; a read leaves a writable leaf's translation cached as clean, so the first write after it walks.
+    const dirty = stage2.dirtyOps;
+    const tracking = dirty !== undefined && dirty.tracking;
+    const write = (request.access & Perm.Write) !== 0;
+    if (tracking && write) dirty.markWritten(out);
     // Only complete translations are cached (VT-d caches no not-present entries outside caching mode).
-    cacheTranslation(this.iotlb, vmid, tag, request.iova, out);
+    cacheTranslation(this.iotlb, vmid, tag, request.iova, out, 0, tracking && !write);
   }
 
   /**
