@@ -31,7 +31,6 @@ export interface AmdViPluginOptions {
 
 const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
 const interimReasons = {
-  dirtyTracking: INTERIM,
   pageRequests: INTERIM,
   postedInterrupts: INTERIM,
   privateMemoryProtection: INTERIM,
@@ -52,7 +51,7 @@ function capabilities(hwQueues: boolean): Capabilities {
     eventLogRebase: true,
     directEventInterrupts: hwQueues,
     acpi: true,
-    dirtyTracking: false,
+    dirtyTracking: true,
     sva: true,
     pageRequests: false,
     postedInterrupts: false,

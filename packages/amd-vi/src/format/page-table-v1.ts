@@ -3,6 +3,7 @@ import {
   address64,
   defineLayout,
   radixGeometry,
+  type DirtyBitFormat,
   type EntryDecode,
   type PageTableEncoder,
   type PageTableFormat,
@@ -177,3 +178,22 @@ export function amdV1Geometry(mode: number): TableGeometry {
 }
 
 export const amdV1Geometries: readonly TableGeometry[] = [1, 2, 3, 4, 5, 6].map((m) => amdV1Geometry(m));
+
+/** D (bit 6) on a leaf's low half (Linux AMDV1PT_FMT_D). */
+export const V1_DIRTY = 0x40;
+
+/**
+ * Host dirty tracking in v1 leaves (EFR.HDSup, DTE.HAD): the IOMMU sets D in the leaf a write translated
+ * through, a large leaf included; software reads and clears it (Linux amdv1pt_entry_is_write_dirty /
+ * make_write_clean). A size-encoded page is several identical entries: Linux treats the page as dirty when any
+ * copy has D and clears every copy.
+ */
+export const amdV1DirtyBits: DirtyBitFormat = {
+  isDirty(lo: number): boolean {
+    return (lo & V1_DIRTY) !== 0;
+  },
+  withDirty(lo: number, hi: number, _level: number, dirty: boolean, out: Uint32Array): void {
+    out[0] = (dirty ? lo | V1_DIRTY : lo & ~V1_DIRTY) >>> 0;
+    out[1] = hi;
+  },
+};

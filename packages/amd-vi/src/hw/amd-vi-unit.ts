@@ -4,6 +4,7 @@ import {
   err,
   fail,
   HOST_OWNER,
+  HwCapability,
   HwptAllocFlag,
   IdAllocator,
   Iotlb,
@@ -34,7 +35,7 @@ import {
   type ViommuOps,
   type WalkResult,
 } from "@viommu/core";
-import { amdV1Geometry, amdV1PageTableEncoder, amdV1PageTableFormat } from "../format/page-table-v1.js";
+import { amdV1DirtyBits, amdV1Geometry, amdV1PageTableEncoder, amdV1PageTableFormat } from "../format/page-table-v1.js";
 import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
 import { encodeHwInfoAmd, IOMMU_HW_INFO_TYPE_AMD, IOMMU_VIOMMU_TYPE_AMD } from "../format/iommufd-uapi.js";
 import { isAddress64, isPasid, isPprTag } from "../format/bus-values.js";
@@ -43,7 +44,8 @@ import { gcr3Index } from "../format/gcr3-table-entry.js";
 import { buildPageServiceRequest, PprFlag } from "../format/ppr-log-entry.js";
 import { AmdNestedDomain } from "./amd-nested-domain.js";
 import { AmdViommu, type ViommuUnitPorts } from "./amd-viommu.js";
-import { HOST_EFR, HOST_EFR2 } from "./host-features.js";
+import { HostDirtyMarker } from "./host-dirty.js";
+import { HOST_EFR, HOST_EFR2, HOST_EFR_NO_HD } from "./host-features.js";
 import { HostInterruptRemapping } from "./host-interrupt-remapping.js";
 
 /** IOTLB tag of a single-stage (paging) attachment: PASIDs are 20-bit, so no PASID collides with it. */
@@ -76,6 +78,12 @@ export interface AmdHostFault {
  * physical address under GCR3TRPMode) are walked as stage 1 over the parent's v1 stage 2, an IOTLB tagged by
  * domain id and PASID, and fault records routed to the guest (its own log, or a vEVENT) or the host log.
  */
+/** How a physical unit differs from the default part. */
+export interface AmdViUnitOptions {
+  /** EFR.HDSup: host dirty tracking in v1 leaves (default true). */
+  readonly hostDirty?: boolean;
+}
+
 export class AmdViUnit implements PhysicalIommu {
   readonly vendor = "amd-vi";
   readonly name: string;
@@ -103,11 +111,19 @@ export class AmdViUnit implements PhysicalIommu {
   /** The host driver's own interrupt remapping (128-bit IRTEs, x2APIC: the unit's GAEn and XTEn). */
   readonly interruptRemapping: HostInterruptRemapping;
 
+  /** EFR.HDSup (Linux amd_iommu_hd_support). */
+  readonly hostDirty: boolean;
+  private readonly efr: bigint;
+  private readonly dirty = new HostDirtyMarker();
+
   constructor(
     private readonly host: HostServices,
     readonly index: number,
+    options: AmdViUnitOptions = {},
   ) {
     this.name = `amdvi${index}`;
+    this.hostDirty = options.hostDirty ?? true;
+    this.efr = this.hostDirty ? HOST_EFR : HOST_EFR_NO_HD;
     this.nested = new NestedWalker(host.memory, HOST_OWNER);
     this.s2Stage = { format: amdV1PageTableFormat, geometry: hostGeometry, root: 0 };
     this.interruptRemapping = new HostInterruptRemapping(host.memory, true, true);
@@ -125,13 +141,21 @@ export class AmdViUnit implements PhysicalIommu {
 
   hwInfo(_device: PhysicalDevice, requestedType: number | undefined): Result<HwInfo> {
     if (requestedType !== undefined && requestedType !== 0 && requestedType !== IOMMU_HW_INFO_TYPE_AMD) return err("EOPNOTSUPP", `hw_info type ${requestedType}`);
-    return ok({ type: IOMMU_HW_INFO_TYPE_AMD, data: encodeHwInfoAmd(HOST_EFR, HOST_EFR2), maxPasidLog2: 20, capabilities: 0 });
+    // IOMMU_CAP_DIRTY_TRACKING is amd_iommu_hd_support: EFR.HDSup.
+    const capabilities = this.hostDirty ? HwCapability.DIRTY_TRACKING : 0;
+    return ok({ type: IOMMU_HW_INFO_TYPE_AMD, data: encodeHwInfoAmd(this.efr, HOST_EFR2), maxPasidLog2: 20, capabilities });
   }
 
+  /**
+   * amd_iommu_domain_alloc_paging_flags: v1 tables; IOMMU_HWPT_ALLOC_DIRTY_TRACKING gives the domain dirty ops
+   * (the D bit of its leaves) and is EOPNOTSUPP on a unit without EFR.HDSup, as every flag Linux does not
+   * support is.
+   */
   domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
-    if (flags & HwptAllocFlag.DIRTY_TRACKING) return err("EOPNOTSUPP", "host dirty tracking (EFR.HDSup) is not modelled");
-    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
-    const r = TablePagingDomain.create(this, this.host, hostFormat, hostGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0 });
+    if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID | HwptAllocFlag.DIRTY_TRACKING)) !== 0) return err("EOPNOTSUPP", "unknown paging flags");
+    const tracked = (flags & HwptAllocFlag.DIRTY_TRACKING) !== 0;
+    if (tracked && !this.hostDirty) return err("EOPNOTSUPP", "dirty tracking needs host dirty support (EFR.HDSup)");
+    const r = TablePagingDomain.create(this, this.host, hostFormat, hostGeometry, { nestParent: (flags & HwptAllocFlag.NEST_PARENT) !== 0, dirty: tracked ? amdV1DirtyBits : undefined });
     if (!r.ok) return fail(r);
     this.stage2Cache.use(r.value, false);
     return ok(r.value);
@@ -195,6 +219,9 @@ export class AmdViUnit implements PhysicalIommu {
 
   attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
     if (domain.unit.vendor !== this.vendor) return err("EINVAL", "domain belongs to another driver");
+    // amd_iommu_attach_device: a dirty-tracking domain only on units with host dirty support.
+    const stage2 = domain.kind === "paging" ? domain : domain.parent;
+    if (stage2.dirtyOps !== undefined && !this.hostDirty) return err("EINVAL", "dirty-tracking domain on a unit without EFR.HDSup");
     // Linux nested_attach_device: the nested DTE path is for the RID only.
     if (domain instanceof AmdNestedDomain && pasid !== NO_PASID) return err("EINVAL", "a nested domain attaches to the RID only");
     if (domain.kind === "paging") this.stage2Cache.use(domain, false);
@@ -246,7 +273,8 @@ export class AmdViUnit implements PhysicalIommu {
     if (domain.kind !== "paging") return blocked(out, request.iova);
     domain.table.walk(request.iova, request.access, out);
     if (!out.ok) out.stage = 2;
-    cacheTranslation(this.iotlb, vmid, TAG_PAGING, request.iova, out);
+    this.dirty.written(domain, request.access, out);
+    cacheTranslation(this.iotlb, vmid, TAG_PAGING, request.iova, out, 0, this.dirty.cleanOnRead(domain, request.access));
   }
 
   private translateNested(d: AmdNestedDomain, request: DmaRequest, out: WalkResult): void {
@@ -273,8 +301,9 @@ export class AmdViUnit implements PhysicalIommu {
       const geometry = d.guestLevels === 5 ? guestGeometry5 : guestGeometry4;
       this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
     }
+    this.dirty.written(d.parent, request.access, out);
     // Only complete translations are cached: a permission fault may be lifted by a later, looser mapping.
-    cacheTranslation(this.iotlb, d.hdomId, pasid, request.iova, out);
+    cacheTranslation(this.iotlb, d.hdomId, pasid, request.iova, out, 0, this.dirty.cleanOnRead(d.parent, request.access));
   }
 
   /**

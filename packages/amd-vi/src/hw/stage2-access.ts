@@ -1,15 +1,19 @@
 import { newWalkResult, Perm, type EntryReader, type HostMemory, type OwnerId, type PagingDomain, type WalkResult } from "@viommu/core";
+import { HostDirtyMarker } from "./host-dirty.js";
 
 /**
  * How the IOMMU reaches guest memory it was given by guest physical address (GCR3 tables with GCR3TRPMode,
  * the hardware vIOMMU's guest command buffer, event log and PPR log): every access is a stage-2 translation
  * through the nesting parent, and the host page it lands in must belong to the VM. Nothing is pinned, and
- * nothing needs to be contiguous: each 4 KiB page is translated on its own. Allocates nothing per access.
+ * nothing needs to be contiguous: each 4 KiB page is translated on its own. The IOMMU's own writes (log
+ * entries, completion-wait stores) are DMA writes like any other: with host dirty tracking on they mark the
+ * stage-2 leaf, so a live migration copies what the IOMMU wrote into the guest. Allocates nothing per access.
  */
 export class Stage2Access implements EntryReader {
   /** The last stage-2 walk, for fault records when an access fails. */
   readonly walk: WalkResult = newWalkResult();
   private readonly halves = new Uint32Array(2);
+  private readonly dirty = new HostDirtyMarker();
 
   constructor(
     private readonly host: HostMemory,
@@ -19,10 +23,13 @@ export class Stage2Access implements EntryReader {
 
   /** The host address of `gpa` for a read or write, or undefined (stage-2 fault or a page outside the VM). */
   translate(gpa: number, write: boolean): number | undefined {
-    this.parent.table.walk(gpa, write ? Perm.Write : Perm.Read, this.walk);
+    const access = write ? Perm.Write : Perm.Read;
+    this.parent.table.walk(gpa, access, this.walk);
     if (!this.walk.ok) return undefined;
     const hpa = this.walk.output;
-    return this.host.ownerOf(hpa) === this.owner ? hpa : undefined;
+    if (this.host.ownerOf(hpa) !== this.owner) return undefined;
+    this.dirty.written(this.parent, access, this.walk);
+    return hpa;
   }
 
   readEntry(address: number, out: Uint32Array): boolean {
