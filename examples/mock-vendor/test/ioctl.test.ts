@@ -19,7 +19,7 @@ const u32 = (b: Uint8Array, at: number): number => new DataView(b.buffer).getUin
 
 function setup() {
   const platform = new Platform({ plugins: [mockPlugin] });
-  const unit = unwrap(platform.createUnit("mock"));
+  const unit = unwrap(platform.createUnit(mockPlugin.id));
   const vm = platform.createVm({ memoryBytes: 2 ** 28 });
   const ctx = new IommufdContext(vm.id);
   const dev = unwrap(ctx.bindDevice(platform.createDevice(unit, 0x100, "dev-100", 20)));

@@ -30,8 +30,8 @@ const RW = IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE;
 /** A host with two mock units, one VM, its iommufd, a bound device on each unit, guest RAM in an IOAS. */
 function setup() {
   const platform = new Platform({ plugins: [mockPlugin] });
-  const unit0 = unwrap(platform.createUnit("mock"));
-  const unit1 = unwrap(platform.createUnit("mock"));
+  const unit0 = unwrap(platform.createUnit(mockPlugin.id));
+  const unit1 = unwrap(platform.createUnit(mockPlugin.id));
   const vm = platform.createVm({ memoryBytes: 2 ** 30, backingPageShift: 12 });
   const ctx = new IommufdContext(vm.id);
   const dev = unwrap(ctx.bindDevice(platform.createDevice(unit0, 0x100)));

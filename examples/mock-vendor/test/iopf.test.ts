@@ -25,7 +25,7 @@ const PAGE = 0x1000;
 
 function setup(pri = true) {
   const platform = new Platform({ plugins: [mockPlugin] });
-  const unit = unwrap(platform.createUnit("mock"));
+  const unit = unwrap(platform.createUnit(mockPlugin.id));
   const vm = platform.createVm({ memoryBytes: 2 ** 26, backingPageShift: 12 });
   const ctx = new IommufdContext(vm.id);
   const device = platform.createDevice(unit, 0x100, "nic", 0, pri);

@@ -33,7 +33,7 @@ const s1 = (root = 0x10_0000, asid = 1) => ({ type: MOCK_HWPT_DATA_TYPE, bytes: 
 
 function host() {
   const platform = new Platform({ plugins: [mockPlugin] });
-  const unit = unwrap(platform.createUnit("mock"));
+  const unit = unwrap(platform.createUnit(mockPlugin.id));
   return { platform, unit };
 }
 

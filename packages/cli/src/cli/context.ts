@@ -8,19 +8,26 @@ import { UsageError } from "./errors.js";
 export interface CliContext {
   io(json: boolean): Io;
   installed(): Promise<Installed>;
+  /** Plugin packages the command line named with --plugin (set before the command runs). */
+  pluginDirs: string[];
   /** Sets the process's exit code (the last command's verdict). */
   exit(code: number): void;
 }
 
 export function processContext(): CliContext {
   let installed: Promise<Installed> | undefined;
-  return {
+  const ctx: CliContext = {
+    pluginDirs: [],
     io: processIo,
-    installed: () => (installed ??= installedPlugins()),
+    // A method, so a context copied with other members (runCli's) reads its own --plugin list.
+    installed(this: CliContext) {
+      return (installed ??= installedPlugins(this.pluginDirs));
+    },
     exit: (code) => {
       process.exitCode = code;
     },
   };
+  return ctx;
 }
 
 /** Every installed plugin, with load failures shown as warnings on a terminal. */
@@ -33,7 +40,7 @@ export async function allPlugins(ctx: CliContext, io: Io, json: boolean): Promis
 /** The plugins `--vendor` selects (one id, `all`, or the default set). */
 export async function vendorsOf(ctx: CliContext, io: Io, json: boolean, vendor: string | undefined): Promise<{ selected: VendorPlugin[]; all: VendorPlugin[] }> {
   const { installed, all } = await allPlugins(ctx, io, json);
-  const selected = selectVendors(installed.plugins, vendor);
+  const selected = selectVendors(installed.plugins, vendor, installed.named);
   if ("error" in selected) throw new UsageError(`--vendor: ${selected.error}`);
   if (selected.plugins.length === 0) throw new UsageError("no viommu plugins installed");
   return { selected: selected.plugins, all };

@@ -1,9 +1,27 @@
 import type { Command } from "commander";
 import { withJson, type CliContext } from "../cli/context.js";
-import type { Capabilities, LoadedPlugin, PluginLoadFailure } from "@viommu/core";
+import { CAPABILITY_NAMES, type LoadedPlugin, type PluginLoadFailure, type VendorPlugin } from "@viommu/core";
 import { table, type Io } from "../io.js";
 
-const FLAGS: readonly (keyof Capabilities)[] = ["nested", "shadow", "pasid", "interruptRemapping", "irOnly", "vqueue", "confidentialShared", "migration", "commandQueue", "eventLog", "directEventInterrupts", "acpi"];
+const FLAGS = CAPABILITY_NAMES;
+
+/**
+ * uAPI type numbers two plugins both use for the same kind of object (a vIOMMU type, a HWPT data type …), where
+ * neither extends the other: iommufd could not tell their objects apart.
+ */
+export function typeCollisions(plugins: readonly VendorPlugin[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < plugins.length; i++) {
+    for (let j = i + 1; j < plugins.length; j++) {
+      const [a, b] = [plugins[i]!, plugins[j]!];
+      if (a.extends === b.id || b.extends === a.id) continue;
+      for (const [kind, value] of Object.entries(a.types)) {
+        if (b.types[kind] === value) out.push(`${a.id} and ${b.id} both use ${value} as their ${kind} type`);
+      }
+    }
+  }
+  return out;
+}
 
 /** `viommu plugins`: what is installed and what each plugin supports. */
 export function pluginsCommand(io: Io, plugins: readonly LoadedPlugin[], failures: readonly PluginLoadFailure[], json: boolean): number {
@@ -21,8 +39,9 @@ export function pluginsCommand(io: Io, plugins: readonly LoadedPlugin[], failure
     acpi: p.plugin.acpi?.signature,
     types: p.plugin.types,
   }));
+  const collisions = typeCollisions(plugins.map((p) => p.plugin));
   if (json) {
-    io.out(JSON.stringify({ plugins: rows, failures }));
+    io.out(JSON.stringify({ plugins: rows, failures, collisions }));
     return 0;
   }
   if (rows.length === 0) io.out("no viommu plugins installed");
@@ -32,6 +51,7 @@ export function pluginsCommand(io: Io, plugins: readonly LoadedPlugin[], failure
   ))
     io.out(line);
   for (const f of failures) io.err(`failed to load ${f.packageName}: ${f.reason}`);
+  for (const c of collisions) io.err(`warning: ${c}`);
   return 0;
 }
 

@@ -59,22 +59,40 @@ export interface Capabilities {
   readonly reasons?: Readonly<Partial<Record<CapabilityName, string>>>;
 }
 
-export type CapabilityName =
-  | "nested"
-  | "shadow"
-  | "pasid"
-  | "interruptRemapping"
-  | "irOnly"
-  | "vqueue"
-  | "confidentialShared"
-  | "migration"
-  | "commandQueue"
-  | "eventLog"
-  | "eventLogRebase"
-  | "directEventInterrupts"
-  | "acpi"
-  | "dirtyTracking"
-  | "sva"
-  | "pageRequests"
-  | "postedInterrupts"
-  | "privateMemoryProtection";
+/** Every boolean capability, in the order tools list them. */
+export const CAPABILITY_NAMES = [
+  "nested",
+  "shadow",
+  "pasid",
+  "interruptRemapping",
+  "irOnly",
+  "vqueue",
+  "confidentialShared",
+  "migration",
+  "commandQueue",
+  "eventLog",
+  "eventLogRebase",
+  "directEventInterrupts",
+  "acpi",
+  "dirtyTracking",
+  "sva",
+  "pageRequests",
+  "postedInterrupts",
+  "privateMemoryProtection",
+] as const;
+
+export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
+
+/**
+ * What is wrong with a plugin's declaration: every capability it does not claim (false or left out) needs its
+ * reason, which the conformance suite shows as the case's n/a. Empty when the declaration is complete.
+ */
+export function capabilityProblems(capabilities: Capabilities): string[] {
+  const problems: string[] = [];
+  for (const name of CAPABILITY_NAMES) {
+    if (capabilities[name] === true) continue;
+    const reason = capabilities.reasons?.[name];
+    if (typeof reason !== "string" || reason.trim() === "") problems.push(`capability ${name} is ${capabilities[name] === false ? "declared absent" : "left out"} without a reason in capabilities.reasons`);
+  }
+  return problems;
+}

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { VendorPlugin } from "../contract/plugin.js";
+import { capabilityProblems } from "../contract/capabilities.js";
 
 /**
  * How a package declares itself a viommu plugin, in its package.json:
@@ -70,6 +71,8 @@ export function discoverPlugins(roots: readonly string[]): FoundPlugin[] {
     if (manifest === undefined) return;
     found.set(pkg.name, { packageName: pkg.name, version: typeof pkg.version === "string" ? pkg.version : "0.0.0", directory: realpathSync(dir), manifest });
   };
+  // The package being developed, where the command runs, is found too (a backend author need not install it).
+  for (const root of roots) if (existsSync(join(root, "package.json"))) consider(root);
   for (const root of roots) {
     for (const nm of nodeModulesChain(root)) {
       let entries: string[];
@@ -137,10 +140,28 @@ export async function loadPlugins(found: readonly FoundPlugin[]): Promise<{ load
         failures.push({ packageName: f.packageName, reason: `${f.manifest.plugin} does not default-export a VendorPlugin` });
         continue;
       }
+      const problems = capabilityProblems(plugin.capabilities);
+      if (problems.length > 0) {
+        failures.push({ packageName: f.packageName, reason: `plugin ${plugin.id}: ${problems.join("; ")}` });
+        continue;
+      }
       loaded.push({ ...f, plugin });
     } catch (e) {
       failures.push({ packageName: f.packageName, reason: e instanceof Error ? e.message : String(e) });
     }
   }
   return { loaded, failures };
+}
+
+/**
+ * The plugin package at `path` (a directory whose package.json declares `viommu.plugin`), for a command told
+ * where the plugin is instead of finding it installed. Undefined when the directory declares none.
+ */
+export function pluginAt(path: string): FoundPlugin | undefined {
+  const dir = resolve(path);
+  const pkg = readJson(join(dir, "package.json"));
+  if (pkg === undefined || typeof pkg.name !== "string") return undefined;
+  const manifest = manifestOf(pkg);
+  if (manifest === undefined) return undefined;
+  return { packageName: pkg.name, version: typeof pkg.version === "string" ? pkg.version : "0.0.0", directory: realpathSync(dir), manifest };
 }
