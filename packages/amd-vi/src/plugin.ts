@@ -31,6 +31,7 @@ export interface AmdViPluginOptions {
 
 const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
 const interimReasons = {
+  audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
   pageRequests: INTERIM,
   postedInterrupts: INTERIM,
   privateMemoryProtection: INTERIM,
@@ -51,6 +52,7 @@ function capabilities(hwQueues: boolean): Capabilities {
     eventLogRebase: true,
     directEventInterrupts: hwQueues,
     acpi: true,
+    audit: false,
     dirtyTracking: true,
     sva: true,
     pageRequests: false,

@@ -31,6 +31,7 @@ export const hypervPlugin: VendorPlugin = {
     eventLogRebase: false,
     directEventInterrupts: false,
     acpi: false,
+    audit: false,
     dirtyTracking: false,
     sva: false,
     pageRequests: false,
@@ -40,6 +41,7 @@ export const hypervPlugin: VendorPlugin = {
     inputBits: 48,
     outputBits: 52,
     reasons: {
+      audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
       shadow:
         "the pvIOMMU always nests: the guest maps by writing its stage-1 table without a hypercall (no caching mode), so a VMM never sees new mappings to shadow",
       pasid: "the pvIOMMU series attaches whole devices (no PASID-granular domains); HV_IOMMU_CAP_PASID is not offered",

@@ -35,6 +35,7 @@ export const smmuv3Plugin: VendorPlugin = {
     eventLogRebase: true,
     directEventInterrupts: false,
     acpi: true,
+    audit: false,
     dirtyTracking: true,
     sva: false,
     pageRequests: false,
@@ -44,6 +45,7 @@ export const smmuv3Plugin: VendorPlugin = {
     inputBits: 48,
     outputBits: 48,
     reasons: {
+      audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
       pasid: "host-side PASID attachment of paging domains is not modelled; SubstreamIDs work inside guest-owned CD tables (nested translation, the emulated path, viommu walk)",
       interruptRemapping: "SMMUv3 has no interrupt remapping of its own: MSIs are writes to the GIC ITS, which does the remapping",
       irOnly: "without interrupt remapping in the SMMU there is no IR-only mode",

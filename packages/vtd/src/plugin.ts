@@ -32,6 +32,7 @@ export const vtdPlugin: VendorPlugin = {
     eventLogRebase: false,
     directEventInterrupts: false,
     acpi: true,
+    audit: false,
     dirtyTracking: true,
     sva: false,
     pageRequests: false,
@@ -41,6 +42,7 @@ export const vtdPlugin: VendorPlugin = {
     inputBits: 48,
     outputBits: EMULATED_HAW,
     reasons: {
+      audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
       pasid: "the VMM binds each device's RID_PASID entry only (ECAP.PASID = 0); PASID-granular passthrough is not modelled",
       vqueue: "VT-d has no vIOMMU object or guest-owned queue in mainline iommufd: every invalidation descriptor traps to the VMM",
       confidentialShared: "VT-d has no SEV-SNP-style shared-structure mode (TDX Connect is not modelled)",

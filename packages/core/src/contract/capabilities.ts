@@ -51,6 +51,11 @@ export interface Capabilities {
    * ownership (SEV-SNP's RMP) and reported as the hardware reports it.
    */
   readonly privateMemoryProtection?: boolean;
+  /**
+   * Optional. The emulated unit's stale-translation audit (`VmmDeviceOptions.audit`) and the reference driver's
+   * `skipInvalidation` classes it catches.
+   */
+  readonly audit?: boolean;
   /** Leaf page sizes the formats produce, as log2. */
   readonly pageShifts: readonly number[];
   readonly inputBits: number;
@@ -79,6 +84,7 @@ export const CAPABILITY_NAMES = [
   "pageRequests",
   "postedInterrupts",
   "privateMemoryProtection",
+  "audit",
 ] as const;
 
 export type CapabilityName = (typeof CAPABILITY_NAMES)[number];

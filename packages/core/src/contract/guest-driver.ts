@@ -4,6 +4,7 @@ import type { GuestMemory } from "../memory/guest-memory.js";
 import type { PermBits } from "../translate/access.js";
 import type { VirtualMachine } from "../platform/vm.js";
 import type { PageSource } from "../platform/guest-pages.js";
+import type { SkippedInvalidation } from "./debug-tools.js";
 
 /** An event the guest read from its IOMMU's log, decoded by the vendor driver into a neutral shape. */
 export interface GuestEvent {
@@ -37,6 +38,11 @@ export interface GuestInitOptions {
   readonly eventDestination?: number;
   /** Prefer one of the architecture's alternative table modes, by a name the vendor documents. */
   readonly variant?: string;
+  /**
+   * A deliberately broken driver: it never sends this class of invalidation (the bug the stale-translation
+   * audit exists to catch). Absent in every real use.
+   */
+  readonly skipInvalidation?: SkippedInvalidation;
 }
 
 export type GuestDomainId = number;

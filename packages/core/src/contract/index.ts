@@ -6,3 +6,4 @@ export * from "./viommu-ops.js";
 export * from "./vmm-device.js";
 export * from "./guest-driver.js";
 export * from "./plugin.js";
+export * from "./debug-tools.js";

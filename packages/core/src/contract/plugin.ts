@@ -7,6 +7,7 @@ import type { Capabilities } from "./capabilities.js";
 import type { GuestContext, GuestInitOptions, GuestIommuDriver } from "./guest-driver.js";
 import type { PhysicalIommu } from "./iommu-unit.js";
 import type { StructureDecoder } from "./structure-decoder.js";
+import type { AcpiField, DebugfsImporter, DeviceProperty, TableInspector } from "./debug-tools.js";
 import type { EmulatedIommu, VmmDeviceOptions } from "./vmm-device.js";
 
 /** One `viommu walk` request. */
@@ -14,7 +15,13 @@ export interface WalkRequest {
   /** Requester id: SID / BDF / DeviceID. */
   readonly rid: number;
   readonly pasid?: number;
+  /** The input address; exact below 2^53. */
   readonly iova: number;
+  /**
+   * The input address as the device sent it, all 64 bits: given (to tools declaring `wideAddresses`) when it is
+   * at or above 2^53 — 5-level tables, sign-extended or TTB1 addresses, or a value beyond the configured width.
+   */
+  readonly address?: bigint;
   readonly write: boolean;
 }
 
@@ -47,12 +54,24 @@ export interface WalkTool {
   readonly registers: readonly string[];
   /** Builds a walker over `memory`; EINVAL when a register is missing or malformed. */
   prepare(memory: GuestMemory, registers: Readonly<Record<string, bigint>>): Result<(request: WalkRequest) => WalkAnswer>;
+  /**
+   * Optional. The walker answers requests at or above 2^53 from `WalkRequest.address` (absent: the command line
+   * refuses such addresses for this vendor, saying so).
+   */
+  readonly wideAddresses?: boolean;
+  /** Optional (`viommu mappings`). Every context and leaf the tables configure, from the same registers. */
+  inspect?(memory: GuestMemory, registers: Readonly<Record<string, bigint>>): Result<TableInspector>;
 }
 
 /** `viommu acpi`: the vendor's table for a topology the command line describes (defaults when omitted). */
 export interface AcpiTool {
   readonly signature: string;
   generate(): Uint8Array;
+  /**
+   * Optional (`viommu acpi --decode FILE`). A table of this signature someone else built (firmware, QEMU), field
+   * by field with offsets; a malformed table is EINVAL naming the offset, never an exception.
+   */
+  decode?(table: Uint8Array): Result<readonly AcpiField[]>;
 }
 
 /** How `viommu demo` sets up this vendor's VM (defaults: 8 vCPUs, device at physical 0x100, guest id 0x10). */
@@ -94,6 +113,13 @@ export interface VendorPlugin {
   readonly acpi?: AcpiTool;
   /** Optional. Vendor figures `viommu bench` adds after the core ones. */
   readonly bench?: readonly BenchFigure[];
+  /** Optional (`viommu import`). Reads Linux's debugfs dumps of this IOMMU. */
+  readonly debugfs?: DebugfsImporter;
+  /**
+   * Optional. The emulated device's properties under QEMU's names (`caching-mode`, `aw-bits`, `ril` …), which
+   * `viommu demo --property`, the Testbed and `VmmDeviceOptions.properties` accept; `viommu plugins` lists them.
+   */
+  readonly properties?: readonly DeviceProperty[];
   /** Optional. Absent: the demo's defaults. */
   readonly demo?: DemoProfile;
 

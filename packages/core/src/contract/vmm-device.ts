@@ -49,6 +49,16 @@ export interface VmmDeviceOptions {
   readonly deviceInterrupts?: "remapped" | "posted";
   /** The VMM advertises x2APIC (32-bit destinations) to the guest. */
   readonly x2apic?: boolean;
+  /**
+   * Device properties by QEMU's names (`caching-mode=on`, `aw-bits=48`), as the plugin declares them in
+   * `properties`; checked by core (`checkDeviceProperties`) before the device is created.
+   */
+  readonly properties?: Readonly<Record<string, string>>;
+  /**
+   * The stale-translation audit (capability `audit`): on every hit in the emulated unit's caches, re-walk the
+   * guest's tables and report a difference as a `staleTranslation` event. Off by default: it costs a walk a hit.
+   */
+  readonly audit?: boolean;
 }
 
 /** A guest-visible ACPI table the VMM publishes. */

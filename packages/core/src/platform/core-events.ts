@@ -1,5 +1,6 @@
 import type { OwnerId } from "../memory/host-memory.js";
 import type { HostLogEntry } from "./host-log.js";
+import type { StaleTranslationFinding } from "../contract/debug-tools.js";
 
 /** A DMA the hardware refused, as the host sees it. */
 export interface DmaFaultEvent {
@@ -50,4 +51,6 @@ export interface CoreEvents {
   migration: MigrationEvent;
   /** Something the host refused on a VM's behalf (also kept in `HostServices.log`). */
   hostLog: HostLogEntry;
+  /** The stale-translation audit found a cached translation the guest's tables no longer give. */
+  staleTranslation: StaleTranslationFinding;
 }
