@@ -39,7 +39,6 @@ export * from "./vmm/smmuv3-device.js";
 export * from "./guest/smmuv3-driver.js";
 export * from "./guest/impl-ops.js";
 export * from "./guest/sync-command.js";
-export * from "./guest/tlbi-commands.js";
 export * from "./tools/walk-tool.js";
 export * from "./tools/acpi-tool.js";
 export * from "./tools/bench.js";

@@ -17,3 +17,5 @@ export * from "./uapi.js";
 export * from "./gic-doorbell.js";
 export * from "./model-registers.js";
 export * from "./command-fields.js";
+export * from "./cd-table-shape.js";
+export * from "./tlbi-commands.js";

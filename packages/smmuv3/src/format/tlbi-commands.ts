@@ -1,8 +1,10 @@
 import { type RawBits } from "@viommu/core";
-import { encodeCommand } from "../format/command.js";
+import { encodeCommand } from "./command.js";
 
 /** Linux's CMDQ_TLBI_RANGE_NUM_MAX: NUM is 5 bits, so one range command covers up to 32 × 2^SCALE pages. */
 const RANGE_NUM_MAX = 31;
+/** SCALE is dw0[24:20]: at most 2^31 pages per NUM step. */
+const RANGE_SCALE_MAX = 31;
 /** Above this many commands a driver invalidates the whole ASID instead (Linux io-pgtable's flush-all fallback). */
 export const MAX_RANGE_COMMANDS = 64;
 
@@ -22,30 +24,35 @@ function trailingZeros(n: number): number {
  * NUM + 1 ≤ 32 chunks of 2^SCALE pages; without it, one command per leaf. Undefined when more than
  * MAX_RANGE_COMMANDS would be needed (invalidate the ASID instead). With the leaf size unknown the commands are
  * non-leaf with TTL 0, and, as Linux does, a run that would start with a single page is widened to two: NUM 0,
- * SCALE 0 with TTL 0 is a Reserved encoding (IHI0070 §4.4.1) that raises CERROR_ILL.
+ * SCALE 0 with TTL 0 is a Reserved encoding (IHI0070 §4.4.1) that raises CERROR_ILL. `leaf` false asks for
+ * non-leaf commands whatever the leaf size (the SVA MMU notifier's `arm_smmu_tlb_inv_range_asid(…, leaf = false)`,
+ * whose granule is only nominal): Leaf 0 and TTL 0, per page without range invalidation.
  */
-export function tlbiRangeCommands(asid: number, iova: number, size: number, granuleShift: number, leafShift: number | undefined, rangeInvalidation: boolean): RawBits[] | undefined {
+export function tlbiRangeCommands(asid: number, iova: number, size: number, granuleShift: number, leafShift: number | undefined, rangeInvalidation: boolean, leaf = true): RawBits[] | undefined {
   const out: RawBits[] = [];
   const end = iova + size;
   if (!rangeInvalidation) {
     const step = 2 ** (leafShift ?? granuleShift);
     for (let at = iova - (iova % step); at < end; at += step) {
       if (out.length >= MAX_RANGE_COMMANDS) return undefined;
-      out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, Leaf: 1, Addr: BigInt(at) }));
+      out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, Leaf: leaf ? 1 : 0, Addr: BigInt(at) }));
     }
     return out;
   }
   const tg = (granuleShift - 10) / 2;
-  const leaf = leafShift === undefined ? 0 : 1;
-  const ttl = leafShift === undefined ? 0 : 4 - Math.floor((leafShift - 3) / (granuleShift - 3));
+  const known = leaf && leafShift !== undefined;
+  const leafBit = known ? 1 : 0;
+  const ttl = known ? 4 - Math.floor((leafShift - 3) / (granuleShift - 3)) : 0;
   let pages = Math.ceil(size / 2 ** granuleShift);
   if (ttl === 0 && pages % (RANGE_NUM_MAX + 1) === 1) pages++;
   let at = iova;
   while (at < end && pages > 0) {
     if (out.length >= MAX_RANGE_COMMANDS) return undefined;
     const scale = trailingZeros(pages);
+    // SCALE is 5 bits: a run of more than 2^31 pages cannot be named, so the caller invalidates the ASID.
+    if (scale > RANGE_SCALE_MAX) return undefined;
     const num = Math.floor(pages / 2 ** scale) % (RANGE_NUM_MAX + 1);
-    out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, NUM: num - 1, SCALE: scale, Leaf: leaf, TTL: ttl, TG: tg, Addr: BigInt(at) }));
+    out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, NUM: num - 1, SCALE: scale, Leaf: leafBit, TTL: ttl, TG: tg, Addr: BigInt(at) }));
     at += num * 2 ** (scale + granuleShift);
     pages -= num * 2 ** scale;
   }

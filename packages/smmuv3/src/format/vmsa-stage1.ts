@@ -7,6 +7,7 @@ import {
   type EntryDecode,
   type PageTableEncoder,
   type PageTableFormat,
+  type DirtyBitFormat,
   type PermBits,
   type TableGeometry,
 } from "@viommu/core";
@@ -277,17 +278,47 @@ export function vmsaEncoder(options: VmsaEncoderOptions, leafAttributes: (perms:
 export const LINUX_MAIR_IDX_CACHE = 1;
 const SH_INNER = 3;
 
+export interface VmsaStage1EncoderOptions extends VmsaEncoderOptions {
+  /**
+   * Writable leaves also carry DBM (bit 51), as io-pgtable-arm writes them under IO_PGTABLE_QUIRK_ARM_HD
+   * (arm_lpae_prot_to_pte): the table of a domain whose CD sets HA and HD.
+   */
+  readonly dirtyBitModifier?: boolean;
+}
+
 /**
  * The stage-1 writer, encoding leaves as Linux io-pgtable-arm does for a cacheable mapping: AttrIndx 1, inner
  * shareable, AF, nG, AP[1] for User (Linux's default unprivileged mapping), AP[2] unless Write, and both XN
- * bits unless Exec. So Perm.All gives the 0x…f47 pages a real Linux guest writes.
+ * bits unless Exec. So Perm.All gives the 0x…f47 pages a real Linux guest writes. With `dirtyBitModifier` a
+ * writable leaf also has DBM and is written writable-dirty.
  */
-export function vmsaStage1Encoder(options: VmsaEncoderOptions): PageTableEncoder {
+export function vmsaStage1Encoder(options: VmsaStage1EncoderOptions): PageTableEncoder {
+  const dbm = options.dirtyBitModifier === true;
   return vmsaEncoder(options, (perms, out) => {
     let lo = (LINUX_MAIR_IDX_CACHE << 2) | (SH_INNER << 8) | LO_AF | (1 << 11);
     if ((perms & Perm.User) !== 0) lo |= LO_AP1;
     if ((perms & Perm.Write) === 0) lo |= LO_AP2;
     out[0] = (out[0]! | lo) >>> 0;
     if ((perms & Perm.Exec) === 0) out[1] = (out[1]! | HI_PXN | HI_UXN) >>> 0;
+    if (dbm && (perms & Perm.Write) !== 0) out[1] = (out[1]! | HI_DBM) >>> 0;
   });
 }
+
+/**
+ * A stage-1 leaf's dirty state under CD.HD, the Direct Permission Scheme (IHI0070 §3.13.3.1): DBM (bit 51) marks
+ * the leaf writable; AP[2] (bit 7) set is writable-clean, clear is writable-dirty (Linux io-pgtable-arm's
+ * iopte_writeable_dirty: DBM without AP_RDONLY). On the first write the SMMU clears AP[2] (and sets AF); software
+ * cleans by setting AP[2] again. A leaf without DBM is never dirty and is never changed: the SMMU never makes it
+ * writable.
+ */
+export const stage1DirtyBits: DirtyBitFormat = {
+  isDirty: (lo, hi) => (hi & HI_DBM) !== 0 && (lo & LO_AP2) === 0,
+  withDirty(lo, hi, _level, dirty, out) {
+    out[1] = hi;
+    if ((hi & HI_DBM) === 0) {
+      out[0] = lo;
+      return;
+    }
+    out[0] = (dirty ? (lo & ~LO_AP2) | LO_AF : lo | LO_AP2) >>> 0;
+  },
+};

@@ -29,7 +29,7 @@ import { GuestPageTable, LINUX_S1_T0SZ, tg0Of } from "./guest-page-table.js";
 import { GuestStreamTable, linuxAbortSte } from "./guest-stream-table.js";
 import type { Smmuv3DriverImplOps, Smmuv3ProbeInfo } from "./impl-ops.js";
 import { SmmuMmio } from "./smmu-mmio.js";
-import { MAX_RANGE_COMMANDS, tlbiRangeCommands } from "./tlbi-commands.js";
+import { MAX_RANGE_COMMANDS, tlbiRangeCommands } from "../format/tlbi-commands.js";
 
 export interface Smmuv3DriverOptions {
   /** Stage-1 granule in bytes (default 4096). `GuestInitOptions.variant` "16k" / "64k" selects it too. */

@@ -14,9 +14,13 @@ import {
   ok,
   Perm,
   StageTwoCacheWatcher,
+  HostTableReader,
+  PageWalker,
+  rawEquals,
   toBytes,
   translateFromIotlb,
   WalkFault,
+  type DirtyBitFormat,
   type DmaRequest,
   type HostServices,
   type HwInfo,
@@ -45,12 +49,16 @@ import { CD_BYPASS, decodeCdSettings, readCd, type CdSettings } from "../transla
 import { faultRecord } from "../translate/fault-record.js";
 import { smmuFeatures, type SmmuFeatures } from "../translate/smmu-features.js";
 import { decodeSteSettings, type SteStage1 } from "../translate/ste-config.js";
-import { configFault, isInputAddress, newSmmuWalkInfo, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "../translate/walk-info.js";
+import { walkStage1 } from "../translate/stage1-walk.js";
+import { bypassChecked, configFault, isInputAddress, newSmmuWalkInfo, resetSmmuWalkInfo, walkFaultEvent, type SmmuWalkInfo } from "../translate/walk-info.js";
 import { DEFAULT_SMMUV3_HW, type Smmuv3HwConfig } from "./smmuv3-hw-config.js";
 import type { Smmuv3Extension } from "./smmuv3-extension.js";
 import { Smmuv3NestedDomain } from "./smmuv3-nested-domain.js";
 import { ARM_VSMMU_SIZE, ArmVsmmu } from "./smmuv3-viommu.js";
+import { stage1DirtyBits } from "../format/vmsa-stage1.js";
 import { stage2DirtyBits } from "../format/vmsa-stage2.js";
+import { HostSubstreams } from "./host-substreams.js";
+import { isSmmuStage1Domain } from "./stage1-domain.js";
 import { abortSte, createStage2Domain, isSmmuStage2Domain, stage2Ste } from "./stage2-domain.js";
 import { Stage2FetchReader } from "./stage2-fetch-reader.js";
 
@@ -59,8 +67,14 @@ const S2_ONLY_TAG = 0x1_0000;
 /** Events the host keeps (those not forwarded to a guest), newest last. */
 const HOST_EVENT_LOG_ENTRIES = 1024;
 
-/** What an installed STE does: abort silently, translate stage 2 only, nest, or nothing (an ILLEGAL STE: C_BAD_STE). */
-const StreamKind = { Abort: 0, Stage2: 1, Nested: 2, Illegal: 3 } as const;
+/** IOTLB VMID of host stage-1 translations: Linux's CD-table STEs carry S2VMID 0, which no stage-2 domain takes. */
+const S1_HOST_VMID = 0;
+
+/**
+ * What an installed STE does: abort silently, translate stage 2 only, nest, translate the host's stage 1 through
+ * its CD table, or nothing (an ILLEGAL STE: C_BAD_STE).
+ */
+const StreamKind = { Abort: 0, Stage2: 1, Nested: 2, Illegal: 3, HostStage1: 4 } as const;
 
 interface CachedCd {
   readonly settings: CdSettings;
@@ -119,6 +133,12 @@ export class Smmuv3Unit implements PhysicalIommu {
   forwardedEvents = 0;
 
   private readonly streams = new Map<number, StreamState>();
+  /** What each master's RID is attached to (absent: blocked). */
+  private readonly ridDomains = new Map<PhysicalDevice, IommuDomain>();
+  /** Host stage-1 domains, CD tables and PASID attachments. */
+  readonly substreams: HostSubstreams;
+  private readonly hostReader: HostTableReader;
+  private readonly s1Walker = new PageWalker();
   /** Masters with other than their requester id alone as StreamIDs (firmware's ID mappings: IORT, DT iommu-map). */
   private readonly masterStreams = new Map<PhysicalDevice, readonly number[]>();
   /**
@@ -156,6 +176,14 @@ export class Smmuv3Unit implements PhysicalIommu {
     });
     this.nested = new NestedWalker(host.memory, HOST_OWNER);
     this.fetchReader = new Stage2FetchReader(host.memory);
+    this.hostReader = new HostTableReader(host.memory, HOST_OWNER);
+    this.substreams = new HostSubstreams({
+      unit: this,
+      host,
+      features: this.features,
+      streamIdsOf: (device) => this.streamIdsOf(device),
+      executeCommands: (commands, sync) => this.executeCommands(commands, sync),
+    });
   }
 
   // ---- driver: hw_info, domains, vIOMMUs ----
@@ -179,15 +207,26 @@ export class Smmuv3Unit implements PhysicalIommu {
   }
 
   /**
-   * Stage-2 domains; NEST_PARENT makes a nesting parent. IOMMU_HWPT_ALLOC_DIRTY_TRACKING gives a domain that tracks
-   * DMA writes (S2HA/S2HD, DBM leaves; `createStage2Domain`); on an SMMU that cannot (`dirtyCapable`) it is
-   * EOPNOTSUPP, as iommufd_hwpt_paging_alloc answers when the device lacks IOMMU_CAP_DIRTY_TRACKING.
+   * Paging domains, by Linux's `arm_smmu_domain_alloc_paging_flags`: IOMMU_HWPT_ALLOC_PASID and
+   * IOMMU_HWPT_ALLOC_DIRTY_TRACKING (alone or together) give a stage-1 domain (an ASID, CD.HA/HD with dirty
+   * tracking; EOPNOTSUPP without stage 1); NEST_PARENT a stage-2 nesting parent, with DIRTY_TRACKING one whose STEs
+   * set S2HA/S2HD (Linux refuses that combination, having no stage-2 dirty tracking; the architecture has it and a
+   * VMM migrating a nested guest tracks its stage-2 parent); NEST_PARENT with PASID, or unknown flags, EOPNOTSUPP.
+   * Flags 0 give a stage-2 domain here (Linux prefers stage 1 when the SMMU has it; the model's host paging
+   * domains, shadows included, keep the stage-2 form). DIRTY_TRACKING on an SMMU that cannot track (`dirtyCapable`)
+   * is EOPNOTSUPP, as iommufd_hwpt_paging_alloc answers when the device lacks IOMMU_CAP_DIRTY_TRACKING.
    */
   domainAllocPaging(_device: PhysicalDevice, flags: number, _owner: OwnerId): Result<PagingDomain> {
     if ((flags & ~(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.PASID | HwptAllocFlag.DIRTY_TRACKING)) !== 0) return err("EOPNOTSUPP", `paging flags 0x${flags.toString(16)}`);
     const dirty = (flags & HwptAllocFlag.DIRTY_TRACKING) !== 0;
+    const parent = (flags & HwptAllocFlag.NEST_PARENT) !== 0;
     if (dirty && !this.dirtyCapable) return err("EOPNOTSUPP", "dirty tracking needs IDR0.HTTU access and dirty on a coherent SMMU");
-    const r = createStage2Domain(this, this.host, (flags & HwptAllocFlag.NEST_PARENT) !== 0, dirty);
+    if (parent && (flags & HwptAllocFlag.PASID) !== 0) return err("EOPNOTSUPP", "a nesting parent cannot be attached at PASIDs");
+    if (!parent && flags !== 0) {
+      if (!this.features.stage1) return err("EOPNOTSUPP", "PASID and dirty-tracking domains are stage 1, which this SMMU lacks");
+      return this.substreams.allocDomain(dirty);
+    }
+    const r = createStage2Domain(this, this.host, parent, dirty);
     if (!r.ok) return fail(r);
     this.stage2Cache.use(r.value, false);
     return ok(r.value);
@@ -222,17 +261,38 @@ export class Smmuv3Unit implements PhysicalIommu {
   // ---- stream table ----
 
   /**
-   * Installs the STE for a device's domain (Linux attach_dev): a stage-2 STE for a paging domain, the nested
-   * STE for a nested one. PASID attachment of host domains is not modelled (EOPNOTSUPP). A nested domain of
-   * another unit's vSMMU is EINVAL; an S1-translating one needs the device's vDEVICE on that vSMMU (ENOENT),
-   * abort and bypass ones do not (the VMM uses them for the guest's GBPA).
+   * Installs the STE for a device's domain (Linux attach_dev, set_dev_pasid). At the RID: a stage-2 STE for a
+   * stage-2 domain, the master's CD-table STE with the domain's CD at SubstreamID 0 for a stage-1 one, the nested
+   * STE for a nested one; a stage-2 or nested domain while PASIDs are attached is EBUSY (arm_smmu_attach_dev: the
+   * STE cannot point at the CD table then). At a PASID: only a stage-1 domain (EINVAL otherwise), its CD at that
+   * SubstreamID of the CD table, and only while the RID is blocked or stage 1 (EINVAL, as arm_smmu_set_pasid
+   * refuses another RID domain). A nested domain of another unit's vSMMU is EINVAL; an S1-translating one needs the
+   * device's vDEVICE on that vSMMU (ENOENT), abort and bypass ones do not (the VMM uses them for the guest's GBPA).
    */
   attachDevice(device: PhysicalDevice, domain: IommuDomain, pasid: number): Result<void> {
-    if (pasid !== NO_PASID) return err("EOPNOTSUPP", "PASID attachment of host domains is not modelled");
+    if (pasid !== NO_PASID) {
+      if (!isSmmuStage1Domain(domain)) return err("EINVAL", "only a stage-1 domain can be attached at a PASID");
+      const rid = this.ridDomains.get(device);
+      if (rid !== undefined && !isSmmuStage1Domain(rid)) return err("EINVAL", "the RID's domain leaves no CD table for PASIDs");
+      const ste = this.substreams.attachPasid(device, pasid, domain);
+      if (!ste.ok) return fail(ste);
+      this.install(device, ste.value, undefined, undefined);
+      return ok();
+    }
+    if (isSmmuStage1Domain(domain)) {
+      const ste = this.substreams.attachRid(device, domain);
+      if (!ste.ok) return fail(ste);
+      this.install(device, ste.value, undefined, undefined);
+      this.ridDomains.set(device, domain);
+      return ok();
+    }
+    if (this.substreams.ssidsInUse(device)) return err("EBUSY", "PASIDs are attached: the RID needs a stage-1 domain");
     if (domain.kind === "paging") {
       if (!isSmmuStage2Domain(domain)) return err("EINVAL", "not an SMMUv3 stage-2 domain");
       this.stage2Cache.use(domain, false);
+      this.substreams.ridReplaced(device);
       this.install(device, stage2Ste(domain, this.features.forcedWriteBack), domain, undefined);
+      this.ridDomains.set(device, domain);
       return ok();
     }
     if (!(domain instanceof Smmuv3NestedDomain)) return err("EINVAL", "not an SMMUv3 nested domain");
@@ -241,13 +301,22 @@ export class Smmuv3Unit implements PhysicalIommu {
       return err("ENOENT", "a translating nested domain needs the device's vDEVICE first");
     }
     this.stage2Cache.use(domain.parent, true);
+    this.substreams.ridReplaced(device);
     this.install(device, domain.physicalSte(this.features.forcedWriteBack), domain.parent, domain);
+    this.ridDomains.set(device, domain);
     return ok();
   }
 
-  /** Blocks the device: an abort STE. */
-  detachDevice(device: PhysicalDevice, _pasid: number): void {
-    this.install(device, abortSte(), undefined, undefined);
+  /**
+   * Blocks the RID (an abort STE, or the CD-table STE with S1DSS terminate while PASIDs are attached) or a PASID (its
+   * CD cleared; the abort STE once nothing is attached through the CD table).
+   */
+  detachDevice(device: PhysicalDevice, pasid: number): void {
+    if (pasid !== NO_PASID && !this.substreams.hasPasid(device, pasid)) return;
+    if (pasid === NO_PASID) this.ridDomains.delete(device);
+    const ste = this.substreams.detach(device, pasid);
+    if (pasid !== NO_PASID && ste === undefined && this.ridDomains.has(device)) return;
+    this.install(device, ste ?? abortSte(), undefined, undefined);
   }
 
   /**
@@ -279,12 +348,29 @@ export class Smmuv3Unit implements PhysicalIommu {
     return ok();
   }
 
+  /**
+   * Writes a master's STE at each of its StreamIDs. The STE the stream already has, for the same domains, is left as
+   * it is (Linux writes and invalidates nothing then), so what the SMMU cached of it stays until the commands that
+   * invalidate it (CMD_CFGI_CD for a CD written under an unchanged CD-table STE).
+   */
   private install(device: PhysicalDevice, ste: RawBits, s2: TablePagingDomain | undefined, nested: Smmuv3NestedDomain | undefined): void {
+    const sids = this.streamIdsOf(device);
+    const current = this.streams.get(sids[0]!);
+    if (current !== undefined && current.device === device && current.s2 === s2 && current.nested === nested && rawEquals(current.ste, ste) && sids.every((sid) => this.streams.get(sid) === current)) return;
     // The STE is judged as the SMMU judges it: a nested STE carrying an out-of-range guest field (S1CDMax beyond
     // SSIDSIZE, a reserved S1Fmt) is ILLEGAL, and its traffic records C_BAD_STE.
     const settings = decodeSteSettings(ste, this.features);
     const config = typeof settings === "number" ? -1 : settings.config;
-    const kind = config === -1 ? StreamKind.Illegal : config === SteConfig.Nested ? StreamKind.Nested : config === SteConfig.S2Translate ? StreamKind.Stage2 : StreamKind.Abort;
+    const kind =
+      config === -1
+        ? StreamKind.Illegal
+        : config === SteConfig.Nested
+          ? StreamKind.Nested
+          : config === SteConfig.S2Translate
+            ? StreamKind.Stage2
+            : config === SteConfig.S1Translate
+              ? StreamKind.HostStage1
+              : StreamKind.Abort;
     const s2Stage = s2 === undefined ? undefined : { format: s2.table.format, geometry: s2.table.geometry, root: s2.table.root };
     const state: StreamState = { device, kind, ste, s2, s2Stage, nested, stage1: typeof settings === "number" ? undefined : settings.stage1, cds: new Map() };
     for (const sid of this.streamIdsOf(device)) this.streams.set(sid, state);
@@ -312,6 +398,7 @@ export class Smmuv3Unit implements PhysicalIommu {
       if (request.pasid !== NO_PASID) return configFault(out, info, EventType.C_BAD_SUBSTREAMID, request.iova);
       return this.translateStage2(s, request, out);
     }
+    if (s.kind === StreamKind.HostStage1) return this.translateHostStage1(s, request, out);
     const cd = this.cdFor(s, request.pasid);
     if (cd === CD_BYPASS) return this.translateStage2(s, request, out);
     if (typeof cd === "number") {
@@ -332,7 +419,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
     if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
     this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
-    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out, 0, this.stage2Written(s.s2!, request.access, out));
+    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out, 0, this.hardwareDirty(s.s2!, stage2DirtyBits, request.access, out));
     if (out.ok) return;
     info.event = walkFaultEvent(out.fault);
     if (out.stage === 2) {
@@ -361,7 +448,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     this.info.bypass = true;
     if (translateFromIotlb(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, request.access, this.hit, out) && out.ok) return;
     domain.table.walk(request.iova, request.access, out);
-    cacheTranslation(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, out, 0, this.stage2Written(domain, request.access, out));
+    cacheTranslation(this.iotlb, domain.vmid, S2_ONLY_TAG, request.iova, out, 0, this.hardwareDirty(domain, stage2DirtyBits, request.access, out));
     if (out.ok) return;
     out.stage = 2;
     const info = this.info;
@@ -372,15 +459,43 @@ export class Smmuv3Unit implements PhysicalIommu {
   }
 
   /**
-   * Stage 2's hardware dirty update (IHI0070 §3.13.3.1) after a walk whose last entry is the stage-2 leaf: a domain
-   * allocated for dirty tracking has S2HD in its STEs, so a write through a writable-clean leaf sets S2AP[1] there
-   * (large leaves whole), and a read leaves it clean. Returns whether the translation is cached as clean-writable
-   * (a read through a writable leaf of such a domain), so that the next write walks and marks as the hardware,
-   * which never caches a clean leaf as dirty, does. While iommufd's tracking is on, the domain's tracker marks;
-   * while it is off the hardware marks all the same (Linux leaves HD set and its set_dirty_tracking does nothing),
-   * and enabling cleans every leaf first. Allocates nothing.
+   * A stage-1 translation through the host's own CD table (the master's stage-1 domains at the RID and at PASIDs):
+   * the CD for the SubstreamID (C_BAD_SUBSTREAMID, F_STREAM_DISABLED, C_BAD_CD as the architecture says), then the
+   * stage-1 walk in host memory, cached under (VMID 0, ASID). A dirty-tracking domain's CD has HD: a write marks the
+   * stage-1 leaf dirty (AP[2] cleared).
    */
-  private stage2Written(domain: TablePagingDomain, access: number, out: WalkResult): boolean {
+  private translateHostStage1(s: StreamState, request: DmaRequest, out: WalkResult): void {
+    const info = this.info;
+    const cd = this.cdFor(s, request.pasid);
+    if (cd === CD_BYPASS) return bypassChecked(out, info, request.iova, this.features.oasBits);
+    if (typeof cd === "number") return configFault(out, info, cd, request.iova);
+    const settings = cd.settings;
+    info.asid = settings.asid;
+    if (translateFromIotlb(this.iotlb, S1_HOST_VMID, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
+    walkStage1(settings, request.iova, request.access, this.s1Walker, this.hostReader, out);
+    const domain = this.substreams.domainOfAsid(settings.asid);
+    const clean = domain !== undefined && this.hardwareDirty(domain, stage1DirtyBits, request.access, out);
+    cacheTranslation(this.iotlb, S1_HOST_VMID, settings.asid, request.iova, out, 0, clean);
+    if (out.ok) return;
+    info.event = walkFaultEvent(out.fault);
+    info.record = settings.record;
+    if (out.fault === WalkFault.External) {
+      info.eventClass = EventClass.TT;
+      info.fetchAddress = out.entryAddress;
+    }
+  }
+
+  /**
+   * The hardware dirty update (IHI0070 §3.13.3.1) after a walk whose last entry is the leaf of `domain`, a host
+   * table of the format `bits` describes: a domain allocated for dirty tracking has S2HD in its STEs (stage 2) or
+   * HD in its CDs (stage 1), so a write through a writable-clean leaf marks it writable-dirty there (large leaves
+   * whole), and a read leaves it clean. Returns whether the translation is cached as clean-writable (a read
+   * through a writable leaf of such a domain), so that the next write walks and marks as the hardware, which never
+   * caches a clean leaf as dirty, does. While iommufd's tracking is on, the domain's tracker marks; while it is off
+   * the hardware marks all the same (Linux leaves HD set and its set_dirty_tracking does nothing), and enabling
+   * cleans every leaf first. Allocates nothing.
+   */
+  private hardwareDirty(domain: TablePagingDomain, bits: DirtyBitFormat, access: number, out: WalkResult): boolean {
     const dirty = domain.dirtyOps;
     if (dirty === undefined || !out.ok) return false;
     if ((access & Perm.Write) === 0) return true;
@@ -391,8 +506,8 @@ export class Smmuv3Unit implements PhysicalIommu {
     memory.read64Halves(at, this.leafWords);
     const lo = this.leafWords[0]!;
     const hi = this.leafWords[1]!;
-    if (stage2DirtyBits.isDirty(lo, hi, out.level)) return false;
-    stage2DirtyBits.withDirty(lo, hi, out.level, true, this.leafWords);
+    if (bits.isDirty(lo, hi, out.level)) return false;
+    bits.withDirty(lo, hi, out.level, true, this.leafWords);
     memory.write64Halves(at, this.leafWords[0]!, this.leafWords[1]!);
     return false;
   }
@@ -403,13 +518,15 @@ export class Smmuv3Unit implements PhysicalIommu {
     const cached = s.cds.get(key);
     if (cached !== undefined) return cached;
     const reader = this.fetchReader;
-    reader.table = s.s2!.table;
-    reader.owner = s.device.owner;
-    reader.s2.ok = true;
-    reader.s2.fault = WalkFault.None;
     const info = this.info;
-    const read = readCd(s.stage1!, pasid, reader, this.cdWords, info);
-    if (read === EventType.F_CD_FETCH && reader.s2.fault !== WalkFault.None) {
+    if (s.s2 !== undefined) {
+      reader.table = s.s2.table;
+      reader.owner = s.device.owner;
+      reader.s2.ok = true;
+      reader.s2.fault = WalkFault.None;
+    }
+    const read = readCd(s.stage1!, pasid, s.s2 !== undefined ? reader : this.hostReader, this.cdWords, info);
+    if (read === EventType.F_CD_FETCH && s.s2 !== undefined && reader.s2.fault !== WalkFault.None) {
       // The CD fetch faulted at stage 2: a stage-2 fault of class CD, the host's to handle.
       info.stage2 = true;
       info.eventClass = EventClass.CD;

@@ -67,7 +67,7 @@ describe("SMMUv3 dirty tracking: HTTU with S2HA/S2HD and DBM in the stage-2 leav
   });
 
   it("writes writable leaves writable-dirty with DBM, as io-pgtable does under IO_PGTABLE_QUIRK_ARM_HD; a plain domain's have no DBM", () => {
-    const tracked = attached(HwptAllocFlag.DIRTY_TRACKING);
+    const tracked = attached(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.DIRTY_TRACKING);
     const t = tracked.leaf(GPA);
     // Page (0b11), MemAttr 0xF, S2AP 0b11, SH inner, AF; XN (bit 54, no exec) and DBM (bit 51).
     expect({ low: t.value & LOW_ATTRS, high: t.value & HIGH_ATTRS, level: t.level }).toEqual({ low: 0x7ffn, high: 0x0048_0000_0000_0000n, level: 1 });
@@ -76,7 +76,7 @@ describe("SMMUv3 dirty tracking: HTTU with S2HA/S2HD and DBM in the stage-2 leav
   });
 
   it("cleans every leaf when tracking is enabled (S2AP[1] cleared, DBM kept), and a DMA write sets S2AP[1] of that leaf alone", () => {
-    const h = attached(HwptAllocFlag.DIRTY_TRACKING);
+    const h = attached(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.DIRTY_TRACKING);
     unwrap(h.ctx.hwptSetDirtyTracking(h.parentId, DIRTY_TRACKING_ENABLE));
     const clean = h.leaf(GPA).value;
     expect(clean & (S2AP_WRITE | DBM)).toBe(DBM);
@@ -114,7 +114,7 @@ describe("SMMUv3 dirty tracking: HTTU with S2HA/S2HD and DBM in the stage-2 leav
   });
 
   it("marks a write while iommufd's tracking is off too (S2HD is in the STE), and enabling cleans it first", () => {
-    const h = attached(HwptAllocFlag.DIRTY_TRACKING);
+    const h = attached(HwptAllocFlag.NEST_PARENT | HwptAllocFlag.DIRTY_TRACKING);
     unwrap(h.ctx.hwptSetDirtyTracking(h.parentId, DIRTY_TRACKING_ENABLE));
     unwrap(h.ctx.hwptSetDirtyTracking(h.parentId, 0));
     expect(h.device.write(GPA + 3 * PAGE, Uint8Array.of(1)).ok).toBe(true);

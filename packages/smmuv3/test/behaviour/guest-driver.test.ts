@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { decodeLayout, fromWords64, newWalkResult, NO_PASID, Perm, unwrap } from "@viommu/core";
 import { decodeCd, decodeCommand, l1StdLayout, Tg0 } from "../../src/format/index.js";
-import { tlbiRangeCommands } from "../../src/guest/tlbi-commands.js";
+import { tlbiRangeCommands } from "../../src/format/tlbi-commands.js";
 import { Smmuv3GuestDriver } from "../../src/guest/smmuv3-driver.js";
 import { Smmuv3Device } from "../../src/vmm/smmuv3-device.js";
 import { hex64, smmuBed } from "../support.js";
