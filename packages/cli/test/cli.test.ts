@@ -59,11 +59,16 @@ describe("one number syntax", () => {
 });
 
 describe("viommu demo and conformance", () => {
-  it("the demo passes every step on the mock", () => {
+  it("the demo passes every step on the mock, live migration included", () => {
     const report = runDemo(mockPlugin, [mockPlugin]);
     expect(report.steps.filter((s) => !s.ok)).toEqual([]);
     expect(report.isolationViolations).toBe(0);
     expect(report.faultRecords.length).toBeGreaterThan(0);
+    const migration = report.steps.find((s) => s.step === "live-migration");
+    expect(migration).toMatchObject({ ok: true });
+    expect(migration?.notApplicable).toBeUndefined();
+    expect(migration?.detail).toMatch(/pre-copy pages per round \d+(, \d+)+; stop-and-copy \d+/);
+    expect(report.steps.find((s) => s.step === "pasid")).toMatchObject({ ok: true, notApplicable: true, detail: expect.stringMatching(/PASID tables/) });
     const io = memoryIo();
     expect(demoCommand(io, [mockPlugin], [mockPlugin], 1, true)).toBe(0);
     expect(JSON.parse(io.lines[0]!).vendors[0].ok).toBe(true);
@@ -123,6 +128,9 @@ describe.skipIf(!existsSync(main))("the built command, as a user runs it", () =>
     [["acpi", "--vendor", "nope"], /not installed \(installed: .*mock/],
     [["decode", "--vendor", "mock", "--structure", "cmd", "--hex", "zz,0"], /--hex: word 0: "zz" is not a number/],
     [["frobnicate"], /unknown command 'frobnicate'/],
+    [["demo", "--vendor", "mock", "--property", "caching-mode=on"], /--property: mock: property 'caching-mode' not found/],
+    [["demo", "--vendor", "mock", "--property", "caching-mode"], /--property caching-mode: expected NAME=VALUE/],
+    [["conformance", "--plugin", "/nonexistent"], /--plugin \/nonexistent: no package.json declaring/],
   ])("a usage error exits 2 with one line naming the option: %j", (args, message) => {
     const r = viommu(args);
     expect(r.status).toBe(2);

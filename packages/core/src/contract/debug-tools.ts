@@ -108,3 +108,21 @@ export interface StaleTranslationFinding {
   /** The last invalidation that covered this address, and when (the unit's clock), if any did. */
   readonly lastInvalidation?: { readonly what: string; readonly at: number };
 }
+
+/**
+ * Checks device properties against what a plugin declares (QEMU answers an unknown property or a bad value by
+ * refusing to create the device): the first problem, naming the property, or undefined when all are accepted.
+ */
+export function devicePropertyProblem(declared: readonly DeviceProperty[] | undefined, given: Readonly<Record<string, string>> | undefined): string | undefined {
+  for (const [name, value] of Object.entries(given ?? {})) {
+    const property = declared?.find((p) => p.name === name);
+    if (property === undefined) {
+      const known = (declared ?? []).map((p) => p.name);
+      return `property '${name}' not found (this device has ${known.length > 0 ? known.join(", ") : "no properties"})`;
+    }
+    if (property.values !== undefined && !property.values.includes(value)) return `property '${name}' takes ${property.values.join(", ")}, not '${value}'`;
+    const refused = property.check?.(value);
+    if (refused !== undefined) return `property '${name}': ${refused}`;
+  }
+  return undefined;
+}

@@ -1,6 +1,7 @@
 import type { GuestIommuDriver, GuestInitOptions } from "../contract/guest-driver.js";
 import type { PhysicalIommu } from "../contract/iommu-unit.js";
 import type { VendorPlugin } from "../contract/plugin.js";
+import { devicePropertyProblem } from "../contract/debug-tools.js";
 import type { EmulatedIommu, ShadowBackendKind, TranslationMode } from "../contract/vmm-device.js";
 import { err, fail, ok, type Result } from "../errors/errno.js";
 import { IommufdContext } from "../iommufd/context.js";
@@ -47,6 +48,10 @@ export interface TestbedOptions {
   readonly deviceInterrupts?: "remapped" | "posted";
   /** The VMs' stage-2 parents are allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING (for live migration). */
   readonly dirtyTracking?: boolean;
+  /** Emulated-device properties by QEMU's names (checked against the plugin's declared properties: EINVAL). */
+  readonly properties?: Readonly<Record<string, string>>;
+  /** The emulated units' stale-translation audit (capability audit). */
+  readonly audit?: boolean;
   readonly vms: readonly TestbedVmOptions[];
   /** Guest driver options (translation defaults to mode ≠ ir-only). */
   readonly guest?: Partial<GuestInitOptions>;
@@ -99,6 +104,8 @@ export class Testbed {
   ) {}
 
   static create(options: TestbedOptions): Result<Testbed> {
+    const problem = devicePropertyProblem(options.plugin.properties, options.properties);
+    if (problem !== undefined) return err("EINVAL", `${options.plugin.id}: ${problem}`);
     const platform = new Platform({ plugins: [...(options.plugins ?? []), options.plugin], seed: options.seed });
     const bed = new Testbed(platform, options.plugin, options);
     const instances = Math.max(1, ...options.vms.map((v) => v.instances ?? 1));
@@ -164,6 +171,8 @@ export class Testbed {
         dmaEntryLimit: this.options.dmaEntryLimit,
         eventInterrupts: this.options.eventInterrupts,
         deviceInterrupts: this.options.deviceInterrupts,
+        properties: this.options.properties,
+        audit: this.options.audit,
         instance,
       });
       if (!iommu.ok) return fail(iommu);
