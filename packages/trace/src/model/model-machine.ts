@@ -22,7 +22,6 @@ const DEFAULT_SEED = 1;
  */
 export class ModelMachine {
   private readonly walk: WalkResult = newWalkResult();
-  private readonly pages: number[] = [];
 
   private constructor(
     readonly bed: Testbed,
@@ -90,9 +89,9 @@ export class ModelMachine {
   }
 
   /**
-   * A DMA of the device at `rid`: through its physical IOMMU (passthrough) or translated by the emulated IOMMU
-   * (an emulated device). Either way every page is translated before any byte moves, so a blocked transfer
-   * touches nothing, and the VMM's event loop runs afterwards.
+   * A DMA of the device at `rid`: through its physical IOMMU (passthrough: core's DmaDevice, which translates
+   * every page before any byte moves, so a blocked transfer touches nothing) or translated by the emulated IOMMU
+   * (an emulated PCIe device, below). The VMM's event loop runs afterwards.
    */
   dma(rid: number, iova: number, write: boolean, bytes: Uint8Array | number, pasid?: number): ModelDmaResult {
     if (!this.hasDevice(rid)) return undefined;
@@ -108,30 +107,30 @@ export class ModelMachine {
     return result;
   }
 
+  /**
+   * An emulated PCIe device's transfer: a PCIe request never crosses a 4 KiB boundary, so the transfer is one
+   * request per page, each translated (and, when blocked, reported) on its own; the pages that translate are
+   * moved, a blocked page is not (a blocked read leaves zeros). The answer is blocked when any page was.
+   */
   private emulatedDma(rid: number, iova: number, write: boolean, bytes: Uint8Array | number, pasid: number): ModelDmaResult {
     const iommu = this.vm.iommus[0]!;
     const length = typeof bytes === "number" ? bytes : bytes.length;
     const out = this.walk;
-    const pages = this.pages;
-    pages.length = 0;
-    for (let done = 0; done < Math.max(length, 1); ) {
-      const at = iova + done;
-      iommu.translateEmulated(rid, pasid, at, write, out);
-      if (!out.ok) return { ok: false };
-      pages.push(out.output);
-      done += PAGE - (at % PAGE);
-    }
     const memory = this.vm.vm.memory;
     const data = typeof bytes === "number" ? new Uint8Array(length) : bytes;
-    let offset = 0;
-    for (const gpa of pages) {
-      const n = Math.min(PAGE - (gpa % PAGE), length - offset);
-      if (n <= 0) break;
-      if (write) memory.writeBytes(gpa, data.subarray(offset, offset + n));
-      else memory.readBytes(gpa, n, data.subarray(offset, offset + n));
-      offset += n;
+    let blocked = false;
+    for (let done = 0; done < Math.max(length, 1); ) {
+      const at = iova + done;
+      const n = Math.min(PAGE - (at % PAGE), length - done);
+      iommu.translateEmulated(rid, pasid, at, write, out);
+      if (!out.ok) blocked = true;
+      else if (n > 0) {
+        if (write) memory.writeBytes(out.output, data.subarray(done, done + n));
+        else memory.readBytes(out.output, n, data.subarray(done, done + n));
+      }
+      done += Math.max(n, 1);
     }
-    return { ok: true, data: write ? new Uint8Array(0) : data };
+    return blocked ? { ok: false } : { ok: true, data: write ? new Uint8Array(0) : data };
   }
 
   /** The device at `rid` signals `msi` (false: no such device); the VMM's event loop runs afterwards. */

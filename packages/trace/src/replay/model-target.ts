@@ -33,12 +33,17 @@ export class ModelTarget implements ReplayTarget {
   }
 
   execute(op: TraceOp): Promise<TargetResult> {
+    return Promise.resolve(this.answer(op));
+  }
+
+  /** The model's answer to `op`, at once (the model has no concurrency). */
+  answer(op: TraceOp): TargetResult {
     try {
-      return Promise.resolve(this.run(op));
+      return this.run(op);
     } catch (e) {
       // A model must answer any guest input with the architecture's response; an exception is a defect to report.
       const message = e instanceof Error ? `${e.message}\n${e.stack ?? ""}` : String(e);
-      return Promise.resolve({ status: "failed", message: `exception escaped the model: ${message}`, fatal: false });
+      return { status: "failed", message: `exception escaped the model: ${message}`, fatal: false };
     }
   }
 
