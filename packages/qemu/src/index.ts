@@ -9,3 +9,8 @@ export * from "./catalogue/qemu-differences.js";
 export * from "./conformance/qemu-conformance.js";
 export * from "./commands/qemu-conformance-command.js";
 export * from "./commands/trace-replay-command.js";
+export * from "./qtest/qmp-client.js";
+export * from "./difftest/program.js";
+export * from "./difftest/shrink.js";
+export * from "./difftest/difftest.js";
+export * from "./commands/difftest-command.js";

@@ -19,6 +19,8 @@ export interface QemuTargetOptions {
   readonly startTimeoutMs?: number;
   /** More QEMU options (`-trace 'amdvi_*'` to watch the IOMMU's own trace points on stderr). */
   readonly extraArgs?: readonly string[];
+  /** Open QMP too, so `reset` can run another trace on the same QEMU. */
+  readonly reusable?: boolean;
 }
 
 export type QemuTargetResult = { readonly ok: true; readonly target: QemuTarget } | { readonly ok: false; readonly error: string };
@@ -37,16 +39,67 @@ export class QemuTarget implements ReplayTarget {
   readonly iommuBases: readonly number[];
   private issued: Promise<unknown> = Promise.resolve();
   private dead: string | undefined;
+  private engines: ReadonlyMap<number, EduEngine> = new Map();
+  /** The trace being replayed now (its RAM and devices). */
+  private header: TraceHeader;
+  /** How long one operation may take (QEMU answers in well under a millisecond; edu's DMA in a few). */
+  deadlineMs = 15_000;
 
   private constructor(
     readonly process: QemuProcess,
     readonly machine: QemuMachine,
-    private readonly header: TraceHeader,
-    private readonly engines: ReadonlyMap<number, EduEngine>,
+    /** The machine QEMU was started as: every device any later trace may use. */
+    private readonly started: TraceHeader,
     version: string,
   ) {
     this.name = `${version} ${machine.deviceName}`;
-    this.iommuBases = header.machine.iommus.map(() => machine.iommuBase);
+    this.iommuBases = started.machine.iommus.map(() => machine.iommuBase);
+    this.header = started;
+  }
+
+  /** Firmware's part: each edu of `header` gets its BAR0 and memory space and bus mastering. */
+  private async setUpDevices(header: TraceHeader): Promise<string | undefined> {
+    const q = this.process.qtest;
+    const engines = new Map<number, EduEngine>();
+    for (const d of header.machine.devices) {
+      const index = this.started.machine.devices.findIndex((x) => x.rid === d.rid);
+      const id = await this.machine.pci.read(q, d.rid, 0, 4);
+      if (index < 0 || id !== 0x11e8_1234n) return `no edu at 0x${d.rid.toString(16)} (PCI id 0x${id.toString(16)})`;
+      const bar = this.machine.barAddress(index);
+      await this.machine.pci.write(q, d.rid, PCI_BAR0, 4, BigInt(bar));
+      await this.machine.pci.write(q, d.rid, PCI_COMMAND, 2, PCI_COMMAND_MEMORY_MASTER);
+      engines.set(d.rid, new EduEngine(q, d.rid, bar));
+    }
+    this.engines = engines;
+    this.header = header;
+    return undefined;
+  }
+
+  /**
+   * Makes QEMU ready for another trace without starting it again (needs `reusable`): a system reset (the IOMMU,
+   * the edus and the CPU back to their reset state), guest RAM zeroed, the devices of `header` set up. `header`
+   * must use the RAM and a subset of the devices QEMU was started with.
+   */
+  async reset(header: TraceHeader): Promise<string | undefined> {
+    const qmp = this.process.qmp;
+    if (qmp === undefined) return "QEMU was not started reusable";
+    if (this.dead !== undefined) return this.dead;
+    const ram = this.started.machine.ram[0]!;
+    const same = header.machine.ram.length === 1 && header.machine.ram[0]!.base === ram.base && header.machine.ram[0]!.size <= ram.size;
+    if (!same || header.machine.devices.some((d) => !this.started.machine.devices.some((x) => x.rid === d.rid))) return "the trace's machine is not the one QEMU was started as";
+    try {
+      await this.issued;
+      const done = qmp.nextEvent("RESET");
+      await qmp.execute("system_reset");
+      await done;
+      const chunk = 16 * 2 ** 20;
+      const zeroes: Promise<void>[] = [];
+      for (let at = 0; at < ram.size; at += chunk) zeroes.push(this.process.qtest.memset(ram.base + at, Math.min(chunk, ram.size - at), 0));
+      await Promise.all(zeroes);
+      return await this.setUpDevices(header);
+    } catch (e) {
+      return (await this.broken(e)).status === "failed" ? this.dead : undefined;
+    }
   }
 
   /**
@@ -78,26 +131,19 @@ export class QemuTarget implements ReplayTarget {
     const slots = header.machine.devices.map((d) => (d.rid >>> 3) & 0x1f);
     let process: QemuProcess;
     try {
-      process = await QemuProcess.start({ binary, args: [...machine.args(ram, slots), ...(options.extraArgs ?? [])], firmware: machine.firmware(), startTimeoutMs: options.startTimeoutMs });
+      process = await QemuProcess.start({ binary, args: [...machine.args(ram, slots), ...(options.extraArgs ?? [])], firmware: machine.firmware(), startTimeoutMs: options.startTimeoutMs, qmp: options.reusable });
     } catch (e) {
       if (e instanceof QemuStartError) return { ok: false, error: e.message };
       throw e;
     }
+    const target = new QemuTarget(process, machine, header, version);
     try {
-      const engines = new Map<number, EduEngine>();
-      for (const [i, d] of header.machine.devices.entries()) {
-        const q = process.qtest;
-        const id = await machine.pci.read(q, d.rid, 0, 4);
-        if (id !== 0x11e8_1234n) {
-          await process.stop();
-          return { ok: false, error: `no edu at 0x${d.rid.toString(16)} (PCI id 0x${id.toString(16)})` };
-        }
-        const bar = machine.barAddress(i);
-        await machine.pci.write(q, d.rid, PCI_BAR0, 4, BigInt(bar));
-        await machine.pci.write(q, d.rid, PCI_COMMAND, 2, PCI_COMMAND_MEMORY_MASTER);
-        engines.set(d.rid, new EduEngine(q, d.rid, bar));
+      const why = await target.setUpDevices(header);
+      if (why !== undefined) {
+        await process.stop();
+        return { ok: false, error: why };
       }
-      return { ok: true, target: new QemuTarget(process, machine, header, engines, version) };
+      return { ok: true, target };
     } catch (e) {
       await process.stop();
       return { ok: false, error: `setting up QEMU's devices failed: ${e instanceof Error ? e.message : String(e)}` };
@@ -127,7 +173,26 @@ export class QemuTarget implements ReplayTarget {
   execute(op: TraceOp): Promise<TargetResult> {
     if (this.dead !== undefined) return Promise.resolve({ status: "failed", message: this.dead, fatal: true });
     const barrier = op.op === "dma" || op.op === "msi" || op.op === "advance" || op.op === "pci-read" || op.op === "pci-write";
-    return this.after(() => this.run(op), barrier).catch((e: unknown) => this.broken(e));
+    return this.after(() => this.withDeadline(this.run(op)), barrier).catch((e: unknown) => this.broken(e));
+  }
+
+  /**
+   * QEMU must answer an operation within the deadline; one that does not (a device model looping on what the
+   * guest programmed) is killed and the replay ends there: a hang is a finding, not a wait.
+   */
+  private async withDeadline<T>(work: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.process.killNow();
+        reject(new Error(`no answer within ${this.deadlineMs} ms: QEMU hung and was killed`));
+      }, this.deadlineMs);
+    });
+    try {
+      return await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** QEMU stopped answering: every later operation fails with why (its exit and the end of its stderr, once it has gone). */

@@ -1,4 +1,4 @@
-import type { Classification, DivergenceContext, KnownDifference } from "@viommu/trace";
+import type { Classification, DivergenceContext, KnownDifference, TraceOp } from "@viommu/trace";
 import type { QemuVendor } from "../machines/qemu-machine.js";
 import { differsOnlyIn, dword, following, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead } from "./matchers.js";
 
@@ -44,7 +44,121 @@ function vtdRecordInAnotherSlot(c: DivergenceContext): boolean {
   return following(c, 96).some(({ op }) => op.op === "mmio-read" && op.expect !== undefined && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === at % 16 && (op.expect & mask) === ((c.actual as bigint) & mask));
 }
 
+/** The fault reason of the next valid fault record the model answers in the trace after the divergence. */
+function vtdExpectedReason(c: DivergenceContext): number | undefined {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+  for (const { op } of [{ op: c.op }, ...following(c, 96)]) {
+    if (op.op !== "mmio-read" || op.expect === undefined || op.addr < block.base + VTD_FRCD0 || op.addr > block.base + VTD_FRCD_END) continue;
+    if ((op.addr - block.base) % 16 === 0xc && (op.expect & 0x8000_0000n) !== 0n) return Number(op.expect & 0xffn);
+  }
+  return undefined;
+}
+
+/** The last DMA before the divergence was blocked on the model, and its device had used that page successfully before. */
+function blockedAfterUse(c: DivergenceContext, write: boolean | undefined): boolean {
+  const last = lastDeviceOp(c);
+  if (last === undefined || last.op.op !== "dma" || last.op.expect?.ok !== false) return false;
+  if (write !== undefined && (last.op.dir === "write") !== write) return false;
+  const dma = last.op;
+  const page = Math.floor(dma.iova / 4096);
+  return c.trace.ops.slice(0, last.index).some((op) => {
+    if (op.op !== "dma" || op.rid !== dma.rid || op.expect?.ok !== true) return false;
+    const len = op.dir === "read" ? op.len : op.data.length;
+    return Math.floor(op.iova / 4096) <= page && page <= Math.floor((op.iova + len - 1) / 4096);
+  });
+}
+
+const VTD_IQH = 0x80;
+const VTD_IQT = 0x88;
+const VTD_IQA = 0x90;
+const FSTS_IQE = 0x10n;
+
+/**
+ * Whether the model stopped the invalidation queue at a descriptor (its IQH, read later in the trace, short of the
+ * IQT the guest wrote, with FSTS.IQE), and the status addresses of the wait descriptors behind it.
+ */
+function vtdModelHaltedQueue(c: DivergenceContext): { statusAddresses: number[] } | undefined {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd");
+  const iqa = lastRegisterWrite(c, "vtd", VTD_IQA);
+  const iqt = lastRegisterWrite(c, "vtd", VTD_IQT);
+  if (block === undefined || iqa === undefined || iqt === undefined) return undefined;
+  const isHead = (op: TraceOp): boolean => op.op === "mmio-read" && op.addr === block.base + VTD_IQH && op.expect !== undefined;
+  const head = c.trace.ops.slice(c.index).find(isHead) ?? c.trace.ops.slice(0, c.index).findLast(isHead);
+  if (head === undefined || head.op !== "mmio-read") return undefined;
+  const wide = (iqa & 0x800n) !== 0n;
+  const size = wide ? 32 : 16;
+  const base = Number(iqa & 0x000f_ffff_ffff_f000n);
+  const h = Number((head.expect! >> 4n) & 0x7fffn) * 16;
+  const t = Number((iqt >> 4n) & 0x7fffn) * 16;
+  if (h === t) return undefined;
+  // The descriptors the guest wrote between the halted one and the tail: their last contents.
+  const statusAddresses: number[] = [];
+  for (let at = h + size; at < t; at += size) {
+    const addr = base + at;
+    const bytes = new Uint8Array(16);
+    for (let i = 0; i < c.index; i++) {
+      const op = c.trace.ops[i]!;
+      if (op.op !== "mem-write") continue;
+      for (let b = 0; b < 16; b++) if (addr + b >= op.addr && addr + b < op.addr + op.data.length) bytes[b] = op.data[addr + b - op.addr]!;
+    }
+    // Wait descriptor (type 5) with SW (bit 5): the status address is QW1 bits 63:2.
+    if ((bytes[0]! & 0xf) === 5 && (bytes[0]! & 0x20) !== 0) statusAddresses.push((dword(bytes, 2) & ~3) + dword(bytes, 3) * 2 ** 32);
+  }
+  return { statusAddresses };
+}
+
+/** Whether a wait descriptor the guest wrote into its invalidation queue asks for a status write outside guest RAM. */
+function vtdWaitOutsideRam(c: DivergenceContext): boolean {
+  const iqa = lastRegisterWrite(c, "vtd", VTD_IQA);
+  if (iqa === undefined) return false;
+  const base = Number(iqa & 0x000f_ffff_ffff_f000n);
+  const bytes = 4096 << Number(iqa & 7n);
+  const ram = c.trace.header.machine.ram;
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op !== "mem-write" || op.addr < base || op.addr >= base + bytes || op.data.length < 16) continue;
+    for (let at = 0; at + 16 <= op.data.length; at += 16) {
+      const d = op.data.subarray(at, at + 16);
+      if ((d[0]! & 0xf) !== 5 || (d[0]! & 0x20) === 0) continue;
+      const status = (dword(d, 2) & ~3) + dword(d, 3) * 2 ** 32;
+      if (!ram.some((r) => status >= r.base && status + 4 <= r.base + r.size)) return true;
+    }
+  }
+  return false;
+}
+
 const vtd: QemuDifference[] = [
+  {
+    id: "vtd-wait-status-outside-ram",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A wait descriptor whose status address is outside guest RAM (beyond the address width): QEMU's status write fails and it stops the queue with FSTS.IQE; the model completes the wait without writing. Classification to be confirmed: the specification defines IQE for invalid descriptors and does not say what a status write to a non-existent address does.",
+    specification: "VT-d specification, chapter 6 (invalidation wait descriptor: the status write) and FSTS_REG.IQE (an error fetching a descriptor, or an erroneous or invalid descriptor).",
+    qemu: "hw/i386/intel_iommu.c vtd_process_wait_desc(): when dma_memory_write() of the status fails it reports the descriptor as failed, and vtd_process_inv_desc() sets IQE.",
+    matches: (c) => {
+      if (!vtdWaitOutsideRam(c)) return false;
+      const at = registerRead(c, "vtd");
+      if (at === VTD_FSTS) return ((c.actual as bigint) & FSTS_IQE) !== 0n && ((c.expected as bigint) & FSTS_IQE) === 0n && differsOnlyIn(c, FSTS_IQE | FSTS_PPF | FSTS_FRI);
+      return at === VTD_IQH;
+    },
+  },
+  {
+    id: "vtd-inv-desc-reserved-bits-accepted",
+    vendor: "vtd",
+    classification: "target-deviates",
+    summary: "An invalidation descriptor with a reserved field set where QEMU does not look (QW1 of a context-cache or IEC descriptor, among others): the model stops the queue with FSTS.IQE, QEMU executes it and the descriptors behind it (a wait behind it writes its status).",
+    specification: "VT-d specification, chapter 6 (queued invalidation): hardware that finds an invalid descriptor — an unsupported type or reserved fields not zero — sets FSTS.IQE and stops with IQH at it.",
+    qemu: "hw/i386/intel_iommu.c vtd_process_inv_desc() and the per-type handlers: each checks its own reserved mask (VTD_INV_DESC_*_RSVD*), and for several types only QW0's.",
+    matches: (c) => {
+      const halted = vtdModelHaltedQueue(c);
+      if (halted === undefined) return false;
+      const at = registerRead(c, "vtd");
+      if (at === VTD_IQH) return true;
+      if (at === VTD_FSTS) return ((c.expected as bigint) & FSTS_IQE) !== 0n && ((c.actual as bigint) & FSTS_IQE) === 0n;
+      const mem = memoryAnswers(c);
+      return mem !== undefined && halted.statusAddresses.some((a) => a >= mem.addr - 3 && a < mem.addr + mem.expected.length);
+    },
+  },
   {
     id: "vtd-capability-registers",
     vendor: "vtd",
@@ -64,7 +178,13 @@ const vtd: QemuDifference[] = [
     matches: (c) => {
       const at = registerRead(c, "vtd");
       if (inRange(at, VTD_FRCD0 + 0x10, VTD_FRCD_END)) return true;
-      if (at === VTD_FSTS) return differsOnlyIn(c, FSTS_FRI);
+      if (at === VTD_FSTS) {
+        if (differsOnlyIn(c, FSTS_FRI)) return true;
+        // The guest freed the record the model used (FRCD[n], n ≥ 1); QEMU's copy of it sits in FRCD[0], still pending.
+        const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+        const freedLater = c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.value & 0x8000_0000n) !== 0n);
+        return freedLater && differsOnlyIn(c, FSTS_FRI | FSTS_PPF) && ((c.actual as bigint) & FSTS_PPF) !== 0n;
+      }
       return vtdRecordInAnotherSlot(c);
     },
   },
@@ -81,6 +201,49 @@ const vtd: QemuDifference[] = [
     },
   },
   {
+    id: "vtd-fault-collapse",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A second fault from a requester that already has a pending fault record is collapsed (dropped) by QEMU and recorded in the next register by the model.",
+    specification: "VT-d specification, chapter 10, FRCD_REG.F: while F is set, hardware may collapse additional faults from the same source-id.",
+    qemu: "hw/i386/intel_iommu.c vtd_report_dmar_fault(): vtd_try_collapse_fault() drops a fault whose SID matches a pending record.",
+    matches: (c) => {
+      if (!vtdFaultMissing(c) && !vtdRecordInAnotherSlot(c)) return false;
+      // Two blocked DMAs of one requester with no fault record freed between them.
+      const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+      const pendingSince = new Map<number, number>();
+      for (let i = 0; i < c.index; i++) {
+        const op = c.trace.ops[i]!;
+        if (op.op === "mmio-write" && op.addr >= block.base + VTD_FRCD0 && op.addr <= block.base + VTD_FRCD_END && (op.value & 0x8000_0000n) !== 0n) pendingSince.clear();
+        if (op.op === "dma" && op.expect?.ok === false) {
+          if (pendingSince.has(op.rid)) return true;
+          pendingSince.set(op.rid, i);
+        }
+      }
+      return false;
+    },
+  },
+  {
+    id: "vtd-frcd-contents-without-f",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A fault-recording register whose F bit is clear: QEMU keeps the last record's fields (FI, SID, FR, T), the model reads 0.",
+    specification: "VT-d specification, chapter 10, FRCD_REG: every field but F is relevant only when F is set; software clears F to free the register.",
+    qemu: "hw/i386/intel_iommu.c vtd_handle_frcd_write() clears only the F bit (W1C); the other fields keep what vtd_record_frcd() wrote.",
+    matches: (c) => {
+      const at = registerRead(c, "vtd");
+      if (!inRange(at, VTD_FRCD0, VTD_FRCD_END) || typeof c.expected !== "bigint" || typeof c.actual !== "bigint") return false;
+      const hi = at - (at % 16) + 0xc;
+      if (at === hi) return (c.expected & 0x8000_0000n) === 0n && (c.actual & 0x8000_0000n) === 0n;
+      const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+      for (let i = c.index - 1; i >= Math.max(0, c.index - 8); i--) {
+        const op = c.trace.ops[i]!;
+        if (op.op === "mmio-read" && op.addr === block.base + hi) return op.expect !== undefined && (op.expect & 0x8000_0000n) === 0n;
+      }
+      return false;
+    },
+  },
+  {
     id: "vtd-readonly-write-cached-no-fault",
     vendor: "vtd",
     classification: "target-deviates",
@@ -89,12 +252,22 @@ const vtd: QemuDifference[] = [
       "VT-d specification, chapter 7 (a non-recoverable translation fault is recorded through primary fault logging unless the context entry's FPD is set) and its fault-reason table, 5h (a write request to a page without write permission); chapter 6: translations cached in the IOTLB keep the permissions each request is checked against.",
     qemu: "hw/i386/intel_iommu.c vtd_do_iommu_translate(): on an IOTLB hit it takes the cached access_flags and jumps to out: without comparing them with is_write, so vtd_report_dmar_fault() is never reached; the memory core then drops the write because the entry's perm lacks write.",
     matches: (c) => {
-      if (!vtdFaultMissing(c)) return false;
-      const last = lastDeviceOp(c);
-      if (last === undefined || last.op.op !== "dma" || last.op.dir !== "write" || last.op.expect?.ok !== false) return false;
-      const write = last.op;
-      const page = Math.floor(write.iova / 4096);
-      return c.trace.ops.slice(0, last.index).some((op) => op.op === "dma" && op.dir === "read" && op.rid === write.rid && op.expect?.ok === true && Math.floor(op.iova / 4096) <= page && page <= Math.floor((op.iova + op.len - 1) / 4096));
+      if (!vtdFaultMissing(c) || !blockedAfterUse(c, true)) return false;
+      const reason = vtdExpectedReason(c);
+      return reason === undefined || reason === 5;
+    },
+  },
+  {
+    id: "vtd-stale-translation-without-invalidation",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A translation the guest changed but never invalidated (no invalidation, or one the queue refused): QEMU keeps using its IOTLB entry, the model's emulated-device path walks the tables again and faults.",
+    specification: "VT-d specification, chapter 6 (caching and invalidation): after changing a present entry software must invalidate; until then hardware may use the cached translation or the new entry.",
+    qemu: "hw/i386/intel_iommu.c vtd_do_iommu_translate(): an IOTLB hit (vtd_lookup_iotlb) is used until an invalidation descriptor removes it.",
+    matches: (c) => {
+      if (!vtdFaultMissing(c) || !blockedAfterUse(c, undefined)) return false;
+      const reason = vtdExpectedReason(c);
+      return reason !== undefined && reason !== 5;
     },
   },
   {
@@ -123,11 +296,12 @@ function amdEventLog(c: DivergenceContext): { base: number; bytes: number } | un
   return { base: Number(v & 0x000f_ffff_ffff_f000n), bytes: 16 * 2 ** Number((v >> 56n) & 0xfn) };
 }
 
-type AmdEventKind = "not-present" | "permission" | "interrupt" | "other";
+type AmdEventKind = "not-present" | "permission" | "interrupt" | "illegal-command" | "other";
 
 /** The kind of an IO_PAGE_FAULT record (event code 2): flags I (bit 19 of dword 1), PR (bit 20). */
 function amdEventKind(record: Uint8Array): AmdEventKind {
   const d1 = dword(record, 1);
+  if (d1 >>> 28 === 5) return "illegal-command";
   if (d1 >>> 28 !== 2) return "other";
   if (d1 & (1 << 19)) return "interrupt";
   return d1 & (1 << 20) ? "permission" : "not-present";
@@ -155,6 +329,78 @@ function amdMissingEvent(c: DivergenceContext): AmdEventKind | undefined {
   return undefined;
 }
 
+const AMD_CMD_BASE = 0x08;
+const AMD_CMD_HEAD = 0x2000;
+const AMD_CMD_TAIL = 0x2008;
+const STATUS_CMD_RUN_COMW = 0x14n;
+
+/**
+ * The command buffer slots the guest submitted before the divergence, each as it was when a tail write first
+ * covered it (what the IOMMU met there), by slot index.
+ */
+function amdSubmittedCommands(c: DivergenceContext): { slots: Uint8Array[]; order: { slot: number; content: Uint8Array }[] } | undefined {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
+  if (block === undefined || lastRegisterWrite(c, "amd-vi", AMD_CMD_BASE) === undefined) return undefined;
+  const memory = new Map<number, number>();
+  const slots: Uint8Array[] = [];
+  const order: { slot: number; content: Uint8Array }[] = [];
+  let base = 0;
+  let entries = 0;
+  let tail = 0;
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op === "mem-write") op.data.forEach((b, k) => memory.set(op.addr + k, b));
+    else if (op.op === "mem-fill") for (let k = 0; k < Math.min(op.len, 1 << 16); k++) memory.set(op.addr + k, op.byte);
+    else if (op.op === "mmio-write" && op.addr === block.base + AMD_CMD_BASE) {
+      base = Number(op.value & 0x000f_ffff_ffff_f000n);
+      entries = 2 ** Number((op.value >> 56n) & 0xfn);
+    } else if (op.op === "mmio-write" && op.addr === block.base + AMD_CMD_TAIL) {
+      const next = Number(op.value & 0x7fff0n) / 16;
+      for (let s = tail, n = 0; s !== next && s < entries && n < 4096; s = (s + 1) % Math.max(entries, 1), n++) {
+        const content = Uint8Array.from({ length: 16 }, (_, k) => memory.get(base + s * 16 + k) ?? 0);
+        if (slots[s] === undefined) slots[s] = content;
+        if (order.length < 8192) order.push({ slot: s, content });
+      }
+      tail = next;
+    }
+  }
+  return { slots, order };
+}
+
+/**
+ * Whether the model halted command processing (its head register, read later in the trace, stops short of the
+ * tail the guest wrote), and the store addresses of the COMPLETION_WAITs behind the command it halted at.
+ */
+function amdModelHalted(c: DivergenceContext): { storeAddresses: number[]; definedOpcode: boolean } | undefined {
+  const submitted = amdSubmittedCommands(c);
+  const tail = lastRegisterWrite(c, "amd-vi", AMD_CMD_TAIL);
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
+  if (submitted === undefined || tail === undefined || block === undefined) return undefined;
+  const isHead = (op: TraceOp): boolean => op.op === "mmio-read" && op.addr === block.base + AMD_CMD_HEAD && op.expect !== undefined;
+  const headRead = c.trace.ops.slice(c.index).find(isHead) ?? c.trace.ops.slice(0, c.index).findLast(isHead);
+  if (headRead === undefined || headRead.op !== "mmio-read") return undefined;
+  const head = Number(headRead.expect! & 0x7fff0n);
+  if (head === Number(tail & 0x7fff0n)) return undefined;
+  const halted = submitted.slots[head / 16];
+  const opcode = halted === undefined ? 0 : dword(halted, 1) >>> 28;
+  // Every command submitted after the one the model halted at runs only in QEMU (even one the guest later wrote
+  // into the halted slot itself).
+  const from = submitted.order.findIndex((o) => o.slot === head / 16);
+  const behind = submitted.order.slice(from + 1).map((o) => o.content);
+  // COMPLETION_WAIT (opcode 1) with S: the store address is dword 0 bits 31:3 and dword 1 bits 19:0.
+  const storeAddresses = behind.filter((slot) => dword(slot, 1) >>> 28 === 1 && (dword(slot, 0) & 1) === 1).map((slot) => (dword(slot, 0) & ~7) + (dword(slot, 1) & 0xfffff) * 2 ** 32);
+  return { storeAddresses, definedOpcode: opcode >= 1 && opcode <= 8 };
+}
+
+/** The model halted at a command and QEMU executed the commands behind it: the symptom both AMD-Vi entries share. */
+function amdRanPastHalt(c: DivergenceContext, halted: { storeAddresses: number[] }): boolean {
+  const at = registerRead(c, "amd-vi");
+  if (at === AMD_CMD_HEAD) return true;
+  if (at === AMD_STATUS) return differsOnlyIn(c, STATUS_CMD_RUN_COMW | STATUS_PPR_LOG_RUN | STATUS_EVENT_OVERFLOW_INT);
+  const mem = memoryAnswers(c);
+  return mem !== undefined && halted.storeAddresses.some((a) => a >= mem.addr - 7 && a < mem.addr + mem.expected.length);
+}
+
 const amdVi: QemuDifference[] = [
   {
     id: "amdvi-capability-registers",
@@ -167,6 +413,31 @@ const amdVi: QemuDifference[] = [
       const at = registerRead(c, "amd-vi");
       if (inRange(at, 0x30, 0x37) || inRange(at, 0x1a0, 0x1a7)) return true;
       return at === AMD_STATUS && differsOnlyIn(c, STATUS_PPR_LOG_RUN);
+    },
+  },
+  {
+    id: "amdvi-illegal-command-continues",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "An undefined command opcode: QEMU logs no ILLEGAL_COMMAND_ERROR and goes on executing the commands behind it (a COMPLETION_WAIT behind it stores, the head passes it, CmdBufRun stays set); the model logs the error and stops at it.",
+    specification: "AMD IOMMU specification (pub. 48882), command buffer: a command the IOMMU cannot execute is logged as ILLEGAL_COMMAND_ERROR and command processing halts at it (Status.CmdBufRun clears, the head register keeps pointing at it) until software restarts the buffer.",
+    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_exec(): an unknown opcode reaches the default case, which only traces it; amdvi_cmdbuf_run() then advances cmdbuf_head and keeps going (observed on 7.2.22: no event, the head passes the command).",
+    matches: (c) => {
+      const halted = amdModelHalted(c);
+      return halted !== undefined && !halted.definedOpcode && (amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command");
+    },
+  },
+  {
+    id: "amdvi-command-reserved-bits-accepted",
+    vendor: "amd-vi",
+    classification: "open",
+    summary: "A command with a defined opcode but nonzero reserved bits (INVALIDATE_IOMMU_PAGES dword 0 bits 31:20, among others): the model logs ILLEGAL_COMMAND_ERROR and halts, QEMU 7.2 executes it and the commands behind it. Unconfirmed classification: whether the IOMMU must reject it is to be checked against pub. 48882.",
+    specification: "AMD IOMMU specification (pub. 48882), command formats: reserved fields must be written as zero; ILLEGAL_COMMAND_ERROR covers commands the IOMMU cannot execute. Whether a reserved bit makes a command illegal, or is ignored, is to be confirmed.",
+    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_exec() and the per-command handlers: which reserved fields each checks (7.2's handling of the INVALIDATE_IOMMU_PAGES dword 0 reserved field lets it through).",
+    matches: (c) => {
+      const halted = amdModelHalted(c);
+      if (halted === undefined || !halted.definedOpcode) return false;
+      return amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command";
     },
   },
   {
@@ -266,13 +537,32 @@ const smmuv3: QemuDifference[] = [
     matches: (c) => {
       if (!multiWordFault(c)) return false;
       if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn);
-      const r = smmuEventRecords(c);
-      if (r === undefined) return false;
-      // Same event type and StreamID; the InputAddr is a later 4-byte piece of a page the model's record names.
-      const sameSid = dword(r.expected, 1) === dword(r.actual, 1);
-      const expAddr = dword(r.expected, 4);
-      const actAddr = dword(r.actual, 4);
-      return sameSid && actAddr !== expAddr && Math.floor(actAddr / 4096) === Math.floor(expAddr / 4096) && (actAddr - expAddr) % 4 === 0;
+      // An event-queue slot holding one of QEMU's extra records: an F_* record for an address inside an earlier
+      // blocked transfer of that StreamID (the model's queue has another record, or none, there).
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 32) return false;
+      const type = mem.actual[0]!;
+      if (type < 0x10 || type > 0x13) return false;
+      const sid = dword(mem.actual, 1);
+      const input = dword(mem.actual, 4) + dword(mem.actual, 5) * 2 ** 32;
+      return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false && input >= op.iova && input < op.iova + (op.dir === "read" ? op.len : op.data.length));
+    },
+  },
+  {
+    id: "smmuv3-queue-pointer-reserved-bits",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "Bits a guest wrote into the reserved part of a queue pointer register (CMDQ_PROD/CONS, EVTQ_PROD/CONS) read back in QEMU; the model keeps only the defined fields.",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_CMDQ_PROD/CONS and SMMU_EVENTQ_PROD/CONS: outside the index and wrap (and ERR, OVFLG/OVACKFLG) the bits are RES0, which software must write as 0 and must not rely on reading back.",
+    qemu: "hw/arm/smmuv3.c smmu_writel(): A_CMDQ_PROD, A_EVENTQ_CONS and the others store the written value whole.",
+    matches: (c) => {
+      const at = registerRead(c, "smmuv3");
+      const defined: Record<number, bigint> = { 0x98: 0x000f_ffffn, 0x9c: 0x7f0f_ffffn, 0x100a8: 0x800f_ffffn, 0x100ac: 0x800f_ffffn };
+      const mask = at === undefined ? undefined : defined[at];
+      if (mask === undefined || typeof c.expected !== "bigint" || typeof c.actual !== "bigint") return false;
+      const d = c.expected ^ c.actual;
+      return d !== 0n && (d & mask) === 0n;
     },
   },
   {
@@ -313,3 +603,38 @@ export const qemuDifferences: readonly QemuDifference[] = [...vtd, ...amdVi, ...
 export function qemuDifferencesFor(vendor: string): QemuDifference[] {
   return qemuDifferences.filter((d) => d.vendor === vendor);
 }
+
+/** A known way QEMU fails (hangs, aborts) under a program, with who is wrong. */
+export interface QemuFailure {
+  readonly id: string;
+  readonly vendor: QemuVendor;
+  readonly classification: Classification;
+  readonly summary: string;
+  readonly specification: string;
+  readonly qemu: string;
+  /** Whether this explains QEMU failing (`reason`) on `trace`. */
+  matches(trace: import("@viommu/trace").Trace, reason: string): boolean;
+}
+
+export const qemuFailures: readonly QemuFailure[] = [
+  {
+    id: "amdvi-cmd-tail-beyond-buffer-hangs",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A guest write of a CommandBufferTail beyond the command buffer's length hangs QEMU 7.2 for good: the MMIO write never returns.",
+    specification: "AMD IOMMU specification (pub. 48882), Command Buffer Tail Pointer Register: an offset into the buffer the Command Buffer Base Address Register sizes (ComLen); a value outside it is a guest error the IOMMU reports or ignores, not a reason to stop.",
+    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_run(), called from the tail write: 'while (s->cmdbuf_head != s->cmdbuf_tail)' with the head wrapping at the buffer's length, so a tail beyond it is never reached.",
+    matches: (trace, reason) => {
+      if (!/hung/.test(reason)) return false;
+      const block = trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
+      if (block === undefined) return false;
+      let entries = 0;
+      for (const op of trace.ops) {
+        if (op.op !== "mmio-write") continue;
+        if (op.addr === block.base + AMD_CMD_BASE) entries = 2 ** Number((op.value >> 56n) & 0xfn);
+        if (op.addr === block.base + AMD_CMD_TAIL && Number(op.value & 0x7fff0n) >= entries * 16) return true;
+      }
+      return false;
+    },
+  },
+];

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { QmpClient } from "./qmp-client.js";
 import { QtestClient } from "./qtest-client.js";
 
 /** QEMU could not be started, or stopped before the qtest connection was made. */
@@ -17,6 +18,8 @@ export interface QemuLaunch {
   readonly firmware?: Uint8Array;
   /** How long QEMU may take to connect (default 20 s: TCG start-up on a loaded 2-core machine). */
   readonly startTimeoutMs?: number;
+  /** Also open a QMP connection (for system_reset between runs). */
+  readonly qmp?: boolean;
 }
 
 /** The most of QEMU's stderr kept for a report. */
@@ -72,8 +75,9 @@ const setpriv = findOnPath("setpriv");
  * hook kills whatever is left, and where setpriv is installed the child gets SIGKILL when its parent dies.
  */
 export class QemuProcess {
-  private stderrText = "";
   private reaped = false;
+  /** The QMP connection, when started with `qmp`. */
+  qmp: QmpClient | undefined;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   private constructor(
@@ -96,7 +100,7 @@ export class QemuProcess {
 
   /** What QEMU wrote to stderr (the last 64 KiB). */
   get stderr(): string {
-    return this.stderrOf() || this.stderrText;
+    return this.stderrOf();
   }
 
   /** Whether the process has exited. */
@@ -116,6 +120,8 @@ export class QemuProcess {
       args.push("-bios", bios);
     }
     args.push("-qtest", `unix:${socketPath}`, "-qtest-log", "none");
+    const qmpPath = join(dir, "qmp.sock");
+    if (launch.qmp) args.push("-qmp", `unix:${qmpPath},server=on,wait=off`);
     const server: Server = createServer();
     try {
       await new Promise<void>((resolve, reject) => {
@@ -163,6 +169,14 @@ export class QemuProcess {
     const process = new QemuProcess(child, dir, new QtestClient(connected), command, exited, () => stderr);
     live.add(process);
     void exited.then(() => process.reap());
+    if (launch.qmp) {
+      try {
+        process.qmp = await QmpClient.connect(qmpPath);
+      } catch (e) {
+        await process.stop();
+        throw new QemuStartError(`QMP did not answer: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
     return process;
   }
 
@@ -182,6 +196,7 @@ export class QemuProcess {
   /** Closes the qtest connection, kills QEMU and waits for it to be gone. Safe to call twice. */
   async stop(): Promise<void> {
     this.qtest.close();
+    this.qmp?.close();
     if (this.alive) this.child.kill("SIGKILL");
     await this.exited;
     this.reap();

@@ -1,0 +1,104 @@
+import { amdViPlugin } from "@viommu/amd-vi/plugin";
+import { smmuv3Plugin } from "@viommu/smmuv3/plugin";
+import { vtdPlugin } from "@viommu/vtd/plugin";
+import { mappedDmaLands, recordWorkload, replay, type Trace, type TraceOp } from "@viommu/trace";
+import { describe, expect, it } from "vitest";
+import { answeredByModel, caseSeed, mutate, qemuDifferencesFor, QemuTarget, qemuRecordProfile, Rng, runDifftest, shrink, vtdMachine, type QemuVendor } from "../src/index.js";
+import { describeWith, qemuArm, qemuX86, SEED } from "./support.js";
+
+const plugins = [vtdPlugin, amdViPlugin, smmuv3Plugin];
+
+function base(): Trace {
+  const p = qemuRecordProfile("vtd")!;
+  const r = recordWorkload({ plugin: vtdPlugin, workload: mappedDmaLands, mode: p.mode, dma: p.dma, guest: { variant: p.variant }, ram: { base: 0, size: 64 * 2 ** 20 } });
+  if (r.status !== "recorded") throw new Error("recording failed");
+  return r.trace;
+}
+
+describe("difftest programs", () => {
+  it("are a function of the seed", () => {
+    const t = base();
+    const a = mutate(t, "vtd", new Rng(caseSeed(SEED, 3)), 3);
+    const b = mutate(t, "vtd", new Rng(caseSeed(SEED, 3)), 3);
+    const c = mutate(t, "vtd", new Rng(caseSeed(SEED, 4)), 3);
+    expect(a).toEqual(b);
+    expect(a.mutations).not.toEqual(c.mutations);
+    expect(a.mutations.length).toBeGreaterThan(0);
+  });
+
+  it("are answered by the model: a DMA write carries what its device read last, and the fault state is read at the end", () => {
+    const t = base();
+    const ops = t.ops.slice();
+    const read = ops.findIndex((op) => op.op === "dma" && op.dir === "read");
+    const moved = { ...(ops[read] as Extract<TraceOp, { op: "dma"; dir: "read" }>), iova: 0x20_0000 + 0x800 };
+    ops[read] = moved;
+    const answered = answeredByModel(vtdPlugin, plugins, "vtd", t.header, ops)!;
+    expect(answered.modelExceptions).toEqual([]);
+    const out = answered.trace.ops;
+    const r = out.find((op) => op.op === "dma" && op.dir === "read") as Extract<TraceOp, { op: "dma"; dir: "read" }>;
+    const w = out.find((op) => op.op === "dma" && op.dir === "write") as Extract<TraceOp, { op: "dma"; dir: "write" }>;
+    // The read now reads the (zeroed) destination page; the copy writes those bytes, not the recorded ones.
+    expect(r.expect).toEqual({ ok: true, data: new Uint8Array(0xc00) });
+    expect(w.data).toEqual(new Uint8Array(0xc00));
+    const probe = out.findIndex((op) => op.op === "mark" && op.label === "probe");
+    expect(out.slice(probe + 1).every((op) => op.op === "mmio-read" && op.expect !== undefined)).toBe(true);
+    // A blocked read leaves its copy out.
+    ops[read] = { ...moved, iova: 0x7000_0000 };
+    const blocked = answeredByModel(vtdPlugin, plugins, "vtd", t.header, ops)!.trace.ops;
+    expect(blocked.some((op) => op.op === "dma" && op.dir === "write")).toBe(false);
+  });
+
+  it("shrink to the smallest run of operations that still reproduces", async () => {
+    const ops: TraceOp[] = Array.from({ length: 40 }, (_, i) => ({ op: "mark", label: `m${i}` }));
+    const needed = new Set(["m7", "m31"]);
+    const header = base().header;
+    let runs = 0;
+    const found = await shrink(
+      ops,
+      async (candidate) => {
+        runs++;
+        const labels = new Set(candidate.map((o) => (o as { label: string }).label));
+        return [...needed].every((l) => labels.has(l)) ? { header, ops: candidate } : undefined;
+      },
+      200,
+    );
+    expect(found?.ops.map((o) => (o as { label: string }).label)).toEqual(["m7", "m31"]);
+    expect(runs).toBeLessThan(100);
+  });
+});
+
+for (const [vendor, tool] of [["vtd", qemuX86], ["amd-vi", qemuX86], ["smmuv3", qemuArm]] as const) {
+  describeWith(tool, `difftest against QEMU: ${vendor}`, () => {
+    it("a fixed seed set finds nothing the catalogue does not explain", async () => {
+      const r = await runDifftest({ vendor: vendor as QemuVendor, plugins, seed: SEED, cases: 6, shrink: false });
+      if (!r.ok) throw new Error(r.error);
+      const findings = r.report.findings.map((f) => `case ${f.index} ${f.status}: ${f.detail} ${f.first?.op ?? ""} | ${f.mutations.join("; ")}`);
+      expect(findings).toEqual([]);
+      expect(r.report.byStatus.agree + r.report.byStatus.known).toBeGreaterThan(0);
+    });
+  });
+}
+
+describeWith(qemuX86, "difftest findings", () => {
+  it("shrinks an unexplained divergence to a minimal trace that replay on QEMU reproduces", async () => {
+    const r = await runDifftest({ vendor: "vtd", plugins, seed: SEED, cases: 1, known: [], shrinkBudget: 40 });
+    if (!r.ok) throw new Error(r.error);
+    expect(r.report.findings).toHaveLength(1);
+    const f = r.report.findings[0]!;
+    expect(f.status).toBe("diverged");
+    // The capability registers differ first: the minimal program reads one of them (and the probe).
+    const probe = f.trace!.ops.findIndex((op) => op.op === "mark" && op.label === "probe");
+    expect(probe).toBeLessThanOrEqual(2);
+    const t = await QemuTarget.start(vtdMachine, f.trace!.header, { reusable: true });
+    if (!t.ok) throw new Error(t.error);
+    try {
+      const again = await replay(f.trace!, t.target);
+      expect(again.divergences.length).toBeGreaterThan(0);
+      expect(await t.target.reset(f.trace!.header)).toBeUndefined();
+      const known = await replay(f.trace!, t.target, { known: qemuDifferencesFor("vtd") });
+      expect(known.divergences.every((d) => d.known !== undefined)).toBe(true);
+    } finally {
+      await t.target.close();
+    }
+  });
+});
