@@ -32,7 +32,6 @@ export interface AmdViPluginOptions {
 const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
 const interimReasons = {
   audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
-  pageRequests: INTERIM,
   postedInterrupts: INTERIM,
   privateMemoryProtection: INTERIM,
 };
@@ -55,7 +54,7 @@ function capabilities(hwQueues: boolean): Capabilities {
     audit: false,
     dirtyTracking: true,
     sva: true,
-    pageRequests: false,
+    pageRequests: true,
     postedInterrupts: false,
     privateMemoryProtection: false,
     pageShifts: V1_PAGE_SHIFTS.filter((s) => s !== 39),

@@ -7,7 +7,9 @@ import { fieldRecord } from "./layout-tools.js";
  * [59:48] (bit 1 EXEC, 2 READ, 5 WRITE, 6 US, 7 RVSD, 8 GN), [63:60] type (1 = PAGE_SERVICE_REQUEST),
  * [127:64] address.
  *
- * The response is COMPLETE_PPR_REQUEST, whose tag Linux masks to 9 bits although the log carries 10.
+ * The tag's low 9 bits are the PCIe page request group index (PRGI) and its bit 9 says the request is the last
+ * of its group (Linux ppr.c: grpid = PPR_TAG & 0x1FF, PPR_TAG & 0x200 → IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE):
+ * that is why the response, COMPLETE_PPR_REQUEST, carries a 9-bit tag.
  */
 export const pprLogEntryLayout = defineLayout("PPR_LOG_ENTRY", 128, [
   { name: "DeviceID", bit: 0, width: 16 },
@@ -30,6 +32,8 @@ export const PprType = { PAGE_SERVICE_REQUEST: 1 } as const;
 /** Flag bits within the 12-bit flags field (Linux PPR_FLAG_*). */
 export const PprFlag = { EXEC: 0x002, READ: 0x004, WRITE: 0x020, US: 0x040, RVSD: 0x080, GN: 0x100 } as const;
 export const PPR_ENTRY_BYTES = 16;
+/** Tag bit 9: the last request of its page request group. */
+export const PPR_TAG_LAST = 0x200;
 
 export function decodePprLogEntry(raw: RawBits): DecodedStructure {
   const fields = fieldRecord(pprLogEntryLayout, raw);

@@ -38,6 +38,8 @@ export type AmdHwQueueKind = "command" | "event" | "ppr";
  * - `commandsHalted` / `setCommandsHalted`: the command processor's error stop, which a migrating hypervisor
  *   saves and restores with the VF-MMIO registers (the ring pointers alone would let it run again).
  * - `insertGuestEvent`: INSERT_GUEST_EVENT, the hypervisor logging an event into the guest's own log.
+ * - `insertPageRequest`: the same for the guest's PPR log (model's choice: a page request a passthrough device
+ *   raised reaches the VMM through the HWPT's fault queue, and the VMM logs it where the guest reads it).
  * - `setInterruptPost`: where the hardware posts the guest's IOMMU interrupts (KVM's posted delivery,
  *   amd_viommu_set_ext_int_remap_entry).
  */
@@ -52,6 +54,7 @@ export interface AmdHwViommuOps {
   /** Restores that stop (migration): the processor stays stopped at the head it was restored with. */
   setCommandsHalted(halted: boolean): void;
   insertGuestEvent(record: RawBits): Result<void>;
+  insertPageRequest(record: RawBits): Result<void>;
   setInterruptPost(post: ((vector: number, destination: number) => void) | undefined): void;
 }
 

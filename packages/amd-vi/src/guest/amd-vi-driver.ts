@@ -38,7 +38,8 @@ import { capabilityHeaderLayout } from "../format/pci-capability.js";
 import { MSI_ENABLE, MsiCapabilityOffset, PCI_CAP_ID_MSI, PciConfigOffset, type PciConfigAccess } from "../format/pci-config-header.js";
 import { linuxMsiMessage, LINUX_INT_TAB_LEN, LINUX_INT_TAB_LEN_2K } from "../format/msi-remap.js";
 import { amdV2Geometry, amdV2PageTableEncoder, amdV2PageTableFormat } from "../format/page-table-v2.js";
-import { decodePprLogEntry, PPR_ENTRY_BYTES } from "../format/ppr-log-entry.js";
+import { decodePprLogEntry, PPR_ENTRY_BYTES, PPR_TAG_LAST, PprType } from "../format/ppr-log-entry.js";
+import { isDeviceId, isPasid, isPprTag } from "../format/bus-values.js";
 import { StatusBit } from "../format/status-register.js";
 import { encodeXtInterruptControl } from "../format/xt-interrupt-control-register.js";
 import { CpuProcess } from "./cpu-process.js";
@@ -66,6 +67,28 @@ const PPR_LEN_CODE = 9;
 const CMD_BUFFER_SLACK = 0x20;
 /** Linux's DMA aperture for v2 tables without a PASID: 47 bits, not sign-extended. */
 const V2_IOVA_LIMIT = 2 ** 47;
+
+/** Linux enum iommu_page_response_code, which amd_iommu_complete_ppr writes as the completion status. */
+const PPR_RESPONSE_INVALID = 1;
+const PPR_RESPONSE_FAILURE = 2;
+
+/** One PPR log entry as the driver read it. */
+export interface PageRequestEntry {
+  readonly type: number;
+  readonly deviceId: number;
+  readonly pasid: number;
+  readonly gn: boolean;
+  readonly reservedSet: boolean;
+  /** The page request group index (tag bits 8:0) and whether this is the group's last request (tag bit 9). */
+  readonly group: number;
+  readonly last: boolean;
+  readonly address: bigint;
+  readonly read: boolean;
+  readonly write: boolean;
+  readonly exec: boolean;
+  readonly user: boolean;
+  readonly raw: RawBits;
+}
 
 /** DTE word bits (32-bit words, word k holds DTE bits 32k..32k+31). */
 const W0_V = 1;
@@ -337,6 +360,8 @@ export class AmdViGuestDriver implements GuestIommuDriver {
       if (this.xtMode) {
         const xt = encodeXtInterruptControl({ destination, vector: options.eventVector, logical: false });
         this.write64(MmioOffset.XtGeneralInterruptControl, (BigInt(xt[1]!) << 32n) | BigInt(xt[0]!));
+        // The PPR log's interrupt has its own XT register (Linux programs one per interrupt source).
+        if (this.ppr !== 0) this.write64(MmioOffset.XtPprInterruptControl, (BigInt(xt[1]!) << 32n) | BigInt(xt[0]!));
         this.control |= ctrl("IntCapXTEn");
       } else {
         const msi = this.enableMsi(desc.deviceId, options.eventVector, destination);
@@ -829,6 +854,11 @@ export class AmdViGuestDriver implements GuestIommuDriver {
 
   /** iommu_poll_events: head to tail, each entry decoded then cleared, the head written back; EventLogInt acknowledged. */
   readEvents(): GuestEvent[] {
+    const requests = this.pageRequestEvents();
+    return [...this.readEventLog(), ...requests];
+  }
+
+  private readEventLog(): GuestEvent[] {
     if (this.evt === 0) return [];
     this.write32(MmioOffset.Status, StatusBit.EventLogInt);
     const tail = this.read32(MmioOffset.EventLogTail) % this.evtBytes;
@@ -890,26 +920,103 @@ export class AmdViGuestDriver implements GuestIommuDriver {
 
   // ---- peripheral page requests ----
 
-  /** Consumes the PPR log (PAGE_SERVICE_REQUEST entries) as Linux's ppr handling does. */
-  readPageRequests(): { deviceId: number; pasid: number; tag: number; address: bigint; write: boolean }[] {
+  /**
+   * amd_iommu_poll_ppr_log: the PPR log from head to tail, each entry copied, cleared (errata 733) and the head
+   * written back; PPRInt acknowledged. Entries of type 0 (not written yet) are skipped.
+   */
+  readPageRequests(): PageRequestEntry[] {
     if (this.ppr === 0) return [];
     this.write32(MmioOffset.Status, StatusBit.PPRInt);
     const tail = this.read32(MmioOffset.PprLogTail) % PPR_LOG_BYTES;
-    const out: { deviceId: number; pasid: number; tag: number; address: bigint; write: boolean }[] = [];
+    const out: PageRequestEntry[] = [];
     for (let budget = PPR_LOG_BYTES / PPR_ENTRY_BYTES; this.pprHead !== tail && budget > 0; budget--) {
       const at = this.ppr + this.pprHead;
-      const f = decodePprLogEntry(this.context.memory.readWords(at, this.words)).fields;
-      out.push({ deviceId: Number(f["DeviceID"]), pasid: Number(f["PASID"]), tag: Number(f["Tag"]), address: BigInt(f["Address"]!), write: f["WRITE"] === 1 });
+      const raw = this.context.memory.readWords(at, new Uint32Array(4));
+      const f = decodePprLogEntry(raw).fields;
+      const tag = Number(f["Tag"]);
+      if (f["Type"] !== 0) {
+        out.push({
+          type: Number(f["Type"]),
+          deviceId: Number(f["DeviceID"]),
+          pasid: Number(f["PASID"]),
+          gn: f["GN"] === 1,
+          reservedSet: f["RVSD"] === 1,
+          group: tag & 0x1ff,
+          last: (tag & PPR_TAG_LAST) !== 0,
+          address: BigInt(f["Address"]!),
+          read: f["READ"] === 1,
+          write: f["WRITE"] === 1,
+          exec: f["EXEC"] === 1,
+          user: f["US"] === 1,
+          raw,
+        });
+      }
       this.context.memory.writeWords(at, new Uint32Array(4));
       this.pprHead = (this.pprHead + PPR_ENTRY_BYTES) % PPR_LOG_BYTES;
     }
     this.write32(MmioOffset.PprLogHead, this.pprHead);
+    // amd_iommu_restart_ppr_log: after an overflow, PPRLogEn off, the bit cleared, PPRLogEn on.
+    if (this.read32(MmioOffset.Status) & StatusBit.PPROverflow) {
+      this.control &= ~ctrl("PPRLogEn");
+      this.writeControl();
+      this.write32(MmioOffset.Status, StatusBit.PPROverflow);
+      this.control |= ctrl("PPRLogEn");
+      this.writeControl();
+    }
     return out;
   }
 
-  /** Answers a page request (COMPLETE_PPR_REQUEST, PRG response code 0 = success). */
+  /** COMPLETE_PPR_REQUEST for a group: `status` is Linux's response code (0 success, 1 invalid, 2 failure). */
   completePageRequest(deviceId: number, tag: number, status: number, pasid?: number): Result<void> {
     return this.submit([buildCompletePprRequest({ deviceId, tag, status, pasid })]);
+  }
+
+  /**
+   * The page requests as Linux's iommu_call_iopf_notifier passes them on: PAGE_SERVICE_REQUEST entries with GN,
+   * RVSD clear and a PASID in 1..max_pasids−1. Anything else is answered at once with IOMMU_PAGE_RESP_FAILURE
+   * ("Nobody cared, abort"); an unknown type is dropped.
+   */
+  private pageRequestEvents(): GuestEvent[] {
+    const out: GuestEvent[] = [];
+    const max = efrBit(this.efr, "GTSup") === 1 ? 2 ** (efrBit(this.efr, "PASmax") + 1) - 1 : 0;
+    for (const r of this.readPageRequests()) {
+      if (r.type !== PprType.PAGE_SERVICE_REQUEST) continue;
+      if (!r.gn || r.reservedSet || r.pasid === 0 || r.pasid >= max) {
+        this.completePageRequest(r.deviceId, r.group, PPR_RESPONSE_FAILURE, r.pasid);
+        continue;
+      }
+      const address = r.address < 2n ** 53n ? Number(r.address) : undefined;
+      out.push({ kind: "page-request", code: r.type, name: "PAGE_SERVICE_REQUEST", rid: r.deviceId, pasid: r.pasid, address, write: r.write, group: r.group, last: r.last, raw: toHex64(r.raw) });
+    }
+    return out;
+  }
+
+  /**
+   * iopf enable for the device (amd_iommu_iopf_add_device: dev_data->ppr): its DTE gets PPR, so the IOMMU logs its
+   * page requests. Needs the PPR log (EFR.PPRSup) and guest (v2) translation, which PASIDs need.
+   */
+  enablePageRequests(rid: number): Result<void> {
+    const t = this.translating();
+    if (!t.ok) return t;
+    const r = this.checkRid(rid);
+    if (!r.ok) return r;
+    if (this.ppr === 0) return err("EOPNOTSUPP", "the IOMMU has no PPR log");
+    if (this.mode !== "v2") return err("EOPNOTSUPP", "page requests need PASIDs, which need guest (v2) translation");
+    this.pageRequesters.add(rid);
+    const table = this.gcr3.of(rid);
+    return table === undefined ? ok() : this.writeDte(rid, this.gcr3Dte(rid, table));
+  }
+
+  /**
+   * amd_iommu_page_response: COMPLETE_PPR_REQUEST with the group's tag, its PASID with GN (a PASID-capable device
+   * wants the PASID in its response), status 0 (IOMMU_PAGE_RESP_SUCCESS) or 1 (IOMMU_PAGE_RESP_INVALID, what the
+   * SVA fault handler answers when it cannot resolve the fault).
+   */
+  respondPageRequest(request: GuestEvent, success: boolean): Result<void> {
+    if (request.kind !== "page-request" || request.rid === undefined || request.group === undefined) return err("EINVAL", "not a page request");
+    if (!isDeviceId(request.rid) || !isPprTag(request.group) || (request.pasid !== undefined && !isPasid(request.pasid))) return err("EINVAL", "not a page request the IOMMU logged");
+    const cmd = buildCompletePprRequest({ deviceId: request.rid, tag: request.group, status: success ? 0 : PPR_RESPONSE_INVALID, pasid: request.pasid });
+    return this.queue(cmd);
   }
 
   /** The driver's structures, for tests and the SEV-SNP checks. */

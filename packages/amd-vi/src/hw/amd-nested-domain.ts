@@ -1,4 +1,4 @@
-import { Perm, type NestedDomain, type PagingDomain, type PermBits, type PhysicalIommu, type RawBits, type ViommuCore } from "@viommu/core";
+import { Perm, type IopfHandler, type NestedDomain, type PagingDomain, type PermBits, type PhysicalIommu, type RawBits, type ViommuCore } from "@viommu/core";
 import { dteGcr3Root } from "../format/device-table-entry.js";
 import type { Stage2Access } from "./stage2-access.js";
 
@@ -33,10 +33,14 @@ export class AmdNestedDomain implements NestedDomain {
   readonly giov: boolean;
   readonly glx: number;
   readonly gcr3Root: number;
+  /** DTE.PPR: the device's page requests are logged (Linux copies it from the guest DTE in set_dte_nested). */
+  readonly ppr: boolean;
   /** Guest page-table levels: 4, or 5 with GuestPagingMode = 1. */
   readonly guestLevels: 4 | 5;
   /** DTE IR/IW as permissions (stage-2-only translation with GV clear). */
   readonly dtePerms: PermBits;
+  /** Set by the core when the HWPT has a fault queue: where page requests go. */
+  iopf?: IopfHandler;
   private destroyed = false;
 
   constructor(
@@ -53,6 +57,7 @@ export class AmdNestedDomain implements NestedDomain {
     this.gv = ((q0hi >>> 23) & 1) === 1;
     this.giov = ((q0hi >>> 22) & 1) === 1;
     this.glx = (q0hi >>> 24) & 3;
+    this.ppr = ((q0hi >>> 20) & 1) === 1;
     this.gcr3Root = dteGcr3Root(guestDte);
     this.guestLevels = ((guestDte[5]! >>> 22) & 3) === 1 ? 5 : 4;
     const ir = (q0hi >>> 29) & 1;

@@ -13,6 +13,7 @@ import {
   NO_PASID,
   ok,
   Perm,
+  PgfaultPerm,
   StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
@@ -38,10 +39,8 @@ import {
 import { amdV1DirtyBits, amdV1Geometry, amdV1PageTableEncoder, amdV1PageTableFormat } from "../format/page-table-v1.js";
 import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
 import { encodeHwInfoAmd, IOMMU_HW_INFO_TYPE_AMD, IOMMU_VIOMMU_TYPE_AMD } from "../format/iommufd-uapi.js";
-import { isAddress64, isPasid, isPprTag } from "../format/bus-values.js";
 import { dmaFaultEvent } from "../format/fault-event.js";
 import { gcr3Index } from "../format/gcr3-table-entry.js";
-import { buildPageServiceRequest, PprFlag } from "../format/ppr-log-entry.js";
 import { AmdNestedDomain } from "./amd-nested-domain.js";
 import { AmdViommu, type ViommuUnitPorts } from "./amd-viommu.js";
 import { HostDirtyMarker } from "./host-dirty.js";
@@ -301,6 +300,7 @@ export class AmdViUnit implements PhysicalIommu {
       const geometry = d.guestLevels === 5 ? guestGeometry5 : guestGeometry4;
       this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
     }
+    if (!out.ok) this.pageRequest(d, request, out);
     this.dirty.written(d.parent, request.access, out);
     // Only complete translations are cached: a permission fault may be lifted by a later, looser mapping.
     cacheTranslation(this.iotlb, d.hdomId, pasid, request.iova, out, 0, this.dirty.cleanOnRead(d.parent, request.access));
@@ -353,18 +353,23 @@ export class AmdViUnit implements PhysicalIommu {
   }
 
   /**
-   * A device's page request (PCIe PRI): into the guest's PPR log when the device sits behind a hardware
-   * vIOMMU that owns one, named by the guest DeviceID. False when no guest log took it.
+   * A recoverable fault (PCIe PRI): a not-present entry of the guest's own tables for a request with a PASID, from
+   * a device that can issue page requests, behind a nested domain whose DTE has PPR set and whose HWPT has a
+   * fault queue. The request goes to the host's IOPF, which hands the group to the VMM; the device waits for the
+   * response. A request without a PASID is not one: the host driver drops PPRs with GN clear (ppr.c
+   * ppr_is_valid) and answers them FAILURE, so it is a final fault. A stage-2 hole or a table fetch the host could
+   * not make is the host's, never the guest's to page in.
    */
-  pageRequest(device: PhysicalDevice, pasid: number, address: number, write: boolean, tag: number): boolean {
-    if (!isAddress64(address) || !isPprTag(tag) || (pasid !== NO_PASID && !isPasid(pasid))) return false;
-    const domain = this.domainOf(device.requesterId, NO_PASID);
-    if (!(domain instanceof AmdNestedDomain)) return false;
-    const virtId = domain.owner.core.virtIdOf(device);
-    if (virtId === undefined) return false;
-    const flags = PprFlag.READ | (write ? PprFlag.WRITE : 0) | PprFlag.US | (pasid !== NO_PASID ? PprFlag.GN : 0);
-    const record = buildPageServiceRequest({ deviceId: virtId, pasid: pasid === NO_PASID ? 0 : pasid, tag, flags, address: BigInt(address) });
-    return (domain.owner as AmdViommu).deliverPageRequest(record);
+  private pageRequest(d: AmdNestedDomain, request: DmaRequest, out: WalkResult): void {
+    const prgi = request.prgi ?? -1;
+    if (prgi < 0 || request.pasid === NO_PASID || !d.ppr || d.iopf === undefined) return;
+    if (out.fault !== WalkFault.Translation || out.stage !== 1 || out.tableFetch) return;
+    const device = this.devices.get(request.requesterId);
+    if (device === undefined) return;
+    const a = request.access;
+    const perm = (a & Perm.Read ? PgfaultPerm.READ : 0) | (a & Perm.Write ? PgfaultPerm.WRITE : 0) | (a & Perm.Exec ? PgfaultPerm.EXEC : 0) | (a & Perm.User ? 0 : PgfaultPerm.PRIV);
+    const page = request.iova - (request.iova % 4096);
+    if (d.iopf.report(device, request.pasid, prgi, [{ address: page, perm }])) out.pageRequest = prgi;
   }
 }
 

@@ -284,8 +284,9 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
     return this.core.reportEvent(IOMMU_VEVENTQ_TYPE_AMD, new Uint8Array(record.buffer, record.byteOffset, 16)).ok;
   }
 
-  /** A page request of a device on this vIOMMU, into the guest's PPR log (hardware vIOMMU only). */
-  deliverPageRequest(record: Uint32Array): boolean {
-    return this.rings?.logPageRequest(record) ?? false;
+  insertPageRequest(record: RawBits): Result<void> {
+    const rings = this.requireHw();
+    if (!rings.ok) return fail(rings);
+    return rings.value.logPageRequest(record) ? ok() : err("ENOSPC", "the guest PPR log did not take the request (full, overflowed or disabled)");
   }
 }

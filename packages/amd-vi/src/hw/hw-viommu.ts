@@ -47,8 +47,9 @@ function ringBytesFor(lengthCode: number): number {
  * the IOMMU reads and writes by guest physical address through stage 2, and the VF-MMIO page (head, tail,
  * Status) the guest drives directly. A tail write starts command processing with no VM exit; invalidations
  * are translated through the guest-DomainID map and applied to the IOTLB; COMPLETION_WAIT stores into guest
- * memory and posts the guest's interrupt. A device table change is the hypervisor's business: the IOMMU stops
- * at INVALIDATE_DEVTAB_ENTRY for a mapped device and hands it over until the hypervisor resumes the buffer.
+ * memory and posts the guest's interrupt. A device table change and a page request's response are the
+ * hypervisor's business: the IOMMU stops at INVALIDATE_DEVTAB_ENTRY or COMPLETE_PPR_REQUEST for a mapped device
+ * and hands it over until the hypervisor resumes the buffer.
  *
  * Ring lengths follow QEMU in accepting codes below 8 (reserved in the spec) as 2^len entries.
  */
@@ -67,6 +68,7 @@ export class AmdHwViommuRings implements MmioRegion {
   private evt: GuestRing | undefined;
   private ppr: GuestRing | undefined;
   private xtEventInterrupt = 0n;
+  private xtPprInterrupt = 0n;
   private msiAddressLow = 0;
   private msiData = 0;
   private post: ((vector: number, destination: number) => void) | undefined;
@@ -142,6 +144,9 @@ export class AmdHwViommuRings implements MmioRegion {
       }
       case MmioOffset.XtGeneralInterruptControl:
         this.xtEventInterrupt = value;
+        return ok();
+      case MmioOffset.XtPprInterruptControl:
+        this.xtPprInterrupt = value;
         return ok();
       case MmioOffset.MsiAddressLow:
         this.msiAddressLow = Number(value & 0xffff_ffffn);
@@ -324,6 +329,10 @@ export class AmdHwViommuRings implements MmioRegion {
       }
       case CommandOpcode.INVALIDATE_DEVTAB_ENTRY:
         return this.ports.isMappedDevice(c[0]! & 0xffff) ? "intercepted" : "done";
+      // A response to a passthrough device's page request goes back through the HWPT's fault queue, which the
+      // hypervisor answers (model's choice, as for page requests: see AmdHwViommuOps.insertPageRequest).
+      case CommandOpcode.COMPLETE_PPR_REQUEST:
+        return this.ports.isMappedDevice(c[0]! & 0xffff) ? "intercepted" : "done";
       case CommandOpcode.INVALIDATE_IOMMU_PAGES: {
         const r = decodeInvalidationRange(c[2]!, c[3]!, this.range);
         const gn = (c[2]! & 4) !== 0;
@@ -335,18 +344,19 @@ export class AmdHwViommuRings implements MmioRegion {
         return "done";
       default:
         // INVALIDATE_IOTLB_PAGES (no ATS modelled), INVALIDATE_INTERRUPT_TABLE (remapping tables are read on
-        // every interrupt), PREFETCH_IOMMU_PAGES and COMPLETE_PPR_REQUEST need nothing here.
+        // every interrupt) and PREFETCH_IOMMU_PAGES need nothing here.
         return "done";
     }
   }
 
   // ---- logs ----
 
-  private raiseInterrupt(): void {
+  /** The guest's IOMMU interrupt: the source's XT register with IntCapXTEn (the PPR log has its own), else the MSI. */
+  private raiseInterrupt(ppr = false): void {
     let vector: number;
     let destination: number;
     if (this.controlBit(CONTROL_INT_CAP_XT_EN)) {
-      const v = this.xtEventInterrupt;
+      const v = ppr ? this.xtPprInterrupt : this.xtEventInterrupt;
       vector = Number((v >> 32n) & 0xffn);
       destination = Number((v >> 8n) & 0xffffffn) + Number((v >> 56n) & 0xffn) * 2 ** 24;
     } else {
@@ -379,7 +389,7 @@ export class AmdHwViommuRings implements MmioRegion {
     if ((ring.tail + RING_ENTRY) % ring.bytes === ring.head) {
       this.status |= overflowBit;
       this.droppedEvents++;
-      if (this.controlBit(intEnable)) this.raiseInterrupt();
+      if (this.controlBit(intEnable)) this.raiseInterrupt(intEnable === CONTROL_PPR_INT_EN);
       return false;
     }
     if (!this.ports.stage2.writeWords(ring.base + ring.tail, record)) {
@@ -388,7 +398,7 @@ export class AmdHwViommuRings implements MmioRegion {
     }
     ring.tail = (ring.tail + RING_ENTRY) % ring.bytes;
     this.status |= intBit;
-    if (this.controlBit(intEnable)) this.raiseInterrupt();
+    if (this.controlBit(intEnable)) this.raiseInterrupt(intEnable === CONTROL_PPR_INT_EN);
     return true;
   }
 }

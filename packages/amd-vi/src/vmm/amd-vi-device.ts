@@ -44,7 +44,7 @@ import {
   VIOMMU_AMD_BYTES,
 } from "../format/iommufd-uapi.js";
 import { AMDVI_MMIO_SIZE, MmioOffset } from "../format/mmio-register-map.js";
-import { buildPageServiceRequest, PprFlag } from "../format/ppr-log-entry.js";
+import { buildPageServiceRequest, PprFlag, PPR_TAG_LAST } from "../format/ppr-log-entry.js";
 import { RING_POINTER_MASK_16 } from "../format/ring-pointer-registers.js";
 import { STATUS_W1C_MASK, StatusBit } from "../format/status-register.js";
 import { isAmdHwViommu, VF_MMIO_BYTES, VF_MMIO_GUEST_OFFSET, type AmdHwViommuOps } from "../format/vf-mmio.js";
@@ -55,6 +55,7 @@ import { GuestLogRing } from "./guest-log-ring.js";
 import { amdViGuestQueues } from "./guest-queue-views.js";
 import { AmdViPciFunction, type MsiRegisters } from "./pci-function.js";
 import { InterruptRemapper } from "./interrupt-remapper.js";
+import { PageRequestRelay, samePasid } from "./page-request-relay.js";
 import { buildIvrs } from "./ivrs-builder.js";
 import { decodeDeviceState, encodeDeviceState, type DeviceRegisters, type DeviceState } from "./device-state.js";
 
@@ -164,6 +165,10 @@ export class AmdViDevice implements EmulatedIommu {
   private veventq: { id: number; file: VeventqFile } | undefined;
   private intercepts: { id: number; file: VeventqFile } | undefined;
   private lastSequence = -1;
+  /** Passthrough devices' page requests (nested): the HWPT fault queue relayed into the guest's PPR log. */
+  private pageRequests: PageRequestRelay | undefined;
+  /** Page requests of the VMM's own emulated devices no COMPLETE_PPR_REQUEST has answered yet: DeviceID:group → PASID. */
+  private readonly emulatedRequests = new Map<string, number | undefined>();
   /** Guest DeviceID → its vDEVICE (nested mode). */
   private readonly vdeviceIds = new Map<number, number>();
   private readonly unmaps: (() => void)[] = [];
@@ -182,6 +187,7 @@ export class AmdViDevice implements EmulatedIommu {
     this.reporter = { log: resolveToken(options.vm.container, HostServices).log, vm: options.vm.id, source: `amd-vi@0x${this.mmioBase.toString(16)}` };
     this.entries = new DeviceEntryHandler(options, {
       viommuId: () => this.viommuId,
+      faultId: () => this.pageRequests?.faultId,
       logEvent: (record) => this.logEvent(record),
       reporter: this.reporter,
     });
@@ -298,6 +304,13 @@ export class AmdViDevice implements EmulatedIommu {
     });
     if (!v.ok) return fail(v);
     this.viommuId = v.value;
+    const relay = PageRequestRelay.create(this.ctx, {
+      guestRidOf: (devId) => [...this.assigned.values()].find((a) => a.devId === devId)?.guestRid,
+      log: (record) => this.logPageRequest(record),
+      reporter: this.reporter,
+    });
+    if (!relay.ok) return fail(relay);
+    this.pageRequests = relay.value;
     if (hwq) {
       const ops = this.ctx.viommu(v.value);
       if (!ops.ok || !isAmdHwViommu(ops.value.ops)) return err("EOPNOTSUPP", "the host did not give a hardware vIOMMU");
@@ -568,6 +581,7 @@ export class AmdViDevice implements EmulatedIommu {
         return;
       case MmioOffset.XtPprInterruptControl:
         r.xtPpr = value;
+        this.hw?.setGuestRegister(MmioOffset.XtPprInterruptControl, value);
         return;
       case MmioOffset.XtGaLogInterruptControl:
         r.xtGa = value;
@@ -698,7 +712,9 @@ export class AmdViDevice implements EmulatedIommu {
         this.stats.trapped++;
         this.interceptsHandled++;
         // Nested only: a DTE the host refuses blocks the device and is reported inside; the hardware resumes.
-        if (v.getUint32(4, true) >>> 28 === CommandOpcode.INVALIDATE_DEVTAB_ENTRY) this.deviceEntryChanged(v.getUint32(0, true) & 0xffff);
+        const opcode = v.getUint32(4, true) >>> 28;
+        if (opcode === CommandOpcode.INVALIDATE_DEVTAB_ENTRY) this.deviceEntryChanged(v.getUint32(0, true) & 0xffff);
+        if (opcode === CommandOpcode.COMPLETE_PPR_REQUEST) this.completePageRequest([0, 1, 2, 3].map((i) => v.getUint32(i * 4, true)), undefined);
         this.hw?.resumeCommands();
       }
     }
@@ -757,7 +773,7 @@ export class AmdViDevice implements EmulatedIommu {
       case CommandOpcode.INVALIDATE_IOMMU_ALL:
         return this.carriedOut(this.invalidate(cmd, at), at);
       case CommandOpcode.COMPLETE_PPR_REQUEST:
-        this.pprResponses.push({ deviceId: cmd[0]! & 0xffff, tag: cmd[3]! & 0x1ff, status: (cmd[3]! >>> 12) & 0xf });
+        this.completePageRequest(cmd, at);
         return true;
       default:
         // INVALIDATE_IOTLB_PAGES (no device TLBs), INVALIDATE_INTERRUPT_TABLE (IRTs are read on every
@@ -848,21 +864,25 @@ export class AmdViDevice implements EmulatedIommu {
     if (r === "unreachable") return false;
     if (r === "full") {
       this.regs.status |= overflowBit;
-      if (this.controlBit(intEnable)) this.raiseInterrupt();
+      if (this.controlBit(intEnable)) this.raiseInterrupt(intEnable === C_PPR_INT_EN);
       return false;
     }
     this.stats.eventsInjected++;
     this.regs.status |= intBit;
-    if (this.controlBit(intEnable)) this.raiseInterrupt();
+    if (this.controlBit(intEnable)) this.raiseInterrupt(intEnable === C_PPR_INT_EN);
     return true;
   }
 
-  /** The IOMMU's interrupt: the XT interrupt control register with IntCapXTEn, else the MSI capability. */
-  private raiseInterrupt(): void {
+  /**
+   * The IOMMU's interrupt: with IntCapXTEn, the XT interrupt control register of its source (the PPR log has its
+   * own, 0x178; events and completion waits use the general one, 0x170); else the MSI capability, which every
+   * source shares.
+   */
+  private raiseInterrupt(ppr = false): void {
     let vector: number;
     let destination: number;
     if (this.controlBit(C_INT_CAP_XT_EN)) {
-      const v = this.regs.xtEvent;
+      const v = ppr ? this.regs.xtPpr : this.regs.xtEvent;
       vector = Number((v >> 32n) & 0xffn);
       destination = Number((v >> 8n) & 0xffffffn) + Number((v >> 56n) & 0xffn) * 2 ** 24;
     } else {
@@ -878,6 +898,7 @@ export class AmdViDevice implements EmulatedIommu {
   poll(): void {
     if (this.frozen) return;
     this.handleIntercepts();
+    this.pageRequests?.poll();
     if (this.veventq === undefined) return;
     for (let guard = 0; guard < 1024; guard++) {
       const bytes = this.veventq.file.read(64 * (8 + EVENT_BYTES));
@@ -902,8 +923,46 @@ export class AmdViDevice implements EmulatedIommu {
     // What PCIe PRI can carry: a 16-bit requester, a 20-bit PASID, a 9-bit group index, a 64-bit address.
     if (!isDeviceId(guestRid) || !isAddress64(address) || !isPprTag(tag) || (pasid !== NO_PASID && !isPasid(pasid))) return false;
     const flags = PprFlag.READ | (write ? PprFlag.WRITE : 0) | PprFlag.US | (pasid !== NO_PASID ? PprFlag.GN : 0);
-    const record = buildPageServiceRequest({ deviceId: guestRid, pasid: pasid === NO_PASID ? 0 : pasid, tag, flags, address: BigInt(address) });
+    const record = buildPageServiceRequest({ deviceId: guestRid, pasid: pasid === NO_PASID ? 0 : pasid, tag: tag | PPR_TAG_LAST, flags, address: BigInt(address) });
+    if (!this.appendLog(this.ppr, this.pprRun, record, StatusBit.PPROverflow, StatusBit.PPRInt, C_PPR_INT_EN)) return false;
+    this.emulatedRequests.set(`${guestRid}:${tag}`, pasid === NO_PASID ? undefined : pasid);
+    return true;
+  }
+
+  /**
+   * A PPR entry for the guest: into the hardware vIOMMU's PPR log, or the emulated one (PPROverflow and PPRInt by
+   * the same rules as events).
+   */
+  private logPageRequest(record: Uint32Array): boolean {
+    if (this.hw !== undefined) return this.hw.insertPageRequest(record).ok;
     return this.appendLog(this.ppr, this.pprRun, record, StatusBit.PPROverflow, StatusBit.PPRInt, C_PPR_INT_EN);
+  }
+
+  /**
+   * COMPLETE_PPR_REQUEST (DeviceID d0[15:0], PASID QW0[51:32] with GN QW1[2], tag d3[8:0], status d3[15:12]): the
+   * response to a passthrough device's group goes back through the fault queue; one to an emulated device's
+   * request is recorded for it. The IOMMU does not check the tag: a response naming no outstanding request
+   * completes like any other (the device drops it), and the host log notes it for the operator.
+   */
+  private completePageRequest(cmd: ArrayLike<number>, at: number | undefined): void {
+    const deviceId = cmd[0]! & 0xffff;
+    const pasid = cmd[2]! & 4 ? cmd[1]! & 0xfffff : undefined;
+    const tag = cmd[3]! & 0x1ff;
+    const status = (cmd[3]! >>> 12) & 0xf;
+    if (this.pageRequests?.complete(deviceId, pasid, tag, status)) return;
+    const key = `${deviceId}:${tag}`;
+    if (this.emulatedRequests.has(key) && samePasid(pasid, this.emulatedRequests.get(key))) {
+      this.emulatedRequests.delete(key);
+      this.pprResponses.push({ deviceId, tag, status });
+      return;
+    }
+    this.reporter.log.record({
+      vm: this.reporter.vm,
+      source: this.reporter.source,
+      kind: "other",
+      error: { errno: "EINVAL", code: Errno.EINVAL, message: "no outstanding page request" },
+      message: `COMPLETE_PPR_REQUEST${at === undefined ? "" : ` at 0x${at.toString(16)}`} for DeviceID 0x${deviceId.toString(16)} PASID ${pasid ?? "none"} tag 0x${tag.toString(16)} answers no outstanding page request; the device drops it`,
+    });
   }
 
   // ---- emulated devices ----
@@ -1035,6 +1094,7 @@ export class AmdViDevice implements EmulatedIommu {
     if (this.hw !== undefined) {
       const hw = this.hw;
       hw.setGuestRegister(MmioOffset.XtGeneralInterruptControl, regs.xtEvent);
+      hw.setGuestRegister(MmioOffset.XtPprInterruptControl, regs.xtPpr);
       this.msiChanged();
       // Control before the pointers: CmdBufEn rising on the hardware clears an error stop (the restart
       // procedure), which must not undo the stop restored below.
@@ -1068,6 +1128,8 @@ export class AmdViDevice implements EmulatedIommu {
     }
     this.assigned.clear();
     this.entries.shadows.destroyAll();
+    this.pageRequests?.destroy();
+    this.pageRequests = undefined;
     this.hw?.setInterruptPost(undefined);
     for (const unmap of this.unmaps.splice(0).reverse()) unmap();
     for (const id of this.vdeviceIds.values()) this.ctx.destroy(id);

@@ -1,4 +1,4 @@
-import { err, Errno, ok, type DmaDevice, type IommuError, type Result, type ShadowReporter } from "@viommu/core";
+import { err, Errno, HwptAllocFlag, ok, type DmaDevice, type IommuError, type Result, type ShadowReporter } from "@viommu/core";
 import { dteGcr3Root, dteProblem, DTE_BYTES } from "../format/device-table-entry.js";
 import { exclusionAppliesTo } from "../format/exclusion-registers.js";
 import { devTabHardwareErrorEvent, illegalDteEvent } from "../format/fault-event.js";
@@ -24,6 +24,8 @@ export interface AssignedDevice {
 
 export interface DeviceEntryPorts {
   viommuId(): number | undefined;
+  /** The fault queue nested HWPTs of devices with DTE.PPR are allocated with (page requests), if any. */
+  faultId(): number | undefined;
   logEvent(record: Uint32Array): void;
   /** Where the VMM reports what the host refused on the guest's behalf. */
   readonly reporter: ShadowReporter;
@@ -38,7 +40,8 @@ const UNTRANSLATED = "untranslated";
  *   (nested, IR-only: the parent HWPT; shadow: the guest-RAM IOAS);
  * - a malformed DTE: blocked, ILLEGAL_DEV_TABLE_ENTRY logged; an unreadable one: blocked,
  *   DEV_TAB_HARDWARE_ERROR; TV = 0, or Mode 0 without IR and IW: blocked;
- * - nested: GV → a nested HWPT from the guest DTE (IOMMU_HWPT_DATA_AMD_GUEST) on the vIOMMU; Mode ≠ 0 is
+ * - nested: GV → a nested HWPT from the guest DTE (IOMMU_HWPT_DATA_AMD_GUEST) on the vIOMMU, with the VMM's
+ *   fault queue when the DTE has PPR set (the device's page requests are the guest's); Mode ≠ 0 is
  *   refused as QEMU does when host translation is not offered (HATS = 3); Mode 0 with IR and IW → stage 2;
  * - shadow: Mode 1–6 → a mirror of the v1 table; GV with GIoV → a mirror of PASID 0's v2 table; Mode 0
  *   with IR and IW → the guest-RAM IOAS. A mirror cannot express partial identity permissions or v2 over v1,
@@ -149,7 +152,10 @@ export class DeviceEntryHandler {
   private nested(a: AssignedDevice, w: Uint32Array, at: number): Result<void> {
     const viommuId = this.ports.viommuId();
     if (viommuId === undefined) return this.block(a);
-    const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: a.devId, ptId: viommuId, data: { type: IOMMU_HWPT_DATA_AMD_GUEST, bytes: encodeHwptAmdGuest(w) } });
+    // DTE.PPR: the device's page requests reach the guest, through a fault queue on its nested HWPT.
+    const faultId = (w[1]! >>> 20) & 1 ? this.ports.faultId() : undefined;
+    const flags = faultId === undefined ? 0 : HwptAllocFlag.FAULT_ID_VALID;
+    const hwpt = this.ctx.hwptAlloc({ flags, faultId, devId: a.devId, ptId: viommuId, data: { type: IOMMU_HWPT_DATA_AMD_GUEST, bytes: encodeHwptAmdGuest(w) } });
     if (!hwpt.ok) return this.configurationRefused(a, at, "nested HWPT", hwpt.error);
     const previous = a.hwptId;
     if (!this.attach(a, hwpt.value, at, { keepHwpt: true })) {
