@@ -1,0 +1,24 @@
+import { Perm } from "@viommu/core";
+import { vtdPlugin } from "@viommu/vtd/plugin";
+import { expect, it } from "vitest";
+import { RecordingSession } from "../src/index.js";
+
+it("an emulated device's transfer moves each page that translates and reports the one that does not (one PCIe request per 4 KiB page)", () => {
+  const s = RecordingSession.start({ plugin: vtdPlugin, ram: { base: 0, size: 2 ** 28 }, rids: [0x20], mode: "shadow", dma: "emulated", guest: { variant: "legacy" } });
+  if (!s.ok) throw new Error(s.error.message);
+  const session = s.value;
+  const d = session.driver;
+  const domain = d.createDomain();
+  if (!domain.ok) throw new Error("domain");
+  expect(d.attach(0x20, domain.value).ok).toBe(true);
+  // IOVA 0x201000 is mapped, 0x200000 is not: a 3 KiB write from 0x200800 crosses from one into the other.
+  expect(d.map(domain.value, 0x20_1000, 0x100_1000, 0x1000, Perm.ReadWrite).ok).toBe(true);
+  const data = Uint8Array.from({ length: 0xc00 }, (_, i) => (i * 7 + 1) & 0xff);
+  expect(session.dmaWrite(0x20, 0x20_0800, data)).toEqual({ ok: false });
+  expect(session.memory.readBytes(0x100_1000, 0x400)).toEqual(data.subarray(0x800));
+  const events = session.events();
+  expect(events.filter((e) => e.kind === "dma-fault").map((e) => [e.rid, e.address])).toEqual([[0x20, 0x20_0000]]);
+  // A read across the same boundary: blocked, and the mapped page's bytes were still fetched.
+  expect(session.dmaRead(0x20, 0x20_0800, 0xc00)).toEqual({ ok: false });
+  session.finish();
+});
