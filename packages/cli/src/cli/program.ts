@@ -7,6 +7,8 @@ import { registerConformance } from "../commands/conformance.js";
 import { registerDecode } from "../commands/decode.js";
 import { registerDemo } from "../commands/demo.js";
 import { registerNewBackend } from "../commands/new-backend.js";
+import { registerMappings } from "../commands/mappings.js";
+import { registerImport } from "../commands/import.js";
 import { registerPlugins } from "../commands/plugins.js";
 import { registerWalk } from "../commands/walk.js";
 import type { CliContext } from "./context.js";
@@ -27,7 +29,7 @@ export function buildProgram(ctx: CliContext, write: { out(s: string): void; err
     .configureOutput({ writeOut: write.out, writeErr: write.err, outputError: (str, w) => w(`viommu: ${str.replace(/^error: /, "error: ")}`) })
     .exitOverride();
   program.configureHelp({ sortSubcommands: false });
-  for (const register of [registerPlugins, registerDemo, registerConformance, registerDecode, registerWalk, registerAcpi, registerBench, registerCampaign, registerNewBackend]) register(program, ctx);
+  for (const register of [registerPlugins, registerDemo, registerConformance, registerDecode, registerWalk, registerMappings, registerImport, registerAcpi, registerBench, registerCampaign, registerNewBackend]) register(program, ctx);
   for (const c of program.commands) {
     c.exitOverride().configureOutput(program.configureOutput()).showSuggestionAfterError(true);
     c.option("--plugin <dir>", "a plugin package directory to load besides the installed ones (repeatable; selected by default)", (v: string, all: string[] = []) => [...all, v]);

@@ -38,6 +38,8 @@ export function pluginsCommand(io: Io, plugins: readonly LoadedPlugin[], failure
     walk: p.plugin.walk !== undefined,
     acpi: p.plugin.acpi?.signature,
     types: p.plugin.types,
+    properties: (p.plugin.properties ?? []).map((q) => ({ name: q.name, description: q.description, ...(q.values !== undefined ? { values: q.values } : {}), default: q.defaultValue })),
+    tools: { walk: p.plugin.walk !== undefined, wideAddresses: p.plugin.walk?.wideAddresses === true, mappings: p.plugin.walk?.inspect !== undefined, acpiDecode: p.plugin.acpi?.decode !== undefined, debugfs: p.plugin.debugfs?.files ?? [] },
   }));
   const collisions = typeCollisions(plugins.map((p) => p.plugin));
   if (json) {
@@ -50,6 +52,11 @@ export function pluginsCommand(io: Io, plugins: readonly LoadedPlugin[], failure
     rows.map((r) => [r.id, `${r.package}@${r.version}`, r.kind, FLAGS.filter((f) => r.capabilities[f]).join(" ")]),
   ))
     io.out(line);
+  for (const r of rows) {
+    if (r.properties.length === 0) continue;
+    io.out("");
+    io.out(`${r.id} device properties (QEMU's names): ${r.properties.map((q) => `${q.name}=${q.values?.join("|") ?? "N"} (default ${q.default})`).join(", ")}`);
+  }
   for (const f of failures) io.err(`failed to load ${f.packageName}: ${f.reason}`);
   for (const c of collisions) io.err(`warning: ${c}`);
   return 0;

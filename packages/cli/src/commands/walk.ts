@@ -2,7 +2,7 @@ import { createInterface } from "node:readline";
 import { closeSync, createReadStream, openSync, readSync } from "node:fs";
 import { createGunzip } from "node:zlib";
 import { Option, type Command } from "commander";
-import type { VendorPlugin, WalkAnswer, WalkRequest } from "@viommu/core";
+import type { VendorPlugin, WalkAnswer, WalkRequest, WalkTool } from "@viommu/core";
 import { oneVendor, withJson, type CliContext } from "../cli/context.js";
 import { fileProblem, UsageError } from "../cli/errors.js";
 import { parseRequesterId, parseU64 } from "../cli/numbers.js";
@@ -96,12 +96,22 @@ export function walkTable(report: WalkReport): string[] {
   return rows.map((r) => `  ${r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ")}`.trimEnd());
 }
 
+/**
+ * The input address: a number below 2^53; above, all 64 bits go to a walker that takes them (5-level tables,
+ * sign-extended or TTB1 addresses, addresses beyond the configured width all have an architectural answer).
+ */
+function addressOf(value: bigint, where: string, tool: WalkTool, vendor: string): { iova: number; address?: bigint } {
+  if (value <= BigInt(Number.MAX_SAFE_INTEGER)) return { iova: Number(value) };
+  if (tool.wideAddresses !== true) throw new RangeError(`${where} iova: 0x${value.toString(16)} is at or above 2^53, which ${vendor}'s walker does not take`);
+  return { iova: Number(value), address: value };
+}
+
 function safe(value: bigint, option: string): number {
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new UsageError(`${option}: 0x${value.toString(16)} is at or above 2^53, which walk does not take yet`);
   return Number(value);
 }
 
-function requestOf(record: Record<string, unknown>, where: string): WalkRequest {
+function requestOf(record: Record<string, unknown>, where: string, tool: WalkTool, vendor: string): WalkRequest {
   const rid = record.sid ?? record.devid ?? record.rid ?? record.bdf;
   if (rid === undefined || record.iova === undefined) throw new RangeError(`${where}: a request needs sid, devid, rid or bdf, and iova`);
   const pasid = record.pasid ?? record.ssid;
@@ -109,7 +119,7 @@ function requestOf(record: Record<string, unknown>, where: string): WalkRequest 
   if (access !== "read" && access !== "write") throw new RangeError(`${where}: access "${String(access)}" is not read or write`);
   return {
     rid: parseRequesterId(String(rid), `${where} requester id`),
-    iova: safe(parseU64(String(record.iova), `${where} iova`), `${where} iova`),
+    ...addressOf(parseU64(String(record.iova), `${where} iova`), where, tool, vendor),
     pasid: pasid === undefined ? undefined : safe(parseU64(String(pasid), `${where} pasid`), `${where} pasid`),
     write: access === "write",
   };
@@ -126,6 +136,19 @@ function gzipped(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** `--reg NAME=VALUE` options, each a register the vendor's walker takes (hex values). */
+export function parseRegisters(plugin: VendorPlugin, tool: WalkTool, specs: readonly string[]): Record<string, bigint> {
+  const registers: Record<string, bigint> = {};
+  for (const r of specs) {
+    const at = r.indexOf("=");
+    if (at <= 0) throw new UsageError(`--reg ${r}: expected NAME=VALUE`);
+    const name = r.slice(0, at).trim().toUpperCase();
+    if (!tool.registers.includes(name)) throw new UsageError(`--reg ${name}: ${plugin.id}'s walker takes ${tool.registers.join(", ")}`);
+    registers[name] = parseU64(r.slice(at + 1), `--reg ${name}`, { hexOnly: true });
+  }
+  return registers;
 }
 
 /** The lines of a requests file, or of stdin (`-`) as they arrive, so a tool can converse with walk. */
@@ -152,14 +175,7 @@ export async function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, 
   const tool = plugin.walk;
   if (tool === undefined) throw new UsageError(`--vendor: ${plugin.id} has no table walker`);
   if (args.memory === undefined || args.memory.length === 0) throw new UsageError("--memory FILE[@BASE] is required");
-  const registers: Record<string, bigint> = {};
-  for (const r of args.reg ?? []) {
-    const at = r.indexOf("=");
-    if (at <= 0) throw new UsageError(`--reg ${r}: expected NAME=VALUE`);
-    const name = r.slice(0, at).trim().toUpperCase();
-    if (!tool.registers.includes(name)) throw new UsageError(`--reg ${name}: ${plugin.id}'s walker takes ${tool.registers.join(", ")}`);
-    registers[name] = parseU64(r.slice(at + 1), `--reg ${name}`, { hexOnly: true });
-  }
+  const registers = parseRegisters(plugin, tool, args.reg ?? []);
   const base = args.memoryBase === undefined ? 0 : safe(parseU64(args.memoryBase, "--memory-base"), "--memory-base");
   const { memory, image } = await openGuestMemory(args.memory, base);
   try {
@@ -169,13 +185,13 @@ export async function walkCommand(io: Io, plugin: VendorPlugin, args: WalkArgs, 
     return await walkRequests(io, (request) => {
       const { result, reads } = memory.traced(() => walk(request));
       return { answer: result, reads };
-    }, args, json);
+    }, args, json, tool, plugin.id);
   } finally {
     image.close();
   }
 }
 
-async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkReport, args: WalkArgs, json: boolean): Promise<number> {
+async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkReport, args: WalkArgs, json: boolean, tool: WalkTool, vendor: string): Promise<number> {
   const steps = args.steps === true;
   if (args.requests !== undefined) {
     let status = 0;
@@ -185,7 +201,7 @@ async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkReport, 
       if (line.trim() === "") continue;
       const where = `--requests ${args.requests} line ${lineNo}`;
       try {
-        const request = requestOf(JSON.parse(line) as Record<string, unknown>, where);
+        const request = requestOf(JSON.parse(line) as Record<string, unknown>, where, tool, vendor);
         const report = walk(request);
         if (json) io.out(JSON.stringify(walkJson(report, steps)));
         else {
@@ -200,7 +216,12 @@ async function walkRequests(io: Io, walk: (request: WalkRequest) => WalkReport, 
     return status;
   }
   if (args.rid === undefined || args.iova === undefined) throw new UsageError("give --sid/--devid/--rid and --iova, or --requests FILE");
-  const request = requestOf({ rid: args.rid, iova: args.iova, pasid: args.pasid, access: args.access ?? "read" }, "request");
+  let request: WalkRequest;
+  try {
+    request = requestOf({ rid: args.rid, iova: args.iova, pasid: args.pasid, access: args.access ?? "read" }, "request", tool, vendor);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/^request /, "--"));
+  }
   const report = walk(request);
   if (json) io.out(JSON.stringify(walkJson(report, steps)));
   else {

@@ -69,7 +69,8 @@ export interface AcpiTool {
   generate(): Uint8Array;
   /**
    * Optional (`viommu acpi --decode FILE`). A table of this signature someone else built (firmware, QEMU), field
-   * by field with offsets; a malformed table is EINVAL naming the offset, never an exception.
+   * by field with offsets, from the end of the standard 36-byte header (the command line decodes that); a
+   * malformed table is EINVAL naming the offset, never an exception.
    */
   decode?(table: Uint8Array): Result<readonly AcpiField[]>;
 }
