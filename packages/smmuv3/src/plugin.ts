@@ -24,7 +24,7 @@ export const smmuv3Plugin: VendorPlugin = {
   capabilities: {
     nested: true,
     shadow: true,
-    pasid: false,
+    pasid: true,
     interruptRemapping: false,
     irOnly: false,
     vqueue: false,
@@ -46,7 +46,6 @@ export const smmuv3Plugin: VendorPlugin = {
     outputBits: 48,
     reasons: {
       audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
-      pasid: "host-side PASID attachment of paging domains is not modelled; SubstreamIDs work inside guest-owned CD tables (nested translation, the emulated path, viommu walk)",
       interruptRemapping: "SMMUv3 has no interrupt remapping of its own: MSIs are writes to the GIC ITS, which does the remapping",
       irOnly: "without interrupt remapping in the SMMU there is no IR-only mode",
       vqueue: "a plain SMMUv3 has no guest-owned command queue; the Tegra241 CMDQV extension (packages/tegra241-cmdqv) adds one",

@@ -16,6 +16,21 @@ export function cmdSid(raw: RawBits): number {
   return raw[1]! >>> 0;
 }
 
+/** SubstreamID, dw0[31:12] (PREFETCH, CFGI_CD, ATC_INV, PRI_RESP). */
+export function cmdSsid(raw: RawBits): number {
+  return raw[0]! >>> 12;
+}
+
+/** SSV, dw0[11] (PREFETCH, ATC_INV, PRI_RESP). */
+export function cmdSsv(raw: RawBits): boolean {
+  return (raw[0]! & (1 << 11)) !== 0;
+}
+
+/** Leaf, dw1[0] (CFGI_STE, CFGI_CD, TLBI by address). */
+export function cmdLeaf(raw: RawBits): boolean {
+  return (raw[2]! & 1) !== 0;
+}
+
 /** VMID, dw0[47:32] (TLBI_NH_*, TLBI_S12_VMALL, TLBI_S2_IPA). */
 export function cmdVmid(raw: RawBits): number {
   return raw[1]! & 0xffff;

@@ -68,7 +68,10 @@ export function guestEventOf(raw: RawBits): GuestEvent {
   const input = fields.InputAddr;
   const address = typeof input === "bigint" && input <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(input) : undefined;
   const write = typeof fields.RnW === "number" ? fields.RnW === 0 : undefined;
-  if (e.code === PAGE_REQUEST) return { kind: "page-request", code: e.code, name: e.name, rid: sid, address, raw: rawHex };
+  // The SubstreamID when the record says it is valid (C_BAD_SUBSTREAMID always carries it, without SSV).
+  const ssid = typeof fields.SubstreamID === "number" && (fields.SSV === 1 || e.code === EventType.C_BAD_SUBSTREAMID) ? fields.SubstreamID : undefined;
+  const pasid = ssid !== undefined ? { pasid: ssid } : {};
+  if (e.code === PAGE_REQUEST) return { kind: "page-request", code: e.code, name: e.name, rid: sid, address, ...pasid, raw: rawHex };
   if (e.name === "UNKNOWN" || e.name.startsWith("IMPDEF")) return { kind: "other", code: e.code, name: e.name, raw: rawHex };
-  return { kind: "dma-fault", code: e.code, name: e.name, rid: sid, address, write, raw: rawHex };
+  return { kind: "dma-fault", code: e.code, name: e.name, rid: sid, address, write, ...pasid, raw: rawHex };
 }

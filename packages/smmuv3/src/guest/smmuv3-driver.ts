@@ -3,6 +3,7 @@ import {
   encodeLayout,
   err,
   fail,
+  GuestTableStore,
   ok,
   Perm,
   type GuestContext,
@@ -14,6 +15,8 @@ import {
   type RawBits,
   type Result,
 } from "@viommu/core";
+import { CdTable } from "../format/cd-table.js";
+import { linuxCdTableShape } from "../format/cd-table-shape.js";
 import { encodeCd } from "../format/context-descriptor.js";
 import { CFGI_ALL_RANGE, encodeCommand } from "../format/command.js";
 import { cr1Layout, Cr1Cache, GERROR_ERR_MASK, GerrorBit, gerrorLayout, Shareability, SmmuMemAttr } from "../format/control-registers.js";
@@ -63,11 +66,18 @@ interface Domain {
 }
 
 interface Stream {
-  /** The stream's CD table (one CD: S1CDMax 0). */
-  readonly cdTable: number;
-  cdValid: boolean;
+  /** The stream's CD table: one CD (S1CDMax 0) until a PASID is attached, then sized for the SMMU's SubstreamIDs. */
+  table: CdTable;
+  /** The domain at the RID (CD 0), if any. */
   domain: GuestDomainId | undefined;
+  /** Domains attached at PASIDs (their CDs at those SubstreamIDs). */
+  readonly pasids: Map<number, GuestDomainId>;
+  /** SubstreamIDs whose CD is valid. */
+  readonly valid: Set<number>;
 }
+
+/** One CD: the table of a stream before any PASID (Linux's master without SubstreamIDs). */
+const SINGLE_CD = { s1fmt: 0, s1cdmax: 0, entries: 1 } as const;
 
 function parseVariant(variant: string | undefined): Smmuv3DriverOptions {
   const tokens = (variant ?? "").toLowerCase().split(/[,+\s]+/).filter((t) => t !== "");
@@ -101,6 +111,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   private granuleShift: GranuleShift = 12;
   private oasCode = 5;
   private rangeInvalidation = false;
+  private ssidBits = 0;
+  private twoLevelCd = false;
   private mapNotify = false;
   private evtqMaxLog2 = 0;
   private implOps: Smmuv3DriverImplOps | undefined;
@@ -143,6 +155,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (granuleOk !== 1) return err("EINVAL", `the SMMU lacks the ${2 ** (this.granuleShift - 10)}K granule`);
     this.oasCode = idr5.OAS;
     this.rangeInvalidation = idr3.RIL === 1;
+    this.ssidBits = idr1.SSIDSIZE;
+    this.twoLevelCd = idr0.CD2L === 1;
     this.mapNotify = (mmio.read32("IDR4") & IDR4_MODEL_MAP_NOTIFY) !== 0;
     this.evtqMaxLog2 = idr1.EVENTQS;
     const msiPoll = idr0.MSI === 1 && idr0.COHACC === 1;
@@ -273,41 +287,65 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     for (let i = from; i < to; i += 2) this.context.memory.write64Halves(address + i * 4, words[i]!, words[i + 1]!);
   }
 
-  attach(rid: number, domainId: GuestDomainId): Result<void> {
+  private get tableStore(): GuestTableStore {
+    return new GuestTableStore(this.context.memory, this.context.pages);
+  }
+
+  /** The stream's state, created with a one-CD table on first use. */
+  private stream(rid: number): Result<Stream> {
+    const existing = this.streams.get(rid);
+    if (existing !== undefined) return ok(existing);
+    const table = CdTable.create(this.tableStore, SINGLE_CD);
+    if (table === undefined) return err("ENOMEM", "guest driver memory exhausted");
+    const created: Stream = { table, domain: undefined, pasids: new Map(), valid: new Set() };
+    this.streams.set(rid, created);
+    return ok(created);
+  }
+
+  /**
+   * Writes the CD of `ssid` as Linux's arm_smmu_write_cd_entry does: a valid CD is first made invalid (dw0 = 0,
+   * CFGI_CD), dw1..dw7 are written and invalidated, then dw0 with V, and CFGI_CD again; `cd` undefined clears it
+   * (dw0 = 0, CFGI_CD). CFGI_CD names the SubstreamID, Leaf 1.
+   */
+  private writeCd(rid: number, stream: Stream, ssid: number, cd: RawBits | undefined): Result<void> {
     const r = this.ready();
     if (!r.ok) return fail(r);
-    const d = this.domain(domainId);
-    if (!d.ok) return fail(d);
-    const steAddress = r.value.strtab.steAddress(rid);
-    if (!steAddress.ok) return fail(steAddress);
-    let stream = this.streams.get(rid);
-    if (stream === undefined) {
-      const page = this.alloc(1);
-      if (!page.ok) return fail(page);
-      stream = { cdTable: page.value, cdValid: false, domain: undefined };
-      this.streams.set(rid, stream);
-    }
-    const cfgiCd = encodeCommand("CMD_CFGI_CD", { SID: rid, SSID: 0, Leaf: 1 });
-    const cd = this.cdFor(d.value);
-    if (stream.cdValid) {
-      this.context.memory.write64Halves(stream.cdTable, 0, 0);
+    const at = stream.table.cdAddress(ssid, true);
+    if (at === undefined) return err("ENOMEM", "guest driver memory exhausted");
+    const cfgiCd = encodeCommand("CMD_CFGI_CD", { SID: rid, SSID: ssid, Leaf: 1 });
+    if (stream.valid.has(ssid) || cd === undefined) {
+      this.context.memory.write64Halves(at, 0, 0);
+      stream.valid.delete(ssid);
       const off = this.issue(r.value.cmdq, [cfgiCd]);
-      if (!off.ok) return off;
+      if (!off.ok || cd === undefined) return off;
     }
-    this.writeWords(stream.cdTable, cd, 2, 16);
+    this.writeWords(at, cd, 2, 16);
     const body = this.issue(r.value.cmdq, [cfgiCd]);
     if (!body.ok) return body;
-    this.writeWords(stream.cdTable, cd, 0, 2);
+    this.writeWords(at, cd, 0, 2);
     const live = this.issue(r.value.cmdq, [cfgiCd]);
     if (!live.ok) return live;
-    stream.cdValid = true;
+    stream.valid.add(ssid);
+    return ok();
+  }
+
+  /**
+   * Writes the stream's STE for its CD table (Linux arm_smmu_make_cdtable_ste): dw1..dw7, CFGI_STE, then dw0,
+   * CFGI_STE and PREFETCH_CONFIG. S1DSS is SSID0 with a domain at the RID (CD 0), terminate with PASIDs alone.
+   */
+  private writeCdTableSte(rid: number, stream: Stream): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const steAddress = r.value.strtab.steAddress(rid);
+    if (!steAddress.ok) return fail(steAddress);
+    const shape = stream.table.shape;
     const ste = encodeSte({
       V: 1,
       Config: SteConfig.S1Translate,
-      S1Fmt: 0,
-      S1ContextPtr: stream.cdTable,
-      S1CDMax: 0,
-      S1DSS: SteS1Dss.Ssid0,
+      S1Fmt: shape.s1fmt,
+      S1ContextPtr: stream.table.base,
+      S1CDMax: shape.s1cdmax,
+      S1DSS: stream.domain !== undefined || shape.s1cdmax === 0 ? SteS1Dss.Ssid0 : SteS1Dss.Terminate,
       S1CIR: TCR_WBWA,
       S1COR: TCR_WBWA,
       S1CSH: Shareability.ISH,
@@ -317,21 +355,107 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const staged = this.issue(r.value.cmdq, [cfgiSte]);
     if (!staged.ok) return staged;
     this.writeWords(steAddress.value, ste, 0, 2);
-    const done = this.issue(r.value.cmdq, [cfgiSte, encodeCommand("CMD_PREFETCH_CONFIG", { SID: rid })]);
-    if (!done.ok) return done;
-    stream.domain = domainId;
-    return ok();
+    return this.issue(r.value.cmdq, [cfgiSte, encodeCommand("CMD_PREFETCH_CONFIG", { SID: rid })]);
   }
 
+  attach(rid: number, domainId: GuestDomainId): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const steAddress = r.value.strtab.steAddress(rid);
+    if (!steAddress.ok) return fail(steAddress);
+    const stream = this.stream(rid);
+    if (!stream.ok) return fail(stream);
+    const cd = this.writeCd(rid, stream.value, 0, this.cdFor(d.value));
+    if (!cd.ok) return cd;
+    stream.value.domain = domainId;
+    return this.writeCdTableSte(rid, stream.value);
+  }
+
+  /**
+   * Blocks the stream's traffic without a SubstreamID: the abort STE Linux writes for a blocked master, or, with
+   * PASIDs attached, CD 0 cleared and the CD-table STE with S1DSS terminate (arm_smmu_attach_dev_blocked).
+   */
   detach(rid: number): Result<void> {
     const r = this.ready();
     if (!r.ok) return fail(r);
     const steAddress = r.value.strtab.steAddress(rid);
     if (!steAddress.ok) return fail(steAddress);
-    this.writeWords(steAddress.value, linuxAbortSte(), 0, 16);
     const stream = this.streams.get(rid);
+    if (stream !== undefined && stream.pasids.size > 0) {
+      stream.domain = undefined;
+      const cleared = this.writeCd(rid, stream, 0, undefined);
+      if (!cleared.ok) return cleared;
+      return this.writeCdTableSte(rid, stream);
+    }
+    this.writeWords(steAddress.value, linuxAbortSte(), 0, 16);
     if (stream !== undefined) stream.domain = undefined;
     return this.issue(r.value.cmdq, [encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 })]);
+  }
+
+  /**
+   * Gives the stream a CD table for the SMMU's SubstreamIDs (arm_smmu_alloc_cd_tables with the master's SSID width:
+   * linear up to 1024 CDs, else 2-level with 64 KiB leaves) and moves CD 0 into it. Linux sizes a PASID-capable
+   * master's table at probe; this driver does it when the first PASID is attached (it learns the master's PASID use
+   * then), so masters without PASIDs keep the one-CD table Linux gives them. EOPNOTSUPP without SubstreamIDs.
+   */
+  private withSubstreams(rid: number, stream: Stream): Result<void> {
+    if (stream.table.shape.s1cdmax > 0) return ok();
+    if (this.ssidBits === 0) return err("EOPNOTSUPP", "the SMMU has no SubstreamIDs (IDR1.SSIDSIZE 0)");
+    const table = CdTable.create(this.tableStore, linuxCdTableShape(this.ssidBits, this.twoLevelCd));
+    if (table === undefined) return err("ENOMEM", "guest driver memory exhausted");
+    const old = stream.table;
+    stream.table = table;
+    stream.valid.clear();
+    if (stream.domain !== undefined) {
+      const d = this.domain(stream.domain);
+      const at = table.cdAddress(0, true);
+      if (!d.ok || at === undefined) return err("ENOMEM", "guest driver memory exhausted");
+      this.writeWords(at, this.cdFor(d.value), 0, 16);
+      stream.valid.add(0);
+    }
+    const ste = this.writeCdTableSte(rid, stream);
+    old.destroy();
+    return ste;
+  }
+
+  /**
+   * Attaches a domain at a PASID (Linux arm_smmu_set_pasid for a stage-1 domain): the domain's CD at that SubstreamID
+   * of the stream's CD table, then (when the STE did not point at the table yet) the CD-table STE. EINVAL for
+   * PASID 0 (the RID's CD) or one beyond the table.
+   */
+  attachPasid(rid: number, pasid: number, domainId: GuestDomainId): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    const steAddress = r.value.strtab.steAddress(rid);
+    if (!steAddress.ok) return fail(steAddress);
+    const stream = this.stream(rid);
+    if (!stream.ok) return fail(stream);
+    const sized = this.withSubstreams(rid, stream.value);
+    if (!sized.ok) return sized;
+    if (!Number.isInteger(pasid) || pasid <= 0 || pasid >= stream.value.table.contexts) return err("EINVAL", `PASID ${pasid} outside the stream's ${stream.value.table.contexts} SubstreamIDs`);
+    const firstUse = stream.value.domain === undefined && stream.value.pasids.size === 0;
+    const cd = this.writeCd(rid, stream.value, pasid, this.cdFor(d.value));
+    if (!cd.ok) return cd;
+    stream.value.pasids.set(pasid, domainId);
+    return firstUse ? this.writeCdTableSte(rid, stream.value) : ok();
+  }
+
+  /**
+   * Detaches whatever is at a PASID (arm_smmu_remove_dev_pasid): its CD cleared with CFGI_CD; when that was the last
+   * thing the CD table served (the RID blocked), the stream gets the abort STE. A PASID with nothing attached is
+   * not an error.
+   */
+  detachPasid(rid: number, pasid: number): Result<void> {
+    const stream = this.streams.get(rid);
+    if (stream === undefined || !stream.pasids.has(pasid)) return ok();
+    stream.pasids.delete(pasid);
+    const cleared = this.writeCd(rid, stream, pasid, undefined);
+    if (!cleared.ok) return cleared;
+    return stream.domain === undefined && stream.pasids.size === 0 ? this.detach(rid) : ok();
   }
 
   // ---- mappings ----
@@ -479,7 +603,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
 
   /** Per-stream CD table address, for tests that inspect what the driver wrote. */
   cdTableOf(rid: number): number | undefined {
-    return this.streams.get(rid)?.cdTable;
+    return this.streams.get(rid)?.table.base;
   }
 
   /** A domain's ASID and stage-1 root, for tests. */

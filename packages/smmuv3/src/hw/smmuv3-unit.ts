@@ -39,7 +39,7 @@ import {
   type WalkResult,
 } from "@viommu/core";
 import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits } from "../format/command.js";
-import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdVmid, tlbiRange, type NumberRange } from "../format/command-fields.js";
+import { cmdAsid, cmdLeaf, cmdOpcode, cmdRange, cmdSid, cmdSsid, cmdVmid, tlbiRange, type NumberRange } from "../format/command-fields.js";
 import { EventClass, EventType, VEVENTQ_FORWARDED_EVENTS, withStreamId } from "../format/event-record.js";
 import { IdrHttu } from "../format/id-registers.js";
 import { CmdqError } from "../format/queue-registers.js";
@@ -617,10 +617,22 @@ export class Smmuv3Unit implements PhysicalIommu {
         this.iotlb.invalidateAll();
         return CmdqError.CERROR_NONE;
       case "CMD_CFGI_STE":
-      case "CMD_CFGI_CD":
       case "CMD_CFGI_CD_ALL":
         this.streams.get(cmdSid(raw))?.cds.clear();
         return CmdqError.CERROR_NONE;
+      case "CMD_CFGI_CD": {
+        // The CD of one SubstreamID (SubstreamID 0's also serves traffic without one under S1DSS SSID0); Leaf 0 also
+        // covers the L1CD the SubstreamID goes through, so every CD reached through it.
+        const s = this.streams.get(cmdSid(raw));
+        if (s === undefined) return CmdqError.CERROR_NONE;
+        const ssid = cmdSsid(raw);
+        if (!cmdLeaf(raw)) s.cds.clear();
+        else {
+          s.cds.delete(ssid + 1);
+          if (ssid === 0) s.cds.delete(0);
+        }
+        return CmdqError.CERROR_NONE;
+      }
       case "CMD_CFGI_STE_RANGE": {
         if (cmdRange(raw) === CFGI_ALL_RANGE) this.dropAllCds();
         else {

@@ -112,6 +112,14 @@ export class Tegra241GuestDriver implements GuestIommuDriver {
     return this.smmu.flush(domain, iova, length);
   }
 
+  attachPasid(rid: number, pasid: number, domain: GuestDomainId): Result<void> {
+    return this.smmu.attachPasid(rid, pasid, domain);
+  }
+
+  detachPasid(rid: number, pasid: number): Result<void> {
+    return this.smmu.detachPasid(rid, pasid);
+  }
+
   /** The SMMU's events, then the VCMDQ errors the CMDQV interrupt handler cleared. */
   readEvents(): GuestEvent[] {
     return [...this.smmu.readEvents(), ...(this.cmdqvDriver?.handleInterrupt() ?? [])];
