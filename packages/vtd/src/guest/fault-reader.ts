@@ -33,7 +33,9 @@ export function readFaultRecords(regs: RegisterWindow, frcdOffset: number, count
         const address = ((lo & 0xffff_f000) >>> 0) + hi * 2 ** 32;
         // T1 = 1 is a read; T2 = 1 (with T1 = 0) a page request.
         const write = ((dw3 >>> 30) & 1) === 0 && ((dw2 >>> 28) & 1) === 0;
-        events.push({ kind: "dma-fault", code, name: faultReasonName(code), rid, address, write, raw });
+        // PP (bit 95) and PV (bits 123:104): the PASID the request carried, or the RID_PASID it was walked for.
+        const pasid = (dw2 >>> 31) & 1 ? (dw3 >>> 8) & 0xfffff : undefined;
+        events.push({ kind: "dma-fault", code, name: faultReasonName(code), rid, address, write, ...(pasid !== undefined ? { pasid } : {}), raw });
       }
       regs.write32(at + 12, 0x8000_0000);
       index = (index + 1) % count;

@@ -11,6 +11,7 @@ import {
   type GuestEvent,
   type GuestIommuDriver,
   type GuestInitOptions,
+  type GuestProcess,
   type MsiMessage,
   type PermBits,
   type Result,
@@ -26,13 +27,14 @@ import { encodeInvDesc, ContextCacheGranularity, IotlbGranularity, PageResponseC
 import { encodeIrteRemapped, irteBusRangeSid, irteDst, SourceValidationType } from "../format/irte.js";
 import { encodeRemappableMsi, remappableMsiIndex } from "../format/msi.js";
 import { decodePageRequest, PAGE_REQUEST_BYTES } from "../format/page-request.js";
-import { encodePasidDirEntry } from "../format/pasid-dir-entry.js";
 import { encodePasidEntry, PasidGranularTranslationType } from "../format/pasid-entry.js";
 import { encodeRootEntry } from "../format/root-entry.js";
 import { SlPteFormat } from "../format/sl-pte.js";
 import { encodeSmContextEntry } from "../format/sm-context-entry.js";
 import { vtdTableGeometry } from "../format/table-geometry.js";
+import { CpuProcess } from "./cpu-process.js";
 import { readFaultRecords } from "./fault-reader.js";
+import { DevicePasidTables, PDTS_ONE_PAGE, pdtsForPasidBits } from "./pasid-tables.js";
 import { FaultStatus, Global, Reg, RegisterWindow } from "./mmio.js";
 import { GuestInvalidationQueue, QUEUE_ENTRIES } from "./queued-invalidation.js";
 
@@ -46,6 +48,14 @@ export interface VtdDriverDefaults {
 interface GuestDomain {
   readonly did: number;
   readonly table: PageTableBuilder;
+  /** Scalable mode: the PASIDs it is attached at (RID_PASID for a device's RID), with how many devices each. */
+  readonly tags: Map<number, number>;
+}
+
+/** How a device's scalable-mode context entry is set: the bits beyond its PASID directory. */
+interface ContextBits {
+  paside: boolean;
+  pre: boolean;
 }
 
 /** Interrupt remapping table size Linux uses: 65536 entries (IRTA.S = 0xF), 1 MiB. */
@@ -55,8 +65,8 @@ const IRT_ENTRIES = 65536;
 const FIRST_DID = 2;
 /** The PASID used for requests without PASID (Linux IOMMU_NO_PASID). */
 const RID_PASID = 0;
-/** PASID directory of one page: 512 entries, PDTS = 2 (2^(2+7)). */
-const PASID_DIR_PDTS = 2;
+/** Linux's domain id for first-level translations of no domain of its own: pass-through and SVA (FLPT_DEFAULT_DID). */
+const FLPT_DEFAULT_DID = 1;
 /** Page request queue of one page (Linux PRQ_ORDER 0 in older kernels): 128 descriptors. */
 const PRQ_PQS = 0;
 /** Ranges flushed page-selectively before a domain-selective flush is cheaper (Linux falls back the same way). */
@@ -81,10 +91,16 @@ export class VtdGuestDriver implements GuestIommuDriver {
   private root = 0;
   /** Context tables by bus (legacy) or by bus × 2 + upper half (scalable). */
   private readonly contextTables = new Map<number, number>();
-  /** Scalable mode: each device's PASID directory and its first PASID table. */
-  private readonly pasidTables = new Map<number, { dir: number; table: number }>();
+  /** Scalable mode: each device's PASID directory and tables, and its context entry's PASIDE and PRE. */
+  private readonly pasidTables = new Map<number, DevicePasidTables>();
+  private readonly contextBits = new Map<number, ContextBits>();
   /** The domain id each requester id is attached with. */
   private readonly attached = new Map<number, number>();
+  /** Scalable mode: what is attached at each device's PASIDs (other than RID_PASID): a domain, or a process. */
+  private readonly pasidAttached = new Map<number, Map<number, { did: number; domain?: GuestDomain; process?: GuestProcess }>>();
+  /** Each bound process's (requester id, PASID) pairs: where its invalidations go. */
+  private readonly processBindings = new Map<GuestProcess, { rid: number; pasid: number }[]>();
+  private nextPcid = 1;
   private readonly domains = new Map<GuestDomainId, GuestDomain>();
   private nextDid = FIRST_DID;
   private levels = 4;
@@ -265,7 +281,7 @@ export class VtdGuestDriver implements GuestIommuDriver {
     const table = PageTableBuilder.create(this.format, this.geometry, this.store);
     if (table === undefined) return err("ENOMEM", "no memory for a page table");
     const did = this.nextDid++;
-    this.domains.set(did, { did, table });
+    this.domains.set(did, { did, table, tags: new Map() });
     return ok(did);
   }
 
@@ -292,7 +308,10 @@ export class VtdGuestDriver implements GuestIommuDriver {
       if (!detached.ok) return detached;
     }
     const r = this.variant === "scalable" ? this.attachScalable(rid, d.value) : this.attachLegacy(rid, d.value);
-    if (r.ok) this.attached.set(rid, d.value.did);
+    if (r.ok) {
+      this.attached.set(rid, d.value.did);
+      if (this.variant === "scalable") tag(d.value, RID_PASID, 1);
+    }
     return r;
   }
 
@@ -317,6 +336,24 @@ export class VtdGuestDriver implements GuestIommuDriver {
    * and PASID-IOTLB flushes of `pasid_flush_caches`.
    */
   private attachScalable(rid: number, d: GuestDomain): Result<void> {
+    const tables = this.deviceTables(rid);
+    if (!tables.ok) return fail(tables);
+    const flushes: Uint32Array[] = [...tables.value.flushes];
+    const at = tables.value.tables.entryAddress(RID_PASID);
+    if (!at.ok) return fail(at);
+    this.context.memory.writeWords(at.value, this.firstLevelEntry(d.did, d.table.root));
+    if (this.caching) flushes.push(...this.pasidFlushes(d.did, RID_PASID));
+    return flushes.length > 0 ? this.submit(flushes) : ok();
+  }
+
+  /**
+   * The device's scalable context table slot and PASID tables, written the first time it is attached (a root
+   * entry half for a new context table, then the context entry; in caching mode its context-cache flush is
+   * returned for the caller to submit).
+   */
+  private deviceTables(rid: number): Result<{ tables: DevicePasidTables; flushes: Uint32Array[] }> {
+    const known = this.pasidTables.get(rid);
+    if (known !== undefined) return ok({ tables: known, flushes: [] });
     const bus = rid >>> 8;
     const upper = (rid & 0x80) !== 0;
     const ctx = this.contextTable(bus * 2 + (upper ? 1 : 0));
@@ -334,25 +371,39 @@ export class VtdGuestDriver implements GuestIommuDriver {
       }
       mem.writeWords(rootAt, existing);
     }
-    let tables = this.pasidTables.get(rid);
-    const flushes: Uint32Array[] = [];
-    if (tables === undefined) {
-      const dir = this.alloc(1);
-      const table = this.alloc(1);
-      if (!dir.ok || !table.ok) return err("ENOMEM", "no memory for PASID tables");
-      tables = { dir: dir.value, table: table.value };
-      this.pasidTables.set(rid, tables);
-      mem.writeWords(tables.dir, encodePasidDirEntry({ P: 1, SMPTBLPTR: BigInt(tables.table) }));
-      mem.writeWords(ctx.value.table + (rid & 0x7f) * 32, encodeSmContextEntry({ P: 1, PDTS: PASID_DIR_PDTS, PASIDDIRPTR: BigInt(tables.dir), RID_PASID }));
-      if (this.caching) flushes.push(encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: 0, SID: rid, FM: 0 }));
-    }
-    const entry = encodePasidEntry({ P: 1, PGTT: PasidGranularTranslationType.FL_ONLY, DID: d.did, FLPM: 0, FLPTPTR: BigInt(d.table.root) });
-    mem.writeWords(tables.table + (RID_PASID & 0x3f) * 64, entry);
-    if (this.caching) {
-      flushes.push(encodeInvDesc("PC_INV", { G: PasidCacheGranularity.PASID, DID: d.did, PASID: RID_PASID }, 256));
-      flushes.push(encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: d.did, PASID: RID_PASID }, 256));
-    }
-    return flushes.length > 0 ? this.submit(flushes) : ok();
+    const tables = DevicePasidTables.create(mem, (pages) => this.alloc(pages), PDTS_ONE_PAGE);
+    if (!tables.ok) return fail(tables);
+    this.pasidTables.set(rid, tables.value);
+    this.contextBits.set(rid, { paside: false, pre: false });
+    this.writeContext(rid);
+    return ok({ tables: tables.value, flushes: this.caching ? [encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: 0, SID: rid, FM: 0 })] : [] });
+  }
+
+  /** Writes a device's scalable context entry from its PASID directory and context bits. */
+  private writeContext(rid: number): void {
+    const tables = this.pasidTables.get(rid)!;
+    const bits = this.contextBits.get(rid)!;
+    const table = this.contextTables.get((rid >>> 8) * 2 + ((rid & 0x80) !== 0 ? 1 : 0))!;
+    const entry = encodeSmContextEntry({ P: 1, PASIDE: bits.paside ? 1 : 0, PRE: bits.pre ? 1 : 0, PDTS: tables.pdts, PASIDDIRPTR: BigInt(tables.dir), RID_PASID });
+    this.context.memory.writeWords(table + (rid & 0x7f) * 32, entry);
+  }
+
+  /**
+   * A PASID entry for first-level translation as `intel_pasid_setup_first_level` writes it
+   * (drivers/iommu/intel/pasid.c): the table pointer, FLPM 0 (4-level), the domain id, AW = the unit's AGAW,
+   * PWSNP as ECAP.SMPWCS says, NXE (XD honoured), PGTT first-level only, present. No SRE or WPE: Linux sets
+   * neither for DMA domains or for SVA (intel_svm_set_dev_pasid passes only FL5LP, for LA57 CPUs).
+   */
+  private firstLevelEntry(did: number, root: number): Uint32Array {
+    return encodePasidEntry({ P: 1, AW: this.levels - 2, PGTT: PasidGranularTranslationType.FL_ONLY, DID: did, PWSNP: this.ecap.SMPWCS, NXE: 1, FLPM: 0, FLPTPTR: BigInt(root) });
+  }
+
+  /** `pasid_flush_caches` in caching mode: the entry's PASID-cache and PASID-based IOTLB flushes. */
+  private pasidFlushes(did: number, pasid: number): Uint32Array[] {
+    return [
+      encodeInvDesc("PC_INV", { G: PasidCacheGranularity.PASID, DID: did, PASID: pasid }, 256),
+      encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did, PASID: pasid }, 256),
+    ];
   }
 
   /** `device_block_translation`: the context entry (legacy) or the RID_PASID entry (scalable) cleared and flushed. */
@@ -362,12 +413,15 @@ export class VtdGuestDriver implements GuestIommuDriver {
     if (this.variant === "scalable") {
       const tables = this.pasidTables.get(rid);
       if (tables === undefined) return ok();
-      mem.fill(tables.table + (RID_PASID & 0x3f) * 64, 64, 0);
+      const at = tables.entryAddress(RID_PASID);
+      if (!at.ok) return fail(at);
+      mem.fill(at.value, 64, 0);
       this.attached.delete(rid);
-      return this.submit([
-        encodeInvDesc("PC_INV", { G: PasidCacheGranularity.PASID, DID: did ?? 0, PASID: RID_PASID }, 256),
-        encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did ?? 0, PASID: RID_PASID }, 256),
-      ]);
+      if (did !== undefined) {
+        const d = this.domains.get(did);
+        if (d !== undefined) tag(d, RID_PASID, -1);
+      }
+      return this.submit(this.pasidFlushes(did ?? 0, RID_PASID));
     }
     const table = this.contextTables.get(rid >>> 8);
     if (table === undefined) return ok();
@@ -408,12 +462,24 @@ export class VtdGuestDriver implements GuestIommuDriver {
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
     const did = d.value.did;
-    const scalable = this.variant === "scalable";
+    if (this.variant !== "scalable") return this.submit(this.iotlbFlush(did, undefined, iova, length));
+    // First-level domains are flushed per cache tag (Linux cache.c): one PASID-based flush for each PASID the
+    // domain is attached at (RID_PASID alone while it is attached nowhere, as caching mode announces maps).
+    const pasids = d.value.tags.size > 0 ? [...d.value.tags.keys()] : [RID_PASID];
+    return this.submit(pasids.flatMap((pasid) => this.iotlbFlush(did, pasid, iova, length)));
+  }
+
+  /**
+   * The IOTLB flush of [iova, iova + length) in domain `did` (PASID-based when `pasid` is given): naturally
+   * aligned power-of-two chunks of at most 2^MAMV pages, one page-selective descriptor each, or the whole domain
+   * (PASID) when that would take too many, or for everything.
+   */
+  private iotlbFlush(did: number, pasid: number | undefined, iova?: number, length?: number): Uint32Array[] {
     const whole = (): Uint32Array =>
-      scalable
-        ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did, PASID: RID_PASID }, 256)
+      pasid !== undefined
+        ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did, PASID: pasid }, 256)
         : encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.DOMAIN, DID: did, ...this.drain });
-    if (iova === undefined || length === undefined || length <= 0) return this.submit([whole()]);
+    if (iova === undefined || length === undefined || length <= 0) return [whole()];
     const descs: Uint32Array[] = [];
     let page = Math.floor(iova / 4096);
     const end = Math.ceil((iova + length) / 4096);
@@ -422,13 +488,154 @@ export class VtdGuestDriver implements GuestIommuDriver {
       while (am < this.cap.MAMV && page % 2 ** (am + 1) === 0 && page + 2 ** (am + 1) <= end) am++;
       const addr = BigInt(page) * 4096n;
       descs.push(
-        scalable
-          ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.PAGE_IN_PASID, DID: did, PASID: RID_PASID, AM: am, ADDR: addr }, 256)
+        pasid !== undefined
+          ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.PAGE_IN_PASID, DID: did, PASID: pasid, AM: am, ADDR: addr }, 256)
           : encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.PAGE, DID: did, ...this.drain, AM: am, ADDR: addr }),
       );
       page += 2 ** am;
     }
-    return this.submit(descs.length > MAX_PSI_DESCRIPTORS || !this.cap.PSI ? [whole()] : descs);
+    return descs.length > MAX_PSI_DESCRIPTORS || !this.cap.PSI ? [whole()] : descs;
+  }
+
+  // ---- PASIDs and processes ----
+
+  /**
+   * Turns on requests with PASID for a device (the context's PASIDE, as Linux sets it for a device whose PCI
+   * PASID capability it enabled) and sizes its PASID directory for the unit's PASID width (ECAP.PSS), as
+   * `intel_pasid_alloc_table` sizes it for such a device. The model gives the guest no view of the device's PASID
+   * capability, so this happens when a PASID is first used: the tables in use move to the larger directory, the
+   * context entry is rewritten and its context-cache entry invalidated.
+   */
+  private enablePasid(rid: number): Result<DevicePasidTables> {
+    if (this.variant !== "scalable" || this.root === 0) return err("EOPNOTSUPP", "PASIDs need scalable-mode translation");
+    if (!this.ecap.PASID) return err("EOPNOTSUPP", "the unit has no PASID support (ECAP.PASID = 0)");
+    if (!Number.isInteger(rid) || rid < 0 || rid > 0xffff) return err("EINVAL", `requester id ${rid}`);
+    const known = this.deviceTables(rid);
+    if (!known.ok) return fail(known);
+    const tables = known.value.tables;
+    const bits = this.contextBits.get(rid)!;
+    if (bits.paside) return known.value.flushes.length > 0 ? this.submitThen(known.value.flushes, tables) : ok(tables);
+    const old = tables.resize(pdtsForPasidBits(this.ecap.PSS + 1));
+    if (!old.ok) return fail(old);
+    bits.paside = true;
+    this.writeContext(rid);
+    const flushed = this.submit([...known.value.flushes, encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: this.attached.get(rid) ?? 0, SID: rid, FM: 0 })]);
+    if (old.value !== undefined) this.context.memory.fill(old.value.dir, old.value.bytes, 0);
+    return flushed.ok ? ok(tables) : fail(flushed);
+  }
+
+  private submitThen<T>(descs: readonly Uint32Array[], value: T): Result<T> {
+    const r = this.submit(descs);
+    return r.ok ? ok(value) : fail(r);
+  }
+
+  /**
+   * Writes a first-level PASID entry for `pasid` of `rid` (tearing down what was there first, as Linux replaces
+   * an entry) and flushes its caches (`pasid_flush_caches`).
+   */
+  private setPasidEntry(rid: number, pasid: number, did: number, root: number, what: { domain?: GuestDomain; process?: GuestProcess }): Result<void> {
+    if (!Number.isInteger(pasid) || pasid <= 0 || pasid > 0xfffff) return err("EINVAL", `PASID ${pasid}`);
+    const tables = this.enablePasid(rid);
+    if (!tables.ok) return fail(tables);
+    const at = tables.value.entryAddress(pasid);
+    if (!at.ok) return fail(at);
+    if (this.pasidAttached.get(rid)?.has(pasid)) {
+      const torn = this.tearDownPasid(rid, pasid);
+      if (!torn.ok) return torn;
+    }
+    this.context.memory.writeWords(at.value, this.firstLevelEntry(did, root));
+    let byPasid = this.pasidAttached.get(rid);
+    if (byPasid === undefined) {
+      byPasid = new Map();
+      this.pasidAttached.set(rid, byPasid);
+    }
+    byPasid.set(pasid, { did, ...what });
+    if (what.domain !== undefined) tag(what.domain, pasid, 1);
+    return this.caching ? this.submit(this.pasidFlushes(did, pasid)) : ok();
+  }
+
+  /**
+   * `intel_pasid_tear_down_entry`: the entry cleared, its PASID-cache entry and (first-level) PASID-based IOTLB
+   * flushed; no device-TLB flush in caching mode (the driver enables no ATS either).
+   */
+  private tearDownPasid(rid: number, pasid: number): Result<void> {
+    const byPasid = this.pasidAttached.get(rid);
+    const was = byPasid?.get(pasid);
+    const tables = this.pasidTables.get(rid);
+    if (was === undefined || tables === undefined) return err("ENOENT", `nothing is attached at PASID ${pasid} of 0x${rid.toString(16)}`);
+    const at = tables.entryAddress(pasid);
+    if (!at.ok) return fail(at);
+    this.context.memory.fill(at.value, 64, 0);
+    byPasid!.delete(pasid);
+    if (was.domain !== undefined) tag(was.domain, pasid, -1);
+    if (was.process !== undefined) {
+      const left = (this.processBindings.get(was.process) ?? []).filter((b) => b.rid !== rid || b.pasid !== pasid);
+      if (left.length > 0) this.processBindings.set(was.process, left);
+      else this.processBindings.delete(was.process);
+    }
+    return this.submit(this.pasidFlushes(was.did, pasid));
+  }
+
+  /** `intel_iommu_set_dev_pasid` for a first-level domain: its table at the device's PASID, with its domain id. */
+  attachPasid(rid: number, pasid: number, domainId: GuestDomainId): Result<void> {
+    const d = this.domain(domainId);
+    if (!d.ok) return fail(d);
+    return this.setPasidEntry(rid, pasid, d.value.did, d.value.table.root, { domain: d.value });
+  }
+
+  detachPasid(rid: number, pasid: number): Result<void> {
+    return this.tearDownPasid(rid, pasid);
+  }
+
+  /** A process with its own x86-64 page table and the next PCID. */
+  createProcess(): Result<GuestProcess> {
+    const p = CpuProcess.create(this.store, this.nextPcid);
+    if (p.ok) this.nextPcid++;
+    return p;
+  }
+
+  /**
+   * `iommu_sva_bind_device` → `intel_svm_set_dev_pasid`: the process's page table as the PASID's first-level
+   * table (the CPU's own root: CR3), with FLPT_DEFAULT_DID, as `intel_pasid_setup_first_level` writes it.
+   */
+  bindProcess(rid: number, pasid: number, process: GuestProcess): Result<void> {
+    const r = this.setPasidEntry(rid, pasid, FLPT_DEFAULT_DID, process.root, { process });
+    if (!r.ok) return r;
+    this.processBindings.set(process, [...(this.processBindings.get(process) ?? []).filter((b) => b.rid !== rid || b.pasid !== pasid), { rid, pasid }]);
+    return ok();
+  }
+
+  unbindProcess(rid: number, pasid: number): Result<void> {
+    if (this.pasidAttached.get(rid)?.get(pasid)?.process === undefined) return err("ENOENT", `no process is bound at PASID ${pasid} of 0x${rid.toString(16)}`);
+    return this.tearDownPasid(rid, pasid);
+  }
+
+  /**
+   * The MMU notifier's secondary-TLB invalidation (`intel_arch_invalidate_secondary_tlbs` →
+   * `intel_flush_svm_range_dev`): for every device PASID the process is bound to, PASID-based IOTLB invalidations
+   * over the range rounded out to one power-of-two size, FLPT_DEFAULT_DID, IH 0; everything in the PASID when the
+   * size exceeds CAP.MAMV. No device-TLB flush: the driver enables no ATS.
+   */
+  invalidateProcess(process: GuestProcess, va: number, length: number): Result<void> {
+    const bound = this.processBindings.get(process);
+    if (bound === undefined || bound.length === 0) return ok();
+    if (!(length > 0) || !(va >= 0)) return err("EINVAL", "empty or negative range");
+    const pages = Math.ceil(length / 4096);
+    const shift = Math.ceil(Math.log2(pages));
+    const align = 4096 * 2 ** shift;
+    const start = va - (va % align);
+    const end = Math.ceil((va + pages * 4096) / align) * align;
+    const descs: Uint32Array[] = [];
+    for (const { pasid } of bound) {
+      if (shift > this.cap.MAMV) {
+        descs.push(encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: FLPT_DEFAULT_DID, PASID: pasid }, 256));
+        continue;
+      }
+      for (let at = start; at < end; at += align) {
+        descs.push(encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.PAGE_IN_PASID, DID: FLPT_DEFAULT_DID, PASID: pasid, AM: shift, IH: 0, ADDR: BigInt(at) }, 256));
+      }
+    }
+    return this.submit(descs);
   }
 
   // ---- interrupts ----
@@ -526,11 +733,12 @@ export class VtdGuestDriver implements GuestIommuDriver {
    */
   enablePageRequests(rid: number): Result<void> {
     if (this.variant !== "scalable") return err("EOPNOTSUPP", "page requests need scalable mode");
-    const table = this.contextTables.get((rid >>> 8) * 2 + ((rid & 0x80) !== 0 ? 1 : 0));
-    if (table === undefined || !this.pasidTables.has(rid)) return err("ENOENT", "attach the device first");
-    const at = table + (rid & 0x7f) * 32;
-    this.context.memory.write32(at, this.context.memory.read32(at) | 0x10);
-    return this.submit([encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: this.attached.get(rid) ?? 0, SID: rid, FM: 0 })]);
+    if (this.prq === undefined) return err("EOPNOTSUPP", "the unit has no page request queue (ECAP.PRS = 0)");
+    const tables = this.deviceTables(rid);
+    if (!tables.ok) return fail(tables);
+    this.contextBits.get(rid)!.pre = true;
+    this.writeContext(rid);
+    return this.submit([...tables.value.flushes, encodeInvDesc("CC_INV", { G: ContextCacheGranularity.DEVICE, DID: this.attached.get(rid) ?? 0, SID: rid, FM: 0 })]);
   }
 }
 
@@ -544,4 +752,11 @@ function msiSourceValidation(rid: number, alias: number | undefined): { SVT: num
   if (alias === undefined || alias === rid) return { SVT: SourceValidationType.VERIFY_SID, SID: rid & 0xffff };
   const bus = (rid >>> 8) & 0xff;
   return { SVT: SourceValidationType.VERIFY_BUS, SID: irteBusRangeSid((alias >>> 8) & 0xff, bus) };
+}
+
+/** Counts a device attachment of `d` at `pasid` (+1) or its end (−1): the domain's cache tags. */
+function tag(d: GuestDomain, pasid: number, delta: number): void {
+  const n = (d.tags.get(pasid) ?? 0) + delta;
+  if (n > 0) d.tags.set(pasid, n);
+  else d.tags.delete(pasid);
 }

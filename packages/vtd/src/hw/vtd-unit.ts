@@ -32,7 +32,6 @@ import {
   type UserData,
   type WalkResult,
 } from "@viommu/core";
-import { VtdFaultReason } from "../format/fault-reasons.js";
 import { encodeFaultRecord, faultPageAddress } from "../format/fault-record.js";
 import { FaultStage, type VtdHostFaultBatch, type VtdHostFaultSource } from "../format/host-fault-report.js";
 import {
@@ -42,7 +41,6 @@ import {
   IOMMU_HWPT_DATA_VTD_S1,
   VTD_S1_BYTES,
   VTD_S1_MIN_BYTES,
-  VtdS1Flag,
 } from "../format/uapi.js";
 import { slDirtyBits } from "../format/sl-pte.js";
 import { HOST_CAP, HOST_ECAP, hostFeatures, hostRegister, type HostFeatures } from "./host-capabilities.js";
@@ -215,15 +213,11 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
       blocked(out, request.iova);
       return;
     }
-    // A request without PASID takes the RID_PASID entry's privilege: user (RID_PRIV = 0).
-    const user = pasid === NO_PASID || (request.access & Perm.User) !== 0;
+    // Every request is a user request. One without PASID takes the RID_PASID entry's privilege (RID_PRIV = 0);
+    // one with PASID carries its own in the PASID prefix's privileged-mode bit, which the model's devices never
+    // set (PMR = 0: a DmaRequest has no way to ask for it), so SRE never comes into play on this path.
+    const access = request.access | Perm.User;
     const nested = domain instanceof VtdNestedDomain ? domain : undefined;
-    if (nested !== undefined && !user && (nested.s1.flags & VtdS1Flag.SRE) === 0) {
-      blocked(out, request.iova);
-      out.fault = WalkFault.Permission;
-      return;
-    }
-    const access = user ? request.access | Perm.User : request.access;
     const vmid = nested !== undefined ? nested.parent.vmid : (domain as PagingDomain).vmid;
     const tag = nested !== undefined ? nestedTag(nested.hostDid, pasid) : pagingTag(pasid);
     if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, access, this.hit, out)) return;
@@ -261,9 +255,8 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
       reason = hostFaultReason("blocked", result, write, 0);
       stage = FaultStage.BLOCKED;
     } else if (domain instanceof VtdNestedDomain) {
-      const supervisorDenied = request.pasid !== NO_PASID && (request.access & Perm.User) === 0 && (domain.s1.flags & VtdS1Flag.SRE) === 0;
-      reason = supervisorDenied ? VtdFaultReason.PASID_ENTRY_SRE : hostFaultReason("nested", result, write, domain.geometry.startLevel);
-      stage = supervisorDenied || result.stage === 1 ? FaultStage.STAGE1 : FaultStage.STAGE2;
+      reason = hostFaultReason("nested", result, write, domain.geometry.startLevel);
+      stage = result.stage === 1 ? FaultStage.STAGE1 : FaultStage.STAGE2;
     } else {
       reason = hostFaultReason("paging", result, write, hostSlGeometry.startLevel);
       stage = FaultStage.STAGE2;

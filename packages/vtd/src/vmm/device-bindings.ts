@@ -2,6 +2,7 @@ import {
   createShadowBackend,
   err,
   fail,
+  HwptAllocFlag,
   NO_PASID,
   ok,
   U64_MAX,
@@ -41,21 +42,38 @@ type Binding =
   /** Attached to a shadow address space the VMM keeps equal to the guest's table. */
   | { readonly kind: "shadow"; readonly space: ShadowSpace };
 
-export interface AssignedDevice {
-  readonly device: DmaDevice;
-  readonly devId: number;
-  /** Where the guest sees it (changes when the device is renumbered). */
-  guestRid: number;
+/** One translation the host keeps for a device: its requests without PASID (the RID), or one PASID's. */
+export interface BindingSlot {
+  /** NO_PASID for the RID (the context's RID_PASID entry), else the PASID. */
+  readonly pasid: number;
   /** The guest configuration the binding was built from (what the VMM has "cached"). */
   readonly context: DeviceContext;
   binding: Binding;
   /**
-   * The fault reason the guest is shown for this device's DMA while the host refuses the configuration its
+   * The fault reason the guest is shown for this slot's DMA while the host refuses the configuration its
    * entries ask for (0 when the host took it): hardware that cannot use an entry reports it as programmed
    * invalidly (0x3 legacy, 0x5B scalable).
    */
   refusedReason: number;
 }
+
+/** A passthrough device: its RID slot (the object itself) and a slot per guest PASID the host translates. */
+export interface AssignedDevice extends BindingSlot {
+  readonly device: DmaDevice;
+  readonly devId: number;
+  /** Where the guest sees it (changes when the device is renumbered). */
+  guestRid: number;
+  /** The guest's PASIDs with a present entry that the host attached (nested mode, PASID-capable devices). */
+  readonly pasids: Map<number, BindingSlot>;
+  /** The last scan found more present PASIDs than the host binds (MAX_PASID_SLOTS). */
+  pasidOverflow: boolean;
+}
+
+/**
+ * PASIDs bound per device at most, so that a guest cannot make the host hold an HWPT for each of its 2^20 PASID
+ * entries; present entries beyond are refused (host log) and their DMA faults.
+ */
+export const MAX_PASID_SLOTS = 64;
 
 const BLOCKED: Binding = { kind: "blocked" };
 const IDENTITY: Binding = { kind: "identity" };
@@ -78,6 +96,12 @@ export class DeviceBindings {
   private readonly spaces = new Map<string, ShadowSpace>();
   translationEnabled = false;
   private readonly scratch = new DeviceContext();
+  private readonly found: number[] = [];
+  /**
+   * The fault queue nested HWPTs of page-request-enabled contexts report to (IOMMU_HWPT_FAULT_ID_VALID), or
+   * undefined when the VMM has none: set by the VMM that reads it.
+   */
+  faultQueue: (() => number | undefined) | undefined;
 
   constructor(
     private readonly options: VmmDeviceOptions,
@@ -92,14 +116,15 @@ export class DeviceBindings {
 
   /** Adds a passthrough device at `guestRid` and binds it as the guest's tables say; a refusal is the caller's error. */
   add(device: DmaDevice, devId: number, guestRid: number): Result<AssignedDevice> {
-    const a: AssignedDevice = { device, devId, guestRid, context: new DeviceContext().fault(0), binding: BLOCKED, refusedReason: 0 };
+    const a: AssignedDevice = { device, devId, guestRid, pasid: NO_PASID, context: new DeviceContext().fault(0), binding: BLOCKED, refusedReason: 0, pasids: new Map(), pasidOverflow: false };
     this.devices.set(guestRid, a);
-    const r = this.rebind(a, true, undefined);
+    const r = this.rebind(a, a, true, undefined);
     if (!r.ok) {
       this.devices.delete(guestRid);
-      this.detach(a);
+      this.detach(a, NO_PASID);
       return fail(r);
     }
+    this.rescanPasids(a, undefined);
     return ok(a);
   }
 
@@ -108,7 +133,8 @@ export class DeviceBindings {
     const a = this.devices.get(guestRid);
     if (a === undefined) return err("ENOENT", `no device at guest source id 0x${guestRid.toString(16)}`);
     this.devices.delete(guestRid);
-    this.detach(a);
+    this.dropPasids(a);
+    this.detach(a, NO_PASID);
     this.release(a.binding);
     a.binding = BLOCKED;
     a.context.fault(0);
@@ -130,7 +156,8 @@ export class DeviceBindings {
     a.guestRid = to;
     this.devices.set(to, a);
     const refused: RefusalSink = { first: undefined };
-    this.rebind(a, true, refused);
+    this.rebind(a, a, true, refused);
+    this.rescanPasids(a, refused);
     this.countShadow();
     return ok(refused.first);
   }
@@ -142,22 +169,103 @@ export class DeviceBindings {
   }
 
   /**
-   * Re-reads the guest configuration of the devices `which` selects and rebuilds what changed. Returns the
-   * first shadow mapping the host refused while doing it (refused configurations are handled here).
+   * Re-reads the guest configuration of the devices `which` selects and rebuilds what changed: the RID's
+   * translation, and the PASIDs of the devices `rescan` selects (every present entry is re-read, as a context-
+   * or a wider-than-one-PASID cache invalidation asks). Returns the first shadow mapping the host refused while doing it (refused
+   * configurations are handled here).
    */
-  refresh(which: (a: AssignedDevice) => boolean): IommuError | undefined {
+  refresh(which: (a: AssignedDevice) => boolean, rescan: (a: AssignedDevice) => boolean = which): IommuError | undefined {
     const refused: RefusalSink = { first: undefined };
-    for (const a of this.devices.values()) if (which(a)) this.rebind(a, false, refused);
+    for (const a of this.devices.values()) {
+      if (which(a)) this.rebind(a, a, false, refused);
+      if (rescan(a)) this.rescanPasids(a, refused);
+    }
     this.countShadow();
     return refused.first;
   }
 
-  private target(a: AssignedDevice, next: DeviceContext): "blocked" | "identity" | "nested" | "shadow" {
+  /**
+   * A PASID-selective PASID-cache invalidation (DID, PASID): the RID translation of devices whose RID_PASID
+   * entry it names (or that cached a fault) is re-read, and every PASID-capable device's entry for `pasid`.
+   */
+  refreshPasid(did: number, pasid: number): IommuError | undefined {
+    const refused: RefusalSink = { first: undefined };
+    for (const a of this.devices.values()) {
+      if (a.context.kind === ContextKind.FAULT || (a.context.did === did && a.context.pasid === pasid)) this.rebind(a, a, false, refused);
+      if (this.pasidCapable(a)) this.rebindPasid(a, pasid, refused);
+    }
+    this.countShadow();
+    return refused.first;
+  }
+
+  /** The slot translating requests of `a` with `pasid` (the RID's for NO_PASID), if the host keeps one. */
+  slotOf(a: AssignedDevice, pasid: number): BindingSlot | undefined {
+    return pasid === NO_PASID ? a : a.pasids.get(pasid);
+  }
+
+  /**
+   * Whether the host attaches guest PASIDs of `a`: nested mode (a PASID's first-level table is nested like the
+   * RID's; shadowing one address space per PASID is not modelled), translation on, a device with a PASID width.
+   */
+  private pasidCapable(a: AssignedDevice): boolean {
+    return this.options.mode === "nested" && this.translationEnabled && a.device.pasidBits > 0;
+  }
+
+  /**
+   * Brings the device's PASID slots in line with its guest PASID table: each present entry (PASID 0 aside: the
+   * host's RID_PASID) is bound or rebound, slots whose entry is gone are detached. At most MAX_PASID_SLOTS.
+   */
+  private rescanPasids(a: AssignedDevice, refused: RefusalSink | undefined): void {
+    if (!this.pasidCapable(a) || !a.context.scalable || !a.context.paside) {
+      this.dropPasids(a);
+      return;
+    }
+    const found = this.found;
+    // One more than the slots, and PASID 0 besides: enough to tell whether the guest has more than the host binds.
+    this.translator.presentPasids(a.context, 2 ** Math.min(a.device.pasidBits, 20), MAX_PASID_SLOTS + 1, found);
+    const present = new Set(found.filter((p) => p !== 0).slice(0, MAX_PASID_SLOTS));
+    a.pasidOverflow = found.filter((p) => p !== 0).length > MAX_PASID_SLOTS;
+    if (a.pasidOverflow) {
+      const refusal = err("ENOSPC", `guest source id 0x${a.guestRid.toString(16)} has more than ${MAX_PASID_SLOTS} present PASID entries: the host binds the first ${MAX_PASID_SLOTS}`);
+      if (!refusal.ok) this.log("configuration-refused", refusal.error, refusal.error.message);
+    }
+    for (const p of [...a.pasids.keys()]) if (!present.has(p)) this.rebindPasid(a, p, refused);
+    for (const p of present) this.rebindPasid(a, p, refused);
+  }
+
+  /** Re-reads one PASID entry of `a` and makes its slot (or its absence) match. */
+  private rebindPasid(a: AssignedDevice, pasid: number, refused: RefusalSink | undefined): void {
+    if (pasid === 0 || !Number.isInteger(pasid) || pasid < 0 || pasid > 0xfffff) return;
+    let slot = a.pasids.get(pasid);
+    if (slot === undefined) {
+      if (a.pasids.size >= MAX_PASID_SLOTS) return;
+      slot = { pasid, context: new DeviceContext().fault(0), binding: BLOCKED, refusedReason: 0 };
+      a.pasids.set(pasid, slot);
+    }
+    this.rebind(a, slot, false, refused);
+    if (slot.binding.kind === "blocked" && slot.refusedReason === 0) a.pasids.delete(pasid);
+  }
+
+  /** Detaches and forgets every PASID slot of `a`. */
+  private dropPasids(a: AssignedDevice): void {
+    for (const slot of a.pasids.values()) {
+      this.detach(a, slot.pasid);
+      this.release(slot.binding);
+    }
+    a.pasids.clear();
+    a.pasidOverflow = false;
+  }
+
+  private target(a: AssignedDevice, pasid: number, next: DeviceContext): "blocked" | "identity" | "nested" | "shadow" {
     if (this.options.mode === "ir-only" || !this.translationEnabled) {
+      if (pasid !== NO_PASID) {
+        next.fault(0);
+        return "blocked";
+      }
       next.copyFrom(UNTRANSLATED);
       return "identity";
     }
-    this.translator.resolve(a.guestRid, NO_PASID, next);
+    this.translator.resolve(a.guestRid, pasid, next);
     switch (next.kind) {
       case ContextKind.FAULT:
         return "blocked";
@@ -171,52 +279,65 @@ export class DeviceBindings {
   }
 
   /**
-   * Makes the host translate `a` as its guest entries say. A configuration the host refuses blocks the device
-   * (logged, and returned for `add`); shadow mappings it refuses go to `refused`.
+   * Makes the host translate one slot of `a` as its guest entries say. A configuration the host refuses blocks
+   * the slot (logged, and returned for `add`); shadow mappings it refuses go to `refused`.
    */
-  private rebind(a: AssignedDevice, force: boolean, refused: RefusalSink | undefined): Result<void> {
+  private rebind(a: AssignedDevice, slot: BindingSlot, force: boolean, refused: RefusalSink | undefined): Result<void> {
     const next = this.scratch;
-    const kind = this.target(a, next);
-    if (!force && kind === a.binding.kind && next.sameAs(a.context) && a.refusedReason === 0) return ok();
-    const previous = a.binding;
+    const kind = this.target(a, slot.pasid, next);
+    if (!force && kind === slot.binding.kind && next.sameAs(slot.context) && slot.refusedReason === 0) {
+      // Nothing the binding depends on changed; what else the entries say (PASIDE, the PASID directory) is kept.
+      slot.context.copyFrom(next);
+      return ok();
+    }
+    const previous = slot.binding;
     let bound: Result<Binding>;
     switch (kind) {
       case "blocked":
-        this.detach(a);
+        this.detach(a, slot.pasid);
         bound = ok(BLOCKED);
         break;
       case "identity": {
-        const r = this.ctx.attach(a.devId, this.options.parentHwptId);
+        const r = this.ctx.attach(a.devId, this.options.parentHwptId, slot.pasid);
         bound = r.ok ? ok(IDENTITY) : fail(r);
         break;
       }
       case "nested":
-        bound = this.bindNested(a, next);
+        bound = this.bindNested(a, slot.pasid, next);
         break;
       case "shadow":
-        bound = this.bindShadow(a, next, refused);
+        bound = slot.pasid === NO_PASID ? this.bindShadow(a, next, refused) : err("EOPNOTSUPP", "a second-level table at a PASID is not shadowed");
         break;
     }
-    a.context.copyFrom(next);
+    slot.context.copyFrom(next);
+    const what = slot.pasid === NO_PASID ? `guest source id 0x${a.guestRid.toString(16)}` : `guest source id 0x${a.guestRid.toString(16)} PASID 0x${slot.pasid.toString(16)}`;
     if (bound.ok) {
-      a.binding = bound.value;
-      a.refusedReason = 0;
+      slot.binding = bound.value;
+      slot.refusedReason = 0;
     } else {
-      this.detach(a);
-      a.binding = BLOCKED;
-      a.refusedReason = next.scalable ? VtdFaultReason.PASID_TABLE_ENTRY_INV : VtdFaultReason.CONTEXT_ENTRY_INV;
-      this.log("configuration-refused", bound.error, `${kind} binding of guest source id 0x${a.guestRid.toString(16)} refused: ${bound.error.errno} ${bound.error.message}; the device is blocked`);
+      this.detach(a, slot.pasid);
+      slot.binding = BLOCKED;
+      slot.refusedReason = next.scalable ? VtdFaultReason.PASID_TABLE_ENTRY_INV : VtdFaultReason.CONTEXT_ENTRY_INV;
+      this.log("configuration-refused", bound.error, `${kind} binding of ${what} refused: ${bound.error.errno} ${bound.error.message}; its DMA is blocked`);
     }
     this.release(previous);
     return bound.ok ? ok() : fail(bound);
   }
 
-  private bindNested(a: AssignedDevice, next: DeviceContext): Result<Binding> {
+  /**
+   * A HWPT_NESTED with the guest's first-level table over the shared parent, attached at the slot's PASID. It is
+   * allocated with IOMMU_HWPT_ALLOC_PASID (intel_iommu_domain_alloc_nested takes it), so the RID's HWPT and every
+   * PASID's are PASID-compatible as iommufd requires once PASIDs are attached; with the context's PRE set and a
+   * PRI-capable device, it reports page requests to the VMM's fault queue (IOMMU_HWPT_FAULT_ID_VALID).
+   */
+  private bindNested(a: AssignedDevice, pasid: number, next: DeviceContext): Result<Binding> {
     const flags = (next.sre ? VtdS1Flag.SRE : 0) | (next.wpe ? VtdS1Flag.WPE : 0) | (next.eafe ? VtdS1Flag.EAFE : 0);
     const data = encodeVtdS1({ flags, pgtblAddr: next.root, addrWidth: next.levels === 5 ? VTD_S1_ADDR_WIDTH_5LEVEL : VTD_S1_ADDR_WIDTH_4LEVEL });
-    const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: a.devId, ptId: this.options.parentHwptId, data: { type: IOMMU_HWPT_DATA_VTD_S1, bytes: data } });
+    const faultId = next.pre && a.device.pri === true ? this.faultQueue?.() : undefined;
+    const allocFlags = HwptAllocFlag.PASID | (faultId !== undefined ? HwptAllocFlag.FAULT_ID_VALID : 0);
+    const hwpt = this.ctx.hwptAlloc({ flags: allocFlags, devId: a.devId, ptId: this.options.parentHwptId, data: { type: IOMMU_HWPT_DATA_VTD_S1, bytes: data }, faultId });
     if (!hwpt.ok) return fail(hwpt);
-    const attached = this.ctx.attach(a.devId, hwpt.value);
+    const attached = this.ctx.attach(a.devId, hwpt.value, pasid);
     if (attached.ok) return ok({ kind: "nested", hwptId: hwpt.value });
     this.destroyObject(hwpt.value);
     return fail(attached);
@@ -259,10 +380,10 @@ export class DeviceBindings {
     this.destroyObject(space.backend.ioasId);
   }
 
-  /** Detaches the device; ENOENT (not attached) is the expected answer for a device already blocked. */
-  private detach(a: AssignedDevice): void {
-    const r = this.ctx.detach(a.devId);
-    if (!r.ok && r.error.errno !== "ENOENT") this.log("other", r.error, `detach of guest source id 0x${a.guestRid.toString(16)} failed: ${r.error.message}`);
+  /** Detaches the device (at `pasid`); ENOENT (not attached) is the expected answer for a device already blocked. */
+  private detach(a: AssignedDevice, pasid: number): void {
+    const r = this.ctx.detach(a.devId, pasid);
+    if (!r.ok && r.error.errno !== "ENOENT") this.log("other", r.error, `detach of guest source id 0x${a.guestRid.toString(16)} (PASID ${pasid}) failed: ${r.error.message}`);
   }
 
   private destroyObject(id: number): void {
@@ -291,11 +412,15 @@ export class DeviceBindings {
     const refused: RefusalSink = { first: undefined };
     const all = !Number.isFinite(length);
     const hwpts = new Set<number>();
+    const consider = (slot: BindingSlot): void => {
+      if (slot.binding.kind !== "nested") return;
+      if (did !== undefined && slot.context.did !== did) return;
+      if (pasid !== undefined && slot.context.pasid !== pasid) return;
+      hwpts.add(slot.binding.hwptId);
+    };
     for (const a of this.devices.values()) {
-      if (a.binding.kind !== "nested") continue;
-      if (did !== undefined && a.context.did !== did) continue;
-      if (pasid !== undefined && a.context.pasid !== pasid) continue;
-      hwpts.add(a.binding.hwptId);
+      consider(a);
+      for (const slot of a.pasids.values()) consider(slot);
     }
     if (hwpts.size > 0) {
       const entry = all
@@ -324,7 +449,8 @@ export class DeviceBindings {
   /** Detaches everything and frees the host objects (the VMM is going away). */
   destroy(): void {
     for (const a of this.devices.values()) {
-      this.detach(a);
+      this.dropPasids(a);
+      this.detach(a, NO_PASID);
       this.release(a.binding);
       a.binding = BLOCKED;
     }

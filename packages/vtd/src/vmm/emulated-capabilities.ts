@@ -28,8 +28,11 @@ export interface EmulatedRegisters {
  * map and the VMM sees not-present → present changes (shadowing needs it; nesting tolerates it, as QEMU keeps
  * it for passthrough devices). Scalable mode offers first-level tables only (like QEMU `x-flts=on`): the one
  * format hardware can nest over the host's second level, and the one a scalable-mode guest is shadowed from.
- * Legacy mode offers second-level tables (3 and 4 levels). No PASID-granular requests (ECAP.PASID = 0: the VMM
- * binds only RID_PASID), no nesting offered to the guest, no posted interrupts, no snoop control.
+ * Legacy mode offers second-level tables (3 and 4 levels). With nesting, PASID-granular requests (ECAP.PASID,
+ * 20-bit PASIDs: PSS = 19): the VMM attaches each guest PASID's first-level table at that PASID of the host
+ * device; a shadowing VMM would need an address space per PASID, so it offers none (the guest then binds only
+ * RID_PASID). No nesting offered to the guest, no posted interrupts to the guest (the host posts), no snoop
+ * control.
  */
 export function emulatedRegisters(mode: TranslationMode): EmulatedRegisters {
   const cap = encodeCap({
@@ -53,6 +56,8 @@ export function emulatedRegisters(mode: TranslationMode): EmulatedRegisters {
     IRO: EMULATED_IRO,
     MHMV: EMULATED_MHMV,
     PRS: 1,
+    PSS: mode === "nested" ? 19 : 0,
+    PASID: mode === "nested" ? 1 : 0,
     SMTS: 1,
     FLTS: 1,
   });

@@ -91,6 +91,11 @@ export class DeviceContext {
   ridPriv = false;
   /** Scalable context PRE: page requests allowed. */
   pre = false;
+  /** Scalable context PASIDE (requests with PASID allowed), and the PASID directory the context points at. */
+  paside = false;
+  pasidDir = 0;
+  /** PASID-directory entries the context's PDTS allows: 2^(PDTS + 7). */
+  pasidDirEntries = 0;
   /** The request carried a PASID (privilege then comes with the request, not from RID_PRIV). */
   withPasid = false;
   /** Device-TLB (ATS) enabled: legacy context TT = 1, scalable context DTE. */
@@ -115,7 +120,8 @@ export class DeviceContext {
       this.sre === other.sre &&
       this.wpe === other.wpe &&
       this.eafe === other.eafe &&
-      this.fpd === other.fpd
+      this.fpd === other.fpd &&
+      this.pre === other.pre
     );
   }
 
@@ -133,6 +139,9 @@ export class DeviceContext {
     this.eafe = other.eafe;
     this.ridPriv = other.ridPriv;
     this.pre = other.pre;
+    this.paside = other.paside;
+    this.pasidDir = other.pasidDir;
+    this.pasidDirEntries = other.pasidDirEntries;
     this.withPasid = other.withPasid;
     this.ats = other.ats;
     return this;
@@ -239,7 +248,9 @@ export class GuestTranslator {
     out.did = 0;
     out.root = 0;
     out.levels = 0;
-    out.sre = out.wpe = out.eafe = out.ridPriv = out.pre = out.ats = false;
+    out.sre = out.wpe = out.eafe = out.ridPriv = out.pre = out.ats = out.paside = false;
+    out.pasidDir = 0;
+    out.pasidDirEntries = 0;
     out.pasid = NO_PASID;
     out.withPasid = pasid !== NO_PASID;
     out.scalable = this.ttm === TranslationTableMode.SCALABLE;
@@ -294,14 +305,17 @@ export class GuestTranslator {
     out.pre = (w[0]! & 0x10) !== 0;
     out.ats = (w[0]! & 4) !== 0;
     out.ridPriv = (w[2]! & (1 << 20)) !== 0;
+    out.paside = paside;
+    const pdts = (w[0]! >>> 9) & 7;
+    const dir = address64(w[0]!, w[1]!, 12, 51);
+    out.pasidDir = dir;
+    out.pasidDirEntries = 2 ** (pdts + 7);
     if (pasid !== NO_PASID && !paside) return out.fault(VtdFaultReason.SM_CONTEXT_PASIDE);
     const p = pasid === NO_PASID ? w[2]! & 0xfffff : pasid;
     // A PASID is 20 bits: anything else no directory holds.
     if (!Number.isInteger(p) || p < 0 || p > 0xfffff) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);
     out.pasid = p;
-    const pdts = (w[0]! >>> 9) & 7;
-    if (p >>> 6 >= 2 ** (pdts + 7)) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);
-    const dir = address64(w[0]!, w[1]!, 12, 51);
+    if (p >>> 6 >= out.pasidDirEntries) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);
     if (!this.read(dir + 8 * (p >>> 6), 2)) return out.fault(VtdFaultReason.PASID_DIR_ACCESS_ERR);
     if ((w[0]! & 1) === 0) return out.fault(VtdFaultReason.PASID_DIR_ENTRY_P);
     out.fpd ||= (w[0]! & 2) !== 0;
@@ -340,6 +354,32 @@ export class GuestTranslator {
       default:
         // Nested (3) is not offered to the guest (ECAP.NEST = 0); 0, 5, 6 and 7 are reserved.
         return out.fault(VtdFaultReason.PASID_TABLE_ENTRY_INV);
+    }
+  }
+
+  /**
+   * The PASIDs below `limit` whose PASID-table entries are present, in order, under a scalable context that
+   * enables PASIDs (`ctx` resolved for the device's RID): what a PASID-cache invalidation wider than one PASID
+   * makes hardware re-read. At most `max` + 1 are listed (the caller refuses beyond `max`); directory entries or
+   * tables outside readable guest memory list nothing. Bounded by the directory PDTS allows: one dword per
+   * directory entry and per PASID-table entry is read.
+   */
+  presentPasids(ctx: DeviceContext, limit: number, max: number, out: number[]): void {
+    out.length = 0;
+    if (!ctx.scalable || !ctx.paside) return;
+    const dirEntries = Math.min(ctx.pasidDirEntries, Math.ceil(limit / 64));
+    const w = this.words;
+    for (let d = 0; d < dirEntries; d++) {
+      if (!this.read(ctx.pasidDir + 8 * d, 2) || (w[0]! & 1) === 0) continue;
+      const table = address64(w[0]!, w[1]!, 12, 51);
+      if (!this.memory.hostReadable(table, 4096)) continue;
+      for (let i = 0; i < 64; i++) {
+        const p = d * 64 + i;
+        if (p >= limit) return;
+        if ((this.memory.read32(table + 64 * i) & 1) === 0) continue;
+        out.push(p);
+        if (out.length > max) return;
+      }
     }
   }
 

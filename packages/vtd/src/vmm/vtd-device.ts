@@ -295,8 +295,11 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
         if (g === 2) return INVALID_RESERVED;
         const did = w0 >>> 16;
         const pasid = raw[1]! & 0xfffff;
-        // Devices whose cached entry is a fault cached nothing present: any PASID-cache flush may cover them.
-        return done(this.bindings.refresh((a) => g === 3 || a.context.kind === ContextKind.FAULT || (a.context.did === did && (g === 0 || a.context.pasid === pasid))));
+        // Devices whose cached entry is a fault cached nothing present: any PASID-cache flush may cover them. A
+        // PASID-selective flush re-reads that PASID's entry of every device; a domain-selective or global one may
+        // cover an entry at any PASID, so every device's PASID table is re-read.
+        if (g === 1) return done(this.bindings.refreshPasid(did, pasid));
+        return done(this.bindings.refresh((a) => g === 3 || a.context.kind === ContextKind.FAULT || a.context.did === did, () => true));
       }
       case "P_DEV_TLB_INV":
         return this.deviceTlb((w0 >>> 16) & 0xffff);
@@ -403,20 +406,28 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   private hostFault(report: VtdHostFaultReport): void {
     const a = this.bindings.byRequesterId(report.requesterId);
     if (a === undefined || !this.bindings.translationEnabled) return;
-    if (a.refusedReason !== 0 && a.binding.kind === "blocked") {
+    const slot = this.bindings.slotOf(a, report.pasid);
+    if (slot !== undefined && slot.refusedReason !== 0 && slot.binding.kind === "blocked") {
       // The host refused the configuration the guest's entries ask for: the entry is one this unit cannot use.
-      if (!(a.context.fpd && (faultReason(a.refusedReason)?.qualified ?? false))) this.recordDmaFault(a.guestRid, a.context.pasid, a.context.scalable, report.iova, report.write, a.refusedReason);
+      if (!(slot.context.fpd && (faultReason(slot.refusedReason)?.qualified ?? false))) this.recordDmaFault(a.guestRid, slot.context.pasid, slot.context.scalable, report.iova, report.write, slot.refusedReason);
       return;
     }
-    if (report.stage === FaultStage.STAGE1 && a.binding.kind === "nested") {
+    if (slot !== undefined && report.stage === FaultStage.STAGE1 && slot.binding.kind === "nested") {
       const reason = report.record[3]! & 0xff;
-      if (a.context.fpd && (faultReason(reason)?.qualified ?? false)) return;
-      this.recordDmaFault(a.guestRid, report.pasid === NO_PASID ? a.context.pasid : report.pasid, true, report.iova, report.write, reason);
+      if (slot.context.fpd && (faultReason(reason)?.qualified ?? false)) return;
+      this.recordDmaFault(a.guestRid, report.pasid === NO_PASID ? slot.context.pasid : report.pasid, true, report.iova, report.write, reason);
       return;
     }
     const t = this.walkOutcome;
     this.translator.translate(a.guestRid, report.pasid, report.iova, report.write, t);
     if (t.reportable) this.recordDmaFault(a.guestRid, t.pasid, t.scalable, report.iova, report.write, t.reason);
+    else if (t.ok && slot === undefined) {
+      // A PASID the guest's tables translate but the host holds nothing for: beyond what the host binds per
+      // device (an entry this unit cannot use, 0x5B), or an entry the guest made present without the PASID-cache
+      // invalidation caching mode requires (the unit still holds it not present, 0x59).
+      const reason = a.pasidOverflow ? VtdFaultReason.PASID_TABLE_ENTRY_INV : VtdFaultReason.PASID_ENTRY_P;
+      if (!(t.fpd && (faultReason(reason)?.qualified ?? false))) this.recordDmaFault(a.guestRid, t.pasid, true, report.iova, report.write, reason);
+    }
   }
 
   // ---- devices ----

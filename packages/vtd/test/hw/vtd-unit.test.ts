@@ -233,19 +233,19 @@ describe("VT-d nested domain: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 (intel_nested_ca
 });
 
 describe("VT-d physical unit: requests with PASID", () => {
-  it("blocks a supervisor request with PASID unless the stage-1 data set SRE (fault 0x5D)", () => {
+  it("translates a request with PASID as a user request (PMR = 0): the first-level leaf needs U/S (0x81 without it), not SRE", () => {
     const h = host(8);
     const t = h.s1();
     unwrap(t.map(0x1000, 0x10_0000, 0x1000, Perm.ReadWrite | Perm.User));
+    unwrap(t.map(0x2000, 0x10_1000, 0x1000, Perm.ReadWrite));
     // A HWPT attached at a PASID is allocated with IOMMU_HWPT_ALLOC_PASID (iommufd refuses it otherwise).
     unwrap(h.ctx.attach(h.devId, h.nested(t.root, 48, 0, HwptAllocFlag.PASID), 3));
     const out = newWalkResult();
     h.unit.translate({ requesterId: 0x100, pasid: 3, iova: 0x1000, access: Perm.Read }, out);
-    expect(out.ok).toBe(false);
-    h.unit.reportDmaFault({ requesterId: 0x100, pasid: 3, iova: 0x1000, access: Perm.Read }, out);
-    expect(decodeFaultRecord(h.unit.readFaultReports(h.vm.id, 4).reports[0]!.record)).toMatchObject({ FR: 0x5d, PP: 1, PV: 3 });
-    h.unit.translate({ requesterId: 0x100, pasid: 3, iova: 0x1000, access: Perm.Read | Perm.User }, out);
     expect(out.ok).toBe(true);
+    expect(h.device.read(0x1000, 4, 3).ok).toBe(true);
+    expect(h.device.read(0x2000, 4, 3).ok).toBe(false);
+    expect(decodeFaultRecord(h.unit.readFaultReports(h.vm.id, 4).reports[0]!.record)).toMatchObject({ FR: 0x81, PP: 1, PV: 3 });
     h.unit.translate({ requesterId: 0x100, pasid: NO_PASID, iova: 0x1000, access: Perm.Read }, out);
     expect(out.ok).toBe(false);
   });

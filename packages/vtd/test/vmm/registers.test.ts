@@ -31,7 +31,14 @@ describe("VT-d register file: identification and read-only registers", () => {
     const cap = decodeCap(Uint32Array.of(u.r32(0x08), u.r32(0x0c)));
     const ecap = decodeEcap(Uint32Array.of(u.r32(0x10), u.r32(0x14)));
     expect([cap.FRO * 16, cap.NFR + 1, ecap.IRO * 16]).toEqual([0x220, 8, 0xf0]);
-    expect(ecap).toMatchObject({ QI: 1, IR: 1, EIM: 1, SMTS: 1, FLTS: 1, SLTS: 0, NEST: 0, PASID: 0 });
+    expect(ecap).toMatchObject({ QI: 1, IR: 1, EIM: 1, SMTS: 1, FLTS: 1, SLTS: 0, NEST: 0 });
+  });
+
+  it("advertises 20-bit PASIDs (ECAP.PASID, PSS = 19) when nesting, where the host attaches each guest PASID, and none when shadowing", () => {
+    const nested = fresh("nested");
+    expect(decodeEcap(Uint32Array.of(nested.r32(0x10), nested.r32(0x14)))).toMatchObject({ PASID: 1, PSS: 19, PRS: 1 });
+    const shadow = fresh("shadow");
+    expect(decodeEcap(Uint32Array.of(shadow.r32(0x10), shadow.r32(0x14)))).toMatchObject({ PASID: 0, PSS: 0 });
   });
 
   it("ignores writes to CAP, ECAP, VER, GSTS, IQH and reserved offsets, which read 0", () => {
