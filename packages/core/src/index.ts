@@ -22,6 +22,7 @@ export * from "./platform/guest-table-store.js";
 export * from "./hw/table-paging-domain.js";
 export * from "./hw/dirty-tracking.js";
 export * from "./hw/stage-two-cache-watcher.js";
+export * from "./hw/stale-translation-audit.js";
 export * from "./formats/x86-64-paging.js";
 export * from "./plugins/discovery.js";
 export * from "./bench/measure.js";

@@ -56,6 +56,8 @@ export interface Capabilities {
    * `skipInvalidation` classes it catches.
    */
   readonly audit?: boolean;
+  /** With `audit`: the invalidation classes the reference driver can skip and the audit catches. */
+  readonly auditClasses?: readonly ("iotlb" | "context" | "interrupt")[];
   /** Leaf page sizes the formats produce, as log2. */
   readonly pageShifts: readonly number[];
   readonly inputBits: number;
