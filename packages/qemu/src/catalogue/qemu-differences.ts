@@ -23,6 +23,7 @@ const VTD_FSTS = 0x34;
 const VTD_FRCD0 = 0x220;
 const VTD_FRCD_END = 0x2ff;
 const FSTS_PPF = 0x2n;
+const FSTS_PFO = 0x1n;
 const FSTS_FRI = 0xff00n;
 /** FRCD dword 3 (bits 127:96): PV is bits 123:104, dword bits 27:8. */
 const FRCD_PV = 0x0fff_ff00n;
@@ -35,19 +36,37 @@ function vtdFaultMissing(c: DivergenceContext): boolean {
   return inRange(at, VTD_FRCD0, VTD_FRCD_END) && c.expected !== 0n && c.actual === 0n;
 }
 
-/** The FRCD dword QEMU answered holds what the model put in a later fault-recording register (a few reads on). */
+/** The FRCD[0] dword QEMU answered holds what the model put in another fault-recording register (read nearby). */
 function vtdRecordInAnotherSlot(c: DivergenceContext): boolean {
   const at = registerRead(c, "vtd");
   if (!inRange(at, VTD_FRCD0, VTD_FRCD0 + 0xf) || typeof c.actual !== "bigint" || c.actual === 0n) return false;
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
   const mask = at % 16 === 0xc ? ~FRCD_PV : ~0n;
-  return following(c, 96).some(({ op }) => op.op === "mmio-read" && op.expect !== undefined && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === at % 16 && (op.expect & mask) === ((c.actual as bigint) & mask));
+  const around = [...c.trace.ops.slice(Math.max(0, c.index - 256), c.index).map((op) => ({ op })), ...following(c, 96)];
+  return around.some(({ op }) => op.op === "mmio-read" && op.expect !== undefined && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === at % 16 && (op.expect & mask) === ((c.actual as bigint) & mask));
+}
+
+/** Two blocked DMAs of different requesters with no fault record freed between them. */
+function twoRequestersPending(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+  const pending = new Set<number>();
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op === "mmio-write" && op.addr >= block.base + VTD_FRCD0 && op.addr <= block.base + VTD_FRCD_END && (op.value & 0x8000_0000n) !== 0n) pending.clear();
+    if (op.op === "dma" && op.expect?.ok === false) {
+      pending.add(op.rid);
+      if (pending.size >= 2) return true;
+    }
+  }
+  return false;
 }
 
 /** The fault reason of the next valid fault record the model answers in the trace after the divergence. */
 function vtdExpectedReason(c: DivergenceContext): number | undefined {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
-  for (const { op } of [{ op: c.op }, ...following(c, 96)]) {
+  // The record's own F dword read just before (a record is read F dword first), else the next record read.
+  const before = c.trace.ops.slice(Math.max(0, c.index - 4), c.index).reverse().map((op) => ({ op }));
+  for (const { op } of [{ op: c.op }, ...before, ...following(c, 96)]) {
     if (op.op !== "mmio-read" || op.expect === undefined || op.addr < block.base + VTD_FRCD0 || op.addr > block.base + VTD_FRCD_END) continue;
     if ((op.addr - block.base) % 16 === 0xc && (op.expect & 0x8000_0000n) !== 0n) return Number(op.expect & 0xffn);
   }
@@ -183,9 +202,17 @@ const vtd: QemuDifference[] = [
         // The guest freed the record the model used (FRCD[n], n ≥ 1); QEMU's copy of it sits in FRCD[0], still pending.
         const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
         const freedLater = c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.value & 0x8000_0000n) !== 0n);
-        return freedLater && differsOnlyIn(c, FSTS_FRI | FSTS_PPF) && ((c.actual as bigint) & FSTS_PPF) !== 0n;
+        if (freedLater && differsOnlyIn(c, FSTS_FRI | FSTS_PPF) && ((c.actual as bigint) & FSTS_PPF) !== 0n) return true;
+        // Faults of two requesters pending at once: the model has a register for the second, QEMU overflows (PFO).
+        return differsOnlyIn(c, FSTS_FRI | FSTS_PPF | FSTS_PFO) && ((c.actual as bigint) & FSTS_PFO) !== 0n && ((c.expected as bigint) & FSTS_PFO) === 0n && twoRequestersPending(c);
       }
-      return vtdRecordInAnotherSlot(c);
+      if (vtdRecordInAnotherSlot(c)) return true;
+      // FRCD[0]'s F dword: QEMU has a pending record there, the model had it in a later register the guest freed.
+      if (at === VTD_FRCD0 + 0xc && typeof c.expected === "bigint" && typeof c.actual === "bigint" && (c.expected & 0x8000_0000n) === 0n && (c.actual & 0x8000_0000n) !== 0n) {
+        const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+        return c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.value & 0x8000_0000n) !== 0n);
+      }
+      return false;
     },
   },
   {

@@ -108,7 +108,10 @@ export function mutate(trace: Trace, vendor: QemuVendor, rng: Rng, count: number
         continue;
       }
       const choice = rng.below(3);
-      const iova = choice === 0 ? Math.max(0, op.iova + (rng.chance(0.5) ? 0x1000 : -0x1000)) : choice === 1 ? op.iova ^ 2 ** rng.below(48) : rng.below(2 ** 18) * 0x1000 + (op.iova % 0x1000);
+      const bit = 2 ** rng.below(48);
+      // Bit flips by arithmetic: `^` would cut the address to 32 bits.
+      const flipped = Math.floor(op.iova / bit) % 2 === 1 ? op.iova - bit : op.iova + bit;
+      const iova = choice === 0 ? Math.max(0, op.iova + (rng.chance(0.5) ? 0x1000 : -0x1000)) : choice === 1 ? flipped : rng.below(2 ** 18) * 0x1000 + (op.iova % 0x1000);
       ops[i] = { ...op, iova };
       mutations.push(`line ${i + 2}: DMA at 0x${iova.toString(16)} instead of 0x${op.iova.toString(16)}`);
     } else if (kind === 4) {
