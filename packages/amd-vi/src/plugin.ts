@@ -32,7 +32,6 @@ export interface AmdViPluginOptions {
 const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
 const interimReasons = {
   audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
-  postedInterrupts: INTERIM,
   privateMemoryProtection: INTERIM,
 };
 
@@ -55,7 +54,7 @@ function capabilities(hwQueues: boolean): Capabilities {
     dirtyTracking: true,
     sva: true,
     pageRequests: true,
-    postedInterrupts: false,
+    postedInterrupts: true,
     privateMemoryProtection: false,
     pageShifts: V1_PAGE_SHIFTS.filter((s) => s !== 39),
     inputBits: 64,

@@ -43,6 +43,7 @@ import { dmaFaultEvent } from "../format/fault-event.js";
 import { gcr3Index } from "../format/gcr3-table-entry.js";
 import { AmdNestedDomain } from "./amd-nested-domain.js";
 import { AmdViommu, type ViommuUnitPorts } from "./amd-viommu.js";
+import type { AmdVapicPosting, VapicTarget } from "../format/vapic-posting.js";
 import { HostDirtyMarker } from "./host-dirty.js";
 import { HOST_EFR, HOST_EFR2, HOST_EFR_NO_HD } from "./host-features.js";
 import { HostInterruptRemapping } from "./host-interrupt-remapping.js";
@@ -83,7 +84,7 @@ export interface AmdViUnitOptions {
   readonly hostDirty?: boolean;
 }
 
-export class AmdViUnit implements PhysicalIommu {
+export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
   readonly vendor = "amd-vi";
   readonly name: string;
   readonly iotlb = new Iotlb(16384);
@@ -131,6 +132,23 @@ export class AmdViUnit implements PhysicalIommu {
   /** The host driver programs a remapped interrupt for one of its devices (a passthrough device's MSI). */
   programInterrupt(device: PhysicalDevice, vector: number, destination: number): Result<MsiMessage> {
     return this.interruptRemapping.program(device.requesterId, vector, destination);
+  }
+
+  /** KVM's irq bypass for a passthrough device's interrupt: a vAPIC-form host IRTE (amd_iommu_activate_guest_mode). */
+  postInterrupt(device: PhysicalDevice, target: VapicTarget): Result<MsiMessage> {
+    return this.interruptRemapping.programPosted(device.requesterId, target);
+  }
+
+  updateVcpu(backingPage: number, running: boolean, hostApicId: number): void {
+    this.interruptRemapping.updateVcpu(backingPage, running, hostApicId);
+  }
+
+  unpostInterrupt(device: PhysicalDevice, msi: MsiMessage): void {
+    this.interruptRemapping.free(device.requesterId, msi);
+  }
+
+  setGaLogNotifier(owner: OwnerId, notify: ((gaTag: number) => void) | undefined): void {
+    this.interruptRemapping.setGaLogNotifier(owner, notify);
   }
 
   /** Physical interrupt remapping of a device MSI through the host IRT. */

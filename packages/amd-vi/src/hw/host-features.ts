@@ -6,7 +6,8 @@ import { efrLayout, encodeEfr, encodeEfr2, u64FromRaw } from "../format/index.js
  * specification allows (Linux amd_iommu_types.h: "the spec says it could have upto 20 bits"; Linux itself
  * handles 16, see emulated-features.ts), 4-level guest tables (so a 5-level guest DTE is
  * EOPNOTSUPP, as Linux answers), 128-bit IRTEs with x2APIC, the hardware vIOMMU (vIommuSup), GCR3TRPMode
- * (the GCR3 root as a GPA), 2048 interrupts per device, and host dirty tracking (HDSup: the D bit of v1 leaves
+ * (the GCR3 root as a GPA), 2048 interrupts per device, guest virtual APIC posting (GAMSup = 1: vAPIC mode,
+ * Linux FEATURE_GAM_VAPIC), and host dirty tracking (HDSup: the D bit of v1 leaves
  * under DTE.HAD).
  */
 export const HOST_EFR: bigint = u64FromRaw(
@@ -18,6 +19,7 @@ export const HOST_EFR: bigint = u64FromRaw(
     GTSup: 1,
     IASup: 1,
     GASup: 1,
+    GAMSup: 1,
     HATS: 2,
     GATS: 0,
     GLXSup: 2,

@@ -47,9 +47,10 @@ function ringBytesFor(lengthCode: number): number {
  * the IOMMU reads and writes by guest physical address through stage 2, and the VF-MMIO page (head, tail,
  * Status) the guest drives directly. A tail write starts command processing with no VM exit; invalidations
  * are translated through the guest-DomainID map and applied to the IOTLB; COMPLETION_WAIT stores into guest
- * memory and posts the guest's interrupt. A device table change and a page request's response are the
- * hypervisor's business: the IOMMU stops at INVALIDATE_DEVTAB_ENTRY or COMPLETE_PPR_REQUEST for a mapped device
- * and hands it over until the hypervisor resumes the buffer.
+ * memory and posts the guest's interrupt. A device table change, a passthrough device's interrupt table and a
+ * page request's response are the hypervisor's business: the IOMMU stops at INVALIDATE_DEVTAB_ENTRY,
+ * INVALIDATE_INTERRUPT_TABLE or COMPLETE_PPR_REQUEST for a mapped device and hands it over until the
+ * hypervisor resumes the buffer.
  *
  * Ring lengths follow QEMU in accepting codes below 8 (reserved in the spec) as 2^len entries.
  */
@@ -333,6 +334,9 @@ export class AmdHwViommuRings implements MmioRegion {
       // hypervisor answers (model's choice, as for page requests: see AmdHwViommuOps.insertPageRequest).
       case CommandOpcode.COMPLETE_PPR_REQUEST:
         return this.ports.isMappedDevice(c[0]! & 0xffff) ? "intercepted" : "done";
+      // A passthrough device's interrupts are routed by the hypervisor (posting follows the guest's IRT).
+      case CommandOpcode.INVALIDATE_INTERRUPT_TABLE:
+        return this.ports.isMappedDevice(c[0]! & 0xffff) ? "intercepted" : "done";
       case CommandOpcode.INVALIDATE_IOMMU_PAGES: {
         const r = decodeInvalidationRange(c[2]!, c[3]!, this.range);
         const gn = (c[2]! & 4) !== 0;
@@ -343,8 +347,7 @@ export class AmdHwViommuRings implements MmioRegion {
         this.ports.invalidateAllGuestDomains();
         return "done";
       default:
-        // INVALIDATE_IOTLB_PAGES (no ATS modelled), INVALIDATE_INTERRUPT_TABLE (remapping tables are read on
-        // every interrupt) and PREFETCH_IOMMU_PAGES need nothing here.
+        // INVALIDATE_IOTLB_PAGES (no ATS modelled) and PREFETCH_IOMMU_PAGES need nothing here.
         return "done";
     }
   }

@@ -54,8 +54,10 @@ import { GuestDteWalker, newDteWalkOutcome, type DeviceTableLocation } from "./g
 import { GuestLogRing } from "./guest-log-ring.js";
 import { amdViGuestQueues } from "./guest-queue-views.js";
 import { AmdViPciFunction, type MsiRegisters } from "./pci-function.js";
-import { InterruptRemapper } from "./interrupt-remapper.js";
+import { InterruptRemapper, type RemapSettings } from "./interrupt-remapper.js";
 import { PageRequestRelay, samePasid } from "./page-request-relay.js";
+import { PostedInterrupts } from "./posted-interrupts.js";
+import { isAmdVapicPosting } from "../format/vapic-posting.js";
 import { buildIvrs } from "./ivrs-builder.js";
 import { decodeDeviceState, encodeDeviceState, type DeviceRegisters, type DeviceState } from "./device-state.js";
 
@@ -167,6 +169,8 @@ export class AmdViDevice implements EmulatedIommu {
   private lastSequence = -1;
   /** Passthrough devices' page requests (nested): the HWPT fault queue relayed into the guest's PPR log. */
   private pageRequests: PageRequestRelay | undefined;
+  /** Passthrough devices' interrupts posted to the vCPUs through the host IOMMU (deviceInterrupts "posted"). */
+  private posted: PostedInterrupts | undefined;
   /** Page requests of the VMM's own emulated devices no COMPLETE_PPR_REQUEST has answered yet: DeviceID:group → PASID. */
   private readonly emulatedRequests = new Map<string, number | undefined>();
   /** Guest DeviceID → its vDEVICE (nested mode). */
@@ -254,6 +258,18 @@ export class AmdViDevice implements EmulatedIommu {
 
   private setUp(): Result<void> {
     const vm = this.options.vm;
+    if (this.options.deviceInterrupts === "posted") {
+      const unit = this.options.unit;
+      if (!isAmdVapicPosting(unit)) return err("EOPNOTSUPP", "the host IOMMU cannot post interrupts (no vAPIC mode)");
+      this.posted = new PostedInterrupts({
+        posting: unit,
+        host: resolveToken(vm.container, HostServices).memory,
+        vm,
+        resolve: (guestRid, msi) => this.remapper.remap(this.devtab, this.remapSettings, guestRid, msi),
+        tableEntries: (guestRid) => this.remapper.tableEntries(this.devtab, this.remapSettings, guestRid),
+        twoK: () => this.remapSettings.twoK,
+      });
+    }
     // The IOMMU is a PCI function too (at the IVHD's DeviceID): its configuration space goes on the VM's bus.
     const fn = vm.mapPciFunction(this.pci.bdf, this.pci);
     if (!fn.ok) return fail(fn);
@@ -358,9 +374,11 @@ export class AmdViDevice implements EmulatedIommu {
   private place(device: DmaDevice, devId: number, guestRid: number): Result<void> {
     const a: AssignedDevice = { device, devId, guestRid, hwptId: undefined, lastDte: undefined, shadow: undefined, attachedTo: undefined };
     this.assigned.set(guestRid, a);
-    device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
+    const posted = this.posted;
+    device.msiTarget = posted === undefined ? (msi) => void this.deliverMsi(guestRid, msi) : (msi) => void (posted.deliver(device, guestRid, msi) || this.deliverMsi(guestRid, msi));
     const r = this.entries.refresh(a, this.translationOn(), this.devtab);
     this.stats.shadowMappings = this.entries.shadowMappings;
+    this.posted?.refresh(device, guestRid);
     return r;
   }
 
@@ -370,6 +388,7 @@ export class AmdViDevice implements EmulatedIommu {
     if (a === undefined) return undefined;
     this.entries.release(a);
     a.device.msiTarget = undefined;
+    this.posted?.drop(guestRid);
     this.assigned.delete(guestRid);
     this.stats.shadowMappings = this.entries.shadowMappings;
     return a;
@@ -421,6 +440,7 @@ export class AmdViDevice implements EmulatedIommu {
   private refreshAll(): void {
     for (const a of this.assigned.values()) this.entries.refresh(a, this.translationOn(), this.devtab);
     this.stats.shadowMappings = this.entries.shadowMappings;
+    this.posted?.refreshAll();
   }
 
   // ---- registers ----
@@ -672,6 +692,9 @@ export class AmdViDevice implements EmulatedIommu {
       if ((rose(C_EVENT_LOG_EN) || rose(C_IOMMU_EN)) && this.controlBit(C_EVENT_LOG_EN) && !this.evt.reachable(this.memory)) this.refusals.eventLog++;
     }
     if (((before ^ value) >> BigInt(C_IOMMU_EN)) & 1n) this.refreshAll();
+    // What an MSI means follows GAEn, XTEn and NumIntRemapMode: posted routes are derived again.
+    const remapBits = (1n << BigInt(C_GA_EN)) | (1n << BigInt(C_XT_EN)) | (3n << BigInt(C_NUM_INT_REMAP)) | (1n << BigInt(C_IOMMU_EN));
+    if ((before ^ value) & remapBits) this.posted?.refreshAll();
     this.processCommands();
   }
 
@@ -715,6 +738,7 @@ export class AmdViDevice implements EmulatedIommu {
         const opcode = v.getUint32(4, true) >>> 28;
         if (opcode === CommandOpcode.INVALIDATE_DEVTAB_ENTRY) this.deviceEntryChanged(v.getUint32(0, true) & 0xffff);
         if (opcode === CommandOpcode.COMPLETE_PPR_REQUEST) this.completePageRequest([0, 1, 2, 3].map((i) => v.getUint32(i * 4, true)), undefined);
+        if (opcode === CommandOpcode.INVALIDATE_INTERRUPT_TABLE) this.interruptTableChanged(v.getUint32(0, true) & 0xffff);
         this.hw?.resumeCommands();
       }
     }
@@ -775,9 +799,12 @@ export class AmdViDevice implements EmulatedIommu {
       case CommandOpcode.COMPLETE_PPR_REQUEST:
         this.completePageRequest(cmd, at);
         return true;
+      case CommandOpcode.INVALIDATE_INTERRUPT_TABLE:
+        this.interruptTableChanged(cmd[0]! & 0xffff);
+        return true;
       default:
-        // INVALIDATE_IOTLB_PAGES (no device TLBs), INVALIDATE_INTERRUPT_TABLE (IRTs are read on every
-        // interrupt, nothing is cached), PREFETCH_IOMMU_PAGES (a hint).
+        // INVALIDATE_IOTLB_PAGES (no device TLBs), PREFETCH_IOMMU_PAGES (a hint). Remapping itself caches
+        // nothing (IRTs are read on every interrupt); only posted routes follow INVALIDATE_INTERRUPT_TABLE.
         return true;
     }
   }
@@ -803,7 +830,27 @@ export class AmdViDevice implements EmulatedIommu {
     if (a === undefined) return ok();
     const r = this.entries.refresh(a, this.translationOn(), this.devtab);
     this.stats.shadowMappings = this.entries.shadowMappings;
+    this.posted?.refresh(a.device, deviceId);
     return r;
+  }
+
+  /**
+   * The host scheduled vCPU `vcpu` in or out (KVM's vcpu_load / vcpu_put with AVIC): posting to it turns into GA
+   * log wake-ups while it does not run. A no-op without posted device interrupts.
+   */
+  setVcpuRunning(vcpu: number, running: boolean): void {
+    this.posted?.setRunning(vcpu, running);
+  }
+
+  /** Interrupts posted straight to vCPUs, and wake-ups of vCPUs that were not running (deviceInterrupts "posted"). */
+  get postedStats(): { posted: number; wakeups: number } {
+    return { posted: this.posted?.posted ?? 0, wakeups: this.posted?.wakeups ?? 0 };
+  }
+
+  /** INVALIDATE_INTERRUPT_TABLE: a passthrough device's posted routes follow its guest IRT. */
+  private interruptTableChanged(deviceId: number): void {
+    const a = this.assigned.get(deviceId);
+    if (a !== undefined) this.posted?.refresh(a.device, deviceId);
   }
 
   /**
@@ -998,13 +1045,17 @@ export class AmdViDevice implements EmulatedIommu {
 
   // ---- interrupt remapping ----
 
+  /** The Control bits remapping reads. */
+  private get remapSettings(): RemapSettings {
+    return { enabled: this.controlBit(C_IOMMU_EN), ga: this.controlBit(C_GA_EN), xt: this.controlBit(C_XT_EN), twoK: this.controlBit(C_NUM_INT_REMAP) && !this.controlBit(C_NUM_INT_REMAP + 1) };
+  }
+
+  /**
+   * A device MSI the VMM remaps itself (deviceInterrupts "remapped", and whatever posting cannot carry): through
+   * the guest's DTE and IRT, injected into the vCPU (one intervention), or refused with the guest's event.
+   */
   deliverMsi(guestRid: number, msi: MsiMessage): InterruptResult {
-    const result = this.remapper.remap(
-      this.devtab,
-      { enabled: this.controlBit(C_IOMMU_EN), ga: this.controlBit(C_GA_EN), xt: this.controlBit(C_XT_EN), twoK: this.controlBit(C_NUM_INT_REMAP) && !this.controlBit(C_NUM_INT_REMAP + 1) },
-      guestRid,
-      msi,
-    );
+    const result = this.remapper.remap(this.devtab, this.remapSettings, guestRid, msi);
     if (result.ok) {
       this.options.vm.inject(result.irq.vector, result.irq.destination, `msi:${guestRid.toString(16)}`);
       return result;
@@ -1130,6 +1181,8 @@ export class AmdViDevice implements EmulatedIommu {
     this.entries.shadows.destroyAll();
     this.pageRequests?.destroy();
     this.pageRequests = undefined;
+    this.posted?.destroy();
+    this.posted = undefined;
     this.hw?.setInterruptPost(undefined);
     for (const unmap of this.unmaps.splice(0).reverse()) unmap();
     for (const id of this.vdeviceIds.values()) this.ctx.destroy(id);

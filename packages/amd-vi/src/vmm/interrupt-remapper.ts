@@ -56,6 +56,19 @@ export class InterruptRemapper {
 
   constructor(private readonly memory: GuestMemory) {}
 
+  /**
+   * How many IRTEs the device's DTE gives it (2^IntTabLen with IV and IntCtl = remap), 0 when remapping is off or
+   * the DTE cannot be read. Nothing is logged.
+   */
+  tableEntries(table: DeviceTableLocation, settings: RemapSettings, deviceId: number): number {
+    if (!settings.enabled || !(Number.isInteger(deviceId) && deviceId >= 0 && deviceId < table.entries)) return 0;
+    const at = table.base + deviceId * DTE_BYTES;
+    if (!this.memory.hostReadable(at, DTE_BYTES)) return 0;
+    const w = this.memory.readWords(at, this.dte);
+    if ((w[4]! & 1) === 0 || ((w[5]! >>> 28) & 3) !== IntCtl.Remap) return 0;
+    return 2 ** ((w[4]! >>> 1) & 0xf);
+  }
+
   remap(table: DeviceTableLocation, settings: RemapSettings, deviceId: number, msi: MsiMessage): RemapOutcome {
     if (!settings.enabled) return compatible(msi);
     const action = classifyMsi(msi.address >>> 0, Math.floor(msi.address / 2 ** 32), msi.data, settings.twoK);
