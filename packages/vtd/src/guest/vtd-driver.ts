@@ -26,7 +26,6 @@ import { FlPteFormat } from "../format/fl-pte.js";
 import { encodeInvDesc, ContextCacheGranularity, IotlbGranularity, PageResponseCode, PasidCacheGranularity, PasidIotlbGranularity } from "../format/inv-desc.js";
 import { encodeIrteRemapped, irteBusRangeSid, irteDst, SourceValidationType } from "../format/irte.js";
 import { encodeRemappableMsi, remappableMsiIndex } from "../format/msi.js";
-import { decodePageRequest, PAGE_REQUEST_BYTES } from "../format/page-request.js";
 import { encodePasidEntry, PasidGranularTranslationType } from "../format/pasid-entry.js";
 import { encodeRootEntry } from "../format/root-entry.js";
 import { SlPteFormat } from "../format/sl-pte.js";
@@ -34,6 +33,7 @@ import { encodeSmContextEntry } from "../format/sm-context-entry.js";
 import { vtdTableGeometry } from "../format/table-geometry.js";
 import { CpuProcess } from "./cpu-process.js";
 import { readFaultRecords } from "./fault-reader.js";
+import { GuestPageRequests } from "./page-requests.js";
 import { DevicePasidTables, PDTS_ONE_PAGE, pdtsForPasidBits } from "./pasid-tables.js";
 import { FaultStatus, Global, Reg, RegisterWindow } from "./mmio.js";
 import { GuestInvalidationQueue, QUEUE_ENTRIES } from "./queued-invalidation.js";
@@ -109,9 +109,8 @@ export class VtdGuestDriver implements GuestIommuDriver {
   private irt = 0;
   private eime = false;
   private readonly irtUsed = new Set<number>();
-  private prq: { base: number; bytes: number } | undefined;
+  private prq: GuestPageRequests | undefined;
   private overflowSeen = false;
-  private readonly pageRequestEvents: GuestEvent[] = [];
 
   constructor(
     private readonly context: GuestContext,
@@ -257,7 +256,7 @@ export class VtdGuestDriver implements GuestIommuDriver {
     const pages = 2 ** PRQ_PQS;
     const base = this.alloc(pages);
     if (!base.ok) return fail(base);
-    this.prq = { base: base.value, bytes: pages * 4096 };
+    this.prq = new GuestPageRequests(this.regs, this.context.memory, base.value, pages * 4096);
     this.regs.write64(Reg.PQH, 0n);
     this.regs.write64(Reg.PQT, 0n);
     this.regs.write64(Reg.PQA, BigInt(base.value) | BigInt(PRQ_PQS));
@@ -673,7 +672,8 @@ export class VtdGuestDriver implements GuestIommuDriver {
 
   /**
    * Queue errors the submissions met, the fault-recording registers (as `dmar_fault` reads them) and, in
-   * scalable mode, page requests (answered INVALID_REQUEST, as Linux answers a request no handler takes).
+   * scalable mode, page requests (`prq_event_thread`: the ones it cannot report are answered INVALID_REQUEST
+   * here; the rest wait for `respondPageRequest`).
    */
   readEvents(): GuestEvent[] {
     const out: GuestEvent[] = [];
@@ -681,33 +681,21 @@ export class VtdGuestDriver implements GuestIommuDriver {
     const faults = readFaultRecords(this.regs, faultRecordOffset(this.cap.FRO, 0), this.cap.NFR + 1);
     if (faults.overflow) this.overflowSeen = true;
     out.push(...faults.events);
-    this.drainPageRequests();
-    out.push(...this.pageRequestEvents.splice(0));
+    if (this.prq !== undefined) {
+      const drained = this.prq.drain();
+      out.push(...drained.events);
+      // As Linux's bad-request path, the answer is submitted and not waited on here: a queue error it met is kept
+      // in the queue's errors and returned by the next readEvents.
+      if (drained.responses.length > 0) this.submit(drained.responses);
+    }
     return out;
   }
 
-  private drainPageRequests(): void {
-    const prq = this.prq;
-    if (prq === undefined) return;
-    let head = Number(this.regs.read64(Reg.PQH));
-    const tail = Number(this.regs.read64(Reg.PQT));
-    const responses: Uint32Array[] = [];
-    for (let budget = prq.bytes / PAGE_REQUEST_BYTES; head !== tail && budget > 0; budget--) {
-      const raw = this.context.memory.readWords(prq.base + head, new Uint32Array(8));
-      const req = decodePageRequest(raw);
-      this.pageRequestEvents.push({ kind: "page-request", code: req.PRGI, name: "PAGE_REQ", rid: req.RID, address: Number(req.ADDR), write: req.WR === 1, raw: toHex64(raw) });
-      if (req.LPIG) {
-        responses.push(
-          encodeInvDesc("PG_RESP", { PP: req.PP, RESPONSE_CODE: PageResponseCode.INVALID_REQUEST, RID: req.RID, PASID: req.PASID, LPIG: 1, PRGI: req.PRGI }, 256),
-        );
-      }
-      head = (head + PAGE_REQUEST_BYTES) % prq.bytes;
-    }
-    this.regs.write64(Reg.PQH, BigInt(head));
-    this.regs.write32(Reg.PRS, 1);
-    // As Linux's page response path, the submission's result is not waited on here: a queue error it met is kept
-    // in the queue's errors and returned by the next readEvents.
-    if (responses.length > 0) this.submit(responses);
+  /** `iopf_group_response` → `intel_iommu_page_response`: one page group response for the request's group, then waits. */
+  respondPageRequest(request: GuestEvent, success: boolean): Result<void> {
+    if (this.prq === undefined) return err("EOPNOTSUPP", "page requests are not enabled");
+    const desc = this.prq.respond(request, success);
+    return desc.ok ? this.submit([desc.value]) : fail(desc);
   }
 
   /** Whether faults were lost (FSTS.PFO) since the last call; reading acknowledges it. */

@@ -14,6 +14,7 @@ import {
   NO_PASID,
   ok,
   Perm,
+  PgfaultPerm,
   StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
@@ -229,7 +230,10 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
       stage2.table.walk(request.iova, access, out);
       if (!out.ok) out.stage = 2;
     }
-    if (!out.ok) return;
+    if (!out.ok) {
+      this.pageRequest(domain, request, out);
+      return;
+    }
     // Second-level A/D (SLADE, which Linux sets in the PASID entries of every device on a tracking domain and on
     // the nested domains over it): a write sets D in the second-level leaf it went through, large leaves
     // included; a read leaves a writable leaf's translation cached as clean, so the first write after it walks.
@@ -239,6 +243,25 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     if (tracking && write) dirty.markWritten(out);
     // Only complete translations are cached (VT-d caches no not-present entries outside caching mode).
     cacheTranslation(this.iotlb, vmid, tag, request.iova, out, 0, tracking && !write);
+  }
+
+  /**
+   * A page request (VT-d §7.4, the device's PCIe PRI request after its translation came back not present): for a
+   * PRI-capable device whose domain reports to a fault queue, a not-present entry of the table the device's owner
+   * controls (the guest's first level of a nested domain; a paging domain's own table) becomes a one-page request
+   * group with the device's PRG index, and the device waits for the response instead of failing. A stage-2 hole
+   * under a nested domain is the host's own mapping and a first-level table fetch the stage 2 cannot reach is no
+   * page a guest can supply: both stay final faults.
+   */
+  private pageRequest(domain: IommuDomain, request: DmaRequest, out: WalkResult): void {
+    const prgi = request.prgi ?? -1;
+    if (prgi < 0 || out.fault !== WalkFault.Translation || out.tableFetch || domain.iopf === undefined) return;
+    if (domain instanceof VtdNestedDomain && out.stage !== 1) return;
+    const device = this.devices.get(request.requesterId);
+    if (device === undefined || device.pri !== true) return;
+    const perm = (request.access & Perm.Read ? PgfaultPerm.READ : 0) | (request.access & Perm.Write ? PgfaultPerm.WRITE : 0) | (request.access & Perm.Exec ? PgfaultPerm.EXEC : 0);
+    const page = request.iova - (request.iova % 4096);
+    if (domain.iopf.report(device, request.pasid === NO_PASID ? undefined : request.pasid, prgi & 0x1ff, [{ address: page, perm }])) out.pageRequest = prgi;
   }
 
   /**

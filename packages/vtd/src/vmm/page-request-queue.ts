@@ -55,13 +55,30 @@ export class PageRequestQueue {
     if (this.prs === 0) this.event.clearPending();
   }
 
+  /**
+   * Whether `count` more requests fit (one slot always stays free) in slots the unit can write: a page request
+   * group is queued whole or not at all.
+   */
+  canTake(count: number): boolean {
+    const size = this.sizeBytes;
+    const free = ((this.head - this.tail - PAGE_REQUEST_BYTES + 2 * size) % size) / PAGE_REQUEST_BYTES;
+    if (!(count >= 0) || count > free) return false;
+    for (let i = 0; i < count; i++) if (!this.memory.hostReadable(this.base + ((this.tail + i * PAGE_REQUEST_BYTES) % size), PAGE_REQUEST_BYTES)) return false;
+    return true;
+  }
+
+  /** A request the queue cannot take: PRS.PRO and FSTS.PRO, the request dropped. */
+  refuse(): void {
+    this.prs |= Prs.PRO;
+    this.overflowed();
+  }
+
   /** Queues one page request; false when it was dropped (queue full or not in guest memory). */
   submit(fields: Partial<PageRequestFields>): boolean {
     const next = (this.tail + PAGE_REQUEST_BYTES) % this.sizeBytes;
     const at = this.base + this.tail;
     if (next === this.head || !this.memory.hostReadable(at, PAGE_REQUEST_BYTES)) {
-      this.prs |= Prs.PRO;
-      this.overflowed();
+      this.refuse();
       return false;
     }
     this.memory.writeWords(at, encodePageRequest(fields));

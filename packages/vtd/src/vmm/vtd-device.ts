@@ -56,20 +56,14 @@ import { ContextKind, DeviceContext, GuestTranslation, GuestTranslator, translat
 import { InterruptRemapper } from "./interrupt-remapper.js";
 import { DONE, InvalidationQueue, type DescriptorOutcome, type InvalidationQueueHost } from "./invalidation-queue.js";
 import { PageRequestQueue } from "./page-request-queue.js";
+import { PageRequestRelay, type PageResponse } from "./page-request-relay.js";
 import { Gsts, VtdRegisterFile, type RegisterEffects } from "./register-file.js";
 import { applyVtdState, parseVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION, type VtdStateLimits } from "./vtd-state.js";
 
 /** QEMU's register base for intel-iommu; further instances follow at 64 KiB steps. */
 export const VTD_DEFAULT_MMIO_BASE = 0xfed9_0000;
 
-/** A page group response the guest sent through its invalidation queue. */
-export interface PageResponse {
-  readonly rid: number;
-  readonly pasid: number | undefined;
-  readonly prgi: number;
-  readonly lastInGroup: boolean;
-  readonly code: number;
-}
+export type { PageResponse } from "./page-request-relay.js";
 
 const INVALID_RESERVED: DescriptorOutcome = { kind: "invalid", info: InvalidationQueueErrorInfo.RSVD_FIELD_VIOLATION };
 const INVALID_NO_INFO: DescriptorOutcome = { kind: "invalid", info: InvalidationQueueErrorInfo.INFO_NOT_AVAILABLE };
@@ -113,7 +107,9 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   readonly invalidationEvent: EventInterrupt;
   readonly registers: VtdRegisterFile;
   readonly bindings: DeviceBindings;
-  /** Where page group responses go (the emulated device that asked for the pages). */
+  /** Page requests of passthrough devices: the host's fault queue relayed into the guest's page request queue. */
+  readonly pageRequests: PageRequestRelay;
+  /** Where page group responses for no passthrough device's group go (the emulated device that asked for the pages). */
   onPageResponse: ((response: PageResponse) => void) | undefined;
   private mapping: MmioMapping | undefined;
   private readonly hostFaults: VtdHostFaultSource | undefined;
@@ -158,6 +154,9 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     );
     this.reporter = { log: resolveToken(vm.container, HostServices).log, vm: vm.id, source: `vtd@0x${this.mmioBase.toString(16)}` };
     this.bindings = new DeviceBindings(options, this.translator, this.stats, this.reporter);
+    this.pageRequests = new PageRequestRelay(options.iommufd, this.prq, () => this.bindings.devices.values(), this.reporter);
+    // Nested HWPTs of page-request-enabled contexts report to the relay's fault queue (the host PRI path).
+    this.bindings.faultQueue = () => this.pageRequests.faultQueueId();
     this.hostFaults = isVtdHostFaultSource(options.unit) ? options.unit : undefined;
   }
 
@@ -304,7 +303,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
       case "P_DEV_TLB_INV":
         return this.deviceTlb((w0 >>> 16) & 0xffff);
       case "PG_RESP":
-        this.onPageResponse?.({
+        this.pageGroupResponse({
           rid: w0 >>> 16,
           pasid: w0 & 0x10 ? raw[1]! & 0xfffff : undefined,
           prgi: (raw[2]! >>> 3) & 0x1ff,
@@ -315,6 +314,27 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
       default:
         return { kind: "invalid", info: InvalidationQueueErrorInfo.INVALID_DESCRIPTOR_TYPE };
     }
+  }
+
+  /**
+   * A page group response (VT-d §6.5.2.13) is sent to the device, whichever group it names: the VMM carries one
+   * for a passthrough device's outstanding group back through the fault file, hands the rest to the emulated
+   * device that asked (if any), and logs one that matches nothing (the device would drop it as an unexpected PRG
+   * index). The descriptor itself completes either way.
+   */
+  private pageGroupResponse(response: PageResponse): void {
+    if (this.pageRequests.respondToGuest(response)) return;
+    if (this.onPageResponse !== undefined) {
+      this.onPageResponse(response);
+      return;
+    }
+    const pasid = response.pasid === undefined ? "no PASID" : `PASID 0x${response.pasid.toString(16)}`;
+    this.reporter.log.record({
+      vm: this.reporter.vm,
+      source: this.reporter.source,
+      kind: "other",
+      message: `page group response for guest source id 0x${response.rid.toString(16)} (${pasid}, PRG index ${response.prgi}) matches no outstanding page request group: dropped`,
+    });
   }
 
   /** CC_INV / CCMD: global, domain-selective (DID) or device-selective (SID under the FM mask); returns a refusal. */
@@ -394,7 +414,9 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
    * they translate (the host's own business). Reports the host dropped set PFO.
    */
   poll(): void {
-    if (this.frozen || this.hostFaults === undefined) return;
+    if (this.frozen) return;
+    this.pageRequests.poll();
+    if (this.hostFaults === undefined) return;
     for (let round = 0; round < FAULT_ROUNDS; round++) {
       const batch = this.hostFaults.readFaultReports(this.options.vm.id, FAULT_BATCH);
       if (batch.lost > 0) this.faults.setStatus(Fsts.PFO);
@@ -452,6 +474,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     const removed = this.bindings.remove(guestRid);
     if (!removed.ok) return fail(removed);
     removed.value.device.msiTarget = undefined;
+    this.pageRequests.forget(removed.value.devId);
     return ok();
   }
 
@@ -596,6 +619,8 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   destroy(): void {
     for (const a of this.bindings.devices.values()) a.device.msiTarget = undefined;
     this.bindings.destroy();
+    // After the HWPTs that report to it: they hold the fault queue.
+    this.pageRequests.destroy();
     if (this.mapping !== undefined) this.options.vm.unmapMmio(this.mapping);
     this.mapping = undefined;
   }

@@ -13,9 +13,12 @@ describe("VT-d page request queue", () => {
     expect(b.device.requestPage(0x10, NO_PASID, 0x4000_0123, true, 5, true)).toBe(true);
     expect(b.device.prq.prs & 1).toBe(1);
     const evs = b.driver.readEvents();
-    expect(evs.map((e) => [e.kind, e.name, e.code, e.rid, e.address, e.write])).toEqual([["page-request", "PAGE_REQ", 5, 0x10, 0x4000_0000, true]]);
-    expect(responses).toEqual([{ rid: 0x10, pasid: undefined, prgi: 5, lastInGroup: true, code: 1 }]);
+    expect(evs.map((e) => [e.kind, e.name, e.code, e.rid, e.pasid, e.address, e.write, e.group, e.last])).toEqual([["page-request", "PAGE_REQ", 5, 0x10, undefined, 0x4000_0000, true, 5, true]]);
     expect(b.device.prq.prs).toBe(0);
+    expect(responses).toEqual([]);
+    unwrap(b.driver.respondPageRequest(evs[0]!, false));
+    expect(responses).toEqual([{ rid: 0x10, pasid: undefined, prgi: 5, lastInGroup: true, code: 1 }]);
+    expect(b.driver.respondPageRequest(evs[0]!, true)).toMatchObject({ ok: false, error: { errno: "ENOENT" } });
   });
 
   it("records the context's fault instead when PRE is clear (0x47), and in legacy mode (0x32)", () => {
