@@ -38,6 +38,7 @@ export * from "./vmm/guest-queue-views.js";
 export * from "./vmm/smmuv3-device.js";
 export * from "./guest/smmuv3-driver.js";
 export * from "./guest/impl-ops.js";
+export * from "./guest/guest-process.js";
 export * from "./guest/sync-command.js";
 export * from "./tools/walk-tool.js";
 export * from "./tools/acpi-tool.js";

@@ -19,3 +19,5 @@ export * from "./model-registers.js";
 export * from "./command-fields.js";
 export * from "./cd-table-shape.js";
 export * from "./tlbi-commands.js";
+export * from "./aarch64-user-pte.js";
+export * from "./cd-table.js";

@@ -26,15 +26,16 @@ function trailingZeros(n: number): number {
  * non-leaf with TTL 0, and, as Linux does, a run that would start with a single page is widened to two: NUM 0,
  * SCALE 0 with TTL 0 is a Reserved encoding (IHI0070 §4.4.1) that raises CERROR_ILL. `leaf` false asks for
  * non-leaf commands whatever the leaf size (the SVA MMU notifier's `arm_smmu_tlb_inv_range_asid(…, leaf = false)`,
- * whose granule is only nominal): Leaf 0 and TTL 0, per page without range invalidation.
+ * whose granule is only nominal): Leaf 0 and TTL 0, per page without range invalidation. `maxCommands` raises the
+ * MAX_RANGE_COMMANDS cap for a caller that bounds the range itself.
  */
-export function tlbiRangeCommands(asid: number, iova: number, size: number, granuleShift: number, leafShift: number | undefined, rangeInvalidation: boolean, leaf = true): RawBits[] | undefined {
+export function tlbiRangeCommands(asid: number, iova: number, size: number, granuleShift: number, leafShift: number | undefined, rangeInvalidation: boolean, leaf = true, maxCommands = MAX_RANGE_COMMANDS): RawBits[] | undefined {
   const out: RawBits[] = [];
   const end = iova + size;
   if (!rangeInvalidation) {
     const step = 2 ** (leafShift ?? granuleShift);
     for (let at = iova - (iova % step); at < end; at += step) {
-      if (out.length >= MAX_RANGE_COMMANDS) return undefined;
+      if (out.length >= maxCommands) return undefined;
       out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, Leaf: leaf ? 1 : 0, Addr: BigInt(at) }));
     }
     return out;
@@ -47,7 +48,7 @@ export function tlbiRangeCommands(asid: number, iova: number, size: number, gran
   if (ttl === 0 && pages % (RANGE_NUM_MAX + 1) === 1) pages++;
   let at = iova;
   while (at < end && pages > 0) {
-    if (out.length >= MAX_RANGE_COMMANDS) return undefined;
+    if (out.length >= maxCommands) return undefined;
     const scale = trailingZeros(pages);
     // SCALE is 5 bits: a run of more than 2^31 pages cannot be named, so the caller invalidates the ASID.
     if (scale > RANGE_SCALE_MAX) return undefined;

@@ -11,13 +11,15 @@ import {
   type GuestEvent,
   type GuestIommuDriver,
   type GuestInitOptions,
+  type GuestProcess,
   type PermBits,
   type RawBits,
   type Result,
 } from "@viommu/core";
 import { CdTable } from "../format/cd-table.js";
 import { linuxCdTableShape } from "../format/cd-table-shape.js";
-import { encodeCd } from "../format/context-descriptor.js";
+import { LINUX_MAIR_EL1 } from "../format/aarch64-user-pte.js";
+import { encodeCd, Tg0 } from "../format/context-descriptor.js";
 import { CFGI_ALL_RANGE, encodeCommand } from "../format/command.js";
 import { cr1Layout, Cr1Cache, GERROR_ERR_MASK, GerrorBit, gerrorLayout, Shareability, SmmuMemAttr } from "../format/control-registers.js";
 import { gicrSetlpirAddress } from "../format/gic-doorbell.js";
@@ -29,6 +31,7 @@ import type { GranuleShift } from "../format/vmsa-geometry.js";
 import { GuestCommandQueue } from "./guest-command-queue.js";
 import { GuestEventQueue, guestEventOf } from "./guest-event-queue.js";
 import { GuestPageTable, LINUX_S1_T0SZ, tg0Of } from "./guest-page-table.js";
+import { GuestCpuProcess, PROCESS_T0SZ } from "./guest-process.js";
 import { GuestStreamTable, linuxAbortSte } from "./guest-stream-table.js";
 import type { Smmuv3DriverImplOps, Smmuv3ProbeInfo } from "./impl-ops.js";
 import { SmmuMmio } from "./smmu-mmio.js";
@@ -70,11 +73,24 @@ interface Stream {
   table: CdTable;
   /** The domain at the RID (CD 0), if any. */
   domain: GuestDomainId | undefined;
-  /** Domains attached at PASIDs (their CDs at those SubstreamIDs). */
-  readonly pasids: Map<number, GuestDomainId>;
+  /** Domains attached and processes bound at PASIDs (their CDs at those SubstreamIDs). */
+  readonly pasids: Map<number, GuestDomainId | GuestCpuProcess>;
   /** SubstreamIDs whose CD is valid. */
   readonly valid: Set<number>;
 }
+
+/** The SVA domain of a process (Linux's IOMMU_DOMAIN_SVA for one mm): its ASID from the SMMU's ASID space. */
+interface SvaDomain {
+  readonly asid: number;
+  readonly process: GuestCpuProcess;
+  /** Stream PASIDs it is bound at. */
+  bindings: number;
+}
+
+/** ID_AA64MMFR0_EL1.PARange of the guest's CPUs: 48-bit physical addresses (the SVA CD's IPS). */
+const CPU_PARANGE = 5;
+/** Linux's CMDQ_MAX_TLBI_OPS (1 << (PAGE_SHIFT - 3)): without range invalidation, more pages than this go by ASID. */
+const CMDQ_MAX_TLBI_OPS = 512;
 
 /** One CD: the table of a stream before any PASID (Linux's master without SubstreamIDs). */
 const SINGLE_CD = { s1fmt: 0, s1cdmax: 0, entries: 1 } as const;
@@ -107,6 +123,9 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   private readonly streams = new Map<number, Stream>();
   private readonly globalEvents: GuestEvent[] = [];
   private nextAsid = 1;
+  /** The OS's ASIDs for processes (arm64's per-mm context id). */
+  private nextCpuAsid = 1;
+  private readonly sva = new Map<GuestProcess, SvaDomain>();
   private cr0 = 0;
   private granuleShift: GranuleShift = 12;
   private oasCode = 5;
@@ -426,10 +445,14 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
    * PASID 0 (the RID's CD) or one beyond the table.
    */
   attachPasid(rid: number, pasid: number, domainId: GuestDomainId): Result<void> {
-    const r = this.ready();
-    if (!r.ok) return fail(r);
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
+    return this.installCd(rid, pasid, this.cdFor(d.value), domainId);
+  }
+
+  private installCd(rid: number, pasid: number, cd: RawBits, owner: GuestDomainId | GuestCpuProcess): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
     const steAddress = r.value.strtab.steAddress(rid);
     if (!steAddress.ok) return fail(steAddress);
     const stream = this.stream(rid);
@@ -438,9 +461,9 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (!sized.ok) return sized;
     if (!Number.isInteger(pasid) || pasid <= 0 || pasid >= stream.value.table.contexts) return err("EINVAL", `PASID ${pasid} outside the stream's ${stream.value.table.contexts} SubstreamIDs`);
     const firstUse = stream.value.domain === undefined && stream.value.pasids.size === 0;
-    const cd = this.writeCd(rid, stream.value, pasid, this.cdFor(d.value));
-    if (!cd.ok) return cd;
-    stream.value.pasids.set(pasid, domainId);
+    const written = this.writeCd(rid, stream.value, pasid, cd);
+    if (!written.ok) return written;
+    stream.value.pasids.set(pasid, owner);
     return firstUse ? this.writeCdTableSte(rid, stream.value) : ok();
   }
 
@@ -456,6 +479,97 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const cleared = this.writeCd(rid, stream, pasid, undefined);
     if (!cleared.ok) return cleared;
     return stream.domain === undefined && stream.pasids.size === 0 ? this.detach(rid) : ok();
+  }
+
+  // ---- shared virtual addressing ----
+
+  /** A process: an arm64 4-level user page table in guest memory (TTBR0) and the CPU ASID the kernel gave it. */
+  createProcess(): Result<GuestProcess> {
+    if (this.nextCpuAsid > 0xffff) return err("ENOSPC", "CPU ASIDs exhausted");
+    const process = GuestCpuProcess.create(this.context.memory, this.context.pages, this.nextCpuAsid);
+    if (!process.ok) return fail(process);
+    this.nextCpuAsid++;
+    return ok(process.value);
+  }
+
+  /**
+   * The CD Linux writes for an SVA domain (arm-smmu-v3-sva.c, arm_smmu_make_sva_cd): EPD1, V, IPS from the CPUs'
+   * PARange, AA64, R, A, ASET, the SVA domain's ASID; T0SZ 64 − vabits_actual, TG0 of PAGE_SIZE, IRGN0/ORGN0 WBWA,
+   * SH0 inner shareable; TTB0 the process's pgd; MAIR the CPUs' MAIR_EL1. No HA/HD (the CPU's own page table).
+   */
+  private svaCd(d: SvaDomain): RawBits {
+    return encodeCd({
+      T0SZ: PROCESS_T0SZ,
+      TG0: Tg0.Granule4K,
+      IR0: TCR_WBWA,
+      OR0: TCR_WBWA,
+      SH0: Shareability.ISH,
+      EPD1: 1,
+      V: 1,
+      IPS: CPU_PARANGE,
+      AA64: 1,
+      R: 1,
+      A: 1,
+      ASET: 1,
+      ASID: d.asid,
+      TTB0: d.process.root,
+      MAIR0: Number(LINUX_MAIR_EL1 & 0xffff_ffffn),
+      MAIR1: Number(LINUX_MAIR_EL1 >> 32n),
+    });
+  }
+
+  /**
+   * Binds a process at a PASID (iommu_sva_bind_device): the process's SVA domain (one per process, its ASID from the
+   * SMMU's ASID space as arm_smmu_sva_domain_alloc takes it) gets its CD at the SubstreamID, as any PASID attach.
+   */
+  bindProcess(rid: number, pasid: number, process: GuestProcess): Result<void> {
+    if (!(process instanceof GuestCpuProcess)) return err("EINVAL", "not a process of this guest");
+    let d = this.sva.get(process);
+    if (d === undefined) {
+      if (this.nextAsid > 0xffff) return err("ENOSPC", "ASIDs exhausted");
+      d = { asid: this.nextAsid++, process, bindings: 0 };
+      this.sva.set(process, d);
+    }
+    const installed = this.installCd(rid, pasid, this.svaCd(d), process);
+    if (!installed.ok) {
+      if (d.bindings === 0) this.sva.delete(process);
+      return installed;
+    }
+    d.bindings++;
+    return ok();
+  }
+
+  /**
+   * Unbinds whatever process is at the PASID (iommu_sva_unbind_device): its CD cleared; when the process's SVA domain
+   * has no binding left it is freed, after a CMD_TLBI_NH_ASID of its ASID (arm_smmu_sva_domain_free).
+   */
+  unbindProcess(rid: number, pasid: number): Result<void> {
+    const owner = this.streams.get(rid)?.pasids.get(pasid);
+    if (!(owner instanceof GuestCpuProcess)) return ok();
+    const detached = this.detachPasid(rid, pasid);
+    if (!detached.ok) return detached;
+    const d = this.sva.get(owner);
+    if (d === undefined || --d.bindings > 0) return ok();
+    this.sva.delete(owner);
+    const r = this.ready();
+    return r.ok ? this.issue(r.value.cmdq, [encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.asid })]) : fail(r);
+  }
+
+  /**
+   * The MMU notifier's invalidation for a process's SVA domain (arm_smmu_mm_arch_invalidate_secondary_tlbs): a
+   * CMD_TLBI_NH_VA per page (Leaf 0, the granule only nominal) over [va, va + length), as range commands with
+   * IDR3.RIL; by ASID (CMD_TLBI_NH_ASID) without RIL from CMDQ_MAX_TLBI_OPS pages on. Nothing for a process bound
+   * nowhere (no notifier registered).
+   */
+  invalidateProcess(process: GuestProcess, va: number, length: number): Result<void> {
+    const d = this.sva.get(process);
+    if (d === undefined) return ok();
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const byAsid = length <= 0 || (!this.rangeInvalidation && length >= CMDQ_MAX_TLBI_OPS * 4096);
+    // Linux issues every command of the range (fewer than CMDQ_MAX_TLBI_OPS per page without RIL), in batches.
+    const commands = byAsid ? undefined : tlbiRangeCommands(d.asid, va, length, 12, undefined, this.rangeInvalidation, false, Number.POSITIVE_INFINITY);
+    return this.issue(r.value.cmdq, commands ?? [encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.asid })]);
   }
 
   // ---- mappings ----

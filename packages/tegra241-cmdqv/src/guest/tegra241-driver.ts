@@ -5,6 +5,7 @@ import {
   type GuestEvent,
   type GuestIommuDriver,
   type GuestInitOptions,
+  type GuestProcess,
   type PermBits,
   type Result,
 } from "@viommu/core";
@@ -118,6 +119,23 @@ export class Tegra241GuestDriver implements GuestIommuDriver {
 
   detachPasid(rid: number, pasid: number): Result<void> {
     return this.smmu.detachPasid(rid, pasid);
+  }
+
+  createProcess(): Result<GuestProcess> {
+    return this.smmu.createProcess();
+  }
+
+  bindProcess(rid: number, pasid: number, process: GuestProcess): Result<void> {
+    return this.smmu.bindProcess(rid, pasid, process);
+  }
+
+  unbindProcess(rid: number, pasid: number): Result<void> {
+    return this.smmu.unbindProcess(rid, pasid);
+  }
+
+  /** The MMU notifier's TLBIs: TLBI_NH_VA / NH_ASID, which the CMDQV takes on a VCMDQ. */
+  invalidateProcess(process: GuestProcess, va: number, length: number): Result<void> {
+    return this.smmu.invalidateProcess(process, va, length);
   }
 
   /** The SMMU's events, then the VCMDQ errors the CMDQV interrupt handler cleared. */
