@@ -29,10 +29,9 @@ export interface AmdViPluginOptions {
   readonly pasidBits?: number;
 }
 
-const INTERIM = "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)";
-const interimReasons = {
+/** What this plugin does not offer yet, and why: the stale-translation audit belongs to issue 12. */
+const absentReasons = {
   audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
-  privateMemoryProtection: INTERIM,
 };
 
 function capabilities(hwQueues: boolean): Capabilities {
@@ -55,14 +54,14 @@ function capabilities(hwQueues: boolean): Capabilities {
     sva: true,
     pageRequests: true,
     postedInterrupts: true,
-    privateMemoryProtection: false,
+    privateMemoryProtection: true,
     pageShifts: V1_PAGE_SHIFTS.filter((s) => s !== 39),
     inputBits: 64,
     outputBits: 52,
     reasons: hwQueues
-      ? interimReasons
+      ? absentReasons
       : {
-          ...interimReasons,
+          ...absentReasons,
           vqueue: "this configuration runs the guest's command buffer in the VMM (trapped), not on the hardware vIOMMU",
           directEventInterrupts: "with a trapped command buffer the VMM logs events and injects their interrupts",
         },

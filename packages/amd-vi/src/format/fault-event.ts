@@ -107,3 +107,14 @@ export function illegalCommandEvent(commandAddress: number): Uint32Array {
 export function commandHardwareErrorEvent(address: number): Uint32Array {
   return encodeEvent(EventCode.COMMAND_HARDWARE_ERROR, { Address: addressWord(address - (address % 16)) });
 }
+
+/**
+ * RMP_PAGE_FAULT (SNP host; spec x86.md B7, Linux amd_iommu_report_rmp_fault): a device access the RMP refused.
+ * DeviceID, VMG tag (the guest the page is assigned to) in QW0[47:32], RW in the flags, the guest-physical
+ * address in QW1. The RMP flags (QW0[23:16]) are left 0: their meanings are not in the sources read.
+ */
+export function rmpPageFaultEvent(options: { deviceId: number; vmgTag: number; gpa: number; write: boolean }): Uint32Array {
+  const raw = encodeEvent(EventCode.RMP_PAGE_FAULT, { DeviceID: options.deviceId & 0xffff, VMGTag: options.vmgTag & 0xffff, GPA: addressWord(options.gpa) });
+  if (options.write) raw[1] = (raw[1]! | (EventFlag.RW << 16)) >>> 0;
+  return raw;
+}

@@ -12,6 +12,7 @@ import {
   type GuestInitOptions,
   type GuestProcess,
   type MsiMessage,
+  type PageSource,
   type PermBits,
   type RawBits,
   type Result,
@@ -147,7 +148,10 @@ interface IrqTable {
  *
  * SEV-SNP (`variant: "snp"`, or a confidential VM): the device table, command buffer, completion-wait
  * semaphore, event log and interrupt tables are allocated in shared pages (the April 2024 series), DMA uses
- * the identity domain (no translation; DMA goes through SWIOTLB) and only interrupt remapping is used.
+ * the identity domain (no translation; DMA goes through SWIOTLB) and only interrupt remapping is used. With
+ * `variant: "snp-dma"` the confidential guest keeps DMA translation in the same shared-structure mode: its page
+ * tables are shared too (the IOMMU walks them), so a device can be confined to buffers the guest shares in place
+ * instead of bouncing them (see guest/shared-dma-buffers.ts).
  */
 export class AmdViGuestDriver implements GuestIommuDriver {
   readonly vendor = "amd-vi";
@@ -198,7 +202,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     /** The platform's PCI configuration space (the IOMMU is a PCI function); absent: no function answers. */
     private readonly pci?: PciConfigAccess,
   ) {
-    this.store = new GuardedTableStore(context.memory, context.pages);
+    this.store = new GuardedTableStore(context.memory, this.tablePages);
     this.gcr3 = new Gcr3Tables(context.memory, (pages) => this.alloc(pages));
   }
 
@@ -266,6 +270,18 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     this.write64(MmioOffset.Control, this.control);
   }
 
+  /**
+   * Pages for the driver's page tables: shared with the host in a confidential guest that translates DMA (the
+   * IOMMU walks them), like every other structure it reads.
+   */
+  private readonly tablePages: PageSource = {
+    allocate: (pages: number, align?: number): number | undefined => {
+      const at = this.context.pages.allocate(pages, align);
+      if (at !== undefined && this.snp) this.context.memory.setShared(at, pages * 4096, true);
+      return at;
+    },
+  };
+
   /** Guest memory for one structure (zeroed; shared with the host when the guest is confidential). */
   private alloc(pages: number, align = pages): Result<number> {
     const at = this.context.pages.allocate(pages, align);
@@ -298,7 +314,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     this.snp = variant.includes("snp") || this.context.memory.confidential;
     const gtUsable = efrBit(this.efr, "GTSup") === 1 && efrBit(this.efr, "GIoSup") === 1;
     if (!options.translation) this.mode = "none";
-    else if (this.snp) this.mode = "identity";
+    else if (this.snp && !variant.includes("snp-dma")) this.mode = "identity";
     else if (desc.hatDis) this.mode = gtUsable ? "v2" : "none";
     else this.mode = variant.includes("v2") && gtUsable ? "v2" : "v1";
     this.ir = options.interruptRemapping;
@@ -478,7 +494,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     if (id > 0xffff) return err("ENOSPC", "domain ids exhausted");
     let domain: Domain;
     if (this.mode === "v1") {
-      const table = V1PageTable.create(this.context.memory, this.context.pages);
+      const table = V1PageTable.create(this.context.memory, this.tablePages);
       if (table === undefined) return err("ENOMEM", "no memory for a page table");
       domain = { id, kind: "v1", v1: table, v2: undefined, rids: new Set(), pasids: new Map() };
     } else {

@@ -22,7 +22,9 @@ const SLOT = 2048;
  * confined to the buffer (and the buffer shared in place) would avoid. Slots are 2 KiB (IO_TLB_SIZE).
  */
 export class SwiotlbPool {
+  /** Bytes the CPU copied between buffers and bounce slots, and how many copies that took. */
   bytesCopied = 0;
+  copies = 0;
   mappings = 0;
   private readonly used: boolean[];
 
@@ -73,5 +75,6 @@ export class SwiotlbPool {
   private copy(from: number, to: number, length: number): void {
     this.memory.writeBytes(to, this.memory.readBytes(from, length));
     this.bytesCopied += length;
+    this.copies++;
   }
 }

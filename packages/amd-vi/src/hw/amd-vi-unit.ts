@@ -14,6 +14,7 @@ import {
   ok,
   Perm,
   PgfaultPerm,
+  PrivatePageMap,
   StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
@@ -27,6 +28,7 @@ import {
   type OwnerId,
   type PageTableFormat,
   type PagingDomain,
+  type PrivateAssignment,
   type TableGeometry,
   type PhysicalDevice,
   type PhysicalIommu,
@@ -39,7 +41,7 @@ import {
 import { amdV1DirtyBits, amdV1Geometry, amdV1PageTableEncoder, amdV1PageTableFormat } from "../format/page-table-v1.js";
 import { amdV2Geometry, amdV2PageTableFormat } from "../format/page-table-v2.js";
 import { encodeHwInfoAmd, IOMMU_HW_INFO_TYPE_AMD, IOMMU_VIOMMU_TYPE_AMD } from "../format/iommufd-uapi.js";
-import { dmaFaultEvent } from "../format/fault-event.js";
+import { dmaFaultEvent, rmpPageFaultEvent } from "../format/fault-event.js";
 import { gcr3Index } from "../format/gcr3-table-entry.js";
 import { AmdNestedDomain } from "./amd-nested-domain.js";
 import { AmdViommu, type ViommuUnitPorts } from "./amd-viommu.js";
@@ -115,6 +117,11 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
   readonly hostDirty: boolean;
   private readonly efr: bigint;
   private readonly dirty = new HostDirtyMarker();
+  /** The host's reverse map of confidential memory, which every DMA is checked against. */
+  private readonly rmp: PrivatePageMap;
+  private readonly rmpHit: PrivateAssignment = { owner: 0, gpa: 0 };
+  /** The last access the RMP refused, so the fault report that follows it is an RMP_PAGE_FAULT. */
+  private readonly rmpFault = { requesterId: -1, iova: 0, owner: 0, gpa: 0 };
 
   constructor(
     private readonly host: HostServices,
@@ -125,6 +132,7 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
     this.hostDirty = options.hostDirty ?? true;
     this.efr = this.hostDirty ? HOST_EFR : HOST_EFR_NO_HD;
     this.nested = new NestedWalker(host.memory, HOST_OWNER);
+    this.rmp = PrivatePageMap.of(host.memory);
     this.s2Stage = { format: amdV1PageTableFormat, geometry: hostGeometry, root: 0 };
     this.interruptRemapping = new HostInterruptRemapping(host.memory, true, true);
   }
@@ -286,10 +294,11 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
     if (domain === undefined) return blocked(out, request.iova);
     if (domain instanceof AmdNestedDomain) return this.translateNested(domain, request, out);
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
-    if (translateFromIotlb(this.iotlb, vmid, TAG_PAGING, request.iova, request.access, this.hit, out)) return;
+    if (translateFromIotlb(this.iotlb, vmid, TAG_PAGING, request.iova, request.access, this.hit, out)) return this.rmpCheck(request, out);
     if (domain.kind !== "paging") return blocked(out, request.iova);
     domain.table.walk(request.iova, request.access, out);
     if (!out.ok) out.stage = 2;
+    this.rmpCheck(request, out);
     this.dirty.written(domain, request.access, out);
     cacheTranslation(this.iotlb, vmid, TAG_PAGING, request.iova, out, 0, this.dirty.cleanOnRead(domain, request.access));
   }
@@ -300,7 +309,7 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
       if (!d.gv || request.pasid >= d.pasidLimit) return blocked(out, request.iova);
       pasid = request.pasid;
     } else pasid = d.gv && d.giov ? 0 : TAG_NO_PASID;
-    if (translateFromIotlb(this.iotlb, d.hdomId, pasid, request.iova, request.access, this.hit, out)) return;
+    if (translateFromIotlb(this.iotlb, d.hdomId, pasid, request.iova, request.access, this.hit, out)) return this.rmpCheck(request, out);
     const s2 = this.s2Stage;
     s2.root = d.parent.table.root;
     if (pasid === TAG_NO_PASID) {
@@ -319,6 +328,7 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
       this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
     }
     if (!out.ok) this.pageRequest(d, request, out);
+    this.rmpCheck(request, out);
     this.dirty.written(d.parent, request.access, out);
     // Only complete translations are cached: a permission fault may be lifted by a later, looser mapping.
     cacheTranslation(this.iotlb, d.hdomId, pasid, request.iova, out, 0, this.dirty.cleanOnRead(d.parent, request.access));
@@ -352,7 +362,34 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
     return table;
   }
 
+  /**
+   * SEV-SNP's RMP check of a translated DMA (EFR.SNPSup hosts check every device access against the RMP): a page
+   * a confidential guest holds privately is not the device's to touch, whatever the tables say, so the access is
+   * refused and the host's log gets RMP_PAGE_FAULT naming the guest-physical address (Linux
+   * amd_iommu_report_rmp_fault). The walk and its cached entry stay as they are: a page the guest shares later
+   * is reachable again without a flush, as the hardware checks the RMP on every access.
+   */
+  private rmpCheck(request: DmaRequest, out: WalkResult): void {
+    if (!out.ok || !this.rmp.active || !this.rmp.privateOwner(out.output, this.rmpHit)) return;
+    out.ok = false;
+    out.fault = WalkFault.Permission;
+    out.stage = 2;
+    out.faultInput = request.iova;
+    this.rmpFault.requesterId = request.requesterId;
+    this.rmpFault.iova = request.iova;
+    this.rmpFault.owner = this.rmpHit.owner;
+    this.rmpFault.gpa = this.rmpHit.gpa;
+  }
+
   reportDmaFault(request: DmaRequest, result: WalkResult): void {
+    const f = this.rmpFault;
+    if (f.requesterId === request.requesterId && f.iova === request.iova && result.fault === WalkFault.Permission) {
+      f.requesterId = -1;
+      const write = (request.access & Perm.Write) !== 0;
+      const record = rmpPageFaultEvent({ deviceId: request.requesterId, vmgTag: f.owner, gpa: f.gpa, write });
+      this.hostFaults.push({ requesterId: request.requesterId, pasid: request.pasid, iova: request.iova, write, record, stage: 2 });
+      return;
+    }
     const device = this.devices.get(request.requesterId);
     const domain = this.domainOf(request.requesterId, request.pasid);
     const write = (request.access & Perm.Write) !== 0;

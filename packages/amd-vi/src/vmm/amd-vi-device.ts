@@ -7,6 +7,7 @@ import {
   ok,
   parseVevents,
   Perm,
+  PrivatePageMap,
   resolveToken,
   saveFrozen,
   veventsLost,
@@ -258,6 +259,13 @@ export class AmdViDevice implements EmulatedIommu {
 
   private setUp(): Result<void> {
     const vm = this.options.vm;
+    // A confidential VM's private pages are the RMP's to guard (what KVM's SNP launch sets up; see report): device
+    // DMA and the unit's checks then refuse them.
+    if (vm.memory.confidential) {
+      const rmp = PrivatePageMap.of(resolveToken(vm.container, HostServices).memory);
+      rmp.enroll(vm.memory);
+      this.unmaps.push(() => rmp.withdraw(vm.memory));
+    }
     if (this.options.deviceInterrupts === "posted") {
       const unit = this.options.unit;
       if (!isAmdVapicPosting(unit)) return err("EOPNOTSUPP", "the host IOMMU cannot post interrupts (no vAPIC mode)");
