@@ -13,5 +13,6 @@ export * from "./cli/errors.js";
 export * from "./cli/numbers.js";
 export * from "./cli/program.js";
 export * from "./cli/context.js";
-export * from "./bench/measure.js";
-export * from "./bench/core-figures.js";
+export * from "./bench/harness.js";
+export * from "./bench/compare.js";
+export * from "./bench/figures/index.js";

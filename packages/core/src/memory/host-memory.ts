@@ -20,6 +20,30 @@ export interface IsolationViolation {
   readonly write: boolean;
 }
 
+/**
+ * Page-sized views of the buffer a device writes from, kept while the same buffer comes back (a driver's DMA
+ * buffer is reused transfer after transfer), so a whole-page copy needs no new view each time.
+ */
+class PageViews {
+  private buffer: Uint8Array | undefined;
+  private views: (Uint8Array | undefined)[] = [];
+
+  page(from: Uint8Array, at: number): Uint8Array {
+    if (from !== this.buffer) {
+      this.buffer = from;
+      this.views = [];
+    }
+    if (at % PAGE_SIZE !== 0) return from.subarray(at, at + PAGE_SIZE);
+    const i = at / PAGE_SIZE;
+    let view = this.views[i];
+    if (view === undefined) {
+      view = from.subarray(at, at + PAGE_SIZE);
+      this.views[i] = view;
+    }
+    return view;
+  }
+}
+
 /** A run of physically contiguous pages with one owner. */
 interface OwnedRun {
   start: number;
@@ -45,6 +69,7 @@ export class HostMemory {
   private previousRun: OwnedRun | undefined;
   private ownedPages = 0;
   readonly violations: IsolationViolation[] = [];
+  private readonly sourceViews = new PageViews();
 
   constructor(options: HostMemoryOptions = {}) {
     this.sizeBytes = options.sizeBytes ?? 2 ** 46;
@@ -285,6 +310,44 @@ export class HostMemory {
     if (bytes.length === 0) return true;
     if (!this.ownedBy(owner, address, bytes.length, true)) return false;
     this.writeBytes(address, bytes);
+    return true;
+  }
+
+  /**
+   * `dmaRead` into into[at, at + length), allocating nothing for whole pages: a device filling its driver's
+   * buffer. Refused and recorded as `dmaRead` is.
+   */
+  dmaReadInto(owner: OwnerId, address: number, into: Uint8Array, at: number, length: number): boolean {
+    if (length === 0) return true;
+    if (!this.ownedBy(owner, address, length, false)) return false;
+    let done = 0;
+    while (done < length) {
+      const a = address + done;
+      const offset = a & (PAGE_SIZE - 1);
+      const n = Math.min(PAGE_SIZE - offset, length - done);
+      const frame = this.frames.get(pageNumber(a));
+      if (frame === undefined) into.fill(0, at + done, at + done + n);
+      else if (n === PAGE_SIZE) into.set(frame.bytes, at + done);
+      else into.set(frame.bytes.subarray(offset, offset + n), at + done);
+      done += n;
+    }
+    return true;
+  }
+
+  /** `dmaWrite` from from[at, at + length), allocating nothing for whole pages of a buffer written again. */
+  dmaWriteFrom(owner: OwnerId, address: number, from: Uint8Array, at: number, length: number): boolean {
+    if (length === 0) return true;
+    if (!this.ownedBy(owner, address, length, true)) return false;
+    let done = 0;
+    while (done < length) {
+      const a = address + done;
+      const offset = a & (PAGE_SIZE - 1);
+      const n = Math.min(PAGE_SIZE - offset, length - done);
+      const frame = this.frameFor(a, true)!;
+      if (n === PAGE_SIZE) frame.bytes.set(this.sourceViews.page(from, at + done));
+      else frame.bytes.set(from.subarray(at + done, at + done + n), offset);
+      done += n;
+    }
     return true;
   }
 }

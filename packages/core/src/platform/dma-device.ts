@@ -24,6 +24,9 @@ export type DmaOutcome =
       readonly pageRequest?: number;
     };
 
+/** A transfer that did not complete: where, and why. */
+export type DmaFault = Extract<DmaOutcome, { ok: false }>;
+
 /** Where a page request group stands, from the device's side. */
 export type PageRequestStatus = "waiting" | "success" | "invalid" | "failure";
 
@@ -36,6 +39,12 @@ function checkAddress(iova: number): void {
   if (!(iova >= 0) || !Number.isInteger(iova)) throw new TypeError(`DMA address ${iova} is not a non-negative integer`);
 }
 
+function checkSpan(buffer: Uint8Array, offset: number, length: number): void {
+  if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 || offset + length > buffer.length) {
+    throw new RangeError(`DMA span [${offset}, +${length}) is outside a buffer of ${buffer.length} bytes`);
+  }
+}
+
 /**
  * A physical device that does DMA through its IOMMU unit (the NVMe-like device of the demo, an SR-IOV
  * function). Each page of a transfer is translated; a fault stops the transfer before anything is touched
@@ -45,6 +54,13 @@ function checkAddress(iova: number): void {
 export class DmaDevice implements PhysicalDevice {
   owner: OwnerId = HOST_OWNER;
   private readonly walk = newWalkResult();
+  /** The one bus request of this device, refilled per access (units read it during `translate` and keep nothing). */
+  private readonly request: { requesterId: number; pasid: number; iova: number; access: number; prgi: number };
+  /** Host addresses of the pages of the transfer in progress, reused across transfers. */
+  private hpas = new Float64Array(16);
+  private hpaCount = 0;
+  /** Why the last `readInto`/`writeFrom` failed (undefined after one that moved every byte). */
+  lastFault: DmaFault | undefined;
   /** Where the device's MSI writes go (set by the VMM when it assigns the device). */
   msiTarget: ((msi: MsiMessage) => void) | undefined;
   /** PCIe PRI: page request groups in flight (PRGI → status), 512 indices as the 9-bit field allows. */
@@ -60,7 +76,9 @@ export class DmaDevice implements PhysicalDevice {
     readonly pasidBits = 0,
     /** The device has the PRI capability: a fault the IOMMU can resolve is a page request, then a retry. */
     readonly pri = false,
-  ) {}
+  ) {
+    this.request = { requesterId, pasid: NO_PASID, iova: 0, access: Perm.Read, prgi: -1 };
+  }
 
   pageResponse(_pasid: number | undefined, groupId: number, code: number): void {
     if (!this.groups.has(groupId)) return;
@@ -83,57 +101,101 @@ export class DmaDevice implements PhysicalDevice {
     return -1;
   }
 
-  /** Translates one address without transferring (what an ATS request would return). */
+    /** Translates one address without transferring (what an ATS request would return). Allocates nothing. */
   translate(iova: number, write: boolean, pasid = NO_PASID, out: WalkResult = this.walk): WalkResult {
     checkAddress(iova);
-    const request: DmaRequest = { requesterId: this.requesterId, pasid, iova, access: write ? Perm.Write : Perm.Read };
+    const request = this.request;
+    request.pasid = pasid;
+    request.iova = iova;
+    request.access = write ? Perm.Write : Perm.Read;
+    request.prgi = -1;
     this.unit.translate(request, out);
     return out;
   }
 
+  /** Reads `length` bytes at `iova` into a new buffer (allocates; `readInto` is the allocation-free form). */
   read(iova: number, length: number, pasid = NO_PASID): DmaOutcome {
-    return this.transfer(iova, new Uint8Array(length), false, pasid);
+    const buffer = new Uint8Array(length);
+    return this.transfer(iova, buffer, 0, length, false, pasid) ? { ok: true, data: buffer, hpas: this.movedHpas() } : this.lastFault!;
   }
 
   write(iova: number, data: Uint8Array, pasid = NO_PASID): DmaOutcome {
-    return this.transfer(iova, data, true, pasid);
+    return this.transfer(iova, data, 0, data.length, true, pasid) ? { ok: true, data, hpas: this.movedHpas() } : this.lastFault!;
   }
 
-  private transfer(iova: number, buffer: Uint8Array, write: boolean, pasid: number): DmaOutcome {
+  /**
+   * Reads `length` bytes at `iova` into buffer[offset, offset + length): the caller's buffer is filled, nothing is
+   * allocated per transfer. False when a page faulted (nothing was read) or the host refused an access;
+   * `lastFault` then says which and why.
+   */
+  readInto(iova: number, buffer: Uint8Array, offset = 0, length = buffer.length - offset, pasid = NO_PASID): boolean {
+    checkSpan(buffer, offset, length);
+    return this.transfer(iova, buffer, offset, length, false, pasid);
+  }
+
+  /** Writes buffer[offset, offset + length) at `iova`, allocating nothing per transfer; as `readInto` for faults. */
+  writeFrom(iova: number, buffer: Uint8Array, offset = 0, length = buffer.length - offset, pasid = NO_PASID): boolean {
+    checkSpan(buffer, offset, length);
+    return this.transfer(iova, buffer, offset, length, true, pasid);
+  }
+
+  private movedHpas(): number[] {
+    return Array.from(this.hpas.subarray(0, this.hpaCount));
+  }
+
+  private transfer(iova: number, buffer: Uint8Array, offset: number, length: number, write: boolean, pasid: number): boolean {
     checkAddress(iova);
-    const hpas: number[] = [];
+    this.lastFault = undefined;
+    const pages = length === 0 ? 1 : Math.ceil(((iova % PAGE_SIZE) + length) / PAGE_SIZE);
+    if (this.hpas.length < pages) this.hpas = new Float64Array(Math.max(pages, this.hpas.length * 2));
+    const hpas = this.hpas;
+    const request = this.request;
+    request.pasid = pasid;
+    request.access = write ? Perm.Write : Perm.Read;
+    const walk = this.walk;
     // Translate every page first: a faulting transfer touches nothing.
-    for (let done = 0; done < Math.max(buffer.length, 1); ) {
+    let count = 0;
+    for (let done = 0; done < Math.max(length, 1); ) {
       const at = iova + done;
-      const prgi = this.pageRequestGroup();
-      const request: DmaRequest = { requesterId: this.requesterId, pasid, iova: at, access: write ? Perm.Write : Perm.Read, prgi };
-      this.unit.translate(request, this.walk);
-      if (!this.walk.ok) {
-        if (this.walk.pageRequest >= 0) {
-          // Not a final fault: the IOMMU forwarded a page request; the device waits for the response, then retries.
-          this.groups.set(this.walk.pageRequest, "waiting");
-          return { ok: false, iova: at, fault: this.walk.fault, reason: "page-request", stage: this.walk.stage, isolation: false, pageRequest: this.walk.pageRequest };
-        }
-        this.unit.reportDmaFault(request, this.walk);
-        const reason = walkFaultNames[this.walk.fault];
-        this.events?.emit("fault", { vm: this.owner, unit: this.unit.name, requesterId: this.requesterId, pasid, iova: at, write, reason, stage: this.walk.stage });
-        return { ok: false, iova: at, fault: this.walk.fault, reason, stage: this.walk.stage, isolation: false };
+      request.iova = at;
+      request.prgi = this.pri ? this.pageRequestGroup() : -1;
+      this.unit.translate(request, walk);
+      if (!walk.ok) {
+        this.fault(at, write, pasid, request);
+        return false;
       }
-      hpas.push(this.walk.output);
+      hpas[count++] = walk.output;
       done += PAGE_SIZE - (at % PAGE_SIZE);
     }
-    let offset = 0;
-    for (const hpa of hpas) {
-      const n = Math.min(PAGE_SIZE - (hpa % PAGE_SIZE), buffer.length - offset);
-      if (n <= 0) break;
-      const chunk = buffer.subarray(offset, offset + n);
-      const allowed = write ? this.host.dmaWrite(this.owner, hpa, chunk) : this.host.dmaRead(this.owner, hpa, chunk);
+    this.hpaCount = count;
+    let moved = 0;
+    for (let i = 0; i < count && moved < length; i++) {
+      const hpa = hpas[i]!;
+      const n = Math.min(PAGE_SIZE - (hpa % PAGE_SIZE), length - moved);
+      const allowed = write ? this.host.dmaWriteFrom(this.owner, hpa, buffer, offset + moved, n) : this.host.dmaReadInto(this.owner, hpa, buffer, offset + moved, n);
       if (!allowed) {
-        return { ok: false, iova: iova + offset, fault: WalkFault.External, reason: "isolation", stage: 2, isolation: true };
+        this.lastFault = { ok: false, iova: iova + moved, fault: WalkFault.External, reason: "isolation", stage: 2, isolation: true };
+        return false;
       }
-      offset += n;
+      moved += n;
     }
-    return { ok: true, data: buffer, hpas };
+    return true;
+  }
+
+  /** A page did not translate: a page request the device waits on, or a final fault the unit records. */
+  private fault(at: number, write: boolean, pasid: number, request: DmaRequest): void {
+    const walk = this.walk;
+    if (walk.pageRequest >= 0) {
+      // Not a final fault: the IOMMU forwarded a page request; the device waits for the response, then retries.
+      this.groups.set(walk.pageRequest, "waiting");
+      this.lastFault = { ok: false, iova: at, fault: walk.fault, reason: "page-request", stage: walk.stage, isolation: false, pageRequest: walk.pageRequest };
+      return;
+    }
+    // The unit may keep what it records: it gets a request of its own.
+    this.unit.reportDmaFault({ requesterId: request.requesterId, pasid: request.pasid, iova: request.iova, access: request.access, prgi: request.prgi }, walk);
+    const reason = walkFaultNames[walk.fault];
+    this.events?.emit("fault", { vm: this.owner, unit: this.unit.name, requesterId: this.requesterId, pasid, iova: at, write, reason, stage: walk.stage });
+    this.lastFault = { ok: false, iova: at, fault: walk.fault, reason, stage: walk.stage, isolation: false };
   }
 
   /** The device signals an MSI with the address/data its driver programmed. */
