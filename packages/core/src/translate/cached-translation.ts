@@ -12,10 +12,9 @@ export function translateFromIotlb(iotlb: Iotlb, vmid: number, asid: number, iov
   if (!iotlb.lookup(vmid, asid, iova, hit)) return false;
   // A write through an entry cached while its leaf was clean walks again, so the hardware marks it dirty.
   if ((access & Perm.Write) !== 0 && (hit.perms & CLEAN_WRITE) !== 0) return false;
-  const size = POW2[hit.pageShift]!;
   out.ok = (access & hit.perms) === access;
   out.mapped = true;
-  out.output = hit.pageBase + (iova % size);
+  out.output = hit.pageBase + (iova - hit.inputBase);
   out.pageShift = hit.pageShift;
   out.perms = hit.perms & ~CLEAN_WRITE;
   out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
@@ -36,7 +35,8 @@ export function cacheTranslation(iotlb: Iotlb, vmid: number, asid: number, iova:
   if (!out.ok) return;
   const size = POW2[out.pageShift]!;
   const perms = cleanWrite && (out.perms & Perm.Write) !== 0 ? out.perms | CLEAN_WRITE : out.perms;
-  iotlb.insert(vmid, asid, iova, out.pageShift, out.output - (out.output % size), perms, payload);
+  // The output page base: the output less the input's offset in the page (no floating-point modulo).
+  iotlb.insert(vmid, asid, iova, out.pageShift, out.output - (iova - Math.floor(iova / size) * size), perms, payload);
 }
 
 /** An IOTLB permission bit of the model's own: writable, but the leaf's dirty bit is not set yet. */

@@ -10,7 +10,7 @@ export class HostTableReader implements EntryReader {
   ) {}
 
   readEntry(address: number, out: Uint32Array): boolean {
-    if (address % 8 !== 0 || this.host.ownerOf(address) !== this.owner) return false;
+    if ((address & 7) !== 0 || this.host.ownerOf(address) !== this.owner) return false;
     this.host.read64Halves(address, out);
     return true;
   }
@@ -24,7 +24,7 @@ export class GuestTableReader implements EntryReader {
   constructor(private readonly memory: GuestMemory) {}
 
   readEntry(address: number, out: Uint32Array): boolean {
-    if (address % 8 !== 0 || !this.memory.contains(address, 8)) return false;
+    if ((address & 7) !== 0 || !this.memory.contains(address, 8)) return false;
     this.memory.read64Halves(address, out);
     return true;
   }

@@ -38,7 +38,7 @@ class Stage2FetchReader implements EntryReader {
     this.fetches += this.s2.fetches;
     if (!this.s2.ok) return false;
     const hpa = this.s2.output;
-    if (hpa % 8 !== 0 || this.host.ownerOf(hpa) !== this.vmOwner()) {
+    if ((hpa & 7) !== 0 || this.host.ownerOf(hpa) !== this.vmOwner()) {
       this.s2.ok = false;
       this.s2.fault = WalkFault.External; // stage 2 pointed outside the VM
       return false;

@@ -13,6 +13,20 @@ export interface EntryReader {
 }
 
 /**
+ * Bits [shift, shift + bits) of a 64-bit input given as halves (and as a number, for the rare wide field that
+ * no 32-bit operation holds).
+ */
+export function indexBitsOf(lo: number, hi: number, input: number, shift: number, bits: number): number {
+  if (bits <= 30) {
+    const mask = (1 << bits) - 1;
+    if (shift + bits <= 32) return (lo >>> shift) & mask;
+    if (shift >= 32) return (hi >>> (shift - 32)) & mask;
+    return ((lo >>> shift) | (hi << (32 - shift))) & mask;
+  }
+  return Math.floor(input / POW2[shift]!) % POW2[bits]!;
+}
+
+/**
  * The generic radix walker, driven by a vendor's `PageTableFormat` and a `TableGeometry`. One instance
  * owns its scratch state, so a walk allocates nothing; an instance is not re-entrant (nested translation
  * uses one walker per stage).
@@ -42,6 +56,9 @@ export class PageWalker {
     let table = root;
     let perms: PermBits = Perm.All;
     const d = this.decoded;
+    // The input as two 32-bit halves: level indices come out of shifts and masks, not floating-point division.
+    const inLo = input >>> 0;
+    const inHi = Math.floor(input / 4_294_967_296) >>> 0;
     for (let steps = 0; steps <= geometry.startLevel; steps++) {
       const shift = geometry.levelShift[level];
       const bits = geometry.indexBits[level];
@@ -49,7 +66,7 @@ export class PageWalker {
         out.fault = WalkFault.Reserved;
         return;
       }
-      const index = Math.floor(input / POW2[shift]!) % POW2[bits]!;
+      const index = indexBitsOf(inLo, inHi, input, shift, bits);
       const address = table + index * 8;
       out.entryAddress = address;
       out.fetches++;
@@ -80,7 +97,7 @@ export class PageWalker {
         out.mapped = true;
         out.pageShift = d.pageShift;
         out.perms = perms;
-        out.output = d.address + (input % size);
+        out.output = d.address + (input - Math.floor(input / size) * size);
         if ((access & perms) !== access) {
           out.fault = WalkFault.Permission;
           return;

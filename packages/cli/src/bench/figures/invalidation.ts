@@ -1,4 +1,4 @@
-import { Iotlb, Perm } from "@viommu/core";
+import { Iotlb, newIotlbHit, Perm } from "@viommu/core";
 import type { FigureSpec, Prepared, Workload } from "../harness.js";
 
 const VMID = 9;
@@ -98,7 +98,7 @@ export const iotlbLookupInternal: FigureSpec = {
       tlb.insert(1, 7, iova, 12, 0x8000_0000 + i * 4096, Perm.ReadWrite);
       map.set(pages[i]!, 0x8000_0000 + i * 4096);
     }
-    const hit = { pageBase: 0, pageShift: 0, perms: 0, payload: 0 };
+    const hit = newIotlbHit();
     return {
       model: {
         run(n: number): number {
