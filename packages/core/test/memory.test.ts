@@ -89,3 +89,35 @@ describe("guest memory", () => {
     expect(g.writtenPages()).toEqual([0x4000]);
   });
 });
+
+describe("guest memory backing runs", () => {
+  it("backs a range pinned at once with one host run, however large the claim (metadata follows runs, not bytes)", () => {
+    const host = new HostMemory();
+    const m = new GuestMemory(host, 1, { sizeBytes: 2 ** 40 });
+    expect(m.pinRange(0, 2 ** 40)).toBe(true);
+    expect(host.rangesOf(1)).toHaveLength(1);
+    expect(m.backedBytes).toBe(2 ** 40);
+    const r = m.pinRun(2 ** 39 + 0x1234, 2 ** 39);
+    expect(r).toEqual({ hpa: host.rangesOf(1)[0]![0] + 2 ** 39 + 0x1234, length: 2 ** 39 - 0x1234 });
+    expect(m.guestAddressOf(r!.hpa)).toBe(2 ** 39 + 0x1234);
+  });
+
+  it("stops a run at a chunk already backed, keeps both reachable both ways, and lists written pages in order", () => {
+    const host = new HostMemory();
+    const m = new GuestMemory(host, 1, { sizeBytes: 2 ** 30 });
+    m.write32(0x60_0000, 0xaa); // chunk 3 backed on its own
+    const first = m.pinRun(0x20_0000, 0x80_0000)!;
+    expect(first.length).toBe(0x40_0000); // chunks 1 and 2, up to chunk 3
+    const next = m.pinRun(0x60_0000, 0x40_0000)!;
+    expect(next.length).toBe(0x20_0000);
+    expect(m.read32(0x60_0000)).toBe(0xaa);
+    m.write32(0x20_1000, 1);
+    m.write32(0x80_0000, 2); // a third run, past chunk 3
+    expect(m.writtenPages()).toEqual([0x20_1000, 0x60_0000, 0x80_0000]);
+    expect(m.guestAddressOf(m.backingOf(0x60_0004)!)).toBe(0x60_0004);
+    expect(m.guestAddressOf(m.backingOf(0x3f_fff8)!)).toBe(0x3f_fff8);
+    expect(m.backContiguous(0x40_0000, 0x40_0000)).toBe(false);
+    expect(m.backContiguous(0x100_0000, 0x40_0000)).toBe(true);
+    expect(m.backedBytes).toBe(0xc0_0000);
+  });
+});

@@ -38,8 +38,19 @@ export class GuestMemory {
   readonly confidential: boolean;
   readonly backingPageShift: number;
   private readonly chunkSize: number;
-  /** Guest chunk index → host address of the chunk's first byte. */
+  /** Chunks backed one at a time (touched, or read from the image): guest chunk index → host address. */
   private readonly backing = new Map<number, number>();
+  /** The same chunks by host chunk index → guest chunk index (the host's reverse map). */
+  private readonly backingByHost = new Map<number, number>();
+  /**
+   * Runs of chunks backed by one host allocation (a range pinned at once, as mapping RAM into an IOAS does), sorted
+   * by first chunk: a 1 TiB claim is one entry, not half a million.
+   */
+  private readonly runs: BackedRun[] = [];
+  /** The same runs sorted by host address. */
+  private readonly runsByHost: BackedRun[] = [];
+  private lastRun: BackedRun | undefined;
+  private backedChunks = 0;
   /** Pages whose sharing state differs from the default (shared for a confidential guest, private otherwise). */
   private readonly flipped = new Set<number>();
   /** Pages the CPUs or the VMM wrote since the log was last taken (KVM's dirty log), while logging is on. */
@@ -74,10 +85,89 @@ export class GuestMemory {
     return Number.isSafeInteger(address) && length >= 0 && address >= this.base && address + length <= this.end;
   }
 
+  /** The host address of a chunk's first byte, if it is backed (without reading the image). */
+  private hostOfChunk(chunk: number): number | undefined {
+    const single = this.backing.get(chunk);
+    if (single !== undefined) return single;
+    const run = this.runOf(chunk);
+    return run === undefined ? undefined : run.host + (chunk - run.firstChunk) * this.chunkSize;
+  }
+
+  /** The run holding `chunk`, by binary search (the last one found is tried first). */
+  private runOf(chunk: number): BackedRun | undefined {
+    const last = this.lastRun;
+    if (last !== undefined && chunk >= last.firstChunk && chunk < last.firstChunk + last.chunks) return last;
+    const runs = this.runs;
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = runs[mid]!;
+      if (chunk < r.firstChunk) hi = mid - 1;
+      else if (chunk >= r.firstChunk + r.chunks) lo = mid + 1;
+      else {
+        this.lastRun = r;
+        return r;
+      }
+    }
+    return undefined;
+  }
+
+  /** The first backed chunk at or after `chunk` and before `limit` (limit when none): a run may extend up to it. */
+  private nextBacked(chunk: number, limit: number): number {
+    let next = limit;
+    // Whichever is fewer: the singly backed chunks, or the chunks up to the limit.
+    if (this.backing.size < limit - chunk) {
+      for (const c of this.backing.keys()) if (c >= chunk && c < next) next = c;
+    } else {
+      for (let c = chunk; c < next; c++) if (this.backing.has(c)) next = c;
+    }
+    for (const r of this.runs) {
+      if (r.firstChunk >= chunk && r.firstChunk < next) {
+        next = r.firstChunk;
+        break;
+      }
+    }
+    return next;
+  }
+
+  private addRun(firstChunk: number, chunks: number, host: number): BackedRun {
+    const run: BackedRun = { firstChunk, chunks, host };
+    insertSorted(this.runs, run, (r) => r.firstChunk);
+    insertSorted(this.runsByHost, run, (r) => r.host);
+    this.backedChunks += chunks;
+    return run;
+  }
+
+  private addSingle(chunk: number, host: number): void {
+    this.backing.set(chunk, host);
+    this.backingByHost.set(Math.floor(host / this.chunkSize), chunk);
+    this.backedChunks++;
+  }
+
+  /** The guest address a host address backs, if it backs this guest's RAM (the reverse map). */
+  guestAddressOf(hpa: number): number | undefined {
+    const hostChunk = Math.floor(hpa / this.chunkSize);
+    const offset = hpa - hostChunk * this.chunkSize;
+    const single = this.backingByHost.get(hostChunk);
+    if (single !== undefined) return single * this.chunkSize + offset;
+    const runs = this.runsByHost;
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = runs[mid]!;
+      if (hpa < r.host) hi = mid - 1;
+      else if (hpa >= r.host + r.chunks * this.chunkSize) lo = mid + 1;
+      else return r.firstChunk * this.chunkSize + (hpa - r.host);
+    }
+    return undefined;
+  }
+
   /** The host address backing `address`, if its backing page exists. */
   backingOf(address: number): Hpa | undefined {
     const chunk = Math.floor(address / this.chunkSize);
-    const hostBase = this.backing.get(chunk) ?? (this.image === undefined ? undefined : this.readImage(chunk));
+    const hostBase = this.hostOfChunk(chunk) ?? (this.image === undefined ? undefined : this.readImage(chunk));
     return hostBase === undefined ? undefined : ((hostBase + (address - chunk * this.chunkSize)) as Hpa);
   }
 
@@ -90,7 +180,7 @@ export class GuestMemory {
     if (!regionNonZero(bytes, new Uint32Array(bytes.buffer), 0, bytes.length)) return undefined;
     const hostBase = this.host.allocate(this.owner, this.chunkSize / PAGE_SIZE);
     if (hostBase === undefined) return undefined;
-    this.backing.set(chunk, hostBase);
+    this.addSingle(chunk, hostBase);
     this.host.writeBytes(hostBase, bytes);
     return hostBase;
   }
@@ -102,11 +192,11 @@ export class GuestMemory {
   pin(address: number): Hpa | undefined {
     if (!this.contains(address)) return undefined;
     const chunk = Math.floor(address / this.chunkSize);
-    let hostBase = this.backing.get(chunk) ?? (this.image === undefined ? undefined : this.readImage(chunk));
+    let hostBase = this.hostOfChunk(chunk) ?? (this.image === undefined ? undefined : this.readImage(chunk));
     if (hostBase === undefined) {
       hostBase = this.host.allocate(this.owner, this.chunkSize / PAGE_SIZE);
       if (hostBase === undefined) return undefined;
-      this.backing.set(chunk, hostBase);
+      this.addSingle(chunk, hostBase);
     }
     return (hostBase + (address - chunk * this.chunkSize)) as Hpa;
   }
@@ -116,17 +206,35 @@ export class GuestMemory {
    * host-contiguous within that backing page (at most `maxLength`). Undefined outside RAM or out of memory.
    */
   pinRun(address: number, maxLength: number): { hpa: Hpa; length: number } | undefined {
+    if (!this.contains(address)) return undefined;
+    const chunk = Math.floor(address / this.chunkSize);
+    const inChunk = address - chunk * this.chunkSize;
+    const limit = Math.max(0, Math.min(maxLength, this.end - address));
+    let run = this.runOf(chunk);
+    if (run === undefined && !this.backing.has(chunk) && this.image === undefined) {
+      // Unbacked: back every unbacked chunk the request covers with one host run (an image's chunks are read one by one).
+      const wanted = Math.max(1, Math.ceil((inChunk + limit) / this.chunkSize));
+      const count = this.nextBacked(chunk, chunk + wanted) - chunk;
+      const host = this.host.allocate(this.owner, (count * this.chunkSize) / PAGE_SIZE);
+      if (host === undefined) return undefined;
+      run = this.addRun(chunk, count, host);
+    }
+    if (run !== undefined) {
+      const hpa = run.host + (chunk - run.firstChunk) * this.chunkSize + inChunk;
+      return { hpa: hpa as Hpa, length: Math.min((run.firstChunk + run.chunks) * this.chunkSize - address, limit) };
+    }
     const hpa = this.pin(address);
     if (hpa === undefined) return undefined;
-    const toChunkEnd = this.chunkSize - (address % this.chunkSize);
-    return { hpa, length: Math.min(toChunkEnd, maxLength, this.end - address) };
+    return { hpa, length: Math.min(this.chunkSize - inChunk, limit) };
   }
 
   /** Pins every backing page of [address, address + length); false when the host runs out. */
   pinRange(address: number, length: number): boolean {
     if (!this.contains(address, length)) return false;
-    for (let a = address - (address % this.chunkSize); a < address + length; a += this.chunkSize) {
-      if (this.pin(Math.max(a, address)) === undefined) return false;
+    for (let done = 0; done < length; ) {
+      const r = this.pinRun(address + done, length - done);
+      if (r === undefined) return false;
+      done += r.length;
     }
     return true;
   }
@@ -140,26 +248,28 @@ export class GuestMemory {
     if (length <= 0 || !this.contains(address, length)) return false;
     const first = Math.floor(address / this.chunkSize);
     const last = Math.floor((address + length - 1) / this.chunkSize);
-    for (let c = first; c <= last; c++) if (this.backing.has(c)) return false;
+    if (this.nextBacked(first, last + 1) !== last + 1) return false;
     const run = this.host.allocate(this.owner, ((last - first + 1) * this.chunkSize) / PAGE_SIZE);
     if (run === undefined) return false;
-    for (let c = first; c <= last; c++) this.backing.set(c, run + (c - first) * this.chunkSize);
+    this.addRun(first, last - first + 1, run);
     return true;
   }
 
   /** Bytes of host memory backing this guest. */
   get backedBytes(): number {
-    return this.backing.size * this.chunkSize;
+    return this.backedChunks * this.chunkSize;
   }
 
   /** Guest addresses of pages holding written data, ascending (for save/restore and images). */
   writtenPages(): number[] {
     const out: number[] = [];
-    const chunks = [...this.backing.entries()].sort((a, b) => a[0] - b[0]);
-    for (const [chunk, hostBase] of chunks) {
+    for (const [chunk, hostBase] of this.backing) {
       for (const hostPage of this.host.writtenPagesIn(hostBase, this.chunkSize)) out.push(chunk * this.chunkSize + (hostPage - hostBase));
     }
-    return out;
+    for (const r of this.runs) {
+      for (const hostPage of this.host.writtenPagesIn(r.host, r.chunks * this.chunkSize)) out.push(r.firstChunk * this.chunkSize + (hostPage - r.host));
+    }
+    return out.sort((a, b) => a - b);
   }
 
   // ---- sharing (confidential guests) ----
@@ -343,6 +453,26 @@ export class GuestMemory {
     }
     return loaded;
   }
+}
+
+/** Chunks backed by one host allocation. */
+interface BackedRun {
+  readonly firstChunk: number;
+  readonly chunks: number;
+  /** Host address of the first chunk. */
+  readonly host: number;
+}
+
+function insertSorted<T>(list: T[], item: T, key: (x: T) => number): void {
+  let lo = 0;
+  let hi = list.length;
+  const k = key(item);
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (key(list[mid]!) < k) lo = mid + 1;
+    else hi = mid;
+  }
+  list.splice(lo, 0, item);
 }
 
 function regionNonZero(bytes: Uint8Array, words: Uint32Array | undefined, start: number, end: number): boolean {

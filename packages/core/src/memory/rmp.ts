@@ -21,7 +21,7 @@ export interface PrivateAssignment {
 export class PrivatePageMap {
   private static readonly maps = new WeakMap<HostMemory, PrivatePageMap>();
   /** Enrolled confidential guests by owner, with how many enrolled them. */
-  private readonly guests = new Map<OwnerId, { memory: GuestMemory; holders: number; index: Map<number, number>; indexedBytes: number }>();
+  private readonly guests = new Map<OwnerId, { memory: GuestMemory; holders: number }>();
 
   private constructor(private readonly host: HostMemory) {}
 
@@ -48,7 +48,7 @@ export class PrivatePageMap {
       g.holders++;
       return;
     }
-    this.guests.set(memory.owner, { memory, holders: 1, index: new Map(), indexedBytes: -1 });
+    this.guests.set(memory.owner, { memory, holders: 1 });
   }
 
   /** One holder lets go; the last takes the guest out of the map (its pages are reclaimed as shared). */
@@ -60,8 +60,8 @@ export class PrivatePageMap {
 
   /**
    * Fills `out` and returns true when the host page holding `hpa` is private to a confidential guest; false for a
-   * shared page, a page of a guest that is not confidential, or host memory. Allocates nothing once the guest's
-   * backing pages are indexed (they are indexed again only after the guest's backing grew).
+   * shared page, a page of a guest that is not confidential, or host memory. Allocates nothing: the guest memory's
+   * own reverse map (proportional to its backing runs, not its size) answers which guest address it backs.
    */
   privateOwner(hpa: number, out: PrivateAssignment): boolean {
     if (this.guests.size === 0) return false;
@@ -69,29 +69,11 @@ export class PrivatePageMap {
     if (owner === undefined) return false;
     const g = this.guests.get(owner);
     if (g === undefined) return false;
-    const chunk = 2 ** g.memory.backingPageShift;
-    const hostChunk = Math.floor(hpa / chunk);
-    let guestChunk = g.index.get(hostChunk);
-    if (guestChunk === undefined && g.indexedBytes !== g.memory.backedBytes) {
-      this.reindex(g, chunk);
-      guestChunk = g.index.get(hostChunk);
-    }
-    if (guestChunk === undefined) return false;
-    const gpa = guestChunk * chunk + (hpa - hostChunk * chunk);
+    const gpa = g.memory.guestAddressOf(hpa);
+    if (gpa === undefined) return false;
     if (g.memory.isShared(gpa - (gpa % PAGE_SIZE))) return false;
     out.owner = owner;
     out.gpa = gpa;
     return true;
-  }
-
-  /** Rebuilds a guest's host-chunk → guest-chunk index from its backing (run only when the backing grew). */
-  private reindex(g: { memory: GuestMemory; index: Map<number, number>; indexedBytes: number }, chunk: number): void {
-    const m = g.memory;
-    g.index.clear();
-    for (let c = Math.floor(m.base / chunk); c * chunk < m.end; c++) {
-      const hpa = m.backingOf(c * chunk);
-      if (hpa !== undefined) g.index.set(Math.floor(hpa / chunk), c);
-    }
-    g.indexedBytes = m.backedBytes;
   }
 }
