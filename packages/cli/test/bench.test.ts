@@ -94,3 +94,21 @@ describe("viommu bench", () => {
     expect(text.lines.find((l) => l.startsWith("good-figure") && /[+-]\d+\.\d%/.test(l))).toBeDefined();
   });
 });
+
+describe("exit cost through the Testbed", () => {
+  it("reaches each VM (the testbed's default, a VM's own), charges the guest driver's trapped accesses, and refuses a bad cost", async () => {
+    const { Testbed, NO_EXIT_COST, KVM_EXIT_COST } = await import("@viommu/core");
+    const { mockPlugin } = await import("@viommu/example-mock");
+    const vms = [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }, { devices: [{ rid: 0x200, guestRid: 0x10 }], exitCost: { ...NO_EXIT_COST, mmioNs: 1 } }];
+    const made = Testbed.create({ plugin: mockPlugin, vms });
+    if (!made.ok) throw new Error(made.error.message);
+    const [a, b] = made.value.vms;
+    expect(a!.vm.exitCost).toBe(KVM_EXIT_COST);
+    expect(a!.vm.exits.mmio).toBeGreaterThan(0);
+    expect(a!.vm.exitNanoseconds).toBe(a!.vm.exits.mmio * KVM_EXIT_COST.mmioNs + a!.vm.exits.hypercall * KVM_EXIT_COST.hypercallNs + a!.vm.exits.pciConfig * KVM_EXIT_COST.pciConfigNs);
+    expect(b!.vm.exitNanoseconds).toBe(b!.vm.exits.mmio);
+    made.value.dispose();
+    const bad = Testbed.create({ plugin: mockPlugin, vms: [vms[0]!], exitCost: { ...KVM_EXIT_COST, mmioNs: -5 } });
+    expect(bad.ok || bad.error.errno).toBe("EINVAL");
+  });
+});

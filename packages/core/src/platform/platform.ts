@@ -8,6 +8,7 @@ import { VmidSpace } from "../ids/vmid-space.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { HostMemory } from "../memory/host-memory.js";
 import { ManualClock } from "../sim/clock.js";
+import type { ExitCost } from "../sim/exit-cost.js";
 import { SeededRng } from "../sim/rng.js";
 import type { PhysicalIommu } from "../contract/iommu-unit.js";
 import { VendorPlugin } from "../contract/plugin.js";
@@ -34,6 +35,8 @@ export interface VmOptions {
   readonly vcpus?: number;
   readonly confidential?: boolean;
   readonly backingPageShift?: number;
+  /** What the VM's exits cost (default `KVM_EXIT_COST`; `NO_EXIT_COST` for the model's time alone). */
+  readonly exitCost?: ExitCost;
 }
 
 /**
@@ -106,7 +109,7 @@ export class Platform implements Disposable {
       backingPageShift: options.backingPageShift,
     });
     const child = this.container.createChildContainer();
-    const vm = new VirtualMachine(id, options.name ?? `vm${id}`, memory, options.vcpus ?? 4, child);
+    const vm = new VirtualMachine(id, options.name ?? `vm${id}`, memory, options.vcpus ?? 4, child, options.exitCost);
     child.register(CurrentVm, { useValue: vm });
     this.store.add(toDisposable(() => void child.dispose()));
     this.vms.push(vm);

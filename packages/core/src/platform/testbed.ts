@@ -10,6 +10,7 @@ import type { DmaDevice } from "./dma-device.js";
 import { GuestPageAllocator } from "./guest-pages.js";
 import { Platform } from "./platform.js";
 import type { VirtualMachine } from "./vm.js";
+import { exitCostProblem, type ExitCost } from "../sim/exit-cost.js";
 
 export interface TestbedDevice {
   /** Physical requester id on the host unit. */
@@ -34,6 +35,8 @@ export interface TestbedVmOptions {
   /** vIOMMU instances in this VM, all sharing the VM's stage-2 parent (default 1). */
   readonly instances?: number;
   readonly backingPageShift?: number;
+  /** What this VM's exits cost (default: the testbed's `exitCost`). */
+  readonly exitCost?: ExitCost;
 }
 
 export interface TestbedOptions {
@@ -52,6 +55,11 @@ export interface TestbedOptions {
   readonly properties?: Readonly<Record<string, string>>;
   /** The emulated units' stale-translation audit (capability audit). */
   readonly audit?: boolean;
+  /**
+   * What a VM exit costs the guest (`VirtualMachine.exitNanoseconds`), for figures comparing trapped and
+   * guest-owned queues. Default `KVM_EXIT_COST` (cited in sim/exit-cost.ts); `NO_EXIT_COST` charges nothing.
+   */
+  readonly exitCost?: ExitCost;
   readonly vms: readonly TestbedVmOptions[];
   /** Guest driver options (translation defaults to mode ≠ ir-only). */
   readonly guest?: Partial<GuestInitOptions>;
@@ -106,6 +114,10 @@ export class Testbed {
   static create(options: TestbedOptions): Result<Testbed> {
     const problem = devicePropertyProblem(options.plugin.properties, options.properties);
     if (problem !== undefined) return err("EINVAL", `${options.plugin.id}: ${problem}`);
+    for (const cost of [options.exitCost, ...options.vms.map((v) => v.exitCost)]) {
+      const bad = cost === undefined ? undefined : exitCostProblem(cost);
+      if (bad !== undefined) return err("EINVAL", bad);
+    }
     const platform = new Platform({ plugins: [...(options.plugins ?? []), options.plugin], seed: options.seed });
     const bed = new Testbed(platform, options.plugin, options);
     const instances = Math.max(1, ...options.vms.map((v) => v.instances ?? 1));
@@ -132,6 +144,7 @@ export class Testbed {
       vcpus: options.vcpus,
       confidential: options.confidential,
       backingPageShift: options.backingPageShift,
+      exitCost: options.exitCost ?? this.options.exitCost,
     });
     const iommufd = new IommufdContext(vm.id);
     if (options.devices.length === 0) return err("EINVAL", "a testbed VM needs at least one device");

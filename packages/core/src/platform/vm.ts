@@ -4,6 +4,7 @@ import { err, ok, type Result } from "../errors/errno.js";
 import { InterruptSink } from "../irq/interrupts.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { OwnerId } from "../memory/host-memory.js";
+import { exitNanoseconds, KVM_EXIT_COST, type ExitCost } from "../sim/exit-cost.js";
 import type { MmioHandler, MmioMapping } from "./mmio.js";
 import { pciAbsent, pciAccessValid, type PciConfigHandler } from "./pci.js";
 
@@ -41,8 +42,15 @@ export class VirtualMachine {
     readonly memory: GuestMemory,
     readonly vcpus: number,
     readonly container: DependencyContainer,
+    /** What each kind of exit costs the guest (`exitNanoseconds`); default: a measured KVM exit round trip. */
+    readonly exitCost: ExitCost = KVM_EXIT_COST,
   ) {
     this.interrupts = new InterruptSink(vcpus);
+  }
+
+  /** The time the exits taken so far cost the guest under `exitCost`, in nanoseconds (the model charges, never waits). */
+  get exitNanoseconds(): number {
+    return exitNanoseconds(this.exits, this.exitCost);
   }
 
   /** Maps a register block at `base`; EEXIST when it overlaps another. */

@@ -1,2 +1,3 @@
 export * from "./clock.js";
 export * from "./rng.js";
+export * from "./exit-cost.js";
