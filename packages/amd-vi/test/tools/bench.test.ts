@@ -10,10 +10,18 @@ describe("bench figures", () => {
       "amd-vi-interventions-per-1000-invalidations-trapped",
       "amd-vi-interventions-per-1000-invalidations-hw-vqueue",
       "amd-vi-swiotlb-bytes-copied",
+      "amd-vi-dirty-bitmap-read-per-gib",
+      "amd-vi-page-request-round-trip",
+      "amd-vi-interventions-per-1000-msis-remapped",
+      "amd-vi-interventions-per-1000-msis-posted",
     ]);
     for (const f of figures) {
       const r = f.run();
       expect(Number.isFinite(r.value), f.name).toBe(true);
+      // What each figure verified about its own work shows in what it reports.
+      if (f.name === "amd-vi-swiotlb-bytes-copied") expect(r).toMatchObject({ value: 2 ** 21, baseline: 0 });
+      if (f.name === "amd-vi-interventions-per-1000-msis-remapped") expect(r).toMatchObject({ value: 1000, baseline: 0 });
+      if (f.name === "amd-vi-interventions-per-1000-msis-posted") expect(r).toMatchObject({ value: 0, baseline: 1000 });
     }
-  }, 60_000);
+  }, 120_000);
 });
