@@ -102,6 +102,17 @@ for (const path of ["hw-vqueue", "trapped"] as const) {
       expect(requests(u)).toEqual([]);
     });
 
+    it("a PPR log base the guest points outside its RAM (or at 2^52 − 4 KiB) takes nothing, throws nothing, and the group is answered INVALID", () => {
+      for (const base of [2n ** 52n - 0x1000n, BigInt(2 ** 40)]) {
+        const t = bound(path);
+        t.v.vm.mmioWrite(t.mmio + MmioOffset.PprLogBase, 8, base | (9n << 56n));
+        const r = t.dev.write(USER_VA + 6 * PAGE, pattern(4, 5), 9) as { pageRequest: number };
+        expect(() => t.bed.poll()).not.toThrow();
+        expect(t.dev.pageRequestStatus(r.pageRequest)).toBe("invalid");
+        expect(t.bed.platform.host.memory.violations).toEqual([]);
+      }
+    });
+
     it("a group the guest's PPR log cannot take (disabled) is answered INVALID at once and written to the host log", () => {
       const t = bound(path);
       const control = t.v.vm.mmioRead(t.mmio + MmioOffset.Control, 8);
