@@ -97,27 +97,50 @@ describe("guest memory backing runs", () => {
     expect(m.pinRange(0, 2 ** 40)).toBe(true);
     expect(host.rangesOf(1)).toHaveLength(1);
     expect(m.backedBytes).toBe(2 ** 40);
-    const r = m.pinRun(2 ** 39 + 0x1234, 2 ** 39);
-    expect(r).toEqual({ hpa: host.rangesOf(1)[0]![0] + 2 ** 39 + 0x1234, length: 2 ** 39 - 0x1234 });
-    expect(m.guestAddressOf(r!.hpa)).toBe(2 ** 39 + 0x1234);
+    const [start, length] = host.rangesOf(1)[0]!;
+    const r = m.pinRun(2 ** 39 + 0x1234, 2 ** 39)!;
+    // Each 2 MiB huge page is its own: a run is host-contiguous to the page's end only.
+    expect(r.length).toBe(2 ** 21 - 0x1234);
+    expect(r.hpa >= start && r.hpa < start + length).toBe(true);
+    expect(m.guestAddressOf(r.hpa)).toBe(2 ** 39 + 0x1234);
+    const next = m.pinRun(2 ** 39 + 2 ** 21, 4096)!;
+    expect(next.hpa).not.toBe(r.hpa - 0x1234 + 2 ** 21);
+    expect(m.guestAddressOf(next.hpa)).toBe(2 ** 39 + 2 ** 21);
+  });
+
+  it("maps every chunk of a run to its own host chunk and back (the scramble is a bijection)", () => {
+    const host = new HostMemory();
+    for (const chunks of [1, 2, 3, 5, 64, 100]) {
+      const m = new GuestMemory(host, chunks, { sizeBytes: chunks * 2 ** 21 });
+      expect(m.pinRange(0, chunks * 2 ** 21)).toBe(true);
+      const seen = new Set<number>();
+      for (let c = 0; c < chunks; c++) {
+        const h = m.backingOf(c * 2 ** 21 + 8)!;
+        expect(h % 2 ** 21).toBe(8);
+        seen.add(h);
+        expect(m.guestAddressOf(h)).toBe(c * 2 ** 21 + 8);
+        if (c > 0) expect(h - m.backingOf((c - 1) * 2 ** 21 + 8)!).not.toBe(2 ** 21);
+      }
+      expect(seen.size).toBe(chunks);
+    }
   });
 
   it("stops a run at a chunk already backed, keeps both reachable both ways, and lists written pages in order", () => {
     const host = new HostMemory();
     const m = new GuestMemory(host, 1, { sizeBytes: 2 ** 30 });
     m.write32(0x60_0000, 0xaa); // chunk 3 backed on its own
-    const first = m.pinRun(0x20_0000, 0x80_0000)!;
-    expect(first.length).toBe(0x40_0000); // chunks 1 and 2, up to chunk 3
-    const next = m.pinRun(0x60_0000, 0x40_0000)!;
-    expect(next.length).toBe(0x20_0000);
+    expect(m.pinRange(0x20_0000, 0x80_0000)).toBe(true); // chunks 1 and 2 as a run, 3 kept, 4 a run of its own
+    expect(host.rangesOf(1)).toHaveLength(3);
     expect(m.read32(0x60_0000)).toBe(0xaa);
     m.write32(0x20_1000, 1);
-    m.write32(0x80_0000, 2); // a third run, past chunk 3
-    expect(m.writtenPages()).toEqual([0x20_1000, 0x60_0000, 0x80_0000]);
+    m.write32(0x80_0000, 2);
+    m.write32(0x40_0000, 3);
+    expect(m.writtenPages()).toEqual([0x20_1000, 0x40_0000, 0x60_0000, 0x80_0000]);
     expect(m.guestAddressOf(m.backingOf(0x60_0004)!)).toBe(0x60_0004);
     expect(m.guestAddressOf(m.backingOf(0x3f_fff8)!)).toBe(0x3f_fff8);
     expect(m.backContiguous(0x40_0000, 0x40_0000)).toBe(false);
     expect(m.backContiguous(0x100_0000, 0x40_0000)).toBe(true);
+    expect(m.backingOf(0x120_0000)! - m.backingOf(0x100_0000)!).toBe(0x20_0000);
     expect(m.backedBytes).toBe(0xc0_0000);
   });
 });

@@ -90,7 +90,7 @@ export class GuestMemory {
     const single = this.backing.get(chunk);
     if (single !== undefined) return single;
     const run = this.runOf(chunk);
-    return run === undefined ? undefined : run.host + (chunk - run.firstChunk) * this.chunkSize;
+    return run === undefined ? undefined : run.host + slotOf(run, chunk - run.firstChunk) * this.chunkSize;
   }
 
   /** The run holding `chunk`, by binary search (the last one found is tried first). */
@@ -131,12 +131,19 @@ export class GuestMemory {
     return next;
   }
 
-  private addRun(firstChunk: number, chunks: number, host: number): BackedRun {
-    const run: BackedRun = { firstChunk, chunks, host };
+  private addRun(firstChunk: number, chunks: number, host: number, slots: number): BackedRun {
+    const run: BackedRun = { firstChunk, chunks, host, slots, stride: slots === 1 ? 1 : slots / 2 + 1 };
     insertSorted(this.runs, run, (r) => r.firstChunk);
     insertSorted(this.runsByHost, run, (r) => r.host);
     this.backedChunks += chunks;
     return run;
+  }
+
+  private addContiguousRun(firstChunk: number, chunks: number, host: number): void {
+    const run: BackedRun = { firstChunk, chunks, host, slots: chunks, stride: 1 };
+    insertSorted(this.runs, run, (r) => r.firstChunk);
+    insertSorted(this.runsByHost, run, (r) => r.host);
+    this.backedChunks += chunks;
   }
 
   private addSingle(chunk: number, host: number): void {
@@ -158,8 +165,12 @@ export class GuestMemory {
       const mid = (lo + hi) >>> 1;
       const r = runs[mid]!;
       if (hpa < r.host) hi = mid - 1;
-      else if (hpa >= r.host + r.chunks * this.chunkSize) lo = mid + 1;
-      else return r.firstChunk * this.chunkSize + (hpa - r.host);
+      else if (hpa >= r.host + r.slots * this.chunkSize) lo = mid + 1;
+      else {
+        const slot = Math.floor((hpa - r.host) / this.chunkSize);
+        const index = slotOf(r, slot); // the scramble is its own inverse
+        return index < r.chunks ? (r.firstChunk + index) * this.chunkSize + (hpa - r.host - slot * this.chunkSize) : undefined;
+      }
     }
     return undefined;
   }
@@ -211,17 +222,22 @@ export class GuestMemory {
     const inChunk = address - chunk * this.chunkSize;
     const limit = Math.max(0, Math.min(maxLength, this.end - address));
     let run = this.runOf(chunk);
-    if (run === undefined && !this.backing.has(chunk) && this.image === undefined) {
-      // Unbacked: back every unbacked chunk the request covers with one host run (an image's chunks are read one by one).
+    if (run === undefined && !this.backing.has(chunk) && this.image === undefined && this.backingPageShift > 12) {
+      // Unbacked huge pages: back every unbacked chunk the request covers with one host run. 4 KiB pages stay
+      // one allocation each (as touched, so rarely contiguous: their stage-2 leaves stay 4 KiB); an image's
+      // chunks are read one by one.
       const wanted = Math.max(1, Math.ceil((inChunk + limit) / this.chunkSize));
       const count = this.nextBacked(chunk, chunk + wanted) - chunk;
-      const host = this.host.allocate(this.owner, (count * this.chunkSize) / PAGE_SIZE);
+      const slots = count === 1 ? 1 : Math.max(4, 2 ** Math.ceil(Math.log2(count)));
+      const host = this.host.allocate(this.owner, (slots * this.chunkSize) / PAGE_SIZE);
       if (host === undefined) return undefined;
-      run = this.addRun(chunk, count, host);
+      run = this.addRun(chunk, count, host, slots);
     }
     if (run !== undefined) {
-      const hpa = run.host + (chunk - run.firstChunk) * this.chunkSize + inChunk;
-      return { hpa: hpa as Hpa, length: Math.min((run.firstChunk + run.chunks) * this.chunkSize - address, limit) };
+      const hpa = run.host + slotOf(run, chunk - run.firstChunk) * this.chunkSize + inChunk;
+      // Host-contiguous to the run's end only when unscrambled (backContiguous); else to the chunk's end.
+      const end = run.stride === 1 ? (run.firstChunk + run.chunks) * this.chunkSize : (chunk + 1) * this.chunkSize;
+      return { hpa: hpa as Hpa, length: Math.min(end - address, limit) };
     }
     const hpa = this.pin(address);
     if (hpa === undefined) return undefined;
@@ -251,7 +267,7 @@ export class GuestMemory {
     if (this.nextBacked(first, last + 1) !== last + 1) return false;
     const run = this.host.allocate(this.owner, ((last - first + 1) * this.chunkSize) / PAGE_SIZE);
     if (run === undefined) return false;
-    this.addRun(first, last - first + 1, run);
+    this.addContiguousRun(first, last - first + 1, run);
     return true;
   }
 
@@ -267,7 +283,10 @@ export class GuestMemory {
       for (const hostPage of this.host.writtenPagesIn(hostBase, this.chunkSize)) out.push(chunk * this.chunkSize + (hostPage - hostBase));
     }
     for (const r of this.runs) {
-      for (const hostPage of this.host.writtenPagesIn(r.host, r.chunks * this.chunkSize)) out.push(r.firstChunk * this.chunkSize + (hostPage - r.host));
+      for (const hostPage of this.host.writtenPagesIn(r.host, r.slots * this.chunkSize)) {
+        const gpa = this.guestAddressOf(hostPage);
+        if (gpa !== undefined) out.push(gpa);
+      }
     }
     return out.sort((a, b) => a - b);
   }
@@ -455,12 +474,24 @@ export class GuestMemory {
   }
 }
 
-/** Chunks backed by one host allocation. */
+/**
+ * Chunks backed by one host allocation of `slots` chunks (a power of two). Chunk i of the run sits in slot
+ * (i × stride) mod slots: with an odd stride of slots/2 + 1 neighbouring chunks are never host neighbours, as
+ * separately allocated huge pages are not (so stage 2 maps each with its own leaf), and the stride is its own
+ * inverse modulo slots, so the reverse map is the same product. Stride 1: one contiguous run (a queue's memory).
+ */
 interface BackedRun {
   readonly firstChunk: number;
   readonly chunks: number;
-  /** Host address of the first chunk. */
+  /** Host address of slot 0. */
   readonly host: number;
+  readonly slots: number;
+  readonly stride: number;
+}
+
+/** The host slot of a run's chunk `index` (and, the stride being self-inverse, the chunk index of a slot). */
+function slotOf(run: BackedRun, index: number): number {
+  return run.stride === 1 ? index : Math.imul(index, run.stride) & (run.slots - 1);
 }
 
 function insertSorted<T>(list: T[], item: T, key: (x: T) => number): void {

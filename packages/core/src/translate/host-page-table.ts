@@ -5,7 +5,8 @@ import { PAGE_SIZE } from "../memory/page.js";
 import type { PermBits } from "./access.js";
 import { HostTableReader } from "./entry-readers.js";
 import { EntryKind, newEntryDecode, type PageTableEncoder, type PageTableFormat, type TableGeometry } from "./page-table-format.js";
-import { PageWalker } from "./page-walker.js";
+import { indexBitsOf, PageWalker } from "./page-walker.js";
+import { POW2 } from "../bits/bit-ops.js";
 import type { WalkResult } from "./walk-result.js";
 
 export type WritableFormat = PageTableFormat & PageTableEncoder;
@@ -89,17 +90,16 @@ export class PageTableBuilder {
   }
 
   private indexAddress(table: number, level: number, address: number): number {
-    const shift = this.geometry.levelShift[level]!;
-    const bits = this.geometry.indexBits[level]!;
-    return table + (Math.floor(address / 2 ** shift) % 2 ** bits) * 8;
+    const index = indexBitsOf(address >>> 0, Math.floor(address / 4_294_967_296) >>> 0, address, this.geometry.levelShift[level]!, this.geometry.indexBits[level]!);
+    return table + index * 8;
   }
 
   /** The largest leaf level usable for [address, address+length) → output, or undefined. */
   private leafLevelFor(address: number, output: number, length: number): number | undefined {
     for (let level = this.allowLargePages ? this.geometry.startLevel : 1; level >= 1; level--) {
       const shift = this.geometry.levelShift[level]!;
-      const size = 2 ** shift;
-      if (address % size === 0 && output % size === 0 && length >= size && this.format.leafAllowed(shift, level)) return level;
+      const size = POW2[shift]!;
+      if (length >= size && Math.floor(address / size) * size === address && Math.floor(output / size) * size === output && this.format.leafAllowed(shift, level)) return level;
     }
     return undefined;
   }
@@ -110,10 +110,11 @@ export class PageTableBuilder {
    * on failure what this call mapped is rolled back.
    */
   map(address: number, output: number, length: number, perms: PermBits): Result<void> {
-    if (length <= 0 || address % PAGE_SIZE !== 0 || output % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) {
+    // Low 12 bits by 32-bit masks (exact for any integer address), not floating-point modulo.
+    if (length <= 0 || !Number.isInteger(address) || !Number.isInteger(output) || (address & (PAGE_SIZE - 1)) !== 0 || (output & (PAGE_SIZE - 1)) !== 0 || (length & (PAGE_SIZE - 1)) !== 0) {
       return err("EINVAL", "map: address, output and length must be whole pages");
     }
-    if (address + length > 2 ** this.geometry.inputBits) return err("EINVAL", "map: range beyond the table's input width");
+    if (address + length > POW2[this.geometry.inputBits]!) return err("EINVAL", "map: range beyond the table's input width");
     let done = 0;
     while (done < length) {
       const level = this.leafLevelFor(address + done, output + done, length - done);
@@ -122,7 +123,7 @@ export class PageTableBuilder {
         this.unmapRange(address, done);
         return err(status, `map: ${status === "EEXIST" ? `0x${(address + done).toString(16)} already mapped` : status === "ENOMEM" ? "out of memory for page tables" : "no leaf size fits"}`);
       }
-      done += 2 ** this.geometry.levelShift[level!]!;
+      done += POW2[this.geometry.levelShift[level!]!]!;
     }
     this.mappedBytes += length;
     return ok();
