@@ -37,14 +37,27 @@ export function runConformance(plugin: VendorPlugin, options: ConformanceOptions
     results.push(result);
     options.onResult?.(result);
   }
+  return conformanceReport(plugin.id, seed, results);
+}
+
+/** A vendor's report from its case results (in any order: they are put in the suite's order, so reports compare). */
+export function conformanceReport(vendor: string, seed: number, results: readonly CaseResult[]): ConformanceReport {
+  const order = new Map(conformanceCases.map((c, i) => [c.id, i]));
+  const rank = (id: string): number => order.get(id) ?? conformanceCases.length;
+  const sorted = [...results].sort((a, b) => rank(a.id) - rank(b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return {
-    vendor: plugin.id,
+    vendor,
     seed,
-    results,
-    passed: results.filter((r) => r.status === "pass").length,
-    failed: results.filter((r) => r.status === "fail").length,
-    notApplicable: results.filter((r) => r.status === "n/a").length,
+    results: sorted,
+    passed: sorted.filter((r) => r.status === "pass").length,
+    failed: sorted.filter((r) => r.status === "fail").length,
+    notApplicable: sorted.filter((r) => r.status === "n/a").length,
   };
+}
+
+/** Which units of work (cases, campaign seeds) shard `index` of `count` runs: every count-th, from index − 1. */
+export function inShard(unit: number, shard: { readonly index: number; readonly count: number } | undefined): boolean {
+  return shard === undefined || unit % shard.count === shard.index - 1;
 }
 
 export function runCase(plugin: VendorPlugin, kase: ConformanceCase, seed: number, plugins: readonly VendorPlugin[]): CaseResult {

@@ -1,28 +1,41 @@
 import { Option, type Command } from "commander";
 import { vendorsOf, withJson, type CliContext } from "../cli/context.js";
 import { parseCount } from "../cli/numbers.js";
-import { conformanceCases, runConformance, type ConformanceReport } from "@viommu/conformance";
+import { conformanceCases, conformanceReport, inShard, type CaseResult, type ConformanceReport } from "@viommu/conformance";
 import type { VendorPlugin } from "@viommu/core";
 import { table, type Io } from "../io.js";
+import { parseShard, parseWorkers, runUnits, type Shard } from "./parallel.js";
+import { runUnit, type CaseUnit } from "./shard-work.js";
 
-/** `viommu conformance`: every case on every selected vendor, as a matrix. Exit 1 when any case fails. */
-export function conformanceCommand(io: Io, plugins: readonly VendorPlugin[], installed: readonly VendorPlugin[], seed: number, json: boolean): number {
-  const reports: ConformanceReport[] = [];
-  for (const plugin of plugins) {
-    if (io.progress) io.err(`conformance: ${plugin.id} …`);
-    reports.push(
-      runConformance(plugin, {
-        seed,
-        plugins: installed,
-        onResult: (r) => {
-          if (io.progress) io.err(`  ${r.status.padEnd(4)} ${r.id}`);
-        },
-      }),
-    );
-  }
+export interface ConformanceRun {
+  /** Worker threads (default 1: this thread). */
+  readonly workers?: number;
+  /** Only this slice of the (vendor, case) pairs. */
+  readonly shard?: Shard;
+  /** The command's --plugin directories, for the workers to load the same plugins. */
+  readonly pluginDirs?: readonly string[];
+}
+
+/** Every (vendor, case) pair in the suite's order, numbered: the shard and the merge both follow this order. */
+function caseUnits(plugins: readonly VendorPlugin[], seed: number, shard: Shard | undefined): CaseUnit[] {
+  const all = plugins.flatMap((p) => conformanceCases.map((c) => ({ kind: "case" as const, vendor: p.id, caseId: c.id, seed })));
+  return all.filter((_, i) => inShard(i, shard));
+}
+
+function reportsOf(plugins: readonly VendorPlugin[], seed: number, units: readonly CaseUnit[], results: readonly CaseResult[]): ConformanceReport[] {
+  return plugins.map((p) =>
+    conformanceReport(
+      p.id,
+      seed,
+      results.filter((_, i) => units[i]!.vendor === p.id),
+    ),
+  );
+}
+
+function print(io: Io, reports: readonly ConformanceReport[], seed: number, json: boolean, shard: Shard | undefined): number {
   const failed = reports.some((r) => r.failed > 0);
   if (json) {
-    io.out(JSON.stringify({ seed, vendors: reports }));
+    io.out(JSON.stringify({ seed, ...(shard !== undefined ? { shard: `${shard.index}/${shard.count}` } : {}), vendors: reports }));
     return failed ? 1 : 0;
   }
   const cell = (report: ConformanceReport, id: string): string => {
@@ -31,6 +44,7 @@ export function conformanceCommand(io: Io, plugins: readonly VendorPlugin[], ins
   };
   for (const line of table(["case", ...reports.map((r) => r.vendor)], conformanceCases.map((c) => [c.id, ...reports.map((r) => cell(r, c.id))]))) io.out(line);
   io.out("");
+  if (shard !== undefined) io.out(`shard ${shard.index}/${shard.count}: the cases marked - ran in other shards`);
   for (const report of reports) {
     io.out(`${report.vendor}: ${report.passed} passed, ${report.failed} failed, ${report.notApplicable} n/a`);
     for (const r of report.results) if (r.status !== "pass") io.out(`  ${r.status === "fail" ? "FAIL" : "n/a "} ${r.id}: ${r.detail}`);
@@ -38,14 +52,45 @@ export function conformanceCommand(io: Io, plugins: readonly VendorPlugin[], ins
   return failed ? 1 : 0;
 }
 
+/** `viommu conformance` in this thread: every case on every selected vendor, as a matrix. Exit 1 when any case fails. */
+export function conformanceCommand(io: Io, plugins: readonly VendorPlugin[], installed: readonly VendorPlugin[], seed: number, json: boolean, shard?: Shard): number {
+  const units = caseUnits(plugins, seed, shard);
+  const results = units.map((unit) => {
+    const r = runUnit(unit, installed) as CaseResult;
+    if (io.progress) io.err(`  ${r.status.padEnd(4)} ${unit.vendor} ${r.id}`);
+    return r;
+  });
+  return print(io, reportsOf(plugins, seed, units, results), seed, json, shard);
+}
+
+/**
+ * `viommu conformance --workers N`: the same pairs spread over worker threads; results are merged in the
+ * suite's order, so the report is the same whatever N is.
+ */
+export async function conformanceParallel(io: Io, plugins: readonly VendorPlugin[], installed: readonly VendorPlugin[], seed: number, json: boolean, run: ConformanceRun): Promise<number> {
+  if ((run.workers ?? 1) <= 1) return conformanceCommand(io, plugins, installed, seed, json, run.shard);
+  const units = caseUnits(plugins, seed, run.shard);
+  const results = (await runUnits(units, {
+    workers: run.workers ?? 1,
+    pluginDirs: run.pluginDirs ?? [],
+    installed,
+    onDone: (i, r) => {
+      if (io.progress) io.err(`  ${(r as CaseResult).status.padEnd(4)} ${units[i]!.vendor} ${units[i]!.caseId}`);
+    },
+  })) as CaseResult[];
+  return print(io, reportsOf(plugins, seed, units, results), seed, json, run.shard);
+}
+
 export function registerConformance(program: Command, ctx: CliContext): void {
   withJson(program.command("conformance").description("the cross-vendor suite, as a matrix (a case a vendor lacks the capability for is n/a with the reason)"))
     .addOption(new Option("--vendor <id>", "one vendor, or all (default: every installed product vendor)"))
     .addOption(new Option("--seed <n>", "seed of the randomised cases").argParser((v) => parseCount(v, "--seed")).default(1))
-    .action(async (opts: { json?: boolean; vendor?: string; seed: number }) => {
+    .addOption(new Option("--workers <n>", "worker threads to spread the cases over (the report is the same for any n)").argParser(parseWorkers).default(1))
+    .addOption(new Option("--shard <i/n>", "run only the i-th of n slices of the (vendor, case) pairs, for a CI matrix or an indexed job").argParser(parseShard))
+    .action(async (opts: { json?: boolean; vendor?: string; seed: number; workers: number; shard?: Shard }) => {
       const json = opts.json === true;
       const io = ctx.io(json);
       const { selected, all } = await vendorsOf(ctx, io, json, opts.vendor);
-      ctx.exit(conformanceCommand(io, selected, all, opts.seed, json));
+      ctx.exit(await conformanceParallel(io, selected, all, opts.seed, json, { workers: opts.workers, shard: opts.shard, pluginDirs: ctx.pluginDirs }));
     });
 }

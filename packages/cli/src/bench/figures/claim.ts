@@ -10,6 +10,8 @@ const CHUNK = 65536;
 
 export interface ClaimMeasurement {
   readonly setupMs: number;
+  /** The same claim backed by 1 GiB pages (stage 2 then needs 1024 leaves, not 512K). */
+  readonly setup1gMs: number;
   readonly touchMs: number;
   /** Resident set growth from before the VM was created to after 64 MiB were written and read back. */
   readonly rssGrowthMiB: number;
@@ -50,16 +52,23 @@ export function measureClaim(): ClaimMeasurement {
     }
     gc();
     const rss = process.memoryUsage.rss();
-    return { setupMs, touchMs, rssGrowthMiB: (rss - rss0) / 2 ** 20, rssMiB: rss / 2 ** 20 };
-  } finally {
     b.dispose();
+    const t2 = performance.now();
+    const huge = mockBed({ memoryBytes: CLAIM, backingPageShift: 30 });
+    const setup1gMs = performance.now() - t2;
+    huge.dispose();
+    return { setupMs, setup1gMs, touchMs, rssGrowthMiB: (rss - rss0) / 2 ** 20, rssMiB: rss / 2 ** 20 };
+  } catch (e) {
+    b.dispose();
+    throw e;
   }
 }
 
 export function claimFigures(m: ClaimMeasurement, where: string): FigureResult[] {
   const note = `1 TiB claimed, 64 MiB written by DMA and read back; ${where}`;
   return [
-    { name: "claim-1tib-setup-ms", value: Math.round(m.setupMs * 10) / 10, unit: "ms", verified: true, goal: "< 100 ms", note },
+    { name: "claim-1tib-setup-ms", value: Math.round(m.setupMs * 10) / 10, unit: "ms", verified: true, goal: "< 100 ms", note: `${note}; 2 MiB host pages: stage 2 holds 512K leaves` },
+    { name: "claim-1tib-1gib-pages-setup-ms", value: Math.round(m.setup1gMs * 10) / 10, unit: "ms", verified: true, goal: "< 100 ms", note: "the same claim on 1 GiB host pages (1024 stage-2 leaves)" },
     { name: "claim-1tib-touch-64mib-rss-growth-mib", value: Math.round(m.rssGrowthMiB * 10) / 10, unit: "MiB", verified: true, goal: "< 100 MiB", note: `${note}; process RSS ${Math.round(m.rssMiB)} MiB` },
   ];
 }

@@ -31,7 +31,7 @@ function claimInChild(): Promise<ClaimMeasurement> | undefined {
 
 const claim: OneShotSpec = {
   name: "claim-1tib",
-  yields: ["claim-1tib-setup-ms", "claim-1tib-touch-64mib-rss-growth-mib"],
+  yields: ["claim-1tib-setup-ms", "claim-1tib-1gib-pages-setup-ms", "claim-1tib-touch-64mib-rss-growth-mib"],
   async oneShot(): Promise<FigureResult[]> {
     const child = claimInChild();
     if (child !== undefined) return claimFigures(await child, "measured in a fresh process");
