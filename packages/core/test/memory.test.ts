@@ -138,8 +138,8 @@ describe("guest memory backing runs", () => {
     expect(m.writtenPages()).toEqual([0x20_1000, 0x40_0000, 0x60_0000, 0x80_0000]);
     expect(m.guestAddressOf(m.backingOf(0x60_0004)!)).toBe(0x60_0004);
     expect(m.guestAddressOf(m.backingOf(0x3f_fff8)!)).toBe(0x3f_fff8);
-    expect(m.backContiguous(0x40_0000, 0x40_0000)).toBe(false);
-    expect(m.backContiguous(0x100_0000, 0x40_0000)).toBe(true);
+    expect(m.backContiguous(gpa(0x40_0000), 0x40_0000)).toBe(false);
+    expect(m.backContiguous(gpa(0x100_0000), 0x40_0000)).toBe(true);
     expect(m.backingOf(0x120_0000)! - m.backingOf(0x100_0000)!).toBe(0x20_0000);
     expect(m.backedBytes).toBe(0xc0_0000);
   });
