@@ -22,7 +22,9 @@ import {
   type DmaRequest,
   type HostServices,
   type HwInfo,
+  type InterruptResult,
   type IommuDomain,
+  type MsiMessage,
   type NestedDomain,
   type OwnerId,
   type PagingDomain,
@@ -45,7 +47,9 @@ import {
 } from "../format/uapi.js";
 import { slDirtyBits } from "../format/sl-pte.js";
 import { HOST_CAP, HOST_ECAP, hostFeatures, hostRegister, type HostFeatures } from "./host-capabilities.js";
+import { HostCpus } from "./host-cpus.js";
 import { hostFaultReason } from "./host-fault-reason.js";
+import { HostInterruptRemapping } from "./host-interrupt-remapping.js";
 import { HostFaultLog } from "./host-fault-log.js";
 import { hostFlFormat, hostSlFormat, hostSlGeometry } from "./host-formats.js";
 import { checkNestedConfig, nestedTag, VtdNestedDomain } from "./vtd-nested-domain.js";
@@ -77,6 +81,10 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
   readonly ecap: Uint32Array;
   /** What the host driver makes of `cap` and `ecap`. */
   readonly features: HostFeatures;
+  /** The host's CPUs, as this unit's posted-interrupt notification events reach them. */
+  readonly cpus = new HostCpus();
+  /** The host driver's interrupt remapping table and this unit's remapping (and posting) of device MSIs. */
+  readonly interrupts: HostInterruptRemapping;
   readonly iotlb = new Iotlb(8192);
   readonly faults = new HostFaultLog();
   private readonly attachments = new Map<number, Map<number, IommuDomain>>();
@@ -101,6 +109,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     this.cap = registers.cap ?? HOST_CAP;
     this.ecap = registers.ecap ?? HOST_ECAP;
     this.features = hostFeatures(this.cap, this.ecap);
+    this.interrupts = new HostInterruptRemapping(host.memory, this.cpus);
     this.walker = new NestedWalker(host.memory, HOST_OWNER);
   }
 
@@ -262,6 +271,26 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     const perm = (request.access & Perm.Read ? PgfaultPerm.READ : 0) | (request.access & Perm.Write ? PgfaultPerm.WRITE : 0) | (request.access & Perm.Exec ? PgfaultPerm.EXEC : 0);
     const page = request.iova - (request.iova % 4096);
     if (domain.iopf.report(device, request.pasid === NO_PASID ? undefined : request.pasid, prgi & 0x1ff, [{ address: page, perm }])) out.pageRequest = prgi;
+  }
+
+  /**
+   * The host driver's `intel_ir_set_vcpu_affinity` for a passthrough device's MSI: a posted IRTE (vector `vector`
+   * into the descriptor at `descriptor`) verifying the device's requester id; returns the remappable MSI the
+   * device's MSI-X entry is programmed with. EOPNOTSUPP without CAP.PI.
+   */
+  postInterrupt(device: PhysicalDevice, vector: number, descriptor: number, urgent: boolean): Result<MsiMessage> {
+    if (!this.features.postedInterrupts) return err("EOPNOTSUPP", "this unit cannot post interrupts (CAP.PI = 0)");
+    return this.interrupts.post({ sid: device.requesterId, vector, descriptor, urgent });
+  }
+
+  /** Clears the IRTE behind an MSI `postInterrupt` returned. */
+  releaseInterrupt(msi: MsiMessage): void {
+    this.interrupts.release(msi);
+  }
+
+  /** The unit's interrupt remapping of a device MSI (posted IRTEs post it). */
+  remapInterrupt(device: PhysicalDevice, msi: MsiMessage): InterruptResult {
+    return this.interrupts.remap(device.requesterId, msi);
   }
 
   /**

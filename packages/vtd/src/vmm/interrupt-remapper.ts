@@ -113,6 +113,23 @@ export class InterruptRemapper {
     };
   }
 
+  /** IRTEs in the latched table (0 before SIRTP latched one). */
+  get size(): number {
+    return this.entries;
+  }
+
+  /**
+   * Reads IRTE `index` of the latched table from guest memory into `out` without caching it (the VMM re-deriving
+   * what it built from the guest's entries after an invalidation); false when there is none to read.
+   */
+  peek(index: number, out: Uint32Array): boolean {
+    if (!Number.isInteger(index) || index < 0 || index >= this.entries) return false;
+    const at = this.table + index * 16;
+    if (!this.memory.hostReadable(at, 16)) return false;
+    this.memory.readWords(at, out);
+    return true;
+  }
+
   /** Entries cached, for tests. */
   get cached(): number {
     return this.cache.size;

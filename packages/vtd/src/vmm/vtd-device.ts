@@ -57,6 +57,7 @@ import { InterruptRemapper } from "./interrupt-remapper.js";
 import { DONE, InvalidationQueue, type DescriptorOutcome, type InvalidationQueueHost } from "./invalidation-queue.js";
 import { PageRequestQueue } from "./page-request-queue.js";
 import { PageRequestRelay, type PageResponse } from "./page-request-relay.js";
+import { isPostingUnit, PostedInterrupts } from "./posted-interrupts.js";
 import { Gsts, VtdRegisterFile, type RegisterEffects } from "./register-file.js";
 import { applyVtdState, parseVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION, type VtdStateLimits } from "./vtd-state.js";
 
@@ -109,6 +110,8 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   readonly bindings: DeviceBindings;
   /** Page requests of passthrough devices: the host's fault queue relayed into the guest's page request queue. */
   readonly pageRequests: PageRequestRelay;
+  /** With `deviceInterrupts: "posted"`: the host posting passthrough devices' MSIs to the vCPUs. */
+  posted: PostedInterrupts | undefined;
   /** Where page group responses for no passthrough device's group go (the emulated device that asked for the pages). */
   onPageResponse: ((response: PageResponse) => void) | undefined;
   private mapping: MmioMapping | undefined;
@@ -160,11 +163,23 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.hostFaults = isVtdHostFaultSource(options.unit) ? options.unit : undefined;
   }
 
-  /** Builds the device and maps its register page into the VM. */
+  /**
+   * Builds the device and maps its register page into the VM. Posted device interrupts need a host unit that
+   * posts (CAP.PI): EOPNOTSUPP otherwise.
+   */
   static create(options: VmmDeviceOptions): Result<VtdDevice> {
     const device = new VtdDevice(options);
+    if (options.deviceInterrupts === "posted") {
+      if (!isPostingUnit(options.unit)) return err("EOPNOTSUPP", `posted device interrupts need a host unit that posts; ${options.unit.name} cannot`);
+      const posted = PostedInterrupts.create(options.vm, options.unit, resolveToken(options.vm.container, HostServices).memory, device.remapper, device.reporter, (rid, msi) => void device.deliverMsi(rid, msi));
+      if (!posted.ok) return fail(posted);
+      device.posted = posted.value;
+    }
     const mapped = options.vm.mapMmio(device.mmioBase, EMULATED_REGISTER_BYTES, { read: (o, s) => device.read(o, s), write: (o, s, v) => device.write(o, s, v) }, { name: "vtd" });
-    if (!mapped.ok) return fail(mapped);
+    if (!mapped.ok) {
+      device.posted?.destroy();
+      return fail(mapped);
+    }
     device.mapping = mapped.value;
     return ok(device);
   }
@@ -206,10 +221,12 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
 
   interruptRemapping(enable: boolean): void {
     this.remapper.enabled = enable;
+    this.posted?.refresh(this.bindings.devices.values());
   }
 
   setInterruptTable(): void {
     this.remapper.latch(this.stateLimits.eim);
+    this.posted?.refresh(this.bindings.devices.values());
   }
 
   tailWritten(value: bigint): void {
@@ -277,8 +294,14 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
         const im = (w0 >>> 27) & 0x1f;
         if (w0 & 0x10) {
           if (im > EMULATED_MHMV) return INVALID_RESERVED;
-          this.remapper.invalidate(raw[1]! & 0xffff, im);
-        } else this.remapper.invalidate();
+          const index = raw[1]! & 0xffff;
+          this.remapper.invalidate(index, im);
+          const count = 2 ** im;
+          this.posted?.refresh(this.bindings.devices.values(), index - (index % count), count);
+        } else {
+          this.remapper.invalidate();
+          this.posted?.refresh(this.bindings.devices.values());
+        }
         return DONE;
       }
       case "INV_WAIT":
@@ -460,8 +483,13 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     const added = this.bindings.add(device, devId, guestRid);
     if (!added.ok) return fail(added);
     const a = added.value;
-    // The device's MSIs carry whatever source id the guest sees it at now (renumbering moves it).
-    device.msiTarget = (msi) => void this.deliverMsi(a.guestRid, msi);
+    // The device's MSIs carry whatever source id the guest sees it at now (renumbering moves it). Posting, the
+    // MSI-X entry holds the host's posted message where the guest's IRTE allows one.
+    const posted = this.posted;
+    if (posted !== undefined) {
+      device.msiTarget = (msi) => posted.signal(a, msi);
+      posted.refresh([a]);
+    } else device.msiTarget = (msi) => void this.deliverMsi(a.guestRid, msi);
     return ok();
   }
 
@@ -475,6 +503,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     if (!removed.ok) return fail(removed);
     removed.value.device.msiTarget = undefined;
     this.pageRequests.forget(removed.value.devId);
+    this.posted?.forget(removed.value.devId);
     return ok();
   }
 
@@ -485,7 +514,10 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
    */
   renumberDevice(fromRid: number, toRid: number): Result<void> {
     const r = this.bindings.renumber(fromRid, toRid);
-    return r.ok ? ok() : fail(r);
+    if (!r.ok) return fail(r);
+    const a = this.bindings.devices.get(toRid);
+    if (a !== undefined) this.posted?.refresh([a]);
+    return ok();
   }
 
   /** The invalidation queue (IQA/IQH/IQT) and the page request queue (PQA/PQH/PQT). */
@@ -611,6 +643,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.bindings.translationEnabled = (this.registers.gsts & Gsts.TES) !== 0;
     // A shadow mapping refused while rebuilding is in the host log; the device faults there.
     this.bindings.refresh(() => true);
+    this.posted?.refresh(this.bindings.devices.values());
     this.frozen = wasFrozen;
     if (!wasFrozen) this.queue.process();
     return ok();
@@ -621,6 +654,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.bindings.destroy();
     // After the HWPTs that report to it: they hold the fault queue.
     this.pageRequests.destroy();
+    this.posted?.destroy();
     if (this.mapping !== undefined) this.options.vm.unmapMmio(this.mapping);
     this.mapping = undefined;
   }
