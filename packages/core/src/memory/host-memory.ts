@@ -1,6 +1,9 @@
 import { PAGE_SHIFT, PAGE_SIZE, newFrame, pageNumber, type Frame } from "./page.js";
 import type { Hpa } from "../address/addresses.js";
 
+const RUN_CACHE = 64;
+const FRAME_CACHE = 256;
+
 /** Who owns a host page: the host itself, or a VM by id. */
 export type OwnerId = number;
 export const HOST_OWNER: OwnerId = 0;
@@ -64,9 +67,14 @@ export class HostMemory {
   private readonly frames = new Map<number, Frame>();
   private nextPage: number;
   private readonly endPage: number;
-  /** Two most recent runs hit: nested walks alternate between host table pages and guest pages. */
-  private lastRun: OwnedRun | undefined;
-  private previousRun: OwnedRun | undefined;
+  /**
+   * Runs recently hit, direct-mapped by page number: a nested walk touches a handful of host table pages (each
+   * its own run) and guest pages in turn, and each is found again without a search.
+   */
+  private readonly runCache: (OwnedRun | undefined)[] = new Array<OwnedRun | undefined>(RUN_CACHE).fill(undefined);
+  /** Frames recently read, direct-mapped by page number (page -1: empty): table pages stay hot across walks. */
+  private readonly framePages = new Float64Array(FRAME_CACHE).fill(-1);
+  private readonly frameCache: (Frame | undefined)[] = new Array<Frame | undefined>(FRAME_CACHE).fill(undefined);
   private ownedPages = 0;
   readonly violations: IsolationViolation[] = [];
   private readonly sourceViews = new PageViews();
@@ -115,14 +123,9 @@ export class HostMemory {
   }
 
   private runAt(page: number): OwnedRun | undefined {
-    const last = this.lastRun;
-    if (last !== undefined && page >= last.start && page < last.start + last.pages) return last;
-    const previous = this.previousRun;
-    if (previous !== undefined && page >= previous.start && page < previous.start + previous.pages) {
-      this.previousRun = last;
-      this.lastRun = previous;
-      return previous;
-    }
+    const slot = page & (RUN_CACHE - 1);
+    const cached = this.runCache[slot];
+    if (cached !== undefined && page >= cached.start && page < cached.start + cached.pages) return cached;
     let lo = 0;
     let hi = this.runs.length - 1;
     while (lo <= hi) {
@@ -131,8 +134,7 @@ export class HostMemory {
       if (page < r.start) hi = mid - 1;
       else if (page >= r.start + r.pages) lo = mid + 1;
       else {
-        this.previousRun = this.lastRun;
-        this.lastRun = r;
+        this.runCache[slot] = r;
         return r;
       }
     }
@@ -160,9 +162,8 @@ export class HostMemory {
       if (run.start < page) pieces.push({ start: run.start, pages: page - run.start, owner: run.owner });
       if (cutEnd < runEnd) pieces.push({ start: cutEnd, pages: runEnd - cutEnd, owner: run.owner });
       this.runs.splice(index, 1, ...pieces);
-      this.lastRun = undefined;
-      this.previousRun = undefined;
-      for (let p = page; p < cutEnd; p++) this.frames.delete(p);
+      this.runCache.fill(undefined);
+      for (let p = page; p < cutEnd; p++) this.dropFrame(p);
       this.freeRuns.push({ start: page, pages: cutEnd - page });
       this.ownedPages -= cutEnd - page;
       page = cutEnd;
@@ -202,9 +203,30 @@ export class HostMemory {
     return out.sort((a, b) => a - b);
   }
 
+  /** The frame of a page, if materialised (through the frame cache). */
+  private frameOf(page: number): Frame | undefined {
+    const slot = page & (FRAME_CACHE - 1);
+    if (this.framePages[slot] === page) return this.frameCache[slot];
+    const frame = this.frames.get(page);
+    if (frame !== undefined) {
+      this.framePages[slot] = page;
+      this.frameCache[slot] = frame;
+    }
+    return frame;
+  }
+
+  private dropFrame(page: number): void {
+    this.frames.delete(page);
+    const slot = page & (FRAME_CACHE - 1);
+    if (this.framePages[slot] === page) {
+      this.framePages[slot] = -1;
+      this.frameCache[slot] = undefined;
+    }
+  }
+
   private frameFor(address: number, create: boolean): Frame | undefined {
     const page = pageNumber(address);
-    let frame = this.frames.get(page);
+    let frame = this.frameOf(page);
     if (frame === undefined && create) {
       if (this.runAt(page) === undefined) throw new RangeError(`host access to unallocated page 0x${address.toString(16)}`);
       frame = newFrame();
@@ -280,7 +302,7 @@ export class HostMemory {
 
   /** Zeroes a page-aligned range (freshly allocated table pages). */
   zero(address: number, length: number): void {
-    for (let a = address; a < address + length; a += PAGE_SIZE) this.frames.delete(pageNumber(a));
+    for (let a = address; a < address + length; a += PAGE_SIZE) this.dropFrame(pageNumber(a));
   }
 
   private ownedBy(owner: OwnerId, address: number, length: number, write: boolean): boolean {
@@ -325,7 +347,7 @@ export class HostMemory {
       const a = address + done;
       const offset = a & (PAGE_SIZE - 1);
       const n = Math.min(PAGE_SIZE - offset, length - done);
-      const frame = this.frames.get(pageNumber(a));
+      const frame = this.frameOf(pageNumber(a));
       if (frame === undefined) into.fill(0, at + done, at + done + n);
       else if (n === PAGE_SIZE) into.set(frame.bytes, at + done);
       else into.set(frame.bytes.subarray(offset, offset + n), at + done);

@@ -62,8 +62,46 @@ export function newEntryDecode(): EntryDecode {
  * level a geometry names (1 for x86 formats; ARM's level 3 is level 1 here, level 0 is level 4). Entries are
  * 64-bit, read as two little-endian 32-bit halves.
  */
+/**
+ * A radix entry format described as bit masks, for the walker's compiled path: when a format gives one, every
+ * entry is decoded by a few 32-bit operations inside the walk instead of a `decodeEntry` call. It must mean
+ * exactly what the format's `decodeEntry` means (a differential test checks the pair); formats it cannot
+ * describe (multi-field next-level encodings, access flags, contiguous hints) leave it out.
+ */
+export interface RadixLayout {
+  /** The entry is present when lo has any of these bits; otherwise Invalid (a translation fault). */
+  readonly presentLo: number;
+  /** Bits that must be clear in a present entry, else Reserved. */
+  readonly reservedLo: number;
+  readonly reservedHi: number;
+  /** Further low bits that must be clear in a table (non-leaf) entry, else Reserved. */
+  readonly tableReservedLo: number;
+  /** The low bit marking a leaf above the lowest level (0: none). */
+  readonly leafFlagLo: number;
+  /** One bit per level (bit n for level n) where every present entry is a leaf. */
+  readonly alwaysLeafLevels: number;
+  /** One bit per level where the leaf flag is allowed; a flagged entry at another level is Reserved. */
+  readonly leafLevels: number;
+  /** Address bits of the entry (output page or next table): (hi & addressHi) · 2^32 + (lo & addressLo). */
+  readonly addressLo: number;
+  readonly addressHi: number;
+  /** A leaf whose address is not aligned to its page size is Reserved. */
+  readonly leafAlignment: boolean;
+  /** Low bits granting read and write. */
+  readonly readLo: number;
+  readonly writeLo: number;
+  /** Permissions every leaf / table entry grants besides its read and write bits. */
+  readonly leafPerms: PermBits;
+  readonly tablePerms: PermBits;
+}
+
 export interface PageTableFormat {
   readonly name: string;
+  /**
+   * Optional. The entry as bit masks, when it fits `RadixLayout`: the walker then decodes in place (leaves
+   * map 2^levelShift[level] bytes, tables point one level down) and never calls `decodeEntry`.
+   */
+  readonly layout?: RadixLayout;
   /**
    * Decodes an entry found at `level`. Runs on the hot path: must not allocate, must not throw for any bit
    * pattern (guest tables are hostile), must fill every field of `out` it reports through `kind`.

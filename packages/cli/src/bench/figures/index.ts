@@ -7,7 +7,7 @@ import { claimFigures, measureClaim, type ClaimMeasurement } from "./claim.js";
 import { hitCollections } from "./collections.js";
 import { dmaRead, dmaWrite } from "./dma.js";
 import { asidInvalidateInternal, iotlbLookupInternal, rangeInvalidate } from "./invalidation.js";
-import { nestedMissTranslate, nestedWalkerInternal } from "./nested-miss.js";
+import { nestedMissTranslate, nestedWalkerInternal, nestedWalkerLayoutInternal } from "./nested-miss.js";
 import { iotlbHitDevice, iotlbHitTranslate } from "./translate-hit.js";
 import { iotlbBytesInternal } from "./bytes-per-entry.js";
 
@@ -55,6 +55,7 @@ export const coreFigures: readonly AnyFigureSpec[] = [
   claim,
   iotlbLookupInternal,
   nestedWalkerInternal,
+  nestedWalkerLayoutInternal,
   asidInvalidateInternal,
   iotlbBytesInternal,
 ];

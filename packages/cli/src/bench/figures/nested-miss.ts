@@ -1,4 +1,4 @@
-import { HOST_OWNER, NestedWalker, newWalkResult, NO_PASID, Perm, type DmaRequest } from "@viommu/core";
+import { HOST_OWNER, NestedWalker, newWalkResult, NO_PASID, Perm, type DmaRequest, type PageTableFormat, type RadixLayout } from "@viommu/core";
 import { mockGeometry, mockPteFormat } from "@viommu/example-mock";
 import { FlatTables } from "../flat-walk.js";
 import type { FigureSpec, Prepared } from "../harness.js";
@@ -95,16 +95,43 @@ export const nestedMissTranslate: FigureSpec = {
   },
 };
 
+/**
+ * The mock entry as a RadixLayout (MockPte in examples/mock-vendor/src/format/pte.ts), for the walker's compiled
+ * path; the figure checks every walk's output against the plain walk, so a layout that misread the format
+ * would be refused. The mock itself does not declare it yet: that is the mock's to add.
+ */
+export const mockLayout: RadixLayout = {
+  presentLo: 1,
+  reservedLo: 0x0fb0,
+  reservedHi: 0xfff0_0000,
+  tableReservedLo: 0x40,
+  leafFlagLo: 0x8,
+  alwaysLeafLevels: 1 << 1,
+  leafLevels: (1 << 2) | (1 << 3),
+  addressLo: 0xffff_f000,
+  addressHi: 0x000f_ffff,
+  leafAlignment: true,
+  readLo: 0x2,
+  writeLo: 0x4,
+  leafPerms: 0,
+  tablePerms: Perm.Exec | Perm.User,
+};
+
+function walkerFigure(name: string, format: PageTableFormat, note: string): FigureSpec {
+  return {
+    name,
+    unit: "M walks/s",
+    prepare: () => walkerPrepared(format, note),
+  };
+}
+
 /** The core NestedWalker alone on the same tables (no unit, no IOTLB). */
-export const nestedWalkerInternal: FigureSpec = {
-  name: "internal-nested-walker-vs-dataview",
-  unit: "M walks/s",
-  prepare(): Prepared {
+function walkerPrepared(format: PageTableFormat, note: string): Prepared {
     const s = nestedSetup();
     const walker = new NestedWalker(s.b.bed.platform.host.memory, HOST_OWNER);
-    const stage1 = { format: mockPteFormat, geometry: mockGeometry, root: s.s1Root };
+    const stage1 = { format, geometry: mockGeometry, root: s.s1Root };
     const parent = s.b.nested().parent.table;
-    const stage2 = { format: parent.format, geometry: parent.geometry, root: s.s2Root };
+    const stage2 = { format, geometry: parent.geometry, root: s.s2Root };
     const owner = s.b.vm.vm.id;
     const out = newWalkResult();
     const iovas = s.iovas;
@@ -125,9 +152,11 @@ export const nestedWalkerInternal: FigureSpec = {
       },
       baseline: flatBaseline(s),
       sameOutputs: true,
-      note: `${FETCHES} fetches a walk`,
+      note: `${FETCHES} fetches a walk; ${note}`,
       sabotage: () => void (corrupt = true),
       dispose: () => s.b.dispose(),
     };
-  },
-};
+}
+
+export const nestedWalkerInternal = walkerFigure("internal-nested-walker-vs-dataview", mockPteFormat, "entries decoded by the mock format's decodeEntry");
+export const nestedWalkerLayoutInternal = walkerFigure("internal-nested-walker-layout-vs-dataview", { ...mockPteFormat, layout: mockLayout }, "entries decoded in place from the mock entry's RadixLayout");
