@@ -577,16 +577,51 @@ const smmuv3: QemuDifference[] = [
     },
   },
   {
+    id: "smmuv3-bad-streamid-recorded-without-recinvsid",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A transaction with a StreamID outside the stream table is recorded as C_BAD_STREAMID by QEMU even with SMMU_CR2.RECINVSID clear; the model records it only when the guest set RECINVSID.",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_CR2.RECINVSID: when 0, C_BAD_STREAMID events for invalid incoming StreamIDs are not recorded (the transaction is still terminated).",
+    qemu: "hw/arm/smmuv3.c smmu_find_ste() sets SMMU_EVT_C_BAD_STREAMID for a StreamID beyond the table and smmuv3_translate() records it; CR2.RECINVSID is never consulted.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes) return false;
+      const recinvsid = ((lastRegisterWrite(c, "smmuv3", 0x2c) ?? 0n) & 0x2n) !== 0n;
+      return !recinvsid && mem.actual[0] === 0x02 && mem.expected[0] !== 0x02;
+    },
+  },
+  {
+    id: "smmuv3-cmdq-outside-ram",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A command queue the guest placed outside RAM: QEMU's virt machine has its flash (holding the firmware) at address 0, so commands fetched there are illegal (CMDQ_CONS.ERR = CERROR_ILL); the model has nothing there and reports the fetch abort (CERROR_ABT). A difference of the machines, not of the SMMUs.",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_CMDQ_CONS.ERR: CERROR_ABT for an abort fetching a command, CERROR_ILL for a command that is not valid; what lies outside RAM is the platform's.",
+    qemu: "hw/arm/virt.c maps the flash (VIRT_FLASH) at 0; hw/arm/smmuv3.c smmuv3_cmdq_consume() reads the command from there with dma_memory_read().",
+    matches: (c) => {
+      if (registerRead(c, "smmuv3") !== 0x9c || !differsOnlyIn(c, 0x7f00_0000n)) return false;
+      const base = Number((lastRegisterWrite(c, "smmuv3", SMMU_CMDQ_BASE) ?? 0n) & 0x000f_ffff_ffff_ffe0n);
+      return !c.trace.header.machine.ram.some((r) => base >= r.base && base < r.base + r.size);
+    },
+  },
+  {
     id: "smmuv3-queue-pointer-reserved-bits",
     vendor: "smmuv3",
     classification: "open",
-    summary: "Bits a guest wrote into the reserved part of a queue pointer register (CMDQ_PROD/CONS, EVTQ_PROD/CONS) read back in QEMU; the model keeps only the defined fields.",
+    summary: "Bits a guest wrote into the reserved part of a queue pointer register (CMDQ_PROD/CONS, EVTQ_PROD/CONS: above the LOG2SIZE + 1 index and wrap bits, outside ERR and the overflow flags) read back in QEMU; the model keeps only the defined fields.",
     specification: "Arm SMMUv3 (IHI 0070), SMMU_CMDQ_PROD/CONS and SMMU_EVENTQ_PROD/CONS: outside the index and wrap (and ERR, OVFLG/OVACKFLG) the bits are RES0, which software must write as 0 and must not rely on reading back.",
     qemu: "hw/arm/smmuv3.c smmu_writel(): A_CMDQ_PROD, A_EVENTQ_CONS and the others store the written value whole.",
     matches: (c) => {
       const at = registerRead(c, "smmuv3");
-      const defined: Record<number, bigint> = { 0x98: 0x000f_ffffn, 0x9c: 0x7f0f_ffffn, 0x100a8: 0x800f_ffffn, 0x100ac: 0x800f_ffffn };
-      const mask = at === undefined ? undefined : defined[at];
+      // The index and wrap are LOG2SIZE + 1 bits of the queue's base register; above them the field is RES0.
+      const size = (base: number): bigint => ((1n << (((lastRegisterWrite(c, "smmuv3", base) ?? 0n) & 0x1fn) + 1n)) - 1n);
+      const defined: Record<number, () => bigint> = {
+        0x98: () => size(SMMU_CMDQ_BASE),
+        0x9c: () => 0x7f00_0000n | size(SMMU_CMDQ_BASE),
+        0x100a8: () => 0x8000_0000n | size(SMMU_EVTQ_BASE),
+        0x100ac: () => 0x8000_0000n | size(SMMU_EVTQ_BASE),
+      };
+      const mask = at === undefined ? undefined : defined[at]?.();
       if (mask === undefined || typeof c.expected !== "bigint" || typeof c.actual !== "bigint") return false;
       const d = c.expected ^ c.actual;
       return d !== 0n && (d & mask) === 0n;
