@@ -11,9 +11,12 @@ import { vtdWalkTool } from "./vmm/walk-tool.js";
 
 /**
  * The Intel VT-d plugin: the physical unit (nesting with the guest's first-level table over a shared
- * second-level parent, VTD_S1 invalidation), the emulated unit a VMM gives its guest (registers, queued
- * invalidation, fault recording, interrupt remapping, page requests, DMAR, save/restore; nested, shadow and
- * IR-only modes) and the reference guest driver (legacy and scalable mode), wired here and nowhere else.
+ * second-level parent, VTD_S1 invalidation, attachments per PASID, second-level dirty tracking, page requests to
+ * a fault queue, posted interrupts), the emulated unit a VMM gives its guest (registers, queued invalidation,
+ * fault recording, interrupt remapping, the page request queue, DMAR, save/restore; nested, shadow and IR-only
+ * modes; host PASID attachments, page requests relayed from the host, posted device interrupts) and the reference
+ * guest driver (legacy and scalable mode, PASIDs, processes bound for SVA, page request handling), wired here and
+ * nowhere else.
  */
 export const vtdPlugin: VendorPlugin = {
   id: "vtd",
