@@ -26,3 +26,4 @@ export * from "./hw/stale-translation-audit.js";
 export * from "./formats/x86-64-paging.js";
 export * from "./plugins/discovery.js";
 export * from "./bench/measure.js";
+export * from "./bench/interleaved.js";

@@ -86,7 +86,7 @@ export interface HarnessTiming {
 }
 
 export function timingFor(options: BenchOptions): HarnessTiming {
-  return options.quick ? { rounds: 5, batchMs: 4 } : { rounds: 7, batchMs: 120 };
+  return options.quick ? { rounds: 5, batchMs: 4 } : { rounds: 15, batchMs: 40 };
 }
 
 function checksumOk(x: number): boolean {

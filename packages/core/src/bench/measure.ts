@@ -2,7 +2,8 @@ import { NO_PASID } from "../contract/iommu-unit.js";
 import { newWalkResult, type WalkResult } from "../translate/walk-result.js";
 
 /**
- * Operations per second of `batch(n)` (which performs n operations), measured over at least `minMs` after a
+ * Superseded by the verified, interleaved harness in `interleaved.ts` (`measurePrepared`): kept while vendor
+ * figures still call it. Operations per second of `batch(n)` (which performs n operations), measured over at least `minMs` after a
  * warm-up so the JIT has settled. Wall-clock: for `viommu bench` figures only, never asserted in tests.
  */
 export function opsPerSecond(batch: (n: number) => void, minMs = 300): number {
