@@ -92,3 +92,36 @@ describe("VT-d save and restore", () => {
     expect(b.device.restore(new TextEncoder().encode("not a state"))).toMatchObject({ ok: false, error: { errno: "EINVAL" } });
   });
 });
+
+describe("VT-d save and restore of the issue-11 features", () => {
+  it("rebuilds host PASID attachments, the page-request fault queue and posted IRTEs from the guest's state in a fresh device", () => {
+    const b = vtdBed("nested", undefined, { deviceInterrupts: "posted" }, [{ rid: 0x100, guestRid: 0x10, pasidBits: 20, pri: true }]);
+    const v = b.bed.vms[0]!;
+    mapped(b, 0x10, IOVA, DATA_GPA, 0x1000);
+    const d1 = unwrap(b.driver.createDomain());
+    unwrap(b.driver.map(d1, IOVA, DATA_GPA + 0x1000, 0x1000, 3));
+    unwrap(b.driver.attachPasid(0x10, 7, d1));
+    unwrap(b.driver.enablePageRequests(0x10));
+    const msi = unwrap(b.driver.mapInterrupt(0x10, 0x44, 2));
+    v.vm.memory.writeBytes(DATA_GPA + 0x1000, Uint8Array.of(7, 7));
+    const blob = b.device.save();
+    b.device.destroy();
+    expect(v.devices[0]!.device.read(IOVA, 2, 7).ok).toBe(false);
+    const fresh = unwrap(vtdPlugin.createDevice({ ...b.device.options })) as VtdDevice;
+    unwrap(fresh.assignDevice(v.devices[0]!.device, v.devices[0]!.devId, 0x10));
+    unwrap(fresh.restore(blob));
+    const r = v.devices[0]!.device.read(IOVA, 2, 7);
+    expect(r.ok && [...r.data]).toEqual([7, 7]);
+    expect(v.devices[0]!.device.read(IOVA, 2).ok).toBe(true);
+    expect(fresh.posted!.posted).toBe(1);
+    v.vm.interrupts.take();
+    v.devices[0]!.device.signalMsi(msi);
+    expect(v.vm.interrupts.take().map((i) => [i.vector, i.destination, i.path])).toEqual([[0x44, 2, "direct"]]);
+    // Page requests reach the fresh device's queue: the restored context has PRE.
+    const miss = v.devices[0]!.device.read(IOVA + 0x10_0000, 4, 7);
+    expect(!miss.ok && miss.pageRequest).toBeGreaterThanOrEqual(0);
+    b.bed.poll();
+    fresh.poll();
+    expect(fresh.pageRequests.pending).toBe(1);
+  });
+});
