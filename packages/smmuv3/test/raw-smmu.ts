@@ -2,11 +2,12 @@ import type { RawBits } from "@viommu/core";
 import { registerByName } from "../src/format/register-map.js";
 import type { Smmuv3DeviceExtras } from "../src/vmm/smmuv3-device.js";
 import { Smmuv3Device } from "../src/vmm/smmuv3-device.js";
+import type { Smmuv3HwConfig } from "../src/hw/smmuv3-hw-config.js";
 import { smmuBed } from "./support.js";
 
 /** An emulated SMMU programmed by hand (no guest driver): a 16-entry CMDQ and an 8-entry EVTQ, both enabled. */
-export function rawSmmu(extras: Smmuv3DeviceExtras = {}, cmdqLog2 = 4, evtqLog2 = 3) {
-  const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true });
+export function rawSmmu(extras: Smmuv3DeviceExtras = {}, cmdqLog2 = 4, evtqLog2 = 3, config?: Smmuv3HwConfig) {
+  const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true }, config);
   let iommu = s.iommu;
   if (extras.msi !== undefined) {
     // Rebuild the device with the extras (the plugin's createDevice takes none).

@@ -1,13 +1,39 @@
-import { HwptAllocFlag, IoasMapFlag, IommufdContext, Platform, unwrap, type DmaDevice, type VirtualMachine } from "@viommu/core";
+import { decodeLayout, encodeLayout, HwptAllocFlag, IoasMapFlag, IommufdContext, Platform, unwrap, VendorPlugin, type DmaDevice, type VirtualMachine } from "@viommu/core";
+import { idr0Layout, idr1Layout, idr3Layout, idr5Layout } from "../src/format/id-registers.js";
+import { DEFAULT_SMMUV3_HW, type Smmuv3HwConfig } from "../src/hw/smmuv3-hw-config.js";
 import { Testbed, type TestbedOptions } from "@viommu/conformance";
 import { smmuv3Plugin } from "../src/plugin.js";
 import { createSmmuv3Unit, type Smmuv3Unit, type Smmuv3UnitOptions } from "../src/hw/smmuv3-unit.js";
 import type { Smmuv3Device } from "../src/vmm/smmuv3-device.js";
 import type { Smmuv3GuestDriver } from "../src/guest/smmuv3-driver.js";
 
-/** A testbed for SMMUv3 with typed handles on the first VM's pieces. */
-export function smmuBed(options: Omit<TestbedOptions, "plugin"> = { vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }] }) {
-  const bed = unwrap(Testbed.create({ ...options, plugin: smmuv3Plugin }));
+/** The modelled host SMMU with some ID fields changed. */
+export function hostConfig(changes: { idr0?: Record<string, number>; idr1?: Record<string, number>; idr3?: Record<string, number>; idr5?: Record<string, number> }): Smmuv3HwConfig {
+  const idr = [...DEFAULT_SMMUV3_HW.idr];
+  const layouts = [idr0Layout, idr1Layout, undefined, idr3Layout, undefined, idr5Layout] as const;
+  const edits = [changes.idr0, changes.idr1, undefined, changes.idr3, undefined, changes.idr5];
+  layouts.forEach((layout, i) => {
+    if (layout !== undefined && edits[i] !== undefined) idr[i] = encodeLayout(layout, { ...decodeLayout(layout, Uint32Array.of(idr[i]!)), ...edits[i] })[0]!;
+  });
+  return { ...DEFAULT_SMMUV3_HW, idr };
+}
+
+/** The SMMUv3 plugin with host units of `config` (registered as itself, so a platform's units are built from it). */
+export function pluginWith(config: Smmuv3HwConfig): VendorPlugin {
+  const plugin: VendorPlugin = {
+    ...smmuv3Plugin,
+    createUnit: (host, index) => createSmmuv3Unit(host, index, { config }),
+    register: (container) => void container.register(VendorPlugin, { useValue: plugin }),
+  };
+  return plugin;
+}
+
+/** A host SMMU without PRI, for the rules of an emulated SMMU that offers none. */
+export const NO_PRI_HOST = hostConfig({ idr0: { PRI: 0 }, idr1: { PRIQS: 0 } });
+
+/** A testbed for SMMUv3 with typed handles on the first VM's pieces; `config`: the host SMMU's ID registers. */
+export function smmuBed(options: Omit<TestbedOptions, "plugin"> = { vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }] }, config?: Smmuv3HwConfig) {
+  const bed = unwrap(Testbed.create({ ...options, plugin: config === undefined ? smmuv3Plugin : pluginWith(config) }));
   const v = bed.vms[0]!;
   return {
     bed,

@@ -31,6 +31,26 @@ export function cmdLeaf(raw: RawBits): boolean {
   return (raw[2]! & 1) !== 0;
 }
 
+/** CMD_PRI_RESP.PRGIndex, dw1[8:0]. */
+export function cmdPrgIndex(raw: RawBits): number {
+  return raw[2]! & 0x1ff;
+}
+
+/** CMD_PRI_RESP.Resp, dw1[13:12]. */
+export function cmdPriResp(raw: RawBits): number {
+  return (raw[2]! >>> 12) & 0b11;
+}
+
+/** CMD_RESUME.Action (Ac bit 12, Ab bit 13), dw0[13:12]. */
+export function cmdResumeAction(raw: RawBits): number {
+  return (raw[0]! >>> 12) & 0b11;
+}
+
+/** CMD_RESUME.STAG, dw1[15:0]. */
+export function cmdStag(raw: RawBits): number {
+  return raw[2]! & 0xffff;
+}
+
 /** VMID, dw0[47:32] (TLBI_NH_*, TLBI_S12_VMALL, TLBI_S2_IPA). */
 export function cmdVmid(raw: RawBits): number {
   return raw[1]! & 0xffff;

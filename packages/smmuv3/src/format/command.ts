@@ -133,8 +133,12 @@ export const VIOMMU_INVALIDATE_COMMANDS: Readonly<Partial<Record<CommandName, "n
 
 /** CMD_SYNC.CS values. */
 export const SyncCs = { None: 0, SigIrq: 1, SigSev: 2 } as const;
-/** CMD_PRI_RESP.Resp values. */
-export const PriResp = { Deny: 0, Fail: 1, Success: 2 } as const;
+/**
+ * CMD_PRI_RESP.Resp values, by the architecture's names (IHI0070 §4.5.2): 0b00 ResponseFailure (a permanent
+ * non-paging error), 0b01 InvalidRequest (a page could not be paged in), 0b10 Success; 0b11 is ILLEGAL. Linux
+ * names 0 PRI_RESP_DENY and 1 PRI_RESP_FAIL, the other way round to what the values mean.
+ */
+export const PriResp = { ResponseFailure: 0, InvalidRequest: 1, Success: 2 } as const;
 /** CMD_RESUME.Action values. */
 export const ResumeAction = { Terminate: 0, Retry: 1, Abort: 2 } as const;
 

@@ -72,6 +72,8 @@ export function guestEventOf(raw: RawBits): GuestEvent {
   const ssid = typeof fields.SubstreamID === "number" && (fields.SSV === 1 || e.code === EventType.C_BAD_SUBSTREAMID) ? fields.SubstreamID : undefined;
   const pasid = ssid !== undefined ? { pasid: ssid } : {};
   if (e.code === PAGE_REQUEST) return { kind: "page-request", code: e.code, name: e.name, rid: sid, address, ...pasid, raw: rawHex };
+  // A stalled transaction's record (Stall = 1): answered with CMD_RESUME naming its STAG, a one-page group.
+  if (fields.Stall === 1 && typeof fields.STAG === "number") return { kind: "page-request", code: e.code, name: e.name, rid: sid, address, write, ...pasid, group: fields.STAG, last: true, raw: rawHex };
   if (e.name === "UNKNOWN" || e.name.startsWith("IMPDEF")) return { kind: "other", code: e.code, name: e.name, raw: rawHex };
   return { kind: "dma-fault", code: e.code, name: e.name, rid: sid, address, write, ...pasid, raw: rawHex };
 }

@@ -26,10 +26,13 @@ import { gicrSetlpirAddress } from "../format/gic-doorbell.js";
 import { addressSizeBits, idr0Layout, idr1Layout, idr3Layout, idr5Layout } from "../format/id-registers.js";
 import { decodeIort } from "../format/iort.js";
 import { IDR4_MODEL_MAP_NOTIFY } from "../format/model-registers.js";
-import { encodeSte, SteConfig, SteS1Dss } from "../format/stream-table-entry.js";
+import { encodeSte, SteConfig, SteEats, SteS1Dss } from "../format/stream-table-entry.js";
+import { PriResp, ResumeAction } from "../format/command.js";
+import { IdrStallModel } from "../format/id-registers.js";
 import type { GranuleShift } from "../format/vmsa-geometry.js";
 import { GuestCommandQueue } from "./guest-command-queue.js";
 import { GuestEventQueue, guestEventOf } from "./guest-event-queue.js";
+import { GuestPriQueue, guestPageRequestOf, PRIQ_ENTRY_NAME } from "./guest-pri-queue.js";
 import { GuestPageTable, LINUX_S1_T0SZ, tg0Of } from "./guest-page-table.js";
 import { GuestCpuProcess, PROCESS_T0SZ } from "./guest-process.js";
 import { GuestStreamTable, linuxAbortSte } from "./guest-stream-table.js";
@@ -53,8 +56,10 @@ const LINUX_MAIR1 = 0xffffffff;
 const TCR_WBWA = 1;
 /** CR2: PTM (ignore broadcast TLB maintenance) and RECINVSID (record C_BAD_STREAMID), as Linux sets them. */
 const CR2_LINUX = (1 << 2) | (1 << 1);
-const CR0 = { SMMUEN: 1 << 0, EVTQEN: 1 << 2, CMDQEN: 1 << 3 } as const;
-const IRQ_CTRL = { GERROR: 1 << 0, EVTQ: 1 << 2 } as const;
+const CR0 = { SMMUEN: 1 << 0, PRIQEN: 1 << 1, EVTQEN: 1 << 2, CMDQEN: 1 << 3 } as const;
+const IRQ_CTRL = { GERROR: 1 << 0, PRIQ: 1 << 1, EVTQ: 1 << 2 } as const;
+/** The PRI queue the driver allocates (256 entries, one page). */
+const PRIQ_LOG2 = 8;
 /** Linux's MSI_IOVA_BASE and MSI_IOVA_LENGTH (arm-smmu-v3.c): the IOVA window its SW_MSI reserved region holds. */
 const MSI_IOVA_BASE = 0x0800_0000;
 const MSI_IOVA_LENGTH = 0x10_0000;
@@ -77,6 +82,10 @@ interface Stream {
   readonly pasids: Map<number, GuestDomainId | GuestCpuProcess>;
   /** SubstreamIDs whose CD is valid. */
   readonly valid: Set<number>;
+  /** ATS (and PRI with it) enabled for the master: STE.EATS translate, ATC invalidations after TLB ones. */
+  ats: boolean;
+  /** The master may stall (Linux master->stall_enabled): S1STALLD clear, CD.S set. */
+  stall: boolean;
 }
 
 /** The SVA domain of a process (Linux's IOMMU_DOMAIN_SVA for one mm): its ASID from the SMMU's ASID space. */
@@ -118,6 +127,9 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   private mmio: SmmuMmio | undefined;
   private cmdq: GuestCommandQueue | undefined;
   private evtq: GuestEventQueue | undefined;
+  private priq: GuestPriQueue | undefined;
+  /** IDR0.STALL_MODEL 0: the SMMU can both stall and terminate (Linux ARM_SMMU_FEAT_STALLS). */
+  private stalls = false;
   private strtab: GuestStreamTable | undefined;
   private readonly domains = new Map<GuestDomainId, Domain>();
   private readonly streams = new Map<number, Stream>();
@@ -176,6 +188,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     this.rangeInvalidation = idr3.RIL === 1;
     this.ssidBits = idr1.SSIDSIZE;
     this.twoLevelCd = idr0.CD2L === 1;
+    this.stalls = idr0.STALL_MODEL === IdrStallModel.StallAndTerminate;
     this.mapNotify = (mmio.read32("IDR4") & IDR4_MODEL_MAP_NOTIFY) !== 0;
     this.evtqMaxLog2 = idr1.EVENTQS;
     const msiPoll = idr0.MSI === 1 && idr0.COHACC === 1;
@@ -208,6 +221,16 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const evtq = this.programEventQueue(init.eventLogEntries ?? 64);
     if (!evtq.ok) return evtq;
     if (!this.setCr0(this.cr0 | CR0.EVTQEN)) return err("ETIMEDOUT", "EVTQEN not acknowledged");
+    // With PRI, the PRI queue is programmed and enabled at reset as well (arm_smmu_device_reset).
+    this.priq = undefined;
+    if (idr0.PRI === 1) {
+      const log2 = Math.min(PRIQ_LOG2, idr1.PRIQS);
+      const memory = this.alloc(Math.max(1, (2 ** log2 * 16) / 4096));
+      if (!memory.ok) return fail(memory);
+      this.priq = new GuestPriQueue(mmio, this.context.memory, memory.value, log2);
+      this.priq.program();
+      if (!this.setCr0(this.cr0 | CR0.PRIQEN)) return err("ETIMEDOUT", "PRIQEN not acknowledged");
+    }
 
     if (!mmio.writeAcked("IRQ_CTRL", "IRQ_CTRLACK", 0)) return err("ETIMEDOUT", "IRQ_CTRLACK did not clear");
     // Linux requests the event and GERROR interrupts always: as MSIs where the SMMU has them and the platform
@@ -220,8 +243,14 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
       mmio.write64("GERROR_IRQ_CFG0", gicrSetlpirAddress(destination));
       mmio.write32("GERROR_IRQ_CFG1", init.eventVector + 1);
       mmio.write32("GERROR_IRQ_CFG2", SmmuMemAttr.DeviceNGnRE);
+      if (this.priq !== undefined) {
+        mmio.write64("PRIQ_IRQ_CFG0", gicrSetlpirAddress(destination));
+        mmio.write32("PRIQ_IRQ_CFG1", init.eventVector + 2);
+        mmio.write32("PRIQ_IRQ_CFG2", SmmuMemAttr.DeviceNGnRE);
+      }
     }
-    if (!mmio.writeAcked("IRQ_CTRL", "IRQ_CTRLACK", IRQ_CTRL.GERROR | IRQ_CTRL.EVTQ)) return err("ETIMEDOUT", "IRQ_CTRLACK did not follow");
+    const irqs = IRQ_CTRL.GERROR | IRQ_CTRL.EVTQ | (this.priq !== undefined ? IRQ_CTRL.PRIQ : 0);
+    if (!mmio.writeAcked("IRQ_CTRL", "IRQ_CTRLACK", irqs)) return err("ETIMEDOUT", "IRQ_CTRLACK did not follow");
     if (init.translation && !this.setCr0(this.cr0 | CR0.SMMUEN)) return err("ETIMEDOUT", "SMMUEN not acknowledged");
     return ok();
   }
@@ -280,8 +309,9 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   }
 
   /** The CD Linux writes for a stage-1 domain (spec §1.7; the real 6.1 dw0 is 0x0001e204c0003510 for ASID 1, IPS 4). */
-  private cdFor(domain: Domain): RawBits {
+  private cdFor(domain: Domain, stall = false): RawBits {
     return encodeCd({
+      S: stall ? 1 : 0,
       T0SZ: LINUX_S1_T0SZ,
       TG0: tg0Of(this.granuleShift),
       IR0: TCR_WBWA,
@@ -316,7 +346,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (existing !== undefined) return ok(existing);
     const table = CdTable.create(this.tableStore, SINGLE_CD);
     if (table === undefined) return err("ENOMEM", "guest driver memory exhausted");
-    const created: Stream = { table, domain: undefined, pasids: new Map(), valid: new Set() };
+    const created: Stream = { table, domain: undefined, pasids: new Map(), valid: new Set(), ats: false, stall: false };
     this.streams.set(rid, created);
     return ok(created);
   }
@@ -368,6 +398,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
       S1CIR: TCR_WBWA,
       S1COR: TCR_WBWA,
       S1CSH: Shareability.ISH,
+      S1STALLD: this.stalls && !stream.stall ? 1 : 0,
+      EATS: stream.ats ? SteEats.Translate : SteEats.Abort,
     });
     const cfgiSte = encodeCommand("CMD_CFGI_STE", { SID: rid, Leaf: 1 });
     this.writeWords(steAddress.value, ste, 2, 16);
@@ -386,7 +418,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (!steAddress.ok) return fail(steAddress);
     const stream = this.stream(rid);
     if (!stream.ok) return fail(stream);
-    const cd = this.writeCd(rid, stream.value, 0, this.cdFor(d.value));
+    const cd = this.writeCd(rid, stream.value, 0, this.cdFor(d.value, stream.value.stall));
     if (!cd.ok) return cd;
     stream.value.domain = domainId;
     return this.writeCdTableSte(rid, stream.value);
@@ -431,7 +463,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
       const d = this.domain(stream.domain);
       const at = table.cdAddress(0, true);
       if (!d.ok || at === undefined) return err("ENOMEM", "guest driver memory exhausted");
-      this.writeWords(at, this.cdFor(d.value), 0, 16);
+      this.writeWords(at, this.cdFor(d.value, stream.stall), 0, 16);
       stream.valid.add(0);
     }
     const ste = this.writeCdTableSte(rid, stream);
@@ -447,7 +479,8 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   attachPasid(rid: number, pasid: number, domainId: GuestDomainId): Result<void> {
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
-    return this.installCd(rid, pasid, this.cdFor(d.value), domainId);
+    const stream = this.streams.get(rid);
+    return this.installCd(rid, pasid, this.cdFor(d.value, stream?.stall === true), domainId);
   }
 
   private installCd(rid: number, pasid: number, cd: RawBits, owner: GuestDomainId | GuestCpuProcess): Result<void> {
@@ -497,8 +530,9 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
    * PARange, AA64, R, A, ASET, the SVA domain's ASID; T0SZ 64 − vabits_actual, TG0 of PAGE_SIZE, IRGN0/ORGN0 WBWA,
    * SH0 inner shareable; TTB0 the process's pgd; MAIR the CPUs' MAIR_EL1. No HA/HD (the CPU's own page table).
    */
-  private svaCd(d: SvaDomain): RawBits {
+  private svaCd(d: SvaDomain, stall: boolean): RawBits {
     return encodeCd({
+      S: stall ? 1 : 0,
       T0SZ: PROCESS_T0SZ,
       TG0: Tg0.Granule4K,
       IR0: TCR_WBWA,
@@ -530,7 +564,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
       d = { asid: this.nextAsid++, process, bindings: 0 };
       this.sva.set(process, d);
     }
-    const installed = this.installCd(rid, pasid, this.svaCd(d), process);
+    const installed = this.installCd(rid, pasid, this.svaCd(d, this.streams.get(rid)?.stall === true), process);
     if (!installed.ok) {
       if (d.bindings === 0) this.sva.delete(process);
       return installed;
@@ -569,7 +603,59 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const byAsid = length <= 0 || (!this.rangeInvalidation && length >= CMDQ_MAX_TLBI_OPS * 4096);
     // Linux issues every command of the range (fewer than CMDQ_MAX_TLBI_OPS per page without RIL), in batches.
     const commands = byAsid ? undefined : tlbiRangeCommands(d.asid, va, length, 12, undefined, this.rangeInvalidation, false, Number.POSITIVE_INFINITY);
-    return this.issue(r.value.cmdq, commands ?? [encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.asid })]);
+    const tlbi = this.issue(r.value.cmdq, commands ?? [encodeCommand("CMD_TLBI_NH_ASID", { ASID: d.asid })]);
+    if (!tlbi.ok) return tlbi;
+    return this.invalidateAtcs(d.asid, va, byAsid ? 0 : length);
+  }
+
+  // ---- page requests ----
+
+  /**
+   * Lets a master issue page requests. With IDR0.PRI: PCIe PRI, which rides on ATS (IHI0070 §3.9.1): the stream's
+   * STE gets EATS translate (Linux enables ATS for the master, arm_smmu_enable_ats), and ATC invalidations follow its
+   * TLB invalidations; the requests arrive in the PRI queue, programmed at init. Otherwise, on an SMMU that can stall
+   * (STALL_MODEL 0): the master is stall-enabled (Linux master->stall_enabled: S1STALLD clear, CD.S set, so its
+   * faults stall and are reported as stall events). EOPNOTSUPP when the SMMU offers neither. The stream's STE and
+   * valid CDs are rewritten when it has them already.
+   */
+  enablePageRequests(rid: number): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    if (this.priq === undefined && !this.stalls) return err("EOPNOTSUPP", "the SMMU offers neither PRI nor stalls");
+    const stream = this.stream(rid);
+    if (!stream.ok) return fail(stream);
+    const st = stream.value;
+    if (this.priq !== undefined) st.ats = true;
+    else st.stall = true;
+    if (this.priq === undefined) {
+      for (const ssid of [...st.valid]) {
+        const owner = ssid === 0 ? st.domain : st.pasids.get(ssid);
+        if (owner === undefined) continue;
+        const cd = owner instanceof GuestCpuProcess ? this.svaCd(this.sva.get(owner)!, true) : this.cdFor(this.domains.get(owner)!, true);
+        const written = this.writeCd(rid, st, ssid, cd);
+        if (!written.ok) return written;
+      }
+    }
+    return st.domain !== undefined || st.pasids.size > 0 ? this.writeCdTableSte(rid, st) : ok();
+  }
+
+  /**
+   * Answers a page request the driver read (Linux's IOPF response, arm_smmu_page_response): a PRI queue entry's group
+   * with CMD_PRI_RESP for its StreamID, PRGIndex and (when it had one) SubstreamID — Success, or InvalidRequest for a
+   * page that could not be paged in (iommu_page_response INVALID); a stall event with CMD_RESUME for its StreamID and
+   * STAG — retry, or terminate with abort. EINVAL for an event that is no page request.
+   */
+  respondPageRequest(request: GuestEvent, success: boolean): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    if (request.kind !== "page-request" || request.rid === undefined || request.group === undefined) return err("EINVAL", "not a page request");
+    if (request.name === PRIQ_ENTRY_NAME) {
+      const pasid = request.pasid !== undefined ? { SSV: 1, SSID: request.pasid } : {};
+      const resp = encodeCommand("CMD_PRI_RESP", { SID: request.rid, ...pasid, PRGIndex: request.group, Resp: success ? PriResp.Success : PriResp.InvalidRequest });
+      return this.issue(r.value.cmdq, [resp]);
+    }
+    const resume = encodeCommand("CMD_RESUME", { SID: request.rid, STAG: request.group, Action: success ? ResumeAction.Retry : ResumeAction.Abort });
+    return this.issue(r.value.cmdq, [resume]);
   }
 
   // ---- mappings ----
@@ -637,8 +723,30 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const r = this.ready();
     if (!r.ok) return fail(r);
     const commands = length > 0 ? tlbiRangeCommands(domain.asid, iova, length, this.granuleShift, leafShift, this.rangeInvalidation) : [];
-    if (commands === undefined || commands.length > MAX_RANGE_COMMANDS) return this.issue(r.value.cmdq, [encodeCommand("CMD_TLBI_NH_ASID", { ASID: domain.asid })]);
-    return this.issue(r.value.cmdq, commands);
+    const tlbi = this.issue(r.value.cmdq, commands === undefined || commands.length > MAX_RANGE_COMMANDS ? [encodeCommand("CMD_TLBI_NH_ASID", { ASID: domain.asid })] : commands);
+    if (!tlbi.ok) return tlbi;
+    return this.invalidateAtcs(domain.asid, iova, length);
+  }
+
+  /**
+   * The ATC invalidations after a TLB invalidation (Linux arm_smmu_atc_inv_domain): a CMD_ATC_INV for every stream
+   * with ATS that uses the ASID's domain, at the RID (SSV 0) or at a PASID (SSV 1 with the SubstreamID), over the
+   * naturally aligned power-of-two span covering the range (arm_smmu_atc_inv_to_cmd; Size 52 for everything).
+   */
+  private invalidateAtcs(asid: number, iova: number, length: number): Result<void> {
+    const r = this.ready();
+    if (!r.ok) return fail(r);
+    const commands: RawBits[] = [];
+    const span = atcSpan(iova, length);
+    for (const [rid, stream] of this.streams) {
+      if (!stream.ats) continue;
+      if (stream.domain !== undefined && this.domains.get(stream.domain)?.asid === asid) commands.push(encodeCommand("CMD_ATC_INV", { SID: rid, ...span }));
+      for (const [pasid, owner] of stream.pasids) {
+        const ownerAsid = owner instanceof GuestCpuProcess ? this.sva.get(owner)?.asid : this.domains.get(owner)?.asid;
+        if (ownerAsid === asid) commands.push(encodeCommand("CMD_ATC_INV", { SID: rid, SSV: 1, SSID: pasid, ...span }));
+      }
+    }
+    return commands.length === 0 ? ok() : this.issue(r.value.cmdq, commands);
   }
 
   flush(domainId: GuestDomainId, iova?: number, length?: number): Result<void> {
@@ -672,6 +780,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     this.handleGlobalErrors();
     const out: GuestEvent[] = [...(this.cmdq?.errors.splice(0) ?? []), ...this.globalEvents.splice(0)];
     for (const record of this.evtq?.drain() ?? []) out.push(guestEventOf(record));
+    for (const entry of this.priq?.drain() ?? []) out.push(guestPageRequestOf(entry));
     return out;
   }
 
@@ -736,3 +845,12 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   }
 }
 
+/** CMD_ATC_INV's Addr and Size for [iova, iova + length) (Linux arm_smmu_atc_inv_to_cmd): everything for length 0. */
+function atcSpan(iova: number, length: number): { Addr: bigint; Size: number } {
+  if (length <= 0) return { Addr: 0n, Size: 52 };
+  const first = BigInt(Math.floor(iova / 4096));
+  const last = BigInt(Math.floor((iova + length - 1) / 4096));
+  const log2Span = (first ^ last).toString(2).length - ((first ^ last) === 0n ? 1 : 0);
+  const start = first & ~((1n << BigInt(log2Span)) - 1n);
+  return { Addr: start << 12n, Size: log2Span };
+}

@@ -16,9 +16,9 @@ function word(raw: Uint32Array): number {
 /**
  * The modelled host SMMU: an SMMUv3.2 with both stages (nesting needs them), AArch64 little-endian tables,
  * coherent, hardware update of the access flag and dirty state (HTTU, for dirty tracking), 16-bit ASIDs and
- * VMIDs, MSIs, ATS, 2-level stream and CD tables, terminate-only stalls, 16-bit StreamIDs and 20-bit
- * SubstreamIDs, range invalidation, S2FWB (Linux's nesting prerequisite besides coherency), 48-bit OAS and all
- * three granules. No PRI or EL2 regime.
+ * VMIDs, MSIs, ATS with PRI (a 2^19-entry PRI queue), 2-level stream and CD tables, terminate-only stalls, 16-bit
+ * StreamIDs and 20-bit SubstreamIDs, range invalidation, S2FWB (Linux's nesting prerequisite besides coherency),
+ * 48-bit OAS and all three granules. No EL2 regime.
  */
 export const DEFAULT_SMMUV3_HW: Smmuv3HwConfig = {
   idr: [
@@ -31,6 +31,7 @@ export const DEFAULT_SMMUV3_HW: Smmuv3HwConfig = {
         HTTU: IdrHttu.AccessAndDirty,
         ATS: 1,
         ASID16: 1,
+        PRI: 1,
         MSI: 1,
         SEV: 1,
         VMID16: 1,
@@ -41,7 +42,7 @@ export const DEFAULT_SMMUV3_HW: Smmuv3HwConfig = {
         ST_LEVEL: 1,
       }),
     ),
-    word(encodeLayout(idr1Layout, { SIDSIZE: 16, SSIDSIZE: 20, EVENTQS: 19, CMDQS: 19 })),
+    word(encodeLayout(idr1Layout, { SIDSIZE: 16, SSIDSIZE: 20, PRIQS: 19, EVENTQS: 19, CMDQS: 19 })),
     0,
     word(encodeLayout(idr3Layout, { HAD: 1, FWB: 1, RIL: 1, BBML: 2 })),
     0,

@@ -6,6 +6,7 @@ import {
   HOST_OWNER,
   HwCapability,
   HwptAllocFlag,
+  PgfaultPerm,
   Iotlb,
   NestedWalker,
   newIotlbHit,
@@ -66,6 +67,9 @@ import { Stage2FetchReader } from "./stage2-fetch-reader.js";
 const S2_ONLY_TAG = 0x1_0000;
 /** Events the host keeps (those not forwarded to a guest), newest last. */
 const HOST_EVENT_LOG_ENTRIES = 1024;
+
+/** The faults a transaction can stall on or a PRI-capable device can ask to have paged in (IHI0070 §5.5). */
+const RECOVERABLE_EVENTS: ReadonlySet<number> = new Set([EventType.F_TRANSLATION, EventType.F_ADDR_SIZE, EventType.F_ACCESS, EventType.F_PERMISSION]);
 
 /** IOTLB VMID of host stage-1 translations: Linux's CD-table STEs carry S2VMID 0, which no stage-2 domain takes. */
 const S1_HOST_VMID = 0;
@@ -156,6 +160,9 @@ export class Smmuv3Unit implements PhysicalIommu {
   private readonly last = { sid: -1, pasid: 0, iova: -1, access: -1 };
   private readonly range: NumberRange = { first: 0, length: 0 };
   private readonly syncCommand = Uint32Array.of(0x46, 0, 0, 0);
+  /** The next stall tag (STAG, 16 bits, cycled). */
+  private nextStag = 0;
+  private reporting = false;
 
   constructor(
     readonly host: HostServices,
@@ -414,6 +421,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     if (settings.epd0 || !isInputAddress(request.iova) || request.iova >= 2 ** settings.geometry.inputBits) {
       configFault(out, info, EventType.F_TRANSLATION, request.iova);
       info.record = settings.record;
+      this.recoverable(s.nested!, settings.stall, request, out);
       return;
     }
     // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
@@ -433,6 +441,7 @@ export class Smmuv3Unit implements PhysicalIommu {
         info.eventClass = EventClass.TT;
         info.fetchAddress = out.entryAddress;
       }
+      this.recoverable(s.nested!, settings.stall, request, out);
     }
   }
 
@@ -456,6 +465,8 @@ export class Smmuv3Unit implements PhysicalIommu {
     info.stage2 = true;
     info.ipa = request.iova;
     info.record = true;
+    // The stream's only stage: a PRI-capable device asks for the page (the host never sets S2S, so nothing stalls).
+    if (s.kind === StreamKind.Stage2) this.recoverable(domain, false, request, out);
   }
 
   /**
@@ -483,6 +494,35 @@ export class Smmuv3Unit implements PhysicalIommu {
       info.eventClass = EventClass.TT;
       info.fetchAddress = out.entryAddress;
     }
+    if (domain !== undefined) this.recoverable(domain, settings.stall, request, out);
+  }
+
+  /**
+   * A translation-related fault (F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION: the faults the A, R and S bits
+   * govern, IHI0070 §5.5) of the stream's own translating stage, which the transaction can recover from: with CD.S
+   * the SMMU stalls it (§3.12.2) under a new STAG; otherwise a PRI-capable device, whose failed translation it would
+   * learn through ATS, issues a page request for the page (§3.9.1, the request carries the device's PRGI). The host
+   * driver hands either to the domain's IOPF handler (Linux routes stall events and page requests to
+   * iommu_report_device_fault; iommufd queues them in the HWPT's fault queue); the device then waits, and
+   * `out.pageRequest` names the group. Without a handler the fault is final: Linux terminates an unhandled stall
+   * (CMD_RESUME abort) and denies an unexpected page request. Allocates nothing beyond the report itself.
+   */
+  private recoverable(domain: IommuDomain, stall: boolean, request: DmaRequest, out: WalkResult): void {
+    if (this.reporting || out.tableFetch || !RECOVERABLE_EVENTS.has(this.info.event)) return;
+    const iopf = domain.iopf;
+    const device = this.streams.get(request.requesterId)?.device;
+    if (iopf === undefined || device === undefined) return;
+    let group: number;
+    if (stall) {
+      group = this.nextStag;
+      this.nextStag = (this.nextStag + 1) & 0xffff;
+    } else {
+      group = request.prgi ?? -1;
+      if (group < 0 || !isInputAddress(request.iova)) return;
+    }
+    const perm = (request.access & Perm.Read ? PgfaultPerm.READ : 0) | (request.access & Perm.Write ? PgfaultPerm.WRITE : 0) | (request.access & Perm.Exec ? PgfaultPerm.EXEC : 0);
+    const page = isInputAddress(request.iova) ? request.iova - (request.iova % 4096) : 0;
+    if (iopf.report(device, request.pasid === NO_PASID ? undefined : request.pasid, group, [{ address: page, perm }])) out.pageRequest = group;
   }
 
   /**
@@ -538,7 +578,7 @@ export class Smmuv3Unit implements PhysicalIommu {
       return CD_BYPASS;
     }
     if (read !== 0) return read;
-    const settings = decodeCdSettings(this.cdWords, this.features);
+    const settings = decodeCdSettings(this.cdWords, this.features, s.stage1!.stallDisabled);
     const result: CachedCd | number = typeof settings === "number" ? settings : { settings, stage1: { format: settings.format, geometry: settings.geometry, root: settings.ttb0 } };
     s.cds.set(key, result);
     return result;
@@ -553,7 +593,10 @@ export class Smmuv3Unit implements PhysicalIommu {
   reportDmaFault(request: DmaRequest, _result: WalkResult): void {
     const last = this.last;
     if (last.sid !== request.requesterId || last.pasid !== request.pasid || last.iova !== request.iova || last.access !== request.access) {
+      // Only to learn the event: a second look at the transaction raises no page request.
+      this.reporting = true;
       this.translate(request, this.scratch);
+      this.reporting = false;
     }
     const info = this.info;
     if (info.event === 0 || !info.record) return;

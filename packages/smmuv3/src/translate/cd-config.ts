@@ -62,6 +62,8 @@ export function readCd(s1: SteStage1, ssid: number, reader: EntryReader, out: Ui
 /** A legal CD, decoded into what a stage-1 walk needs (TTB0's half of the address space). */
 export interface CdSettings {
   readonly asid: number;
+  /** CD.S: translation-related faults stall (and are always recorded) instead of terminating. */
+  readonly stall: boolean;
   /** CD.R: translation-walk faults are recorded. */
   readonly record: boolean;
   /** EPD0: walks through TTB0 are disabled (every TTB0 address faults). */
@@ -92,13 +94,16 @@ function checkTtb(granuleShift: GranuleShift | undefined, txsz: number, ttb: num
 /**
  * Decodes and checks a CD (16 halves) against the SMMU's features (IHI0070 §5.4, "CD validity"; spec §1.7):
  * C_BAD_CD for V = 0, AArch32 tables, big-endian tables on a little-endian-only SMMU, HA/HD without HTTU,
- * S = 1 on a terminate-only SMMU, A = 0 under TERM_MODEL, a 16-bit ASID without ASID16, and for each enabled
- * TTBx a reserved or unsupported granule, a TxSZ out of range or a TTB beyond the effective IPS. Never throws.
+ * A = 0 under TERM_MODEL, a 16-bit ASID without ASID16, and for each enabled TTBx a reserved or unsupported
+ * granule, a TxSZ out of range or a TTB beyond the effective IPS; and the stall rules of §5.5: S = 1 on a
+ * terminate-only SMMU or reached through an STE with S1STALLD (`stallDisabled`), S = 0 where the SMMU forces
+ * stalls. Never throws.
  */
-export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures): CdSettings | number {
+export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures, stallDisabled = false): CdSettings | number {
   const cd = decodeCd(words);
   if (cd.V === 0 || cd.AA64 === 0) return EventType.C_BAD_CD;
-  if ((cd.ENDI === 1 && f.littleEndianOnly) || (cd.S === 1 && f.terminateOnly) || (cd.A === 0 && f.termModel)) return EventType.C_BAD_CD;
+  if ((cd.ENDI === 1 && f.littleEndianOnly) || (cd.A === 0 && f.termModel)) return EventType.C_BAD_CD;
+  if (cd.S === 1 ? f.terminateOnly || stallDisabled : f.stallForced) return EventType.C_BAD_CD;
   if ((cd.HA === 1 && f.httu < 1) || (cd.HD === 1 && f.httu < 2)) return EventType.C_BAD_CD;
   if (!f.asid16 && cd.ASID > 0xff) return EventType.C_BAD_CD;
   if (cd.EPD1 === 0 && checkTtb(granuleFromTg1(cd.TG1), cd.T1SZ, cd.TTB1, cd.IPS, f) === undefined) return EventType.C_BAD_CD;
@@ -122,5 +127,5 @@ export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures): CdSetting
     hierarchicalAttributesDisabled: cd.HAD0 === 1 && f.hierarchicalAttributesDisable,
     hardwareDirty: cd.HD === 1,
   });
-  return { asid: cd.ASID, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits };
+  return { asid: cd.ASID, stall: cd.S === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits };
 }

@@ -62,7 +62,7 @@ export class GuestStage1Translator {
     const cached = this.cacheConfig ? this.cdCache.get(key) : undefined;
     if (cached !== undefined) return cached;
     const read = readCd(ste.stage1!, ssid, this.reader, this.cdWords, info);
-    const result = read !== 0 ? read : decodeCdSettings(this.cdWords, this.features);
+    const result = read !== 0 ? read : decodeCdSettings(this.cdWords, this.features, ste.stage1!.stallDisabled);
     if (this.cacheConfig && read !== EventType.F_CD_FETCH) this.cdCache.set(key, result);
     return result;
   }

@@ -28,6 +28,8 @@ export interface SmmuFeatures {
   readonly terminateOnly: boolean;
   /** STALL_MODEL = 0: stalling and terminating faults both possible (STE.S1STALLD legal). */
   readonly stallAndTerminate: boolean;
+  /** STALL_MODEL = 2: every translation-related fault stalls (CD.S and STE.S2S must be 1). */
+  readonly stallForced: boolean;
   /** IDR0.NS1ATS: split-stage ATS is not supported. */
   readonly ns1ats: boolean;
   /** TERM_MODEL: terminated transactions always abort, so CD.A must be 1. */
@@ -37,6 +39,8 @@ export interface SmmuFeatures {
   readonly ssidBits: number;
   readonly cmdqLog2: number;
   readonly evtqLog2: number;
+  /** IDR1.PRIQS (capped at 19). */
+  readonly priqLog2: number;
   readonly hierarchicalAttributesDisable: boolean;
   readonly xnx: boolean;
   readonly smallTables: boolean;
@@ -78,6 +82,7 @@ export function smmuFeatures(idr: readonly number[]): SmmuFeatures {
     littleEndianOnly: i0.TTENDIAN === 2,
     terminateOnly: i0.STALL_MODEL === IdrStallModel.TerminateOnly,
     stallAndTerminate: i0.STALL_MODEL === IdrStallModel.StallAndTerminate,
+    stallForced: i0.STALL_MODEL === IdrStallModel.StallForced,
     ns1ats: i0.NS1ATS === 1,
     termModel: i0.TERM_MODEL === 1,
     twoLevelStrtab: i0.ST_LEVEL === 1,
@@ -85,6 +90,7 @@ export function smmuFeatures(idr: readonly number[]): SmmuFeatures {
     ssidBits: i1.SSIDSIZE,
     cmdqLog2: Math.min(i1.CMDQS, 19),
     evtqLog2: Math.min(i1.EVENTQS, 19),
+    priqLog2: Math.min(i1.PRIQS, 19),
     hierarchicalAttributesDisable: i3.HAD === 1,
     xnx: i3.XNX === 1,
     smallTables: i3.STT === 1,

@@ -24,6 +24,8 @@ export interface SteStage1 {
   readonly contextPtr: number;
   readonly cdMax: number;
   readonly dss: number;
+  /** STE.S1STALLD: stage-1 faults never stall (a CD with S = 1 is then ILLEGAL). */
+  readonly stallDisabled: boolean;
 }
 
 /** A legal STE, decoded into what translation needs. */
@@ -41,8 +43,8 @@ export interface SteSettings {
  * outside a nested entry (or with S2S, or with NS1ATS); full ATS with stage-2 stalls; S1STALLD on an SMMU that
  * cannot stall; S1CDMax beyond SSIDSIZE; a 2-level S1Fmt without IDR0.CD2L; a context pointer beyond the output
  * size; and for stage 2 a reserved or unsupported granule, an S2T0SZ/S2SL0 the geometry rejects, AArch32 or
- * big-endian tables, stalls on a terminate-only SMMU, hardware updates without HTTU, or an S2TTB beyond the
- * effective S2PS.
+ * big-endian tables, stalls on a terminate-only SMMU (or no stalls where the SMMU forces them), hardware updates
+ * without HTTU, or an S2TTB beyond the effective S2PS.
  *
  * Values the architecture reserves but defines a behaviour for are that behaviour, not ILLEGAL: Config 0b001–0b011
  * abort without an event like 0b000; S1Fmt 0b11 is linear; S1DSS 0b11 terminates; EATS 0b11 is 0b00 without
@@ -70,6 +72,8 @@ export function decodeSteSettings(words: Uint32Array, f: SmmuFeatures): SteSetti
     if (granuleShift === undefined || !granuleSupported(f, granuleShift)) return EventType.C_BAD_STE;
     if (ste.S2AA64 !== 1 || (ste.S2ENDI === 1 && f.littleEndianOnly) || (ste.S2S === 1 && f.terminateOnly)) return EventType.C_BAD_STE;
     if ((ste.S2HA === 1 && f.httu < 1) || (ste.S2HD === 1 && f.httu < 2)) return EventType.C_BAD_STE;
+    // Stage-2 faults must stall when the SMMU forces stalls (IHI0070 §5.5).
+    if (ste.S2S === 0 && f.stallForced) return EventType.C_BAD_STE;
     const outputBits = effectiveOutputBits(ste.S2PS, f.oasCode, granuleShift);
     const geometry = stage2Geometry(granuleShift, ste.S2T0SZ, ste.S2SL0, { outputBits, stt: f.smallTables, ias: f.oasBits });
     if (!geometry.ok) return EventType.C_BAD_STE;
@@ -95,7 +99,7 @@ export function decodeSteSettings(words: Uint32Array, f: SmmuFeatures): SteSetti
     // The CD table pointer is an IPA when stage 2 translates, a PA otherwise: bounded by the same output size.
     const limit = stage2 !== undefined ? 2 ** stage2.geometry.inputBits : 2 ** f.oasBits;
     if (ste.S1ContextPtr >= limit) return EventType.C_BAD_STE;
-    stage1 = { fmt, contextPtr: ste.S1ContextPtr, cdMax, dss: cdMax === 0 ? SteS1Dss.Ssid0 : ste.S1DSS === 3 ? SteS1Dss.Terminate : ste.S1DSS };
+    stage1 = { fmt, contextPtr: ste.S1ContextPtr, cdMax, dss: cdMax === 0 ? SteS1Dss.Ssid0 : ste.S1DSS === 3 ? SteS1Dss.Terminate : ste.S1DSS, stallDisabled: ste.S1STALLD === 1 };
   }
   return { config, stage1, stage2, eats };
 }

@@ -37,8 +37,13 @@ const DEFAULT_HOST: HwInfoArmSmmuv3 = {
  * StreamID width (at most 16), RIL, HAD, BBML, the granules, an OAS no wider than the host's nor than the stage-2
  * IPA, IIDR/AIDR. The VMM's own: little-endian tables only (it walks the guest's tables itself too), MSIs and SEV
  * (it signals them), 2-level stream tables (it reads the stream table), terminate-only stalls with TERM_MODEL,
- * queue sizes. Never offered: stage 2, HYP, HTTU, PRI, ATOS, VMID16, BTM. In shadow mode, where the VMM mirrors the
- * untagged address space only, no SubstreamIDs; IDR4 asks for map notifications (`IDR4_MODEL_MAP_NOTIFY`).
+ * queue sizes. In nested mode, where the host's hardware serves the guest's CD tables and its page requests reach
+ * the VMM through a fault queue: PRI (with ATS, a PRI queue up to the host's size) when the host has it, and the
+ * stall model when the host can both stall and terminate (the VMM relays stall events and CMD_RESUME), else
+ * terminate-only with TERM_MODEL (IHI0070 §3.12.2.3: a hypervisor reports the stall model as unsupported unless it
+ * virtualizes it). Never offered: stage 2, HYP, HTTU, ATOS, VMID16, BTM. In shadow mode, where the VMM mirrors the
+ * untagged address space only, no SubstreamIDs, PRI or stalls; IDR4 asks for map notifications
+ * (`IDR4_MODEL_MAP_NOTIFY`).
  */
 export function emulatedIds(host: HwInfoArmSmmuv3 | undefined, mode: TranslationMode): EmulatedIds {
   const h = host ?? DEFAULT_HOST;
@@ -47,6 +52,9 @@ export function emulatedIds(host: HwInfoArmSmmuv3 | undefined, mode: Translation
   const h3 = decodeLayout(idr3Layout, Uint32Array.of(h.idr[3] ?? 0));
   const h5 = decodeLayout(idr5Layout, Uint32Array.of(h.idr[5] ?? 0));
   const aarch64 = (h0.TTF & IdrTtf.AArch64) !== 0;
+  const nested = mode === "nested" && host !== undefined;
+  const pri = nested && h0.PRI === 1 && h0.ATS === 1;
+  const stalls = nested && h0.STALL_MODEL === IdrStallModel.StallAndTerminate;
   const littleEndian = h0.TTENDIAN !== IdrTtEndian.BigOnly;
   const idr0 = encodeLayout(idr0Layout, {
     S1P: h0.S1P === 1 && aarch64 && littleEndian ? 1 : 0,
@@ -57,14 +65,16 @@ export function emulatedIds(host: HwInfoArmSmmuv3 | undefined, mode: Translation
     MSI: 1,
     SEV: 1,
     CD2L: h0.CD2L,
+    PRI: pri ? 1 : 0,
     TTENDIAN: IdrTtEndian.LittleOnly,
-    STALL_MODEL: IdrStallModel.TerminateOnly,
+    STALL_MODEL: stalls ? IdrStallModel.StallAndTerminate : IdrStallModel.TerminateOnly,
     TERM_MODEL: 1,
     ST_LEVEL: 1,
   })[0]!;
   const idr1 = encodeLayout(idr1Layout, {
     SIDSIZE: Math.min(SIDSIZE_MAX, h1.SIDSIZE),
     SSIDSIZE: mode === "shadow" ? 0 : h1.SSIDSIZE,
+    PRIQS: pri ? Math.min(QUEUE_LOG2_MAX, h1.PRIQS) : 0,
     EVENTQS: QUEUE_LOG2_MAX,
     CMDQS: QUEUE_LOG2_MAX,
   })[0]!;

@@ -2,6 +2,7 @@ import {
   err,
   fail,
   fromBytes,
+  HwptAllocFlag,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   ok,
   rawEquals,
@@ -56,6 +57,8 @@ interface NestedDevice {
   vdeviceId: number;
   hwptId: number | undefined;
   vste: RawBits | undefined;
+  /** The fault queue its nested HWPT was allocated with (undefined: none). */
+  faultId: number | undefined;
 }
 
 /**
@@ -100,7 +103,7 @@ export class NestedHost {
   addDevice(devId: number, vsid: number): Result<void> {
     const vdev = this.ctx.vdeviceAlloc({ viommuId: this.viommuId, devId, virtId: vsid });
     if (!vdev.ok) return fail(vdev);
-    this.devices.set(vsid, { devId, vdeviceId: vdev.value, hwptId: undefined, vste: undefined });
+    this.devices.set(vsid, { devId, vdeviceId: vdev.value, hwptId: undefined, vste: undefined, faultId: undefined });
     return ok();
   }
 
@@ -143,19 +146,26 @@ export class NestedHost {
     return this.devices.has(vsid);
   }
 
+  /** The vSID of an iommufd device, undefined for one this vSMMU does not place. */
+  vsidOf(devId: number): number | undefined {
+    for (const [vsid, d] of this.devices) if (d.devId === devId) return vsid;
+    return undefined;
+  }
+
   /**
-   * Installs `vste` for a device: a nested HWPT allocated on the vSMMU and attached, replacing (then freeing) the
-   * previous one. An unchanged vSTE costs nothing. Returns the host's refusal, if any: the device is then blocked
-   * (an invalid vSTE, the host's abort; detached if even that is refused) rather than left on a stale
-   * configuration, and the caller reports it.
+   * Installs `vste` for a device: a nested HWPT allocated on the vSMMU (with the fault queue `faultId`, when the
+   * guest takes page requests for the stream) and attached, replacing (then freeing) the previous one. An unchanged
+   * vSTE and fault queue cost nothing. Returns the host's refusal, if any: the device is then blocked (an invalid
+   * vSTE, the host's abort; detached if even that is refused) rather than left on a stale configuration, and the
+   * caller reports it.
    */
-  setVste(vsid: number, vste: RawBits): IommuError | undefined {
+  setVste(vsid: number, vste: RawBits, faultId?: number): IommuError | undefined {
     const d = this.devices.get(vsid);
-    if (d === undefined || (d.vste !== undefined && rawEquals(d.vste, vste))) return undefined;
-    const refused = this.install(d, vste);
+    if (d === undefined || (d.vste !== undefined && rawEquals(d.vste, vste) && d.faultId === faultId)) return undefined;
+    const refused = this.install(d, vste, faultId);
     if (refused === undefined) return undefined;
     if (d.vste === undefined || !rawEquals(d.vste, INVALID_VSTE)) {
-      if (this.install(d, INVALID_VSTE) !== undefined) {
+      if (this.install(d, INVALID_VSTE, undefined) !== undefined) {
         this.ctx.detach(d.devId);
         if (d.hwptId !== undefined) this.ctx.destroy(d.hwptId);
         d.hwptId = undefined;
@@ -165,8 +175,9 @@ export class NestedHost {
     return refused;
   }
 
-  private install(d: NestedDevice, vste: RawBits): IommuError | undefined {
-    const hwpt = this.ctx.hwptAlloc({ flags: 0, devId: d.devId, ptId: this.viommuId, data: { type: IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: encodeHwptArmSmmuv3(vste) } });
+  private install(d: NestedDevice, vste: RawBits, faultId: number | undefined): IommuError | undefined {
+    const fault = faultId !== undefined ? { flags: HwptAllocFlag.FAULT_ID_VALID, faultId } : { flags: 0 };
+    const hwpt = this.ctx.hwptAlloc({ ...fault, devId: d.devId, ptId: this.viommuId, data: { type: IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: encodeHwptArmSmmuv3(vste) } });
     if (!hwpt.ok) return hwpt.error;
     const attached = this.ctx.attach(d.devId, hwpt.value);
     if (!attached.ok) {
@@ -176,6 +187,7 @@ export class NestedHost {
     if (d.hwptId !== undefined) this.ctx.destroy(d.hwptId);
     d.hwptId = hwpt.value;
     d.vste = vste.slice();
+    d.faultId = faultId;
     return undefined;
   }
 

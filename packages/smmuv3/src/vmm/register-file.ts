@@ -1,7 +1,7 @@
 import { registerAt, smmuRegisterMap, type RegisterInfo } from "../format/register-map.js";
 
 /** When a register's writes take effect (IHI0070 §6.3): some are ignored while the unit or queue they configure is enabled. */
-export type WriteRule = "always" | "smmu-disabled" | "cmdq-disabled" | "evtq-disabled" | "update-bit" | "ignore";
+export type WriteRule = "always" | "smmu-disabled" | "cmdq-disabled" | "evtq-disabled" | "priq-disabled" | "update-bit" | "ignore";
 
 interface Writable {
   /** Bits software may set; the rest read as zero (RES0) or keep the SMMU's value. */
@@ -12,10 +12,10 @@ interface Writable {
 const ADDR_51_2 = ((1n << 52n) - 1n) & ~0x3n;
 
 /**
- * The write side of every register the emulated SMMU implements. Registers of features it lacks (PRI queue,
- * AGBPA) and read-only ones are absent: writes to them are ignored. CMDQ_CONS RD and EVTQ_PROD (WR, OVFLG) are
- * the SMMU's to move, software writes them only to initialise a disabled queue; CMDQ_CONS.ERR is never
- * software-writable.
+ * The write side of every register the emulated SMMU implements. Registers of features it lacks (AGBPA; the PRI
+ * queue's without IDR0.PRI, see PRI_WRITABLE) and read-only ones are absent: writes to them are ignored. CMDQ_CONS
+ * RD and EVTQ_PROD / PRIQ_PROD (WR, OVFLG) are the SMMU's to move, software writes them only to initialise a
+ * disabled queue; CMDQ_CONS.ERR is never software-writable.
  */
 const WRITABLE: Readonly<Record<string, Writable>> = {
   CR0: { mask: 0b11101n, rule: "always" },
@@ -40,9 +40,30 @@ const WRITABLE: Readonly<Record<string, Writable>> = {
   EVTQ_IRQ_CFG2: { mask: 0x3fn, rule: "always" },
 };
 
-/** The bits software can give a register (undefined: software cannot write it). */
-export function writableMask(name: string): bigint | undefined {
-  const w = Object.hasOwn(WRITABLE, name) ? WRITABLE[name] : undefined;
+/**
+ * With IDR0.PRI (IHI0070 §6.3.33–6.3.36, §6.3.97, §6.3.98): CR0.PRIQEN and IRQ_CTRL.PRIQ_IRQEN exist, and the PRI
+ * queue's registers: PRIQ_BASE while the queue is disabled, PRIQ_PROD (the SMMU's) only to initialise it,
+ * PRIQ_CONS with OVACKFLG, the MSI registers (PRIQ_IRQ_CFG2 with LO, bit 31: interrupt on Last requests only).
+ */
+const PRI_WRITABLE: Readonly<Record<string, Writable>> = {
+  CR0: { mask: 0b11111n, rule: "always" },
+  IRQ_CTRL: { mask: 0b111n, rule: "always" },
+  PRIQ_BASE: { mask: (((1n << 52n) - 1n) & ~0x1fn) | 0x1fn | (1n << 62n), rule: "priq-disabled" },
+  PRIQ_PROD: { mask: 0x8000_0000n | 0xf_ffffn, rule: "priq-disabled" },
+  PRIQ_CONS: { mask: 0x8000_0000n | 0xf_ffffn, rule: "always" },
+  PRIQ_IRQ_CFG0: { mask: ADDR_51_2, rule: "always" },
+  PRIQ_IRQ_CFG1: { mask: 0xffff_ffffn, rule: "always" },
+  PRIQ_IRQ_CFG2: { mask: 0x8000_003fn, rule: "always" },
+};
+
+function writable(name: string, pri: boolean): Writable | undefined {
+  if (pri && Object.hasOwn(PRI_WRITABLE, name)) return PRI_WRITABLE[name];
+  return Object.hasOwn(WRITABLE, name) ? WRITABLE[name] : undefined;
+}
+
+/** The bits software can give a register (undefined: software cannot write it), on an SMMU with or without PRI. */
+export function writableMask(name: string, pri = false): bigint | undefined {
+  const w = writable(name, pri);
   return w === undefined || w.rule === "ignore" ? undefined : w.mask;
 }
 
@@ -53,6 +74,8 @@ const GBPA_UPDATE = 1n << 31n;
 const CR0_SMMUEN = 1n;
 const CR0_EVTQEN = 1n << 2n;
 const CR0_CMDQEN = 1n << 3n;
+const CR0_PRIQEN = 1n << 1n;
+const IDR0_PRI = 1 << 16;
 
 /**
  * The emulated SMMU's register pages as stored values: every register by name, 64-bit ones whole. Reads and
@@ -63,13 +86,17 @@ const CR0_CMDQEN = 1n << 3n;
  */
 export class SmmuRegisterFile {
   private readonly values = new Map<string, bigint>();
+  /** IDR0.PRI: the PRI queue's registers exist. */
+  readonly pri: boolean;
 
   constructor(
     /** Values of the registers the SMMU alone determines (IDRx, IIDR, AIDR), by name. */
     private readonly fixed: Readonly<Record<string, number>>,
     /** Called after a write took effect, with the register's previous value. */
     private readonly onWrite: (name: string, previous: bigint) => void,
-  ) {}
+  ) {
+    this.pri = ((fixed.IDR0 ?? 0) & IDR0_PRI) !== 0;
+  }
 
   get(name: string): bigint {
     const f = this.fixed[name];
@@ -149,12 +176,13 @@ export class SmmuRegisterFile {
   }
 
   private store(name: string, value: bigint): void {
-    const w = WRITABLE[name];
+    const w = writable(name, this.pri);
     if (w === undefined || w.rule === "ignore") return;
     const cr0 = this.get("CR0ACK");
     if (w.rule === "smmu-disabled" && (cr0 & CR0_SMMUEN) !== 0n) return;
     if (w.rule === "cmdq-disabled" && (cr0 & CR0_CMDQEN) !== 0n) return;
     if (w.rule === "evtq-disabled" && (cr0 & CR0_EVTQEN) !== 0n) return;
+    if (w.rule === "priq-disabled" && (cr0 & CR0_PRIQEN) !== 0n) return;
     if (w.rule === "update-bit" && (value & GBPA_UPDATE) === 0n) return;
     const previous = this.get(name);
     let next = value & w.mask;

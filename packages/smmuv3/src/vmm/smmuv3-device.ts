@@ -28,13 +28,30 @@ import {
   type IommuError,
 } from "@viommu/core";
 import { cfgiSteRangeStreams, CFGI_ALL_RANGE, commandName, commandSetsUndefinedBits, type CommandName } from "../format/command.js";
-import { cmdAsid, cmdOpcode, cmdRange, cmdSid, cmdSsec, cmdSyncCs, cmdSyncMsiAddress, cmdSyncMsiData, tlbiRange, type NumberRange } from "../format/command-fields.js";
+import {
+  cmdAsid,
+  cmdOpcode,
+  cmdPrgIndex,
+  cmdPriResp,
+  cmdRange,
+  cmdResumeAction,
+  cmdSid,
+  cmdSsec,
+  cmdSsid,
+  cmdSsv,
+  cmdStag,
+  cmdSyncCs,
+  cmdSyncMsiAddress,
+  cmdSyncMsiData,
+  tlbiRange,
+  type NumberRange,
+} from "../format/command-fields.js";
 import { GerrorBit, gerrorActive, gerrorRaise } from "../format/control-registers.js";
 import { eventName, EventType } from "../format/event-record.js";
 import { gicrSetlpirCpu } from "../format/gic-doorbell.js";
 import { CMDQ_CONS_ERR_MASK, CmdqError, QUEUE_OVERFLOW_FLAG } from "../format/queue-registers.js";
 import { tlbiRangeReserved } from "../format/tlbi-range.js";
-import { SteConfig, STE_NESTING_ALLOWED_MASK } from "../format/stream-table-entry.js";
+import { SteConfig, SteEats, STE_NESTING_ALLOWED_MASK } from "../format/stream-table-entry.js";
 import { CD_BYPASS, decodeCdSettings, readCd } from "../translate/cd-config.js";
 import { faultRecord } from "../translate/fault-record.js";
 import { GuestMemoryReader } from "../translate/guest-memory-reader.js";
@@ -44,7 +61,9 @@ import { decodeSteSettings } from "../translate/ste-config.js";
 import { readSte, streamTableConfig, type StreamTableConfig } from "../translate/stream-table-lookup.js";
 import { isInputAddress, newSmmuWalkInfo, resetSmmuWalkInfo } from "../translate/walk-info.js";
 import { EmulatedCommandQueue, type CommandExecutor } from "./emulated-command-queue.js";
-import { EmulatedEventQueue } from "./emulated-event-queue.js";
+import { EmulatedEventQueue, type EventWrite } from "./emulated-event-queue.js";
+import { EmulatedPriQueue, type PriWrite } from "./emulated-pri-queue.js";
+import { PageRequestRelay, type PageRequestPorts } from "./page-request-relay.js";
 import { emulatedIds, type EmulatedIds } from "./emulated-idr.js";
 import { buildIort, DEFAULT_SMMU_BASE, SMMU_MMIO_BYTES, smmuGsivs, type SmmuGsivs } from "./iort-builder.js";
 import { writeSmmuMsi } from "./msi-writer.js";
@@ -58,6 +77,10 @@ import { ShadowHost, type ShadowStream } from "./shadow-host.js";
 const IDR0_S1P = 1 << 1;
 const CR0_SMMUEN = 1 << 0;
 const CR0_CMDQEN = 1 << 3;
+const CR0_PRIQEN = 1 << 1;
+const IRQ_PRIQ = 1 << 1;
+/** PRIQ_IRQ_CFG2.LO: the PRI queue interrupt only for requests with Last set. */
+const PRIQ_IRQ_LAST_ONLY = 0x8000_0000;
 const IRQ_GERROR = 1 << 0;
 const IRQ_EVTQ = 1 << 2;
 const CR2_RECINVSID = 1 << 1;
@@ -116,6 +139,7 @@ export class Smmuv3Device implements EmulatedIommu {
   readonly gsivs: SmmuGsivs;
   readonly regs: SmmuRegisterFile;
   readonly evtq: EmulatedEventQueue;
+  readonly priq: EmulatedPriQueue;
   frozen = false;
   /** CMD_SYNCs that signalled by SEV (a WFE wakeup: nothing else to deliver). */
   sevEvents = 0;
@@ -128,6 +152,8 @@ export class Smmuv3Device implements EmulatedIommu {
   private readonly cdWords = new Uint32Array(16);
   private readonly assigned = new Map<number, Assigned>();
   private nested: NestedHost | undefined;
+  /** Page requests and stalls of passthrough devices (nested mode, with PRI or stalls offered). */
+  private relay: PageRequestRelay | undefined;
   private shadow: ShadowHost | undefined;
   /** Commands queued for the host (FORWARD_BATCH × 4 halves) and the queue positions they came from. */
   private readonly forwardWords = new Uint32Array(FORWARD_BATCH * 4);
@@ -156,10 +182,11 @@ export class Smmuv3Device implements EmulatedIommu {
     this.features = smmuFeatures([this.ids.IDR0!, this.ids.IDR1!, this.ids.IDR2!, this.ids.IDR3!, this.ids.IDR4!, this.ids.IDR5!]);
     this.regs = new SmmuRegisterFile(this.ids, (name, previous) => this.registerWritten(name, previous));
     this.evtq = new EmulatedEventQueue(this.regs, options.vm.memory, this.features.evtqLog2);
+    this.priq = new EmulatedPriQueue(this.regs, options.vm.memory, this.features.priqLog2);
     this.cmdq = new EmulatedCommandQueue(this.regs, options.vm.memory, this.features.cmdqLog2, this.executor, (bits) => this.raiseGerror(bits));
     this.reader = new GuestMemoryReader(options.vm.memory);
     this.translator = new GuestStage1Translator(this.reader, this.features, false);
-    this.queueViews = smmuGuestQueues(this.mmioBase, this.regs, { cmdq: this.features.cmdqLog2, evtq: this.features.evtqLog2, priq: this.features.pri ? 19 : undefined });
+    this.queueViews = smmuGuestQueues(this.mmioBase, this.regs, { cmdq: this.features.cmdqLog2, evtq: this.features.evtqLog2, priq: this.features.pri ? this.features.priqLog2 : undefined });
   }
 
   /** Builds the device: its register pages in the VM, and the host side of its mode. */
@@ -177,6 +204,14 @@ export class Smmuv3Device implements EmulatedIommu {
       }
     }
     const device = new Smmuv3Device(options, nested, extras);
+    if (nested !== undefined && (device.features.pri || device.features.stallAndTerminate)) {
+      const relay = PageRequestRelay.create(options.iommufd, device.pageRequestPorts());
+      if (!relay.ok) {
+        nested.destroy();
+        return fail(relay);
+      }
+      device.relay = relay.value;
+    }
     if (options.mode === "shadow") {
       const reporter = { log: resolveToken(options.vm.container, HostServices).log, vm: options.vm.id, source: device.logSource };
       device.shadow = new ShadowHost(options.iommufd, options.vm.memory, device.reader, options.ioasId, options.shadowBackend ?? "iommufd", options.dmaEntryLimit, reporter);
@@ -264,7 +299,8 @@ export class Smmuv3Device implements EmulatedIommu {
         const now = this.regs.num("CR0");
         const before = Number(previous);
         this.regs.set("CR0ACK", now);
-        if ((now ^ before) & CR0_SMMUEN) this.applyAllStreams();
+        // A stream's nested HWPT takes page requests only while the guest's PRI queue is on: re-derive them.
+        if ((now ^ before) & (CR0_SMMUEN | (this.features.pri ? CR0_PRIQEN : 0))) this.applyAllStreams();
         if (now & CR0_CMDQEN) this.processCommands();
         break;
       }
@@ -286,6 +322,10 @@ export class Smmuv3Device implements EmulatedIommu {
         break;
       case "EVTQ_CONS":
         this.maskPointer("EVTQ_CONS", this.evtqLog2, QUEUE_OVERFLOW_FLAG);
+        break;
+      case "PRIQ_PROD":
+      case "PRIQ_CONS":
+        this.maskPointer(name, this.priqLog2, QUEUE_OVERFLOW_FLAG);
         break;
       case "GERRORN":
         if ((gerrorActive(this.regs.num("GERROR"), Number(previous)) & GerrorBit.CMDQ_ERR) !== 0) this.processCommands();
@@ -313,6 +353,10 @@ export class Smmuv3Device implements EmulatedIommu {
 
   private get evtqLog2(): number {
     return Math.min(Number(this.regs.get("EVTQ_BASE") & 0x1fn), this.features.evtqLog2);
+  }
+
+  private get priqLog2(): number {
+    return Math.min(Number(this.regs.get("PRIQ_BASE") & 0x1fn), this.features.priqLog2);
   }
 
   private get smmuEnabled(): boolean {
@@ -347,12 +391,67 @@ export class Smmuv3Device implements EmulatedIommu {
     if (writeSmmuMsi(this.vm, address, this.regs.num(cfg1), source) === "abort") this.raiseGerror(abortBit, abortBit !== GerrorBit.MSI_GERROR_ABT_ERR);
   }
 
-  private injectEvent(record: RawBits): void {
+  private injectEvent(record: RawBits): EventWrite {
     const outcome = this.evtq.push(record);
     if (outcome === "written") {
       this.stats.eventsInjected++;
       if ((this.regs.num("IRQ_CTRLACK") & IRQ_EVTQ) !== 0) this.signal("EVTQ_IRQ_CFG0", "EVTQ_IRQ_CFG1", this.gsivs.event, GerrorBit.MSI_EVTQ_ABT_ERR, "smmuv3-evtq");
     } else if (outcome === "abort") this.raiseGerror(GerrorBit.EVTQ_ABT_ERR);
+    return outcome;
+  }
+
+  /**
+   * A page request group into the guest's PRI queue (IHI0070 Chapter 8): refused while the SMMU or the queue is off or
+   * PRIQ_ABT_ERR is active (§8.2), PRIQ_ABT_ERR raised when the queue's memory cannot be written. The PRI queue
+   * interrupt (IRQ_CTRL.PRIQ_IRQEN) follows PRIQ_IRQ_CFG2.LO (§6.3.36): with LO, when a Last request is written or
+   * discarded by an overflow; without, when the queue goes from empty to non-empty.
+   */
+  private injectPageRequest(entries: readonly RawBits[], last: boolean): PriWrite {
+    const blocked = !this.smmuEnabled || (gerrorActive(this.regs.num("GERROR"), this.regs.num("GERRORN")) & GerrorBit.PRIQ_ABT_ERR) !== 0;
+    const wasEmpty = this.priq.empty;
+    const outcome = this.priq.pushGroup(entries, blocked);
+    if (outcome === "abort") this.raiseGerror(GerrorBit.PRIQ_ABT_ERR);
+    const lastOnly = (this.regs.num("PRIQ_IRQ_CFG2") & PRIQ_IRQ_LAST_ONLY) !== 0;
+    const interrupt = outcome === "written" ? (lastOnly ? last : wasEmpty) : outcome === "overflow" && lastOnly && last;
+    if (interrupt && (this.regs.num("IRQ_CTRLACK") & IRQ_PRIQ) !== 0) this.signal("PRIQ_IRQ_CFG0", "PRIQ_IRQ_CFG1", this.gsivs.pri, GerrorBit.MSI_PRIQ_ABT_ERR, "smmuv3-priq");
+    return outcome;
+  }
+
+  /** What the page request relay reads of this SMMU and the guest's tables. */
+  private pageRequestPorts(): PageRequestPorts {
+    return {
+      vsidOf: (devId) => this.nested?.vsidOf(devId),
+      stalls: (vsid, pasid) => this.stallConfigured(vsid, pasid),
+      priq: (entries, last) => this.injectPageRequest(entries, last),
+      event: (record) => this.injectEvent(record),
+      steValid: (vsid) => this.smmuEnabled && typeof this.guestSte(vsid) !== "number",
+      reporter: { log: resolveToken(this.vm.container, HostServices).log, vm: this.vm.id, source: this.logSource },
+    };
+  }
+
+  /** Whether the guest set a stream's stage 1 to stall for `pasid` (STE.S1STALLD clear, CD.S set: IHI0070 §5.5). */
+  private stallConfigured(sid: number, pasid: number | undefined): boolean {
+    if (!this.features.stallAndTerminate && !this.features.stallForced) return false;
+    const ste = this.guestSte(sid);
+    if (typeof ste === "number" || ste.stage1 === undefined || ste.stage1.stallDisabled) return false;
+    if (readCd(ste.stage1, pasid ?? NO_PASID, this.reader, this.cdWords, this.info) !== 0) return false;
+    const cd = decodeCdSettings(this.cdWords, this.features, false);
+    return typeof cd !== "number" && cd.stall;
+  }
+
+  /**
+   * The fault queue a stream's nested HWPT is allocated with: the relay's when its guest takes page requests — the
+   * PRI queue on and ATS enabled in the STE (PRI rides on ATS, IHI0070 §3.9.1), or a stage 1 allowed to stall —
+   * else none, so a device the guest did not enable for them gets final faults.
+   */
+  private faultFor(sid: number): number | undefined {
+    const relay = this.relay;
+    if (relay === undefined || !this.smmuEnabled) return undefined;
+    const ste = this.guestSte(sid);
+    if (typeof ste === "number") return undefined;
+    const pri = this.features.pri && (this.regs.num("CR0ACK") & CR0_PRIQEN) !== 0 && ste.eats === SteEats.Translate;
+    const stall = (this.features.stallAndTerminate || this.features.stallForced) && ste.stage1 !== undefined && !ste.stage1.stallDisabled;
+    return pri || stall ? relay.faultId : undefined;
   }
 
   // ---- command queue ----
@@ -494,12 +593,27 @@ export class Smmuv3Device implements EmulatedIommu {
         return f.stage2 ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
       case "CMD_ATC_INV":
         return this.atcInvalidate(cmd, position, cmdSid(cmd));
-      case "CMD_PRI_RESP":
-        return f.pri ? CmdqError.CERROR_NONE : CmdqError.CERROR_ILL;
-      case "CMD_RESUME":
-      case "CMD_STALL_TERM":
-        // Terminate-only SMMU: nothing is ever stalled, so there is nothing to resume.
+      case "CMD_PRI_RESP": {
+        // ILLEGAL without PRI and for Resp 0b11 (IHI0070 §4.5.2); out-of-range IDs are CERROR_ILL as for every command
+        // here (§4.1.7 leaves them CONSTRAINED UNPREDICTABLE); ignored while the SMMU is disabled.
+        if (!f.pri || cmdPriResp(cmd) === 0b11 || cmdSid(cmd) >= sidLimit) return CmdqError.CERROR_ILL;
+        if (cmdSsv(cmd) && cmdSsid(cmd) >= 2 ** f.ssidBits) return CmdqError.CERROR_ILL;
+        const drained = this.drainForwards();
+        if (drained !== CmdqError.CERROR_NONE) return drained;
+        if (this.smmuEnabled) this.relay?.priResponse(cmdSid(cmd), cmdPrgIndex(cmd), cmdPriResp(cmd));
         return CmdqError.CERROR_NONE;
+      }
+      case "CMD_RESUME":
+      case "CMD_STALL_TERM": {
+        // ILLEGAL on an SMMU without the stall model (IHI0070 §4.7.1, §4.7.2); a STAG naming no stalled transaction of
+        // the StreamID has no effect.
+        if ((!f.stallAndTerminate && !f.stallForced) || cmdSid(cmd) >= sidLimit) return CmdqError.CERROR_ILL;
+        const drained = this.drainForwards();
+        if (drained !== CmdqError.CERROR_NONE) return drained;
+        if (name === "CMD_RESUME") this.relay?.resume(cmdSid(cmd), cmdStag(cmd), cmdResumeAction(cmd));
+        else this.relay?.stallTerm(cmdSid(cmd));
+        return CmdqError.CERROR_NONE;
+      }
       case "CMD_SYNC":
         return this.sync(cmdSyncCs(cmd), cmdSyncMsiAddress(cmd), cmdSyncMsiData(cmd));
       default:
@@ -589,7 +703,7 @@ export class Smmuv3Device implements EmulatedIommu {
   private applyStream(sid: number): IommuError | undefined {
     let refused: IommuError | undefined;
     if (this.nested !== undefined) {
-      refused = this.nested.setVste(sid, this.vsteFor(sid));
+      refused = this.nested.setVste(sid, this.vsteFor(sid), this.faultFor(sid));
       if (refused !== undefined) this.hostLog("configuration-refused", refused, `StreamID 0x${sid.toString(16)}: the host refused its configuration (${refused.errno} ${refused.message}); the stream is blocked`);
     }
     if (this.shadow !== undefined) {
@@ -626,7 +740,7 @@ export class Smmuv3Device implements EmulatedIommu {
     const read = readCd(ste.stage1, NO_PASID, this.reader, this.cdWords, this.info);
     if (read === CD_BYPASS) return { kind: "identity" };
     if (read !== 0) return { kind: "blocked" };
-    const cd = decodeCdSettings(this.cdWords, this.features);
+    const cd = decodeCdSettings(this.cdWords, this.features, ste.stage1.stallDisabled);
     return typeof cd === "number" ? { kind: "blocked" } : { kind: "stage1", cd };
   }
 
@@ -638,6 +752,7 @@ export class Smmuv3Device implements EmulatedIommu {
     const { records, lost } = this.nested.readEvents();
     if (lost) this.evtq.markOverflow();
     for (const record of records) this.injectEvent(record);
+    this.relay?.poll();
   }
 
   // ---- emulated devices ----
@@ -741,6 +856,8 @@ export class Smmuv3Device implements EmulatedIommu {
     this.regs.restore(state.regs);
     this.atcFailure = state.atcFailure;
     this.sevEvents = state.sevEvents;
+    // Page requests outstanding on the source are the source host's: this device's host has none of them.
+    this.relay?.forget();
     this.applyAllStreams();
     this.frozen = false;
     this.processCommands();
@@ -757,6 +874,8 @@ export class Smmuv3Device implements EmulatedIommu {
   destroy(): void {
     this.nested?.destroy();
     this.nested = undefined;
+    this.relay?.destroy();
+    this.relay = undefined;
     this.shadow?.destroy();
     this.shadow = undefined;
     for (const a of this.assigned.values()) a.device.msiTarget = undefined;

@@ -23,11 +23,13 @@ const ACKNOWLEDGED: ReadonlyMap<string, string> = new Map([
 /** GERROR's defined error bits (IHI0070 §6.3.19; Linux's GERROR_ERR_MASK). */
 const GERROR_BITS = 0x1fdn;
 /** The queue pointers: their base register, the flags above the pointer, whether the SMMU's ERR field is there. */
-const POINTERS: ReadonlyMap<string, { readonly base: string; readonly flags: bigint; readonly queue: "cmdq" | "evtq" }> = new Map([
+const POINTERS: ReadonlyMap<string, { readonly base: string; readonly flags: bigint; readonly queue: "cmdq" | "evtq" | "priq" }> = new Map([
   ["CMDQ_PROD", { base: "CMDQ_BASE", flags: 0n, queue: "cmdq" as const }],
   ["CMDQ_CONS", { base: "CMDQ_BASE", flags: 0x7fn << BigInt(CMDQ_CONS_ERR_SHIFT), queue: "cmdq" as const }],
   ["EVTQ_PROD", { base: "EVTQ_BASE", flags: BigInt(QUEUE_OVERFLOW_FLAG), queue: "evtq" as const }],
   ["EVTQ_CONS", { base: "EVTQ_BASE", flags: BigInt(QUEUE_OVERFLOW_FLAG), queue: "evtq" as const }],
+  ["PRIQ_PROD", { base: "PRIQ_BASE", flags: BigInt(QUEUE_OVERFLOW_FLAG), queue: "priq" as const }],
+  ["PRIQ_CONS", { base: "PRIQ_BASE", flags: BigInt(QUEUE_OVERFLOW_FLAG), queue: "priq" as const }],
 ]);
 
 /**
@@ -35,9 +37,10 @@ const POINTERS: ReadonlyMap<string, { readonly base: string; readonly flags: big
  * this SMMU implements them (the write masks of `SmmuRegisterFile`; for the registers only the SMMU writes, their
  * defined fields).
  */
-function register(r: StateReader, name: string): bigint {
+function register(r: StateReader, name: string, pri: boolean): bigint {
   const control = ACKNOWLEDGED.get(name);
-  const mask = name === "GERROR" ? GERROR_BITS : POINTERS.has(name) ? 0xffff_ffffn : writableMask(control ?? name);
+  const pointer = POINTERS.get(name);
+  const mask = name === "GERROR" ? GERROR_BITS : pointer !== undefined && (pointer.queue !== "priq" || pri) ? 0xffff_ffffn : writableMask(control ?? name, pri);
   r.check(mask !== undefined, name, "is not a register software or the SMMU sets in this SMMU");
   const value = r.u64(name);
   r.check((value & ~mask!) === 0n, name, `is 0x${value.toString(16)}, setting bits outside its fields (0x${mask!.toString(16)})`);
@@ -59,13 +62,13 @@ export function readSmmuv3State(value: StateValue, features: SmmuFeatures): Resu
     const regsReader = r.object("regs");
     const names = typeof value === "object" && value !== null && !Array.isArray(value) && typeof value.regs === "object" && value.regs !== null && !Array.isArray(value.regs) ? Object.keys(value.regs) : [];
     const regs = new Map<string, bigint>();
-    for (const name of names) regs.set(name, register(regsReader, name));
+    for (const name of names) regs.set(name, register(regsReader, name, features.pri));
     for (const [ack, control] of ACKNOWLEDGED) {
       regsReader.check((regs.get(ack) ?? 0n) === (regs.get(control) ?? 0n), ack, `is 0x${(regs.get(ack) ?? 0n).toString(16)}, not ${control} (0x${(regs.get(control) ?? 0n).toString(16)}) as the SMMU acknowledges it`);
     }
     for (const [name, p] of POINTERS) {
       const v = regs.get(name) ?? 0n;
-      const max = p.queue === "cmdq" ? features.cmdqLog2 : features.evtqLog2;
+      const max = p.queue === "cmdq" ? features.cmdqLog2 : p.queue === "evtq" ? features.evtqLog2 : features.priqLog2;
       const log2 = Math.min(Number((regs.get(p.base) ?? 0n) & 0x1fn), max);
       const pointer = (1n << BigInt(log2 + 1)) - 1n;
       regsReader.check((v & ~(pointer | p.flags)) === 0n, name, `is 0x${v.toString(16)}, beyond the wrap bit of a ${2 ** log2}-entry queue`);

@@ -105,8 +105,17 @@ for (const mode of ["nested", "shadow"] as const) {
       expect([evtq.producer.address, evtq.consumer.address]).toEqual([s.iommu.mmioBase + 0x100a8, s.iommu.mmioBase + 0x100ac]);
       expect(evtq.base()).toBeDefined();
       expect(evtq.producer.encode({ index: 1, wrap: true }, 0x8000_0000n)).toBe(BigInt(1 + 2 ** Math.log2(evtq.entries())) | 0x8000_0000n);
-      // This SMMU offers no PRI (IDR0.PRI = 0): its PRI queue is never configured.
-      expect([queue(views, "PRIQ").base(), queue(views, "PRIQ").entries()]).toEqual([undefined, 0]);
+      const priq = queue(views, "PRIQ");
+      if (mode === "shadow") {
+        // Shadowing offers no PRI (IDR0.PRI = 0): the PRI queue is never configured.
+        expect([priq.base(), priq.entries()]).toEqual([undefined, 0]);
+      } else {
+        // Nested over a host with PRI: the driver's PRI queue, its PROD on page 1 with OVFLG kept.
+        const priqBase = s.vm.mmioRead(s.iommu.mmioBase + 0xc0, 8);
+        expect([priq.base(), priq.entries()]).toEqual([Number(priqBase & 0x000f_ffff_ffff_ffe0n), 2 ** Number(priqBase & 0x1fn)]);
+        expect([priq.producer.address, priq.consumer.address]).toEqual([s.iommu.mmioBase + 0x100c8, s.iommu.mmioBase + 0x100cc]);
+        expect(priq.producer.encode({ index: 2, wrap: false }, 0x8000_0000n)).toBe(2n | 0x8000_0000n);
+      }
       // Disabled queues are unconfigured.
       s.vm.mmioWrite(s.iommu.mmioBase + 0x20, 4, Number(s.vm.mmioRead(s.iommu.mmioBase + 0x20, 4)) & ~(1 << 3));
       expect([cmdq.base(), cmdq.entries()]).toEqual([undefined, 0]);

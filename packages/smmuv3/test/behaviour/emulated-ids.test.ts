@@ -3,18 +3,7 @@ import { decodeLayout, encodeLayout, errnoOf, ok, unwrap } from "@viommu/core";
 import { idr0Layout, idr1Layout, idr3Layout, idr5Layout, IdrTtEndian } from "../../src/format/id-registers.js";
 import { DEFAULT_SMMUV3_HW, type Smmuv3HwConfig } from "../../src/hw/smmuv3-hw-config.js";
 import { Smmuv3Device } from "../../src/vmm/smmuv3-device.js";
-import { hostSetup } from "../support.js";
-
-/** The modelled host SMMU with some ID fields changed (still able to nest: both stages, S2FWB). */
-function hostConfig(changes: { idr0?: Record<string, number>; idr1?: Record<string, number>; idr3?: Record<string, number>; idr5?: Record<string, number> }): Smmuv3HwConfig {
-  const idr = [...DEFAULT_SMMUV3_HW.idr];
-  const layouts = [idr0Layout, idr1Layout, undefined, idr3Layout, undefined, idr5Layout] as const;
-  const edits = [changes.idr0, changes.idr1, undefined, changes.idr3, undefined, changes.idr5];
-  layouts.forEach((layout, i) => {
-    if (layout !== undefined && edits[i] !== undefined) idr[i] = encodeLayout(layout, { ...decodeLayout(layout, Uint32Array.of(idr[i]!)), ...edits[i] })[0]!;
-  });
-  return { ...DEFAULT_SMMUV3_HW, idr };
-}
+import { hostConfig, hostSetup } from "../support.js";
 
 function guestIds(config: Smmuv3HwConfig, mode: "nested" | "shadow" = "nested") {
   const h = hostSetup({ config });

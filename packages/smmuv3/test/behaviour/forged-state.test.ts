@@ -51,14 +51,19 @@ function forge(saved: { [key: string]: StateValue }, f: Forgery): StateValue {
 /**
  * What the registers of this SMMU can hold, from the architecture's field lists (IHI0070 §6.3; spec
  * arm-hyperv-virtio.md §1.1–§1.5, §1.10), independent of the model's tables: the defined fields of each, minus
- * the features the emulated SMMU lacks (PRI), with CR0ACK = CR0 and IRQ_CTRLACK = IRQ_CTRL.
+ * the features the emulated SMMU lacks, with CR0ACK = CR0 and IRQ_CTRLACK = IRQ_CTRL. Nested over a host with PRI,
+ * it has the PRI queue (IHI0070 §6.3.33–6.3.36: PRIQ_IRQ_CFG2.LO is bit 31).
  */
 const FIELDS: Readonly<Record<string, bigint>> = {
-  CR0: 0b1_1101n, // SMMUEN, EVTQEN, CMDQEN, ATSCHK (no PRIQEN: no PRI)
+  CR0: 0b1_1111n, // SMMUEN, PRIQEN, EVTQEN, CMDQEN, ATSCHK
   CR1: 0xfffn,
   CR2: 0b111n,
   GBPA: 0x1f_3f1fn, // MemAttr, MTCFG, ALLOCCFG, SHCFG, PRIVCFG, INSTCFG, ABORT (UPDATE reads 0 once done)
-  IRQ_CTRL: 0b101n, // GERROR_IRQEN, EVTQ_IRQEN
+  IRQ_CTRL: 0b111n, // GERROR_IRQEN, PRIQ_IRQEN, EVTQ_IRQEN
+  PRIQ_BASE: ((1n << 52n) - 1n) | (1n << 62n),
+  PRIQ_IRQ_CFG0: ((1n << 52n) - 1n) & ~3n,
+  PRIQ_IRQ_CFG1: 0xffff_ffffn,
+  PRIQ_IRQ_CFG2: 0x8000_003fn,
   GERROR: 0x1fdn,
   GERRORN: 0x1fdn,
   GERROR_IRQ_CFG0: ((1n << 52n) - 1n) & ~3n,
@@ -80,7 +85,7 @@ function possible(regs: Record<string, string>): boolean {
     if (fields !== undefined && (BigInt(value) & ~fields) !== 0n) return false;
   }
   if (v("CR0ACK") !== v("CR0") || v("IRQ_CTRLACK") !== v("IRQ_CTRL")) return false;
-  for (const [pointer, base, flags] of [["CMDQ_PROD", "CMDQ_BASE", 0n], ["CMDQ_CONS", "CMDQ_BASE", 0x7f00_0000n], ["EVTQ_PROD", "EVTQ_BASE", 0x8000_0000n], ["EVTQ_CONS", "EVTQ_BASE", 0x8000_0000n]] as const) {
+  for (const [pointer, base, flags] of [["CMDQ_PROD", "CMDQ_BASE", 0n], ["CMDQ_CONS", "CMDQ_BASE", 0x7f00_0000n], ["EVTQ_PROD", "EVTQ_BASE", 0x8000_0000n], ["EVTQ_CONS", "EVTQ_BASE", 0x8000_0000n], ["PRIQ_PROD", "PRIQ_BASE", 0x8000_0000n], ["PRIQ_CONS", "PRIQ_BASE", 0x8000_0000n]] as const) {
     const size = BigInt(Math.min(Number(v(base) & 0x1fn), 19));
     if ((v(pointer) & ~(((1n << (size + 1n)) - 1n) | flags)) !== 0n) return false;
   }
@@ -140,7 +145,7 @@ describe("restore refuses a forged state whole, or takes it and works", () => {
     const log2 = Number(BigInt((saved.regs as Record<string, string>).CMDQ_BASE!) & 0x1fn);
     expect(s.iommu.restore(withReg("CMDQ_CONS", `0x${(2 ** (log2 + 1)).toString(16)}`))).toMatchObject({ ok: false, error: { errno: "EINVAL", message: expect.stringContaining("regs.CMDQ_CONS") } });
     expect(s.iommu.restore(withReg("CR0ACK", "0x0"))).toMatchObject({ ok: false, error: { message: expect.stringContaining("regs.CR0ACK") } });
-    expect(s.iommu.restore(withReg("CR0", "0x2"))).toMatchObject({ ok: false, error: { message: expect.stringContaining("regs.CR0") } });
+    expect(s.iommu.restore(withReg("CR0", "0x20"))).toMatchObject({ ok: false, error: { message: expect.stringContaining("regs.CR0") } });
     expect(s.iommu.restore(withReg("IDR0", "0x0"))).toMatchObject({ ok: false, error: { message: expect.stringContaining("regs.IDR0") } });
     expect(s.iommu.restore(withReg("CMDQ_CONS", "0x5000000"))).toMatchObject({ ok: false, error: { message: expect.stringContaining("regs.CMDQ_CONS") } });
   });

@@ -6,6 +6,7 @@ import {
   parseVevents,
   HwptAllocFlag,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+  newIotlbHit,
   newWalkResult,
   NO_PASID,
   ok,
@@ -294,7 +295,7 @@ describe("SMMUv3 physical command execution", () => {
     // TG 4K, SCALE 1, NUM 1: (1 + 1) × 2^1 = 4 pages from 0x2000.
     h.unit.executeCommand(encodeCommand("CMD_TLBI_NH_VA", { VMID: 1, ASID: 2, TG: 1, SCALE: 1, NUM: 1, Addr: 0x2000n }));
     expect(h.unit.iotlb.size).toBe(4);
-    const hit = { pageBase: 0, pageShift: 0, perms: 0, payload: 0 };
+    const hit = newIotlbHit();
     expect([0, 1, 2, 3, 4, 5, 6, 7].map((p) => h.unit.iotlb.lookup(1, 2, p * 4096, hit))).toEqual([true, true, false, false, false, false, true, true]);
   });
 });

@@ -4,6 +4,7 @@ import { encodeCommand, SyncCs } from "../../src/format/command.js";
 import { gicrSetlpirAddress } from "../../src/format/gic-doorbell.js";
 import { fixtureJsonLines } from "../format/fixtures.js";
 import { rawSmmu } from "../raw-smmu.js";
+import { NO_PRI_HOST } from "../support.js";
 
 const SYNC = encodeCommand("CMD_SYNC", {});
 
@@ -39,7 +40,7 @@ describe("emulated SMMUv3 command queue", () => {
     ["a TLBI with a TTL hint but TG 0 (RES0)", encodeCommand("CMD_TLBI_NH_VAA", { TTL: 2 })],
     ["a 16K range TLBI with TTL 1 without IDR5.DS", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 2, TTL: 1 })],
   ])("stops at %s with CERROR_ILL in CMDQ_CONS.ERR and GERROR.CMDQ_ERR, until acknowledged", (_what, bad) => {
-    const s = rawSmmu();
+    const s = rawSmmu({}, 4, 3, NO_PRI_HOST);
     s.submit(encodeCommand("CMD_TLBI_NH_ALL", {}), bad, SYNC);
     expect(s.cons()).toBe(1);
     expect(s.consErr()).toBe(1);

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { registerByName } from "../../src/format/register-map.js";
-import { smmuBed } from "../support.js";
+import { NO_PRI_HOST, smmuBed } from "../support.js";
 
-function raw() {
-  const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true });
+/** The emulated SMMU by hand; by default over a host without PRI, so it offers none. */
+function raw(pri = false) {
+  const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }] }], noInit: true }, pri ? undefined : NO_PRI_HOST);
   const at = (name: string): number => s.iommu.mmioBase + registerByName(name)!.offset;
   return {
     ...s,
@@ -30,6 +31,28 @@ describe("emulated SMMUv3 register file", () => {
     s.w32("IRQ_CTRL", 0b111);
     expect(s.r32("IRQ_CTRL")).toBe(0b101);
     expect(s.r32("IRQ_CTRLACK")).toBe(0b101);
+  });
+
+  it("with PRI (a host that has it, nested): CR0.PRIQEN and IRQ_CTRL.PRIQ_IRQEN, PRIQ_BASE and PRIQ_PROD writable only while the PRI queue is off, PRIQ_IRQ_CFG2 with LO", () => {
+    const s = raw(true);
+    expect((s.r32("IDR0") >>> 16) & 1).toBe(1);
+    expect((s.r32("IDR1") >>> 11) & 0x1f).toBe(19);
+    s.w32("IRQ_CTRL", 0b111);
+    expect(s.r32("IRQ_CTRLACK")).toBe(0b111);
+    s.w64("PRIQ_BASE", 0xffff_ffff_ffff_ffffn);
+    expect(s.r64("PRIQ_BASE")).toBe((((1n << 52n) - 1n) & ~0x1fn) | 0x1fn | (1n << 62n));
+    s.w64("PRIQ_BASE", 0x4000_0004n);
+    s.w32("PRIQ_PROD", 0x8000_0003);
+    s.w32("PRIQ_IRQ_CFG2", 0xffff_ffff);
+    expect([s.r32("PRIQ_PROD"), s.r32("PRIQ_IRQ_CFG2")]).toEqual([0x8000_0003, 0x8000_003f]);
+    s.w32("CR0", 0b10);
+    expect(s.r32("CR0ACK")).toBe(0b10);
+    s.w64("PRIQ_BASE", 0x5000_0004n);
+    s.w32("PRIQ_PROD", 0);
+    s.w32("PRIQ_CONS", 0x8000_0001);
+    // PRIQ_CONS keeps only its wrap, index and OVACKFLG bits for a 16-entry queue.
+    s.w32("PRIQ_CONS", 0x8000_0fff);
+    expect([s.r64("PRIQ_BASE"), s.r32("PRIQ_PROD"), s.r32("PRIQ_CONS")]).toEqual([0x4000_0004n, 0x8000_0003, 0x8000_001f]);
   });
 
   it("ignores writes to read-only registers and to offsets it does not implement", () => {

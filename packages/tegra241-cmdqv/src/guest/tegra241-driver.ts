@@ -138,6 +138,15 @@ export class Tegra241GuestDriver implements GuestIommuDriver {
     return this.smmu.invalidateProcess(process, va, length);
   }
 
+  enablePageRequests(rid: number): Result<void> {
+    return this.smmu.enablePageRequests(rid);
+  }
+
+  /** CMD_PRI_RESP / CMD_RESUME, which stay on the trapped SMMU queue (the VMM relays them to the fault queue). */
+  respondPageRequest(request: GuestEvent, success: boolean): Result<void> {
+    return this.smmu.respondPageRequest(request, success);
+  }
+
   /** The SMMU's events, then the VCMDQ errors the CMDQV interrupt handler cleared. */
   readEvents(): GuestEvent[] {
     return [...this.smmu.readEvents(), ...(this.cmdqvDriver?.handleInterrupt() ?? [])];
