@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { Testbed, type TestbedOptions } from "@viommu/conformance";
-import { unwrap, type TranslationMode } from "@viommu/core";
+import { unwrap, type TestbedDevice, type TranslationMode } from "@viommu/core";
 import type { VtdGuestDriver, VtdVariant } from "../src/guest/vtd-driver.js";
 import { vtdPlugin } from "../src/plugin.js";
 import type { VtdDevice } from "../src/vmm/vtd-device.js";
@@ -15,7 +15,7 @@ export interface VtdBed {
 }
 
 /** A one-VM testbed on the VT-d plugin with one passthrough device (physical 0x100, guest 0x10). */
-export function vtdBed(mode: TranslationMode = "nested", variant?: VtdVariant, extra: Partial<Omit<TestbedOptions, "plugin" | "vms" | "mode">> = {}, devices = [{ rid: 0x100, guestRid: 0x10 }]): VtdBed {
+export function vtdBed(mode: TranslationMode = "nested", variant?: VtdVariant, extra: Partial<Omit<TestbedOptions, "plugin" | "vms" | "mode">> = {}, devices: readonly TestbedDevice[] = [{ rid: 0x100, guestRid: 0x10 }]): VtdBed {
   const bed = unwrap(
     Testbed.create({
       plugin: vtdPlugin,
