@@ -34,6 +34,8 @@ describe("emulated SMMUv3 command queue", () => {
     ["an EL2 TLBI without IDR0.HYP", encodeCommand("CMD_TLBI_EL2_ALL", {})],
     ["a stage-2 TLBI on a stage-1-only SMMU", encodeCommand("CMD_TLBI_S12_VMALL", {})],
     ["PRI_RESP without PRI", encodeCommand("CMD_PRI_RESP", { SID: 0x10 })],
+    ["RESUME on an SMMU without the stall model (IHI0070 §4.7.1)", encodeCommand("CMD_RESUME", { SID: 0x10, STAG: 1 })],
+    ["STALL_TERM on an SMMU without the stall model (§4.7.2)", encodeCommand("CMD_STALL_TERM", { SID: 0x10 })],
     ["CFGI_STE beyond SIDSIZE", encodeCommand("CMD_CFGI_STE", { SID: 0x1_0000 })],
     ["CMD_SYNC with the reserved CS 3", encodeCommand("CMD_SYNC", { CS: 3 })],
     ["a range TLBI with NUM = SCALE = TTL = 0 (Reserved, IHI0070 §4.4.1)", encodeCommand("CMD_TLBI_NH_VA", { ASID: 1, TG: 1 })],
