@@ -22,6 +22,7 @@ describe("bench harness", () => {
     expect(r).toMatchObject({ name: "ok", verified: true, rounds: 5 });
     expect(r.ratio).toBeGreaterThan(0);
     expect(r.spread![0]).toBeLessThanOrEqual(r.spread![1]);
+    expect(r.best).toBeGreaterThan(0);
   });
 
   it("refuses a figure whose model failed an operation, whose outputs differ from the baseline's, or whose state is wrong", () => {

@@ -71,15 +71,15 @@ export async function benchCommand(io: Io, plugins: readonly VendorPlugin[], jso
   }
   const spread = (f: FigureResult): string => (f.spread === undefined ? "" : `${f.spread[0]}–${f.spread[1]}`);
   for (const line of table(
-    ["figure", "value", "unit", "baseline", "ratio", "spread", "goal"],
-    figures.map((f) => [f.name, String(f.value), f.unit, f.baseline === undefined ? "" : String(f.baseline), f.ratio === undefined ? "" : String(f.ratio), spread(f), f.goal ?? ""]),
+    ["figure", "value", "unit", "baseline", "ratio", "spread", "best", "goal"],
+    figures.map((f) => [f.name, String(f.value), f.unit, f.baseline === undefined ? "" : String(f.baseline), f.ratio === undefined ? "" : String(f.ratio), spread(f), f.best === undefined ? "" : String(f.best), f.goal ?? ""]),
   ))
     io.out(line);
   const notes = figures.filter((f) => f.note !== undefined);
   if (notes.length > 0) io.out("");
   for (const f of notes) io.out(`${f.name}: ${f.note}`);
   io.out("");
-  io.out(`ratio: median over rounds of the model's rate over the baseline's, measured alternately (A B A B) in this process; spread: lowest–highest round${args.quick ? "; --quick: a smoke run, not a measurement" : ""}`);
+  io.out(`ratio: median over rounds of the model's rate over the baseline's, measured alternately (A B A B) in this process; spread: lowest–highest round; best: the model's best round over the baseline's best (other processes only slow rounds down)${args.quick ? "; --quick: a smoke run, not a measurement" : ""}`);
   if (saved !== undefined) {
     io.out("");
     io.out(`against ${args.compare}:`);
