@@ -11,7 +11,7 @@ import { decodeSteSettings } from "../src/translate/ste-config.js";
 import { emulatedIds } from "../src/vmm/emulated-idr.js";
 import { DEFAULT_SMMUV3_HW } from "../src/hw/smmuv3-hw-config.js";
 import { rawSmmu } from "./raw-smmu.js";
-import { hostSetup, smmuBed } from "./support.js";
+import { hostConfig, hostSetup, smmuBed } from "./support.js";
 
 /** The seed comes from the environment (fast-check prints it with any counterexample). */
 const SEED = Number(process.env.VIOMMU_SEED ?? 7);
@@ -268,5 +268,45 @@ describe("fuzzing with hostile guest input", () => {
       { seed: SEED + 8, numRuns: 200 },
     );
   });
-});
 
+  it("page requests and stalls: hostile CMD_PRI_RESP / CMD_RESUME / CMD_STALL_TERM, PRI queue registers and STEs never throw, answer only groups they name, and keep DMA in the VM", () => {
+    for (const stall of [false, true]) {
+      const config = stall ? hostConfig({ idr0: { STALL_MODEL: 0, PRI: 0 }, idr1: { PRIQS: 0 } }) : undefined;
+      const s = smmuBed({ vms: [{ devices: [{ rid: 0x100, guestRid: 0x10, pasidBits: 20, pri: !stall }] }] }, config);
+      const host = s.bed.platform.host.memory;
+      const process = unwrap(s.driver.createProcess!());
+      unwrap(process.map(0x7000_0000, 0x2000_0000, 0x1000, Perm.ReadWrite));
+      unwrap(s.driver.enablePageRequests!(0x10));
+      unwrap(s.driver.bindProcess!(0x10, 9, process));
+      const response = fc.oneof(
+        fc.record({ op: fc.constant(CommandOpcode.CMD_PRI_RESP), sid: fc.constantFrom(0x10, 0x11, 0xffff, 0x1_0000), tag: fc.integer({ min: 0, max: 0x1ff }), resp: fc.integer({ min: 0, max: 3 }), ssv: fc.boolean() }),
+        fc.record({ op: fc.constantFrom(CommandOpcode.CMD_RESUME, CommandOpcode.CMD_STALL_TERM), sid: fc.constantFrom(0x10, 0x11, 0x1_0000), tag: fc.integer({ min: 0, max: 0xffff }), resp: fc.integer({ min: 0, max: 3 }), ssv: fc.boolean() }),
+      );
+      const registers = fc.record({ offset: fc.constantFrom(0x20, 0xc0, 0xc4, 0xd0, 0xd8, 0xdc, 0x50, 0x100c8, 0x100cc), value: u32 });
+      fc.assert(
+        fc.property(fc.array(fc.integer({ min: 1, max: 40 }), { maxLength: 6 }), fc.array(response, { maxLength: 8 }), fc.array(registers, { maxLength: 3 }), (pages, responses, writes) => {
+          const groups = new Map<number, string>();
+          for (const p of pages) {
+            const r = s.device.write(0x7000_0000 + p * 0x1000, Uint8Array.of(1), 9);
+            if (!r.ok && r.pageRequest !== undefined) groups.set(r.pageRequest, "waiting");
+          }
+          for (const w of writes) s.vm.mmioWrite(s.iommu.mmioBase + w.offset, 4, BigInt(w.value));
+          s.bed.poll();
+          s.driver.readEvents();
+          for (const r of responses) {
+            const w0 = (r.op | (r.op === CommandOpcode.CMD_PRI_RESP && r.ssv ? (1 << 11) | (9 << 12) : 0) | (r.op === CommandOpcode.CMD_RESUME ? r.resp << 12 : 0)) >>> 0;
+            const w2 = r.op === CommandOpcode.CMD_PRI_RESP ? r.tag | (r.resp << 12) : r.op === CommandOpcode.CMD_RESUME ? r.tag : 0;
+            s.driver.submitCommands([Uint32Array.of(w0, r.sid >>> 0, w2, 0)]);
+            s.driver.readEvents();
+          }
+          // An answered group names the group it answered, and never goes back to waiting.
+          for (const [g] of groups) expect(["waiting", "success", "invalid", "failure"]).toContain(s.device.pageRequestStatus(g));
+          expect(host.violations).toEqual([]);
+        }),
+        { seed: SEED + 9 + (stall ? 1 : 0), numRuns: 60 },
+      );
+      // The guest's driver brings the SMMU back and DMA at the mapped page still works.
+      expect(s.driver.init({ translation: true, interruptRemapping: false }).ok).toBe(true);
+    }
+  });
+});

@@ -161,3 +161,29 @@ describe("SMMUv3 host-side SubstreamIDs: stage-1 domains in the master's CD tabl
     expect(leaf()).toEqual({ ap2: 1, dbm: 1 });
   });
 });
+
+describe("SMMUv3 host-side page requests: a fault-queue HWPT at a PASID", () => {
+  it("reports a PRI device's fault on a host stage-1 domain as one iommu_hwpt_pgfault group (PASID, PRGI, LAST_PAGE) and retries after SUCCESS", () => {
+    const h = hostSetup({}, { memoryBytes: 2 ** 26, pasidBits: 20, pri: true });
+    const fault = unwrap(h.ctx.faultQueueAlloc(0));
+    const ioasId = unwrap(h.ctx.ioasAlloc());
+    unwrap(h.ctx.ioasMap({ ioasId, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: h.vm.memory, gpa: GPAS[0]!, length: PAGE, iova: IOVA }));
+    const hwpt = unwrap(h.ctx.hwptAlloc({ flags: HwptAllocFlag.PASID | HwptAllocFlag.FAULT_ID_VALID, faultId: fault.id, devId: h.devId, ptId: ioasId }));
+    unwrap(h.ctx.attach(h.devId, hwpt, 4));
+    const r = h.device.write(IOVA + PAGE + 8, Uint8Array.of(1), 4);
+    expect(r.ok).toBe(false);
+    const group = !r.ok ? r.pageRequest : undefined;
+    expect(group).toBeDefined();
+    const bytes = unwrap(fault.file.read(40 * 4));
+    expect(bytes.length).toBe(40);
+    const v = new DataView(bytes.buffer, bytes.byteOffset);
+    // flags PASID_VALID | LAST_PAGE, dev_id, pasid, grpid, perm WRITE, addr of the page.
+    expect([v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true), v.getUint32(16, true), v.getBigUint64(24, true)]).toEqual([3, h.devId, 4, group, 2, BigInt(IOVA + PAGE)]);
+    unwrap(h.ctx.ioasMap({ ioasId, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: h.vm.memory, gpa: GPAS[1]!, length: PAGE, iova: IOVA + PAGE }));
+    const resp = new Uint8Array(8);
+    new DataView(resp.buffer).setUint32(0, v.getUint32(36, true), true);
+    unwrap(fault.file.write(resp));
+    expect(h.device.pageRequestStatus(group!)).toBe("success");
+    expect(h.device.write(IOVA + PAGE + 8, Uint8Array.of(1), 4).ok).toBe(true);
+  });
+});
