@@ -138,11 +138,63 @@ function plainDirtyScan(entries: number): number {
   return elapsed / rounds;
 }
 
+/**
+ * Microseconds for one page request's round trip, nested with PRI: a PASID DMA write to a page the process has
+ * not mapped raises a page request; the VMM relays the fault queue's group into the guest's PRI queue; the guest
+ * reads it, maps the page and answers CMD_PRI_RESP (trapped, written back to the fault file); the device retries.
+ * Every trip is checked: exactly one request naming the page, the device answered success, the retried write's
+ * bytes in the page. Baseline: the same write to a page already mapped.
+ */
+function pageRequestRoundTrip(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> {
+  const bed = unwrap(Testbed.create({ plugin, vms: [{ devices: [{ rid: 0x100, guestRid: GUEST_RID, pasidBits: 20, pri: true }] }] }));
+  try {
+    const v = bed.vms[0]!;
+    const driver = v.drivers[0]!;
+    const device = v.devices[0]!.device;
+    const process = unwrap(driver.createProcess!());
+    const va = 0x7f00_0000_0000;
+    unwrap(process.map(va, DATA_GPA, PAGE, Perm.ReadWrite));
+    unwrap(driver.enablePageRequests!(GUEST_RID));
+    unwrap(driver.bindProcess!(GUEST_RID, 1, process));
+    const data = Uint8Array.of(0xa5, 0x5a, 0x3c, 0xc3);
+    let trips = 0;
+    let elapsed = 0;
+    while (trips < 16 || elapsed < 300) {
+      const page = trips + 1;
+      const at = va + page * PAGE;
+      const t0 = performance.now();
+      const first = device.write(at, data, 1);
+      if (first.ok || first.pageRequest === undefined) throw new Error(`bench: the write to unmapped page ${page} raised no page request`);
+      bed.poll();
+      const requests = driver.readEvents().filter((e) => e.kind === "page-request");
+      if (requests.length !== 1 || requests[0]!.address !== at) throw new Error(`bench: trip ${page} read ${requests.length} page requests`);
+      unwrap(process.map(at, DATA_GPA + page * PAGE, PAGE, Perm.ReadWrite));
+      unwrap(driver.respondPageRequest!(requests[0]!, true));
+      if (device.pageRequestStatus(first.pageRequest) !== "success") throw new Error(`bench: trip ${page} was not answered success`);
+      if (!device.write(at, data, 1).ok) throw new Error(`bench: the retry of trip ${page} faulted`);
+      elapsed += performance.now() - t0;
+      if (v.vm.memory.readBytes(DATA_GPA + page * PAGE, data.length).some((b, i) => b !== data[i])) throw new Error(`bench: trip ${page}'s write did not land`);
+      trips++;
+    }
+    let writes = 0;
+    const t0 = performance.now();
+    while (writes < 1000 || performance.now() - t0 < 100) {
+      if (!device.write(va, data, 1).ok) throw new Error("bench: the baseline write faulted");
+      writes++;
+    }
+    const baseline = ((performance.now() - t0) * 1000) / writes;
+    return { value: Math.round((elapsed * 1000) / trips), baseline: Math.round(baseline * 100) / 100, note: `${trips} trips (fault, PRI queue entry, guest map and CMD_PRI_RESP, fault-file response, retry), each checked; baseline: the same write to a mapped page` };
+  } finally {
+    bed.dispose();
+  }
+}
+
 /** The SMMUv3 figures for `viommu bench`, measured on systems built with `plugin` (never asserted). */
 export function createSmmuv3BenchFigures(plugin: () => VendorPlugin): readonly BenchFigure[] {
   return [
     { name: "smmuv3-translations-per-s", unit: "translations/s", run: () => translations(plugin()) },
     { name: "smmuv3-commands-per-s", unit: "commands/s", run: () => commands(plugin()) },
     { name: "smmuv3-dirty-bitmap-ms-per-gib", unit: "ms/GiB", run: () => dirtyBitmapRead(plugin()) },
+    { name: "smmuv3-page-request-round-trip-us", unit: "µs", run: () => pageRequestRoundTrip(plugin()) },
   ];
 }
