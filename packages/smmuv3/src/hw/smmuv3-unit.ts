@@ -71,6 +71,11 @@ const HOST_EVENT_LOG_ENTRIES = 1024;
 /** The faults a transaction can stall on or a PRI-capable device can ask to have paged in (IHI0070 §5.5). */
 const RECOVERABLE_EVENTS: ReadonlySet<number> = new Set([EventType.F_TRANSLATION, EventType.F_ADDR_SIZE, EventType.F_ACCESS, EventType.F_PERMISSION]);
 
+/** Stage-1 descriptor bits HTTU updates (IHI0070 §3.13): AF (bit 10), AP[2] (bit 7), DBM (bit 51, in the high half). */
+const S1_AF = 1 << 10;
+const S1_AP2 = 1 << 7;
+const S1_DBM_HI = 1 << (51 - 32);
+
 /** IOTLB VMID of host stage-1 translations: Linux's CD-table STEs carry S2VMID 0, which no stage-2 domain takes. */
 const S1_HOST_VMID = 0;
 
@@ -156,6 +161,8 @@ export class Smmuv3Unit implements PhysicalIommu {
   private readonly info: SmmuWalkInfo = newSmmuWalkInfo();
   private readonly cdWords = new Uint32Array(16);
   private readonly leafWords = new Uint32Array(2);
+  private readonly s1Scratch = newWalkResult();
+  private readonly s2Scratch = newWalkResult();
   private readonly scratch = newWalkResult();
   private readonly last = { sid: -1, pasid: 0, iova: -1, access: -1 };
   private readonly range: NumberRange = { first: 0, length: 0 };
@@ -427,7 +434,9 @@ export class Smmuv3Unit implements PhysicalIommu {
     // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
     if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
     this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
-    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out, 0, this.hardwareDirty(s.s2!, stage2DirtyBits, request.access, out));
+    let clean = this.hardwareDirty(s.s2!, stage2DirtyBits, request.access, out);
+    if (out.ok && (settings.hardwareAccess || settings.hardwareDirty)) clean = this.guestStage1Update(s, cd, request) || clean;
+    cacheTranslation(this.iotlb, vmid, settings.asid, request.iova, out, 0, clean);
     if (out.ok) return;
     info.event = walkFaultEvent(out.fault);
     if (out.stage === 2) {
@@ -550,6 +559,43 @@ export class Smmuv3Unit implements PhysicalIommu {
     bits.withDirty(lo, hi, out.level, true, this.leafWords);
     memory.write64Halves(at, this.leafWords[0]!, this.leafWords[1]!);
     return false;
+  }
+
+  /**
+   * HTTU in the guest's own stage-1 table (a nested CD with HA or HD, which this SMMU implements: IDR0.HTTU): the
+   * leaf the transaction used gets AF set (HA) and, for a write through a writable-clean leaf (AP[2] = 1 with DBM),
+   * AP[2] cleared (HD; §3.13.2, §3.13.3.1). The update is a write of the descriptor through stage 2 (§3.13.5), so
+   * the stage-2 leaf of the table page is marked dirty as any write is. Returns whether the leaf stays
+   * writable-clean after a read (the translation is then cached clean, so the next write walks and marks).
+   * Only reached for CDs with HA/HD, which a guest of the emulated SMMU (IDR0.HTTU 0) never writes.
+   */
+  private guestStage1Update(s: StreamState, cd: CachedCd, request: DmaRequest): boolean {
+    const settings = cd.settings;
+    const reader = this.fetchReader;
+    const s2 = s.s2!;
+    reader.table = s2.table;
+    reader.owner = s.device.owner;
+    const leaf = this.s1Scratch;
+    this.s1Walker.walk(settings.format, cd.stage1.geometry, cd.stage1.root, request.iova, Perm.Read, reader, leaf);
+    if (!leaf.ok) return false;
+    const lo = leaf.entryLo;
+    const hi = leaf.entryHi;
+    const write = (request.access & Perm.Write) !== 0;
+    const writableClean = settings.hardwareDirty && (hi & S1_DBM_HI) !== 0 && (lo & S1_AP2) !== 0;
+    let updated = lo;
+    if (settings.hardwareAccess && (lo & S1_AF) === 0) updated |= S1_AF;
+    if (write && writableClean) updated = (updated & ~S1_AP2) | S1_AF;
+    updated >>>= 0;
+    if (updated !== lo) {
+      const at = this.s2Scratch;
+      s2.table.walk(leaf.entryAddress, Perm.Write, at);
+      // Guest RAM is writable in the host's stage 2; a descriptor outside it is not updated.
+      if (at.ok && this.host.memory.ownerOf(at.output) === s.device.owner) {
+        this.host.memory.write64Halves(at.output, updated, hi);
+        this.hardwareDirty(s2, stage2DirtyBits, Perm.Write, at);
+      }
+    }
+    return !write && writableClean;
   }
 
   /** The CD a nested stream's transaction uses, from the CD cache or fetched through stage 2. */

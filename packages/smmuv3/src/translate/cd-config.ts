@@ -64,6 +64,9 @@ export interface CdSettings {
   readonly asid: number;
   /** CD.S: translation-related faults stall (and are always recorded) instead of terminating. */
   readonly stall: boolean;
+  /** CD.HA, CD.HD: the SMMU sets AF, and marks writable-clean leaves dirty, in the stage-1 descriptors (HTTU). */
+  readonly hardwareAccess: boolean;
+  readonly hardwareDirty: boolean;
   /** CD.R: translation-walk faults are recorded. */
   readonly record: boolean;
   /** EPD0: walks through TTB0 are disabled (every TTB0 address faults). */
@@ -127,5 +130,5 @@ export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures, stallDisab
     hierarchicalAttributesDisabled: cd.HAD0 === 1 && f.hierarchicalAttributesDisable,
     hardwareDirty: cd.HD === 1,
   });
-  return { asid: cd.ASID, stall: cd.S === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits };
+  return { asid: cd.ASID, stall: cd.S === 1, hardwareAccess: cd.HA === 1, hardwareDirty: cd.HD === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits };
 }
