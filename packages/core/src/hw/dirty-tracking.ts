@@ -1,7 +1,6 @@
 import { err, ok, type Result } from "../errors/errno.js";
 import type { HostMemory } from "../memory/host-memory.js";
-import { forEachLeaf } from "../translate/leaf-enumerator.js";
-import type { PageTableFormat, TableGeometry } from "../translate/page-table-format.js";
+import { EntryKind, newEntryDecode, type PageTableFormat, type TableGeometry } from "../translate/page-table-format.js";
 import { HostTableReader } from "../translate/entry-readers.js";
 import { HOST_OWNER } from "../memory/host-memory.js";
 import type { WalkResult } from "../translate/walk-result.js";
@@ -35,9 +34,11 @@ export interface DirtyOps {
   readAndClearDirty(iova: number, length: number, noClear: boolean, record: (iova: number, length: number) => void): Result<void>;
   /**
    * The hardware's side: a write just translated through this domain and `walk` holds its leaf (a successful
-   * walk's last entry). Sets the leaf's dirty bit when tracking is on. Returns whether it marked.
+   * walk's last entry). Sets the leaf's dirty bit when tracking is on, or always with `force` (hardware whose
+   * dirty-bit updates are enabled per table, as SMMUv3's S2HD, marks whether or not iommufd reads them).
+   * Returns whether it marked.
    */
-  markWritten(walk: WalkResult): boolean;
+  markWritten(walk: WalkResult, force?: boolean): boolean;
 }
 
 /** Who must forget cached translations of a range whose dirty state was cleared. */
@@ -84,8 +85,8 @@ export class TableDirtyTracker implements DirtyOps {
     return ok();
   }
 
-  markWritten(walk: WalkResult): boolean {
-    if (!this.on || !walk.ok || !walk.mapped) return false;
+  markWritten(walk: WalkResult, force = false): boolean {
+    if ((!this.on && !force) || !walk.ok || !walk.mapped) return false;
     const at = walk.entryAddress;
     if (!this.host.isAllocated(at)) return false;
     this.host.read64Halves(at, this.entry);
@@ -95,20 +96,44 @@ export class TableDirtyTracker implements DirtyOps {
     return true;
   }
 
-  /** Visits the leaves of [iova, iova + length), recording and (unless `keep`) clearing the dirty ones. */
+  private readonly decode = newEntryDecode();
+
+  /**
+   * Visits the leaves of [iova, iova + length), recording and (unless `keep`) clearing the dirty ones. Level-1
+   * entries are leaves in every format, so a clean one is skipped on its dirty bit without a decode: a sweep of a
+   * GiB of 4 KiB leaves costs one 64-bit read a page.
+   */
   private sweep(iova: number, length: number, keep: boolean, record: ((iova: number, length: number) => void) | undefined): void {
-    forEachLeaf(this.format, this.geometry, this.root(), this.reader, iova, length, (leaf) => {
-      const address = leaf.entryAddress;
-      const level = leaf.level;
-      this.host.read64Halves(address, this.entry);
-      if (!this.dirty.isDirty(this.entry[0]!, this.entry[1]!, level)) return;
-      const size = 2 ** leaf.pageShift;
-      const from = Math.max(leaf.input, iova);
-      const to = Math.min(leaf.input + size, iova + length);
-      record?.(from, to - from);
-      if (keep) return;
-      this.dirty.withDirty(this.entry[0]!, this.entry[1]!, level, false, this.updated);
+    this.sweepTable(this.root(), this.geometry.startLevel, 0, iova, iova + length, keep, record, { budget: 1 << 24 });
+  }
+
+  private sweepTable(table: number, level: number, base: number, from: number, end: number, keep: boolean, record: ((iova: number, length: number) => void) | undefined, limit: { budget: number }): void {
+    const span = 2 ** this.geometry.levelShift[level]!;
+    const count = 2 ** this.geometry.indexBits[level]!;
+    const entry = this.entry;
+    for (let i = Math.max(0, Math.floor((from - base) / span)); i < count; i++) {
+      const input = base + i * span;
+      if (input >= end || --limit.budget < 0) return;
+      const address = table + i * 8;
+      if ((address & 7) !== 0 || this.host.ownerOf(address) !== HOST_OWNER) continue;
+      this.host.read64Halves(address, entry);
+      if (level === 1 && !this.dirty.isDirty(entry[0]!, entry[1]!, 1)) continue;
+      this.format.decodeEntry(entry[0]!, entry[1]!, level, this.decode);
+      const d = this.decode;
+      if (d.kind === EntryKind.Table) {
+        if (d.nextLevel < level && d.nextLevel >= 1) this.sweepTable(d.address, d.nextLevel, input, from, end, keep, record, limit);
+        continue;
+      }
+      if (d.kind !== EntryKind.Leaf || !this.dirty.isDirty(entry[0]!, entry[1]!, level)) continue;
+      // A page larger than its slot (a size-encoded page repeated over several slots) is reported from its start.
+      const size = 2 ** d.pageShift;
+      const start = input - (input % size);
+      const lo = Math.max(start, from);
+      const hi = Math.min(start + size, end);
+      if (hi > lo) record?.(lo, hi - lo);
+      if (keep) continue;
+      this.dirty.withDirty(entry[0]!, entry[1]!, level, false, this.updated);
       this.host.write64Halves(address, this.updated[0]!, this.updated[1]!);
-    });
+    }
   }
 }
