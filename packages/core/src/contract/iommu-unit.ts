@@ -24,6 +24,11 @@ export interface DmaRequest {
    * PRI picks it; -1 (or absent) when the device cannot issue page requests, so every fault is final.
    */
   readonly prgi?: number;
+  /**
+   * The PASID TLP prefix's Privileged Mode Requested bit: a supervisor-mode request (meaningful only with a PASID;
+   * a request without a PASID prefix is an untranslated user-mode request). Absent: false.
+   */
+  readonly privileged?: boolean;
 }
 
 /** A physical device behind a physical IOMMU unit (a PCI function, a platform device with a StreamID). */

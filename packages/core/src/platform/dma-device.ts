@@ -55,7 +55,12 @@ export class DmaDevice implements PhysicalDevice {
   owner: OwnerId = HOST_OWNER;
   private readonly walk = newWalkResult();
   /** The one bus request of this device, refilled per access (units read it during `translate` and keep nothing). */
-  private readonly request: { requesterId: number; pasid: number; iova: number; access: number; prgi: number };
+  private readonly request: { requesterId: number; pasid: number; iova: number; access: number; prgi: number; privileged: boolean };
+  /**
+   * The mode the device issues PASID-tagged requests in: supervisor (the PASID prefix's Privileged Mode Requested
+   * bit set, as a kernel-mode SVA client's) or user. Requests without a PASID are never privileged.
+   */
+  privilegedMode = false;
   /** Host addresses of the pages of the transfer in progress, reused across transfers. */
   private hpas = new Float64Array(16);
   private hpaCount = 0;
@@ -77,7 +82,7 @@ export class DmaDevice implements PhysicalDevice {
     /** The device has the PRI capability: a fault the IOMMU can resolve is a page request, then a retry. */
     readonly pri = false,
   ) {
-    this.request = { requesterId, pasid: NO_PASID, iova: 0, access: Perm.Read, prgi: -1 };
+    this.request = { requesterId, pasid: NO_PASID, iova: 0, access: Perm.Read, prgi: -1, privileged: false };
   }
 
   pageResponse(_pasid: number | undefined, groupId: number, code: number): void {
@@ -109,6 +114,7 @@ export class DmaDevice implements PhysicalDevice {
     request.iova = iova;
     request.access = write ? Perm.Write : Perm.Read;
     request.prgi = -1;
+    request.privileged = pasid !== NO_PASID && this.privilegedMode;
     this.unit.translate(request, out);
     return out;
   }
@@ -152,6 +158,7 @@ export class DmaDevice implements PhysicalDevice {
     const request = this.request;
     request.pasid = pasid;
     request.access = write ? Perm.Write : Perm.Read;
+    request.privileged = pasid !== NO_PASID && this.privilegedMode;
     const walk = this.walk;
     // Translate every page first: a faulting transfer touches nothing.
     let count = 0;
@@ -192,7 +199,7 @@ export class DmaDevice implements PhysicalDevice {
       return;
     }
     // The unit may keep what it records: it gets a request of its own.
-    this.unit.reportDmaFault({ requesterId: request.requesterId, pasid: request.pasid, iova: request.iova, access: request.access, prgi: request.prgi }, walk);
+    this.unit.reportDmaFault({ requesterId: request.requesterId, pasid: request.pasid, iova: request.iova, access: request.access, prgi: request.prgi, privileged: request.privileged }, walk);
     const reason = walkFaultNames[walk.fault];
     this.events?.emit("fault", { vm: this.owner, unit: this.unit.name, requesterId: this.requesterId, pasid, iova: at, write, reason, stage: walk.stage });
     this.lastFault = { ok: false, iova: at, fault: walk.fault, reason, stage: walk.stage, isolation: false };
