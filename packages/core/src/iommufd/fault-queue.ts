@@ -114,6 +114,44 @@ export function encodePgfault(f: PageFault, cookie: number, last: boolean): Uint
   return out;
 }
 
+/** A struct iommu_hwpt_pgfault record as a VMM reads it from the fault file: the fault, its cookie, LAST_PAGE. */
+export interface PgfaultRecord extends PageFault {
+  readonly cookie: number;
+  readonly last: boolean;
+}
+
+/** Decodes the record at byte `at` of what the fault file returned (include/uapi/linux/iommufd.h layout). */
+export function decodePgfault(bytes: Uint8Array, at = 0): PgfaultRecord {
+  const v = new DataView(bytes.buffer, bytes.byteOffset + at, PGFAULT_BYTES);
+  const flags = v.getUint32(0, true);
+  return {
+    devId: v.getUint32(4, true),
+    pasid: flags & PgfaultFlag.PASID_VALID ? v.getUint32(8, true) : undefined,
+    groupId: v.getUint32(12, true),
+    perm: v.getUint32(16, true),
+    address: Number(v.getBigUint64(24, true)),
+    length: v.getUint32(32, true),
+    cookie: v.getUint32(36, true),
+    last: (flags & PgfaultFlag.LAST_PAGE) !== 0,
+  };
+}
+
+/** Every record of a fault-file read. */
+export function decodePgfaults(bytes: Uint8Array): PgfaultRecord[] {
+  const out: PgfaultRecord[] = [];
+  for (let at = 0; at + PGFAULT_BYTES <= bytes.length; at += PGFAULT_BYTES) out.push(decodePgfault(bytes, at));
+  return out;
+}
+
+/** struct iommu_hwpt_page_response { __u32 cookie; __u32 code; }, as a VMM writes it to the fault file. */
+export function encodePageResponse(cookie: number, code: number): Uint8Array {
+  const out = new Uint8Array(PAGE_RESPONSE_BYTES);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, cookie >>> 0, true);
+  v.setUint32(4, code >>> 0, true);
+  return out;
+}
+
 /** The file of a fault queue: holds a reference (DESTROY answers EBUSY until closed). */
 export class FaultQueueFile {
   private open = true;
