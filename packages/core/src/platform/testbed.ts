@@ -164,7 +164,11 @@ export class Testbed {
     const mapped = iommufd.ioasMap({ ioasId: ioas.value, flags: IoasMapFlag.FIXED_IOVA | IoasMapFlag.READABLE | IoasMapFlag.WRITEABLE, memory: mem, gpa: mem.base, length: mem.sizeBytes, iova: mem.base });
     if (!mapped.ok) return fail(mapped);
     const parentFlags = HwptAllocFlag.NEST_PARENT | (this.options.dirtyTracking ? HwptAllocFlag.DIRTY_TRACKING : 0);
-    const parent = iommufd.hwptAlloc({ flags: parentFlags, devId: devices[0]!.devId, ptId: ioas.value });
+    // With PASID-capable devices the parent is asked to be PASID-compatible too (a VMM attaching guest PASIDs
+    // needs it); a unit that cannot make such a nesting parent answers EOPNOTSUPP and the plain one is used.
+    const pasidDevices = options.devices.some((d) => (d.pasidBits ?? 0) > 0);
+    let parent = iommufd.hwptAlloc({ flags: parentFlags | (pasidDevices ? HwptAllocFlag.PASID : 0), devId: devices[0]!.devId, ptId: ioas.value });
+    if (!parent.ok && pasidDevices && parent.error.errno === "EOPNOTSUPP") parent = iommufd.hwptAlloc({ flags: parentFlags, devId: devices[0]!.devId, ptId: ioas.value });
     if (!parent.ok) return fail(parent);
     const pages = new GuestPageAllocator(mem, mem.end - 32 * 2 ** 20, mem.end);
     const iommus: EmulatedIommu[] = [];
