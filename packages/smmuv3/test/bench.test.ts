@@ -6,6 +6,7 @@ describe("SMMUv3 bench figures", () => {
     const figures = smmuv3Plugin.bench!;
     expect(figures.map((f) => f.name)).toEqual(["smmuv3-translations-per-s", "smmuv3-commands-per-s", "smmuv3-dirty-bitmap-ms-per-gib", "smmuv3-page-request-round-trip-us"]);
     for (const f of figures) {
+      if (!("run" in f)) continue; // interleaved figures are measured and verified by `viommu bench`
       const r = f.run();
       expect(Number.isFinite(r.value)).toBe(true);
     }

@@ -47,6 +47,12 @@ export async function benchCommand(io: Io, plugins: readonly VendorPlugin[], jso
       if (!wanted(f.name)) continue;
       if (io.progress) io.err(`bench: ${f.name} …`);
       try {
+        if ("prepare" in f) {
+          // A harness figure: measured interleaved and verified every round, like the core's.
+          const result = await measure(f, { quick: args.quick });
+          figures.push({ ...result, note: `${plugin.id}${result.note ? `: ${result.note}` : ""}` });
+          continue;
+        }
         const r = f.run();
         // A vendor figure checks its own work inside run() (it throws when the work is wrong).
         figures.push({

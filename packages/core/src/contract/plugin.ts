@@ -8,6 +8,7 @@ import type { GuestContext, GuestInitOptions, GuestIommuDriver } from "./guest-d
 import type { PhysicalIommu } from "./iommu-unit.js";
 import type { StructureDecoder } from "./structure-decoder.js";
 import type { AcpiField, DebugfsImporter, DeviceProperty, TableInspector } from "./debug-tools.js";
+import type { FigureSpec } from "../bench/interleaved.js";
 import type { EmulatedIommu, VmmDeviceOptions } from "./vmm-device.js";
 
 /** One `viommu walk` request. */
@@ -83,7 +84,11 @@ export interface DemoProfile {
   readonly guest?: Partial<GuestInitOptions>;
 }
 
-/** A figure a vendor adds to `viommu bench`. */
+/**
+ * A figure a vendor adds to `viommu bench` the old way: it measures and checks itself inside `run` (throwing when
+ * its work is wrong) and is printed as reported. New figures use the core harness's `FigureSpec` instead, which
+ * the command line measures interleaved against the baseline and verifies every round.
+ */
 export interface BenchFigure {
   readonly name: string;
   readonly unit: string;
@@ -113,7 +118,7 @@ export interface VendorPlugin {
   /** Optional (capability `acpi`). Absent: `viommu acpi` answers with the capability's reason. */
   readonly acpi?: AcpiTool;
   /** Optional. Vendor figures `viommu bench` adds after the core ones. */
-  readonly bench?: readonly BenchFigure[];
+  readonly bench?: readonly (BenchFigure | FigureSpec)[];
   /** Optional (`viommu import`). Reads Linux's debugfs dumps of this IOMMU. */
   readonly debugfs?: DebugfsImporter;
   /**
