@@ -27,7 +27,10 @@ export const mockPlugin: VendorPlugin = {
     directEventInterrupts: false,
     acpi: false,
     dirtyTracking: true,
-    audit: false,
+    audit: true,
+    // The mock's caches: the IOTLB and the device entry (context) the host attachment is built from. Its IRTEs are
+    // read at every remap, so there is no interrupt entry cache to go stale.
+    auditClasses: ["iotlb", "context"],
     sva: false,
     pageRequests: false,
     postedInterrupts: false,
@@ -40,7 +43,6 @@ export const mockPlugin: VendorPlugin = {
       confidentialShared: "the mock models no confidential-guest mode",
       directEventInterrupts: "mock events always pass through the VMM's vEVENTQ",
       acpi: "the mock is found at a fixed MMIO address, not through firmware tables",
-      audit: "not modelled yet: the mock's caches have no stale-translation audit (issue 12 is adding it)",
       sva: "the mock format has no PASID tables to bind a process to",
       pageRequests: "the mock's guest-visible device has no page request queue (its host unit raises page requests for the core's IOPF path only)",
       postedInterrupts: "the mock's interrupt remapping always goes through the host, which injects",

@@ -9,6 +9,7 @@ import {
   Iotlb,
   NestedWalker,
   newIotlbHit,
+  newWalkResult,
   NO_PASID,
   ok,
   Perm,
@@ -28,6 +29,7 @@ import {
   type PhysicalDevice,
   type PhysicalIommu,
   type Result,
+  type StaleTranslationAudit,
   type UserData,
   type ViommuCore,
   type ViommuOps,
@@ -52,6 +54,23 @@ export interface MockHostFault {
   readonly stage: 1 | 2;
 }
 
+/** `MockAuditedDevice.guestStage1Root` when the guest's device entry blocks the device (V clear or malformed). */
+export const GUEST_BLOCKED = -1;
+/** `MockAuditedDevice.guestStage1Root` when the guest's device entry passes DMA through untranslated (TR clear). */
+export const GUEST_BYPASS = -2;
+
+/**
+ * A device whose cached translations are audited, as its VMM describes it: where findings go, the id the guest
+ * knows it by, and what the guest's device entry says now (read from guest memory at each audited use).
+ */
+export interface MockAuditedDevice {
+  readonly audit: StaleTranslationAudit;
+  readonly vm: number;
+  readonly guestRid: number;
+  /** The stage-1 root the guest's device entry names now, or GUEST_BLOCKED / GUEST_BYPASS. */
+  guestStage1Root(): number;
+}
+
 /**
  * The mock physical IOMMU: per-device (and per-PASID) attachments, a VMID/ASID-tagged IOTLB, two-stage
  * translation in the mock format, faults reported to the owning vIOMMU's vEVENTQ (stage 1) or kept for the
@@ -68,13 +87,68 @@ export class MockUnit implements PhysicalIommu {
   private readonly hit = newIotlbHit();
   /** The IOTLB as invalidation commands reach it: every invalidation is reported on the event bus. */
   private readonly tlb: MockTlb = {
-    invalidateAsid: (vmid, asid) => this.reported("asid", this.iotlb.invalidateAsid(vmid, asid)),
-    invalidateRange: (vmid, asid, address, length) => this.reported("range", this.iotlb.invalidateRange(vmid, asid, address, length)),
+    invalidateAsid: (vmid, asid) => this.reported("asid", this.iotlb.invalidateAsid(vmid, asid), vmid, asid, 0, Number.MAX_SAFE_INTEGER),
+    invalidateRange: (vmid, asid, address, length) =>
+      this.reported("range", this.iotlb.invalidateRange(vmid, asid, address, length), vmid, asid, address, address + length - 1),
   };
 
-  private reported(scope: "asid" | "range", entriesRemoved: number): number {
+  private reported(scope: "asid" | "range", entriesRemoved: number, vmid: number, asid: number, start: number, end: number): number {
     this.host.events.emit("invalidation", { unit: this.name, scope, entriesRemoved });
+    if (this.auditing) this.noteInvalidation(scope === "asid" ? `INV_ASID ${asid}` : `INV_RANGE ${asid}`, vmid, asid, start, end);
     return entriesRemoved;
+  }
+
+  // ---- stale-translation audit ----
+
+  /** Audited devices by physical requester id. */
+  private readonly audited = new Map<number, MockAuditedDevice>();
+  /** Whether any device is audited: the one check a translation pays while nobody audits. */
+  private auditing = false;
+  private readonly fresh = newWalkResult();
+
+  /** The VMM of `requesterId` audits its translations (undefined: stops). */
+  auditDevice(requesterId: number, device: MockAuditedDevice | undefined): void {
+    if (device === undefined) this.audited.delete(requesterId);
+    else this.audited.set(requesterId, device);
+    this.auditing = this.audited.size > 0;
+  }
+
+  /** An IOTLB invalidation, noted for the audited devices whose attachment it covers. */
+  private noteInvalidation(what: string, vmid: number, asid: number, start: number, end: number): void {
+    for (const [rid, device] of this.audited) {
+      const d = this.domainOf(rid, NO_PASID);
+      if (d instanceof MockNestedDomain && d.parent.vmid === vmid && d.asid === asid) device.audit.noteInvalidation(what, { rid: device.guestRid, start, end });
+    }
+  }
+
+  /**
+   * The audit of one translation of an audited device through a nested domain: the translation used (an IOTLB
+   * hit, or a walk from the attachment the host still holds) against a walk from what the guest's device entry
+   * names now. An attachment whose stage-1 root the guest has since changed is a stale context (a missing
+   * INV_DEVICE), checked on every use; otherwise only IOTLB hits can be stale (a missing INV_RANGE / INV_ASID).
+   */
+  private audit(domain: IommuDomain, request: DmaRequest, used: WalkResult, hit: boolean): void {
+    const device = this.audited.get(request.requesterId);
+    if (device === undefined || !(domain instanceof MockNestedDomain)) return;
+    const root = device.guestStage1Root();
+    const staleContext = root !== domain.s1Root;
+    if (!hit && !staleContext) return;
+    const fresh = this.fresh;
+    const parent = domain.parent.table;
+    if (root === GUEST_BLOCKED) blocked(fresh, request.iova);
+    else if (root === GUEST_BYPASS) parent.walk(request.iova, request.access, fresh);
+    else {
+      this.nested.translate(
+        { format: mockPteFormat, geometry: mockGeometry, root },
+        { format: parent.format, geometry: parent.geometry, root: parent.root },
+        this.ownerOf(request.requesterId),
+        request.iova,
+        request.access,
+        fresh,
+      );
+    }
+    const site = { vm: device.vm, unit: this.name, cache: staleContext ? "context cache" : "IOTLB", rid: device.guestRid, iova: request.iova };
+    device.audit.check(site, used, fresh);
   }
 
   /**
@@ -169,7 +243,10 @@ export class MockUnit implements PhysicalIommu {
     }
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
     const asid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
-    if (translateFromIotlb(this.iotlb, vmid, asid, request.iova, request.access, this.hit, out)) return;
+    if (translateFromIotlb(this.iotlb, vmid, asid, request.iova, request.access, this.hit, out)) {
+      if (this.auditing) this.audit(domain, request, out, true);
+      return;
+    }
     const stage2 = domain.kind === "paging" ? domain : domain.parent;
     if (domain.kind === "paging") domain.table.walk(request.iova, request.access, out);
     else {
@@ -184,6 +261,7 @@ export class MockUnit implements PhysicalIommu {
         out,
       );
     }
+    if (this.auditing) this.audit(domain, request, out, false);
     if (!out.ok) {
       this.pageRequest(domain, request, out);
       return;

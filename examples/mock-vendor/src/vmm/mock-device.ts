@@ -7,6 +7,7 @@ import {
   type GuestQueueView,
   type QueuePointerRegister,
   resolveToken,
+  StaleTranslationAudit,
   type CoreEvents,
   type EventBus,
   decodeState,
@@ -67,6 +68,7 @@ import {
   MockInvalidateFlag,
 } from "../format/uapi.js";
 import { mockFaultReason } from "../hw/mock-fault.js";
+import { GUEST_BLOCKED, GUEST_BYPASS, MockUnit } from "../hw/mock-unit.js";
 
 /** Default guest-physical base of the register block (below 4 GiB, above typical RAM of small guests). */
 export const MOCK_DEFAULT_MMIO_BASE = 0xfed9_0000;
@@ -181,6 +183,12 @@ export class MockDevice implements EmulatedIommu {
 
   private readonly events: EventBus<CoreEvents>;
   private readonly log: HostLog;
+  /**
+   * The stale-translation audit (VmmDeviceOptions.audit). The mock's own emulated unit caches nothing (device
+   * entries and IRTEs are read at each use), so the caches audited are the host's: the unit's IOTLB and the
+   * nested attachment built from a device entry, which stand for the guest's IOTLB and context cache.
+   */
+  readonly audit: StaleTranslationAudit | undefined;
 
   private constructor(readonly options: VmmDeviceOptions) {
     const host = resolveToken(options.vm.container, HostServices);
@@ -189,6 +197,27 @@ export class MockDevice implements EmulatedIommu {
     this.mode = options.mode;
     this.mmioBase = options.mmioBase ?? MOCK_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
     this.reader = new GuestTableReader(options.vm.memory);
+    this.audit = options.audit === true ? new StaleTranslationAudit(host.events, host.clock) : undefined;
+  }
+
+  /** Has the host unit audit the device's translations against the guest's device entry for `guestRid`. */
+  private startAudit(device: DmaDevice, guestRid: number): void {
+    const audit = this.audit;
+    if (audit === undefined || !(this.options.unit instanceof MockUnit)) return;
+    this.options.unit.auditDevice(device.requesterId, {
+      audit,
+      vm: this.options.vm.id,
+      guestRid,
+      guestStage1Root: () => {
+        const entry = this.readDeviceEntry(guestRid);
+        if (!(this.control & MockControl.TRANSLATE_EN) || (entry !== undefined && entry.V && !entry.TR)) return GUEST_BYPASS;
+        return entry === undefined || !entry.V ? GUEST_BLOCKED : entry.S1ROOT;
+      },
+    });
+  }
+
+  private stopAudit(device: DmaDevice): void {
+    if (this.audit !== undefined && this.options.unit instanceof MockUnit) this.options.unit.auditDevice(device.requesterId, undefined);
   }
 
   /** Builds the device: maps its registers, and in nested mode allocates the vIOMMU and its vEVENTQ. */
@@ -254,6 +283,7 @@ export class MockDevice implements EmulatedIommu {
     }
     this.assigned.set(guestRid, { device, devId, hwptId: undefined, shadowAsid: undefined });
     device.msiTarget = (msi) => void this.deliverMsi(guestRid, msi);
+    if (this.mode === "nested") this.startAudit(device, guestRid);
     if (this.mode === "ir-only") {
       const r = this.ctx.attach(devId, this.options.parentHwptId);
       if (!r.ok) return fail(r);
@@ -267,6 +297,7 @@ export class MockDevice implements EmulatedIommu {
     const r = this.releaseDevice(a);
     this.assigned.delete(guestRid);
     a.device.msiTarget = undefined;
+    this.stopAudit(a.device);
     return r;
   }
 
@@ -277,6 +308,7 @@ export class MockDevice implements EmulatedIommu {
     const released = this.releaseDevice(a);
     if (!released.ok) return released;
     this.assigned.delete(fromRid);
+    this.stopAudit(a.device);
     // Assigned afresh at the new id: a new vDEVICE, and the host follows whatever the guest's entry there says.
     const r = this.assignDevice(a.device, a.devId, toRid);
     if (!r.ok) return r;
@@ -501,6 +533,7 @@ export class MockDevice implements EmulatedIommu {
   private executeCommand(cmd: MockCommand): CommandOutcome {
     switch (cmd.OP) {
       case MockOpcode.INV_DEVICE:
+        this.audit?.noteInvalidation("INV_DEVICE", { rid: cmd.RID });
         return this.deviceEntryChanged(cmd.RID) ? 0 : MockCommandError.HOST_REFUSED;
       case MockOpcode.INV_ASID:
       case MockOpcode.INV_ALL:
@@ -824,6 +857,7 @@ export class MockDevice implements EmulatedIommu {
       this.ctx.detach(a.devId);
       if (a.hwptId !== undefined) this.ctx.destroy(a.hwptId);
       a.device.msiTarget = undefined;
+      this.stopAudit(a.device);
     }
     this.assigned.clear();
     for (const id of this.vqQueueIds.slice().reverse()) if (id !== undefined) this.ctx.destroy(id);
