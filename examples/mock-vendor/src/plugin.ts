@@ -3,11 +3,12 @@ import { mockStructures } from "./format/structures.js";
 import { MOCK_HW_INFO_TYPE, MOCK_HW_QUEUE_TYPE, MOCK_HWPT_DATA_TYPE, MOCK_INVALIDATE_DATA_TYPE, MOCK_VEVENTQ_TYPE, MOCK_VIOMMU_TYPE } from "./format/uapi.js";
 import { MockGuestDriver } from "./guest/mock-driver.js";
 import { MockUnit } from "./hw/mock-unit.js";
+import { mockWalkTool } from "./tools/walk-tool.js";
 import { MockDevice } from "./vmm/mock-device.js";
 
 /**
  * The mock vendor's plugin: the whole contract, wired in one place. Copy this package to start a backend:
- * replace the formats, keep the rooms (format/, hw/, vmm/, guest/) and this file's shape.
+ * replace the formats, keep the rooms (format/, hw/, vmm/, guest/, tools/) and this file's shape.
  */
 export const mockPlugin: VendorPlugin = {
   id: "mock",
@@ -58,6 +59,7 @@ export const mockPlugin: VendorPlugin = {
     invalidateData: MOCK_INVALIDATE_DATA_TYPE,
   },
   structures: mockStructures,
+  walk: mockWalkTool,
 
   register(container: DependencyContainer): void {
     container.register(VendorPlugin, { useValue: mockPlugin });
