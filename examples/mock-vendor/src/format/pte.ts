@@ -1,4 +1,4 @@
-import { defineLayout, EntryKind, Perm, WalkFault, address64, radixGeometry, type EntryDecode, type PageTableEncoder, type PageTableFormat, type TableGeometry, type DirtyBitFormat } from "@viommu/core";
+import { defineLayout, EntryKind, Perm, WalkFault, address64, radixGeometry, type EntryDecode, type PageTableEncoder, type PageTableFormat, type RadixLayout, type TableGeometry, type DirtyBitFormat } from "@viommu/core";
 
 /**
  * The mock page-table entry, used for both stages: 64 bits, 4 levels of 512 entries over 4 KiB pages
@@ -37,8 +37,30 @@ export const mockPteLayout = defineLayout("MOCK_PTE", 64, [
 export const MOCK_LEVELS = 4;
 export const mockGeometry: TableGeometry = radixGeometry(MOCK_LEVELS, 12, 9, 48);
 
+/**
+ * The same entry as bit masks, so core's walker decodes it in place (test/pte-layout.test.ts holds it to
+ * `decodeEntry`, faults included): D is reserved in a table entry only; L is allowed at levels 2 and 3.
+ */
+export const mockRadixLayout: RadixLayout = {
+  presentLo: MockPte.V,
+  reservedLo: MockPte.RESERVED_LO,
+  reservedHi: MockPte.RESERVED_HI,
+  tableReservedLo: MockPte.D,
+  leafFlagLo: MockPte.L,
+  alwaysLeafLevels: 1 << 1,
+  leafLevels: (1 << 2) | (1 << 3),
+  addressLo: 0xffff_f000,
+  addressHi: 0x000f_ffff,
+  leafAlignment: true,
+  readLo: MockPte.R,
+  writeLo: MockPte.W,
+  leafPerms: 0,
+  tablePerms: Perm.Exec | Perm.User,
+};
+
 export const mockPteFormat: PageTableFormat & PageTableEncoder = {
   name: "mock-pte",
+  layout: mockRadixLayout,
 
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
     if ((lo & MockPte.V) === 0) {
