@@ -35,7 +35,8 @@ export const vtdPlugin: VendorPlugin = {
     eventLogRebase: false,
     directEventInterrupts: false,
     acpi: true,
-    audit: false,
+    audit: true,
+    auditClasses: ["iotlb", "context", "interrupt"],
     dirtyTracking: true,
     sva: true,
     pageRequests: true,
@@ -45,7 +46,6 @@ export const vtdPlugin: VendorPlugin = {
     inputBits: 48,
     outputBits: EMULATED_HAW,
     reasons: {
-      audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
       vqueue: "VT-d has no vIOMMU object or guest-owned queue in mainline iommufd: every invalidation descriptor traps to the VMM",
       confidentialShared: "VT-d has no SEV-SNP-style shared-structure mode (TDX Connect is not modelled)",
       eventLogRebase: "VT-d reports faults in fault-recording registers (CAP.FRO/NFR, FSTS.PFO), not a log in guest memory: a driver cannot rebase or size them",

@@ -52,6 +52,7 @@ import { hostFaultReason } from "./host-fault-reason.js";
 import { HostInterruptRemapping } from "./host-interrupt-remapping.js";
 import { HostFaultLog } from "./host-fault-log.js";
 import { hostFlFormat, hostSlFormat, hostSlGeometry } from "./host-formats.js";
+import type { AuditableUnit, TranslationAuditor } from "./translation-auditor.js";
 import { checkNestedConfig, nestedTag, VtdNestedDomain } from "./vtd-nested-domain.js";
 
 /** IOTLB address-space tag of a single-stage (paging) attachment: nested tags are ≥ 2^21, so these never collide. */
@@ -74,7 +75,7 @@ export interface VtdUnitRegisters {
  * shared second-level parent), per-device and per-PASID attachments, an IOTLB tagged by the parent's VMID and
  * (domain id, PASID), and primary fault logging with VM-owned faults queued for their VMM.
  */
-export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
+export class VtdUnit implements PhysicalIommu, VtdHostFaultSource, AuditableUnit {
   readonly vendor = "vtd";
   readonly name: string;
   readonly cap: Uint32Array;
@@ -99,6 +100,11 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
    */
   private readonly stage2Cache = new StageTwoCacheWatcher(this.iotlb, { singleStageAsid: ANY_ASID });
   private readonly stages = new WeakMap<VtdNestedDomain, { s1: StageConfig; s2: StageConfig }>();
+  /**
+   * The stale-translation audit of devices whose VMM asked for it, by requester id; undefined while no device
+   * is audited, so an unaudited translation pays one comparison for it.
+   */
+  private auditors: Map<number, TranslationAuditor> | undefined;
 
   constructor(
     private readonly host: HostServices,
@@ -212,16 +218,34 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     else if (old !== undefined && old.kind === "paging") this.iotlb.invalidateAsid(old.vmid, pagingTag(pasid));
   }
 
+  setAuditor(requesterId: number, auditor: TranslationAuditor | undefined): void {
+    if (auditor !== undefined) (this.auditors ??= new Map()).set(requesterId, auditor);
+    else if (this.auditors !== undefined) {
+      this.auditors.delete(requesterId);
+      if (this.auditors.size === 0) this.auditors = undefined;
+    }
+  }
+
   domainOf(requesterId: number, pasid: number): IommuDomain | undefined {
     return this.attachments.get(requesterId)?.get(pasid);
   }
 
   translate(request: DmaRequest, out: WalkResult): void {
+    if (this.auditors === undefined) {
+      this.translateOnce(request, out);
+      return;
+    }
+    const hit = this.translateOnce(request, out);
+    this.auditors.get(request.requesterId)?.audited(request, out, hit);
+  }
+
+  /** One translation; true when it came from the IOTLB. */
+  private translateOnce(request: DmaRequest, out: WalkResult): boolean {
     const pasid = request.pasid;
     const domain = this.attachments.get(request.requesterId)?.get(pasid);
     if (domain === undefined) {
       blocked(out, request.iova);
-      return;
+      return false;
     }
     // Every request is a user request. One without PASID takes the RID_PASID entry's privilege (RID_PRIV = 0);
     // one with PASID carries its own in the PASID prefix's privileged-mode bit, which the model's devices never
@@ -230,7 +254,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     const nested = domain instanceof VtdNestedDomain ? domain : undefined;
     const vmid = nested !== undefined ? nested.parent.vmid : (domain as PagingDomain).vmid;
     const tag = nested !== undefined ? nestedTag(nested.hostDid, pasid) : pagingTag(pasid);
-    if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, access, this.hit, out)) return;
+    if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, access, this.hit, out)) return true;
     const stage2 = nested !== undefined ? nested.parent : (domain as PagingDomain);
     if (nested !== undefined) {
       const stages = this.stages.get(nested)!;
@@ -241,7 +265,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     }
     if (!out.ok) {
       this.pageRequest(domain, request, out);
-      return;
+      return false;
     }
     // Second-level A/D (SLADE, which Linux sets in the PASID entries of every device on a tracking domain and on
     // the nested domains over it): a write sets D in the second-level leaf it went through, large leaves
@@ -252,6 +276,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource {
     if (tracking && write) dirty.markWritten(out);
     // Only complete translations are cached (VT-d caches no not-present entries outside caching mode).
     cacheTranslation(this.iotlb, vmid, tag, request.iova, out, 0, tracking && !write);
+    return false;
   }
 
   /**

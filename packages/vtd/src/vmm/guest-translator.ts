@@ -244,6 +244,8 @@ export class GuestTranslator {
 
   /** Finds the translation configuration of requests from `sid` (with `pasid`, or NO_PASID). */
   resolve(sid: number, pasid: number, out: DeviceContext): DeviceContext {
+    // Every field is set afresh: a reason left from an earlier fault would make equal configurations differ.
+    out.reason = 0;
     out.fpd = false;
     out.did = 0;
     out.root = 0;

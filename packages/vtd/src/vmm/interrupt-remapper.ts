@@ -42,6 +42,12 @@ export class InterruptRemapper {
   /** The IRTA value SIRTP last latched (0 before the first). */
   latchedIrta = 0n;
   private readonly cache = new Map<number, Uint32Array>();
+  /**
+   * The stale-translation audit (VmmDeviceOptions.audit): called on each interrupt-entry-cache hit with what the
+   * cached IRTE gave and what the IRTE in guest memory gives now.
+   */
+  auditHit: ((sid: number, index: number, cached: RemapOutcome, now: RemapOutcome) => void) | undefined;
+  private readonly fresh = new Uint32Array(4);
 
   constructor(private readonly memory: GuestMemory) {}
 
@@ -71,46 +77,28 @@ export class InterruptRemapper {
     if (!this.enabled) return { result: compatibility(msi), suppressed: false };
     const lo = msi.address >>> 0;
     const hi = Math.floor(msi.address / 2 ** 32) >>> 0;
-    const fault = (code: number, index: number | undefined, fpd = false): RemapOutcome => ({
-      result: { ok: false, fault: { code, name: faultReasonName(code), index } },
-      suppressed: fpd && (faultReason(code)?.qualified ?? false),
-    });
     if (!isRemappableMsi(lo)) {
       // x2APIC mode (EIME) blocks compatibility format whatever CFI says.
       if (this.compatibilityAllowed && !this.eime && hi === 0 && lo >>> 20 === 0xfee) return { result: compatibility(msi), suppressed: false };
-      return fault(VtdFaultReason.IR_REQ_COMPAT, undefined);
+      return remapFault(VtdFaultReason.IR_REQ_COMPAT, undefined);
     }
     const index = remappableMsiIndex(lo, hi, msi.data >>> 0);
-    if (index < 0) return fault(VtdFaultReason.IR_REQ_RSVD, undefined);
-    if (index >= this.entries) return fault(VtdFaultReason.IR_INDEX_OVER, index);
+    if (index < 0) return remapFault(VtdFaultReason.IR_REQ_RSVD, undefined);
+    if (index >= this.entries) return remapFault(VtdFaultReason.IR_INDEX_OVER, index);
     let irte = this.cache.get(index);
-    if (irte === undefined) {
-      const at = this.table + index * 16;
-      if (!this.memory.hostReadable(at, 16)) return fault(VtdFaultReason.IR_ROOT_INVAL, index);
-      irte = this.memory.readWords(at, new Uint32Array(4));
-      this.cache.set(index, irte);
+    if (irte !== undefined) {
+      const outcome = evaluateIrte(irte, sid, index, this.eime);
+      if (this.auditHit !== undefined) {
+        const now = this.peek(index, this.fresh) ? evaluateIrte(this.fresh, sid, index, this.eime) : remapFault(VtdFaultReason.IR_ROOT_INVAL, index);
+        this.auditHit(sid, index, outcome, now);
+      }
+      return outcome;
     }
-    const fpd = (irte[0]! & 2) !== 0;
-    if ((irte[0]! & 1) === 0) return fault(VtdFaultReason.IR_ENTRY_P, index, fpd);
-    // The emulated unit has no posted interrupts (CAP.PI = 0): IM = 1 is a reserved value.
-    if (irteHasReservedBits(irte, this.eime) || irteMode(irte[0]!) === IrteMode.POSTED) return fault(VtdFaultReason.IR_IRTE_RSVD, index, fpd);
-    const svt = (irte[2]! >>> 18) & 3;
-    const sq = (irte[2]! >>> 16) & 3;
-    if (!irteSourceIdValid(svt, sq, irte[2]! & 0xffff, sid)) return fault(VtdFaultReason.IR_SID_ERR, index, fpd);
-    const w0 = irte[0]!;
-    return {
-      result: {
-        ok: true,
-        irq: {
-          vector: (w0 >>> 16) & 0xff,
-          destination: irteDestination(irte[1]!, this.eime),
-          destinationMode: w0 & 4 ? "logical" : "physical",
-          deliveryMode: (w0 >>> 5) & 7,
-          trigger: w0 & 0x10 ? "level" : "edge",
-        },
-      },
-      suppressed: false,
-    };
+    const at = this.table + index * 16;
+    if (!this.memory.hostReadable(at, 16)) return remapFault(VtdFaultReason.IR_ROOT_INVAL, index);
+    irte = this.memory.readWords(at, new Uint32Array(4));
+    this.cache.set(index, irte);
+    return evaluateIrte(irte, sid, index, this.eime);
   }
 
   /** IRTEs in the latched table (0 before SIRTP latched one). */
@@ -154,4 +142,33 @@ export class InterruptRemapper {
     this.compatibilityAllowed = s.cfis;
     this.cache.clear();
   }
+}
+
+function remapFault(code: number, index: number | undefined, fpd = false): RemapOutcome {
+  return { result: { ok: false, fault: { code, name: faultReasonName(code), index } }, suppressed: fpd && (faultReason(code)?.qualified ?? false) };
+}
+
+/** What one IRTE makes of a remappable request from `sid` (VT-d §5.1.4: present, reserved bits, source id). */
+function evaluateIrte(irte: Uint32Array, sid: number, index: number, eime: boolean): RemapOutcome {
+  const fpd = (irte[0]! & 2) !== 0;
+  if ((irte[0]! & 1) === 0) return remapFault(VtdFaultReason.IR_ENTRY_P, index, fpd);
+  // The emulated unit has no posted interrupts (CAP.PI = 0): IM = 1 is a reserved value.
+  if (irteHasReservedBits(irte, eime) || irteMode(irte[0]!) === IrteMode.POSTED) return remapFault(VtdFaultReason.IR_IRTE_RSVD, index, fpd);
+  const svt = (irte[2]! >>> 18) & 3;
+  const sq = (irte[2]! >>> 16) & 3;
+  if (!irteSourceIdValid(svt, sq, irte[2]! & 0xffff, sid)) return remapFault(VtdFaultReason.IR_SID_ERR, index, fpd);
+  const w0 = irte[0]!;
+  return {
+    result: {
+      ok: true,
+      irq: {
+        vector: (w0 >>> 16) & 0xff,
+        destination: irteDestination(irte[1]!, eime),
+        destinationMode: w0 & 4 ? "logical" : "physical",
+        deliveryMode: (w0 >>> 5) & 7,
+        trigger: w0 & 0x10 ? "level" : "edge",
+      },
+    },
+    suppressed: false,
+  };
 }

@@ -11,6 +11,7 @@ import {
   Perm,
   resolveToken,
   saveFrozen,
+  StaleTranslationAudit,
   WalkFault,
   type AcpiTableBlob,
   type DmaDevice,
@@ -57,6 +58,9 @@ import { InterruptRemapper } from "./interrupt-remapper.js";
 import { DONE, InvalidationQueue, type DescriptorOutcome, type InvalidationQueueHost } from "./invalidation-queue.js";
 import { PageRequestQueue } from "./page-request-queue.js";
 import { PageRequestRelay, type PageResponse } from "./page-request-relay.js";
+import { isAuditableUnit } from "../hw/translation-auditor.js";
+import { auditInterruptHit } from "./interrupt-audit.js";
+import { PassthroughAudit } from "./passthrough-audit.js";
 import { isPostingUnit, PostedInterrupts } from "./posted-interrupts.js";
 import { Gsts, VtdRegisterFile, type RegisterEffects } from "./register-file.js";
 import { applyVtdState, parseVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION, type VtdStateLimits } from "./vtd-state.js";
@@ -123,6 +127,15 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   private readonly stateLimits: VtdStateLimits;
   /** Where host refusals made on this VM's behalf are reported. */
   readonly reporter: ShadowReporter;
+  /**
+   * With VmmDeviceOptions.audit: the stale-translation audit of the DMA translation caches (IOTLB, context and
+   * PASID caches) and, apart so that a finding names the last invalidation of its own cache, of the interrupt
+   * entry cache.
+   */
+  readonly audit: StaleTranslationAudit | undefined;
+  readonly interruptAudit: StaleTranslationAudit | undefined;
+  /** With the audit: what checks the physical unit's translations of this VM's passthrough devices. */
+  private readonly passthroughAudit: PassthroughAudit | undefined;
 
   private constructor(readonly options: VmmDeviceOptions) {
     this.mode = options.mode;
@@ -161,6 +174,28 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     // Nested HWPTs of page-request-enabled contexts report to the relay's fault queue (the host PRI path).
     this.bindings.faultQueue = () => this.pageRequests.faultQueueId();
     this.hostFaults = isVtdHostFaultSource(options.unit) ? options.unit : undefined;
+    if (options.audit === true) {
+      const host = resolveToken(vm.container, HostServices);
+      const audit = new StaleTranslationAudit(host.events, host.clock);
+      this.audit = audit;
+      this.passthroughAudit = new PassthroughAudit(audit, this.bindings, this.translator, vm.id, this.reporter.source);
+      const interruptAudit = new StaleTranslationAudit(host.events, host.clock);
+      this.interruptAudit = interruptAudit;
+      this.remapper.auditHit = (sid, index, cached, now) => auditInterruptHit(interruptAudit, { vm: vm.id, unit: this.reporter.source, rid: sid, index }, cached, now);
+    }
+  }
+
+  /**
+   * Records an invalidation this unit carried out for the audit's findings, once per assigned device it covers
+   * (`covers`), or once for every requester when `covers` is undefined. Nothing is done without the audit.
+   */
+  private noteInvalidation(what: () => string, covers: ((a: AssignedDevice) => boolean) | undefined, start?: number, end?: number, audit = this.audit): void {
+    if (audit === undefined) return;
+    if (covers === undefined) {
+      audit.noteInvalidation(what(), { start, end });
+      return;
+    }
+    for (const a of this.bindings.devices.values()) if (covers(a)) audit.noteInvalidation(what(), { rid: a.guestRid, start, end });
   }
 
   /**
@@ -297,9 +332,12 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
           const index = raw[1]! & 0xffff;
           this.remapper.invalidate(index, im);
           const count = 2 ** im;
+          // Interrupt findings carry the IRTE index where a DMA finding has its IOVA.
+          this.noteInvalidation(() => `IEC_INV index ${index} (IM ${im})`, undefined, index - (index % count), index - (index % count) + count - 1, this.interruptAudit);
           this.posted?.refresh(this.bindings.devices.values(), index - (index % count), count);
         } else {
           this.remapper.invalidate();
+          this.noteInvalidation(() => "IEC_INV global", undefined, undefined, undefined, this.interruptAudit);
           this.posted?.refresh(this.bindings.devices.values());
         }
         return DONE;
@@ -310,7 +348,11 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
         const am = raw[2]! & 0x3f;
         if (g < 2 || am > EMULATED_MAMV) return INVALID_RESERVED;
         const pasid = raw[1]! & 0xfffff;
-        if (g === 2) return done(this.bindings.invalidate(w0 >>> 16, pasid, 0, Infinity, false));
+        if (g === 2) {
+          const did = w0 >>> 16;
+          this.noteInvalidation(() => `P_IOTLB_INV DID ${did} PASID ${pasid}`, (a) => coversPasid(a, did, pasid));
+          return done(this.bindings.invalidate(did, pasid, 0, Infinity, false));
+        }
         return done(this.iotlbInvalidation(3, w0 >>> 16, address64(raw[2]!, raw[3]!, 12, 51), am, (raw[2]! & 0x40) !== 0, pasid));
       }
       case "PC_INV": {
@@ -320,6 +362,10 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
         // Devices whose cached entry is a fault cached nothing present: any PASID-cache flush may cover them. A
         // PASID-selective flush re-reads that PASID's entry of every device; a domain-selective or global one may
         // cover an entry at any PASID, so every device's PASID table is re-read.
+        this.noteInvalidation(
+          () => (g === 1 ? `PC_INV DID ${did} PASID ${pasid}` : g === 3 ? "PC_INV global" : `PC_INV DID ${did}`),
+          (a) => g === 3 || (g === 1 ? coversPasid(a, did, pasid) : a.context.did === did),
+        );
         if (g === 1) return done(this.bindings.refreshPasid(did, pasid));
         return done(this.bindings.refresh((a) => g === 3 || a.context.kind === ContextKind.FAULT || a.context.did === did, () => true));
       }
@@ -363,6 +409,10 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   /** CC_INV / CCMD: global, domain-selective (DID) or device-selective (SID under the FM mask); returns a refusal. */
   private contextInvalidation(granularity: number, did: number, sid: number, fm: number): IommuError | undefined {
     const mask = SOURCE_ID_QUALIFIER_MASKS[fm & 3]!;
+    this.noteInvalidation(
+      () => (granularity === 1 ? "context cache global" : granularity === 2 ? `context cache DID ${did}` : `context cache SID 0x${sid.toString(16)} FM ${fm & 3}`),
+      (a) => granularity === 1 || (granularity === 2 ? a.context.did === did : (a.guestRid & mask) === (sid & mask)),
+    );
     return this.bindings.refresh((a: AssignedDevice) => {
       if (granularity === 1) return true;
       if (granularity === 2) return a.context.did === did || a.context.kind === ContextKind.FAULT;
@@ -375,6 +425,17 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
    * Returns what the host refused, if anything.
    */
   private iotlbInvalidation(granularity: number, did: number, address: number, am: number, leaf: boolean, pasid: number | undefined): IommuError | undefined {
+    if (this.audit !== undefined) {
+      const size = 4096 * 2 ** am;
+      const start = granularity === 3 ? address - (address % size) : undefined;
+      const pasidText = pasid === undefined ? "" : ` PASID ${pasid}`;
+      this.noteInvalidation(
+        () => (granularity === 1 ? "IOTLB global" : granularity === 2 ? `IOTLB DID ${did}${pasidText}` : `IOTLB DID ${did}${pasidText} 0x${start!.toString(16)}+0x${size.toString(16)}`),
+        granularity === 1 ? undefined : (a) => (pasid === undefined ? coversDid(a, did) : coversPasid(a, did, pasid)),
+        start,
+        start === undefined ? undefined : start + size - 1,
+      );
+    }
     if (granularity === 1) return this.bindings.invalidate(undefined, undefined, 0, Infinity, false);
     if (granularity === 2) return this.bindings.invalidate(did, pasid, 0, Infinity, false);
     const size = 4096 * 2 ** am;
@@ -478,6 +539,12 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   // ---- devices ----
 
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
+    const assigned = this.assignDeviceOnly(device, devId, guestRid);
+    if (assigned.ok && this.passthroughAudit !== undefined && isAuditableUnit(device.unit)) device.unit.setAuditor(device.requesterId, this.passthroughAudit);
+    return assigned;
+  }
+
+  private assignDeviceOnly(device: DmaDevice, devId: number, guestRid: number): Result<void> {
     if (!isSourceId(guestRid)) return err("EINVAL", `guest requester id ${guestRid} is not a 16-bit source id`);
     if (this.bindings.devices.has(guestRid)) return err("EEXIST", `guest source id 0x${guestRid.toString(16)} already assigned`);
     const added = this.bindings.add(device, devId, guestRid);
@@ -502,6 +569,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     const removed = this.bindings.remove(guestRid);
     if (!removed.ok) return fail(removed);
     removed.value.device.msiTarget = undefined;
+    this.stopAuditing(removed.value.device);
     this.pageRequests.forget(removed.value.devId);
     this.posted?.forget(removed.value.devId);
     return ok();
@@ -518,6 +586,10 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     const a = this.bindings.devices.get(toRid);
     if (a !== undefined) this.posted?.refresh([a]);
     return ok();
+  }
+
+  private stopAuditing(device: DmaDevice): void {
+    if (this.passthroughAudit !== undefined && isAuditableUnit(device.unit)) device.unit.setAuditor(device.requesterId, undefined);
   }
 
   /** The invalidation queue (IQA/IQH/IQT) and the page request queue (PQA/PQH/PQT). */
@@ -650,7 +722,10 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   }
 
   destroy(): void {
-    for (const a of this.bindings.devices.values()) a.device.msiTarget = undefined;
+    for (const a of this.bindings.devices.values()) {
+      a.device.msiTarget = undefined;
+      this.stopAuditing(a.device);
+    }
     this.bindings.destroy();
     // After the HWPTs that report to it: they hold the fault queue.
     this.pageRequests.destroy();
@@ -658,6 +733,20 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     if (this.mapping !== undefined) this.options.vm.unmapMmio(this.mapping);
     this.mapping = undefined;
   }
+}
+
+/** Whether a domain-selective invalidation of `did` covers what the host holds for `a` (at its RID or a PASID). */
+function coversDid(a: AssignedDevice, did: number): boolean {
+  if (a.context.did === did) return true;
+  for (const slot of a.pasids.values()) if (slot.context.did === did) return true;
+  return false;
+}
+
+/** Whether an invalidation of (`did`, `pasid`) covers what the host holds for `a`. */
+function coversPasid(a: AssignedDevice, did: number, pasid: number): boolean {
+  if (a.context.did === did && a.context.pasid === pasid) return true;
+  const slot = a.pasids.get(pasid);
+  return slot !== undefined && slot.context.did === did;
 }
 
 /** An integer above every input width the unit has (its walks answer it with their width fault). */
