@@ -222,6 +222,7 @@ export class MockUnit implements PhysicalIommu {
     }
     byPasid.set(pasid, domain);
     this.devices.set(device.requesterId, device);
+    this.lastRid = -1;
     return ok();
   }
 
@@ -229,20 +230,43 @@ export class MockUnit implements PhysicalIommu {
     const byPasid = this.attachments.get(device.requesterId);
     byPasid?.delete(pasid);
     if (byPasid !== undefined && byPasid.size === 0) this.attachments.delete(device.requesterId);
+    this.lastRid = -1;
   }
 
+  /**
+   * The last attachment looked up, with its IOTLB tag (a device's DMA comes in runs): an IOTLB hit then costs two
+   * comparisons before the lookup. -1 after any attach or detach.
+   */
+  private lastRid = -1;
+  private lastPasid = -1;
+  private lastDomain: IommuDomain | undefined;
+  private lastVmid = 0;
+  private lastAsid = 0;
+
   domainOf(requesterId: number, pasid: number): IommuDomain | undefined {
-    return this.attachments.get(requesterId)?.get(pasid);
+    if (requesterId !== this.lastRid || pasid !== this.lastPasid) this.lookUpAttachment(requesterId, pasid);
+    return this.lastDomain;
+  }
+
+  private lookUpAttachment(requesterId: number, pasid: number): void {
+    const domain = this.attachments.get(requesterId)?.get(pasid);
+    this.lastRid = requesterId;
+    this.lastPasid = pasid;
+    this.lastDomain = domain;
+    if (domain === undefined) return;
+    this.lastVmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
+    this.lastAsid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
   }
 
   translate(request: DmaRequest, out: WalkResult): void {
-    const domain = this.domainOf(request.requesterId, request.pasid);
+    if (request.requesterId !== this.lastRid || request.pasid !== this.lastPasid) this.lookUpAttachment(request.requesterId, request.pasid);
+    const domain = this.lastDomain;
     if (domain === undefined) {
       blocked(out, request.iova);
       return;
     }
-    const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
-    const asid = domain.kind === "paging" ? ASID_PAGING : (domain as MockNestedDomain).asid;
+    const vmid = this.lastVmid;
+    const asid = this.lastAsid;
     if (translateFromIotlb(this.iotlb, vmid, asid, request.iova, request.access, this.hit, out)) {
       if (this.auditing) this.audit(domain, request, out, true);
       return;
