@@ -1,4 +1,5 @@
 import type { ConformanceCase } from "../case.js";
+import { auditCases } from "./audit.js";
 import { dmaCases } from "./dma.js";
 import { eventCases } from "./events.js";
 import { interruptCases } from "./interrupts.js";
@@ -8,4 +9,4 @@ import { migrationCases } from "./migration.js";
 import { pasidCases } from "./pasid.js";
 
 /** Every vendor-neutral case, in the order the matrix shows them. */
-export const conformanceCases: readonly ConformanceCase[] = [...dmaCases, ...isolationCases, ...eventCases, ...interruptCases, ...pasidCases, ...lifecycleCases, ...migrationCases];
+export const conformanceCases: readonly ConformanceCase[] = [...dmaCases, ...isolationCases, ...eventCases, ...interruptCases, ...pasidCases, ...lifecycleCases, ...migrationCases, ...auditCases];
