@@ -45,6 +45,10 @@ import { MOCK_VIOMMU_SIZE, MockViommu } from "./mock-viommu.js";
 /** IOTLB tag of a paging (single-stage) attachment: ASIDs are 16-bit, so this never collides. */
 const ASID_PAGING = 0x1_0000;
 
+/** Host faults kept per owner until read; more are counted lost. */
+const HOST_FAULTS_KEPT = 256;
+const NO_HOST_FAULTS = { faults: [], lost: 0 } as const;
+
 /** A fault the unit kept for the host (stage-2 faults, devices without a vIOMMU). */
 export interface MockHostFault {
   readonly requesterId: number;
@@ -80,7 +84,8 @@ export class MockUnit implements PhysicalIommu {
   readonly vendor = "mock";
   readonly name: string;
   readonly iotlb = new Iotlb(8192);
-  readonly hostFaults: MockHostFault[] = [];
+  /** Faults kept for the host, per owner of the device, until that owner's VMM reads them (bounded). */
+  private readonly hostFaults = new Map<OwnerId, { faults: MockHostFault[]; lost: number }>();
   private readonly attachments = new Map<number, Map<number, IommuDomain>>();
   private readonly devices = new Map<number, PhysicalDevice>();
   private readonly nested: NestedWalker;
@@ -331,7 +336,25 @@ export class MockUnit implements PhysicalIommu {
       const record = encodeMockEvent({ TYPE: MockEventType.DMA_FAULT, REASON: reason, RID: virtId, WRITE: write ? 1 : 0, STAGE: 1, ADDR: BigInt(request.iova) });
       if (viommu.reportEvent(MOCK_VEVENTQ_TYPE, toBytes(record)).ok) return;
     }
-    this.hostFaults.push({ requesterId: request.requesterId, iova: request.iova, write, reason, stage: result.stage });
+    const owner = device?.owner ?? HOST_OWNER;
+    let queue = this.hostFaults.get(owner);
+    if (queue === undefined) {
+      queue = { faults: [], lost: 0 };
+      this.hostFaults.set(owner, queue);
+    }
+    if (queue.faults.length < HOST_FAULTS_KEPT) queue.faults.push({ requesterId: request.requesterId, iova: request.iova, write, reason, stage: result.stage });
+    else queue.lost++;
+  }
+
+  /**
+   * The host's faults for `owner`'s devices, oldest first, and how many were dropped because nobody read them
+   * (a VMM reading them learns it lost some). Reading empties the queue.
+   */
+  readHostFaults(owner: OwnerId): { readonly faults: readonly MockHostFault[]; readonly lost: number } {
+    const queue = this.hostFaults.get(owner);
+    if (queue === undefined) return NO_HOST_FAULTS;
+    this.hostFaults.delete(owner);
+    return queue;
   }
 
   /** Every device attachment of this unit, for the host side of tests. */

@@ -17,6 +17,7 @@ import {
   fromBytes,
   GuestTableReader,
   NO_PASID,
+  newWalkResult,
   ok,
   parseVevents,
   Perm,
@@ -176,6 +177,7 @@ export class MockDevice implements EmulatedIommu {
   private vqueueMapping: { unmap(): void } | undefined;
   private registers: { unmap(): void } | undefined;
   private readonly walker = new PageWalker();
+  private readonly hostFaultWalk = newWalkResult();
   private readonly reader: GuestTableReader;
   private readonly scratch = new Uint32Array(4);
   /** The command being executed, decoded in place: consuming the queue allocates nothing per command. */
@@ -722,9 +724,36 @@ export class MockDevice implements EmulatedIommu {
     this.options.vm.inject(vector, destination, "mock-iommu-event");
   }
 
-  /** Drains the vEVENTQ into the guest's log, with the virtual RIDs the host already put in. */
+  /**
+   * The VMM's event loop: the vEVENTQ drained into the guest's log (nested), and the host's faults for this VM's
+   * devices (shadow and stage-2 faults, which the host keeps) recorded as the guest's tables explain them.
+   */
   poll(): void {
-    if (this.frozen || this.veventq === undefined) return;
+    if (this.frozen) return;
+    this.pollHostFaults();
+    this.pollVeventq();
+  }
+
+  /**
+   * A fault in a shadow (or the stage 2 under a guest's stage 1) is the host's first: the guest sees it only when
+   * its own tables refuse the access, with the reason the emulated unit would give (translateEmulated records it,
+   * honouring FPD). One the guest's tables translate is the VMM's own business (a refused shadow mapping is in
+   * the host log already). Reports the host dropped unread set the overflow bit.
+   */
+  private pollHostFaults(): void {
+    if (!(this.options.unit instanceof MockUnit)) return;
+    const { faults, lost } = this.options.unit.readHostFaults(this.options.vm.id);
+    if (lost > 0) this.status |= MockStatus.EVT_OVERFLOW;
+    for (const f of faults) {
+      for (const [guestRid, a] of this.assigned) {
+        if (a.device.requesterId === f.requesterId) this.translateEmulated(guestRid, NO_PASID, f.iova, f.write, this.hostFaultWalk);
+      }
+    }
+  }
+
+  /** Drains the vEVENTQ into the guest's log, with the virtual RIDs the host already put in. */
+  private pollVeventq(): void {
+    if (this.veventq === undefined) return;
     for (;;) {
       const bytes = this.veventq.read(64 * (8 + MOCK_VEVENT_BYTES));
       if (!bytes.ok || bytes.value.length === 0) return;
