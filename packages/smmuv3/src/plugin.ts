@@ -35,7 +35,9 @@ export const smmuv3Plugin: VendorPlugin = {
     eventLogRebase: true,
     directEventInterrupts: false,
     acpi: true,
-    audit: false,
+    audit: true,
+    // No "interrupt": SMMUv3 has no interrupt-remapping cache; MSIs are writes the GIC ITS translates (IHI0070 §3.18).
+    auditClasses: ["iotlb", "context"],
     dirtyTracking: true,
     sva: true,
     pageRequests: true,
@@ -45,7 +47,6 @@ export const smmuv3Plugin: VendorPlugin = {
     inputBits: 48,
     outputBits: 48,
     reasons: {
-      audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
       interruptRemapping: "SMMUv3 has no interrupt remapping of its own: MSIs are writes to the GIC ITS, which does the remapping",
       irOnly: "without interrupt remapping in the SMMU there is no IR-only mode",
       vqueue: "a plain SMMUv3 has no guest-owned command queue; the Tegra241 CMDQV extension (packages/tegra241-cmdqv) adds one",

@@ -11,6 +11,7 @@ import {
   type GuestEvent,
   type GuestIommuDriver,
   type GuestInitOptions,
+  type SkippedInvalidation,
   type GuestProcess,
   type PermBits,
   type RawBits,
@@ -142,6 +143,12 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
   private granuleShift: GranuleShift = 12;
   private oasCode = 5;
   private rangeInvalidation = false;
+  /**
+   * The one class of invalidation this driver deliberately omits (GuestInitOptions.skipInvalidation, for the
+   * stale-translation audit): "iotlb" the TLBIs (and ATC invalidations) after an unmap, "context" CMD_CFGI_CD after
+   * a CD is written. CMD_CFGI_STE is kept: under a nested VMM it is how the host learns the STE at all.
+   */
+  private skip: SkippedInvalidation | undefined;
   private ssidBits = 0;
   private twoLevelCd = false;
   private mapNotify = false;
@@ -173,6 +180,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
 
   init(init: GuestInitOptions): Result<void> {
     const chosen = { ...parseVariant(init.variant), ...this.options };
+    this.skip = init.skipInvalidation;
     const found = this.findSmmu();
     const mmio = new SmmuMmio(this.context.vm, found.base);
     this.mmio = mmio;
@@ -361,18 +369,18 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (!r.ok) return fail(r);
     const at = stream.table.cdAddress(ssid, true);
     if (at === undefined) return err("ENOMEM", "guest driver memory exhausted");
-    const cfgiCd = encodeCommand("CMD_CFGI_CD", { SID: rid, SSID: ssid, Leaf: 1 });
+    const cfgiCd = this.skip === "context" ? [] : [encodeCommand("CMD_CFGI_CD", { SID: rid, SSID: ssid, Leaf: 1 })];
     if (stream.valid.has(ssid) || cd === undefined) {
       this.context.memory.write64Halves(at, 0, 0);
       stream.valid.delete(ssid);
-      const off = this.issue(r.value.cmdq, [cfgiCd]);
+      const off = this.issue(r.value.cmdq, cfgiCd);
       if (!off.ok || cd === undefined) return off;
     }
     this.writeWords(at, cd, 2, 16);
-    const body = this.issue(r.value.cmdq, [cfgiCd]);
+    const body = this.issue(r.value.cmdq, cfgiCd);
     if (!body.ok) return body;
     this.writeWords(at, cd, 0, 2);
-    const live = this.issue(r.value.cmdq, [cfgiCd]);
+    const live = this.issue(r.value.cmdq, cfgiCd);
     if (!live.ok) return live;
     stream.valid.add(ssid);
     return ok();
@@ -696,6 +704,7 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     if (!d.ok) return fail(d);
     const leafShift = this.uniformLeafShift(d.value, iova, length);
     d.value.table.builder.unmap(iova, length);
+    if (this.skip === "iotlb") return ok();
     return this.invalidateRange(d.value, iova, length, leafShift);
   }
 

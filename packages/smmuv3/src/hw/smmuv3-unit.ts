@@ -15,6 +15,7 @@ import {
   ok,
   Perm,
   StageTwoCacheWatcher,
+  StaleTranslationAudit,
   HostTableReader,
   PageWalker,
   rawEquals,
@@ -62,6 +63,7 @@ import { HostSubstreams } from "./host-substreams.js";
 import { isSmmuStage1Domain } from "./stage1-domain.js";
 import { abortSte, createStage2Domain, isSmmuStage2Domain, stage2Ste } from "./stage2-domain.js";
 import { Stage2FetchReader } from "./stage2-fetch-reader.js";
+import { FreshNestedWalk } from "./fresh-nested-walk.js";
 
 /** IOTLB tag of stage-2-only translations: ASIDs are 16-bit, so this never collides with a CD's. */
 const S2_ONLY_TAG = 0x1_0000;
@@ -88,6 +90,8 @@ const StreamKind = { Abort: 0, Stage2: 1, Nested: 2, Illegal: 3, HostStage1: 4 }
 interface CachedCd {
   readonly settings: CdSettings;
   readonly stage1: StageConfig;
+  /** The CD as fetched (16 halves), for the stale-translation audit's comparison with memory. */
+  readonly words: Uint32Array;
 }
 
 /** One StreamID's entry in the physical stream table, with what translation caches of it. */
@@ -110,6 +114,12 @@ export interface Smmuv3UnitOptions {
   /** ID registers (default DEFAULT_SMMUV3_HW). */
   readonly config?: Smmuv3HwConfig;
   readonly iotlbEntries?: number;
+}
+
+/** Whether two fetched CDs are the same 16 halves. */
+function sameWords(a: Uint32Array, b: Uint32Array): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** A plain SMMUv3 unit, or one extended by an implementation (see `Smmuv3Extension`). */
@@ -170,6 +180,17 @@ export class Smmuv3Unit implements PhysicalIommu {
   /** The next stall tag (STAG, 16 bits, cycled). */
   private nextStag = 0;
   private reporting = false;
+  /**
+   * The stale-translation audit (VmmDeviceOptions.audit), once a VMM asked for it, and the VMs it covers. Only
+   * nested streams are audited: their CD cache and IOTLB entries hold what the guest's own structures said, which
+   * the guest must invalidate (CMD_CFGI_CD / CFGI_STE, CMD_TLBI_*); host tables are the host driver's. SMMUv3 has
+   * no interrupt-entry cache (an MSI is a write the GIC ITS remaps), so "iotlb" and "context" are its classes.
+   */
+  private audit: StaleTranslationAudit | undefined;
+  private readonly auditedOwners = new Set<OwnerId>();
+  private fresh: FreshNestedWalk | undefined;
+  private readonly auditTables = newWalkResult();
+  private readonly auditHit = newIotlbHit();
 
   constructor(
     readonly host: HostServices,
@@ -395,9 +416,91 @@ export class Smmuv3Unit implements PhysicalIommu {
     return this.streams.get(sid)?.ste;
   }
 
+  /**
+   * Turns the stale-translation audit on for one VM's streams (its emulated SMMU was created with `audit`): every
+   * use of a cached CD or IOTLB entry of its nested streams is compared with the guest's structures as they are
+   * now, a difference published as a `staleTranslation` event; the invalidations this unit performs are noted.
+   */
+  enableAudit(owner: OwnerId): StaleTranslationAudit {
+    this.auditedOwners.add(owner);
+    this.fresh ??= new FreshNestedWalk(this.host.memory);
+    this.audit ??= new StaleTranslationAudit(this.host.events, this.host.clock);
+    return this.audit;
+  }
+
   // ---- translation ----
 
   translate(request: DmaRequest, out: WalkResult): void {
+    if (this.audit === undefined || this.reporting) this.translateCached(request, out);
+    else this.translateAudited(request, out);
+  }
+
+  /**
+   * A transaction with the audit on: the CD is read and, where a cached CD or an IOTLB entry answers, the walk is
+   * done again from memory (`FreshNestedWalk`) and handed to the audit with what the caches gave. A cached CD that
+   * no longer matches memory is the CD cache's finding (a missing CMD_CFGI_CD or CFGI_STE); otherwise an IOTLB hit
+   * that differs is the IOTLB's (a missing TLBI). The transaction's own outcome is the cached path's, as the
+   * hardware's would be. The site names the guest's StreamID (the vSID) where the stream has a vDEVICE.
+   */
+  private translateAudited(request: DmaRequest, out: WalkResult): void {
+    const s = this.streams.get(request.requesterId);
+    if (s === undefined || s.kind !== StreamKind.Nested || !this.auditedOwners.has(s.device.owner)) return this.translateCached(request, out);
+    const fresh = this.fresh!;
+    const pasid = request.pasid;
+    const owner = s.device.owner;
+    const freshCd = fresh.readCd(s.stage1!, s.s2!, owner, pasid);
+    const cached = s.cds.get(pasid + 1);
+    const cdStale = cached !== undefined && (typeof cached === "number" ? cached !== freshCd : freshCd !== 0 || !sameWords(cached.words, fresh.words));
+    // The ASID the cached path looks up: the cached CD's, else that of the CD it is about to fetch.
+    let asid = -1;
+    if (cached !== undefined) {
+      if (typeof cached !== "number") asid = cached.settings.asid;
+    } else if (freshCd === 0) {
+      const settings = decodeCdSettings(fresh.words, this.features, s.stage1!.stallDisabled);
+      if (typeof settings !== "number") asid = settings.asid;
+    }
+    const iotlbHit = asid >= 0 && isInputAddress(request.iova) && this.iotlb.lookup(s.s2!.vmid, asid, request.iova, this.auditHit);
+    this.translateCached(request, out);
+    if (!cdStale && !iotlbHit) return;
+    const tables = this.auditTables;
+    fresh.translate(freshCd, s.stage1!, this.features, s.s2!, s.s2Stage!, owner, request.iova, request.access, tables);
+    const vsid = s.nested?.vsmmu.core.virtIdOf(s.device);
+    const site = { vm: owner, unit: this.name, cache: cdStale ? "CD cache" : "IOTLB", rid: vsid ?? request.requesterId, iova: request.iova };
+    this.audit!.check(pasid === NO_PASID ? site : { ...site, pasid }, out, tables);
+  }
+
+  /** The invalidation a command performs, for the audit's findings ("the last invalidation that covered it"). */
+  private noteInvalidation(name: string, raw: RawBits): void {
+    const audit = this.audit!;
+    switch (name) {
+      case "CMD_TLBI_NH_VA":
+      case "CMD_TLBI_NH_VAA": {
+        tlbiRange(raw, this.range);
+        const what = name === "CMD_TLBI_NH_VA" ? `${name} VMID ${cmdVmid(raw)} ASID ${cmdAsid(raw)}` : `${name} VMID ${cmdVmid(raw)}`;
+        if (this.range.length > 0) audit.noteInvalidation(what, { start: this.range.first, end: this.range.first + this.range.length - 1 });
+        return;
+      }
+      case "CMD_TLBI_NH_ASID":
+        return audit.noteInvalidation(`${name} VMID ${cmdVmid(raw)} ASID ${cmdAsid(raw)}`);
+      case "CMD_TLBI_NH_ALL":
+      case "CMD_TLBI_S12_VMALL":
+      case "CMD_TLBI_S2_IPA":
+        return audit.noteInvalidation(`${name} VMID ${cmdVmid(raw)}`);
+      case "CMD_TLBI_NSNH_ALL":
+      case "CMD_CFGI_STE_RANGE":
+        return audit.noteInvalidation(name);
+      case "CMD_CFGI_STE":
+      case "CMD_CFGI_CD":
+      case "CMD_CFGI_CD_ALL": {
+        const s = this.streams.get(cmdSid(raw));
+        const rid = s?.nested?.vsmmu.core.virtIdOf(s.device) ?? cmdSid(raw);
+        return audit.noteInvalidation(name === "CMD_CFGI_CD" ? `${name} SID ${cmdSid(raw)} SSID ${cmdSsid(raw)}` : `${name} SID ${cmdSid(raw)}`, { rid });
+      }
+      default:
+    }
+  }
+
+  private translateCached(request: DmaRequest, out: WalkResult): void {
     const info = this.info;
     resetSmmuWalkInfo(info);
     const last = this.last;
@@ -625,7 +728,8 @@ export class Smmuv3Unit implements PhysicalIommu {
     }
     if (read !== 0) return read;
     const settings = decodeCdSettings(this.cdWords, this.features, s.stage1!.stallDisabled);
-    const result: CachedCd | number = typeof settings === "number" ? settings : { settings, stage1: { format: settings.format, geometry: settings.geometry, root: settings.ttb0 } };
+    const result: CachedCd | number =
+      typeof settings === "number" ? settings : { settings, stage1: { format: settings.format, geometry: settings.geometry, root: settings.ttb0 }, words: this.cdWords.slice() };
     s.cds.set(key, result);
     return result;
   }
@@ -686,6 +790,7 @@ export class Smmuv3Unit implements PhysicalIommu {
   executeCommand(raw: RawBits): number {
     if (raw.length !== 4 || commandSetsUndefinedBits(raw)) return CmdqError.CERROR_ILL;
     const name = commandName(cmdOpcode(raw));
+    if (this.audit !== undefined && name !== undefined) this.noteInvalidation(name, raw);
     switch (name) {
       case "CMD_TLBI_NH_ALL":
       case "CMD_TLBI_S12_VMALL":

@@ -72,6 +72,7 @@ import { smmuGuestQueues } from "./guest-queue-views.js";
 import { SmmuRegisterFile } from "./register-file.js";
 import { parseSmmuv3State, SMMUV3_STATE_KIND, SMMUV3_STATE_VERSION, type Smmuv3SavedState } from "./smmuv3-state.js";
 import { ShadowHost, type ShadowStream } from "./shadow-host.js";
+import { Smmuv3Unit } from "../hw/smmuv3-unit.js";
 
 
 const IDR0_S1P = 1 << 1;
@@ -204,6 +205,9 @@ export class Smmuv3Device implements EmulatedIommu {
       }
     }
     const device = new Smmuv3Device(options, nested, extras);
+    // Nested: what the guest's structures said is cached in the physical SMMU (its CD cache and IOTLB), so that is
+    // where the audit compares; the VMM's own translation of its emulated devices caches nothing.
+    if (options.audit === true && nested !== undefined && options.unit instanceof Smmuv3Unit) options.unit.enableAudit(options.vm.id);
     if (nested !== undefined && (device.features.pri || device.features.stallAndTerminate)) {
       const relay = PageRequestRelay.create(options.iommufd, device.pageRequestPorts());
       if (!relay.ok) {
