@@ -11,6 +11,8 @@ import { registerMappings } from "../commands/mappings.js";
 import { registerImport } from "../commands/import.js";
 import { registerPlugins } from "../commands/plugins.js";
 import { registerWalk } from "../commands/walk.js";
+import { registerTrace } from "../commands/trace.js";
+import { registerDifftest } from "../commands/difftest.js";
 import type { CliContext } from "./context.js";
 import { InputError, UsageError } from "./errors.js";
 
@@ -29,10 +31,11 @@ export function buildProgram(ctx: CliContext, write: { out(s: string): void; err
     .configureOutput({ writeOut: write.out, writeErr: write.err, outputError: (str, w) => w(`viommu: ${str.replace(/^error: /, "error: ")}`) })
     .exitOverride();
   program.configureHelp({ sortSubcommands: false });
-  for (const register of [registerPlugins, registerDemo, registerConformance, registerDecode, registerWalk, registerMappings, registerImport, registerAcpi, registerBench, registerCampaign, registerNewBackend]) register(program, ctx);
+  for (const register of [registerPlugins, registerDemo, registerConformance, registerDecode, registerWalk, registerMappings, registerImport, registerAcpi, registerBench, registerCampaign, registerTrace, registerDifftest, registerNewBackend]) register(program, ctx);
   for (const c of program.commands) {
+    for (const sub of c.commands) sub.exitOverride().configureOutput(program.configureOutput()).showSuggestionAfterError(true);
     c.exitOverride().configureOutput(program.configureOutput()).showSuggestionAfterError(true);
-    c.option("--plugin <dir>", "a plugin package directory to load besides the installed ones (repeatable; selected by default)", (v: string, all: string[] = []) => [...all, v]);
+    if (c.commands.length === 0) c.option("--plugin <dir>", "a plugin package directory to load besides the installed ones (repeatable; selected by default)", (v: string, all: string[] = []) => [...all, v]);
   }
   program.hook("preAction", (_root, action) => {
     ctx.pluginDirs = (action.opts() as { plugin?: string[] }).plugin ?? [];

@@ -1,5 +1,6 @@
 import { Option, type Command } from "commander";
-import { vendorsOf, withJson, type CliContext } from "../cli/context.js";
+import { allPlugins, vendorsOf, withJson, type CliContext } from "../cli/context.js";
+import { UsageError } from "../cli/errors.js";
 import { parseCount } from "../cli/numbers.js";
 import { conformanceCases, conformanceReport, inShard, type CaseResult, type ConformanceReport } from "@viommu/conformance";
 import type { VendorPlugin } from "@viommu/core";
@@ -87,9 +88,31 @@ export function registerConformance(program: Command, ctx: CliContext): void {
     .addOption(new Option("--seed <n>", "seed of the randomised cases").argParser((v) => parseCount(v, "--seed")).default(1))
     .addOption(new Option("--workers <n>", "worker threads to spread the cases over (the report is the same for any n)").argParser(parseWorkers).default(1))
     .addOption(new Option("--shard <i/n>", "run only the i-th of n slices of the (vendor, case) pairs, for a CI matrix or an indexed job").argParser(parseShard))
-    .action(async (opts: { json?: boolean; vendor?: string; seed: number; workers: number; shard?: Shard }) => {
+    .addOption(new Option("--target <target>", "the model, or QEMU's own emulated IOMMU (the cases a trace can express, edu as the DMA engine)").choices(["model", "qemu"]).default("model"))
+    .option("--qemu <path>", "with --target qemu: the QEMU system emulator (default the vendor's on PATH)")
+    .option("--case <id>", "with --target qemu: only this case (repeatable)", (v: string, all: string[] = []) => [...all, v])
+    .option("--traces <dir>", "with --target qemu: write each failing case's trace there, for `viommu trace replay`")
+    .action(async (opts: { json?: boolean; vendor?: string; seed: number; workers: number; shard?: Shard; target: "model" | "qemu"; qemu?: string; case?: string[]; traces?: string }) => {
       const json = opts.json === true;
       const io = ctx.io(json);
+      if (opts.target === "qemu") {
+        if (opts.workers !== 1 || opts.shard !== undefined) throw new UsageError("--workers and --shard run the model's suite; QEMU's runs one vendor after another");
+        const { all } = await allPlugins(ctx, io, json);
+        const { qemuConformance } = await import("@viommu/qemu");
+        ctx.exit(
+          await qemuConformance(io, {
+            plugins: all,
+            seed: opts.seed,
+            json,
+            ...(opts.vendor === undefined || opts.vendor === "all" ? {} : { vendors: [opts.vendor] }),
+            ...(opts.qemu === undefined ? {} : { qemu: opts.qemu }),
+            ...(opts.case === undefined ? {} : { only: opts.case }),
+            ...(opts.traces === undefined ? {} : { tracesDir: opts.traces }),
+          }),
+        );
+        return;
+      }
+      for (const [given, name] of [[opts.qemu, "--qemu"], [opts.case, "--case"], [opts.traces, "--traces"]] as const) if (given !== undefined) throw new UsageError(`${name} applies to --target qemu only`);
       const { selected, all } = await vendorsOf(ctx, io, json, opts.vendor);
       ctx.exit(await conformanceParallel(io, selected, all, opts.seed, json, { workers: opts.workers, shard: opts.shard, pluginDirs: ctx.pluginDirs }));
     });
