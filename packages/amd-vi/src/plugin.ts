@@ -29,10 +29,8 @@ export interface AmdViPluginOptions {
   readonly pasidBits?: number;
 }
 
-/** What this plugin does not offer yet, and why: the stale-translation audit belongs to issue 12. */
-const absentReasons = {
-  audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
-};
+/** What every configuration of this plugin lacks, and why. */
+const absentReasons = {};
 
 function capabilities(hwQueues: boolean): Capabilities {
   return {
@@ -49,7 +47,10 @@ function capabilities(hwQueues: boolean): Capabilities {
     eventLogRebase: true,
     directEventInterrupts: hwQueues,
     acpi: true,
-    audit: false,
+    // The IOTLB (INVALIDATE_IOMMU_PAGES), the device table entry cache (INVALIDATE_DEVTAB_ENTRY, and the GCR3 entries
+    // flushed with INVALIDATE_IOMMU_PAGES) and the interrupt remapping table cache (INVALIDATE_INTERRUPT_TABLE).
+    audit: true,
+    auditClasses: ["iotlb", "context", "interrupt"],
     dirtyTracking: true,
     sva: true,
     pageRequests: true,

@@ -180,6 +180,9 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   private nextDomainId = 1;
   /** The capability header's NpCache: the IOMMU may cache not-present entries, so maps are flushed too. */
   private npCache = true;
+  /** The class of invalidation this driver leaves out (GuestInitOptions.skipInvalidation: audit tests only). */
+  private skip: GuestInitOptions["skipInvalidation"];
+  private readonly priorDte = new Uint32Array(8);
   /** What Linux would print with FW_WARN about the firmware's tables disagreeing with the hardware. */
   readonly firmwareWarnings: string[] = [];
   private readonly domains = new Map<GuestDomainId, Domain>();
@@ -294,6 +297,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
 
   init(options: GuestInitOptions): Result<void> {
     if (this.desc !== undefined) return err("EBUSY", "already initialised");
+    this.skip = options.skipInvalidation;
     const desc = discoverIommu(this.context.acpi, this.context.mmioBase);
     this.desc = desc;
     this.base = desc.base;
@@ -472,8 +476,21 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   }
 
   private writeDte(rid: number, words: Uint32Array): Result<void> {
+    const cached = this.translatingDte(rid);
     this.context.memory.writeWords(this.devtab + rid * DTE_BYTES, words);
+    if (this.skip === "context" && cached) return ok();
     return this.submit([buildInvalidateDevtabEntry(rid)]);
+  }
+
+  /**
+   * Whether the device's DTE translates now (V, TV and a host table or GV): what the IOMMU may hold cached for it,
+   * which skipInvalidation "context" leaves stale. Other entries' changes are still announced (the VMM builds the
+   * host side from them).
+   */
+  private translatingDte(rid: number): boolean {
+    // Its own buffer: the DTE being written may be `this.dte` (clearedDte builds it there).
+    const w = this.context.memory.readWords(this.devtab + rid * DTE_BYTES, this.priorDte);
+    return (w[0]! & 3) === 3 && (((w[0]! >>> 9) & 7) !== 0 || ((w[1]! >>> 23) & 1) === 1);
   }
 
   private checkRid(rid: number): Result<void> {
@@ -604,14 +621,18 @@ export class AmdViGuestDriver implements GuestIommuDriver {
       if (created) this.gcr3.drop(rid);
       return fail(r);
     }
+    const replaced = this.ownerAt(rid, pasid) !== undefined;
     this.setOwner(rid, pasid, owner);
     const commands: RawBits[] = [];
     if (created || r.value.grew) {
+      const cached = this.translatingDte(rid);
       this.context.memory.writeWords(this.devtab + rid * DTE_BYTES, this.gcr3Dte(rid, t.value));
-      commands.push(buildInvalidateDevtabEntry(rid));
+      if (!(this.skip === "context" && cached)) commands.push(buildInvalidateDevtabEntry(rid));
     }
-    commands.push(buildInvalidateIommuPages({ domainId: t.value.domainId, address: 0n, size: INVALIDATE_ALL_PAGES_ADDRESS, pasid }));
-    return this.submit(commands);
+    // skipInvalidation "context": a GCR3 entry that held a table changes without the flush of what was cached
+    // through it (the PASID's translation context).
+    if (!(this.skip === "context" && replaced)) commands.push(buildInvalidateIommuPages({ domainId: t.value.domainId, address: 0n, size: INVALIDATE_ALL_PAGES_ADDRESS, pasid }));
+    return commands.length === 0 ? ok() : this.submit(commands);
   }
 
   /** The device's DTE when its GCR3 table is gone (no PASID left): the blocked entry, interrupt half kept. */
@@ -685,6 +706,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     if (!d.ok) return fail(d);
     if (d.value.kind === "v1") d.value.v1!.unmap(iova, length);
     else d.value.v2!.unmap(iova, length);
+    if (this.skip === "iotlb") return ok();
     return this.flush(domainId, iova, length);
   }
 
@@ -849,7 +871,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     } else {
       this.context.memory.write32(irq.value.address + index * IRTE32_BYTES, linuxIrte32({ vector, destination }));
     }
-    const flushed = this.submit([buildInvalidateInterruptTable(rid)]);
+    const flushed = this.skip === "interrupt" ? ok() : this.submit([buildInvalidateInterruptTable(rid)]);
     if (!flushed.ok) return fail(flushed);
     const msi = linuxMsiMessage(index, this.twoK);
     return ok({ address: msi.addressLo, data: msi.data });
@@ -863,6 +885,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     // irte_clear_allocated: the entry reads as zero again.
     if (this.irte128) this.context.memory.writeWords(irq.address + index * IRTE128_BYTES, rawBits(128));
     else this.context.memory.write32(irq.address + index * IRTE32_BYTES, 0);
+    if (this.skip === "interrupt") return ok();
     return this.submit([buildInvalidateInterruptTable(rid)]);
   }
 

@@ -18,6 +18,7 @@ import {
   StageTwoCacheWatcher,
   TablePagingDomain,
   translateFromIotlb,
+  newWalkResult,
   WalkFault,
   type DmaRequest,
   type InterruptResult,
@@ -49,6 +50,8 @@ import type { AmdVapicPosting, VapicTarget } from "../format/vapic-posting.js";
 import { HostDirtyMarker } from "./host-dirty.js";
 import { HOST_EFR, HOST_EFR2, HOST_EFR_NO_HD } from "./host-features.js";
 import { HostInterruptRemapping } from "./host-interrupt-remapping.js";
+import { FreshDte, GuestDteState, GuestDteView, sameTranslationDte, type AmdAuditedDevice, type NestedDteView } from "./guest-dte-view.js";
+import { Stage2Access } from "./stage2-access.js";
 
 /** IOTLB tag of a single-stage (paging) attachment: PASIDs are 20-bit, so no PASID collides with it. */
 const TAG_PAGING = 0x20_0000;
@@ -232,6 +235,7 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
 
   /** Drops cached translations of a host DomainID: one PASID (or every one) over a range, or everything. */
   invalidate(hdomId: number, pasid: number | undefined, base: number, size: number, all: boolean): void {
+    if (this.auditing) this.noteInvalidation(hdomId, pasid, base, size, all);
     const tag = pasid === undefined ? ANY_ASID : pasid;
     if (all) {
       if (pasid === undefined) this.iotlb.invalidateVmid(hdomId);
@@ -294,52 +298,152 @@ export class AmdViUnit implements PhysicalIommu, AmdVapicPosting {
     if (domain === undefined) return blocked(out, request.iova);
     if (domain instanceof AmdNestedDomain) return this.translateNested(domain, request, out);
     const vmid = domain.kind === "paging" ? domain.vmid : domain.parent.vmid;
-    if (translateFromIotlb(this.iotlb, vmid, TAG_PAGING, request.iova, request.access, this.hit, out)) return this.rmpCheck(request, out);
+    if (translateFromIotlb(this.iotlb, vmid, TAG_PAGING, request.iova, request.access, this.hit, out)) {
+      if (this.auditing) this.auditStage2(domain, request, out);
+      return this.rmpCheck(request, out);
+    }
     if (domain.kind !== "paging") return blocked(out, request.iova);
     domain.table.walk(request.iova, request.access, out);
     if (!out.ok) out.stage = 2;
+    if (this.auditing) this.auditStage2(domain, request, out);
     this.rmpCheck(request, out);
     this.dirty.written(domain, request.access, out);
     cacheTranslation(this.iotlb, vmid, TAG_PAGING, request.iova, out, 0, this.dirty.cleanOnRead(domain, request.access));
   }
 
+  /** The IOTLB tag of a request through a DTE (its PASID, 0 for GIoV, TAG_NO_PASID for stage 2 alone), or -1: blocked. */
+  private static tagOf(v: NestedDteView, pasid: number): number {
+    if (pasid !== NO_PASID) return v.gv && pasid < v.pasidLimit ? pasid : -1;
+    return v.gv && v.giov ? 0 : TAG_NO_PASID;
+  }
+
   private translateNested(d: AmdNestedDomain, request: DmaRequest, out: WalkResult): void {
-    let pasid: number;
-    if (request.pasid !== NO_PASID) {
-      if (!d.gv || request.pasid >= d.pasidLimit) return blocked(out, request.iova);
-      pasid = request.pasid;
-    } else pasid = d.gv && d.giov ? 0 : TAG_NO_PASID;
-    if (translateFromIotlb(this.iotlb, d.hdomId, pasid, request.iova, request.access, this.hit, out)) return this.rmpCheck(request, out);
-    const s2 = this.s2Stage;
-    s2.root = d.parent.table.root;
-    if (pasid === TAG_NO_PASID) {
-      // Guest translation off for this request: the IOVA is a GPA, checked against the DTE's IR/IW.
-      this.nested.translateStage2(s2, request.iova, request.access, out);
-      if (out.ok && (request.access & d.dtePerms) !== request.access) {
-        out.ok = false;
-        out.fault = WalkFault.Permission;
-        out.stage = 1;
-      }
-      if (out.ok) out.perms &= d.dtePerms;
-    } else {
-      const root = this.guestCr3(d, pasid, request, out);
-      if (root === undefined) return;
-      const geometry = d.guestLevels === 5 ? guestGeometry5 : guestGeometry4;
-      this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
+    const tag = AmdViUnit.tagOf(d, request.pasid);
+    if (tag < 0) {
+      blocked(out, request.iova);
+      if (this.auditing) this.auditNested(d, request, out, false);
+      return;
     }
+    if (translateFromIotlb(this.iotlb, d.hdomId, tag, request.iova, request.access, this.hit, out)) {
+      if (this.auditing) this.auditNested(d, request, out, true);
+      return this.rmpCheck(request, out);
+    }
+    this.walkNested(d, d.stage2, d.parent.table.root, tag, request, out);
+    if (this.auditing) this.auditNested(d, request, out, false);
     if (!out.ok) this.pageRequest(d, request, out);
     this.rmpCheck(request, out);
     this.dirty.written(d.parent, request.access, out);
     // Only complete translations are cached: a permission fault may be lifted by a later, looser mapping.
-    cacheTranslation(this.iotlb, d.hdomId, pasid, request.iova, out, 0, this.dirty.cleanOnRead(d.parent, request.access));
+    cacheTranslation(this.iotlb, d.hdomId, tag, request.iova, out, 0, this.dirty.cleanOnRead(d.parent, request.access));
+  }
+
+  /** The walk of a nested request through `v` (tag from tagOf, not -1): the guest's tables over stage 2, or stage 2 alone. */
+  private walkNested(v: NestedDteView, stage2: Stage2Access, parentRoot: number, tag: number, request: DmaRequest, out: WalkResult): void {
+    const s2 = this.s2Stage;
+    s2.root = parentRoot;
+    if (tag === TAG_NO_PASID) {
+      // Guest translation off for this request: the IOVA is a GPA, checked against the DTE's IR/IW.
+      this.nested.translateStage2(s2, request.iova, request.access, out);
+      if (out.ok && (request.access & v.dtePerms) !== request.access) {
+        out.ok = false;
+        out.fault = WalkFault.Permission;
+        out.stage = 1;
+      }
+      if (out.ok) out.perms &= v.dtePerms;
+      return;
+    }
+    const root = this.guestCr3(v, stage2, tag, request, out);
+    if (root === undefined) return;
+    const geometry = v.guestLevels === 5 ? guestGeometry5 : guestGeometry4;
+    this.nested.translate({ format: amdV2PageTableFormat, geometry, root }, s2, this.ownerOf(request.requesterId), request.iova, request.access, out);
+  }
+
+  // ---- stale-translation audit ----
+
+  /** Audited devices by physical requester id. */
+  private readonly audited = new Map<number, AmdAuditedDevice>();
+  /** Whether any device is audited: the one check a translation pays while nobody audits. */
+  private auditing = false;
+  private readonly fresh = newWalkResult();
+  private readonly auditDte = new Uint32Array(8);
+  private readonly auditView = new GuestDteView();
+
+  /** The VMM of `requesterId` audits its translations against the guest's DTE (undefined: stops). */
+  auditDevice(requesterId: number, device: AmdAuditedDevice | undefined): void {
+    if (device === undefined) this.audited.delete(requesterId);
+    else this.audited.set(requesterId, device);
+    this.auditing = this.audited.size > 0;
+  }
+
+  /** An IOTLB invalidation of a host DomainID, noted for the audited devices whose nested domain carries it. */
+  private noteInvalidation(hdomId: number, pasid: number | undefined, base: number, size: number, all: boolean): void {
+    for (const [rid, device] of this.audited) {
+      const d = this.domainOf(rid, NO_PASID);
+      if (!(d instanceof AmdNestedDomain) || d.hdomId !== hdomId) continue;
+      const what = `INVALIDATE_IOMMU_PAGES DomainID ${d.gdomId}${pasid === undefined ? "" : ` PASID ${pasid}`}`;
+      device.audit.noteInvalidation(what, all ? { rid: device.guestRid } : { rid: device.guestRid, start: base, end: base + size - 1 });
+    }
+  }
+
+  /**
+   * The audit of one translation through a nested domain: the result used (an IOTLB hit, or a walk from the DTE
+   * the host still holds) against a walk from the guest's DTE as it is now. A DTE the guest changed without
+   * INVALIDATE_DEVTAB_ENTRY is a stale device table entry (the context cache), found at every use; otherwise a
+   * difference on a hit is an IOTLB entry the guest did not invalidate (INVALIDATE_IOMMU_PAGES after an unmap or a
+   * GCR3 change). A walk from an unchanged DTE reads the same tables and agrees.
+   */
+  private auditNested(d: AmdNestedDomain, request: DmaRequest, used: WalkResult, hit: boolean): void {
+    const device = this.audited.get(request.requesterId);
+    if (device === undefined) return;
+    const state = device.guestDte(this.auditDte);
+    const staleContext = state !== GuestDteState.Entry || !sameTranslationDte(this.auditDte, d.guestDte);
+    if (!hit && !staleContext) return;
+    this.freshWalk(state, d.stage2, d.parent.table.root, request);
+    this.report(device, request, used, staleContext ? "context cache" : "IOTLB");
+  }
+
+  /**
+   * The audit of a device the host translates through stage 2 alone (its guest DTE passed DMA untranslated, or
+   * identity with IR and IW): what the guest's DTE says now, at every use.
+   */
+  private auditStage2(domain: IommuDomain, request: DmaRequest, used: WalkResult): void {
+    const device = this.audited.get(request.requesterId);
+    if (device === undefined || domain.kind !== "paging" || !(domain instanceof TablePagingDomain)) return;
+    const state = device.guestDte(this.auditDte);
+    let access = this.stage2Readers.get(domain);
+    if (access === undefined) {
+      access = new Stage2Access(this.host.memory, domain, this.ownerOf(request.requesterId));
+      this.stage2Readers.set(domain, access);
+    }
+    this.freshWalk(state, access, domain.table.root, request);
+    this.report(device, request, used, "context cache");
+  }
+
+  /** Stage-2 readers of GCR3 tables for the audit of devices on a plain parent (built once per parent). */
+  private readonly stage2Readers = new WeakMap<PagingDomain, Stage2Access>();
+
+  private freshWalk(state: GuestDteState, stage2: Stage2Access, parentRoot: number, request: DmaRequest): void {
+    const fresh = this.fresh;
+    const view = this.auditView;
+    if (view.load(state, this.auditDte) === FreshDte.Blocked) return blocked(fresh, request.iova);
+    const tag = AmdViUnit.tagOf(view, request.pasid);
+    if (tag < 0) return blocked(fresh, request.iova);
+    this.walkNested(view, stage2, parentRoot, tag, request, fresh);
+  }
+
+  private report(device: AmdAuditedDevice, request: DmaRequest, used: WalkResult, cache: string): void {
+    const site =
+      request.pasid === NO_PASID
+        ? { vm: device.vm, unit: this.name, cache, rid: device.guestRid, iova: request.iova }
+        : { vm: device.vm, unit: this.name, cache, rid: device.guestRid, pasid: request.pasid, iova: request.iova };
+    device.audit.check(site, used, this.fresh);
   }
 
   /**
    * The guest CR3 for `pasid` from the GCR3 table (GLX + 1 levels of 512 entries), every entry fetched by
    * GPA through stage 2. Undefined (with `out` describing the fault) when an entry is missing or unreachable.
    */
-  private guestCr3(d: AmdNestedDomain, pasid: number, request: DmaRequest, out: WalkResult): number | undefined {
-    const access = d.stage2;
+  private guestCr3(d: NestedDteView, access: Stage2Access, pasid: number, request: DmaRequest, out: WalkResult): number | undefined {
     let table = d.gcr3Root;
     for (let level = d.glx; level >= 0; level--) {
       const at = table + gcr3Index(pasid, level) * 8;

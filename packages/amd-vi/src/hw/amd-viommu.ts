@@ -111,6 +111,7 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
       invalidateGuestDomain: (gdomId, pasid, base, size, all) => self!.invalidateGuestDomain(gdomId, pasid, base, size, all),
       invalidateAllGuestDomains: () => self!.invalidateAll(),
       isMappedDevice: (gDevId) => self!.deviceMap.has(gDevId),
+      hasMappedDevices: () => self!.deviceMap.size > 0,
       intercept: (command) => core.reportEvent(IOMMU_VEVENTQ_TYPE_AMD_CMD_INTERCEPT, new Uint8Array(command.buffer, command.byteOffset, 16)).ok,
     });
     const offset = core.allocMmap(ports.vfMmioAddress(gid.value), VF_MMIO_BYTES, rings);

@@ -16,6 +16,8 @@ export interface HwViommuPorts {
   invalidateAllGuestDomains(): void;
   /** Whether a guest DeviceID is a passthrough device the hypervisor manages (the device-ID map). */
   isMappedDevice(gDevId: number): boolean;
+  /** Whether the hypervisor manages any passthrough device. */
+  hasMappedDevices(): boolean;
   /** Hands a command to the hypervisor (a vEVENT); false when no one listens (the command then completes). */
   intercept(command: Uint32Array): boolean;
 }
@@ -49,8 +51,9 @@ function ringBytesFor(lengthCode: number): number {
  * are translated through the guest-DomainID map and applied to the IOTLB; COMPLETION_WAIT stores into guest
  * memory and posts the guest's interrupt. A device table change, a passthrough device's interrupt table and a
  * page request's response are the hypervisor's business: the IOMMU stops at INVALIDATE_DEVTAB_ENTRY,
- * INVALIDATE_INTERRUPT_TABLE or COMPLETE_PPR_REQUEST for a mapped device and hands it over until the
- * hypervisor resumes the buffer.
+ * INVALIDATE_INTERRUPT_TABLE or COMPLETE_PPR_REQUEST for a mapped device (and after INVALIDATE_IOMMU_ALL while
+ * any device is mapped, for the interrupt tables it covers) and hands it over until the hypervisor resumes the
+ * buffer.
  *
  * Ring lengths follow QEMU in accepting codes below 8 (reserved in the spec) as 2^len entries.
  */
@@ -343,9 +346,10 @@ export class AmdHwViommuRings implements MmioRegion {
         this.ports.invalidateGuestDomain(c[1]! & 0xffff, gn ? c[0]! & 0xfffff : undefined, r.base, r.size, r.all);
         return "done";
       }
+      // The IOTLB half is the IOMMU's; the interrupt tables it also covers are the hypervisor's (as above).
       case CommandOpcode.INVALIDATE_IOMMU_ALL:
         this.ports.invalidateAllGuestDomains();
-        return "done";
+        return this.ports.hasMappedDevices() ? "intercepted" : "done";
       default:
         // INVALIDATE_IOTLB_PAGES (no ATS modelled) and PREFETCH_IOMMU_PAGES need nothing here.
         return "done";

@@ -10,6 +10,7 @@ import {
   PrivatePageMap,
   resolveToken,
   saveFrozen,
+  StaleTranslationAudit,
   veventsLost,
   WalkFault,
   type AcpiTableBlob,
@@ -60,6 +61,9 @@ import { PageRequestRelay, samePasid } from "./page-request-relay.js";
 import { PostedInterrupts } from "./posted-interrupts.js";
 import { isAmdVapicPosting } from "../format/vapic-posting.js";
 import { buildIvrs } from "./ivrs-builder.js";
+import { AmdViUnit } from "../hw/amd-vi-unit.js";
+import { GuestDteState } from "../hw/guest-dte-view.js";
+import { auditInterruptHit } from "./interrupt-audit.js";
 import { decodeDeviceState, encodeDeviceState, type DeviceRegisters, type DeviceState } from "./device-state.js";
 
 /** Where the VMM puts the register block: QEMU's AMDVI_BASE_ADDR, 64 KiB apart per instance. */
@@ -182,6 +186,12 @@ export class AmdViDevice implements EmulatedIommu {
   readonly pci: AmdViPciFunction;
   /** The host log, as this device signs its entries. */
   private readonly reporter: ShadowReporter;
+  /**
+   * The stale-translation audit (VmmDeviceOptions.audit), nested mode: the host unit checks every IOTLB hit of a
+   * passthrough device, and every use of a nested domain whose guest DTE has since changed, against a walk from
+   * the guest's DTE as it is now; the VMM's own IRTE cache checks each hit against the guest's IRT.
+   */
+  readonly audit: StaleTranslationAudit | undefined;
 
   private constructor(readonly options: AmdViDeviceOptions) {
     this.mode = options.mode;
@@ -189,7 +199,14 @@ export class AmdViDevice implements EmulatedIommu {
     this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false, options.pasidBits);
     this.remapper = new InterruptRemapper(options.vm.memory);
     this.walker = new GuestDteWalker(options.vm.memory);
-    this.reporter = { log: resolveToken(options.vm.container, HostServices).log, vm: options.vm.id, source: `amd-vi@0x${this.mmioBase.toString(16)}` };
+    const host = resolveToken(options.vm.container, HostServices);
+    this.reporter = { log: host.log, vm: options.vm.id, source: `amd-vi@0x${this.mmioBase.toString(16)}` };
+    const audit = options.audit === true ? new StaleTranslationAudit(host.events, host.clock) : undefined;
+    this.audit = audit;
+    if (audit !== undefined) {
+      const site = { vm: options.vm.id, unit: this.reporter.source };
+      this.remapper.auditHit = (deviceId, index, cached, now) => void auditInterruptHit(audit, { ...site, rid: deviceId, index }, cached, now);
+    }
     this.entries = new DeviceEntryHandler(options, {
       viommuId: () => this.viommuId,
       faultId: () => this.pageRequests?.faultId,
@@ -384,6 +401,8 @@ export class AmdViDevice implements EmulatedIommu {
     this.assigned.set(guestRid, a);
     const posted = this.posted;
     device.msiTarget = posted === undefined ? (msi) => void this.deliverMsi(guestRid, msi) : (msi) => void (posted.deliver(device, guestRid, msi) || this.deliverMsi(guestRid, msi));
+    this.remapper.invalidateDevice(guestRid);
+    this.startAudit(device, guestRid);
     const r = this.entries.refresh(a, this.translationOn(), this.devtab);
     this.stats.shadowMappings = this.entries.shadowMappings;
     this.posted?.refresh(device, guestRid);
@@ -395,6 +414,8 @@ export class AmdViDevice implements EmulatedIommu {
     const a = this.assigned.get(guestRid);
     if (a === undefined) return undefined;
     this.entries.release(a);
+    this.stopAudit(a.device);
+    this.remapper.invalidateDevice(guestRid);
     a.device.msiTarget = undefined;
     this.posted?.drop(guestRid);
     this.assigned.delete(guestRid);
@@ -433,6 +454,30 @@ export class AmdViDevice implements EmulatedIommu {
     return this.place(a.device, a.devId, toRid);
   }
 
+  /** Has the host unit audit the device's translations against the guest's DTE at `guestRid` (nested mode). */
+  private startAudit(device: DmaDevice, guestRid: number): void {
+    const audit = this.audit;
+    const unit = this.options.unit;
+    if (audit === undefined || this.mode !== "nested" || !(unit instanceof AmdViUnit)) return;
+    unit.auditDevice(device.requesterId, {
+      audit,
+      vm: this.options.vm.id,
+      guestRid,
+      guestDte: (out) => {
+        if (!this.translationOn()) return GuestDteState.Untranslated;
+        const at = this.devtab.base + guestRid * DTE_BYTES;
+        if (!(guestRid < this.devtab.entries) || !this.memory.hostReadable(at, DTE_BYTES)) return GuestDteState.Blocked;
+        this.memory.readWords(at, out);
+        return GuestDteState.Entry;
+      },
+    });
+  }
+
+  private stopAudit(device: DmaDevice): void {
+    const unit = this.options.unit;
+    if (this.audit !== undefined && unit instanceof AmdViUnit) unit.auditDevice(device.requesterId, undefined);
+  }
+
   guestQueues(): GuestQueueView[] {
     return [...this.queueViews];
   }
@@ -462,6 +507,8 @@ export class AmdViDevice implements EmulatedIommu {
   }
 
   private setControlValue(value: bigint): void {
+    // GAEn, XTEn and NumIntRemapMode change what an IRTE means: nothing read under the old Control is kept.
+    if (value !== this.regs.control) this.remapper.invalidateAll();
     this.regs.control = value;
     this.controlLo = Number(value & 0xffff_ffffn);
     this.controlHi = Number((value >> 32n) & 0xffff_ffffn);
@@ -569,6 +616,7 @@ export class AmdViDevice implements EmulatedIommu {
     switch (aligned) {
       case MmioOffset.DeviceTableBase:
         r.devTabBase = value & DEVTAB_BASE_MASK;
+        this.remapper.invalidateAll();
         this.devtab.base = Number(r.devTabBase & 0x000f_ffff_ffff_f000n);
         this.devtab.entries = (Number(r.devTabBase & 0x1ffn) + 1) * 128;
         return;
@@ -747,6 +795,7 @@ export class AmdViDevice implements EmulatedIommu {
         if (opcode === CommandOpcode.INVALIDATE_DEVTAB_ENTRY) this.deviceEntryChanged(v.getUint32(0, true) & 0xffff);
         if (opcode === CommandOpcode.COMPLETE_PPR_REQUEST) this.completePageRequest([0, 1, 2, 3].map((i) => v.getUint32(i * 4, true)), undefined);
         if (opcode === CommandOpcode.INVALIDATE_INTERRUPT_TABLE) this.interruptTableChanged(v.getUint32(0, true) & 0xffff);
+        if (opcode === CommandOpcode.INVALIDATE_IOMMU_ALL) this.iommuAllInvalidated();
         this.hw?.resumeCommands();
       }
     }
@@ -802,7 +851,9 @@ export class AmdViDevice implements EmulatedIommu {
       case CommandOpcode.INVALIDATE_DEVTAB_ENTRY:
         return this.carriedOut(this.deviceEntryChanged(cmd[0]! & 0xffff), at);
       case CommandOpcode.INVALIDATE_IOMMU_PAGES:
+        return this.carriedOut(this.invalidate(cmd, at), at);
       case CommandOpcode.INVALIDATE_IOMMU_ALL:
+        this.iommuAllInvalidated();
         return this.carriedOut(this.invalidate(cmd, at), at);
       case CommandOpcode.COMPLETE_PPR_REQUEST:
         this.completePageRequest(cmd, at);
@@ -811,8 +862,7 @@ export class AmdViDevice implements EmulatedIommu {
         this.interruptTableChanged(cmd[0]! & 0xffff);
         return true;
       default:
-        // INVALIDATE_IOTLB_PAGES (no device TLBs), PREFETCH_IOMMU_PAGES (a hint). Remapping itself caches
-        // nothing (IRTs are read on every interrupt); only posted routes follow INVALIDATE_INTERRUPT_TABLE.
+        // INVALIDATE_IOTLB_PAGES (no device TLBs), PREFETCH_IOMMU_PAGES (a hint).
         return true;
     }
   }
@@ -834,6 +884,9 @@ export class AmdViDevice implements EmulatedIommu {
   }
 
   private deviceEntryChanged(deviceId: number): Result<void> {
+    // The DTE holds the interrupt table's root and length: what was cached through the old one goes with it.
+    this.remapper.invalidateDevice(deviceId);
+    this.audit?.noteInvalidation(`INVALIDATE_DEVTAB_ENTRY 0x${deviceId.toString(16)}`, { rid: deviceId });
     const a = this.assigned.get(deviceId);
     if (a === undefined) return ok();
     const r = this.entries.refresh(a, this.translationOn(), this.devtab);
@@ -855,8 +908,17 @@ export class AmdViDevice implements EmulatedIommu {
     return { posted: this.posted?.posted ?? 0, wakeups: this.posted?.wakeups ?? 0 };
   }
 
+  /** INVALIDATE_IOMMU_ALL covers the interrupt tables too (its IOTLB half is the host's, done by the caller). */
+  private iommuAllInvalidated(): void {
+    this.remapper.invalidateAll();
+    this.audit?.noteInvalidation("INVALIDATE_IOMMU_ALL");
+    this.posted?.refreshAll();
+  }
+
   /** INVALIDATE_INTERRUPT_TABLE: a passthrough device's posted routes follow its guest IRT. */
   private interruptTableChanged(deviceId: number): void {
+    this.remapper.invalidateDevice(deviceId);
+    this.audit?.noteInvalidation(`INVALIDATE_INTERRUPT_TABLE 0x${deviceId.toString(16)}`, { rid: deviceId });
     const a = this.assigned.get(deviceId);
     if (a !== undefined) this.posted?.refresh(a.device, deviceId);
   }

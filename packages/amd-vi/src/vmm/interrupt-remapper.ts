@@ -53,8 +53,37 @@ function refused(code: number, event: Uint32Array | undefined, index?: number): 
 export class InterruptRemapper {
   private readonly dte = new Uint32Array(8);
   private readonly irte = new Uint32Array(4);
+  private readonly freshIrte = new Uint32Array(4);
+  /**
+   * The interrupt remapping table entries the IOMMU has read, by DeviceID × 2048 + index (the spec lets the
+   * IOMMU cache IRTEs; software changing one issues INVALIDATE_INTERRUPT_TABLE for the DeviceID, as Linux's
+   * iommu_flush_irt_and_complete does after every IRTE update). Only entries with RemapEn set are kept.
+   */
+  private readonly cache = new Map<number, Uint32Array>();
+  /**
+   * The stale-translation audit (VmmDeviceOptions.audit): called on each cache hit with what the cached IRTE gave
+   * and what the IRTE in guest memory gives now.
+   */
+  auditHit: ((deviceId: number, index: number, cached: RemapOutcome, now: RemapOutcome) => void) | undefined;
 
   constructor(private readonly memory: GuestMemory) {}
+
+  /** INVALIDATE_INTERRUPT_TABLE (and a DTE change, which may move the table): the device's cached IRTEs go. */
+  invalidateDevice(deviceId: number): void {
+    if (this.cache.size === 0) return;
+    const first = deviceId * 2048;
+    for (const key of this.cache.keys()) if (key >= first && key < first + 2048) this.cache.delete(key);
+  }
+
+  /** INVALIDATE_IOMMU_ALL, a new device table or a Control change (GAEn, XTEn, NumIntRemapMode): nothing cached stays. */
+  invalidateAll(): void {
+    this.cache.clear();
+  }
+
+  /** IRTEs cached now (tests and the audit). */
+  get cachedEntries(): number {
+    return this.cache.size;
+  }
 
   /**
    * How many IRTEs the device's DTE gives it (2^IntTabLen with IV and IntCtl = remap), 0 when remapping is off or
@@ -100,25 +129,44 @@ export class InterruptRemapper {
     const intTabLen = (w[4]! >>> 1) & 0xf;
     if (index >= 2 ** intTabLen) return refused(EventCode.IO_PAGE_FAULT, interruptFaultEvent(deviceId, msi.address, false, false), index);
     const root = ((w[4]! & 0xffffffc0) >>> 0) + (hi & 0xfffff) * 0x1_0000_0000;
+    const key = deviceId * 2048 + index;
+    const cached = this.cache.get(key);
+    if (cached !== undefined) {
+      const outcome = evaluateIrte(cached, deviceId, msi, index, settings);
+      if (this.auditHit !== undefined) this.auditHit(deviceId, index, outcome, this.readIrte(root, index, deviceId, msi, settings, this.freshIrte, false));
+      return outcome;
+    }
+    return this.readIrte(root, index, deviceId, msi, settings, this.irte, true);
+  }
+
+  /** Reads the IRTE from the guest's table and evaluates it; `keep`: a valid entry goes into the cache. */
+  private readIrte(root: number, index: number, deviceId: number, msi: MsiMessage, settings: RemapSettings, into: Uint32Array, keep: boolean): RemapOutcome {
     const entry = irteAddress(root, index, settings.ga);
     const bytes = settings.ga ? IRTE128_BYTES : IRTE32_BYTES;
     if (!this.memory.hostReadable(entry, bytes)) return refused(EventCode.PAGE_TAB_HARDWARE_ERROR, irtHardwareErrorEvent(deviceId, entry), index);
-    const e = this.memory.readWords(entry, settings.ga ? this.irte : this.irte.subarray(0, 1));
-    const lo = e[0]!;
-    if ((lo & 1) === 0) return refused(EventCode.IO_PAGE_FAULT, lo & 2 ? undefined : interruptFaultEvent(deviceId, msi.address, false, false), index);
-    const intType = (lo >>> 2) & 7;
-    // GuestMode (vAPIC posting, GAMSup) is not offered, and only fixed/arbitrated delivery is remapped.
-    if ((lo & 0x80) !== 0 || intType > 1) return refused(EventCode.IO_PAGE_FAULT, interruptFaultEvent(deviceId, msi.address, true, true), index);
-    const logical = (lo & 0x40) !== 0;
-    let vector: number;
-    let destination: number;
-    if (settings.ga) {
-      vector = e[2]! & 0xff;
-      destination = settings.xt ? (e[3]! >>> 24) * 2 ** 24 + (lo >>> 8) : (lo >>> 8) & 0xff;
-    } else {
-      vector = (lo >>> 16) & 0xff;
-      destination = (lo >>> 8) & 0xff;
-    }
-    return { ok: true, irq: { vector, destination, destinationMode: logical ? "logical" : "physical", deliveryMode: intType, trigger: "edge" } };
+    into.fill(0);
+    const e = this.memory.readWords(entry, settings.ga ? into : into.subarray(0, 1));
+    if (keep && (e[0]! & 1) === 1) this.cache.set(deviceId * 2048 + index, into.slice());
+    return evaluateIrte(into, deviceId, msi, index, settings);
   }
+}
+
+/** What one IRTE (32-bit, or 128-bit under GAEn) makes of an MSI: the interrupt, or IO_PAGE_FAULT (I set). */
+function evaluateIrte(e: Uint32Array, deviceId: number, msi: MsiMessage, index: number, settings: RemapSettings): RemapOutcome {
+  const lo = e[0]!;
+  if ((lo & 1) === 0) return refused(EventCode.IO_PAGE_FAULT, lo & 2 ? undefined : interruptFaultEvent(deviceId, msi.address, false, false), index);
+  const intType = (lo >>> 2) & 7;
+  // GuestMode (vAPIC posting, GAMSup) is not offered, and only fixed/arbitrated delivery is remapped.
+  if ((lo & 0x80) !== 0 || intType > 1) return refused(EventCode.IO_PAGE_FAULT, interruptFaultEvent(deviceId, msi.address, true, true), index);
+  const logical = (lo & 0x40) !== 0;
+  let vector: number;
+  let destination: number;
+  if (settings.ga) {
+    vector = e[2]! & 0xff;
+    destination = settings.xt ? (e[3]! >>> 24) * 2 ** 24 + (lo >>> 8) : (lo >>> 8) & 0xff;
+  } else {
+    vector = (lo >>> 16) & 0xff;
+    destination = (lo >>> 8) & 0xff;
+  }
+  return { ok: true, irq: { vector, destination, destinationMode: logical ? "logical" : "physical", deliveryMode: intType, trigger: "edge" } };
 }
