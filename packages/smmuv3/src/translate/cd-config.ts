@@ -76,6 +76,17 @@ export interface CdSettings {
   readonly format: PageTableFormat;
   readonly ttb0: number;
   readonly outputBits: number;
+  /** CD.TBI: bit 0 for TTB0's half, bit 1 for TTB1's; a set bit makes the SMMU ignore address bits [63:56]. */
+  readonly tbi: number;
+  /** TTB1's half (addresses with bit 55 set), absent when EPD1 disables it. */
+  readonly ttb1: Ttb1Settings | undefined;
+}
+
+/** The upper half of the stage-1 address space (IHI0070 §5.4 TTB1/T1SZ/TG1): addresses 2^64 − 2^inputBits up. */
+export interface Ttb1Settings {
+  readonly geometry: TableGeometry;
+  readonly format: PageTableFormat;
+  readonly ttb1: number;
 }
 
 interface TtbCheck {
@@ -130,5 +141,21 @@ export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures, stallDisab
     hierarchicalAttributesDisabled: cd.HAD0 === 1 && f.hierarchicalAttributesDisable,
     hardwareDirty: cd.HD === 1,
   });
-  return { asid: cd.ASID, stall: cd.S === 1, hardwareAccess: cd.HA === 1, hardwareDirty: cd.HD === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits };
+  const t1 = cd.EPD1 === 0 ? checkTtb(granuleFromTg1(cd.TG1), cd.T1SZ, cd.TTB1, cd.IPS, f) : undefined;
+  const ttb1: Ttb1Settings | undefined =
+    t1 === undefined
+      ? undefined
+      : {
+          geometry: t1.geometry,
+          ttb1: t1.ttb,
+          format: vmsaStage1Format({
+            granuleShift: t1.granuleShift,
+            outputBits: effectiveOutputBits(cd.IPS, f.oasCode, t1.granuleShift),
+            oa52: f.oasBits === 52,
+            accessFlagFaultDisabled: cd.AFFD === 1 || cd.HA === 1,
+            hierarchicalAttributesDisabled: cd.HAD1 === 1 && f.hierarchicalAttributesDisable,
+            hardwareDirty: cd.HD === 1,
+          }),
+        };
+  return { asid: cd.ASID, stall: cd.S === 1, hardwareAccess: cd.HA === 1, hardwareDirty: cd.HD === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits, tbi: cd.TBI, ttb1 };
 }
