@@ -31,7 +31,10 @@ export const hypervPlugin: VendorPlugin = {
     eventLogRebase: false,
     directEventInterrupts: false,
     acpi: false,
-    audit: false,
+    audit: true,
+    // The guest invalidates only the IOTLB of a stage-1 domain (HVCALL_FLUSH_DEVICE_DOMAIN / _LIST); domain roots,
+    // attachments and interrupt entries are hypercall arguments applied at once, never re-read from guest memory.
+    auditClasses: ["iotlb"],
     dirtyTracking: false,
     sva: false,
     pageRequests: false,
@@ -41,7 +44,6 @@ export const hypervPlugin: VendorPlugin = {
     inputBits: 48,
     outputBits: 52,
     reasons: {
-      audit: "not modelled yet: the emulated unit has no stale-translation audit (issue 12 is adding it)",
       shadow:
         "the pvIOMMU always nests: the guest maps by writing its stage-1 table without a hypercall (no caching mode), so a VMM never sees new mappings to shadow",
       pasid: "the pvIOMMU series attaches whole devices (no PASID-granular domains); HV_IOMMU_CAP_PASID is not offered",
@@ -55,7 +57,8 @@ export const hypervPlugin: VendorPlugin = {
       dirtyTracking: "Hyper-V does not live-migrate a partition with an assigned (DDA) device, and the pvIOMMU interface has no dirty-log hypercall",
       sva: "the pvIOMMU series attaches whole devices: no PASID to bind a process to (HV_IOMMU_CAP_PASID is not offered)",
       pageRequests: "the pvIOMMU offers the guest no page-request or fault interface: faults are the hypervisor's",
-      postedInterrupts: "not modelled yet: the host unit, emulated device and reference driver do not implement it (issue 11 is adding it)",
+      postedInterrupts:
+        "Hyper-V keeps device-interrupt delivery to itself: HVCALL_MAP_DEVICE_INTERRUPT and HVCALL_RETARGET_INTERRUPT give the hypervisor only a vector and a processor set (TLFS HV_DEVICE_INTERRUPT_TARGET) and it programs the physical remapping entry; the interface has no posted-interrupt descriptor and HVCALL_GET_IOMMU_CAPABILITIES no posting bit, so there is no remapped-or-posted choice for a VMM to make",
       privateMemoryProtection: "the model has no isolated (SNP/TDX) Hyper-V partitions",
     },
   },

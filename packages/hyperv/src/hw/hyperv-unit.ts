@@ -7,6 +7,7 @@ import {
   Iotlb,
   NestedWalker,
   newIotlbHit,
+  newWalkResult,
   NO_PASID,
   ok,
   Perm,
@@ -23,6 +24,7 @@ import {
   type PhysicalDevice,
   type PhysicalIommu,
   type Result,
+  type StaleTranslationAudit,
   type UserData,
   type ViommuCore,
   type ViommuOps,
@@ -38,6 +40,13 @@ import { HYPERV_VIOMMU_SIZE, HypervViommu } from "./hyperv-viommu.js";
 
 /** IOTLB tag of a stage-2-only attachment: device-domain ids are 32-bit, so this never collides. */
 export const TAG_STAGE2_ONLY = 2 ** 32;
+
+/** A device whose IOTLB hits are audited, as its VMM names it: where findings go and the id the guest knows. */
+export interface HypervAuditedDevice {
+  readonly audit: StaleTranslationAudit;
+  readonly vm: number;
+  readonly guestRid: number;
+}
 
 export interface HypervUnitOptions {
   /** Supports 5-level guest stage 1 (HV_IOMMU_CAP_S1_5LVL, 57-bit IOVAs); default false (48-bit, 4 levels). */
@@ -71,9 +80,43 @@ export class HypervUnit implements PhysicalIommu {
 
   /** The IOTLB as device-domain flushes reach it; every flush is reported on the event bus. */
   readonly tlb: DomainTlb = {
-    flushDomain: (vmid, domainId) => this.reported("asid", this.iotlb.invalidateAsid(vmid, domainId)),
-    flushRange: (vmid, domainId, address, length) => this.reported("range", this.iotlb.invalidateRange(vmid, domainId, address, length)),
+    flushDomain: (vmid, domainId) => this.reported("asid", this.iotlb.invalidateAsid(vmid, domainId), vmid, domainId, 0, Number.MAX_SAFE_INTEGER),
+    flushRange: (vmid, domainId, address, length) =>
+      this.reported("range", this.iotlb.invalidateRange(vmid, domainId, address, length), vmid, domainId, address, address + length - 1),
   };
+
+  // ---- stale-translation audit ----
+
+  /**
+   * Audited devices by physical requester id. The pvIOMMU's only cache the guest must invalidate is the IOTLB of
+   * a stage-1 domain (HVCALL_FLUSH_DEVICE_DOMAIN / _LIST): a domain's root, an attachment and an interrupt entry
+   * are hypercall arguments the hypervisor applies at once, read from no guest table it could hold stale.
+   */
+  private readonly audited = new Map<number, HypervAuditedDevice>();
+  private auditing = false;
+  private readonly fresh = newWalkResult();
+
+  /** The VMM of `requesterId` audits its IOTLB hits (undefined: stops). */
+  auditDevice(requesterId: number, device: HypervAuditedDevice | undefined): void {
+    if (device === undefined) this.audited.delete(requesterId);
+    else this.audited.set(requesterId, device);
+    this.auditing = this.audited.size > 0;
+  }
+
+  private noteFlush(what: string, vmid: number, domainId: number, start: number, end: number): void {
+    for (const [rid, device] of this.audited) {
+      const d = this.attachments.get(rid);
+      if (d instanceof HypervNestedDomain && d.parent.vmid === vmid && d.domainId === domainId) device.audit.noteInvalidation(what, { rid: device.guestRid, start, end });
+    }
+  }
+
+  /** An IOTLB hit of an audited device against a walk of the guest's stage 1 (and stage 2) as they are now. */
+  private audit(nested: HypervNestedDomain, request: DmaRequest, used: WalkResult): void {
+    const device = this.audited.get(request.requesterId);
+    if (device === undefined) return;
+    this.nested.translate(nested.stage1, nested.stage2, this.devices.get(request.requesterId)?.owner ?? HOST_OWNER, request.iova, request.access, this.fresh);
+    device.audit.check({ vm: device.vm, unit: this.name, cache: "IOTLB", rid: device.guestRid, iova: request.iova }, used, this.fresh);
+  }
 
   constructor(
     private readonly host: HostServices,
@@ -87,8 +130,9 @@ export class HypervUnit implements PhysicalIommu {
     this.nested = new NestedWalker(host.memory, HOST_OWNER);
   }
 
-  private reported(scope: "asid" | "range", entriesRemoved: number): number {
+  private reported(scope: "asid" | "range", entriesRemoved: number, vmid: number, domainId: number, start: number, end: number): number {
     this.host.events.emit("invalidation", { unit: this.name, scope, entriesRemoved });
+    if (this.auditing) this.noteFlush(scope === "asid" ? `HVCALL_FLUSH_DEVICE_DOMAIN ${domainId}` : `HVCALL_FLUSH_DEVICE_DOMAIN_LIST ${domainId}`, vmid, domainId, start, end);
     return entriesRemoved;
   }
 
@@ -153,7 +197,10 @@ export class HypervUnit implements PhysicalIommu {
     const nested = domain.kind === "nested" ? (domain as HypervNestedDomain) : undefined;
     const vmid = nested === undefined ? (domain as PagingDomain).vmid : nested.parent.vmid;
     const tag = nested === undefined ? TAG_STAGE2_ONLY : nested.domainId;
-    if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, request.access, this.hit, out)) return;
+    if (translateFromIotlb(this.iotlb, vmid, tag, request.iova, request.access, this.hit, out)) {
+      if (this.auditing && nested !== undefined) this.audit(nested, request, out);
+      return;
+    }
     if (nested === undefined) (domain as PagingDomain).table.walk(request.iova, request.access, out);
     else {
       this.nested.translate(

@@ -6,6 +6,7 @@ import {
   ok,
   resolveToken,
   saveFrozen,
+  StaleTranslationAudit,
   type DmaDevice,
   type EmulatedIommu,
   type GuestQueueView,
@@ -19,6 +20,7 @@ import {
 } from "@viommu/core";
 import type { PartitionInstance } from "./partition-devices.js";
 import { HypervPartition } from "./hyperv-partition.js";
+import { HypervUnit } from "../hw/hyperv-unit.js";
 import { PARTITION_STATE_VERSION, restorePartition, savePartition } from "./partition-state.js";
 
 const STATE_KIND = "hyperv-pviommu";
@@ -37,6 +39,10 @@ export class HypervDevice implements EmulatedIommu {
   readonly mmioBase = 0;
   frozen = false;
   private destroyed = false;
+  /** The stale-translation audit (VmmDeviceOptions.audit): the host unit checks this instance's devices' IOTLB hits. */
+  readonly audit: StaleTranslationAudit | undefined;
+  /** Audited devices by the id the guest knows them by. */
+  private readonly audited = new Map<number, DmaDevice>();
 
   private constructor(
     readonly options: VmmDeviceOptions,
@@ -44,6 +50,21 @@ export class HypervDevice implements EmulatedIommu {
     private readonly instance: PartitionInstance,
   ) {
     this.mode = options.mode;
+    const host = resolveToken(options.vm.container, HostServices);
+    this.audit = options.audit === true ? new StaleTranslationAudit(host.events, host.clock) : undefined;
+  }
+
+  private startAudit(device: DmaDevice, guestRid: number): void {
+    if (this.audit === undefined || !(device.unit instanceof HypervUnit)) return;
+    device.unit.auditDevice(device.requesterId, { audit: this.audit, vm: this.options.vm.id, guestRid });
+    this.audited.set(guestRid, device);
+  }
+
+  private stopAudit(guestRid: number): DmaDevice | undefined {
+    const device = this.audited.get(guestRid);
+    if (device !== undefined && device.unit instanceof HypervUnit) device.unit.auditDevice(device.requesterId, undefined);
+    this.audited.delete(guestRid);
+    return device;
   }
 
   /** Joins (or creates) the VM's partition; EOPNOTSUPP for shadow mode, which a pvIOMMU cannot serve. */
@@ -61,17 +82,26 @@ export class HypervDevice implements EmulatedIommu {
   }
 
   assignDevice(device: DmaDevice, devId: number, guestRid: number): Result<void> {
-    return this.partition.addDevice(this.instance, device, devId, guestRid);
+    const r = this.partition.addDevice(this.instance, device, devId, guestRid);
+    if (r.ok) this.startAudit(device, guestRid);
+    return r;
   }
 
   /** Hot-unplug of a device behind this instance (see HypervPartition.removeDevice). */
   unassignDevice(guestRid: number): Result<void> {
-    return this.partition.removeDevice(this.instance, guestRid);
+    const r = this.partition.removeDevice(this.instance, guestRid);
+    if (r.ok) this.stopAudit(guestRid);
+    return r;
   }
 
   /** The device's logical id changes (see HypervPartition.renumberDevice). */
   renumberDevice(fromRid: number, toRid: number): Result<void> {
-    return this.partition.renumberDevice(this.instance, fromRid, toRid);
+    const r = this.partition.renumberDevice(this.instance, fromRid, toRid);
+    if (r.ok) {
+      const device = this.stopAudit(fromRid);
+      if (device !== undefined) this.startAudit(device, toRid);
+    }
+    return r;
   }
 
   /**
@@ -130,6 +160,7 @@ export class HypervDevice implements EmulatedIommu {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    for (const guestRid of [...this.audited.keys()]) this.stopAudit(guestRid);
     this.thaw();
     this.partition.leave(this.instance);
   }
