@@ -167,13 +167,24 @@ export class GuestTranslation {
   }
 }
 
+/** The structures a translation reads, by the VT-d specification's names. */
+export type VtdStructureName = "root entry" | "context entry" | "PASID directory entry" | "PASID table entry" | "SL-PTE" | "FL-PTE";
+
+/** Sees every entry a translation reads, in order (for `viommu walk`'s steps). */
+export type TranslatorTrace = (what: VtdStructureName, address: number, words: Uint32Array) => void;
+
 /** Reads guest table entries only where the host may read the guest's memory. */
 class HostReadableReader implements EntryReader {
+  trace: TranslatorTrace | undefined;
+  /** What the walk in progress reads (second- or first-level entries), for the trace. */
+  what: VtdStructureName = "SL-PTE";
+
   constructor(private readonly memory: GuestMemory) {}
 
   readEntry(address: number, out: Uint32Array): boolean {
     if (address % 8 !== 0 || !this.memory.hostReadable(address, 8)) return false;
     this.memory.read64Halves(address, out);
+    if (this.trace !== undefined) this.trace(this.what, address, out);
     return true;
   }
 }
@@ -195,6 +206,9 @@ export class GuestTranslator {
   private readonly walker = new PageWalker();
   /** Reads guest table entries where the host may read guest memory (for walks and shadowing). */
   readonly reader: EntryReader;
+  private readonly tracedReader: HostReadableReader;
+  /** With a trace: every entry read is shown to it (`viommu walk`); the emulated unit has none. */
+  private trace: TranslatorTrace | undefined;
   readonly legacySl: SlPteFormat;
   readonly scalableSl: SlPteFormat;
   readonly fl: FlPteFormat;
@@ -205,7 +219,8 @@ export class GuestTranslator {
     readonly memory: GuestMemory,
     readonly config: TranslatorConfig,
   ) {
-    this.reader = new HostReadableReader(memory);
+    this.tracedReader = new HostReadableReader(memory);
+    this.reader = this.tracedReader;
     const sllps = config.sllps & (SLLPS_2M | SLLPS_1G);
     this.legacySl = new SlPteFormat({ haw: config.haw, sllps, snoop: config.sc });
     this.scalableSl = new SlPteFormat({ haw: config.haw, sllps, snoop: true });
@@ -222,9 +237,17 @@ export class GuestTranslator {
     return this.ttm === TranslationTableMode.SCALABLE;
   }
 
-  private read(address: number, count: number): boolean {
+  /** Shows every entry read from now on to `trace` (undefined: none). */
+  setTrace(trace: TranslatorTrace | undefined): void {
+    this.trace = trace;
+    this.tracedReader.trace = trace;
+  }
+
+  private read(address: number, count: number, what: VtdStructureName): boolean {
     if (address % 8 !== 0 || !this.memory.hostReadable(address, count * 4)) return false;
-    this.memory.readWords(address, this.views.get(count)!);
+    const view = this.views.get(count)!;
+    this.memory.readWords(address, view);
+    if (this.trace !== undefined) this.trace(what, address, view);
     return true;
   }
 
@@ -235,7 +258,8 @@ export class GuestTranslator {
     let stage = this.stages.get(key);
     if (stage === undefined) {
       const levels = ctx.levels as 3 | 4 | 5;
-      if (first) stage = { format: this.fl, geometry: vtdTableGeometry(levels, levels === 5 ? 56 : 47) };
+      // First level: the full 48- or 57-bit index space; translateWith folds canonical upper-half addresses into it.
+      if (first) stage = { format: this.fl, geometry: vtdTableGeometry(levels) };
       else stage = { format: ctx.scalable ? this.scalableSl : this.legacySl, geometry: vtdTableGeometry(levels, Math.min(30 + 9 * (levels - 2), this.config.mgawBits)) };
       this.stages.set(key, stage);
     }
@@ -264,11 +288,11 @@ export class GuestTranslator {
   private resolveLegacy(sid: number, pasid: number, out: DeviceContext): DeviceContext {
     if (pasid !== NO_PASID) return out.fault(VtdFaultReason.RTADDR_TTM0_PASID);
     const w = this.words;
-    if (!this.read(this.rootTable + (sid >>> 8) * 16, 4)) return out.fault(VtdFaultReason.ROOT_TABLE_INV);
+    if (!this.read(this.rootTable + (sid >>> 8) * 16, 4, "root entry")) return out.fault(VtdFaultReason.ROOT_TABLE_INV);
     if ((w[0]! & 1) === 0) return out.fault(VtdFaultReason.ROOT_ENTRY_P);
     if (rootEntryHasReservedBits(this.views.get(4)!, this.config.haw)) return out.fault(VtdFaultReason.ROOT_ENTRY_RSVD);
     const ctp = address64(w[0]!, w[1]!, 12, 51);
-    if (!this.read(ctp + (sid & 0xff) * 16, 4)) return out.fault(VtdFaultReason.CONTEXT_TABLE_INV);
+    if (!this.read(ctp + (sid & 0xff) * 16, 4, "context entry")) return out.fault(VtdFaultReason.CONTEXT_TABLE_INV);
     if ((w[0]! & 1) === 0) return out.fault(VtdFaultReason.CONTEXT_ENTRY_P);
     out.fpd = (w[0]! & 2) !== 0;
     if (contextEntryHasReservedBits(this.views.get(4)!, this.config.haw)) return out.fault(VtdFaultReason.CONTEXT_ENTRY_RSVD);
@@ -292,14 +316,14 @@ export class GuestTranslator {
   private resolveScalable(sid: number, pasid: number, out: DeviceContext): DeviceContext {
     const w = this.words;
     const devfn = sid & 0xff;
-    if (!this.read(this.rootTable + (sid >>> 8) * 16, 4)) return out.fault(VtdFaultReason.SM_ROOT_ENTRY_ACCESS);
+    if (!this.read(this.rootTable + (sid >>> 8) * 16, 4, "root entry")) return out.fault(VtdFaultReason.SM_ROOT_ENTRY_ACCESS);
     const upper = devfn >= 0x80;
     const lo = upper ? w[2]! : w[0]!;
     const hi = upper ? w[3]! : w[1]!;
     if ((lo & 1) === 0) return out.fault(VtdFaultReason.SM_ROOT_ENTRY_P);
     if (smRootEntryHasReservedBits(this.views.get(4)!, devfn, this.config.haw)) return out.fault(VtdFaultReason.SM_ROOT_ENTRY_RSVD);
     const ctp = address64(lo, hi, 12, 51);
-    if (!this.read(ctp + (devfn & 0x7f) * 32, 8)) return out.fault(VtdFaultReason.SM_CONTEXT_ENTRY_ACCESS);
+    if (!this.read(ctp + (devfn & 0x7f) * 32, 8, "context entry")) return out.fault(VtdFaultReason.SM_CONTEXT_ENTRY_ACCESS);
     if ((w[0]! & 1) === 0) return out.fault(VtdFaultReason.SM_CONTEXT_ENTRY_P);
     out.fpd = (w[0]! & 2) !== 0;
     if (smContextEntryHasReservedBits(this.views.get(8)!, this.config.haw)) return out.fault(VtdFaultReason.SM_CONTEXT_ENTRY_RSVD);
@@ -318,12 +342,12 @@ export class GuestTranslator {
     if (!Number.isInteger(p) || p < 0 || p > 0xfffff) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);
     out.pasid = p;
     if (p >>> 6 >= out.pasidDirEntries) return out.fault(VtdFaultReason.SM_PASID_BEYOND_PDTS);
-    if (!this.read(dir + 8 * (p >>> 6), 2)) return out.fault(VtdFaultReason.PASID_DIR_ACCESS_ERR);
+    if (!this.read(dir + 8 * (p >>> 6), 2, "PASID directory entry")) return out.fault(VtdFaultReason.PASID_DIR_ACCESS_ERR);
     if ((w[0]! & 1) === 0) return out.fault(VtdFaultReason.PASID_DIR_ENTRY_P);
     out.fpd ||= (w[0]! & 2) !== 0;
     if (pasidDirEntryHasReservedBits(this.views.get(2)!, this.config.haw)) return out.fault(VtdFaultReason.PASID_DIR_ENTRY_RSVD);
     const table = address64(w[0]!, w[1]!, 12, 51);
-    if (!this.read(table + 64 * (p & 0x3f), 16)) return out.fault(VtdFaultReason.PASID_TABLE_ACCESS_ERR);
+    if (!this.read(table + 64 * (p & 0x3f), 16, "PASID table entry")) return out.fault(VtdFaultReason.PASID_TABLE_ACCESS_ERR);
     if ((w[0]! & 1) === 0) return out.fault(VtdFaultReason.PASID_ENTRY_P);
     out.fpd ||= (w[0]! & 2) !== 0;
     if (pasidEntryHasReservedBits(w, this.config.haw)) return out.fault(VtdFaultReason.PASID_ENTRY_RSVD);
@@ -372,7 +396,7 @@ export class GuestTranslator {
     const dirEntries = Math.min(ctx.pasidDirEntries, Math.ceil(limit / 64));
     const w = this.words;
     for (let d = 0; d < dirEntries; d++) {
-      if (!this.read(ctx.pasidDir + 8 * d, 2) || (w[0]! & 1) === 0) continue;
+      if (!this.read(ctx.pasidDir + 8 * d, 2, "PASID directory entry") || (w[0]! & 1) === 0) continue;
       const table = address64(w[0]!, w[1]!, 12, 51);
       if (!this.memory.hostReadable(table, 4096)) continue;
       for (let i = 0; i < 64; i++) {
@@ -431,12 +455,21 @@ export class GuestTranslator {
           walk.fault = WalkFault.Permission;
           return;
         }
-        this.walker.walk(format, geometry, ctx.root, iova, user ? access | Perm.User : access, this.reader, walk);
+        const input = canonicalIndex(iova, ctx.levels);
+        if (input < 0) {
+          out.reason = VtdFaultReason.FS_NON_CANONICAL;
+          walk.fault = WalkFault.AddressSize;
+          return;
+        }
+        if (this.trace !== undefined) this.tracedReader.what = "FL-PTE";
+        this.walker.walk(format, geometry, ctx.root, input, user ? access | Perm.User : access, this.reader, walk);
+        walk.faultInput = iova;
         if (!walk.ok) {
           out.reason = firstLevelGuestReason(walk, write, geometry.startLevel);
           return;
         }
       } else {
+        if (this.trace !== undefined) this.tracedReader.what = "SL-PTE";
         this.walker.walk(format, geometry, ctx.root, iova, access, this.reader, walk);
         if (!walk.ok) {
           out.reason = ctx.scalable ? scalableSecondLevelReason(walk, write) : legacySecondLevelReason(walk, write);
@@ -457,3 +490,21 @@ export class GuestTranslator {
   }
 }
 
+/** 2^64 less the upper canonical half of a 48- and a 57-bit first-level address space, exact as doubles. */
+const UPPER_HALF_48 = 2 ** 64 - 2 ** 47;
+const UPPER_HALF_57 = 2 ** 64 - 2 ** 56;
+
+/**
+ * The index-space address a first-level walk of `levels` levels uses for `iova`, or -1 when `iova` is not
+ * canonical (fault 0x80, SGN.1): bits 63:N-1 must all equal bit N-1 (N = 48, or 57 with 5 levels), and an
+ * upper-half address walks the top table's upper half (QEMU's vtd_iova_fl_check_canonical in
+ * hw/i386/intel_iommu.c accepts both halves the same way). Inputs at or above 2^53 are page-aligned doubles
+ * here (the edge splits the offset off), so the subtraction is exact.
+ */
+function canonicalIndex(iova: number, levels: number): number {
+  const half = levels === 5 ? 2 ** 56 : 2 ** 47;
+  if (iova >= 0 && iova < half) return iova;
+  const upper = levels === 5 ? UPPER_HALF_57 : UPPER_HALF_48;
+  if (iova >= upper && iova < 2 ** 64) return iova - upper + half;
+  return -1;
+}
