@@ -142,3 +142,33 @@ describe("TTB1's half and top-byte-ignore on the same guest's tables (its CD edi
     expect(leaves.indexOf(upper[0]!)).toBe(low.length);
   });
 });
+
+describe("inspect() anomalies on the same guest's tables, edited", () => {
+  const memory = image();
+  const bySid = (sid: string) => recording.translations.find((x) => x.sid === sid)!;
+  const steOf = (t: Recorded) => Number(BigInt(t.at_dump.walk.find((r) => r.what === "ste")!.addr));
+  const halves = new Uint32Array(2);
+  // SID 0x20: STE.S1CDMax 31, beyond the SMMU's SSIDSIZE (20): C_BAD_STE.
+  const a = bySid("0x0020");
+  memory.read64Halves(steOf(a), halves);
+  memory.write64Halves(steOf(a), halves[0]!, (halves[1]! | (31 << 27)) >>> 0);
+  // SID 0x28: its leaf PTE pointed outside RAM (0x1000).
+  const b = bySid("0x0028");
+  const leafAt = Number(BigInt(b.at_dump.walk.at(-1)!.addr));
+  memory.read64Halves(leafAt, halves);
+  memory.write64Halves(leafAt, ((halves[0]! & 0xfff) | 0x1000) >>> 0, halves[1]! & 0xffff0000);
+
+  it("names an STE the SMMU refuses and a leaf whose output is outside guest RAM", () => {
+    const inspector = unwrap(smmuv3Plugin.walk!.inspect!(memory, registers));
+    const contexts = inspector.contexts();
+    const bad = contexts.find((c) => c.rid === 0x20)!;
+    expect(bad.mode).toBe("illegal");
+    expect(bad.anomalies![0]).toMatch(/^C_BAD_STE: /);
+    const leaves: MappingLeaf[] = [];
+    inspector.leaves(contexts.find((c) => c.rid === 0x28)!, (l) => leaves.push(l));
+    const outside = leaves.find((l) => l.entryAddress === leafAt)!;
+    expect(outside).toMatchObject({ output: 0x1000, anomalies: ["output 0x1000 outside guest RAM"] });
+    // The other leaf outside RAM is real: Linux's MSI mapping of the GIC ITS doorbell (GITS_TRANSLATER, 0x08090040 on virt).
+    expect(leaves.filter((l) => l.anomalies !== undefined).map((l) => l.anomalies![0])).toEqual(["output 0x1000 outside guest RAM", "output 0x8090000 outside guest RAM"]);
+  });
+});
