@@ -1,4 +1,5 @@
 import { fail, ok, VendorPlugin, type DependencyContainer, type EmulatedIommu, type GuestContext, type HostServices, type Result, type VmmDeviceOptions } from "@viommu/core";
+import { decodeDmarFields } from "./format/dmar-fields.js";
 import { vtdStructures } from "./format/structures.js";
 import { IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 } from "./format/uapi.js";
 import { VtdGuestDriver } from "./guest/vtd-driver.js";
@@ -63,6 +64,7 @@ export const vtdPlugin: VendorPlugin = {
   acpi: {
     signature: "DMAR",
     generate: (): Uint8Array => buildVtdDmar({ hostAddressWidth: EMULATED_HAW, registerBase: VTD_DEFAULT_MMIO_BASE, includePciAll: true, endpoints: [], interruptRemapping: true }),
+    decode: decodeDmarFields,
   },
   bench: createVtdBenchFigures(() => vtdPlugin),
 
