@@ -13,6 +13,7 @@ import { smmuv3Acpi } from "./tools/acpi-tool.js";
 import { createSmmuv3BenchFigures } from "./tools/bench.js";
 import { smmuv3Walk } from "./tools/walk-tool.js";
 import { Smmuv3Device } from "./vmm/smmuv3-device.js";
+import { smmuv3Properties } from "./vmm/device-properties.js";
 
 /**
  * The ARM SMMUv3 plugin: the physical unit (hw/), the emulated SMMU (vmm/), the reference Linux-like driver
@@ -67,6 +68,7 @@ export const smmuv3Plugin: VendorPlugin = {
   walk: smmuv3Walk,
   acpi: smmuv3Acpi,
   bench: createSmmuv3BenchFigures(() => smmuv3Plugin),
+  properties: smmuv3Properties,
 
   register(container: DependencyContainer): void {
     container.register(VendorPlugin, { useValue: smmuv3Plugin });

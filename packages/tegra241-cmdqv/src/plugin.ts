@@ -37,6 +37,8 @@ export const tegra241CmdqvPlugin: VendorPlugin = {
   },
   structures: tegra241Structures,
   walk: smmuv3Plugin.walk,
+  // The CMDQV's VMM device is SMMUv3's with the CMDQV composed in: the same QEMU properties reach it.
+  properties: smmuv3Plugin.properties,
   acpi: tegra241Acpi,
   bench: createTegra241BenchFigures(() => tegra241CmdqvPlugin, () => [smmuv3Plugin]),
 

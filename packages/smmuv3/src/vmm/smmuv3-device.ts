@@ -65,6 +65,7 @@ import { EmulatedEventQueue, type EventWrite } from "./emulated-event-queue.js";
 import { EmulatedPriQueue, type PriWrite } from "./emulated-pri-queue.js";
 import { PageRequestRelay, type PageRequestPorts } from "./page-request-relay.js";
 import { emulatedIds, type EmulatedIds } from "./emulated-idr.js";
+import { propertyHostProblem, withProperties } from "./device-properties.js";
 import { buildIort, DEFAULT_SMMU_BASE, SMMU_MMIO_BYTES, smmuGsivs, type SmmuGsivs } from "./iort-builder.js";
 import { writeSmmuMsi } from "./msi-writer.js";
 import { configVste, INVALID_VSTE, MAX_FORWARD_BATCH, NestedHost } from "./nested-host.js";
@@ -178,7 +179,7 @@ export class Smmuv3Device implements EmulatedIommu {
     this.mmioBase = options.mmioBase ?? DEFAULT_SMMU_BASE + instance * SMMU_MMIO_BYTES;
     this.gsivs = smmuGsivs(instance);
     this.nested = nested;
-    const ids = emulatedIds(nested?.hostInfo, options.mode);
+    const ids = withProperties(emulatedIds(nested?.hostInfo, options.mode), options.properties);
     this.ids = extras.msi === false ? { ...ids, IDR0: ids.IDR0! & ~(1 << 13) } : ids;
     this.features = smmuFeatures([this.ids.IDR0!, this.ids.IDR1!, this.ids.IDR2!, this.ids.IDR3!, this.ids.IDR4!, this.ids.IDR5!]);
     this.regs = new SmmuRegisterFile(this.ids, (name, previous) => this.registerWritten(name, previous));
@@ -203,6 +204,12 @@ export class Smmuv3Device implements EmulatedIommu {
         nested.destroy();
         return err("EOPNOTSUPP", "the host SMMU has no little-endian AArch64 stage 1 to offer the guest");
       }
+    }
+    // Properties the host cannot honour refuse the device, as QEMU's accel=on refuses an incompatible host.
+    const refused = propertyHostProblem(emulatedIds(nested?.hostInfo, options.mode), options.properties, options.mode);
+    if (refused !== undefined) {
+      nested?.destroy();
+      return err("EINVAL", refused);
     }
     const device = new Smmuv3Device(options, nested, extras);
     // Nested: what the guest's structures said is cached in the physical SMMU (its CD cache and IOTLB), so that is
