@@ -69,6 +69,9 @@ export const smmuv3Plugin: VendorPlugin = {
   acpi: smmuv3Acpi,
   bench: createSmmuv3BenchFigures(() => smmuv3Plugin),
   properties: smmuv3Properties,
+  // No `debugfs` importer: Linux's SMMUv3 driver (drivers/iommu/arm/arm-smmu-v3/: arm-smmu-v3.c, -iommufd.c, -sva.c,
+  // tegra241-cmdqv.c) creates no debugfs files, so there are no STE/CD/table dumps to read back; `viommu walk` and
+  // `viommu mappings` read the tables from a memory image instead.
 
   register(container: DependencyContainer): void {
     container.register(VendorPlugin, { useValue: smmuv3Plugin });
