@@ -1,5 +1,5 @@
 import { type RawBits } from "@viommu/core";
-import { encodeCommand } from "./command.js";
+import { encodeTlbiNhVa } from "./tlbi-encode.js";
 
 /** Linux's CMDQ_TLBI_RANGE_NUM_MAX: NUM is 5 bits, so one range command covers up to 32 × 2^SCALE pages. */
 const RANGE_NUM_MAX = 31;
@@ -36,7 +36,7 @@ export function tlbiRangeCommands(asid: number, iova: number, size: number, gran
     const step = 2 ** (leafShift ?? granuleShift);
     for (let at = iova - (iova % step); at < end; at += step) {
       if (out.length >= maxCommands) return undefined;
-      out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, Leaf: leaf ? 1 : 0, Addr: BigInt(at) }));
+      out.push(encodeTlbiNhVa(asid, at, leaf ? 1 : 0));
     }
     return out;
   }
@@ -53,7 +53,7 @@ export function tlbiRangeCommands(asid: number, iova: number, size: number, gran
     // SCALE is 5 bits: a run of more than 2^31 pages cannot be named, so the caller invalidates the ASID.
     if (scale > RANGE_SCALE_MAX) return undefined;
     const num = Math.floor(pages / 2 ** scale) % (RANGE_NUM_MAX + 1);
-    out.push(encodeCommand("CMD_TLBI_NH_VA", { ASID: asid, NUM: num - 1, SCALE: scale, Leaf: leafBit, TTL: ttl, TG: tg, Addr: BigInt(at) }));
+    out.push(encodeTlbiNhVa(asid, at, leafBit, num - 1, scale, ttl, tg));
     at += num * 2 ** (scale + granuleShift);
     pages -= num * 2 ** scale;
   }
