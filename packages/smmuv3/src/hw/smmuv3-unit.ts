@@ -64,6 +64,7 @@ import { isSmmuStage1Domain } from "./stage1-domain.js";
 import { abortSte, createStage2Domain, isSmmuStage2Domain, stage2Ste } from "./stage2-domain.js";
 import { Stage2FetchReader } from "./stage2-fetch-reader.js";
 import { FreshNestedWalk } from "./fresh-nested-walk.js";
+import { CdCache } from "./cd-cache.js";
 
 /** IOTLB tag of stage-2-only translations: ASIDs are 16-bit, so this never collides with a CD's. */
 const S2_ONLY_TAG = 0x1_0000;
@@ -105,7 +106,7 @@ interface StreamState {
   nested: Smmuv3NestedDomain | undefined;
   stage1: SteStage1 | undefined;
   /** CD cache (configuration cache): by SSID + 1 (0 for no SubstreamID); invalidated by CFGI_CD/STE. */
-  readonly cds: Map<number, CachedCd | number>;
+  readonly cds: CdCache<CachedCd | number>;
 }
 
 export interface Smmuv3UnitOptions {
@@ -152,6 +153,9 @@ export class Smmuv3Unit implements PhysicalIommu {
   forwardedEvents = 0;
 
   private readonly streams = new Map<number, StreamState>();
+  /** The stream the last transaction used (most DMA comes from one StreamID at a time); -1 after any STE change. */
+  private hotSid = -1;
+  private hotStream: StreamState | undefined;
   /** What each master's RID is attached to (absent: blocked). */
   private readonly ridDomains = new Map<PhysicalDevice, IommuDomain>();
   /** Host stage-1 domains, CD tables and PASID attachments. */
@@ -377,9 +381,11 @@ export class Smmuv3Unit implements PhysicalIommu {
       if (state?.device !== device) continue;
       installed = state;
       this.streams.delete(sid);
+      this.hotSid = -1;
     }
     this.masterStreams.set(device, [...sids]);
     if (installed !== undefined) for (const sid of sids) this.streams.set(sid, installed);
+    this.hotSid = -1;
     return ok();
   }
 
@@ -407,8 +413,9 @@ export class Smmuv3Unit implements PhysicalIommu {
               ? StreamKind.HostStage1
               : StreamKind.Abort;
     const s2Stage = s2 === undefined ? undefined : { format: s2.table.format, geometry: s2.table.geometry, root: s2.table.root };
-    const state: StreamState = { device, kind, ste, s2, s2Stage, nested, stage1: typeof settings === "number" ? undefined : settings.stage1, cds: new Map() };
+    const state: StreamState = { device, kind, ste, s2, s2Stage, nested, stage1: typeof settings === "number" ? undefined : settings.stage1, cds: new CdCache() };
     for (const sid of this.streamIdsOf(device)) this.streams.set(sid, state);
+    this.hotSid = -1;
   }
 
   /** The STE installed for a StreamID (16 halves), for inspection. */
@@ -501,6 +508,35 @@ export class Smmuv3Unit implements PhysicalIommu {
   }
 
   private translateCached(request: DmaRequest, out: WalkResult): void {
+    // The common case first: a nested stream's IOTLB hit through a cached CD, without the event bookkeeping a
+    // fault needs. `last` is cleared so a later fault report translates its transaction again.
+    let s: StreamState | undefined;
+    if (request.requesterId === this.hotSid) s = this.hotStream;
+    else {
+      s = this.streams.get(request.requesterId);
+      this.hotSid = s === undefined ? -1 : request.requesterId;
+      this.hotStream = s;
+    }
+    let looked = false;
+    if (s !== undefined && s.kind === StreamKind.Nested) {
+      const cd = s.cds.get(request.pasid + 1);
+      if (cd !== undefined && typeof cd !== "number") {
+        const settings = cd.settings;
+        const iova = request.iova;
+        if (!settings.epd0 && iova >= 0 && iova < settings.inputLimit && Number.isInteger(iova)) {
+          looked = true;
+          if (translateFromIotlb(this.iotlb, s.s2!.vmid, settings.asid, iova, request.access, this.hit, out) && out.ok) {
+            this.last.sid = -1;
+            return;
+          }
+        }
+      }
+    }
+    this.translateSlow(s, request, out, looked);
+  }
+
+  /** Everything but the nested IOTLB hit; `looked`: the IOTLB was already consulted for this transaction (and missed or lacked the permission). */
+  private translateSlow(s: StreamState | undefined, request: DmaRequest, out: WalkResult, looked: boolean): void {
     const info = this.info;
     resetSmmuWalkInfo(info);
     const last = this.last;
@@ -508,7 +544,6 @@ export class Smmuv3Unit implements PhysicalIommu {
     last.pasid = request.pasid;
     last.iova = request.iova;
     last.access = request.access;
-    const s = this.streams.get(request.requesterId);
     if (s === undefined || s.kind === StreamKind.Abort) return configFault(out, info, 0, request.iova);
     if (s.kind === StreamKind.Illegal) return configFault(out, info, EventType.C_BAD_STE, request.iova);
     if (s.kind === StreamKind.Stage2) {
@@ -528,14 +563,14 @@ export class Smmuv3Unit implements PhysicalIommu {
     const vmid = s.s2!.vmid;
     // Outside TTB0's range (a fraction, a TTB1-half or sign-extended address, anything at or above 2^53 included):
     // a translation fault before any lookup.
-    if (settings.epd0 || !isInputAddress(request.iova) || request.iova >= 2 ** settings.geometry.inputBits) {
+    if (settings.epd0 || !(request.iova >= 0 && request.iova < settings.inputLimit) || !Number.isInteger(request.iova)) {
       configFault(out, info, EventType.F_TRANSLATION, request.iova);
       info.record = settings.record;
       this.recoverable(s.nested!, settings.stall, request, out);
       return;
     }
     // A hit that lacks the permission is walked again: the walk names the fault's level and class for the record.
-    if (translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
+    if (!looked && translateFromIotlb(this.iotlb, vmid, settings.asid, request.iova, request.access, this.hit, out) && out.ok) return;
     this.nested.translate(cd.stage1, s.s2Stage!, s.device.owner, request.iova, request.access, out);
     let clean = this.hardwareDirty(s.s2!, stage2DirtyBits, request.access, out);
     if (out.ok && (settings.hardwareAccess || settings.hardwareDirty)) clean = this.guestStage1Update(s, cd, request) || clean;

@@ -75,6 +75,8 @@ export interface CdSettings {
   readonly geometry: TableGeometry;
   readonly format: PageTableFormat;
   readonly ttb0: number;
+  /** 2^geometry.inputBits: TTB0's addresses are below it. */
+  readonly inputLimit: number;
   readonly outputBits: number;
   /** CD.TBI: bit 0 for TTB0's half, bit 1 for TTB1's; a set bit makes the SMMU ignore address bits [63:56]. */
   readonly tbi: number;
@@ -157,5 +159,5 @@ export function decodeCdSettings(words: Uint32Array, f: SmmuFeatures, stallDisab
             hardwareDirty: cd.HD === 1,
           }),
         };
-  return { asid: cd.ASID, stall: cd.S === 1, hardwareAccess: cd.HA === 1, hardwareDirty: cd.HD === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, outputBits, tbi: cd.TBI, ttb1 };
+  return { asid: cd.ASID, stall: cd.S === 1, hardwareAccess: cd.HA === 1, hardwareDirty: cd.HD === 1, record: cd.R === 1, epd0, granuleShift, geometry, format, ttb0: t0?.ttb ?? 0, inputLimit: 2 ** geometry.inputBits, outputBits, tbi: cd.TBI, ttb1 };
 }
