@@ -746,9 +746,10 @@ export class Smmuv3GuestDriver implements GuestIommuDriver {
     const r = this.ready();
     if (!r.ok) return fail(r);
     const commands: RawBits[] = [];
-    const span = atcSpan(iova, length);
+    let span: ReturnType<typeof atcSpan> | undefined;
     for (const [rid, stream] of this.streams) {
       if (!stream.ats) continue;
+      span ??= atcSpan(iova, length);
       if (stream.domain !== undefined && this.domains.get(stream.domain)?.asid === asid) commands.push(encodeCommand("CMD_ATC_INV", { SID: rid, ...span }));
       for (const [pasid, owner] of stream.pasids) {
         const ownerAsid = owner instanceof GuestCpuProcess ? this.sva.get(owner)?.asid : this.domains.get(owner)?.asid;

@@ -1,5 +1,5 @@
 import type { RawBits } from "@viommu/core";
-import { encodeCommand, SyncCs } from "../format/command.js";
+import { CommandOpcode, SyncCs } from "../format/command.js";
 import { Shareability } from "../format/control-registers.js";
 
 /** CMD_SYNC MSIAttr Linux uses: outer and inner write-back (the MSI lands in normal cacheable memory). */
@@ -13,5 +13,8 @@ const MSIATTR_OIWB = 0xf;
  */
 export function linuxSyncCommand(msiAddress: number | undefined, busyPolling = false): RawBits {
   const cs = busyPolling ? SyncCs.None : msiAddress !== undefined ? SyncCs.SigIrq : SyncCs.SigSev;
-  return encodeCommand("CMD_SYNC", { CS: cs, MSH: Shareability.ISH, MSIAttr: MSIATTR_OIWB, MSIData: 0, MSIAddress: msiAddress ?? 0 });
+  // 32-bit operations per field (positions as in commandLayouts.CMD_SYNC): one per batch on the driver's queue path.
+  const address = msiAddress ?? 0;
+  const hi = Math.floor(address / 2 ** 32);
+  return Uint32Array.of((CommandOpcode.CMD_SYNC | (cs << 12) | (Shareability.ISH << 22) | (MSIATTR_OIWB << 24)) >>> 0, 0, ((address - hi * 2 ** 32) & 0xffff_fffc) >>> 0, hi & 0xf_ffff);
 }

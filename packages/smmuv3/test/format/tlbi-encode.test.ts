@@ -33,3 +33,17 @@ describe("CMD_TLBI_NH_VA encoded without BigInt", () => {
     expect(Array.from(encodeTlbiNhVa(3, 0x1_2345_6000, 1, 1, 2, 3, 1))).toEqual([0x12 | (1 << 12) | (2 << 20), 3 << 16, 0x2345_6000 | 1 | (3 << 8) | (1 << 10), 1]);
   });
 });
+
+describe("Linux's CMD_SYNC encoded without the layout encoder", () => {
+  it(`equals encodeCommand for MSI, SEV and busy-polling syncs (seed ${SEED})`, async () => {
+    const { linuxSyncCommand } = await import("../../src/guest/sync-command.js");
+    fc.assert(
+      fc.property(fc.option(fc.integer({ min: 0, max: 2 ** 50 - 1 }).map((x) => x * 4)), fc.boolean(), (address, busy) => {
+        const cs = busy ? 0 : address !== null ? 1 : 2;
+        const expected = encodeCommand("CMD_SYNC", { CS: cs, MSH: 3, MSIAttr: 0xf, MSIData: 0, MSIAddress: address ?? 0 });
+        expect(Array.from(linuxSyncCommand(address ?? undefined, busy))).toEqual(Array.from(expected));
+      }),
+      { seed: SEED, numRuns: 3000 },
+    );
+  });
+});
