@@ -13,7 +13,7 @@ describe("the tegra241-cmdqv plugin", () => {
     expect(tegra241CmdqvPlugin.capabilities).toMatchObject({ ...smmuv3Plugin.capabilities, vqueue: true, reasons: expect.any(Object) });
     expect(tegra241CmdqvPlugin.capabilities.reasons?.vqueue).toBeUndefined();
     expect(tegra241CmdqvPlugin.types).toMatchObject({ viommu: 2, hwQueue: 1, veventq: 2, hwInfo: 3, hwptData: 2, invalidateData: 1 });
-    expect(tegra241CmdqvPlugin.bench?.map((b) => b.name)).toEqual(["tegra241-interventions-per-1000-invalidations", "tegra241-invalidation-model-time"]);
+    expect(tegra241CmdqvPlugin.bench?.map((b) => b.name)).toEqual(["tegra241-vcmdq-vs-trapped-invalidation", "tegra241-vcmdq-vs-trapped-invalidation-with-exit-cost", "tegra241-interventions-per-1000-invalidations"]);
   });
 
   it("builds SMMUv3 units with a CMDQV each, numbered apart although they report the parent's vendor", () => {

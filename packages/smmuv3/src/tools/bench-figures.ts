@@ -1,5 +1,4 @@
-import { newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type Prepared, type VendorPlugin } from "@viommu/core";
-import type { Smmuv3GuestDriver } from "../guest/smmuv3-driver.js";
+import { newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin } from "@viommu/core";
 import type { Smmuv3Unit } from "../hw/smmuv3-unit.js";
 import type { Smmuv3Device } from "../vmm/smmuv3-device.js";
 
@@ -11,22 +10,26 @@ const OFFSET = 0x123;
 /** Cached pages of the hit figures (a power of two: the batch index wraps with a mask). */
 const PAGES = 4096;
 /** Pages the invalidation figures cycle over. */
-const FLUSH_PAGES = 64;
+export const FLUSH_PAGES = 64;
+/** Where the figures map guest RAM (IOVA) from (GPA). */
+export const BENCH_IOVA = IOVA;
+export const BENCH_GPA = DATA_GPA;
 
 /** One VM, one passthrough device at vSID 0x10 behind a nested vSMMU, attached to a domain of the reference driver. */
 export interface NestedBench {
   readonly bed: Testbed;
   readonly unit: Smmuv3Unit;
   readonly iommu: Smmuv3Device;
-  readonly driver: Smmuv3GuestDriver;
+  readonly driver: GuestIommuDriver;
   readonly device: DmaDevice;
   readonly domain: GuestDomainId;
 }
 
+/** Builds it with core's Testbed (any failure here is a bug of the setup, so it throws); an extension passes its `parents`. */
 export function nestedBench(plugin: VendorPlugin, options: { audit?: boolean; parents?: readonly VendorPlugin[] } = {}): NestedBench {
   const bed = unwrap(Testbed.create({ plugin, ...(options.parents ? { plugins: options.parents } : {}), audit: options.audit === true, vms: [{ devices: [{ rid: RID, guestRid: GUEST_RID }] }] }));
   const v = bed.vms[0]!;
-  const driver = v.drivers[0] as Smmuv3GuestDriver;
+  const driver = v.drivers[0]!;
   const domain = unwrap(driver.createDomain());
   unwrap(driver.attach(GUEST_RID, domain));
   return { bed, unit: bed.units[0] as Smmuv3Unit, iommu: v.iommus[0] as Smmuv3Device, driver, device: v.devices[0]!.device, domain };

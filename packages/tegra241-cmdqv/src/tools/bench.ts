@@ -1,6 +1,7 @@
-import { opsPerSecond, Perm, Testbed, unwrap, type BenchFigure, type GuestDomainId, type GuestIommuDriver, type VendorPlugin, type VirtualMachine } from "@viommu/core";
+import { opsPerSecond, Perm, Testbed, unwrap, type BenchFigure, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type VendorPlugin, type VirtualMachine } from "@viommu/core";
 import { Smmuv3GuestDriver } from "@viommu/smmuv3";
 import { Tegra241GuestDriver } from "../guest/tegra241-driver.js";
+import { tegra241InvalidationFigures } from "./bench-figures.js";
 
 const IOVA = 0x10_0000;
 const DATA_GPA = 0x2000_0000;
@@ -89,23 +90,12 @@ function interventions(plugin: VendorPlugin, parents: readonly VendorPlugin[]): 
 }
 
 /**
- * Model time per invalidation on each path, same run. The model charges nothing for a VM exit (it is a function
- * call), so this measures only the work each path does in the model — the VMM's decode and iommufd forwarding
- * against the hardware consuming the queue — not a hypervisor's exit latency.
- */
-function time(plugin: VendorPlugin, parents: readonly VendorPlugin[]): ReturnType<BenchFigure["run"]> {
-  const { vcmdq, cmdq } = measureBoth(plugin, parents);
-  const note = `model wall time only; interventions ${vcmdq.interventions} vs ${cmdq.interventions} per 1000 — real exit cost is not in this number`;
-  return comparison(vcmdq.microseconds, cmdq.microseconds, note);
-}
-
-/**
  * The Tegra241 figures for `viommu bench`, measured on systems built with `plugin` over its `parents` (the SMMUv3
  * plugin it extends); never asserted.
  */
-export function createTegra241BenchFigures(plugin: () => VendorPlugin, parents: () => readonly VendorPlugin[]): readonly BenchFigure[] {
+export function createTegra241BenchFigures(plugin: () => VendorPlugin, parents: () => readonly VendorPlugin[]): readonly (BenchFigure | FigureSpec)[] {
   return [
+    ...tegra241InvalidationFigures(plugin, parents),
     { name: "tegra241-interventions-per-1000-invalidations", unit: "interventions/1000 invalidations", run: () => interventions(plugin(), parents()) },
-    { name: "tegra241-invalidation-model-time", unit: "µs/invalidation", run: () => time(plugin(), parents()) },
   ];
 }
