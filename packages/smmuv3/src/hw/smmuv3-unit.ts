@@ -785,7 +785,7 @@ export class Smmuv3Unit implements PhysicalIommu {
     }
     const info = this.info;
     if (info.event === 0 || !info.record) return;
-    const record = faultRecord(info, { sid: request.requesterId, ssid: request.pasid, iova: request.iova, access: request.access });
+    const record = faultRecord(info, { sid: request.requesterId, ssid: request.pasid, iova: request.iova, access: request.access, privileged: request.privileged === true });
     if (record === undefined) return;
     const s = this.streams.get(request.requesterId);
     if (s?.nested !== undefined && !info.stage2 && VEVENTQ_FORWARDED_EVENTS.includes(info.event)) {

@@ -8,6 +8,8 @@ export interface FaultingAccess {
   readonly ssid: number;
   readonly iova: number;
   readonly access: PermBits;
+  /** The PASID prefix's Privileged bit (only with a PASID); absent: privileged unless the access has Perm.User. */
+  readonly privileged?: boolean;
 }
 
 const PAGE_BYTES = 4096;
@@ -21,16 +23,18 @@ function addressField(address: number, align: number): number {
 
 /**
  * The 32-byte event record the SMMU writes for `info.event` (IHI0070 §7.3; spec §1.11), with the fields that
- * event defines: StreamID, SubstreamID when valid, the access (RnW, InD, PnU: a request without Perm.User is
- * privileged), InputAddr, S2/CLASS and the IPA of a stage-2 fault, FetchAddr of a failed fetch. Events this model
+ * event defines: StreamID, SubstreamID when valid, the access (RnW, and InD/PnU from the PASID prefix: 0 without a
+ * PASID), InputAddr, S2/CLASS and the IPA of a stage-2 fault, FetchAddr of a failed fetch. Events this model
  * never raises (and 0, no record) give undefined.
  */
 export function faultRecord(info: SmmuWalkInfo, t: FaultingAccess): RawBits | undefined {
   const ssv = t.ssid !== NO_PASID ? 1 : 0;
   const common = { StreamID: t.sid >>> 0, SSV: ssv, SubstreamID: ssv ? t.ssid & 0xfffff : 0 };
   const rnw = (t.access & Perm.Write) === 0 ? 1 : 0;
-  const ind = (t.access & Perm.Exec) !== 0 ? 1 : 0;
-  const pnu = (t.access & Perm.User) === 0 ? 1 : 0;
+  // IHI0070 §3.9: a PCIe transaction without a PASID is Data, unprivileged; the PASID prefix carries Execute and
+  // Privileged (STE.INSTCFG/PRIVCFG could override these; Linux leaves them "use incoming", the model does too).
+  const ind = ssv === 1 && (t.access & Perm.Exec) !== 0 ? 1 : 0;
+  const pnu = ssv === 1 && (t.privileged ?? (t.access & Perm.User) === 0) ? 1 : 0;
   // InputAddr is 64 bits: a value no 64-bit address can be (NaN, an infinity, a negative) is recorded as 0.
   const input = Number.isFinite(t.iova) && t.iova >= 0 && t.iova < 2 ** 64 ? BigInt(Math.trunc(t.iova)) : 0n;
   const fetch = addressField(info.fetchAddress, 8);
