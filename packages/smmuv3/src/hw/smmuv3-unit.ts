@@ -65,6 +65,7 @@ import { abortSte, createStage2Domain, isSmmuStage2Domain, stage2Ste } from "./s
 import { Stage2FetchReader } from "./stage2-fetch-reader.js";
 import { FreshNestedWalk } from "./fresh-nested-walk.js";
 import { CdCache } from "./cd-cache.js";
+import { HostFaultQueue } from "./host-fault-queue.js";
 
 /** IOTLB tag of stage-2-only translations: ASIDs are 16-bit, so this never collides with a CD's. */
 const S2_ONLY_TAG = 0x1_0000;
@@ -147,6 +148,11 @@ export class Smmuv3Unit implements PhysicalIommu {
   readonly iotlb: Iotlb;
   /** Event records the host driver keeps (not forwarded), newest last, at most HOST_EVENT_LOG_ENTRIES. */
   readonly hostEvents: RawBits[] = [];
+  /**
+   * Faults of VM devices in tables the host owns (a shadow of the guest's tables, a stage-2 domain), for the VM's
+   * VMM to read on its poll: without it a shadowed guest would never learn of its device's faults.
+   */
+  readonly vmFaults = new HostFaultQueue();
   /** Commands the host driver skipped because the hardware flagged them CERROR_ILL. */
   skippedCommands = 0;
   /** Events delivered to vEVENTQs. */
@@ -784,6 +790,10 @@ export class Smmuv3Unit implements PhysicalIommu {
       this.reporting = false;
     }
     const info = this.info;
+    const stream = this.streams.get(request.requesterId);
+    if (info.event !== 0 && stream?.kind === StreamKind.Stage2 && stream.device.owner !== HOST_OWNER) {
+      this.vmFaults.push(stream.device.owner, { requesterId: request.requesterId, pasid: request.pasid, iova: request.iova, access: request.access });
+    }
     if (info.event === 0 || !info.record) return;
     const record = faultRecord(info, { sid: request.requesterId, ssid: request.pasid, iova: request.iova, access: request.access, privileged: request.privileged === true });
     if (record === undefined) return;

@@ -149,6 +149,8 @@ export class Smmuv3Device implements EmulatedIommu {
   private readonly reader: GuestMemoryReader;
   private readonly translator: GuestStage1Translator;
   private readonly info = newSmmuWalkInfo();
+  /** Scratch for recording the host's shadow faults through the guest's tables. */
+  private readonly hostFaultWalk = newWalkResult();
   private readonly msiWalk = newWalkResult();
   private readonly steWords = new Uint32Array(16);
   private readonly cdWords = new Uint32Array(16);
@@ -757,13 +759,36 @@ export class Smmuv3Device implements EmulatedIommu {
 
   // ---- events ----
 
-  /** The VMM's event loop: vEVENTQ records into the guest's event queue; host-side losses show as overflow. */
+  /**
+   * The VMM's event loop: the host's faults on this VM's shadowed (stage-2) streams recorded as the guest's tables
+   * explain them, then vEVENTQ records into the guest's event queue; host-side losses show as overflow.
+   */
   poll(): void {
-    if (this.frozen || this.nested === undefined) return;
+    if (this.frozen) return;
+    this.pollHostFaults();
+    if (this.nested === undefined) return;
     const { records, lost } = this.nested.readEvents();
     if (lost) this.evtq.markOverflow();
     for (const record of records) this.injectEvent(record);
     this.relay?.poll();
+  }
+
+  /**
+   * A fault in a shadow is the host's first: the guest sees it when its own tables refuse the access too, with the
+   * event the SMMU would record (translateEmulated writes it, CD.R and the rest honoured). One the guest's tables
+   * translate (a shadow mapping the host refused) is the VMM's own, already in the host log. Faults the host
+   * dropped unread set the event queue's overflow flag.
+   */
+  private pollHostFaults(): void {
+    const unit = this.options.unit;
+    if (!(unit instanceof Smmuv3Unit)) return;
+    const { faults, lost } = unit.vmFaults.read(this.options.vm.id);
+    if (lost > 0) this.evtq.markOverflow();
+    for (const f of faults) {
+      for (const [guestRid, a] of this.assigned) {
+        if (a.device.requesterId === f.requesterId) this.translateEmulated(guestRid, f.pasid, f.iova, (f.access & Perm.Write) !== 0, this.hostFaultWalk);
+      }
+    }
   }
 
   // ---- emulated devices ----
