@@ -4,15 +4,17 @@ import { IOMMU_HW_INFO_TYPE_HYPERV, IOMMU_HWPT_DATA_HYPERV_S1, IOMMU_VIOMMU_INVA
 import { HypervGuestDriver } from "./guest/hyperv-driver.js";
 import { HypervUnit } from "./hw/hyperv-unit.js";
 import { createHypervBenchFigures } from "./tools/bench.js";
+import { hypervWalkTool } from "./tools/walk-tool.js";
 import { HypervDevice } from "./vmm/hyperv-device.js";
 
 /**
  * The Hyper-V paravirtual IOMMU, wired in this one place: the physical unit whose domains are the guests' device
  * domains (hw/), the hypercall dispatcher of each VM's partition (vmm/), Linux's pvIOMMU and interrupt drivers
  * (guest/), and the bench figures. Hyper-V is a partial vendor: it has no register interface, no command queue,
- * no event log and no ACPI table, and says so below. No `viommu walk` either: the stage-1 root reaches the
- * hypervisor only in an HVCALL_CONFIGURE_DEVICE_DOMAIN input, never in a register or firmware table a memory
- * image would carry.
+ * no event log and no ACPI table, and says so below. `viommu walk` takes a device domain's stage-1 root and paging
+ * mode as HVCALL_CONFIGURE_DEVICE_DOMAIN passed them (no register or firmware table of a memory image names them).
+ * No QEMU device models the pvIOMMU, so it has no QEMU-named properties, and Linux has no debugfs for it
+ * (drivers/iommu/hyperv/ registers none).
  */
 export const hypervPlugin: VendorPlugin = {
   id: "hyperv",
@@ -69,6 +71,7 @@ export const hypervPlugin: VendorPlugin = {
     invalidateData: IOMMU_VIOMMU_INVALIDATE_DATA_HYPERV,
   },
   structures: hypervStructures,
+  walk: hypervWalkTool,
   bench: createHypervBenchFigures(() => hypervPlugin),
   demo: { vcpus: 300 },
 
