@@ -7,6 +7,7 @@ import { VtdUnit } from "./hw/vtd-unit.js";
 import { createVtdBenchFigures } from "./bench.js";
 import { buildVtdDmar } from "./vmm/dmar-table.js";
 import { EMULATED_HAW } from "./vmm/emulated-capabilities.js";
+import { vtdProperties } from "./vmm/device-properties.js";
 import { VTD_DEFAULT_MMIO_BASE, VtdDevice } from "./vmm/vtd-device.js";
 import { vtdWalkTool } from "./vmm/walk-tool.js";
 
@@ -66,6 +67,7 @@ export const vtdPlugin: VendorPlugin = {
     generate: (): Uint8Array => buildVtdDmar({ hostAddressWidth: EMULATED_HAW, registerBase: VTD_DEFAULT_MMIO_BASE, includePciAll: true, endpoints: [], interruptRemapping: true }),
     decode: decodeDmarFields,
   },
+  properties: vtdProperties,
   bench: createVtdBenchFigures(() => vtdPlugin),
 
   register(container: DependencyContainer): void {

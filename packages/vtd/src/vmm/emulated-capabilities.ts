@@ -1,6 +1,7 @@
 import type { TranslationMode } from "@viommu/core";
 import { encodeCap, sagawFor, SLLPS_1G, SLLPS_2M } from "../format/cap.js";
 import { encodeEcap } from "../format/ecap.js";
+import { vtdDeviceConfig, type VtdDeviceConfig } from "./device-properties.js";
 
 /** Host address width of the emulated unit (QEMU `aw-bits=48`): the DMAR HAW and CAP.MGAW + 1. */
 export const EMULATED_HAW = 48;
@@ -34,32 +35,43 @@ export interface EmulatedRegisters {
  * RID_PASID). No nesting offered to the guest, no posted interrupts to the guest (the host posts), no snoop
  * control.
  */
-export function emulatedRegisters(mode: TranslationMode): EmulatedRegisters {
+export function emulatedRegisters(mode: TranslationMode, config: VtdDeviceConfig = defaultConfig(mode)): EmulatedRegisters {
   const cap = encodeCap({
     ND: 6,
-    CM: mode === "ir-only" ? 0 : 1,
-    SAGAW: sagawFor([3, 4]),
-    MGAW: EMULATED_HAW - 1,
+    CM: config.cachingMode ? 1 : 0,
+    // vtd_cap_init: SAGAW 39-bit at aw-bits >= 39, 48-bit at >= 48.
+    SAGAW: sagawFor(config.awBits >= 48 ? [3, 4] : [3]),
+    MGAW: config.awBits - 1,
     FRO: EMULATED_FRO,
     SLLPS: SLLPS_2M | SLLPS_1G,
     PSI: 1,
     NFR: EMULATED_FAULT_RECORDS - 1,
     MAMV: EMULATED_MAMV,
-    FL1GP: 1,
+    FL1GP: config.scalable && config.fs1gp ? 1 : 0,
+    DRD: config.dmaDrain ? 1 : 0,
+    DWD: config.dmaDrain ? 1 : 0,
   });
   const ecap = encodeEcap({
     QI: 1,
-    DT: 1,
-    IR: 1,
-    EIM: 1,
-    PT: 1,
+    DT: config.deviceIotlb ? 1 : 0,
+    IR: config.intremap ? 1 : 0,
+    EIM: config.eim ? 1 : 0,
+    PT: config.pt ? 1 : 0,
+    SC: config.snoopControl ? 1 : 0,
     IRO: EMULATED_IRO,
     MHMV: EMULATED_MHMV,
-    PRS: 1,
-    PSS: mode === "nested" ? 19 : 0,
-    PASID: mode === "nested" ? 1 : 0,
-    SMTS: 1,
-    FLTS: 1,
+    PRS: config.scalable ? 1 : 0,
+    PSS: config.pasid ? 19 : 0,
+    PASID: config.pasid ? 1 : 0,
+    SMTS: config.scalable ? 1 : 0,
+    FLTS: config.scalable ? 1 : 0,
   });
   return { cap, ecap };
+}
+
+/** The unit without properties. */
+function defaultConfig(mode: TranslationMode): VtdDeviceConfig {
+  const config = vtdDeviceConfig(mode);
+  if (!config.ok) throw new Error(config.error.message);
+  return config.value;
 }

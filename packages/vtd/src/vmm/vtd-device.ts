@@ -41,7 +41,6 @@ import { buildVtdDmar } from "./dmar-table.js";
 import {
   EMULATED_FAULT_RECORDS,
   EMULATED_FRO,
-  EMULATED_HAW,
   EMULATED_IRO,
   EMULATED_MAMV,
   EMULATED_MHMV,
@@ -59,6 +58,7 @@ import { DONE, InvalidationQueue, type DescriptorOutcome, type InvalidationQueue
 import { PageRequestQueue } from "./page-request-queue.js";
 import { PageRequestRelay, type PageResponse } from "./page-request-relay.js";
 import { isAuditableUnit } from "../hw/translation-auditor.js";
+import { vtdDeviceConfig, type VtdDeviceConfig } from "./device-properties.js";
 import { auditInterruptHit } from "./interrupt-audit.js";
 import { PassthroughAudit } from "./passthrough-audit.js";
 import { isPostingUnit, PostedInterrupts } from "./posted-interrupts.js";
@@ -137,13 +137,20 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   /** With the audit: what checks the physical unit's translations of this VM's passthrough devices. */
   private readonly passthroughAudit: PassthroughAudit | undefined;
 
-  private constructor(readonly options: VmmDeviceOptions) {
+  /** What the properties made of the unit (CAP/ECAP bits, address width). */
+  readonly config: VtdDeviceConfig;
+
+  private constructor(
+    readonly options: VmmDeviceOptions,
+    config: VtdDeviceConfig,
+  ) {
+    this.config = config;
     this.mode = options.mode;
     this.instance = options.instance ?? 0;
     this.mmioBase = options.mmioBase ?? VTD_DEFAULT_MMIO_BASE + this.instance * 0x10000;
-    this.registersModel = emulatedRegisters(options.mode);
+    this.registersModel = emulatedRegisters(options.mode, config);
     const vm = options.vm;
-    this.translator = new GuestTranslator(vm.memory, translatorConfig(this.registersModel.cap, this.registersModel.ecap, EMULATED_HAW));
+    this.translator = new GuestTranslator(vm.memory, translatorConfig(this.registersModel.cap, this.registersModel.ecap, config.awBits));
     this.faults = new FaultRecorder(EMULATED_FAULT_RECORDS, new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-fault")));
     this.invalidationEvent = new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-invalidation"));
     const ecap = decodeEcap(this.registersModel.ecap);
@@ -203,7 +210,9 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
    * posts (CAP.PI): EOPNOTSUPP otherwise.
    */
   static create(options: VmmDeviceOptions): Result<VtdDevice> {
-    const device = new VtdDevice(options);
+    const config = vtdDeviceConfig(options.mode, options.properties);
+    if (!config.ok) return fail(config);
+    const device = new VtdDevice(options, config.value);
     if (options.deviceInterrupts === "posted") {
       if (!isPostingUnit(options.unit)) return err("EOPNOTSUPP", `posted device interrupts need a host unit that posts; ${options.unit.name} cannot`);
       const posted = PostedInterrupts.create(options.vm, options.unit, resolveToken(options.vm.container, HostServices).memory, device.remapper, device.reporter, (rid, msi) => void device.deliverMsi(rid, msi));
@@ -673,11 +682,11 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
 
   acpiTables(): AcpiTableBlob[] {
     const bytes = buildVtdDmar({
-      hostAddressWidth: EMULATED_HAW,
+      hostAddressWidth: this.config.awBits,
       registerBase: this.mmioBase,
       includePciAll: this.instance === 0,
       endpoints: [...this.bindings.devices.keys()],
-      interruptRemapping: true,
+      interruptRemapping: this.config.intremap,
     });
     return [{ signature: "DMAR", bytes }];
   }
