@@ -37,7 +37,7 @@ describe("stale-translation audit (mock)", () => {
     expect(dev.read(IOVA + 8, 4).ok).toBe(true);
     expect(findings).toHaveLength(1);
     const f = findings[0]!;
-    expect(f).toMatchObject({ vm: b.vms[0]!.vm.id, unit: "mock0", cache: "IOTLB", rid: 0x10, iova: IOVA + 8, tables: expect.stringMatching(/^fault/) });
+    expect(f).toMatchObject({ vm: b.vms[0]!.vm.id, unit: b.units[0]!.name, cache: "IOTLB", rid: 0x10, iova: IOVA + 8, tables: expect.stringMatching(/^fault/) });
     expect(f.cached).toMatch(/^0x[0-9a-f]+ rw \(4K\)$/);
     // The map's INV_RANGE (caching mode) covered the address; nothing after the unmap did.
     expect(f.lastInvalidation).toMatchObject({ what: "INV_RANGE 1" });
