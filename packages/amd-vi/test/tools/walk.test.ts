@@ -17,7 +17,13 @@ function walker(v: TestVm): (rid: number, iova: number, write?: boolean, pasid?:
   const device = v.iommus[0] as AmdViDevice;
   const reg = v.vm.mmioRead(device.mmioBase + MmioOffset.DeviceTableBase, 8);
   const walk = unwrap(amdViWalkTool.prepare(image(v), { DEV_TAB_BASE: reg }));
-  return (rid, iova, write = false, pasid) => walk({ rid, iova, write, pasid });
+  // The answers without the entries read (test/tools/walk-steps.test.ts checks those).
+  return (rid, iova, write = false, pasid) => withoutSteps(walk({ rid, iova, write, pasid }));
+}
+
+function withoutSteps(a: WalkAnswer): WalkAnswer {
+  const { steps: _steps, ...rest } = a;
+  return rest as WalkAnswer;
 }
 
 interface Intent {
