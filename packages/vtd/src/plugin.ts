@@ -1,4 +1,5 @@
 import { fail, ok, VendorPlugin, type DependencyContainer, type EmulatedIommu, type GuestContext, type HostServices, type Result, type VmmDeviceOptions } from "@viommu/core";
+import { vtdDebugfs } from "./format/debugfs.js";
 import { decodeDmarFields } from "./format/dmar-fields.js";
 import { vtdStructures } from "./format/structures.js";
 import { IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 } from "./format/uapi.js";
@@ -68,6 +69,7 @@ export const vtdPlugin: VendorPlugin = {
     decode: decodeDmarFields,
   },
   properties: vtdProperties,
+  debugfs: vtdDebugfs,
   bench: createVtdBenchFigures(() => vtdPlugin),
 
   register(container: DependencyContainer): void {
