@@ -6,6 +6,7 @@ export * from "./machines/edu-engine.js";
 export * from "./qemu-target.js";
 export * from "./record-profile.js";
 export * from "./catalogue/qemu-differences.js";
+export * from "./catalogue/amdvi-command-hang.js";
 export * from "./conformance/qemu-conformance.js";
 export * from "./commands/qemu-conformance-command.js";
 export * from "./commands/trace-replay-command.js";

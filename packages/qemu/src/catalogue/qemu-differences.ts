@@ -1,5 +1,6 @@
 import type { Classification, DivergenceContext, KnownDifference, TraceOp } from "@viommu/trace";
 import type { QemuVendor } from "../machines/qemu-machine.js";
+import { amdViCommandHangAt } from "./amdvi-command-hang.js";
 import { differsOnlyIn, dword, following, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead } from "./matchers.js";
 
 /**
@@ -361,30 +362,64 @@ const AMD_CMD_HEAD = 0x2000;
 const AMD_CMD_TAIL = 0x2008;
 const STATUS_CMD_RUN_COMW = 0x14n;
 
+interface SubmittedCommands {
+  readonly slots: Uint8Array[];
+  readonly order: { slot: number; content: Uint8Array }[];
+}
+
+/** Reconstructions per trace and divergence: two entries ask for the same one. */
+const submittedMemo = new WeakMap<readonly TraceOp[], Map<number, SubmittedCommands | undefined>>();
+
 /**
  * The command buffer slots the guest submitted before the divergence, each as it was when a tail write first
- * covered it (what the IOMMU met there), by slot index.
+ * covered it (what the IOMMU met there), by slot index. Only bytes inside a command buffer the guest placed are
+ * kept (a trace writes megabytes of tables and fills; a catalogue lookup runs for every divergence).
  */
-function amdSubmittedCommands(c: DivergenceContext): { slots: Uint8Array[]; order: { slot: number; content: Uint8Array }[] } | undefined {
+function amdSubmittedCommands(c: DivergenceContext): SubmittedCommands | undefined {
+  let memo = submittedMemo.get(c.trace.ops);
+  if (memo === undefined) submittedMemo.set(c.trace.ops, (memo = new Map()));
+  if (memo.has(c.index)) return memo.get(c.index);
+  const result = reconstructCommands(c);
+  memo.set(c.index, result);
+  return result;
+}
+
+function reconstructCommands(c: DivergenceContext): SubmittedCommands | undefined {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
-  if (block === undefined || lastRegisterWrite(c, "amd-vi", AMD_CMD_BASE) === undefined) return undefined;
-  const memory = new Map<number, number>();
+  if (block === undefined) return undefined;
+  const buffers: { base: number; bytes: Uint8Array }[] = [];
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op !== "mmio-write" || op.addr !== block.base + AMD_CMD_BASE) continue;
+    const base = Number(op.value & 0x000f_ffff_ffff_f000n);
+    const bytes = 16 * 2 ** Number((op.value >> 56n) & 0xfn);
+    if (!buffers.some((b) => b.base === base && b.bytes.length >= bytes)) buffers.push({ base, bytes: new Uint8Array(bytes) });
+  }
+  if (buffers.length === 0) return undefined;
   const slots: Uint8Array[] = [];
   const order: { slot: number; content: Uint8Array }[] = [];
-  let base = 0;
+  let current: { base: number; bytes: Uint8Array } | undefined;
   let entries = 0;
   let tail = 0;
   for (let i = 0; i < c.index; i++) {
     const op = c.trace.ops[i]!;
-    if (op.op === "mem-write") op.data.forEach((b, k) => memory.set(op.addr + k, b));
-    else if (op.op === "mem-fill") for (let k = 0; k < Math.min(op.len, 1 << 16); k++) memory.set(op.addr + k, op.byte);
-    else if (op.op === "mmio-write" && op.addr === block.base + AMD_CMD_BASE) {
-      base = Number(op.value & 0x000f_ffff_ffff_f000n);
+    if (op.op === "mem-write" || op.op === "mem-fill") {
+      const len = op.op === "mem-write" ? op.data.length : op.len;
+      for (const b of buffers) {
+        const from = Math.max(op.addr, b.base);
+        const to = Math.min(op.addr + len, b.base + b.bytes.length);
+        if (from >= to) continue;
+        if (op.op === "mem-write") b.bytes.set(op.data.subarray(from - op.addr, to - op.addr), from - b.base);
+        else b.bytes.fill(op.byte, from - b.base, to - b.base);
+      }
+    } else if (op.op === "mmio-write" && op.addr === block.base + AMD_CMD_BASE) {
+      const base = Number(op.value & 0x000f_ffff_ffff_f000n);
       entries = 2 ** Number((op.value >> 56n) & 0xfn);
-    } else if (op.op === "mmio-write" && op.addr === block.base + AMD_CMD_TAIL) {
+      current = buffers.find((b) => b.base === base && b.bytes.length >= entries * 16);
+    } else if (op.op === "mmio-write" && op.addr === block.base + AMD_CMD_TAIL && current !== undefined) {
       const next = Number(op.value & 0x7fff0n) / 16;
       for (let s = tail, n = 0; s !== next && s < entries && n < 4096; s = (s + 1) % Math.max(entries, 1), n++) {
-        const content = Uint8Array.from({ length: 16 }, (_, k) => memory.get(base + s * 16 + k) ?? 0);
+        const content = current.bytes.slice(s * 16, s * 16 + 16);
         if (slots[s] === undefined) slots[s] = content;
         if (order.length < 8192) order.push({ slot: s, content });
       }
@@ -674,8 +709,13 @@ export interface QemuFailure {
   readonly summary: string;
   readonly specification: string;
   readonly qemu: string;
-  /** Whether this explains QEMU failing (`reason`) on `trace`. */
-  matches(trace: import("@viommu/trace").Trace, reason: string): boolean;
+  /**
+   * The operation of `trace` QEMU will not come back from, predicted from QEMU's own logic: difftest confirms the
+   * prediction once per run on QEMU and then replays only what precedes it (a hang costs a deadline and a restart).
+   */
+  predict(trace: import("@viommu/trace").Trace): number | undefined;
+  /** Whether this explains QEMU failing (`reason`) at operation `index` of `trace`. */
+  matches(trace: import("@viommu/trace").Trace, reason: string, index?: number): boolean;
 }
 
 export const qemuFailures: readonly QemuFailure[] = [
@@ -683,20 +723,25 @@ export const qemuFailures: readonly QemuFailure[] = [
     id: "amdvi-cmd-tail-beyond-buffer-hangs",
     vendor: "amd-vi",
     classification: "target-deviates",
-    summary: "A guest write of a CommandBufferTail beyond the command buffer's length hangs QEMU 7.2 for good: the MMIO write never returns.",
+    summary: "A guest write of a CommandBufferTail beyond the command buffer's length hangs QEMU 7.2 for good: the MMIO write never returns (so does a later Control or head write that restarts command processing with such a tail).",
     specification: "AMD IOMMU specification (pub. 48882), Command Buffer Tail Pointer Register: an offset into the buffer the Command Buffer Base Address Register sizes (ComLen); a value outside it is a guest error the IOMMU reports or ignores, not a reason to stop.",
-    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_run(), called from the tail write: 'while (s->cmdbuf_head != s->cmdbuf_tail)' with the head wrapping at the buffer's length, so a tail beyond it is never reached.",
-    matches: (trace, reason) => {
+    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_run(), called from the tail, head and control writes: 'while (s->cmdbuf_head != s->cmdbuf_tail)' with the head wrapping at the buffer's length, so a tail beyond it is never reached.",
+    predict: amdViCommandHangAt,
+    matches: (trace, reason, index) => {
       if (!/hung/.test(reason)) return false;
-      const block = trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
-      if (block === undefined) return false;
-      let entries = 0;
-      for (const op of trace.ops) {
-        if (op.op !== "mmio-write") continue;
-        if (op.addr === block.base + AMD_CMD_BASE) entries = 2 ** Number((op.value >> 56n) & 0xfn);
-        if (op.addr === block.base + AMD_CMD_TAIL && Number(op.value & 0x7fff0n) >= entries * 16) return true;
-      }
-      return false;
+      const at = amdViCommandHangAt(trace);
+      return at !== undefined && (index === undefined || index === at);
     },
   },
 ];
+
+/** The first catalogued failure `trace` will meet on QEMU, and where. */
+export function predictedFailure(vendor: string, trace: import("@viommu/trace").Trace): { failure: QemuFailure; index: number } | undefined {
+  let first: { failure: QemuFailure; index: number } | undefined;
+  for (const failure of qemuFailures) {
+    if (failure.vendor !== vendor) continue;
+    const index = failure.predict(trace);
+    if (index !== undefined && (first === undefined || index < first.index)) first = { failure, index };
+  }
+  return first;
+}

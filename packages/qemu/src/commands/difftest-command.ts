@@ -87,6 +87,7 @@ export async function difftest(io: CommandIo, args: DifftestArgs): Promise<numbe
   }
   io.out(`difftest ${vendor} seed ${seed}: ${r.cases} cases on ${r.qemu} in ${(r.ms / 1000).toFixed(1)} s`);
   io.out(`  ${Object.entries(r.byStatus).map(([k, n]) => `${k} ${n}`).join(", ")}`);
+  io.out(`  QEMU started ${r.qemuStarts} time${r.qemuStarts === 1 ? "" : "s"}; ${r.predictedFailures} case${r.predictedFailures === 1 ? "" : "s"} stopped before a catalogued hang; catalogue lookups ${(r.catalogueMs / 1000).toFixed(1)} s`);
   for (const [id, n] of Object.entries(r.byKnown).sort((a, b) => b[1] - a[1])) io.out(`  catalogued ${id}: ${n} cases`);
   for (const f of r.findings) {
     io.out(`FINDING case ${f.index} (${f.workload}, ${f.status}): ${f.detail ?? ""}${f.first ? ` ${f.first.op} expected ${f.first.expected} actual ${f.first.actual}` : ""}`);

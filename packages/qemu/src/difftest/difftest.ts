@@ -1,6 +1,6 @@
 import type { VendorPlugin } from "@viommu/core";
 import { DEFAULT_RIDS, recordWorkload, replay, workloads, type KnownDifference, type ReplayReport, type Trace, type TraceHeader, type TraceOp } from "@viommu/trace";
-import { qemuDifferencesFor, qemuFailures } from "../catalogue/qemu-differences.js";
+import { predictedFailure, qemuDifferencesFor, qemuFailures } from "../catalogue/qemu-differences.js";
 import { summarize, type DivergenceSummary } from "../conformance/qemu-conformance.js";
 import { qemuMachine, type QemuVendor } from "../machines/qemu-machine.js";
 import { QemuTarget } from "../qemu-target.js";
@@ -27,6 +27,8 @@ export type DifftestStatus =
   | "qemu-failed"
   /** An exception escaped the model on the program: a finding. */
   | "model-exception"
+  /** The catalogue predicted QEMU to fail at an operation and QEMU answered it: the catalogue is wrong for this QEMU. */
+  | "misprediction"
   /** The program needs something edu cannot do; not compared. */
   | "inexpressible";
 
@@ -75,13 +77,22 @@ export interface DifftestReport {
   readonly byKnown: Readonly<Record<string, number>>;
   readonly findings: readonly DifftestCase[];
   readonly ms: number;
+  /** QEMU processes started (the first, and one after each failure that killed QEMU). */
+  readonly qemuStarts: number;
+  /**
+   * Cases whose program QEMU was predicted to hang on (a catalogued failure, confirmed on QEMU earlier in the run):
+   * only the operations before the hang ran on QEMU.
+   */
+  readonly predictedFailures: number;
+  /** Time spent matching divergences against the catalogue. */
+  readonly catalogueMs: number;
 }
 
 export type DifftestResult = { readonly ok: true; readonly report: DifftestReport } | { readonly ok: false; readonly error: string };
 
 /** The shape of a finding, which a smaller program must keep to count as the same finding. */
 function signature(status: DifftestStatus, report: ReplayReport | undefined, detail: string | undefined): string {
-  if (status === "qemu-failed") return "qemu-failed";
+  if (status === "qemu-failed" || status === "misprediction") return status;
   if (status === "model-exception") return `model:${(detail ?? "").split(":").slice(1, 3).join(":")}`;
   const d = report?.divergences.find((x) => x.known === undefined);
   if (d === undefined) return "";
@@ -110,7 +121,21 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
   if (plugin === undefined) return { ok: false, error: `vendor ${options.vendor} is not installed` };
   const machine = qemuMachine(options.vendor)!;
   const profile = qemuRecordProfile(options.vendor)!;
-  const known = options.known ?? qemuDifferencesFor(options.vendor);
+  let catalogueMs = 0;
+  // Timed, so a slow matcher shows in the report (every divergence of every case meets every entry).
+  const known: KnownDifference[] = (options.known ?? qemuDifferencesFor(options.vendor)).map((k) => ({
+    id: k.id,
+    classification: k.classification,
+    summary: k.summary,
+    matches: (c) => {
+      const t = performance.now();
+      try {
+        return k.matches(c);
+      } finally {
+        catalogueMs += performance.now() - t;
+      }
+    },
+  }));
   const ram = { base: profile.ramBase!, size: DIFFTEST_RAM };
   const applicable = workloads.filter((w) => w.requires.every((cap) => plugin.capabilities[cap]) && w.id !== "bring-up");
   const bases = new Map<string, Trace>();
@@ -122,7 +147,12 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
   const union: TraceHeader = { ...[...bases.values()][0]!.header, machine: { ...[...bases.values()][0]!.header.machine, devices: DEFAULT_RIDS.slice(0, DEVICES).map((rid) => ({ rid })) } };
   let target: QemuTarget | undefined;
   let qemuName = machine.binary;
+  let qemuStarts = 0;
+  let predictedFailures = 0;
+  /** Catalogued failures seen happening on this QEMU in this run: later predictions of them are trusted. */
+  const confirmed = new Set<string>();
   const startQemu = async (): Promise<string | undefined> => {
+    qemuStarts++;
     const started = await QemuTarget.start(machine, union, { reusable: true, ...(options.binary === undefined ? {} : { binary: options.binary }) });
     if (!started.ok) return started.error;
     target = started.target;
@@ -147,7 +177,7 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
     return report;
   };
 
-  const byStatus: Record<DifftestStatus, number> = { agree: 0, known: 0, diverged: 0, "qemu-failed": 0, "model-exception": 0, inexpressible: 0 };
+  const byStatus: Record<DifftestStatus, number> = { agree: 0, known: 0, diverged: 0, "qemu-failed": 0, "model-exception": 0, misprediction: 0, inexpressible: 0 };
   const byKnown: Record<string, number> = {};
   const findings: DifftestCase[] = [];
   try {
@@ -159,23 +189,42 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
       const workload = rng.pick([...bases.keys()]);
       const base = bases.get(workload)!;
       const { ops, mutations } = mutate(base, options.vendor, rng, 1 + rng.below(3));
-      const evaluate = async (program: readonly TraceOp[]): Promise<{ status: DifftestStatus; known: string[]; detail?: string; first?: DivergenceSummary; trace?: Trace; report?: ReplayReport }> => {
+      type Evaluation = { status: DifftestStatus; known: string[]; detail?: string; first?: DivergenceSummary; trace?: Trace; report?: ReplayReport; predicted?: boolean };
+      const evaluate = async (program: readonly TraceOp[]): Promise<Evaluation> => {
         const answered = answeredByModel(plugin, options.plugins, options.vendor, base.header, program);
         if (answered === undefined) return { status: "inexpressible", known: [], detail: "the model cannot be the trace's machine" };
         if (answered.modelExceptions.length > 0) return { status: "model-exception", known: [], detail: answered.modelExceptions[0], trace: answered.trace };
+        const predicted = predictedFailure(options.vendor, answered.trace);
+        if (predicted !== undefined && confirmed.has(predicted.failure.id)) {
+          // QEMU would hang there (seen earlier in this run): compare what comes before, and spare the deadline.
+          const prefix: Trace = { header: answered.trace.header, ops: answered.trace.ops.slice(0, predicted.index) };
+          const report = await onQemu(prefix);
+          if (typeof report === "string") return { status: "qemu-failed", known: [], detail: report, trace: prefix, predicted: true };
+          const verdict = classify(report);
+          if (verdict.status === "agree" || verdict.status === "known") return { status: "known", known: [...verdict.known, predicted.failure.id], trace: prefix, report, predicted: true };
+          return { ...verdict, trace: prefix, report, predicted: true };
+        }
         const report = await onQemu(answered.trace);
         if (typeof report === "string") return { status: "qemu-failed", known: [], detail: report, trace: answered.trace };
         const verdict = classify(report);
         if (verdict.status === "qemu-failed") {
           // A way of failing the catalogue knows is a known difference, not a new finding.
-          const failure = qemuFailures.find((f) => f.vendor === options.vendor && f.matches(answered.trace, verdict.detail ?? ""));
-          if (failure !== undefined) return { status: "known", known: [...verdict.known, failure.id], trace: answered.trace, report };
+          const failure = qemuFailures.find((f) => f.vendor === options.vendor && f.matches(answered.trace, verdict.detail ?? "", report.stoppedAt));
+          if (failure !== undefined) {
+            confirmed.add(failure.id);
+            return { status: "known", known: [...verdict.known, failure.id], trace: answered.trace, report };
+          }
+        }
+        if (predicted !== undefined && (report.stoppedAt === undefined || report.stoppedAt > predicted.index)) {
+          const line = predicted.index + 2;
+          return { status: "misprediction", known: verdict.known, detail: `line ${line}: ${predicted.failure.id} predicts QEMU hangs here, and it answered`, trace: answered.trace, report };
         }
         return { ...verdict, trace: answered.trace, report };
       };
       const first = await evaluate(ops);
+      if (first.predicted === true) predictedFailures++;
       let result: DifftestCase = { index, seed, workload, mutations, status: first.status, known: first.known, ...(first.detail === undefined ? {} : { detail: first.detail }), ...(first.first === undefined ? {} : { first: first.first }) };
-      if (first.status === "diverged" || first.status === "qemu-failed" || first.status === "model-exception") {
+      if (first.status === "diverged" || first.status === "qemu-failed" || first.status === "model-exception" || first.status === "misprediction") {
         let minimal = first.trace!;
         const sig = signature(first.status, first.report, first.detail);
         if (options.shrink !== false) {
@@ -201,5 +250,5 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
   } finally {
     await target?.close();
   }
-  return { ok: true, report: { vendor: options.vendor, seed: options.seed, cases: options.cases, qemu: qemuName, byStatus, byKnown, findings, ms: Date.now() - t0 } };
+  return { ok: true, report: { vendor: options.vendor, seed: options.seed, cases: options.cases, qemu: qemuName, byStatus, byKnown, findings, ms: Date.now() - t0, qemuStarts, predictedFailures, catalogueMs: Math.round(catalogueMs) } };
 }
