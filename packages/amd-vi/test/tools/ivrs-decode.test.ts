@@ -77,6 +77,7 @@ const withHid = encodeIvrs({ ivInfo: 0x20_3041, blocks: [ivhd(0x40, [{ kind: "SE
 
 describe.skipIf(!haveIasl)("viommu acpi --decode for IVRS, judged by iasl -d", () => {
   for (const [what, table] of [
+    ["QEMU 7.2's IVRS (q35 + amd-iommu, read from fw_cfg: test/fixtures/README.md)", new Uint8Array(readFileSync(new URL("../fixtures/qemu-7.2-IVRS.bin", import.meta.url)))],
     ["the generator's IVRS (IVHD 10h and 11h, QEMU's entries)", amdViPlugin.acpi!.generate()],
     ["an IVRS with IVHD 10h and 11h holding every entry kind, and IVMD 20h, 21h, 22h", everyKind],
   ] as const) {
