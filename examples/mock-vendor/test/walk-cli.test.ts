@@ -3,15 +3,33 @@
  * (pmemsave) and an ELF64 core (one PT_LOAD placed by p_paddr, as dump-guest-memory writes it). Every answer must
  * be the emulated device's own translation.
  */
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Testbed } from "@viommu/conformance";
 import { newWalkResult, NO_PASID, Perm, unwrap } from "@viommu/core";
 import { MockReg } from "../src/format/registers.js";
 import { mockPlugin } from "../src/plugin.js";
-import { builtMain, viommu } from "../../../packages/cli/test/run-cli.js";
+
+/** The installed command line (a workspace link here, a dependency in a package made from this template). */
+function installedCli(): string | undefined {
+  try {
+    return dirname(createRequire(import.meta.url).resolve("@viommu/cli/package.json"));
+  } catch {
+    return undefined;
+  }
+}
+const cli = installedCli();
+const built = cli !== undefined && existsSync(join(cli, "dist/main.js"));
+
+/** `viommu` as a user runs it where this package is developed, so the plugin is found from its own sources. */
+function viommu(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(cli!, "bin/viommu.js"), ...args], { cwd: join(import.meta.dirname, ".."), encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 
 const RAM = 2 ** 26;
 
@@ -38,7 +56,7 @@ function elfCore(ram: Uint8Array): Uint8Array {
   return out;
 }
 
-describe.skipIf(!existsSync(builtMain))("viommu walk / mappings --vendor mock on a raw image and an ELF core", () => {
+describe.skipIf(!built)(`viommu walk / mappings --vendor ${mockPlugin.id} on a raw image and an ELF core`, () => {
   const dir = mkdtempSync(join(tmpdir(), "viommu-mock-walk-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const bed = unwrap(Testbed.create({ plugin: mockPlugin, vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }], memoryBytes: RAM }] }));
@@ -58,7 +76,7 @@ describe.skipIf(!existsSync(builtMain))("viommu walk / mappings --vendor mock on
     it(`${image}: every walk is the device's translation, with the entries named`, () => {
       const out = newWalkResult();
       for (const iova of iovas) {
-        const r = viommu(["walk", "--json", "--steps", "--vendor", "mock", "--memory", join(dir, image), "--reg", `DEVTAB_BASE=0x${devtab.toString(16)}`, "--rid", "0x10", "--iova", `0x${iova.toString(16)}`]);
+        const r = viommu(["walk", "--json", "--steps", "--vendor", mockPlugin.id, "--memory", join(dir, image), "--reg", `DEVTAB_BASE=0x${devtab.toString(16)}`, "--rid", "0x10", "--iova", `0x${iova.toString(16)}`]);
         expect(r.stderr).toBe("");
         const answer = JSON.parse(r.stdout) as { ok: boolean; output?: string | number; steps?: { what: string }[] };
         v.iommus[0]!.translateEmulated(0x10, NO_PASID, iova, false, out);
@@ -69,7 +87,7 @@ describe.skipIf(!existsSync(builtMain))("viommu walk / mappings --vendor mock on
     });
 
     it(`${image}: mappings lists the device's ranges`, () => {
-      const r = viommu(["mappings", "--json", "--vendor", "mock", "--memory", join(dir, image), "--reg", `DEVTAB_BASE=0x${devtab.toString(16)}`]);
+      const r = viommu(["mappings", "--json", "--vendor", mockPlugin.id, "--memory", join(dir, image), "--reg", `DEVTAB_BASE=0x${devtab.toString(16)}`]);
       expect(r.stderr).toBe("");
       const report = JSON.parse(r.stdout) as { contexts: { rid: string; mode: string; leaves: number; ranges: { iova: string; output: string; length: string; read: boolean; write: boolean }[] }[] };
       expect(report.contexts).toMatchObject([

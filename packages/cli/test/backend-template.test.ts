@@ -1,7 +1,7 @@
 /**
  * A backend author outside this repository: `viommu new-backend` makes a standalone package in a temporary
- * directory, which installs the packed tarballs of core, conformance, the command line and the template (as a
- * user would from a registry), builds, runs its own tests, is found by `viommu` where it is developed, passes
+ * directory, which installs the packed tarballs of core, conformance, the command line with its trace and QEMU
+ * packages, and the template (as a user would from a registry), builds, runs its own tests, is found by `viommu` where it is developed, passes
  * the conformance suite, and is refused at load time when a capability has no reason.
  */
 import { spawnSync } from "node:child_process";
@@ -23,7 +23,7 @@ describe.skipIf(!existsSync(builtMain))("a backend made from the template, outsi
   let backend = "";
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "viommu-backend-"));
-    const packed = run(npm, ["pack", "--pack-destination", dir, "--workspace", "@viommu/core", "--workspace", "@viommu/conformance", "--workspace", "@viommu/example-mock", "--workspace", "@viommu/cli"], repositoryRoot);
+    const packed = run(npm, ["pack", "--pack-destination", dir, "--workspace", "@viommu/core", "--workspace", "@viommu/conformance", "--workspace", "@viommu/example-mock", "--workspace", "@viommu/trace", "--workspace", "@viommu/qemu", "--workspace", "@viommu/cli"], repositoryRoot);
     if (packed.status !== 0) throw new Error(`npm pack failed: ${packed.stderr}`);
     const created = viommu(["new-backend", join(dir, "acme-iommu"), "--id", "acme", "--name", "ACME IOMMU"]);
     if (created.status !== 0) throw new Error(`new-backend failed: ${created.stderr}`);

@@ -42,7 +42,7 @@ export interface WalkReport {
   readonly reads: readonly MemoryRead[];
 }
 
-/** The shared JSON shape of one walk result: addresses as "0x…" text; `steps` when asked for. */
+/** The shared JSON shape of one walk result: addresses as "0x…" text; with `--steps`, the vendor's named entries (`steps`, where it names them) and every read the walk made (`reads`). */
 export function walkJson(report: WalkReport, steps = false): Record<string, unknown> {
   const a = report.answer;
   const outside = report.reads.filter((r) => !r.inImage).map((r) => hex(r.address));
@@ -52,7 +52,8 @@ export function walkJson(report: WalkReport, steps = false): Record<string, unkn
   return {
     ...base,
     ...(outside.length > 0 ? { outsideImage: outside } : {}),
-    ...(steps ? (a.steps !== undefined ? { steps: a.steps } : { reads: report.reads.map((r) => ({ address: hex(r.address), bytes: r.bytes, value: r.value, ...(r.inImage ? {} : { outsideImage: true }) })) }) : {}),
+    ...(steps && a.steps !== undefined ? { steps: a.steps.map((s) => ({ ...s, address: hex(s.address) })) } : {}),
+    ...(steps ? { reads: report.reads.map((r) => ({ address: hex(r.address), bytes: r.bytes, value: r.value, ...(r.inImage ? {} : { outsideImage: true }) })) } : {}),
   };
 }
 
@@ -63,7 +64,7 @@ function sizeText(bytes: number): string {
 /** One walk result as a line a person reads. */
 export function walkLine(request: WalkRequest, report: WalkReport): string {
   const a = report.answer;
-  const iova = hex(request.iova);
+  const iova = request.address !== undefined ? `0x${request.address.toString(16)}` : hex(request.iova);
   const outside = report.reads.find((r) => !r.inImage);
   const note = outside === undefined ? "" : `  (read ${hex(outside.address)} outside the memory image)`;
   if (!a.ok) return `${iova}  FAULT ${a.fault.name} (code 0x${a.fault.code.toString(16)})${note}`;
@@ -249,7 +250,7 @@ export function registerWalk(program: Command, ctx: CliContext): void {
     .option("--ssid <n>", "SMMUv3 SubstreamID")
     .option("--iova <address>", "the address the device used")
     .addOption(new Option("--access <kind>", "read or write").choices(["read", "write"]).default("read"))
-    .option("--steps", "show every entry each walk read (JSON: steps, or reads when the vendor names none)")
+    .option("--steps", "show every entry each walk read (JSON: steps where the vendor names them, and every read)")
     .option("--requests <file>", "many requests, one JSON object per line ({\"rid\", \"iova\", \"pasid\", \"access\"}); - reads stdin as lines arrive")
     .action(async (opts: { json?: boolean; vendor: string; memory: string[]; memoryBase?: string; reg?: string[]; sid?: string; devid?: string; rid?: string; bdf?: string; pasid?: string; ssid?: string; iova?: string; access: string; requests?: string; steps?: boolean }) => {
       const json = opts.json === true;
