@@ -9,6 +9,7 @@ import {
   type PageTableEncoder,
   type PageTableFormat,
   type PermBits,
+  type RadixLayout,
   type RawBits,
 } from "@viommu/core";
 import { SLLPS_1G, SLLPS_2M } from "./cap.js";
@@ -113,11 +114,14 @@ function slPerms(lo: number): PermBits {
 export class SlPteFormat implements PageTableFormat, PageTableEncoder {
   readonly name = "VT-d second-level";
   readonly reservedMasks: PteReservedMasks;
+  /** The entry as masks for core's compiled walk (absent under stale-tm, whose TM rule differs per leaf). */
+  readonly layout: RadixLayout | undefined;
   private readonly masks: PteMaskTable;
 
   constructor(readonly options: SlPteOptions) {
     this.reservedMasks = slPteReservedMasks(options);
     this.masks = new PteMaskTable(this.reservedMasks);
+    this.layout = slPteRadixLayout(options);
   }
 
   decodeEntry(lo: number, hi: number, level: number, out: EntryDecode): void {
@@ -166,3 +170,33 @@ export const slDirtyBits: DirtyBitFormat = {
     out[1] = hi;
   },
 };
+
+/**
+ * The second-level entry as a `RadixLayout` (the same masks as `slPteReservedMasks`): present on R or W; bits
+ * above HAW that are not ignored, and TM, reserved in every entry; SNP (bit 11) reserved in tables, and in leaves
+ * unless snooping is allowed; PS a leaf at levels 2 and 3 where SLLPS allows, reserved elsewhere above level 1
+ * (ignored at level 1); a large leaf's low address bits reserved (alignment). Execute (X, bit 2) has no place in
+ * a RadixLayout, so compiled walks grant read and write only: no VT-d request asks for execute.
+ */
+export function slPteRadixLayout(options: SlPteOptions): RadixLayout | undefined {
+  if (options.staleTm === true) return undefined;
+  const sllps = options.sllps ?? SLLPS_2M | SLLPS_1G;
+  const aboveHaw = (aboveHawMaskBig(options.haw) & ~SL_PTE_IGNORED) | SL_TM;
+  const snp = Number(SL_SNP);
+  return {
+    presentLo: 0x3,
+    reservedLo: Number(aboveHaw & 0xffff_ffffn) | (options.snoop ? 0 : snp),
+    reservedHi: Number(aboveHaw >> 32n),
+    tableReservedLo: snp,
+    leafFlagLo: Number(SL_PS),
+    alwaysLeafLevels: 1 << 1,
+    leafLevels: (sllps & SLLPS_2M ? 1 << 2 : 0) | (sllps & SLLPS_1G ? 1 << 3 : 0),
+    addressLo: 0xffff_f000,
+    addressHi: 0x000f_ffff,
+    leafAlignment: true,
+    readLo: 0x1,
+    writeLo: 0x2,
+    leafPerms: Perm.User,
+    tablePerms: Perm.User,
+  };
+}
