@@ -19,6 +19,7 @@ import { amdViAcpiTool } from "./tools/acpi-tool.js";
 import { createAmdViBenchFigures } from "./tools/bench.js";
 import { amdViWalkTool } from "./tools/walk-tool.js";
 import { AmdViDevice } from "./vmm/amd-vi-device.js";
+import { amdViProperties } from "./vmm/device-properties.js";
 
 /** How the plugin's VMM half runs a nested guest's command buffer by default. */
 export interface AmdViPluginOptions {
@@ -95,6 +96,7 @@ export function createAmdViPlugin(options: AmdViPluginOptions = {}): VendorPlugi
     structures: amdViStructures,
     walk: amdViWalkTool,
     acpi: amdViAcpiTool,
+    properties: amdViProperties,
     // A figure measuring the other command-buffer configuration runs on a plugin configured for it.
     bench: createAmdViBenchFigures((commandBuffer) => (commandBuffer === (hwQueues ? "hw-vqueue" : "trapped") ? plugin : createAmdViPlugin({ ...options, commandBuffer }))),
 

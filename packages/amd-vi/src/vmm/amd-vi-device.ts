@@ -60,7 +60,8 @@ import { InterruptRemapper, type RemapSettings } from "./interrupt-remapper.js";
 import { PageRequestRelay, samePasid } from "./page-request-relay.js";
 import { PostedInterrupts } from "./posted-interrupts.js";
 import { isAmdVapicPosting } from "../format/vapic-posting.js";
-import { buildIvrs } from "./ivrs-builder.js";
+import { buildIvrs, IVHD_FLAGS } from "./ivrs-builder.js";
+import { amdViDeviceConfig, type AmdViDeviceConfig } from "./device-properties.js";
 import { AmdViUnit } from "../hw/amd-vi-unit.js";
 import { GuestDteState } from "../hw/guest-dte-view.js";
 import { auditInterruptHit } from "./interrupt-audit.js";
@@ -130,6 +131,8 @@ export class AmdViDevice implements EmulatedIommu {
   /** Page requests answered by COMPLETE_PPR_REQUEST, for the emulated devices that asked. */
   readonly pprResponses: { deviceId: number; tag: number; status: number }[] = [];
   readonly features: EmulatedFeatures;
+  /** What the device properties (QEMU's names) make of it. */
+  readonly config: AmdViDeviceConfig;
   /** Commands the hardware vIOMMU handed to this VMM (DTE changes): hypervisor interventions without a VM exit. */
   interceptsHandled = 0;
   frozen = false;
@@ -196,7 +199,8 @@ export class AmdViDevice implements EmulatedIommu {
   private constructor(readonly options: AmdViDeviceOptions) {
     this.mode = options.mode;
     this.mmioBase = options.mmioBase ?? AMDVI_DEFAULT_MMIO_BASE + (options.instance ?? 0) * 0x10000;
-    this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false, options.pasidBits);
+    this.config = amdViDeviceConfig(options.properties);
+    this.features = emulatedFeatures(options.mode, options.twoKInterrupts ?? false, options.pasidBits, this.config.xtsup);
     this.remapper = new InterruptRemapper(options.vm.memory);
     this.walker = new GuestDteWalker(options.vm.memory);
     const host = resolveToken(options.vm.container, HostServices);
@@ -240,7 +244,7 @@ export class AmdViDevice implements EmulatedIommu {
         regs().msiData = v;
       },
     };
-    this.pci = new AmdViPciFunction({ bdf: this.iommuDeviceId, mmioBase: this.mmioBase, msi, onMsiChange: () => this.msiChanged(), command: { get: () => this.regs.pciCommand, set: (v) => void (this.regs.pciCommand = v) } });
+    this.pci = new AmdViPciFunction({ bdf: this.iommuDeviceId, mmioBase: this.mmioBase, msi, onMsiChange: () => this.msiChanged(), command: { get: () => this.regs.pciCommand, set: (v) => void (this.regs.pciCommand = v) }, iotlbSup: this.config.deviceIotlb });
     this.queueViews = amdViGuestQueues(this.mmioBase, {
       command: { baseRegister: () => this.regs.cmdBase, enabled: () => this.controlBit(C_CMD_BUF_EN) },
       event: { baseRegister: () => this.regs.evtBase, enabled: () => this.controlBit(C_EVENT_LOG_EN) },
@@ -1117,7 +1121,8 @@ export class AmdViDevice implements EmulatedIommu {
 
   /** The Control bits remapping reads. */
   private get remapSettings(): RemapSettings {
-    return { enabled: this.controlBit(C_IOMMU_EN), ga: this.controlBit(C_GA_EN), xt: this.controlBit(C_XT_EN), twoK: this.controlBit(C_NUM_INT_REMAP) && !this.controlBit(C_NUM_INT_REMAP + 1) };
+    // intremap=off: MSIs pass as written, as QEMU's amdvi_int_remap_msi does without interrupt remapping.
+    return { enabled: this.controlBit(C_IOMMU_EN) && this.config.intremap, ga: this.controlBit(C_GA_EN), xt: this.controlBit(C_XT_EN), twoK: this.controlBit(C_NUM_INT_REMAP) && !this.controlBit(C_NUM_INT_REMAP + 1) };
   }
 
   /**
@@ -1142,7 +1147,7 @@ export class AmdViDevice implements EmulatedIommu {
     return [
       {
         signature: "IVRS",
-        bytes: buildIvrs({ mmioBase: this.mmioBase, iommuDeviceId: this.iommuDeviceId, features: this.features, extraDeviceIds: [...this.assigned.keys()] }),
+        bytes: buildIvrs({ mmioBase: this.mmioBase, iommuDeviceId: this.iommuDeviceId, features: this.features, extraDeviceIds: [...this.assigned.keys()], ivhdFlags: this.config.deviceIotlb ? IVHD_FLAGS : IVHD_FLAGS & ~0x10, ioapic: this.config.intremap }),
       },
     ];
   }

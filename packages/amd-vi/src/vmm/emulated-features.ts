@@ -24,7 +24,7 @@ export interface EmulatedFeatures {
  * init.c BUG_ONs when max_pasids has bits above it), so a VMM that runs real Linux guests must offer 16. Shadow
  * mode mirrors only PASID 0's table (PASmax = 0: max_pasids = 1, no PASID beyond it).
  */
-export function emulatedFeatures(mode: TranslationMode, twoKInterrupts: boolean, pasidBits = 20): EmulatedFeatures {
+export function emulatedFeatures(mode: TranslationMode, twoKInterrupts: boolean, pasidBits = 20, xtsup = true): EmulatedFeatures {
   const hostTranslation = mode === "shadow";
   const guestTranslation = mode !== "ir-only";
   const pasids = mode === "nested" ? Math.max(1, Math.min(20, Math.floor(pasidBits))) : 1;
@@ -32,7 +32,7 @@ export function emulatedFeatures(mode: TranslationMode, twoKInterrupts: boolean,
     encodeEfr({
       PrefSup: 1,
       PPRSup: 1,
-      XTSup: 1,
+      XTSup: xtsup ? 1 : 0,
       GTSup: guestTranslation ? 1 : 0,
       IASup: 1,
       GASup: 1,

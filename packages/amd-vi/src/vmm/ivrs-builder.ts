@@ -13,6 +13,10 @@ export interface IvrsTopology {
   readonly extraDeviceIds?: readonly number[];
   /** Which IVHD types to list (default 10h and 11h: iasl cannot disassemble 40h). */
   readonly ivhdTypes?: readonly (0x10 | 0x11 | 0x40)[];
+  /** IVHD flags (default IVHD_FLAGS; device-iotlb=off clears IotlbSup). */
+  readonly ivhdFlags?: number;
+  /** Whether the IOAPIC SPECIAL entry is listed (interrupt remapping offered; default true). */
+  readonly ioapic?: boolean;
 }
 
 /** IVHD flags QEMU writes: HtTunEn, IotlbSup, PrefSup, PPRSup (0xD1). The capability header agrees (pci-function.ts). */
@@ -35,15 +39,15 @@ export function buildIvrs(topology: IvrsTopology): Uint8Array {
     { kind: "START_OF_RANGE", deviceId: 0x0000, dteSetting: 0 },
     { kind: "END_OF_RANGE", deviceId: 0x00ff, dteSetting: 0 },
     ...(topology.extraDeviceIds ?? []).filter((id) => id > 0xff).map((deviceId): IvhdDeviceEntry => ({ kind: "SELECT", deviceId, dteSetting: 0 })),
-    { kind: "SPECIAL", deviceId: 0, dteSetting: 0, handle: 0, sourceDeviceId: IOAPIC_DEVICE_ID, variety: IvhdSpecialVariety.IOAPIC },
   ];
+  if (topology.ioapic ?? true) entries.push({ kind: "SPECIAL", deviceId: 0, dteSetting: 0, handle: 0, sourceDeviceId: IOAPIC_DEVICE_ID, variety: IvhdSpecialVariety.IOAPIC });
   const f = topology.features;
   const efr = f.efr;
   const featureReporting = Number(efr & 4n ? 1 : 0) | (f.guestTranslation ? 1 << 2 : 0) | Number(efr & 0x80n ? 1 << 6 : 0);
   const blocks: IvhdBlock[] = (topology.ivhdTypes ?? [IvrsBlockType.IVHD_10, IvrsBlockType.IVHD_11]).map((type) => ({
     kind: "IVHD",
     type,
-    flags: IVHD_FLAGS,
+    flags: topology.ivhdFlags ?? IVHD_FLAGS,
     deviceId: topology.iommuDeviceId,
     capabilityOffset: AMDVI_CAPABILITY_OFFSET,
     baseAddress: BigInt(topology.mmioBase),

@@ -46,6 +46,8 @@ export interface PciFunctionSetup {
   onMsiChange(): void;
   /** The Command register, kept with the device's state. */
   readonly command: { get(): number; set(value: number): void };
+  /** IotlbSup in the capability header, as the IVHD flags say (device-iotlb; default on). */
+  readonly iotlbSup?: boolean;
 }
 
 /**
@@ -83,7 +85,7 @@ export class AmdViPciFunction implements PciConfigHandler {
       CapPtr: MSI_CAPABILITY_OFFSET,
       CapType: AMDVI_CAPABILITY_TYPE_IOMMU,
       CapRev: 0,
-      IotlbSup: (IVHD_FLAGS >>> 4) & 1,
+      IotlbSup: setup.iotlbSup === false ? 0 : (IVHD_FLAGS >>> 4) & 1,
       HtTunnel: IVHD_FLAGS & 1,
       NpCache: 1,
       EFRSup: 1,
