@@ -464,14 +464,16 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
   }
 
   /**
-   * INV_WAIT: the status write is a DMA to guest memory (an address outside RAM is a queue error, as QEMU
-   * reports it); IF sets ICS.IWC and raises the completion event unless IWC was already set. PD needs
-   * ECAP.PDS, which this unit lacks, so it is a reserved value.
+   * INV_WAIT: the status write is a DMA to guest memory at QW1 63:2, all of it (an address outside RAM is a
+   * queue error, as QEMU reports it; one above bit 51 is outside every RAM, never cut to the bits below); IF
+   * sets ICS.IWC and raises the completion event unless IWC was already set. PD needs ECAP.PDS, which this
+   * unit lacks, so it is a reserved value.
    */
   private waitDescriptor(raw: Uint32Array): DescriptorOutcome {
     const w0 = raw[0]!;
     if (w0 & 0x80) return INVALID_RESERVED;
     if (w0 & 0x20) {
+      if (raw[3]! >>> 20 !== 0) return INVALID_NO_INFO;
       const address = address64(raw[2]!, raw[3]!, 2, 51);
       if (!this.options.vm.memory.hostReadable(address, 4)) return INVALID_NO_INFO;
       this.options.vm.memory.write32(address, raw[1]!);

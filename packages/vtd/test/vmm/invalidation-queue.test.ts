@@ -71,6 +71,17 @@ describe("VT-d invalidation queue: wait descriptors", () => {
     p.submit(p.wait(1, { SW: 1, PD: 1 }));
     expect(p.r32(0x34) & 0x10).toBe(0x10);
   });
+
+  it("writes nothing for a status address above bit 51: the address is QW1 63:2 whole, never cut to RAM (difftest found the cut; QEMU stops with IQE)", () => {
+    for (const high of [0x4000_0000_0000_0000n, 0x0010_0000_0000_0000n]) {
+      const q = queue(false);
+      q.vm.memory.write32(STATUS, 0xdead);
+      q.submit(encodeInvDesc("INV_WAIT", { SW: 1, STATUS_DATA: 0x77, STATUS_ADDR: high | BigInt(STATUS) }));
+      expect(q.vm.memory.read32(STATUS)).toBe(0xdead);
+      expect(q.r32(0x34) & 0x10).toBe(0x10);
+      expect(Number(q.r64(0x80))).toBe(0);
+    }
+  });
 });
 
 describe("VT-d invalidation queue: errors", () => {
