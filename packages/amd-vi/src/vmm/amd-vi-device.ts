@@ -162,7 +162,8 @@ export class AmdViDevice implements EmulatedIommu {
   };
   private readonly evt = new GuestLogRing();
   private readonly ppr = new GuestLogRing();
-  private readonly devtab: DeviceTableLocation = { base: 0, entries: 0, exclusion: newExclusionRange() };
+  /** The Device Table Base Address Register's reset value 0 describes a table: 4 KiB (Size 0, 128 entries) at 0. */
+  private readonly devtab: DeviceTableLocation = { base: 0, entries: 128, exclusion: newExclusionRange() };
   private readonly remapper: InterruptRemapper;
   private readonly walker: GuestDteWalker;
   private readonly walkOutcome = newDteWalkOutcome();

@@ -75,12 +75,17 @@ describe("device properties under QEMU's names change what the guest sees as QEM
     expect(ivhd11(device({ intremap: "auto" })).entries.some((e) => e.kind === "SPECIAL")).toBe(true);
     const off = device({ intremap: "off" });
     expect(ivhd11(off).entries.some((e) => e.kind === "SPECIAL")).toBe(false);
-    // IommuEn on: the MSI (IRTE index 3, which no table backs) would fault with remapping; it passes instead.
-    off.options.vm.mmioWrite(off.mmioBase + MmioOffset.Control, 8, 1n);
+    // IommuEn on, and a DTE for DeviceID 0x10 in the reset-value device table (4 KiB at 0) asking for remapping
+    // through an IRT of zero entries (IV, IntTabLen 9, IntCtl 10b): the MSI (IRTE index 3, RemapEn clear) is
+    // refused with remapping, and passes as written without it.
+    const remappingDte = (d: AmdViDevice): void => {
+      d.options.vm.memory.writeWords(0x10 * 32, Uint32Array.of(3, 0, 0, 0, 0x1_0000 | (9 << 1) | 1, 2 << 28, 0, 0));
+      d.options.vm.mmioWrite(d.mmioBase + MmioOffset.Control, 8, 1n);
+    };
+    remappingDte(off);
     expect(off.deliverMsi(0x10, { address: 0xfee0_1000, data: 0x23 })).toMatchObject({ ok: true, irq: { vector: 0x23, destination: 1 } });
     const on = device();
-    on.options.vm.mmioWrite(on.mmioBase + MmioOffset.Control, 8, 1n);
-    // With remapping the same MSI needs the guest's tables (none programmed here): refused.
+    remappingDte(on);
     expect(on.deliverMsi(0x10, { address: 0xfee0_1000, data: 0x23 }).ok).toBe(false);
   });
 

@@ -90,3 +90,17 @@ describe("PPR log", () => {
     expect(buildCompletePprRequest({ deviceId: 1, tag: 2, status: 0 })[3]).toBe(2);
   });
 });
+
+describe("a Device Table Base Address Register never written", () => {
+  it("is its reset value 0: a 4 KiB table at 0 whose zero DTE (V = 0) passes DMA through and logs nothing (difftest found an ILLEGAL_DEV_TABLE_ENTRY; QEMU logs none)", () => {
+    const { g, device } = rawVm("trapped");
+    const evt = 0x40_0000;
+    g.write(MmioOffset.EventLogBase, BigInt(evt) | (8n << 56n));
+    g.write(MmioOffset.Control, Ctl.IommuEn | Ctl.EventLogEn);
+    const w = newWalkResult();
+    device.translateEmulated(0x28, NO_PASID, 0x5000, true, w);
+    expect(w.ok).toBe(true);
+    expect(w.output).toBe(0x5000);
+    expect(Number(g.v.vm.mmioRead(device.mmioBase + MmioOffset.EventLogTail, 4))).toBe(0);
+  });
+});
