@@ -147,7 +147,61 @@ function vtdWaitOutsideRam(c: DivergenceContext): boolean {
   return false;
 }
 
+/** The wait descriptors the guest wrote into its invalidation queue before the divergence, in the order written. */
+function vtdWaitDescriptors(c: DivergenceContext): { index: number; flags: number; status: number }[] {
+  const iqa = lastRegisterWrite(c, "vtd", VTD_IQA);
+  if (iqa === undefined) return [];
+  const base = Number(iqa & 0x000f_ffff_ffff_f000n);
+  const size = (iqa & 0x800n) !== 0n ? 32 : 16;
+  const bytes = 4096 << Number(iqa & 7n);
+  const out: { index: number; flags: number; status: number }[] = [];
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op !== "mem-write" || op.addr < base || op.addr >= base + bytes || op.data.length < 16 || (op.addr - base) % size !== 0) continue;
+    for (let at = 0; at + 16 <= op.data.length; at += size) {
+      const d = op.data.subarray(at, at + 16);
+      // Type 5 (bits 3:0, with the high type bits 11:9 clear); flags IF (4), SW (5), FN (6); status address QW1 63:2.
+      if ((d[0]! & 0xf) !== 5 || (d[1]! & 0x0e) !== 0) continue;
+      out.push({ index: i, flags: d[0]! & 0x70, status: (dword(d, 2) & ~3) + dword(d, 3) * 2 ** 32 });
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether QEMU would have stopped the queue at a wait descriptor without SW and IF (with FN set or not, as
+ * `fenceOnly` asks) while the model went on: the divergence is FSTS.IQE, IQH, or the status of a later wait.
+ */
+function vtdBareWaitRejected(c: DivergenceContext, fenceOnly: boolean): boolean {
+  const waits = vtdWaitDescriptors(c);
+  const bare = waits.find((w) => (w.flags & 0x30) === 0);
+  if (bare === undefined || ((bare.flags & 0x40) !== 0) !== fenceOnly) return false;
+  const at = registerRead(c, "vtd");
+  if (at === VTD_IQH) return true;
+  if (at === VTD_FSTS) return ((c.actual as bigint) & FSTS_IQE) !== 0n && ((c.expected as bigint) & FSTS_IQE) === 0n && differsOnlyIn(c, FSTS_IQE | FSTS_PPF | FSTS_FRI);
+  const mem = memoryAnswers(c);
+  return mem !== undefined && waits.some((w) => w.index >= bare.index && (w.flags & 0x20) !== 0 && w.status >= mem.addr - 3 && w.status < mem.addr + mem.expected.length);
+}
+
 const vtd: QemuDifference[] = [
+  {
+    id: "vtd-fence-wait-rejected",
+    vendor: "vtd",
+    classification: "target-deviates",
+    summary: "A wait descriptor with FN set and neither SW nor IF (a pure barrier): QEMU 7.2 takes it as invalid and stops the queue with FSTS.IQE; the model executes it (nothing to do) and the descriptors behind it.",
+    specification: "VT-d specification, 7.10 (software steps to drain page requests): a wait descriptor with FN = 1 and neither SW nor IF is valid and serves only as a barrier.",
+    qemu: "hw/i386/intel_iommu.c vtd_process_wait_desc() (7.2): neither SW nor IF falls to its invalid-wait-descriptor branch and returns false, so vtd_process_inv_desc() sets IQE.",
+    matches: (c) => vtdBareWaitRejected(c, true),
+  },
+  {
+    id: "vtd-empty-wait-rejected",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A wait descriptor with none of SW, IF and FN: QEMU takes it as invalid and stops the queue with FSTS.IQE; the model executes it as a no-op and goes on. The specification lists neither combination among invalid descriptors nor gives it a meaning.",
+    specification: "VT-d specification, 6.5.2.8 Invalidation Wait Descriptor (SW, IF, FN each optional) and FSTS_REG.IQE (an invalid descriptor: unsupported type or reserved fields set).",
+    qemu: "hw/i386/intel_iommu.c vtd_process_wait_desc(): '(unknown type)' when neither SW nor IF is set, returns false, IQE.",
+    matches: (c) => vtdBareWaitRejected(c, false),
+  },
   {
     id: "vtd-wait-status-outside-ram",
     vendor: "vtd",
@@ -204,6 +258,13 @@ const vtd: QemuDifference[] = [
         const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
         const freedLater = c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.value & 0x8000_0000n) !== 0n);
         if (freedLater && differsOnlyIn(c, FSTS_FRI | FSTS_PPF) && ((c.actual as bigint) & FSTS_PPF) !== 0n) return true;
+        // The model's pending fault sits in FRCD[n ≥ 1] (read later) with FRCD[0] free: QEMU had no register for it.
+        if (differsOnlyIn(c, FSTS_FRI | FSTS_PPF | FSTS_PFO) && ((c.expected as bigint) & FSTS_PPF) !== 0n && ((c.actual as bigint) & FSTS_PPF) === 0n) {
+          const reads = following(c, 96).map(({ op }) => op);
+          const pendingLater = reads.some((op) => op.op === "mmio-read" && op.expect !== undefined && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.expect & 0x8000_0000n) !== 0n);
+          const firstFree = reads.some((op) => op.op === "mmio-read" && op.addr === block.base + VTD_FRCD0 + 0xc && op.expect !== undefined && (op.expect & 0x8000_0000n) === 0n);
+          if (pendingLater && firstFree) return true;
+        }
         // Faults of two requesters pending at once: the model has a register for the second, QEMU overflows (PFO).
         return differsOnlyIn(c, FSTS_FRI | FSTS_PPF | FSTS_PFO) && ((c.actual as bigint) & FSTS_PFO) !== 0n && ((c.expected as bigint) & FSTS_PFO) === 0n && twoRequestersPending(c);
       }
@@ -324,12 +385,13 @@ function amdEventLog(c: DivergenceContext): { base: number; bytes: number } | un
   return { base: Number(v & 0x000f_ffff_ffff_f000n), bytes: 16 * 2 ** Number((v >> 56n) & 0xfn) };
 }
 
-type AmdEventKind = "not-present" | "permission" | "interrupt" | "illegal-command" | "other";
+type AmdEventKind = "not-present" | "permission" | "interrupt" | "illegal-command" | "illegal-dte" | "other";
 
 /** The kind of an IO_PAGE_FAULT record (event code 2): flags I (bit 19 of dword 1), PR (bit 20). */
 function amdEventKind(record: Uint8Array): AmdEventKind {
   const d1 = dword(record, 1);
   if (d1 >>> 28 === 5) return "illegal-command";
+  if (d1 >>> 28 === 1) return "illegal-dte";
   if (d1 >>> 28 !== 2) return "other";
   if (d1 & (1 << 19)) return "interrupt";
   return d1 & (1 << 20) ? "permission" : "not-present";
@@ -463,6 +525,35 @@ function amdRanPastHalt(c: DivergenceContext, halted: { storeAddresses: number[]
   return mem !== undefined && halted.storeAddresses.some((a) => a >= mem.addr - 7 && a < mem.addr + mem.expected.length);
 }
 
+const STATUS_EVENT_LOG_RUN = 0x8n;
+/** CommandBufferHeadPtr / TailPtr, EventLogHeadPtr / TailPtr: bits 18:4 (pub. 48882, MMIO 0x2000–0x2018). */
+const RING_POINTER_FIELD = 0x7fff0n;
+
+/** Whether the guest wrote the register at `offset` before the divergence. */
+function amdWrote(c: DivergenceContext, offset: number): boolean {
+  return lastRegisterWrite(c, "amd-vi", offset) !== undefined;
+}
+
+/**
+ * A ring pointer register read (command head/tail, event head/tail) where QEMU returns what the guest wrote and the
+ * model only the pointer field within its ring: the bits that differ lie outside bits 18:4, or at or beyond the
+ * ring's length.
+ */
+function amdPointerAsWritten(c: DivergenceContext): boolean {
+  const at = registerRead(c, "amd-vi");
+  if (at === undefined || typeof c.expected !== "bigint" || typeof c.actual !== "bigint" || c.op.op !== "mmio-read") return false;
+  const ring = at === AMD_CMD_HEAD || at === AMD_CMD_TAIL ? AMD_CMD_BASE : at === 0x2010 || at === AMD_EVENT_TAIL ? AMD_EVENT_LOG_BASE : undefined;
+  if (ring === undefined) return false;
+  const written = lastRegisterWrite(c, "amd-vi", at);
+  const width = (1n << BigInt(c.op.size * 8)) - 1n;
+  if (written === undefined || (written & width) !== c.actual) return false;
+  const base = lastRegisterWrite(c, "amd-vi", ring) ?? 0n;
+  const ringBytes = 16n << ((base >> 56n) & 0xfn);
+  const allowed = ~RING_POINTER_FIELD | (RING_POINTER_FIELD & ~(ringBytes - 1n));
+  const d = c.expected ^ c.actual;
+  return d !== 0n && (d & ~allowed) === 0n;
+}
+
 const amdVi: QemuDifference[] = [
   {
     id: "amdvi-capability-registers",
@@ -528,6 +619,27 @@ const amdVi: QemuDifference[] = [
     specification: "AMD IOMMU specification (pub. 48882), interrupt remapping: an interrupt request that fails remapping is target-aborted and logged as IO_PAGE_FAULT with the I flag.",
     qemu: "hw/i386/amd_iommu.c amdvi_mem_ir_write(): a failed amdvi_int_remap_msi() is reported with error_report_once() under '/* TODO: log the event using IOMMU log event interface */' and dropped.",
     matches: (c) => amdMissingEvent(c) === "interrupt",
+  },
+  {
+    id: "amdvi-ring-pointer-as-written",
+    vendor: "amd-vi",
+    classification: "open",
+    summary: "A command-buffer or event-log head/tail register the guest wrote with bits outside the pointer field (bits 18:4), or with an offset beyond its ring: QEMU reads back the value as written, the model the pointer field reduced to its ring.",
+    specification: "AMD IOMMU specification (pub. 48882), MMIO 0x2000–0x2018 Command Buffer / Event Log Head and Tail Pointer Registers: the pointer is bits 18:4, the other bits are reserved; an offset beyond the ring the base register sizes is a software error whose effect is not defined.",
+    qemu: "hw/i386/amd_iommu.c amdvi_mmio_write(): amdvi_writeq()/amdvi_writel() store the written value whole (these registers have no read-only mask, amdvi_init()); only the internal copies (cmdbuf_tail, evtlog_head, ...) are masked.",
+    matches: amdPointerAsWritten,
+  },
+  {
+    id: "amdvi-event-log-never-programmed",
+    vendor: "amd-vi",
+    classification: "open",
+    summary: "EventLogEn set while the guest never wrote the Event Log Base Address Register: QEMU sets Status.EventLogRun (a log at 0 of EventLen 0), the model does not. EventLen 0 is a reserved length, so neither is wrong; but the model runs the same log once the guest writes the register's reset value 0 (see the model findings).",
+    specification: "AMD IOMMU specification (pub. 48882), MMIO 0x0010 Event Log Base Address Register (reset 0; EventLen below 1000b reserved) and MMIO 0x2020 Status.EventLogRun.",
+    qemu: "hw/i386/amd_iommu.c amdvi_handle_control_write(): evtlog_enabled = IommuEn && EventLogEn sets AMDVI_MMIO_STATUS_EVT_RUN whatever the log.",
+    matches: (c) => {
+      if (registerRead(c, "amd-vi") !== AMD_STATUS || amdWrote(c, AMD_EVENT_LOG_BASE)) return false;
+      return differsOnlyIn(c, STATUS_EVENT_LOG_RUN | STATUS_EVENT_OVERFLOW_INT | STATUS_PPR_LOG_RUN) && ((c.actual as bigint) & STATUS_EVENT_LOG_RUN) !== 0n && ((c.expected as bigint) & STATUS_EVENT_LOG_RUN) === 0n;
+    },
   },
 ];
 
