@@ -4,8 +4,8 @@ import { smmuv3Plugin } from "@viommu/smmuv3/plugin";
 import { vtdPlugin } from "@viommu/vtd/plugin";
 import { ModelTarget, parseTrace, replay, type Trace } from "@viommu/trace";
 import { describe, expect, it } from "vitest";
-import { QemuTarget, qemuDifferences, qemuDifferencesFor, qemuMachine } from "../src/index.js";
-import { describeWith, qemuX86 } from "./support.js";
+import { QemuTarget, qemuDifferences, qemuDifferencesFor, qemuFailures, qemuMachine } from "../src/index.js";
+import { describeWith, qemuArm, qemuX86 } from "./support.js";
 
 /**
  * The minimal traces of what difftest found, each named after the catalogue entry that explains it: the model's
@@ -50,6 +50,73 @@ describe("difftest findings", () => {
         expect(r.divergences.map((d) => `line ${d.index + 2}`)).toEqual([]);
       } finally {
         t.value.dispose();
+      }
+    });
+  }
+});
+
+async function explainedOnQemu(f: { id: string; trace: Trace }): Promise<void> {
+  const vendor = vendorOf(f.trace);
+  const started = await QemuTarget.start(qemuMachine(vendor)!, f.trace.header);
+  if (!started.ok) throw new Error(started.error);
+  try {
+    const r = await replay(f.trace, started.target, { known: qemuDifferencesFor(vendor) });
+    expect(r.divergences.filter((d) => d.known === undefined).map((d) => `line ${d.index + 2}`)).toEqual([]);
+    expect(r.divergences.map((d) => d.known?.id)).toContain(f.id);
+  } finally {
+    await started.target.close();
+  }
+}
+
+describeWith(qemuArm, "difftest findings on QEMU's arm-smmuv3", () => {
+  for (const f of findings.filter((x) => vendorOf(x.trace) === "smmuv3")) {
+    it(`${f.id}: every divergence is catalogued, and this entry explains one`, () => explainedOnQemu(f));
+  }
+
+  it("smmuv3-base-registers-unknown-at-reset: after a reset QEMU keeps the event queue base a previous guest wrote; a guest enabling the queue without writing it diverges, and the entry explains it", async () => {
+    const withQueue = findings.find((x) => x.id === "smmuv3-command-reserved-bits-accepted")!.trace;
+    const header = withQueue.header;
+    // A guest that programs the event queue (at 0x42002000), then one that enables it without writing its base.
+    const first: Trace = { header, ops: [{ op: "mmio-write", addr: 0x905_00a0, size: 8, value: 0x4000_0000_4200_2000n | 8n }] };
+    const second: Trace = {
+      header,
+      ops: [
+        { op: "mmio-write", addr: 0x905_0020, size: 4, value: 0xdn },
+        { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: false } },
+        { op: "mem-read", addr: 0x4200_2000, len: 32, expect: new Uint8Array(32) },
+      ],
+    };
+    const started = await QemuTarget.start(qemuMachine("smmuv3")!, header, { reusable: true });
+    if (!started.ok) throw new Error(started.error);
+    try {
+      await replay(first, started.target);
+      expect(await started.target.reset(header)).toBeUndefined();
+      const r = await replay(second, started.target, { known: qemuDifferencesFor("smmuv3") });
+      const atQueue = r.divergences.find((d) => d.op.op === "mem-read");
+      expect(atQueue?.known?.id).toBe("smmuv3-base-registers-unknown-at-reset");
+      expect(r.divergences.filter((d) => d.known === undefined)).toEqual([]);
+    } finally {
+      await started.target.close();
+    }
+  });
+});
+
+/** Traces under which QEMU itself fails (aborts, hangs): each named after its qemuFailures entry. */
+const failures = traces(new URL("./failures/", dir));
+
+describeWith(qemuX86, "QEMU failures difftest found", () => {
+  for (const f of failures) {
+    it(`${f.id}: QEMU fails under the trace, and the catalogue entry explains the failure`, async () => {
+      const vendor = vendorOf(f.trace);
+      const started = await QemuTarget.start(qemuMachine(vendor)!, f.trace.header);
+      if (!started.ok) throw new Error(started.error);
+      try {
+        const r = await replay(f.trace, started.target);
+        const reason = r.failures[0]?.reason ?? "";
+        expect(reason).toMatch(/QEMU/);
+        expect(qemuFailures.filter((x) => x.vendor === vendor && x.matches(f.trace, reason)).map((x) => x.id)).toEqual([f.id]);
+      } finally {
+        await started.target.close();
       }
     });
   }

@@ -1,4 +1,4 @@
-import type { Classification, DivergenceContext, KnownDifference, TraceOp } from "@viommu/trace";
+import type { Classification, DivergenceContext, KnownDifference, Trace, TraceOp } from "@viommu/trace";
 import type { QemuVendor } from "../machines/qemu-machine.js";
 import { amdViCommandHangAt } from "./amdvi-command-hang.js";
 import { differsOnlyIn, dword, following, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead } from "./matchers.js";
@@ -673,10 +673,123 @@ function multiWordFault(c: DivergenceContext): boolean {
   return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.expect?.ok === false && (op.dir === "read" ? op.len : op.data.length) > 4);
 }
 
+/** The base registers each SMMU_CR0 enable makes the SMMU read: SMMUEN the stream table, PRIQEN, EVENTQEN, CMDQEN their queues. */
+const SMMU_ENABLE_BASES: readonly (readonly [bit: bigint, registers: readonly number[]])[] = [
+  [0x1n, [0x80, 0x88]],
+  [0x2n, [0xc0]],
+  [0x4n, [SMMU_EVTQ_BASE]],
+  [0x8n, [SMMU_CMDQ_BASE]],
+];
+
+/**
+ * Whether, before the divergence, the guest set an SMMU_CR0 enable while a base register that enable uses had
+ * not been written since the start of the trace (that is, since reset).
+ */
+function smmuEnabledWithResetBase(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  if (block === undefined) return false;
+  const written = new Set<number>();
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op !== "mmio-write" || op.addr < block.base || op.addr >= block.base + 0x100) continue;
+    const offset = op.addr - block.base;
+    for (let b = 0; b < op.size; b++) written.add((offset + b) & ~7);
+    if (offset !== 0x20) continue;
+    for (const [bit, registers] of SMMU_ENABLE_BASES) if ((op.value & bit) !== 0n && registers.some((r) => !written.has(r))) return true;
+  }
+  return false;
+}
+
+/** Guest memory as the trace wrote it before operation `end` (RAM is zero at the start of a trace). */
+function traceBytes(trace: Trace, end: number, addr: number, len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  for (let i = 0; i < end; i++) {
+    const op = trace.ops[i]!;
+    if (op.op === "mem-write") {
+      for (let b = 0; b < op.data.length; b++) {
+        const at = op.addr + b - addr;
+        if (at >= 0 && at < len) out[at] = op.data[b]!;
+      }
+    } else if (op.op === "mem-fill") {
+      for (let at = Math.max(0, op.addr - addr); at < Math.min(len, op.addr + op.len - addr); at++) out[at] = op.byte;
+    }
+  }
+  return out;
+}
+
+/** Command opcodes QEMU 7.2 executes (smmuv3_cmdq_consume(): every other opcode is CERROR_ILL there too). */
+const QEMU_EXECUTED_COMMANDS = new Set([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x28, 0x2a, 0x30, 0x46]);
+const CONS_ERR = 0x7f00_0000n;
+const CERROR_ILL = 0x0100_0000n;
+
+/**
+ * A CMDQ_CONS read in `trace` (at any position) where the model stopped with CERROR_ILL at a command whose opcode
+ * QEMU executes: the command the model found illegal.
+ */
+function smmuModelIllegalCommand(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  const baseValue = lastRegisterWrite(c, "smmuv3", SMMU_CMDQ_BASE);
+  if (block === undefined || baseValue === undefined) return false;
+  const base = Number(baseValue & 0x000f_ffff_ffff_ffe0n);
+  const entries = 2 ** Number(baseValue & 0x1fn);
+  return c.trace.ops.some((op, i) => {
+    if (op.op !== "mmio-read" || op.addr !== block.base + 0x9c || op.expect === undefined || (op.expect & CONS_ERR) !== CERROR_ILL) return false;
+    const slot = Number(op.expect & 0xff_ffffn) % entries;
+    return QEMU_EXECUTED_COMMANDS.has(traceBytes(c.trace, i, base + slot * 16, 1)[0]!);
+  });
+}
+
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
 const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
 
 const smmuv3: QemuDifference[] = [
+  {
+    id: "smmuv3-base-registers-unknown-at-reset",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A guest that sets SMMUEN, EVENTQEN, CMDQEN or PRIQEN without first writing the base register that enable uses (STRTAB_BASE/_CFG, EVENTQ_BASE, CMDQ_BASE, PRIQ_BASE) makes the SMMU use the register's reset value, which the architecture leaves UNKNOWN: the model's is 0 (no memory), QEMU keeps the address and size written before the reset (so difftest saw events written where the previous case's queue was). Everything the SMMU does from then on may differ.",
+    specification: "Arm SMMUv3 (IHI 0070), 6.3.24 SMMU_STRTAB_BASE, 6.3.26 SMMU_CMDQ_BASE, 6.3.29 SMMU_EVENTQ_BASE: without SMMU_IDR1.QUEUES_PRESET / TABLES_PRESET, ADDR and LOG2SIZE reset to UNKNOWN values.",
+    qemu: "hw/arm/smmuv3.c smmuv3_init_regs() (run by reset): the queue bases are rebuilt with deposit64() over their old value, so LOG2SIZE is set to its maximum and ADDR keeps what the guest wrote before the reset (STRTAB_BASE is not reset at all).",
+    matches: smmuEnabledWithResetBase,
+  },
+  {
+    id: "smmuv3-command-reserved-bits-accepted",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A command of a defined opcode with a reserved field set or an invalid value (e.g. CMD_CFGI_STE with bit 74 set): the model stops the queue with CMDQ_CONS.ERR = CERROR_ILL and GERROR.CMDQ_ERR at it; QEMU 7.2 executes it and the commands behind it.",
+    specification: "Arm SMMUv3 (IHI 0070), 7.1 Command queue errors: CERROR_ILL for a command that cannot be correctly consumed, including a valid command with a Reserved field or an invalid value used.",
+    qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(): each opcode reads its fields with CMD_* macros and checks none of its reserved bits.",
+    matches: (c) => {
+      const at = registerRead(c, "smmuv3");
+      if (at === 0x9c) {
+        if (typeof c.expected !== "bigint" || (c.expected & CONS_ERR) !== CERROR_ILL || typeof c.actual !== "bigint" || (c.actual & CONS_ERR) !== 0n) return false;
+      } else if (at === SMMU_GERROR) {
+        if (!differsOnlyIn(c, 0x1n) || ((c.expected as bigint) & 0x1n) === 0n) return false;
+      } else return false;
+      return smmuModelIllegalCommand(c);
+    },
+  },
+  {
+    id: "smmuv3-cmd-sync-msi-abort",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A CMD_SYNC whose completion MSI address lies outside memory: the model's MSI write aborts and it sets GERROR.MSI_CMDQ_ABT_ERR; QEMU 7.2 has no MSIs (IDR0.MSI = 0) and writes nothing, so nothing aborts.",
+    specification: "Arm SMMUv3 (IHI 0070), CMD_SYNC (the completion MSI where SMMU_IDR0.MSI = 1) and SMMU_GERROR.MSI_CMDQ_ABT_ERR (an abort on a CMD_SYNC MSI write).",
+    qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(), case SMMU_CMD_SYNC: only the wired interrupt for CS = SIG_IRQ, no MSI write.",
+    matches: (c) => {
+      if (registerRead(c, "smmuv3") !== SMMU_GERROR || !differsOnlyIn(c, 0x10n) || ((c.expected as bigint) & 0x10n) === 0n) return false;
+      const q = smmuQueue(c, SMMU_CMDQ_BASE, 16);
+      if (q === undefined) return false;
+      const ram = c.trace.header.machine.ram;
+      const commands = traceBytes(c.trace, c.index, q.base, q.bytes);
+      for (let at = 0; at + 16 <= commands.length; at += 16) {
+        if (commands[at] !== CMD_SYNC) continue;
+        const msi = (dword(commands, at / 4 + 2) & ~3) + (dword(commands, at / 4 + 3) & 0xf_ffff) * 2 ** 32;
+        if (((dword(commands, at / 4) >>> 12) & 3) === 1 && !ram.some((r) => msi >= r.base && msi + 4 <= r.base + r.size)) return true;
+      }
+      return false;
+    },
+  },
   {
     id: "smmuv3-capability-registers",
     vendor: "smmuv3",
@@ -831,6 +944,17 @@ export interface QemuFailure {
 }
 
 export const qemuFailures: readonly QemuFailure[] = [
+  {
+    id: "vtd-wait-sw-and-if-aborts",
+    vendor: "vtd",
+    classification: "target-deviates",
+    summary: "An invalidation wait descriptor with both SW and IF set aborts QEMU 7.2 (an assertion: the VM is gone). Found by difftest (seed 1000, cases 647 and 963).",
+    specification: "VT-d specification, 6.5.2.8 Invalidation Wait Descriptor: SW (status write) and IF (interrupt) are independent; both set asks for both. No guest input may stop the emulator.",
+    qemu: "hw/i386/intel_iommu.c vtd_process_wait_desc(): the SW branch asserts that IF is clear.",
+    // An abort is immediate (no deadline to spare), so there is nothing to predict.
+    predict: () => undefined,
+    matches: (trace, reason) => /vtd_process_wait_desc: Assertion/.test(reason) && vtdWaitDescriptors({ trace, index: trace.ops.length } as DivergenceContext).some((w) => (w.flags & 0x30) === 0x30),
+  },
   {
     id: "amdvi-cmd-tail-beyond-buffer-hangs",
     vendor: "amd-vi",
