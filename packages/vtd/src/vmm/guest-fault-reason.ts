@@ -4,17 +4,19 @@ import { VtdFaultReason } from "../format/fault-reasons.js";
 /**
  * The fault reason a VT-d unit reports for a failed walk of a guest's table, by translation kind. Legacy
  * second-level walks use QEMU's and Linux's legacy codes: an entry with R = W = 0 is a missing right (0x5 for
- * a write, 0x6 for a read), reserved bits 0xC, a table outside memory 0x7, an input beyond the width 0x4.
+ * a write, 0x6 for a read), reserved bits 0xC, an input beyond the width 0x4; a table outside memory is 0x3
+ * at the top level (reached through the context entry's SLPTPTR: the context entry is programmed invalidly,
+ * LCT.4) and 0x7 below it (reached through a paging entry, LSL.1), as QEMU's vtd_iova_to_slpte() has it too.
  * Scalable-mode walks use the scalable codes (Linux `dma_remap_sm_fault_reasons`).
  */
-export function legacySecondLevelReason(walk: WalkResult, write: boolean): number {
+export function legacySecondLevelReason(walk: WalkResult, write: boolean, startLevel: number): number {
   switch (walk.fault) {
     case WalkFault.AddressSize:
       return VtdFaultReason.ADDR_BEYOND_MGAW;
     case WalkFault.Reserved:
       return VtdFaultReason.PAGING_ENTRY_RSVD;
     case WalkFault.External:
-      return VtdFaultReason.PAGING_ENTRY_INV;
+      return walk.level >= startLevel ? VtdFaultReason.CONTEXT_ENTRY_INV : VtdFaultReason.PAGING_ENTRY_INV;
     default:
       return write ? VtdFaultReason.WRITE : VtdFaultReason.READ;
   }
