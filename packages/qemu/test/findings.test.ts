@@ -25,7 +25,7 @@ function traces(from: URL): { id: string; trace: Trace }[] {
 const findings = traces(dir);
 /**
  * Findings the model was fixed for: the trace that found each, its expectations now the fixed model's answers,
- * which QEMU gives too, op for op.
+ * which QEMU gives too (where QEMU differs elsewhere in the trace, the catalogue explains it).
  */
 const fixed = traces(new URL("./fixed/", dir));
 
@@ -156,11 +156,20 @@ describe("difftest findings fixed in the model", () => {
 
 describeWith(qemuX86, "difftest findings fixed in the model, on QEMU", () => {
   for (const f of fixed) {
-    it(`${f.id}: QEMU answers every operation as the fixed model does`, async () => {
+    it(`${f.id}: QEMU answers as the fixed model does, but for catalogued differences elsewhere`, async () => {
       const started = await QemuTarget.start(qemuMachine(vendorOf(f.trace))!, f.trace.header);
       if (!started.ok) throw new Error(started.error);
       try {
-        expect((await replay(f.trace, started.target)).divergences.map((d) => `line ${d.index + 2}`)).toEqual([]);
+        const r = await replay(f.trace, started.target, { known: qemuDifferencesFor(vendorOf(f.trace)) });
+        expect(r.divergences.filter((d) => d.known === undefined).map((d) => `line ${d.index + 2}`)).toEqual([]);
+        // A catalogued difference may sit in the same register as a fixed one: where both record a VT-d fault (F), its reason must agree.
+        const vtdBase = f.trace.header.machine.iommus.find((b) => b.vendor === "vtd")?.base;
+        for (const d of r.divergences) {
+          const offset = vtdBase === undefined || d.op.op !== "mmio-read" ? -1 : d.op.addr - vtdBase;
+          if (offset >= 0x20c && offset < 0x300 && offset % 16 === 0xc && typeof d.expected === "bigint" && typeof d.actual === "bigint" && (d.expected & d.actual & 0x8000_0000n) !== 0n) {
+            expect(d.actual & 0xffn, `line ${d.index + 2}: fault reason`).toBe(d.expected & 0xffn);
+          }
+        }
       } finally {
         await started.target.close();
       }

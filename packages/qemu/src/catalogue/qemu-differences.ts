@@ -278,6 +278,30 @@ const vtd: QemuDifference[] = [
     },
   },
   {
+    id: "vtd-cfi-ignored",
+    vendor: "vtd",
+    classification: "target-deviates",
+    summary: "GCMD.CFI (compatibility-format interrupts) written as 1: the model reports it in GSTS.CFIS; QEMU 7.2 ignores the bit, so CFIS stays 0. Found by difftest (seed 1000, case 544).",
+    specification: "VT-d specification, 11.4.4 Global Command Register (CFI, bit 23) and 11.4.5 Global Status Register (CFIS, bit 23): hardware reports the CFI state software set (with extended interrupt mode off).",
+    qemu: "hw/i386/intel_iommu.c vtd_handle_gcmd_write() handles TE, SRTP, SIRTP, IRE and QIE; intel_iommu_internal.h defines VTD_GCMD_CFI / VTD_GSTS_CFIS and nothing uses them.",
+    matches: (c) => registerRead(c, "vtd") === 0x1c && differsOnlyIn(c, 0x80_0000n) && ((c.expected as bigint) & 0x80_0000n) !== 0n && ((lastRegisterWrite(c, "vtd", 0x18) ?? 0n) & 0x80_0000n) !== 0n,
+  },
+  {
+    id: "vtd-fault-order-in-an-entry",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A legacy second-level entry that is at once malformed or pointing at an unreadable table (fault reason 0Ch: a reserved bit; 07h: the next table cannot be read) and without the right the request needs (05h write, 06h read): the model reports the entry's form first, QEMU 7.2 the missing right. Found by difftest (seed 1000, cases 178, 298, 328).",
+    specification: "VT-d specification, 7.1.3 (fault conditions LSL.1 and LSL.3 against LGN.2 and LGN.3): each condition is listed with its reason code and no order between conditions met by one entry.",
+    qemu: "hw/i386/intel_iommu.c vtd_iova_to_slpte(): the access right of each entry is tested before vtd_slpte_nonzero_rsvd() and before descending to the next level.",
+    matches: (c) => {
+      const at = registerRead(c, "vtd");
+      if (!inRange(at, VTD_FRCD0, VTD_FRCD_END) || at! % 16 !== 0xc || !differsOnlyIn(c, FRCD_PV | 0xffn)) return false;
+      const model = Number((c.expected as bigint) & 0xffn);
+      const qemu = Number((c.actual as bigint) & 0xffn);
+      return (model === 0xc || model === 0x7) && (qemu === 0x5 || qemu === 0x6);
+    },
+  },
+  {
     id: "vtd-frcd-pv-without-pp",
     vendor: "vtd",
     classification: "open",
