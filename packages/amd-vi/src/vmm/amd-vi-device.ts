@@ -1102,9 +1102,11 @@ export class AmdViDevice implements EmulatedIommu {
     const o = this.walkOutcome;
     this.walker.translate(this.devtab, guestRid, pasid === NO_PASID ? undefined : pasid, iova, access, out, o);
     if (out.ok && !this.memory.contains(out.output)) {
+      // Translated (or passed through) to where no memory answers: the access fails at its target, as a master
+      // abort does; the IOMMU itself faulted nowhere, so it logs nothing (IO_PAGE_FAULT is for failed walks).
       out.ok = false;
       out.fault = WalkFault.AddressSize;
-      o.eventCode = 0x2;
+      return;
     }
     if (out.ok || o.suppressed) return;
     if (o.eventCode === 0x1) this.logEvent(illegalDteEvent(guestRid, iova, write));

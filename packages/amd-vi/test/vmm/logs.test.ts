@@ -104,3 +104,19 @@ describe("a Device Table Base Address Register never written", () => {
     expect(Number(g.v.vm.mmioRead(device.mmioBase + MmioOffset.EventLogTail, 4))).toBe(0);
   });
 });
+
+describe("a request translated, or passed through, to where no memory is", () => {
+  it("fails at its target without an IO_PAGE_FAULT: the IOMMU's walk did not fail (difftest found the model logging one; QEMU logs none)", () => {
+    const { g, device } = rawVm("trapped");
+    g.setUp();
+    // DeviceID 0x28's DTE stays zero (V = 0): its requests pass through untranslated.
+    const w = newWalkResult();
+    device.translateEmulated(0x28, NO_PASID, 2 ** 50 + 0x40, false, w);
+    expect(w.ok).toBe(false);
+    expect(g.events()).toEqual([]);
+    // A walk that does fail still logs: a DTE with V = TV = 1 and no permission.
+    g.dte(0x28, [3, 0, 0, 0, 0, 0, 0, 0]);
+    device.translateEmulated(0x28, NO_PASID, 0x1000, false, newWalkResult());
+    expect(g.events().map((e) => e.name)).toEqual(["IO_PAGE_FAULT"]);
+  });
+});
