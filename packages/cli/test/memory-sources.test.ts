@@ -13,7 +13,21 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { externalTool } from "../../../test-support/external-tools.js";
 import { builtMain, conversation, oneLine, viommu } from "./run-cli.js";
 
-const fixtures = join(import.meta.dirname, "../../../../shared/fixtures/real-guest");
+/** The shared real-guest fixtures, as the vendor packages keep their copies (the repository stands alone). */
+const fixtureDirs: Record<string, string> = {
+  "vtd-legacy": join(import.meta.dirname, "../../vtd/test/fixtures/real-guest/vtd-legacy"),
+  smmuv3: join(import.meta.dirname, "../../smmuv3/test/fixtures/real-guest/smmuv3"),
+};
+
+function fixture(vendor: string, file: string): string {
+  return join(fixtureDirs[vendor]!, file);
+}
+
+/** A fixture file, gunzipped when the copy is kept compressed. */
+function fixtureText(vendor: string, file: string): string {
+  const plain = fixture(vendor, file);
+  return existsSync(plain) ? readFileSync(plain, "utf8") : gunzipSync(readFileSync(`${plain}.gz`)).toString("utf8");
+}
 const qemuX86 = externalTool("qemu-system-x86_64", ["--version"], "qemu-system-x86");
 const qemuArm = externalTool("qemu-system-aarch64", ["--version"], "qemu-system-arm");
 
@@ -32,7 +46,7 @@ interface Translation {
 }
 
 function translations(vendor: string): { header: Record<string, string>; list: Translation[] } {
-  const doc = JSON.parse(readFileSync(join(fixtures, vendor, "translations.json"), "utf8")) as Record<string, unknown> & { translations: Translation[] };
+  const doc = JSON.parse(fixtureText(vendor, "translations.json")) as Record<string, unknown> & { translations: Translation[] };
   return { header: doc as unknown as Record<string, string>, list: doc.translations.filter((t) => t.at_dump.fault === null) };
 }
 
@@ -85,7 +99,7 @@ describe.skipIf(!existsSync(builtMain) || qemuX86.command === undefined)(`walk o
   let dir = "";
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "viommu-dumps-"));
-    writeFileSync(join(dir, "vtd.raw"), gunzipSync(readFileSync(join(fixtures, "vtd-legacy/memdump-iommu.raw.gz"))));
+    writeFileSync(join(dir, "vtd.raw"), gunzipSync(readFileSync(fixture("vtd-legacy", "memdump-iommu.raw.gz"))));
     // q35 with RAM above 128 MiB moved over the 4 GiB line: PT_LOADs for low RAM, the ROMs and high RAM.
     qemu(qemuX86.command!, ["-machine", "q35,max-ram-below-4g=128M", "-m", "256M"], join(dir, "vtd.raw"), 0, [
       { execute: "dump-guest-memory", arguments: { paging: false, protocol: `file:${join(dir, "q35.elf")}` } },
@@ -171,7 +185,7 @@ describe.skipIf(!existsSync(builtMain) || qemuArm.command === undefined)(`walk o
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "viommu-dumps-"));
     // QEMU keeps its device tree in RAM's first MiB; the guest's IOMMU structures all lie above it.
-    const raw = gunzipSync(readFileSync(join(fixtures, "smmuv3/memdump-iommu.raw.gz")));
+    const raw = gunzipSync(readFileSync(fixture("smmuv3", "memdump-iommu.raw.gz")));
     expect(raw.subarray(0, 2 ** 20).every((b) => b === 0)).toBe(true);
     writeFileSync(join(dir, "smmu.raw"), raw.subarray(2 ** 20));
     qemu(qemuArm.command!, ["-machine", "virt", "-cpu", "cortex-a57", "-m", "512M"], join(dir, "smmu.raw"), 0x4010_0000, [
