@@ -842,7 +842,7 @@ const smmuv3: QemuDifference[] = [
     id: "smmuv3-event-per-access",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "One faulting DMA transaction produces one event per 4-byte access in QEMU (InputAddr, InputAddr + 4, …) where the model records one: EVTQ_PROD runs ahead and the guest reads QEMU's extra records.",
+    summary: "One faulting DMA transaction produces one event per 4-byte access in QEMU (InputAddr, InputAddr + 4, …; a configuration error such as C_BAD_STREAMID repeated as it is) where the model records one: EVTQ_PROD runs ahead and the guest reads QEMU's extra records.",
     specification: "Arm SMMUv3 (IHI 0070), event queue and event records: an event is recorded for a transaction that faults; one transaction is one event (identical events may be merged, never multiplied).",
     qemu: "hw/arm/smmuv3.c smmuv3_translate() records an event on every call; the memory core (softmmu/physmem.c flatview_read_continue()/flatview_write_continue()) retries the failed transfer access by access through the unassigned region, translating each 4-byte piece again.",
     matches: (c) => {
@@ -854,6 +854,13 @@ const smmuv3: QemuDifference[] = [
       const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
       if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 32) return false;
       const type = mem.actual[0]!;
+      // A record without an input address (C_BAD_STREAMID, C_BAD_STE, ...): QEMU's repeat of a record the model
+      // wrote in an earlier slot of the queue, for a StreamID whose transfer was blocked.
+      if (type >= 0x01 && type < 0x10) {
+        const previous = c.trace.ops.slice(0, c.index).find((op) => op.op === "mem-read" && op.addr >= q.base && op.addr < mem.addr && (op.addr - q.base) % 32 === 0 && op.expect !== undefined && op.expect.length === 32 && op.expect.every((b, i) => b === mem.actual[i]));
+        const sid = dword(mem.actual, 1);
+        return previous !== undefined && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false);
+      }
       if (type < 0x10 || type > 0x13) return false;
       const sid = dword(mem.actual, 1);
       const input = dword(mem.actual, 4) + dword(mem.actual, 5) * 2 ** 32;
