@@ -1,4 +1,4 @@
-import type { DeviceProperty } from "@viommu/core";
+import { PROPERTY_ON_OFF, PROPERTY_ON_OFF_AUTO, type DeviceProperty } from "@viommu/core";
 
 /** What the emulated IOMMU offers its guest, as QEMU's amd-iommu properties set it. */
 export interface AmdViDeviceConfig {
@@ -9,9 +9,6 @@ export interface AmdViDeviceConfig {
   /** IotlbSup in the IVHD flags and the IOMMU capability header: device TLBs (ATS) offered. */
   readonly deviceIotlb: boolean;
 }
-
-const ON_OFF = ["on", "off"] as const;
-const ON_OFF_AUTO = ["on", "off", "auto"] as const;
 
 /**
  * The properties under QEMU's names: hw/i386/amd_iommu.c amdvi_properties ("xtsup", QEMU 8.0 on) and
@@ -26,13 +23,13 @@ const ON_OFF_AUTO = ["on", "off", "auto"] as const;
  *   only "on" is accepted.
  */
 export const amdViProperties: readonly DeviceProperty[] = [
-  { name: "xtsup", description: "EFR.XTSup: x2APIC (32-bit) destinations in 128-bit IRTEs (QEMU's default is off)", values: ON_OFF, defaultValue: "on" },
-  { name: "intremap", description: "interrupt remapping: the IVRS IOAPIC entry, MSIs remapped through the guest's IRTs (x86-iommu; auto = on)", values: ON_OFF_AUTO, defaultValue: "auto" },
-  { name: "device-iotlb", description: "IotlbSup in the IVHD flags and the IOMMU capability header (x86-iommu; QEMU's default is off)", values: ON_OFF, defaultValue: "on" },
+  { name: "xtsup", description: "EFR.XTSup: x2APIC (32-bit) destinations in 128-bit IRTEs (QEMU's default is off)", values: PROPERTY_ON_OFF, defaultValue: "on" },
+  { name: "intremap", description: "interrupt remapping: the IVRS IOAPIC entry, MSIs remapped through the guest's IRTs (x86-iommu; auto = on)", values: PROPERTY_ON_OFF_AUTO, defaultValue: "auto" },
+  { name: "device-iotlb", description: "IotlbSup in the IVHD flags and the IOMMU capability header (x86-iommu; QEMU's default is off)", values: PROPERTY_ON_OFF, defaultValue: "on" },
   {
     name: "pt",
     description: "pass-through (x86-iommu): always on for AMD-Vi",
-    values: ON_OFF,
+    values: PROPERTY_ON_OFF,
     defaultValue: "on",
     check: (v) => (v === "off" ? "AMD-Vi has no pass-through capability to withdraw: a DTE with V clear or Mode 0 passes DMA through on every AMD IOMMU" : undefined),
   },

@@ -76,6 +76,11 @@ export interface DebugfsImporter {
 }
 
 /** A device property, under QEMU's name and meaning where the concept is the same (`caching-mode`, `aw-bits`). */
+/** The values of an on/off device property, as QEMU spells them. */
+export const PROPERTY_ON_OFF: readonly string[] = ["on", "off"];
+/** The values of an on/off/auto device property (auto: the emulator decides, as QEMU's OnOffAuto). */
+export const PROPERTY_ON_OFF_AUTO: readonly string[] = ["on", "off", "auto"];
+
 export interface DeviceProperty {
   readonly name: string;
   readonly description: string;

@@ -145,7 +145,7 @@ export interface InvalidateOutcome {
  * `struct iommu_ops` the vIOMMU flow uses, plus the hardware path that translates device DMA.
  */
 export interface PhysicalIommu {
-  /** Unique name of this unit on the host (e.g. "dmar0", "smmu1"). */
+  /** Unique name of this unit on the host (e.g. "iommu0"). */
   readonly name: string;
   /** Vendor id of the plugin that drives it; domains of one vendor are never mixed with another's. */
   readonly vendor: string;

@@ -6,8 +6,8 @@ import { HOST_OWNER } from "../memory/host-memory.js";
 import type { WalkResult } from "../translate/walk-result.js";
 
 /**
- * Where a format keeps a leaf's dirty state, as the hardware sets it on a write (VT-d's second-level D bit,
- * AMD-Vi's host-dirty bit, SMMUv3's DBM with S2AP). Functions of a leaf entry's 32-bit halves.
+ * Where a format keeps a leaf's dirty state, as the hardware sets it on a write (a dirty bit in the leaf, or a
+ * writable-clean encoding the hardware turns writable-dirty). Functions of a leaf entry's 32-bit halves.
  */
 export interface DirtyBitFormat {
   isDirty(lo: number, hi: number, level: number): boolean;
@@ -35,7 +35,8 @@ export interface DirtyOps {
   /**
    * The hardware's side: a write just translated through this domain and `walk` holds its leaf (a successful
    * walk's last entry). Sets the leaf's dirty bit when tracking is on, or always with `force` (hardware whose
-   * dirty-bit updates are enabled per table, as SMMUv3's S2HD, marks whether or not iommufd reads them).
+   * dirty-bit updates are enabled by the table's configuration rather than by iommufd marks whether or not
+   * iommufd reads them).
    * Returns whether it marked.
    */
   markWritten(walk: WalkResult, force?: boolean): boolean;

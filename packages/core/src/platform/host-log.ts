@@ -25,7 +25,7 @@ export interface HostLogEntry {
   /** Simulated time of the entry (ns). */
   readonly time: number;
   readonly vm?: OwnerId;
-  /** Who reports it: an emulated IOMMU ("vtd@0xfed90000"), a unit, a back end. */
+  /** Who reports it: an emulated IOMMU (its plugin id and MMIO base, "<id>@0x…"), a unit, a back end. */
   readonly source: string;
   readonly kind: HostLogKind;
   readonly errno?: ErrnoName;

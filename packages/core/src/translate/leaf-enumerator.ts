@@ -45,7 +45,7 @@ export function forEachLeaf(
       if (!reader.readEntry(table + i * 8, entry)) continue;
       format.decodeEntry(entry[0]!, entry[1]!, level, d);
       if (d.kind === EntryKind.Leaf) {
-        // A page larger than its slot (AMD-Vi's NextLevel 7 repeats it in every slot it covers) is visited once per
+        // A page larger than its slot (a format that repeats a large leaf in every slot it covers) is visited once per
         // copy, each time with its full size: a mirror that maps it must check the copies agree (a hostile table may
         // make them differ) and map each slot's own piece when they do not.
         visit({ input, output: d.address, pageShift: d.pageShift, perms: perms & d.perms, level, entryAddress: table + i * 8 });

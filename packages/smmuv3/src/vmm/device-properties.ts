@@ -1,4 +1,4 @@
-import { decodeLayout, encodeLayout, type DeviceProperty, type TranslationMode } from "@viommu/core";
+import { decodeLayout, encodeLayout, PROPERTY_ON_OFF, type DeviceProperty, type TranslationMode } from "@viommu/core";
 import { idr0Layout, idr1Layout, idr3Layout, idr5Layout } from "../format/id-registers.js";
 import type { EmulatedIds } from "./emulated-idr.js";
 
@@ -28,13 +28,13 @@ export const smmuv3Properties: readonly DeviceProperty[] = [
   {
     name: "ril",
     description: "range invalidation, IDR3.RIL (QEMU default on; off clears it, so the guest issues per-page TLBIs)",
-    values: ["on", "off"],
+    values: PROPERTY_ON_OFF,
     defaultValue: "on",
   },
   {
     name: "ats",
     description: "Address Translation Services, IDR0.ATS (QEMU default off; here the host's ATS by default); off also withdraws PRI, which needs ATS",
-    values: ["on", "off"],
+    values: PROPERTY_ON_OFF,
     defaultValue: "on",
   },
   {

@@ -1,4 +1,4 @@
-import { err, ok, type DeviceProperty, type Result, type TranslationMode } from "@viommu/core";
+import { err, ok, PROPERTY_ON_OFF, PROPERTY_ON_OFF_AUTO, type DeviceProperty, type Result, type TranslationMode } from "@viommu/core";
 
 /**
  * What the emulated unit offers its guest, as QEMU's intel-iommu properties set it (hw/i386/intel_iommu.c
@@ -29,31 +29,28 @@ export interface VtdDeviceConfig {
   readonly dmaDrain: boolean;
 }
 
-const ON_OFF = ["on", "off"] as const;
-const ON_OFF_AUTO = ["on", "off", "auto"] as const;
-
 /**
  * The properties under QEMU's names. QEMU has no "scalable-mode" (7.2 and current both name it
  * "x-scalable-mode"), so only that name is taken. Defaults are this unit's: where QEMU's differ (caching-mode,
  * device-iotlb and dma-drain are off, on and on in QEMU) the description says so.
  */
 export const vtdProperties: readonly DeviceProperty[] = [
-  { name: "caching-mode", description: "CAP.CM: the guest announces not-present to present changes (QEMU's default is off, but QEMU refuses an assigned device without it; so does this VMM when it translates DMA)", values: ON_OFF, defaultValue: "on" },
+  { name: "caching-mode", description: "CAP.CM: the guest announces not-present to present changes (QEMU's default is off, but QEMU refuses an assigned device without it; so does this VMM when it translates DMA)", values: PROPERTY_ON_OFF, defaultValue: "on" },
   {
     name: "aw-bits",
     description: "guest address width: CAP.MGAW + 1, SAGAW 39-bit (and 48-bit at 48), the DMAR's Host Address Width",
     defaultValue: "48",
     check: (v) => (v === "39" || v === "48" ? undefined : v === "57" ? "57-bit (5-level) guest tables are not offered: QEMU accepts only 39 and 48 (vtd_decide_config)" : "QEMU accepts only 39 and 48"),
   },
-  { name: "eim", description: "ECAP.EIM: x2APIC (32-bit) interrupt destinations; needs intremap", values: ON_OFF_AUTO, defaultValue: "auto" },
-  { name: "intremap", description: "ECAP.IR: interrupt remapping (x86-iommu)", values: ON_OFF_AUTO, defaultValue: "auto" },
-  { name: "device-iotlb", description: "ECAP.DT: device-TLBs (ATS) in context entries (x86-iommu; QEMU's default is off)", values: ON_OFF, defaultValue: "on" },
-  { name: "pt", description: "ECAP.PT: pass-through translation type (x86-iommu)", values: ON_OFF, defaultValue: "on" },
-  { name: "x-scalable-mode", description: "ECAP.SMTS with first-level tables (ECAP.FLTS, as QEMU's x-flts): scalable-mode root tables, PASIDs and page requests; off leaves legacy mode only", values: ON_OFF, defaultValue: "on" },
-  { name: "x-pasid-mode", description: "ECAP.PASID with 20-bit PASIDs (PSS 19): the VMM attaches each guest PASID; needs scalable mode and nesting (default: on when nesting, off otherwise)", values: ON_OFF, defaultValue: "off" },
-  { name: "snoop-control", description: "ECAP.SC: SNP honoured in second-level leaves", values: ON_OFF, defaultValue: "off" },
-  { name: "fs1gp", description: "CAP.FL1GP (CAP bit 56): 1 GiB first-level pages", values: ON_OFF, defaultValue: "on" },
-  { name: "dma-drain", description: "CAP.DRD and CAP.DWD: read and write draining (QEMU's default is on)", values: ON_OFF, defaultValue: "off" },
+  { name: "eim", description: "ECAP.EIM: x2APIC (32-bit) interrupt destinations; needs intremap", values: PROPERTY_ON_OFF_AUTO, defaultValue: "auto" },
+  { name: "intremap", description: "ECAP.IR: interrupt remapping (x86-iommu)", values: PROPERTY_ON_OFF_AUTO, defaultValue: "auto" },
+  { name: "device-iotlb", description: "ECAP.DT: device-TLBs (ATS) in context entries (x86-iommu; QEMU's default is off)", values: PROPERTY_ON_OFF, defaultValue: "on" },
+  { name: "pt", description: "ECAP.PT: pass-through translation type (x86-iommu)", values: PROPERTY_ON_OFF, defaultValue: "on" },
+  { name: "x-scalable-mode", description: "ECAP.SMTS with first-level tables (ECAP.FLTS, as QEMU's x-flts): scalable-mode root tables, PASIDs and page requests; off leaves legacy mode only", values: PROPERTY_ON_OFF, defaultValue: "on" },
+  { name: "x-pasid-mode", description: "ECAP.PASID with 20-bit PASIDs (PSS 19): the VMM attaches each guest PASID; needs scalable mode and nesting (default: on when nesting, off otherwise)", values: PROPERTY_ON_OFF, defaultValue: "off" },
+  { name: "snoop-control", description: "ECAP.SC: SNP honoured in second-level leaves", values: PROPERTY_ON_OFF, defaultValue: "off" },
+  { name: "fs1gp", description: "CAP.FL1GP (CAP bit 56): 1 GiB first-level pages", values: PROPERTY_ON_OFF, defaultValue: "on" },
+  { name: "dma-drain", description: "CAP.DRD and CAP.DWD: read and write draining (QEMU's default is on)", values: PROPERTY_ON_OFF, defaultValue: "off" },
 ];
 
 /**
