@@ -1,4 +1,4 @@
-import type { DivergenceContext, DmaOp, TraceOp } from "@viommu/trace";
+import type { DivergenceContext, DmaOp, Trace, TraceOp } from "@viommu/trace";
 
 /** The IOMMU register a divergent operation read, as (vendor, offset in the block), if it is one. */
 export function registerRead(c: DivergenceContext, vendor: string): number | undefined {
@@ -51,5 +51,22 @@ export function lastRegisterWrite(c: DivergenceContext, vendor: string, offset: 
 export function following(c: DivergenceContext, span: number): { index: number; op: TraceOp }[] {
   const out: { index: number; op: TraceOp }[] = [];
   for (let i = c.index + 1; i < Math.min(c.trace.ops.length, c.index + 1 + span); i++) out.push({ index: i, op: c.trace.ops[i]! });
+  return out;
+}
+
+/** Guest memory as the trace wrote it before operation `end` (RAM is zero at the start of a trace). */
+export function traceBytes(trace: Trace, end: number, addr: number, len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  for (let i = 0; i < end; i++) {
+    const op = trace.ops[i]!;
+    if (op.op === "mem-write") {
+      for (let b = 0; b < op.data.length; b++) {
+        const at = op.addr + b - addr;
+        if (at >= 0 && at < len) out[at] = op.data[b]!;
+      }
+    } else if (op.op === "mem-fill") {
+      for (let at = Math.max(0, op.addr - addr); at < Math.min(len, op.addr + op.len - addr); at++) out[at] = op.byte;
+    }
+  }
   return out;
 }

@@ -1,7 +1,7 @@
 import type { Classification, DivergenceContext, KnownDifference, Trace, TraceOp } from "@viommu/trace";
 import type { QemuVendor } from "../machines/qemu-machine.js";
 import { amdViCommandHangAt } from "./amdvi-command-hang.js";
-import { differsOnlyIn, dword, following, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead } from "./matchers.js";
+import { differsOnlyIn, dword, following, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
 /**
  * A known difference between the model and QEMU 7.2, with who is wrong and why. Every entry is also described in
@@ -28,6 +28,20 @@ const FSTS_PFO = 0x1n;
 const FSTS_FRI = 0xff00n;
 /** FRCD dword 3 (bits 127:96): PV is bits 123:104, dword bits 27:8. */
 const FRCD_PV = 0x0fff_ff00n;
+const FRCD_F = 0x8000_0000n;
+const VTD_GCMD = 0x18;
+const VTD_GSTS = 0x1c;
+const GCMD_CFI = 0x80_0000n;
+
+/** Whether `addr` is the dword holding F (bit 127) of a fault-recording register after FRCD[0], in `block`. */
+function laterFrcdFDword(block: { base: number }, addr: number): boolean {
+  return addr > block.base + VTD_FRCD0 + 0xf && addr <= block.base + VTD_FRCD_END && (addr - block.base) % 16 === 0xc;
+}
+
+/** Whether the guest, before the divergence, cleared F in a fault-recording register after FRCD[0]. */
+function freedLaterRecord(c: DivergenceContext, block: { base: number }): boolean {
+  return c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && laterFrcdFDword(block, op.addr) && (op.value & FRCD_F) !== 0n);
+}
 
 /** Whether a VT-d fault-status or fault-record read shows a fault the model recorded and QEMU did not. */
 function vtdFaultMissing(c: DivergenceContext): boolean {
@@ -256,13 +270,12 @@ const vtd: QemuDifference[] = [
         if (differsOnlyIn(c, FSTS_FRI)) return true;
         // The guest freed the record the model used (FRCD[n], n ≥ 1); QEMU's copy of it sits in FRCD[0], still pending.
         const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
-        const freedLater = c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.value & 0x8000_0000n) !== 0n);
-        if (freedLater && differsOnlyIn(c, FSTS_FRI | FSTS_PPF) && ((c.actual as bigint) & FSTS_PPF) !== 0n) return true;
+        if (freedLaterRecord(c, block) && differsOnlyIn(c, FSTS_FRI | FSTS_PPF) && ((c.actual as bigint) & FSTS_PPF) !== 0n) return true;
         // The model's pending fault sits in FRCD[n ≥ 1] (read later) with FRCD[0] free: QEMU had no register for it.
         if (differsOnlyIn(c, FSTS_FRI | FSTS_PPF | FSTS_PFO) && ((c.expected as bigint) & FSTS_PPF) !== 0n && ((c.actual as bigint) & FSTS_PPF) === 0n) {
           const reads = following(c, 96).map(({ op }) => op);
-          const pendingLater = reads.some((op) => op.op === "mmio-read" && op.expect !== undefined && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.expect & 0x8000_0000n) !== 0n);
-          const firstFree = reads.some((op) => op.op === "mmio-read" && op.addr === block.base + VTD_FRCD0 + 0xc && op.expect !== undefined && (op.expect & 0x8000_0000n) === 0n);
+          const pendingLater = reads.some((op) => op.op === "mmio-read" && op.expect !== undefined && laterFrcdFDword(block, op.addr) && (op.expect & FRCD_F) !== 0n);
+          const firstFree = reads.some((op) => op.op === "mmio-read" && op.addr === block.base + VTD_FRCD0 + 0xc && op.expect !== undefined && (op.expect & FRCD_F) === 0n);
           if (pendingLater && firstFree) return true;
         }
         // Faults of two requesters pending at once: the model has a register for the second, QEMU overflows (PFO).
@@ -270,9 +283,8 @@ const vtd: QemuDifference[] = [
       }
       if (vtdRecordInAnotherSlot(c)) return true;
       // FRCD[0]'s F dword: QEMU has a pending record there, the model had it in a later register the guest freed.
-      if (at === VTD_FRCD0 + 0xc && typeof c.expected === "bigint" && typeof c.actual === "bigint" && (c.expected & 0x8000_0000n) === 0n && (c.actual & 0x8000_0000n) !== 0n) {
-        const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
-        return c.trace.ops.slice(0, c.index).some((op) => op.op === "mmio-write" && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === 0xc && (op.value & 0x8000_0000n) !== 0n);
+      if (at === VTD_FRCD0 + 0xc && typeof c.expected === "bigint" && typeof c.actual === "bigint" && (c.expected & FRCD_F) === 0n && (c.actual & FRCD_F) !== 0n) {
+        return freedLaterRecord(c, c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!);
       }
       return false;
     },
@@ -284,7 +296,7 @@ const vtd: QemuDifference[] = [
     summary: "GCMD.CFI (compatibility-format interrupts) written as 1: the model reports it in GSTS.CFIS; QEMU 7.2 ignores the bit, so CFIS stays 0. Found by difftest (seed 1000, case 544).",
     specification: "VT-d specification, 11.4.4 Global Command Register (CFI, bit 23) and 11.4.5 Global Status Register (CFIS, bit 23): hardware reports the CFI state software set (with extended interrupt mode off).",
     qemu: "hw/i386/intel_iommu.c vtd_handle_gcmd_write() handles TE, SRTP, SIRTP, IRE and QIE; intel_iommu_internal.h defines VTD_GCMD_CFI / VTD_GSTS_CFIS and nothing uses them.",
-    matches: (c) => registerRead(c, "vtd") === 0x1c && differsOnlyIn(c, 0x80_0000n) && ((c.expected as bigint) & 0x80_0000n) !== 0n && ((lastRegisterWrite(c, "vtd", 0x18) ?? 0n) & 0x80_0000n) !== 0n,
+    matches: (c) => registerRead(c, "vtd") === VTD_GSTS && differsOnlyIn(c, GCMD_CFI) && ((c.expected as bigint) & GCMD_CFI) !== 0n && ((lastRegisterWrite(c, "vtd", VTD_GCMD) ?? 0n) & GCMD_CFI) !== 0n,
   },
   {
     id: "vtd-fault-order-in-an-entry",
@@ -724,23 +736,6 @@ function smmuEnabledWithResetBase(c: DivergenceContext): boolean {
   return false;
 }
 
-/** Guest memory as the trace wrote it before operation `end` (RAM is zero at the start of a trace). */
-function traceBytes(trace: Trace, end: number, addr: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  for (let i = 0; i < end; i++) {
-    const op = trace.ops[i]!;
-    if (op.op === "mem-write") {
-      for (let b = 0; b < op.data.length; b++) {
-        const at = op.addr + b - addr;
-        if (at >= 0 && at < len) out[at] = op.data[b]!;
-      }
-    } else if (op.op === "mem-fill") {
-      for (let at = Math.max(0, op.addr - addr); at < Math.min(len, op.addr + op.len - addr); at++) out[at] = op.byte;
-    }
-  }
-  return out;
-}
-
 /** Command opcodes QEMU 7.2 executes (smmuv3_cmdq_consume(): every other opcode is CERROR_ILL there too). */
 const QEMU_EXECUTED_COMMANDS = new Set([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x28, 0x2a, 0x30, 0x46]);
 const CONS_ERR = 0x7f00_0000n;
@@ -969,9 +964,9 @@ export interface QemuFailure {
    * The operation of `trace` QEMU will not come back from, predicted from QEMU's own logic: difftest confirms the
    * prediction once per run on QEMU and then replays only what precedes it (a hang costs a deadline and a restart).
    */
-  predict(trace: import("@viommu/trace").Trace): number | undefined;
+  predict(trace: Trace): number | undefined;
   /** Whether this explains QEMU failing (`reason`) at operation `index` of `trace`. */
-  matches(trace: import("@viommu/trace").Trace, reason: string, index?: number): boolean;
+  matches(trace: Trace, reason: string, index?: number): boolean;
 }
 
 export const qemuFailures: readonly QemuFailure[] = [
@@ -1003,7 +998,7 @@ export const qemuFailures: readonly QemuFailure[] = [
 ];
 
 /** The first catalogued failure `trace` will meet on QEMU, and where. */
-export function predictedFailure(vendor: string, trace: import("@viommu/trace").Trace): { failure: QemuFailure; index: number } | undefined {
+export function predictedFailure(vendor: string, trace: Trace): { failure: QemuFailure; index: number } | undefined {
   let first: { failure: QemuFailure; index: number } | undefined;
   for (const failure of qemuFailures) {
     if (failure.vendor !== vendor) continue;
