@@ -70,3 +70,6 @@ export function traceBytes(trace: Trace, end: number, addr: number, len: number)
   }
   return out;
 }
+
+/** Whether `x` is defined and within [lo, hi]. */
+export const inRange = (x: number | undefined, lo: number, hi: number): x is number => x !== undefined && x >= lo && x <= hi;

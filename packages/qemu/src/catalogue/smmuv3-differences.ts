@@ -1,0 +1,268 @@
+import type { DivergenceContext } from "@viommu/trace";
+import type { QemuDifference } from "./difference.js";
+import { differsOnlyIn, dword, inRange, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
+
+const SMMU_GERROR = 0x60;
+const SMMU_CMDQ_BASE = 0x90;
+const SMMU_EVTQ_BASE = 0xa0;
+const SMMU_EVTQ_PROD = 0x100a8;
+const GERROR_EVTQ_ABT = 0x4n;
+const PROD_OVFLG = 0x8000_0000n;
+const CMD_SYNC = 0x46;
+
+function smmuQueue(c: DivergenceContext, baseRegister: number, entryBytes: number): { base: number; bytes: number } | undefined {
+  const v = lastRegisterWrite(c, "smmuv3", baseRegister);
+  if (v === undefined) return undefined;
+  return { base: Number(v & 0x000f_ffff_ffff_ffe0n), bytes: entryBytes * 2 ** Number(v & 0x1fn) };
+}
+
+/** An event record read the model and QEMU answered with the same type: the two records. */
+function smmuEventRecords(c: DivergenceContext): { expected: Uint8Array; actual: Uint8Array } | undefined {
+  const mem = memoryAnswers(c);
+  const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+  if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 16) return undefined;
+  if ((mem.expected[0]! & 0xff) !== (mem.actual[0]! & 0xff)) return undefined;
+  return mem;
+}
+
+/** A faulting transfer of more than 4 bytes happened before the divergence. */
+function multiWordFault(c: DivergenceContext): boolean {
+  return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.expect?.ok === false && (op.dir === "read" ? op.len : op.data.length) > 4);
+}
+
+/** The base registers each SMMU_CR0 enable makes the SMMU read: SMMUEN the stream table, PRIQEN, EVENTQEN, CMDQEN their queues. */
+const SMMU_ENABLE_BASES: readonly (readonly [bit: bigint, registers: readonly number[]])[] = [
+  [0x1n, [0x80, 0x88]],
+  [0x2n, [0xc0]],
+  [0x4n, [SMMU_EVTQ_BASE]],
+  [0x8n, [SMMU_CMDQ_BASE]],
+];
+
+/**
+ * Whether, before the divergence, the guest set an SMMU_CR0 enable while a base register that enable uses had
+ * not been written since the start of the trace (that is, since reset).
+ */
+function smmuEnabledWithResetBase(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  if (block === undefined) return false;
+  const written = new Set<number>();
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    if (op.op !== "mmio-write" || op.addr < block.base || op.addr >= block.base + 0x100) continue;
+    const offset = op.addr - block.base;
+    for (let b = 0; b < op.size; b++) written.add((offset + b) & ~7);
+    if (offset !== 0x20) continue;
+    for (const [bit, registers] of SMMU_ENABLE_BASES) if ((op.value & bit) !== 0n && registers.some((r) => !written.has(r))) return true;
+  }
+  return false;
+}
+
+/** Command opcodes QEMU 7.2 executes (smmuv3_cmdq_consume(): every other opcode is CERROR_ILL there too). */
+const QEMU_EXECUTED_COMMANDS = new Set([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x28, 0x2a, 0x30, 0x46]);
+const CONS_ERR = 0x7f00_0000n;
+const CERROR_ILL = 0x0100_0000n;
+
+/**
+ * A CMDQ_CONS read in `trace` (at any position) where the model stopped with CERROR_ILL at a command whose opcode
+ * QEMU executes: the command the model found illegal.
+ */
+function smmuModelIllegalCommand(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  const baseValue = lastRegisterWrite(c, "smmuv3", SMMU_CMDQ_BASE);
+  if (block === undefined || baseValue === undefined) return false;
+  const base = Number(baseValue & 0x000f_ffff_ffff_ffe0n);
+  const entries = 2 ** Number(baseValue & 0x1fn);
+  return c.trace.ops.some((op, i) => {
+    if (op.op !== "mmio-read" || op.addr !== block.base + 0x9c || op.expect === undefined || (op.expect & CONS_ERR) !== CERROR_ILL) return false;
+    const slot = Number(op.expect & 0xff_ffffn) % entries;
+    return QEMU_EXECUTED_COMMANDS.has(traceBytes(c.trace, i, base + slot * 16, 1)[0]!);
+  });
+}
+
+/** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
+const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
+
+/** Known differences between the model's SMMUv3 and QEMU 7.2's arm-smmuv3. */
+export const smmuv3Differences: readonly QemuDifference[] = [
+  {
+    id: "smmuv3-base-registers-unknown-at-reset",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A guest that sets SMMUEN, EVENTQEN, CMDQEN or PRIQEN without first writing the base register that enable uses (STRTAB_BASE/_CFG, EVENTQ_BASE, CMDQ_BASE, PRIQ_BASE) makes the SMMU use the register's reset value, which the architecture leaves UNKNOWN: the model's is 0 (no memory), QEMU keeps the address and size written before the reset (so difftest saw events written where the previous case's queue was). Everything the SMMU does from then on may differ.",
+    specification: "Arm SMMUv3 (IHI 0070), 6.3.24 SMMU_STRTAB_BASE, 6.3.26 SMMU_CMDQ_BASE, 6.3.29 SMMU_EVENTQ_BASE: without SMMU_IDR1.QUEUES_PRESET / TABLES_PRESET, ADDR and LOG2SIZE reset to UNKNOWN values.",
+    qemu: "hw/arm/smmuv3.c smmuv3_init_regs() (run by reset): the queue bases are rebuilt with deposit64() over their old value, so LOG2SIZE is set to its maximum and ADDR keeps what the guest wrote before the reset (STRTAB_BASE is not reset at all).",
+    matches: smmuEnabledWithResetBase,
+  },
+  {
+    id: "smmuv3-command-reserved-bits-accepted",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A command of a defined opcode with a reserved field set or an invalid value (e.g. CMD_CFGI_STE with bit 74 set): the model stops the queue with CMDQ_CONS.ERR = CERROR_ILL and GERROR.CMDQ_ERR at it; QEMU 7.2 executes it and the commands behind it.",
+    specification: "Arm SMMUv3 (IHI 0070), 7.1 Command queue errors: CERROR_ILL for a command that cannot be correctly consumed, including a valid command with a Reserved field or an invalid value used.",
+    qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(): each opcode reads its fields with CMD_* macros and checks none of its reserved bits.",
+    matches: (c) => {
+      const at = registerRead(c, "smmuv3");
+      if (at === 0x9c) {
+        if (typeof c.expected !== "bigint" || (c.expected & CONS_ERR) !== CERROR_ILL || typeof c.actual !== "bigint" || (c.actual & CONS_ERR) !== 0n) return false;
+      } else if (at === SMMU_GERROR) {
+        if (!differsOnlyIn(c, 0x1n) || ((c.expected as bigint) & 0x1n) === 0n) return false;
+      } else return false;
+      return smmuModelIllegalCommand(c);
+    },
+  },
+  {
+    id: "smmuv3-cmd-sync-msi-abort",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A CMD_SYNC whose completion MSI address lies outside memory: the model's MSI write aborts and it sets GERROR.MSI_CMDQ_ABT_ERR; QEMU 7.2 has no MSIs (IDR0.MSI = 0) and writes nothing, so nothing aborts.",
+    specification: "Arm SMMUv3 (IHI 0070), CMD_SYNC (the completion MSI where SMMU_IDR0.MSI = 1) and SMMU_GERROR.MSI_CMDQ_ABT_ERR (an abort on a CMD_SYNC MSI write).",
+    qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(), case SMMU_CMD_SYNC: only the wired interrupt for CS = SIG_IRQ, no MSI write.",
+    matches: (c) => {
+      if (registerRead(c, "smmuv3") !== SMMU_GERROR || !differsOnlyIn(c, 0x10n) || ((c.expected as bigint) & 0x10n) === 0n) return false;
+      const q = smmuQueue(c, SMMU_CMDQ_BASE, 16);
+      if (q === undefined) return false;
+      const ram = c.trace.header.machine.ram;
+      const commands = traceBytes(c.trace, c.index, q.base, q.bytes);
+      for (let at = 0; at + 16 <= commands.length; at += 16) {
+        if (commands[at] !== CMD_SYNC) continue;
+        const msi = (dword(commands, at / 4 + 2) & ~3) + (dword(commands, at / 4 + 3) & 0xf_ffff) * 2 ** 32;
+        if (((dword(commands, at / 4) >>> 12) & 3) === 1 && !ram.some((r) => msi >= r.base && msi + 4 <= r.base + r.size)) return true;
+      }
+      return false;
+    },
+  },
+  {
+    id: "smmuv3-capability-registers",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "IDR0–IDR5, IIDR and AIDR report each implementation's features (QEMU 7.2: no MSI, ATS, SEV, CD2L, stage 2; its own OAS and queue sizes).",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_IDR0–5: the features an implementation supports.",
+    qemu: "hw/arm/smmuv3.c smmuv3_init_regs().",
+    matches: (c) => inRange(registerRead(c, "smmuv3"), 0x0, 0x1f),
+  },
+  {
+    id: "smmuv3-cmd-sync-without-msi",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A CMD_SYNC with CS = SIG_IRQ completes without the MSI write (MSIData 0 over the command) the model's driver polls for: QEMU 7.2 has no MSIs (IDR0.MSI = 0), and the driver chose MSI polling from the model's IDR0.",
+    specification: "Arm SMMUv3 (IHI 0070), CMD_SYNC: the completion MSI is written only where MSIs are supported (SMMU_IDR0.MSI).",
+    qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(), case SMMU_CMD_SYNC: with CS = SIG_IRQ it raises the wired CMD_SYNC interrupt; there is no MSI write.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_CMDQ_BASE, 16);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes) return false;
+      const d0 = dword(mem.actual, 0);
+      return mem.expected.every((b) => b === 0) && (d0 & 0xff) === CMD_SYNC && ((d0 >>> 12) & 3) === 1;
+    },
+  },
+  {
+    id: "smmuv3-event-per-access",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "One faulting DMA transaction produces one event per 4-byte access in QEMU (InputAddr, InputAddr + 4, …; a configuration error such as C_BAD_STREAMID repeated as it is) where the model records one: EVTQ_PROD runs ahead and the guest reads QEMU's extra records.",
+    specification: "Arm SMMUv3 (IHI 0070), event queue and event records: an event is recorded for a transaction that faults; one transaction is one event (identical events may be merged, never multiplied).",
+    qemu: "hw/arm/smmuv3.c smmuv3_translate() records an event on every call; the memory core (softmmu/physmem.c flatview_read_continue()/flatview_write_continue()) retries the failed transfer access by access through the unassigned region, translating each 4-byte piece again.",
+    matches: (c) => {
+      if (!multiWordFault(c)) return false;
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn);
+      // An event-queue slot holding one of QEMU's extra records: an F_* record for an address inside an earlier
+      // blocked transfer of that StreamID (the model's queue has another record, or none, there).
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 32) return false;
+      const type = mem.actual[0]!;
+      // A record without an input address (C_BAD_STREAMID, C_BAD_STE, ...): QEMU's repeat of a record the model
+      // wrote in an earlier slot of the queue, for a StreamID whose transfer was blocked.
+      if (type >= 0x01 && type < 0x10) {
+        const previous = c.trace.ops.slice(0, c.index).find((op) => op.op === "mem-read" && op.addr >= q.base && op.addr < mem.addr && (op.addr - q.base) % 32 === 0 && op.expect !== undefined && op.expect.length === 32 && op.expect.every((b, i) => b === mem.actual[i]));
+        const sid = dword(mem.actual, 1);
+        return previous !== undefined && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false);
+      }
+      if (type < 0x10 || type > 0x13) return false;
+      const sid = dword(mem.actual, 1);
+      const input = dword(mem.actual, 4) + dword(mem.actual, 5) * 2 ** 32;
+      return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false && input >= op.iova && input < op.iova + (op.dir === "read" ? op.len : op.data.length));
+    },
+  },
+  {
+    id: "smmuv3-bad-streamid-recorded-without-recinvsid",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A transaction with a StreamID outside the stream table is recorded as C_BAD_STREAMID by QEMU even with SMMU_CR2.RECINVSID clear; the model records it only when the guest set RECINVSID.",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_CR2.RECINVSID: when 0, C_BAD_STREAMID events for invalid incoming StreamIDs are not recorded (the transaction is still terminated).",
+    qemu: "hw/arm/smmuv3.c smmu_find_ste() sets SMMU_EVT_C_BAD_STREAMID for a StreamID beyond the table and smmuv3_translate() records it; CR2.RECINVSID is never consulted.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes) return false;
+      const recinvsid = ((lastRegisterWrite(c, "smmuv3", 0x2c) ?? 0n) & 0x2n) !== 0n;
+      return !recinvsid && mem.actual[0] === 0x02 && mem.expected[0] !== 0x02;
+    },
+  },
+  {
+    id: "smmuv3-cmdq-outside-ram",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A command queue the guest placed outside RAM: QEMU's virt machine has its flash (holding the firmware) at address 0, so commands fetched there are illegal (CMDQ_CONS.ERR = CERROR_ILL); the model has nothing there and reports the fetch abort (CERROR_ABT). A difference of the machines, not of the SMMUs.",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_CMDQ_CONS.ERR: CERROR_ABT for an abort fetching a command, CERROR_ILL for a command that is not valid; what lies outside RAM is the platform's.",
+    qemu: "hw/arm/virt.c maps the flash (VIRT_FLASH) at 0; hw/arm/smmuv3.c smmuv3_cmdq_consume() reads the command from there with dma_memory_read().",
+    matches: (c) => {
+      if (registerRead(c, "smmuv3") !== 0x9c || !differsOnlyIn(c, 0x7f00_0000n)) return false;
+      const base = Number((lastRegisterWrite(c, "smmuv3", SMMU_CMDQ_BASE) ?? 0n) & 0x000f_ffff_ffff_ffe0n);
+      return !c.trace.header.machine.ram.some((r) => base >= r.base && base < r.base + r.size);
+    },
+  },
+  {
+    id: "smmuv3-queue-pointer-reserved-bits",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "Bits a guest wrote into the reserved part of a queue pointer register (CMDQ_PROD/CONS, EVTQ_PROD/CONS: above the LOG2SIZE + 1 index and wrap bits, outside ERR and the overflow flags) read back in QEMU; the model keeps only the defined fields.",
+    specification: "Arm SMMUv3 (IHI 0070), SMMU_CMDQ_PROD/CONS and SMMU_EVENTQ_PROD/CONS: outside the index and wrap (and ERR, OVFLG/OVACKFLG) the bits are RES0, which software must write as 0 and must not rely on reading back.",
+    qemu: "hw/arm/smmuv3.c smmu_writel(): A_CMDQ_PROD, A_EVENTQ_CONS and the others store the written value whole.",
+    matches: (c) => {
+      const at = registerRead(c, "smmuv3");
+      // The index and wrap are LOG2SIZE + 1 bits of the queue's base register; above them the field is RES0.
+      const size = (base: number): bigint => ((1n << (((lastRegisterWrite(c, "smmuv3", base) ?? 0n) & 0x1fn) + 1n)) - 1n);
+      const defined: Record<number, () => bigint> = {
+        0x98: () => size(SMMU_CMDQ_BASE),
+        0x9c: () => 0x7f00_0000n | size(SMMU_CMDQ_BASE),
+        0x100a8: () => 0x8000_0000n | size(SMMU_EVTQ_BASE),
+        0x100ac: () => 0x8000_0000n | size(SMMU_EVTQ_BASE),
+      };
+      const mask = at === undefined ? undefined : defined[at]?.();
+      if (mask === undefined || typeof c.expected !== "bigint" || typeof c.actual !== "bigint") return false;
+      const d = c.expected ^ c.actual;
+      return d !== 0n && (d & mask) === 0n;
+    },
+  },
+  {
+    id: "smmuv3-fault-record-class-pnu",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "QEMU's F_TRANSLATION / F_PERMISSION records leave CLASS, PnU and InD zero: CLASS reads CD (0b00) where the fault was on the input address (IN, 0b10). (The model writes PnU = 1 for a request without PASID: see the model findings in qemu-differences.md.)",
+    specification: "Arm SMMUv3 (IHI 0070), event records F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION: CLASS gives what the faulting access was for (0b00 CD fetch, 0b01 translation-table fetch, 0b10 the input address).",
+    qemu: "hw/arm/smmuv3.c smmuv3_translate(): the event it records sets only type, SID, InputAddr and RnW (event.u.f_translation.addr/.rnw); class, pnu and ind stay 0 in smmuv3_record_event().",
+    matches: (c) => {
+      const r = smmuEventRecords(c);
+      if (r === undefined) return false;
+      for (let i = 0; i < 8; i++) {
+        const diff = dword(r.expected, i) ^ dword(r.actual, i);
+        if (diff !== 0 && (i !== 3 || (diff & ~RECORD_ATTRIBUTES) !== 0)) return false;
+      }
+      return true;
+    },
+  },
+  {
+    id: "smmuv3-evtq-full-as-abort",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "An event arriving at a full event queue raises GERROR.EVTQ_ABT_ERR in QEMU instead of toggling EVTQ_PROD.OVFLG.",
+    specification: "Arm SMMUv3 (IHI 0070), event queue overflow: an event that finds the queue full is discarded and SMMU_EVENTQ_PROD.OVFLG is toggled; SMMU_GERROR.EVENTQ_ABT_ERR reports an abort while writing the queue (shared/spec arm-hyperv-virtio.md §1.10 and item 13 of §9).",
+    qemu: "hw/arm/smmuv3.c smmuv3_write_eventq() returns MEMTX_ERROR when smmuv3_q_full(); smmuv3_record_event() then raises R_GERROR_EVENTQ_ABT_ERR_MASK; OVFLG is never set.",
+    matches: (c) => {
+      const at = registerRead(c, "smmuv3");
+      if (at === SMMU_GERROR) return differsOnlyIn(c, GERROR_EVTQ_ABT) && ((c.actual as bigint) & GERROR_EVTQ_ABT) !== 0n;
+      return at === SMMU_EVTQ_PROD && differsOnlyIn(c, PROD_OVFLG) && ((c.expected as bigint) & PROD_OVFLG) !== 0n;
+    },
+  },
+];
