@@ -43,6 +43,31 @@ function vtdRecordInAnotherSlot(c: DivergenceContext): boolean {
   return around.some(({ op }) => op.op === "mmio-read" && op.expect !== undefined && op.addr > block.base + VTD_FRCD0 + 0xf && op.addr <= block.base + VTD_FRCD_END && (op.addr - block.base) % 16 === at % 16 && (op.expect & mask) === ((c.actual as bigint) & mask));
 }
 
+/** The last guest write clearing FSTS.PFO (RW1C) before the divergence, or -1. */
+function lastPfoClear(c: DivergenceContext): number {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+  return c.trace.ops.slice(0, c.index).findLastIndex((op) => op.op === "mmio-write" && op.addr === block.base + VTD_FSTS && (op.value & FSTS_PFO) !== 0n);
+}
+
+/**
+ * Whether a blocked DMA after operation `after` came from the requester whose fault QEMU's one fault-recording
+ * register holds (the first blocked DMA since the guest last freed FRCD[0]): a fault QEMU collapses.
+ */
+function repeatedFaultAfter(c: DivergenceContext, after: number): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+  let recorded: number | undefined;
+  for (let i = 0; i < c.index; i++) {
+    const op = c.trace.ops[i]!;
+    const freesFrcd0 = op.op === "mmio-write" && ((op.addr === block.base + VTD_FRCD0 + 0xc && (op.value & FRCD_F) !== 0n) || (op.addr === block.base + VTD_FRCD0 + 8 && op.size === 8 && (op.value & (FRCD_F << 32n)) !== 0n));
+    if (freesFrcd0) recorded = undefined;
+    if (op.op === "dma" && op.expect?.ok === false) {
+      if (recorded === undefined) recorded = op.rid;
+      else if (i > after && op.rid === recorded) return true;
+    }
+  }
+  return false;
+}
+
 /** Two blocked DMAs of different requesters with no fault record freed between them. */
 function twoRequestersPending(c: DivergenceContext): boolean {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
@@ -312,23 +337,16 @@ export const vtdDifferences: readonly QemuDifference[] = [
     id: "vtd-fault-collapse",
     vendor: "vtd",
     classification: "open",
-    summary: "A second fault from a requester that already has a pending fault record is collapsed (dropped) by QEMU and recorded in the next register by the model.",
+    summary: "A second fault from a requester that already has a pending fault record is collapsed (dropped) by QEMU and recorded in the next register by the model, or, with every register taken, reported by the model as an overflow (FSTS.PFO).",
     specification: "VT-d specification, chapter 10, FRCD_REG.F: while F is set, hardware may collapse additional faults from the same source-id.",
     qemu: "hw/i386/intel_iommu.c vtd_report_dmar_fault(): vtd_try_collapse_fault() drops a fault whose SID matches a pending record.",
     matches: (c) => {
-      if (!vtdFaultMissing(c) && !vtdRecordInAnotherSlot(c)) return false;
-      // Two blocked DMAs of one requester with no fault record freed between them.
-      const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
-      const pendingSince = new Map<number, number>();
-      for (let i = 0; i < c.index; i++) {
-        const op = c.trace.ops[i]!;
-        if (op.op === "mmio-write" && op.addr >= block.base + VTD_FRCD0 && op.addr <= block.base + VTD_FRCD_END && (op.value & 0x8000_0000n) !== 0n) pendingSince.clear();
-        if (op.op === "dma" && op.expect?.ok === false) {
-          if (pendingSince.has(op.rid)) return true;
-          pendingSince.set(op.rid, i);
-        }
+      // Every register full: the fault the model could not record set PFO, the one QEMU collapsed did not.
+      if (registerRead(c, "vtd") === VTD_FSTS && differsOnlyIn(c, FSTS_PFO | FSTS_FRI) && ((c.expected as bigint) & FSTS_PFO) !== 0n && ((c.actual as bigint) & FSTS_PFO) === 0n) {
+        return repeatedFaultAfter(c, lastPfoClear(c));
       }
-      return false;
+      if (!vtdFaultMissing(c) && !vtdRecordInAnotherSlot(c)) return false;
+      return repeatedFaultAfter(c, -1);
     },
   },
   {
