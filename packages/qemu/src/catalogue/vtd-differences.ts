@@ -58,8 +58,7 @@ function repeatedFaultAfter(c: DivergenceContext, after: number): boolean {
   let recorded: number | undefined;
   for (let i = 0; i < c.index; i++) {
     const op = c.trace.ops[i]!;
-    const freesFrcd0 = op.op === "mmio-write" && ((op.addr === block.base + VTD_FRCD0 + 0xc && (op.value & FRCD_F) !== 0n) || (op.addr === block.base + VTD_FRCD0 + 8 && op.size === 8 && (op.value & (FRCD_F << 32n)) !== 0n));
-    if (freesFrcd0) recorded = undefined;
+    if (freesFrcd0(block, op)) recorded = undefined;
     if (op.op === "dma" && op.expect?.ok === false) {
       if (recorded === undefined) recorded = op.rid;
       else if (i > after && op.rid === recorded) return true;
@@ -68,13 +67,20 @@ function repeatedFaultAfter(c: DivergenceContext, after: number): boolean {
   return false;
 }
 
-/** Two blocked DMAs of different requesters with no fault record freed between them. */
+/** Whether `op` is a guest write clearing F (RW1C) in FRCD[0], the one fault-recording register QEMU has. */
+function freesFrcd0(block: { base: number }, op: TraceOp): boolean {
+  if (op.op !== "mmio-write") return false;
+  if (op.addr === block.base + VTD_FRCD0 + 0xc) return (op.value & FRCD_F) !== 0n;
+  return op.addr === block.base + VTD_FRCD0 + 8 && op.size === 8 && (op.value & (FRCD_F << 32n)) !== 0n;
+}
+
+/** Two blocked DMAs of different requesters with FRCD[0] not freed between them: QEMU's one register overflows. */
 function twoRequestersPending(c: DivergenceContext): boolean {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
   const pending = new Set<number>();
   for (let i = 0; i < c.index; i++) {
     const op = c.trace.ops[i]!;
-    if (op.op === "mmio-write" && op.addr >= block.base + VTD_FRCD0 && op.addr <= block.base + VTD_FRCD_END && (op.value & 0x8000_0000n) !== 0n) pending.clear();
+    if (freesFrcd0(block, op)) pending.clear();
     if (op.op === "dma" && op.expect?.ok === false) {
       pending.add(op.rid);
       if (pending.size >= 2) return true;
@@ -83,30 +89,61 @@ function twoRequestersPending(c: DivergenceContext): boolean {
   return false;
 }
 
-/** The fault reason of the next valid fault record the model answers in the trace after the divergence. */
-function vtdExpectedReason(c: DivergenceContext): number | undefined {
+/** The next valid fault record the model answers in the trace after the divergence: its reason and register. */
+function vtdExpectedRecord(c: DivergenceContext): { reason: number; register: number } | undefined {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
   // The record's own F dword read just before (a record is read F dword first), else the next record read.
   const before = c.trace.ops.slice(Math.max(0, c.index - 4), c.index).reverse().map((op) => ({ op }));
   for (const { op } of [{ op: c.op }, ...before, ...following(c, 96)]) {
     if (op.op !== "mmio-read" || op.expect === undefined || op.addr < block.base + VTD_FRCD0 || op.addr > block.base + VTD_FRCD_END) continue;
-    if ((op.addr - block.base) % 16 === 0xc && (op.expect & 0x8000_0000n) !== 0n) return Number(op.expect & 0xffn);
+    if ((op.addr - block.base) % 16 === 0xc && (op.expect & FRCD_F) !== 0n) return { reason: Number(op.expect & 0xffn), register: op.addr - 0xc };
   }
   return undefined;
+}
+
+/** The fault reason of the next valid fault record the model answers in the trace after the divergence. */
+function vtdExpectedReason(c: DivergenceContext): number | undefined {
+  return vtdExpectedRecord(c)?.reason;
+}
+
+/** Whether the blocked DMA at `index` was to a page its device had used successfully before. */
+function blockedAfterUseAt(c: DivergenceContext, index: number, write: boolean | undefined): boolean {
+  const dma = c.trace.ops[index];
+  if (dma === undefined || dma.op !== "dma" || dma.expect?.ok !== false) return false;
+  if (write !== undefined && (dma.dir === "write") !== write) return false;
+  const page = Math.floor(dma.iova / 4096);
+  return c.trace.ops.slice(0, index).some((op) => {
+    if (op.op !== "dma" || op.rid !== dma.rid || op.expect?.ok !== true) return false;
+    const len = op.dir === "read" ? op.len : op.data.length;
+    return Math.floor(op.iova / 4096) <= page && page <= Math.floor((op.iova + len - 1) / 4096);
+  });
 }
 
 /** The last DMA before the divergence was blocked on the model, and its device had used that page successfully before. */
 function blockedAfterUse(c: DivergenceContext, write: boolean | undefined): boolean {
   const last = lastDeviceOp(c);
-  if (last === undefined || last.op.op !== "dma" || last.op.expect?.ok !== false) return false;
-  if (write !== undefined && (last.op.dir === "write") !== write) return false;
-  const dma = last.op;
-  const page = Math.floor(dma.iova / 4096);
-  return c.trace.ops.slice(0, last.index).some((op) => {
-    if (op.op !== "dma" || op.rid !== dma.rid || op.expect?.ok !== true) return false;
-    const len = op.dir === "read" ? op.len : op.data.length;
-    return Math.floor(op.iova / 4096) <= page && page <= Math.floor((op.iova + len - 1) / 4096);
-  });
+  return last !== undefined && blockedAfterUseAt(c, last.index, write);
+}
+
+/**
+ * Whether the fault record the model shows (its source-id and address, read from the same register in the trace)
+ * is that of a DMA blocked after its device had used the page, even if other device operations followed it.
+ */
+function recordedFaultAfterUse(c: DivergenceContext): boolean {
+  const record = vtdExpectedRecord(c);
+  if (record === undefined) return false;
+  const window = [...c.trace.ops.slice(Math.max(0, c.index - 64), c.index), ...following(c, 96).map(({ op }) => op)];
+  const read = (addr: number): bigint | undefined => {
+    const op = window.find((o) => o.op === "mmio-read" && o.addr === addr && o.expect !== undefined);
+    return op?.op === "mmio-read" ? op.expect : undefined;
+  };
+  const sid = read(record.register + 8);
+  const lo = read(record.register);
+  const hi = read(record.register + 4) ?? 0n;
+  if (sid === undefined || lo === undefined) return false;
+  const page = Math.floor(Number((hi << 32n) | lo) / 4096);
+  const index = c.trace.ops.slice(0, c.index).findLastIndex((op) => op.op === "dma" && op.expect?.ok === false && op.rid === Number(sid & 0xffffn) && Math.floor(op.iova / 4096) === page);
+  return index >= 0 && blockedAfterUseAt(c, index, undefined);
 }
 
 const VTD_IQH = 0x80;
@@ -391,7 +428,7 @@ export const vtdDifferences: readonly QemuDifference[] = [
     specification: "VT-d specification, chapter 6 (caching and invalidation): after changing a present entry software must invalidate; until then hardware may use the cached translation or the new entry.",
     qemu: "hw/i386/intel_iommu.c vtd_do_iommu_translate(): an IOTLB hit (vtd_lookup_iotlb) is used until an invalidation descriptor removes it.",
     matches: (c) => {
-      if (!vtdFaultMissing(c) || !blockedAfterUse(c, undefined)) return false;
+      if (!vtdFaultMissing(c) || !(blockedAfterUse(c, undefined) || recordedFaultAfterUse(c))) return false;
       const reason = vtdExpectedReason(c);
       return reason !== undefined && reason !== 5;
     },
