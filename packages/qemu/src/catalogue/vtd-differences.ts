@@ -1,6 +1,6 @@
 import type { DivergenceContext, TraceOp } from "@viommu/trace";
 import type { QemuDifference } from "./difference.js";
-import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead } from "./matchers.js";
+import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
 const VTD_FSTS = 0x34;
 const VTD_FRCD0 = 0x220;
@@ -14,6 +14,11 @@ const FRCD_F = 0x8000_0000n;
 const VTD_GCMD = 0x18;
 const VTD_GSTS = 0x1c;
 const GCMD_CFI = 0x80_0000n;
+
+/** The VT-d register block's base address in the trace's machine. */
+function registerBase(c: DivergenceContext): number {
+  return c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!.base;
+}
 
 /** Whether `addr` is the dword holding F (bit 127) of a fault-recording register after FRCD[0], in `block`. */
 function laterFrcdFDword(block: { base: number }, addr: number): boolean {
@@ -150,39 +155,56 @@ const VTD_IQH = 0x80;
 const VTD_IQT = 0x88;
 const VTD_IQA = 0x90;
 const FSTS_IQE = 0x10n;
+const FSTS_ITE = 0x40n;
+const FSTS_ICE = 0x20n;
+
+/** The invalidation queue where the model stopped it (IQH short of IQT) and the descriptors in it. */
+interface HaltedQueue {
+  /** IQH and IQT as byte offsets, and the descriptor size. */
+  readonly head: number;
+  readonly tail: number;
+  readonly size: number;
+  /** The first 16 bytes of the descriptor at `offset` as the guest last wrote them before the divergence. */
+  descriptor(offset: number): Uint8Array;
+  /** The status addresses of the wait descriptors (SW set) from `offset` up to the tail. */
+  statusAddresses(offset: number): number[];
+}
 
 /**
  * Whether the model stopped the invalidation queue at a descriptor (its IQH, read later in the trace, short of the
- * IQT the guest wrote, with FSTS.IQE), and the status addresses of the wait descriptors behind it.
+ * IQT the guest wrote), and the queue's descriptors.
  */
-function vtdModelHaltedQueue(c: DivergenceContext): { statusAddresses: number[] } | undefined {
+function vtdModelHaltedQueue(c: DivergenceContext): HaltedQueue | undefined {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd");
   const iqa = lastRegisterWrite(c, "vtd", VTD_IQA);
   const iqt = lastRegisterWrite(c, "vtd", VTD_IQT);
   if (block === undefined || iqa === undefined || iqt === undefined) return undefined;
   const isHead = (op: TraceOp): boolean => op.op === "mmio-read" && op.addr === block.base + VTD_IQH && op.expect !== undefined;
-  const head = c.trace.ops.slice(c.index).find(isHead) ?? c.trace.ops.slice(0, c.index).findLast(isHead);
-  if (head === undefined || head.op !== "mmio-read") return undefined;
-  const wide = (iqa & 0x800n) !== 0n;
-  const size = wide ? 32 : 16;
+  const headRead = c.trace.ops.slice(c.index).find(isHead) ?? c.trace.ops.slice(0, c.index).findLast(isHead);
+  if (headRead === undefined || headRead.op !== "mmio-read") return undefined;
+  const size = (iqa & 0x800n) !== 0n ? 32 : 16;
   const base = Number(iqa & 0x000f_ffff_ffff_f000n);
-  const h = Number((head.expect! >> 4n) & 0x7fffn) * 16;
-  const t = Number((iqt >> 4n) & 0x7fffn) * 16;
-  if (h === t) return undefined;
-  // The descriptors the guest wrote between the halted one and the tail: their last contents.
-  const statusAddresses: number[] = [];
-  for (let at = h + size; at < t; at += size) {
-    const addr = base + at;
-    const bytes = new Uint8Array(16);
-    for (let i = 0; i < c.index; i++) {
-      const op = c.trace.ops[i]!;
-      if (op.op !== "mem-write") continue;
-      for (let b = 0; b < 16; b++) if (addr + b >= op.addr && addr + b < op.addr + op.data.length) bytes[b] = op.data[addr + b - op.addr]!;
-    }
-    // Wait descriptor (type 5) with SW (bit 5): the status address is QW1 bits 63:2.
-    if ((bytes[0]! & 0xf) === 5 && (bytes[0]! & 0x20) !== 0) statusAddresses.push((dword(bytes, 2) & ~3) + dword(bytes, 3) * 2 ** 32);
-  }
-  return { statusAddresses };
+  const head = Number((headRead.expect! >> 4n) & 0x7fffn) * 16;
+  const tail = Number((iqt >> 4n) & 0x7fffn) * 16;
+  if (head === tail) return undefined;
+  const descriptor = (offset: number): Uint8Array => traceBytes(c.trace, c.index, base + offset, 16);
+  return {
+    head,
+    tail,
+    size,
+    descriptor,
+    statusAddresses(offset) {
+      const out: number[] = [];
+      // Up to the tail, wrapping at the queue's end (IQA.QS: 2^QS 4 KiB pages).
+      const bytes = 4096 << Number(iqa & 7n);
+      for (let at = offset % bytes, n = 0; at !== tail && n < bytes / size; at = (at + size) % bytes, n++) {
+        const d = descriptor(at);
+        // Wait descriptor (type 5) with SW (bit 5): the status address is QW1 bits 63:2.
+        if ((d[0]! & 0xf) === 5 && (d[0]! & 0x20) !== 0) out.push((dword(d, 2) & ~3) + dword(d, 3) * 2 ** 32);
+      }
+      return out;
+    },
+  };
 }
 
 /** Whether a wait descriptor the guest wrote into its invalidation queue asks for a status write outside guest RAM. */
@@ -289,7 +311,51 @@ export const vtdDifferences: readonly QemuDifference[] = [
       if (at === VTD_IQH) return true;
       if (at === VTD_FSTS) return ((c.expected as bigint) & FSTS_IQE) !== 0n && ((c.actual as bigint) & FSTS_IQE) === 0n;
       const mem = memoryAnswers(c);
-      return mem !== undefined && halted.statusAddresses.some((a) => a >= mem.addr - 3 && a < mem.addr + mem.expected.length);
+      return mem !== undefined && halted.statusAddresses(halted.head + halted.size).some((a) => a >= mem.addr - 3 && a < mem.addr + mem.expected.length);
+    },
+  },
+  {
+    id: "vtd-device-tlb-invalidation-without-device",
+    vendor: "vtd",
+    classification: "open",
+    summary: "A device-TLB invalidate descriptor for a source-id with no device behind it: the model waits for the completion that never comes and reports a time-out (FSTS.ITE, ITESID, the queue stopped after it, waits behind it not executed); QEMU 7.2 finds no address space for the source-id and completes the descriptor at once, executing what follows. Found by difftest (seed 3000, cases 4112 and 7641).",
+    specification: "VT-d specification, 6.5.2.5 Device-TLB Invalidate Descriptor (the invalidation is a request to the endpoint, completed by its response) and FSTS_REG.ITE / IQERCD_REG.ITESID (a device-TLB invalidation completion time-out); what an invalidation sent to no endpoint does is left to the platform.",
+    qemu: "hw/i386/intel_iommu.c vtd_process_device_iotlb_desc(): vtd_get_as_by_sid() finds no address space for the SID and the descriptor is done; invalidations complete synchronously, so ITE is never set.",
+    matches: (c) => {
+      const halted = vtdModelHaltedQueue(c);
+      if (halted === undefined || halted.head < halted.size) return false;
+      // The descriptor before IQH: a device-TLB invalidate (type 3, high type bits 11:9 clear), SID in QW0 bits 31:16.
+      const timedOut = halted.descriptor(halted.head - halted.size);
+      if ((timedOut[0]! & 0xf) !== 3 || (timedOut[1]! & 0x0e) !== 0) return false;
+      const sid = dword(timedOut, 0) >>> 16;
+      if (c.trace.header.machine.devices.some((d) => d.rid === sid)) return false;
+      const at = registerRead(c, "vtd");
+      if (at === VTD_IQH) return true;
+      if (at === VTD_FSTS) return differsOnlyIn(c, FSTS_ITE) && ((c.expected as bigint) & FSTS_ITE) !== 0n;
+      const mem = memoryAnswers(c);
+      return mem !== undefined && halted.statusAddresses(halted.head).some((a) => a >= mem.addr - 3 && a < mem.addr + mem.expected.length);
+    },
+  },
+  {
+    id: "vtd-queue-not-resumed-when-iqe-cleared",
+    vendor: "vtd",
+    classification: "target-deviates",
+    summary: "After an invalidation queue error, the guest clears FSTS.IQE with descriptors still between IQH and IQT: the model resumes fetching at IQH (the descriptors run, waits write their status), QEMU 7.2 fetches nothing until the guest writes IQT again (a tail written while IQE was set is not acted on either). Found by difftest (seed 3000, case 2062).",
+    specification: "VT-d specification, 6.5.2.10 (queued invalidation errors, FSTS_REG.IQE): hardware fetches no new descriptors until software clears IQE, and then fetches again from IQH. Linux relies on it: qi_check_fault() (drivers/iommu/intel/dmar.c) overwrites the failed descriptor with its wait descriptor and clears IQE without writing IQT.",
+    qemu: "hw/i386/intel_iommu.c vtd_handle_fsts_write(): clearing IQE does not call vtd_fetch_inv_desc() (a FIXME there asks whether it should); vtd_handle_iqt_write() processes only while IQE is clear.",
+    matches: (c) => {
+      const block = c.trace.header.machine.iommus.find((b) => b.vendor === "vtd")!;
+      const ops = c.trace.ops.slice(0, c.index);
+      const cleared = ops.findLastIndex((op) => op.op === "mmio-write" && op.addr === block.base + VTD_FSTS && (op.value & FSTS_IQE) !== 0n);
+      if (cleared < 0 || ops.slice(cleared + 1).some((op) => op.op === "mmio-write" && op.addr === block.base + VTD_IQT)) return false;
+      // The model had IQE set when the guest cleared it.
+      const status = ops.slice(0, cleared).findLast((op) => op.op === "mmio-read" && op.addr === block.base + VTD_FSTS && op.expect !== undefined);
+      if (status?.op !== "mmio-read" || (status.expect! & FSTS_IQE) === 0n) return false;
+      const at = registerRead(c, "vtd");
+      if (at === VTD_IQH) return true;
+      if (at === VTD_FSTS) return differsOnlyIn(c, FSTS_IQE | FSTS_ITE | FSTS_ICE);
+      const mem = memoryAnswers(c);
+      return mem !== undefined && vtdWaitDescriptors(c).some((w) => w.index < cleared && (w.flags & 0x20) !== 0 && w.status >= mem.addr - 3 && w.status < mem.addr + mem.expected.length);
     },
   },
   {
@@ -352,10 +418,15 @@ export const vtdDifferences: readonly QemuDifference[] = [
     qemu: "hw/i386/intel_iommu.c vtd_iova_to_slpte(): the access right of each entry is tested before vtd_slpte_nonzero_rsvd() and before descending to the next level.",
     matches: (c) => {
       const at = registerRead(c, "vtd");
+      const model = (reason: number): boolean => reason === 0xc || reason === 0x7;
+      const qemu = (reason: number): boolean => reason === 0x5 || reason === 0x6;
+      // QEMU's one register holds the fault with its reason; the model holds it, with the other reason, in a later register.
+      if (at === VTD_FRCD0 + 0xc && typeof c.expected === "bigint" && typeof c.actual === "bigint" && (c.expected & FRCD_F) === 0n && (c.actual & FRCD_F) !== 0n) {
+        const record = vtdExpectedRecord(c);
+        return record !== undefined && record.register !== registerBase(c) + VTD_FRCD0 && model(record.reason) && qemu(Number(c.actual & 0xffn));
+      }
       if (!inRange(at, VTD_FRCD0, VTD_FRCD_END) || at! % 16 !== 0xc || !differsOnlyIn(c, FRCD_PV | 0xffn)) return false;
-      const model = Number((c.expected as bigint) & 0xffn);
-      const qemu = Number((c.actual as bigint) & 0xffn);
-      return (model === 0xc || model === 0x7) && (qemu === 0x5 || qemu === 0x6);
+      return model(Number((c.expected as bigint) & 0xffn)) && qemu(Number((c.actual as bigint) & 0xffn));
     },
   },
   {
