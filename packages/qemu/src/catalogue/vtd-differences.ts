@@ -207,26 +207,6 @@ function vtdModelHaltedQueue(c: DivergenceContext): HaltedQueue | undefined {
   };
 }
 
-/** Whether a wait descriptor the guest wrote into its invalidation queue asks for a status write outside guest RAM. */
-function vtdWaitOutsideRam(c: DivergenceContext): boolean {
-  const iqa = lastRegisterWrite(c, "vtd", VTD_IQA);
-  if (iqa === undefined) return false;
-  const base = Number(iqa & 0x000f_ffff_ffff_f000n);
-  const bytes = 4096 << Number(iqa & 7n);
-  const ram = c.trace.header.machine.ram;
-  for (let i = 0; i < c.index; i++) {
-    const op = c.trace.ops[i]!;
-    if (op.op !== "mem-write" || op.addr < base || op.addr >= base + bytes || op.data.length < 16) continue;
-    for (let at = 0; at + 16 <= op.data.length; at += 16) {
-      const d = op.data.subarray(at, at + 16);
-      if ((d[0]! & 0xf) !== 5 || (d[0]! & 0x20) === 0) continue;
-      const status = (dword(d, 2) & ~3) + dword(d, 3) * 2 ** 32;
-      if (!ram.some((r) => status >= r.base && status + 4 <= r.base + r.size)) return true;
-    }
-  }
-  return false;
-}
-
 /** The wait descriptors the guest wrote into its invalidation queue before the divergence, in the order written. */
 export function vtdWaitDescriptors(c: DivergenceContext): { index: number; flags: number; status: number }[] {
   const iqa = lastRegisterWrite(c, "vtd", VTD_IQA);
@@ -282,20 +262,6 @@ export const vtdDifferences: readonly QemuDifference[] = [
     specification: "VT-d specification, 6.5.2.8 Invalidation Wait Descriptor (SW, IF, FN each optional) and FSTS_REG.IQE (an invalid descriptor: unsupported type or reserved fields set).",
     qemu: "hw/i386/intel_iommu.c vtd_process_wait_desc(): '(unknown type)' when neither SW nor IF is set, returns false, IQE.",
     matches: (c) => vtdBareWaitRejected(c, false),
-  },
-  {
-    id: "vtd-wait-status-outside-ram",
-    vendor: "vtd",
-    classification: "open",
-    summary: "A wait descriptor whose status address is outside guest RAM (beyond the address width): QEMU's status write fails and it stops the queue with FSTS.IQE; the model completes the wait without writing. Classification to be confirmed: the specification defines IQE for invalid descriptors and does not say what a status write to a non-existent address does.",
-    specification: "VT-d specification, chapter 6 (invalidation wait descriptor: the status write) and FSTS_REG.IQE (an error fetching a descriptor, or an erroneous or invalid descriptor).",
-    qemu: "hw/i386/intel_iommu.c vtd_process_wait_desc(): when dma_memory_write() of the status fails it reports the descriptor as failed, and vtd_process_inv_desc() sets IQE.",
-    matches: (c) => {
-      if (!vtdWaitOutsideRam(c)) return false;
-      const at = registerRead(c, "vtd");
-      if (at === VTD_FSTS) return ((c.actual as bigint) & FSTS_IQE) !== 0n && ((c.expected as bigint) & FSTS_IQE) === 0n && differsOnlyIn(c, FSTS_IQE | FSTS_PPF | FSTS_FRI);
-      return at === VTD_IQH;
-    },
   },
   {
     id: "vtd-inv-desc-reserved-bits-accepted",
