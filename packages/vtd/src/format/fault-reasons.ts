@@ -58,6 +58,9 @@ const FAULT_REASON_ROWS = [
   [0x28, "IR_PID_RSVD", "interrupt-remapping", [], "Reserved field set in the posted-interrupt descriptor"],
   [0x29, "IR_WITHOUT_PASID_INVALID", "interrupt-remapping", [], "Untranslated interrupt request without PASID is invalid"],
 
+  // QEMU deviates: its VTD_FR_RTADDR_INV_TTM is 0x31 (hw/i386/intel_iommu_internal.h, since the 2025 PASID-cache
+  // series), returned when a PASID entry is looked up in legacy mode; that condition is RTA.2 (0x31, "TTM 0 for
+  // request with PASID" in Linux), and an invalid TTM itself is RTA.1, 0x30 (Linux "SM: Invalid Root Table Address").
   [0x30, "RTADDR_INV_TTM", "scalable", ["RTA.1.0", "RTA.1.1", "RTA.1.2", "RTA.1.3"], "Invalid root table address or translation table mode (RTADDR.TTM reserved)"],
   [0x31, "RTADDR_TTM0_PASID", "scalable", ["RTA.2"], "Legacy mode (TTM 0) for a request with PASID"],
   [0x32, "RTADDR_TTM0_PAGE_REQ", "scalable", ["RTA.3"], "Legacy mode (TTM 0) for a page request"],
@@ -90,10 +93,10 @@ const FAULT_REASON_ROWS = [
   [0x75, "FS_NESTED_PML4_READ", "scalable", ["SFL.6"], "Nested: no read permission to fetch the top-level first-level entry"],
   [0x76, "FS_NESTED_READ", "scalable", ["SFL.7"], "Nested: no read permission to fetch a first-level entry"],
   [0x77, "FS_NESTED_WRITE", "scalable", ["SFL.8"], "Nested: no write permission to update a first-level entry's A/D bits"],
-  [0x78, "SS_PAGING_ENTRY_INV", "scalable", ["SSL.1"], "Error reading a second-level paging entry"],
+  [0x78, "SS_PAGING_ENTRY_INV", "scalable", ["SSL.1"], "Error reading a second-level paging entry below the top level (through a paging entry's address)"],
   [0x79, "SS_PAGING_ENTRY_PERM", "scalable", ["SSL.2"], "Second-level read/write permission error while fetching or updating a table"],
   [0x7a, "SS_PAGING_ENTRY_RSVD", "scalable", ["SSL.3"], "Reserved field set in a present second-level paging entry"],
-  [0x7b, "SS_PTPTR_INV", "scalable", ["SSL.4"], "Invalid second-level table pointer (SLPTPTR)"],
+  [0x7b, "SS_PTPTR_INV", "scalable", ["SSL.4"], "Error reading the top-level second-level table the PASID entry's SSPTPTR points at (Linux: invalid second-level page table pointer)"],
   [0x7c, "SS_AD_NOSNOOP", "scalable", ["SSL.5"], "Second-level A/D update needed on a table set up for no-snoop access"],
   [0x80, "FS_NON_CANONICAL", "scalable", ["SGN.1"], "Input address is not canonical for the first-level paging mode"],
   [0x81, "FS_PAGING_ENTRY_US", "scalable", ["SGN.2"], "User-privilege request to a page whose walk has U/S = 0"],

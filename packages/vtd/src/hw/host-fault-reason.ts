@@ -1,5 +1,6 @@
 import { Perm, WalkFault, type WalkResult } from "@viommu/core";
 import { VtdFaultReason } from "../format/fault-reasons.js";
+import { hostSlGeometry } from "./host-formats.js";
 
 /** What the device was attached to when its DMA faulted. */
 export type HostTranslationKind = "blocked" | "paging" | "nested";
@@ -34,7 +35,9 @@ export function firstLevelReason(result: WalkResult, write: boolean, startLevel:
 
 /**
  * A second-level walk: the host's stage 2 (of a nested translation, for a first-level table fetch when
- * `tableFetch`, or for its output), or a single-stage second-level table.
+ * `tableFetch`, or for its output), or a single-stage second-level table; every host stage 2 has
+ * hostSlGeometry. A table outside memory is 7Bh (SSL.4) at the top level, reached through SSPTPTR, and 78h
+ * (SSL.1) below it (see scalableSecondLevelReason in ../vmm/guest-fault-reason.ts).
  */
 export function secondLevelReason(result: WalkResult, write: boolean, tableFetch: boolean): number {
   switch (result.fault) {
@@ -43,7 +46,7 @@ export function secondLevelReason(result: WalkResult, write: boolean, tableFetch
     case WalkFault.Reserved:
       return VtdFaultReason.SS_PAGING_ENTRY_RSVD;
     case WalkFault.External:
-      return VtdFaultReason.SS_PAGING_ENTRY_INV;
+      return result.level >= hostSlGeometry.startLevel ? VtdFaultReason.SS_PTPTR_INV : VtdFaultReason.SS_PAGING_ENTRY_INV;
     default:
       // Not present and permission look alike at the second level (an entry with R = W = 0 maps nothing). A
       // fetch of a first-level table the stage 2 does not map is the nested read-permission fault.

@@ -7,7 +7,7 @@ import { VtdFaultReason } from "../format/fault-reasons.js";
  * a write, 0x6 for a read), reserved bits 0xC, an input beyond the width 0x4; a table outside memory is 0x3
  * at the top level (reached through the context entry's SLPTPTR: the context entry is programmed invalidly,
  * LCT.4) and 0x7 below it (reached through a paging entry, LSL.1), as QEMU's vtd_iova_to_slpte() has it too.
- * Scalable-mode walks use the scalable codes (Linux `dma_remap_sm_fault_reasons`).
+ * Scalable-mode walks use the scalable codes (Linux `dma_remap_sm_fault_reasons`); see scalableSecondLevelReason.
  */
 export function legacySecondLevelReason(walk: WalkResult, write: boolean, startLevel: number): number {
   switch (walk.fault) {
@@ -22,14 +22,21 @@ export function legacySecondLevelReason(walk: WalkResult, write: boolean, startL
   }
 }
 
-export function scalableSecondLevelReason(walk: WalkResult, write: boolean): number {
+/**
+ * Scalable-mode second-stage walks: a table outside memory is 7Bh (SSL.4) at the top level, reached through the
+ * PASID entry's SSPTPTR, and 78h (SSL.1) below it, reached through a paging entry; Linux names 7Bh "Invalid
+ * second-level page table pointer" and VirtualBox's DMAR (src/VBox/Devices/Bus/DevIommuIntel.cpp) reports its
+ * SSPTPTR read failure as SSL.4. QEMU deviates: its vtd_iova_to_slpte() (hw/i386/intel_iommu.c) serves both
+ * modes and reports the legacy 03h / 07h in scalable mode too.
+ */
+export function scalableSecondLevelReason(walk: WalkResult, write: boolean, startLevel: number): number {
   switch (walk.fault) {
     case WalkFault.AddressSize:
       return VtdFaultReason.SS_ADDR_BEYOND_MAX;
     case WalkFault.Reserved:
       return VtdFaultReason.SS_PAGING_ENTRY_RSVD;
     case WalkFault.External:
-      return VtdFaultReason.SS_PAGING_ENTRY_INV;
+      return walk.level >= startLevel ? VtdFaultReason.SS_PTPTR_INV : VtdFaultReason.SS_PAGING_ENTRY_INV;
     default:
       return write ? VtdFaultReason.SM_WRITE : VtdFaultReason.SM_READ;
   }

@@ -472,7 +472,7 @@ export class GuestTranslator {
         if (this.trace !== undefined) this.tracedReader.what = "SL-PTE";
         this.walker.walk(format, geometry, ctx.root, iova, access, this.reader, walk);
         if (!walk.ok) {
-          out.reason = ctx.scalable ? scalableSecondLevelReason(walk, write) : legacySecondLevelReason(walk, write, geometry.startLevel);
+          out.reason = ctx.scalable ? scalableSecondLevelReason(walk, write, geometry.startLevel) : legacySecondLevelReason(walk, write, geometry.startLevel);
           return;
         }
       }
