@@ -1,4 +1,5 @@
 import { fail, ok, VendorPlugin, type Capabilities, type DependencyContainer, type EmulatedIommu, type GuestContext, type HostServices, type VmmDeviceOptions } from "@viommu/core";
+import { amdViDebugfs } from "./format/debugfs.js";
 import { amdViStructures } from "./format/structures.js";
 import {
   IOMMU_HW_INFO_TYPE_AMD,
@@ -97,6 +98,7 @@ export function createAmdViPlugin(options: AmdViPluginOptions = {}): VendorPlugi
     walk: amdViWalkTool,
     acpi: amdViAcpiTool,
     properties: amdViProperties,
+    debugfs: amdViDebugfs,
     // A figure measuring the other command-buffer configuration runs on a plugin configured for it.
     bench: createAmdViBenchFigures((commandBuffer) => (commandBuffer === (hwQueues ? "hw-vqueue" : "trapped") ? plugin : createAmdViPlugin({ ...options, commandBuffer }))),
 
