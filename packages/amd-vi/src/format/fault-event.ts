@@ -103,9 +103,13 @@ export function illegalCommandEvent(commandAddress: number): Uint32Array {
   return encodeEvent(EventCode.ILLEGAL_COMMAND_ERROR, { Address: addressWord(commandAddress) });
 }
 
-/** COMMAND_HARDWARE_ERROR: a command, or a COMPLETION_WAIT store, at `address` could not be accessed. */
+/**
+ * COMMAND_HARDWARE_ERROR: the IOMMU could not access `address`, the system physical address it attempted (pub. 48882
+ * §2.5.7): a command's own address when fetching it fails, the 8-byte-aligned store address when a COMPLETION_WAIT's
+ * store fails (VirtualBox's DevIommuAmd.cpp, a second reading, records the store address too).
+ */
 export function commandHardwareErrorEvent(address: number): Uint32Array {
-  return encodeEvent(EventCode.COMMAND_HARDWARE_ERROR, { Address: addressWord(address - (address % 16)) });
+  return encodeEvent(EventCode.COMMAND_HARDWARE_ERROR, { Address: addressWord(address) });
 }
 
 /**

@@ -321,7 +321,7 @@ export class AmdHwViommuRings implements MmioRegion {
           this.store[0] = c[2]!;
           this.store[1] = c[3]!;
           if (!this.ports.stage2.writeWords(address, this.store)) {
-            this.halt(commandHardwareErrorEvent(at));
+            this.halt(commandHardwareErrorEvent(address));
             return "halted";
           }
         }

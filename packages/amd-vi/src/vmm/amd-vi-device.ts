@@ -842,7 +842,7 @@ export class AmdViDevice implements EmulatedIommu {
           const address = ((cmd[0]! & 0xfffffff8) >>> 0) + (cmd[1]! & 0xfffff) * 0x1_0000_0000;
           if (!this.memory.hostReadable(address, 8)) {
             this.refusals.semaphore++;
-            this.haltCommands(commandHardwareErrorEvent(at));
+            this.haltCommands(commandHardwareErrorEvent(address));
             return false;
           }
           this.memory.write64Halves(address, cmd[2]!, cmd[3]!);
