@@ -63,7 +63,7 @@ import { auditInterruptHit } from "./interrupt-audit.js";
 import { PassthroughAudit } from "./passthrough-audit.js";
 import { isPostingUnit, PostedInterrupts } from "./posted-interrupts.js";
 import { Gsts, VtdRegisterFile, type RegisterEffects } from "./register-file.js";
-import { applyVtdState, parseVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION, type VtdStateLimits } from "./vtd-state.js";
+import { applyVtdState, identification, parseVtdState, snapshotVtdState, VTD_STATE_KIND, VTD_STATE_VERSION, VTD_STATE_VERSIONS, type VtdStateLimits } from "./vtd-state.js";
 
 /** QEMU's register base for intel-iommu; further instances follow at 64 KiB steps. */
 export const VTD_DEFAULT_MMIO_BASE = 0xfed9_0000;
@@ -154,7 +154,7 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
     this.faults = new FaultRecorder(EMULATED_FAULT_RECORDS, new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-fault")));
     this.invalidationEvent = new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-invalidation"));
     const ecap = decodeEcap(this.registersModel.ecap);
-    this.stateLimits = { faultRecords: EMULATED_FAULT_RECORDS, wideDescriptors: ecap.SMTS === 1, eim: ecap.EIM === 1 };
+    this.stateLimits = { ...identification(this.registersModel), faultRecords: EMULATED_FAULT_RECORDS, wideDescriptors: ecap.SMTS === 1, eim: ecap.EIM === 1 };
     this.queue = new InvalidationQueue(vm.memory, this, this.stateLimits.wideDescriptors);
     this.remapper = new InterruptRemapper(vm.memory);
     this.prq = new PageRequestQueue(vm.memory, new EventInterrupt((a, u, d) => this.sendEvent(a, u, d, "vtd-page-request")), () => this.faults.setStatus(Fsts.PRO));
@@ -713,12 +713,14 @@ export class VtdDevice implements EmulatedIommu, RegisterEffects, InvalidationQu
    * Restores the registers, latched tables and queues, then rebuilds the host side from the guest's tables, as
    * a destination VMM does (the guest's memory came with it). The stream is checked whole first — every
    * register against the bits it can hold, every index and pointer against the ring or record count this
-   * device has — so a corrupted, forged or foreign state is EINVAL naming the field and changes nothing.
+   * device has, and (version 2) the CAP and ECAP the guest was given against this device's — so a corrupted,
+   * forged or foreign state is EINVAL naming the field and changes nothing. Versions 1 and 2 are read (see
+   * VTD_STATE_VERSION); another is EINVAL naming it.
    */
   restore(blob: Uint8Array): Result<void> {
-    const decoded = decodeState(blob, VTD_STATE_KIND, [VTD_STATE_VERSION]);
+    const decoded = decodeState(blob, VTD_STATE_KIND, VTD_STATE_VERSIONS);
     if (!decoded.ok) return fail(decoded);
-    const parsed = parseVtdState(decoded.value.value, this.stateLimits);
+    const parsed = parseVtdState(decoded.value.value, this.stateLimits, decoded.value.version);
     if (!parsed.ok) return fail(parsed);
     const wasFrozen = this.frozen;
     this.frozen = true;

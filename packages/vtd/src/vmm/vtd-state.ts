@@ -20,7 +20,22 @@ import {
 import type { VtdDevice } from "./vtd-device.js";
 
 export const VTD_STATE_KIND = "vtd-iommu";
-export const VTD_STATE_VERSION = 1;
+/**
+ * The format version `save` writes. Version 2 adds `cap` and `ecap`: the identification registers the guest
+ * read, which fix every feature it may be using (address widths and SAGAW, caching mode, fault-record count,
+ * scalable mode, PASIDs, interrupt remapping and EIM, device-TLBs, pass-through, snoop control, ...). Version 1
+ * recorded neither, so it restored into a unit of any configuration the other fields happened to fit: the
+ * guest's tables and interrupt remapping then met a unit that no longer offered what it had found (GSTS.IRES
+ * kept under an ECAP.IR of 0, 4-level tables under a 39-bit SAGAW). A version-2 stream restores only into a
+ * unit whose CAP and ECAP are those saved.
+ */
+export const VTD_STATE_VERSION = 2;
+/**
+ * Versions `restore` accepts. A version-1 stream restores as it always did, into this unit's own CAP and ECAP
+ * (the value version 1 implies: the destination's configuration, unchecked); any other version is refused
+ * naming it (core's decodeState).
+ */
+export const VTD_STATE_VERSIONS: readonly number[] = [1, 2];
 
 type EventState = [number, number, number, number];
 
@@ -36,6 +51,8 @@ function eventState(e: EventInterrupt): EventState {
 export function snapshotVtdState(d: VtdDevice): Record<string, StateValue> {
   const r = d.registers;
   return {
+    cap: words64(d.registersModel.cap).toString(),
+    ecap: words64(d.registersModel.ecap).toString(),
     gsts: r.gsts >>> 0,
     rtaddr: r.rtaddr.toString(),
     latchedRoot: [d.translator.rootTable, d.translator.ttm],
@@ -51,8 +68,21 @@ export function snapshotVtdState(d: VtdDevice): Record<string, StateValue> {
   };
 }
 
+/** A 64-bit register held as two 32-bit words, low first. */
+function words64(w: Uint32Array): bigint {
+  return BigInt(w[0]! >>> 0) | (BigInt(w[1]! >>> 0) << 32n);
+}
+
+/** The CAP and ECAP values of a unit's register model (what a version-2 stream must match). */
+export function identification(model: { readonly cap: Uint32Array; readonly ecap: Uint32Array }): { cap: bigint; ecap: bigint } {
+  return { cap: words64(model.cap), ecap: words64(model.ecap) };
+}
+
 /** What the restoring device is: the limits every saved register, index and pointer is checked against. */
 export interface VtdStateLimits {
+  /** Its CAP and ECAP: a version-2 stream saved under others is refused. */
+  readonly cap: bigint;
+  readonly ecap: bigint;
   readonly faultRecords: number;
   /** ECAP.SMTS: IQA.DW may be set (256-bit descriptors). */
   readonly wideDescriptors: boolean;
@@ -111,12 +141,20 @@ function eventBlock(e: StateReader, eim: boolean): EventState {
 }
 
 /**
- * Checks a decoded VT-d state field by field against the restoring device's configuration (fault-record count,
+ * Checks a decoded VT-d state of format `version` field by field against the restoring device's configuration
+ * (version 2: the CAP and ECAP saved are the device's own; every version: the fault-record count,
  * the queue sizes IQA and PQA give, the bits each register can hold, the consistency of GSTS with what it
  * reports) and returns it as a plain value; EINVAL naming the first bad field. Nothing is applied here.
  */
-export function parseVtdState(value: StateValue, limits: VtdStateLimits): Result<VtdSavedState> {
+export function parseVtdState(value: StateValue, limits: VtdStateLimits, version: number): Result<VtdSavedState> {
   return StateReader.read(value, "VT-d", (r) => {
+    if (version >= 2) {
+      // The guest's view of the unit: restoring into another configuration would change it under the guest.
+      const cap = r.u64("cap");
+      r.check(cap === limits.cap, "cap", `is 0x${cap.toString(16)}, but this unit's CAP is 0x${limits.cap.toString(16)}: the guest was given a unit of another configuration`);
+      const ecap = r.u64("ecap");
+      r.check(ecap === limits.ecap, "ecap", `is 0x${ecap.toString(16)}, but this unit's ECAP is 0x${limits.ecap.toString(16)}: the guest was given a unit of another configuration`);
+    }
     const gsts = r.u32("gsts");
     r.check((gsts & ~GSTS_HELD) === 0, "gsts", `is 0x${gsts.toString(16)}, with status bits this unit never sets`);
     const has = (bit: number): boolean => (gsts & bit) !== 0;

@@ -52,7 +52,7 @@ const replacement: fc.Arbitrary<Replacement> = fc.oneof(
   { arbitrary: fc.boolean(), weight: 1 },
 );
 
-const TOP_LEVEL = /^VT-d state: (gsts|rtaddr|latchedRoot|ccmd|iva|iotlb|ics|faults|queue|remapper|prq|events|the stream)\b/;
+const TOP_LEVEL = /^VT-d state: (cap|ecap|gsts|rtaddr|latchedRoot|ccmd|iva|iotlb|ics|faults|queue|remapper|prq|events|the stream)\b/;
 
 /** A scalable-mode unit with a nested device, a remapped interrupt, a pending fault and a page request queue. */
 function busyUnit(): { b: VtdBed; msi: { address: number; data: number } } {
