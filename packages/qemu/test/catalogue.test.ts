@@ -72,3 +72,59 @@ describe("the catalogue of differences with QEMU", () => {
     expect(qemuDifferencesFor("amd-vi").find((k) => k.matches(context("amd-vi", AMD, [log, op], 1, record(0x2000_0001), record(0x2000_0002))))).toBeUndefined();
   });
 });
+
+describe("the SMMUv3 catalogue", () => {
+  const SMMU = 0x905_0000;
+  const write = (offset: number, value: bigint, size = 4): TraceOp => ({ op: "mmio-write", addr: SMMU + offset, size, value });
+  const read = (offset: number, expect: bigint): TraceOp => ({ op: "mmio-read", addr: SMMU + offset, size: 4, expect });
+  const explain = (ops: TraceOp[], expected: bigint | Uint8Array, actual: bigint | Uint8Array): string | undefined =>
+    qemuDifferencesFor("smmuv3").find((k) => k.matches(context("smmuv3", SMMU, ops, ops.length - 1, expected, actual)))?.id;
+  // An 8-entry command queue at 0x1000 whose entry 0 the model found illegal (CONS.ERR = CERROR_ILL at 0).
+  const commandQueue = (opcode: number, dw1 = 1): TraceOp[] => [
+    write(0x90, 0x1000n | 3n, 8),
+    { op: "mem-write", addr: 0x1000, data: Uint8Array.of(opcode, 0, 0, 0, 0x20, 0, 0, 0, dw1, 0, 0, 0, 0, 0, 0, 0) },
+    write(0x98, 1n),
+    read(0x9c, 0x100_0000n),
+  ];
+
+  it("blames a command QEMU passes over unhandled (CMD_STALL_TERM with a reserved bit) when QEMU stops later or not at all", () => {
+    expect(explain([...commandQueue(0x45), read(0x9c, 0x100_0000n)], 0x100_0000n, 0x1n)).toBe("smmuv3-command-reserved-bits-accepted");
+    expect(explain([...commandQueue(0x45), read(0x9c, 0x100_0000n)], 0x100_0000n, 0x100_0001n)).toBe("smmuv3-command-reserved-bits-accepted");
+    // An opcode QEMU finds illegal too, or QEMU further than a queue's worth away, is something else.
+    expect(explain([...commandQueue(0x07), read(0x9c, 0x100_0000n)], 0x100_0000n, 0x100_0001n)).toBeUndefined();
+    expect(explain([...commandQueue(0x45), read(0x9c, 0x100_0000n)], 0x100_0000n, 0x100_000fn)).toBeUndefined();
+  });
+
+  it("explains a GERROR read bit by bit: CMDQ_ERR (model) and EVTQ_ABT_ERR (QEMU) together only when each has its cause", () => {
+    // The guest's EVTQ_CONS makes the 8-entry event queue full (index 0, the other wrap), as the model answers.
+    const fullQueue: TraceOp[] = [write(0xa0, 0x2000n | 3n, 8), write(0x100ac, 0x8000_0008n), read(0x100a8, 0n)];
+    expect(explain([...commandQueue(0x45), ...fullQueue, read(0x60, 1n)], 1n, 4n)).toBe("smmuv3-command-reserved-bits-accepted");
+    // Either cause missing: the queue never full, or the command one QEMU rejects as well.
+    const notFull: TraceOp[] = [write(0xa0, 0x2000n | 3n, 8), write(0x100ac, 0n), read(0x100a8, 0n)];
+    expect(explain([...commandQueue(0x45), ...notFull, read(0x60, 1n)], 1n, 4n)).toBeUndefined();
+    expect(explain([...commandQueue(0x07), ...fullQueue, read(0x60, 1n)], 1n, 4n)).toBeUndefined();
+    // Each alone.
+    expect(explain([...commandQueue(0x45), ...notFull, read(0x60, 1n)], 1n, 0n)).toBe("smmuv3-command-reserved-bits-accepted");
+    expect(explain([...commandQueue(0x07), ...fullQueue, read(0x60, 1n)], 1n, 5n)).toBe("smmuv3-evtq-full-as-abort");
+  });
+
+  it("takes a CMD_SYNC slot QEMU left alone for the model's MSI write only when the model wrote the command's MSIData there", () => {
+    // CMD_SYNC, CS = SIG_IRQ, MSIData 0x00100040, MSIAddress the command itself.
+    const sync = Uint8Array.of(0x46, 0x10, 0, 0, 0x40, 0, 0x10, 0, 0x00, 0x10, 0, 0, 0, 0, 0, 0);
+    const ops = (expect: Uint8Array): TraceOp[] => [write(0x90, 0x1000n | 3n, 8), { op: "mem-write", addr: 0x1000, data: sync }, write(0x98, 1n), { op: "mem-read", addr: 0x1000, len: 4, expect }];
+    expect(explain(ops(sync.subarray(4, 8)), sync.subarray(4, 8), sync.subarray(0, 4))).toBe("smmuv3-cmd-sync-without-msi");
+    expect(explain(ops(new Uint8Array(4)), new Uint8Array(4), sync.subarray(0, 4))).toBeUndefined();
+  });
+
+  it("tells QEMU's extra per-access records from its stale translation by the direction EVTQ_PROD differs in", () => {
+    // The command queue stopped before the device used the page, so the unmap that followed was never invalidated.
+    const used: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: true, data: new Uint8Array(64) } };
+    const blocked: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: false } };
+    const ops = [...commandQueue(0x00), write(0xa0, 0x2000n | 3n, 8), used, read(0x9c, 0x100_0000n), blocked, read(0x100a8, 1n)];
+    expect(explain(ops, 1n, 0n)).toBe("smmuv3-stale-translation-without-invalidation");
+    expect(explain(ops, 1n, 5n)).toBe("smmuv3-event-per-access");
+    // Commands consumed between the use and the blocked transfer: an invalidation could have run.
+    const moved = [...commandQueue(0x00), write(0xa0, 0x2000n | 3n, 8), used, read(0x9c, 0x100_0001n), blocked, read(0x100a8, 1n)];
+    expect(explain(moved, 1n, 0n)).toBeUndefined();
+  });
+});

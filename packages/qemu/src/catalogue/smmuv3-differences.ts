@@ -1,4 +1,4 @@
-import type { DivergenceContext } from "@viommu/trace";
+import type { DivergenceContext, DmaOp } from "@viommu/trace";
 import type { QemuDifference } from "./difference.js";
 import { differsOnlyIn, dword, inRange, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
@@ -9,6 +9,7 @@ const SMMU_EVTQ_PROD = 0x100a8;
 const GERROR_EVTQ_ABT = 0x4n;
 const PROD_OVFLG = 0x8000_0000n;
 const CMD_SYNC = 0x46;
+const F_WALK_EABT = 0x0b;
 
 function smmuQueue(c: DivergenceContext, baseRegister: number, entryBytes: number): { base: number; bytes: number } | undefined {
   const v = lastRegisterWrite(c, "smmuv3", baseRegister);
@@ -23,6 +24,18 @@ function smmuEventRecords(c: DivergenceContext): { expected: Uint8Array; actual:
   if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 16) return undefined;
   if ((mem.expected[0]! & 0xff) !== (mem.actual[0]! & 0xff)) return undefined;
   return mem;
+}
+
+/**
+ * For a queue pointer register read (index and wrap in the low LOG2SIZE + 1 bits of the queue at `baseRegister`):
+ * how far QEMU's position is ahead of the model's, from 1 to the queue's entries; 0 when it is not ahead.
+ */
+function queueIndexAhead(c: DivergenceContext, baseRegister: number): number {
+  const base = lastRegisterWrite(c, "smmuv3", baseRegister);
+  if (base === undefined || typeof c.expected !== "bigint" || typeof c.actual !== "bigint") return 0;
+  const entries = 1n << (base & 0x1fn);
+  const ahead = (c.actual - c.expected) & (2n * entries - 1n);
+  return ahead <= entries ? Number(ahead) : 0;
 }
 
 /** A faulting transfer of more than 4 bytes happened before the divergence. */
@@ -57,8 +70,12 @@ function smmuEnabledWithResetBase(c: DivergenceContext): boolean {
   return false;
 }
 
-/** Command opcodes QEMU 7.2 executes (smmuv3_cmdq_consume(): every other opcode is CERROR_ILL there too). */
-const QEMU_EXECUTED_COMMANDS = new Set([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x28, 0x2a, 0x30, 0x46]);
+/**
+ * Command opcodes QEMU 7.2 consumes without CERROR_ILL (smmuv3_cmdq_consume(): those it executes, and the EL2/EL3
+ * TLBIs, CMD_TLBI_S12_VMALL/S2_IPA, CMD_ATC_INV, CMD_PRI_RESP, CMD_RESUME and CMD_STALL_TERM it passes over
+ * unhandled; every other opcode is CERROR_ILL there too). Checked one opcode at a time on QEMU 7.2.22.
+ */
+const QEMU_EXECUTED_COMMANDS = new Set([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1a, 0x20, 0x21, 0x22, 0x23, 0x28, 0x2a, 0x30, 0x40, 0x41, 0x44, 0x45, 0x46]);
 const CONS_ERR = 0x7f00_0000n;
 const CERROR_ILL = 0x0100_0000n;
 
@@ -79,6 +96,101 @@ function smmuModelIllegalCommand(c: DivergenceContext): boolean {
   });
 }
 
+/**
+ * A GERROR read where `explains` accounts for at least one differing bit and every other differing bit, seen alone
+ * (QEMU's value differing from the model's in that bit only), is explained by an entry of this catalogue: GERROR
+ * gathers independent errors, so two catalogued differences can meet in one read (a command QEMU executes where the
+ * model stopped with CMDQ_ERR, and QEMU's EVTQ_ABT_ERR for a full event queue).
+ */
+function gerrorBitwise(c: DivergenceContext, explains: (oneBit: DivergenceContext) => boolean): boolean {
+  if (registerRead(c, "smmuv3") !== SMMU_GERROR || typeof c.expected !== "bigint" || typeof c.actual !== "bigint") return false;
+  const differing = c.expected ^ c.actual;
+  if (differing === 0n) return false;
+  // One bit: this entry's alone (the others are asked about single bits only, so this never recurses further).
+  if ((differing & (differing - 1n)) === 0n) return explains(c);
+  let own = false;
+  for (let bit = 1n; bit <= differing; bit <<= 1n) {
+    if ((differing & bit) === 0n) continue;
+    const alone: DivergenceContext = { ...c, actual: c.expected ^ bit };
+    if (explains(alone)) own = true;
+    else if (!smmuv3Differences.some((d) => d.matches(alone))) return false;
+  }
+  return own;
+}
+
+const SMMU_EVTQ_CONS = 0x100ac;
+
+/**
+ * Whether the model, anywhere in the trace, answered an EVTQ_PROD read with the event queue full: its index equal to
+ * the EVTQ_CONS index the guest last wrote before the read, the wrap bits different.
+ */
+function smmuEventQueueSeenFull(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  const q = lastRegisterWrite({ ...c, index: c.trace.ops.length }, "smmuv3", SMMU_EVTQ_BASE);
+  if (block === undefined || q === undefined) return false;
+  const wrapAndIndex = (1n << ((q & 0x1fn) + 1n)) - 1n;
+  const wrap = (wrapAndIndex + 1n) >> 1n;
+  let cons = 0n;
+  for (const op of c.trace.ops) {
+    if (op.op === "mmio-write" && op.addr === block.base + SMMU_EVTQ_CONS) cons = op.value;
+    if (op.op !== "mmio-read" || op.addr !== block.base + SMMU_EVTQ_PROD || op.expect === undefined) continue;
+    if (((op.expect ^ cons) & wrapAndIndex) === wrap) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether QEMU's one record per 4-byte access (smmuv3-event-per-access) of the transfers blocked before the divergence
+ * would be enough to fill the event queue.
+ */
+function perAccessRecordsFillQueue(c: DivergenceContext): boolean {
+  const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+  if (q === undefined) return false;
+  let records = 0;
+  for (const op of c.trace.ops.slice(0, c.index)) if (op.op === "dma" && op.expect?.ok === false) records += Math.ceil((op.dir === "read" ? op.len : op.data.length) / 4);
+  return records >= q.bytes / 32;
+}
+
+const CMDQ_CONS = 0x9c;
+
+/**
+ * The transfers the model blocked before the divergence whose page the same device had used successfully earlier,
+ * with no command consumed in between: the model's CMDQ_CONS answers from before that use to the blocked transfer
+ * all show the queue stopped (ERR set) at one entry, so no invalidation can have removed the translation.
+ */
+function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  if (block === undefined) return [];
+  const out: DmaOp[] = [];
+  const lenOf = (op: DmaOp): number => (op.dir === "read" ? op.len : op.data.length);
+  // The model's CMDQ_CONS answer last read before each operation.
+  let cons: bigint | undefined;
+  const consBefore: (bigint | undefined)[] = [];
+  for (const op of c.trace.ops.slice(0, c.index)) {
+    consBefore.push(cons);
+    if (op.op === "mmio-read" && op.addr === block.base + CMDQ_CONS && op.expect !== undefined) cons = op.expect;
+  }
+  c.trace.ops.slice(0, c.index).forEach((blocked, i) => {
+    if (blocked.op !== "dma" || blocked.expect?.ok !== false) return;
+    const first = Math.floor(blocked.iova / 4096);
+    const last = Math.floor((blocked.iova + lenOf(blocked) - 1) / 4096);
+    const stuck = consBefore[i];
+    if (stuck === undefined || (stuck & CONS_ERR) === 0n) return;
+    for (let j = i - 1; j >= 0; j--) {
+      const op = c.trace.ops[j]!;
+      // A CONS read since the earlier use that shows another position: commands were consumed.
+      if (op.op === "mmio-read" && op.addr === block.base + CMDQ_CONS && op.expect !== stuck) return;
+      if (op.op !== "dma" || op.rid !== blocked.rid || op.expect?.ok !== true) continue;
+      const used = Math.floor(op.iova / 4096) <= last && first <= Math.floor((op.iova + lenOf(op) - 1) / 4096);
+      if (used && consBefore[j] === stuck) {
+        out.push(blocked);
+        return;
+      }
+    }
+  });
+  return out;
+}
+
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
 const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
 
@@ -97,17 +209,16 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-command-reserved-bits-accepted",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "A command of a defined opcode with a reserved field set or an invalid value (e.g. CMD_CFGI_STE with bit 74 set): the model stops the queue with CMDQ_CONS.ERR = CERROR_ILL and GERROR.CMDQ_ERR at it; QEMU 7.2 executes it and the commands behind it.",
+    summary: "A command of a defined opcode with a reserved field set or an invalid value (e.g. CMD_CFGI_STE with bit 74 set, CMD_STALL_TERM or CMD_RESUME with reserved bits, which QEMU passes over unhandled): the model stops the queue with CMDQ_CONS.ERR = CERROR_ILL and GERROR.CMDQ_ERR at it; QEMU 7.2 executes it and the commands behind it (stopping, if at all, at a later one it finds illegal too). In GERROR this meets other catalogued errors (QEMU's EVTQ_ABT_ERR for a full queue): each differing bit is explained on its own.",
     specification: "Arm SMMUv3 (IHI 0070), 7.1 Command queue errors: CERROR_ILL for a command that cannot be correctly consumed, including a valid command with a Reserved field or an invalid value used.",
     qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(): each opcode reads its fields with CMD_* macros and checks none of its reserved bits.",
     matches: (c) => {
       const at = registerRead(c, "smmuv3");
-      if (at === 0x9c) {
-        if (typeof c.expected !== "bigint" || (c.expected & CONS_ERR) !== CERROR_ILL || typeof c.actual !== "bigint" || (c.actual & CONS_ERR) !== 0n) return false;
-      } else if (at === SMMU_GERROR) {
-        if (!differsOnlyIn(c, 0x1n) || ((c.expected as bigint) & 0x1n) === 0n) return false;
-      } else return false;
-      return smmuModelIllegalCommand(c);
+      if (at === SMMU_GERROR) return gerrorBitwise(c, (one) => differsOnlyIn(one, 0x1n) && ((one.expected as bigint) & 0x1n) !== 0n && smmuModelIllegalCommand(one));
+      if (at !== 0x9c || typeof c.expected !== "bigint" || (c.expected & CONS_ERR) !== CERROR_ILL || typeof c.actual !== "bigint") return false;
+      // QEMU went on past the command (and maybe stopped later, at a command it finds illegal too).
+      if ((c.actual & CONS_ERR) !== 0n && (c.actual & CONS_ERR) !== CERROR_ILL) return false;
+      return queueIndexAhead({ ...c, expected: c.expected & 0xff_ffffn, actual: c.actual & 0xff_ffffn }, SMMU_CMDQ_BASE) > 0 && smmuModelIllegalCommand(c);
     },
   },
   {
@@ -117,8 +228,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     summary: "A CMD_SYNC whose completion MSI address lies outside memory: the model's MSI write aborts and it sets GERROR.MSI_CMDQ_ABT_ERR; QEMU 7.2 has no MSIs (IDR0.MSI = 0) and writes nothing, so nothing aborts.",
     specification: "Arm SMMUv3 (IHI 0070), CMD_SYNC (the completion MSI where SMMU_IDR0.MSI = 1) and SMMU_GERROR.MSI_CMDQ_ABT_ERR (an abort on a CMD_SYNC MSI write).",
     qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(), case SMMU_CMD_SYNC: only the wired interrupt for CS = SIG_IRQ, no MSI write.",
-    matches: (c) => {
-      if (registerRead(c, "smmuv3") !== SMMU_GERROR || !differsOnlyIn(c, 0x10n) || ((c.expected as bigint) & 0x10n) === 0n) return false;
+    matches: (c) => gerrorBitwise(c, (one) => {
+      if (!differsOnlyIn(one, 0x10n) || ((one.expected as bigint) & 0x10n) === 0n) return false;
       const q = smmuQueue(c, SMMU_CMDQ_BASE, 16);
       if (q === undefined) return false;
       const ram = c.trace.header.machine.ram;
@@ -129,7 +240,7 @@ export const smmuv3Differences: readonly QemuDifference[] = [
         if (((dword(commands, at / 4) >>> 12) & 3) === 1 && !ram.some((r) => msi >= r.base && msi + 4 <= r.base + r.size)) return true;
       }
       return false;
-    },
+    }),
   },
   {
     id: "smmuv3-capability-registers",
@@ -144,27 +255,36 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-cmd-sync-without-msi",
     vendor: "smmuv3",
     classification: "open",
-    summary: "A CMD_SYNC with CS = SIG_IRQ completes without the MSI write (MSIData 0 over the command) the model's driver polls for: QEMU 7.2 has no MSIs (IDR0.MSI = 0), and the driver chose MSI polling from the model's IDR0.",
+    summary: "A CMD_SYNC with CS = SIG_IRQ completes without the MSI write (MSIData over the command, 0 from the model's driver) the model's driver polls for: QEMU 7.2 has no MSIs (IDR0.MSI = 0), and the driver chose MSI polling from the model's IDR0.",
     specification: "Arm SMMUv3 (IHI 0070), CMD_SYNC: the completion MSI is written only where MSIs are supported (SMMU_IDR0.MSI).",
     qemu: "hw/arm/smmuv3.c smmuv3_cmdq_consume(), case SMMU_CMD_SYNC: with CS = SIG_IRQ it raises the wired CMD_SYNC interrupt; there is no MSI write.",
     matches: (c) => {
       const mem = memoryAnswers(c);
       const q = smmuQueue(c, SMMU_CMDQ_BASE, 16);
       if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes) return false;
-      const d0 = dword(mem.actual, 0);
-      return mem.expected.every((b) => b === 0) && (d0 & 0xff) === CMD_SYNC && ((d0 >>> 12) & 3) === 1;
+      // The model wrote the command's MSIData over the slot its MSIAddress names (the command itself, as drivers
+      // that poll do); QEMU left the command as the guest wrote it.
+      const slot = mem.addr - ((mem.addr - q.base) % 16);
+      const command = traceBytes(c.trace, c.index, slot, 16);
+      const d0 = dword(command, 0);
+      const msi = (dword(command, 2) & ~3) + (dword(command, 3) & 0xf_ffff) * 2 ** 32;
+      if ((d0 & 0xff) !== CMD_SYNC || ((d0 >>> 12) & 3) !== 1 || msi !== slot) return false;
+      const at = mem.addr - slot;
+      const msiData = Uint8Array.of(...command.subarray(4, 8), ...command.subarray(4, 16));
+      return mem.expected.every((b, i) => b === msiData[at + i]) && mem.actual.every((b, i) => b === command[at + i]);
     },
   },
   {
     id: "smmuv3-event-per-access",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "One faulting DMA transaction produces one event per 4-byte access in QEMU (InputAddr, InputAddr + 4, …; a configuration error such as C_BAD_STREAMID repeated as it is) where the model records one: EVTQ_PROD runs ahead and the guest reads QEMU's extra records.",
+    summary: "One faulting DMA transaction produces one event per 4-byte access in QEMU (F_TRANSLATION ... F_PERMISSION and F_WALK_EABT at InputAddr, InputAddr + 4, …; a configuration error such as C_BAD_STREAMID repeated as it is) where the model records one: EVTQ_PROD runs ahead and the guest reads QEMU's extra records.",
     specification: "Arm SMMUv3 (IHI 0070), event queue and event records: an event is recorded for a transaction that faults; one transaction is one event (identical events may be merged, never multiplied).",
     qemu: "hw/arm/smmuv3.c smmuv3_translate() records an event on every call; the memory core (softmmu/physmem.c flatview_read_continue()/flatview_write_continue()) retries the failed transfer access by access through the unassigned region, translating each 4-byte piece again.",
     matches: (c) => {
       if (!multiWordFault(c)) return false;
-      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn);
+      // QEMU's EVTQ_PROD ahead of the model's (by at most a queue's worth: it stops at a full queue).
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn) && queueIndexAhead(c, SMMU_EVTQ_BASE) > 0;
       // An event-queue slot holding one of QEMU's extra records: an F_* record for an address inside an earlier
       // blocked transfer of that StreamID (the model's queue has another record, or none, there).
       const mem = memoryAnswers(c);
@@ -173,14 +293,17 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       const type = mem.actual[0]!;
       // A record without an input address (C_BAD_STREAMID, C_BAD_STE, ...): QEMU's repeat of a record the model
       // wrote in an earlier slot of the queue, for a StreamID whose transfer was blocked.
-      if (type >= 0x01 && type < 0x10) {
+      if (type >= 0x01 && type < 0x10 && type !== F_WALK_EABT) {
         const previous = c.trace.ops.slice(0, c.index).find((op) => op.op === "mem-read" && op.addr >= q.base && op.addr < mem.addr && (op.addr - q.base) % 32 === 0 && op.expect !== undefined && op.expect.length === 32 && op.expect.every((b, i) => b === mem.actual[i]));
         const sid = dword(mem.actual, 1);
         return previous !== undefined && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false);
       }
-      if (type < 0x10 || type > 0x13) return false;
+      // Records with an input address (F_WALK_EABT, F_TRANSLATION ... F_PERMISSION): one for each 4-byte access.
+      if (type !== F_WALK_EABT && (type < 0x10 || type > 0x13)) return false;
       const sid = dword(mem.actual, 1);
       const input = dword(mem.actual, 4) + dword(mem.actual, 5) * 2 ** 32;
+      // The model's slot holding the same event (type, StreamID, address) is no extra record: they differ elsewhere.
+      if (mem.expected.length >= 24 && mem.expected[0] === type && dword(mem.expected, 1) === sid && dword(mem.expected, 4) === dword(mem.actual, 4) && dword(mem.expected, 5) === dword(mem.actual, 5)) return false;
       return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false && input >= op.iova && input < op.iova + (op.dir === "read" ? op.len : op.data.length));
     },
   },
@@ -256,13 +379,76 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-evtq-full-as-abort",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "An event arriving at a full event queue raises GERROR.EVTQ_ABT_ERR in QEMU instead of toggling EVTQ_PROD.OVFLG.",
+    summary: "An event arriving at a full event queue raises GERROR.EVTQ_ABT_ERR in QEMU instead of toggling EVTQ_PROD.OVFLG (or, with an overflow already unacknowledged, discarding the event and nothing more). The queue is full in the model's answers, or QEMU filled it with its one record per 4-byte access (smmuv3-event-per-access).",
     specification: "Arm SMMUv3 (IHI 0070), event queue overflow: an event that finds the queue full is discarded and SMMU_EVENTQ_PROD.OVFLG is toggled; SMMU_GERROR.EVENTQ_ABT_ERR reports an abort while writing the queue (shared/spec arm-hyperv-virtio.md §1.10 and item 13 of §9).",
     qemu: "hw/arm/smmuv3.c smmuv3_write_eventq() returns MEMTX_ERROR when smmuv3_q_full(); smmuv3_record_event() then raises R_GERROR_EVENTQ_ABT_ERR_MASK; OVFLG is never set.",
     matches: (c) => {
+      if (!smmuEventQueueSeenFull(c) && !perAccessRecordsFillQueue(c)) return false;
       const at = registerRead(c, "smmuv3");
-      if (at === SMMU_GERROR) return differsOnlyIn(c, GERROR_EVTQ_ABT) && ((c.actual as bigint) & GERROR_EVTQ_ABT) !== 0n;
+      if (at === SMMU_GERROR) return gerrorBitwise(c, (one) => differsOnlyIn(one, GERROR_EVTQ_ABT) && ((one.actual as bigint) & GERROR_EVTQ_ABT) !== 0n);
       return at === SMMU_EVTQ_PROD && differsOnlyIn(c, PROD_OVFLG) && ((c.expected as bigint) & PROD_OVFLG) !== 0n;
+    },
+  },
+  {
+    id: "smmuv3-stale-translation-without-invalidation",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A translation the guest removed from its tables but could not invalidate (its command queue stopped at an illegal command, so the CMD_TLBI never ran): QEMU keeps using the IOTLB entry the device's earlier transfer left and the transfer lands; the model's emulated device walks the tables again, blocks it and records F_TRANSLATION. Found by difftest (seed 4000).",
+    specification: "Arm SMMUv3 (IHI 0070), 16.2 Caching (an implementation is not required to cache at all) and 4.4 TLB invalidation: a cached translation may be used until a CMD_TLBI_* (completed by a CMD_SYNC) removes it; whether one is cached is the implementation's.",
+    qemu: "hw/arm/smmuv3.c smmuv3_translate(): smmu_iotlb_lookup() (hw/arm/smmu-common.c) returns the cached entry before any walk; only the TLBI commands in smmuv3_cmdq_consume() remove it.",
+    matches: (c) => {
+      const blocked = blockedWithoutInvalidation(c);
+      if (blocked.length === 0) return false;
+      // The model's EVTQ_PROD ahead of QEMU's by no more records than such transfers.
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) {
+        if (!differsOnlyIn(c, 0x000f_ffffn)) return false;
+        const behind = queueIndexAhead({ ...c, expected: c.actual, actual: c.expected }, SMMU_EVTQ_BASE);
+        return behind > 0 && behind <= blocked.length;
+      }
+      // An event-queue slot where the model has the translation fault of such a transfer and QEMU nothing.
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 24) return false;
+      if (mem.expected[0] !== 0x10 || !mem.actual.every((b) => b === 0)) return false;
+      const sid = dword(mem.expected, 1);
+      const input = dword(mem.expected, 4) + dword(mem.expected, 5) * 2 ** 32;
+      return blocked.some((op) => op.rid === sid && input >= op.iova && input < op.iova + (op.dir === "read" ? op.len : op.data.length));
+    },
+  },
+  {
+    id: "smmuv3-walk-outside-ram-answers",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A stage-1 walk that reads a table descriptor outside RAM: the model has nothing there, the fetch aborts and F_WALK_EABT names that descriptor's address; on QEMU's virt machine the address may answer (the flash holding the firmware at 0, the PCIe MMIO windows reading all ones), so the walk goes on through the garbage and aborts further on, and QEMU's F_WALK_EABT names another FetchAddr. A difference of the machines, not of the SMMUs. Found by difftest (seed 4000).",
+    specification: "Arm SMMUv3 (IHI 0070), 7.3.12 F_WALK_EABT: FetchAddr is the PA of the descriptor fetch that aborted; what answers at a PA outside RAM is the platform's.",
+    qemu: "hw/arm/virt.c (base_memmap: VIRT_FLASH at 0, VIRT_HIGH_PCIE_MMIO at 0x80_0000_0000) and hw/pci-host/gpex.c (allow-unmapped-accesses, on since 6.1: unclaimed window reads return all ones); hw/arm/smmu-common.c get_pte() reads the descriptor with dma_memory_read() and takes what it gets.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return false;
+      if (mem.expected[0] !== F_WALK_EABT || mem.actual[0] !== F_WALK_EABT) return false;
+      for (let i = 0; i < 6; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return false;
+      const fetch = (r: Uint8Array): number => dword(r, 6) + dword(r, 7) * 2 ** 32;
+      const ram = c.trace.header.machine.ram;
+      const outside = (a: number): boolean => !ram.some((r) => a >= r.base && a < r.base + r.size);
+      return fetch(mem.expected) !== fetch(mem.actual) && outside(fetch(mem.expected)) && outside(fetch(mem.actual));
+    },
+  },
+  {
+    id: "smmuv3-cd-fetch-address-in-input-address",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "An F_CD_FETCH record (the CD fetch aborted): QEMU 7.2 writes the CD's address into the InputAddr field (bytes 16–23) and leaves FetchAddr (bytes 24–31) zero; the model writes FetchAddr. Found by difftest (seed 4000).",
+    specification: "Arm SMMUv3 (IHI 0070), 7.3.10 F_CD_FETCH: FetchAddr (bits [247:195], as in F_STE_FETCH 7.3.4) is the physical address used for the fetch; the record has no InputAddr.",
+    qemu: "hw/arm/smmuv3.c smmuv3_record_event(), case SMMU_EVT_F_CD_FETCH: EVT_SET_ADDR() (words 4 and 5) where F_STE_FETCH uses EVT_SET_ADDR2() (words 6 and 7).",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return false;
+      if (mem.expected[0] !== 0x09 || mem.actual[0] !== 0x09) return false;
+      for (let i = 0; i < 4; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return false;
+      // The model's FetchAddr is QEMU's InputAddr, and the other of each pair is zero.
+      return dword(mem.expected, 4) === 0 && dword(mem.expected, 5) === 0 && dword(mem.actual, 6) === 0 && dword(mem.actual, 7) === 0 && dword(mem.expected, 6) === dword(mem.actual, 4) && dword(mem.expected, 7) === dword(mem.actual, 5);
     },
   },
 ];
