@@ -10,10 +10,12 @@ export type HostTranslationKind = "blocked" | "paging" | "nested";
  * The host runs in scalable mode, so second-stage problems use the 0x7x/0x8x codes Linux's SM table names
  * (QEMU would keep the legacy 0x4–0xC codes there; see the package report).
  */
-export function hostFaultReason(kind: HostTranslationKind, result: WalkResult, write: boolean, startLevel: number): number {
+export function hostFaultReason(kind: HostTranslationKind, result: WalkResult, write: boolean, startLevel: number, s1Root = -1): number {
   if (kind === "blocked") return VtdFaultReason.PASID_ENTRY_P;
   if (kind === "nested" && result.stage === 1) return firstLevelReason(result, write, startLevel);
-  return secondLevelReason(result, write, kind === "nested" && result.tableFetch);
+  const tableFetch = kind === "nested" && result.tableFetch;
+  // A fetch stage 2 failed names the stage-1 entry's address: in the page FSPTPTR names, it was the top-level entry.
+  return secondLevelReason(result, write, tableFetch, tableFetch && Math.floor(result.faultInput / 4096) === Math.floor(s1Root / 4096));
 }
 
 /** A first-level walk (the guest's stage 1 of a nested domain, or a first-level-only table). */
@@ -35,11 +37,11 @@ export function firstLevelReason(result: WalkResult, write: boolean, startLevel:
 
 /**
  * A second-level walk: the host's stage 2 (of a nested translation, for a first-level table fetch when
- * `tableFetch`, or for its output), or a single-stage second-level table; every host stage 2 has
+ * `tableFetch` — of the top-level table when `topFetch` — or for its output), or a single-stage second-level table; every host stage 2 has
  * hostSlGeometry. A table outside memory is 7Bh (SSL.4) at the top level, reached through SSPTPTR, and 78h
  * (SSL.1) below it (see scalableSecondLevelReason in ../vmm/guest-fault-reason.ts).
  */
-export function secondLevelReason(result: WalkResult, write: boolean, tableFetch: boolean): number {
+export function secondLevelReason(result: WalkResult, write: boolean, tableFetch: boolean, topFetch = false): number {
   switch (result.fault) {
     case WalkFault.AddressSize:
       return tableFetch ? VtdFaultReason.FS_NESTED_ADDR_BEYOND_MGAW : VtdFaultReason.SS_ADDR_BEYOND_MAX;
@@ -49,8 +51,10 @@ export function secondLevelReason(result: WalkResult, write: boolean, tableFetch
       return result.level >= hostSlGeometry.startLevel ? VtdFaultReason.SS_PTPTR_INV : VtdFaultReason.SS_PAGING_ENTRY_INV;
     default:
       // Not present and permission look alike at the second level (an entry with R = W = 0 maps nothing). A
-      // fetch of a first-level table the stage 2 does not map is the nested read-permission fault.
-      if (tableFetch) return VtdFaultReason.FS_NESTED_READ;
+      // fetch of a first-level table the stage 2 does not map is the nested read-permission fault: 75h (SFL.6)
+      // for the top-level entry, reached through FSPTPTR, 76h (SFL.7) below it (Linux: "Read permission error
+      // in FL-PML4 entry" / "in first-level paging entry in Nested translation").
+      if (tableFetch) return topFetch ? VtdFaultReason.FS_NESTED_PML4_READ : VtdFaultReason.FS_NESTED_READ;
       return write ? VtdFaultReason.SM_WRITE : VtdFaultReason.SM_READ;
   }
 }

@@ -332,7 +332,7 @@ export class VtdUnit implements PhysicalIommu, VtdHostFaultSource, AuditableUnit
       reason = hostFaultReason("blocked", result, write, 0);
       stage = FaultStage.BLOCKED;
     } else if (domain instanceof VtdNestedDomain) {
-      reason = hostFaultReason("nested", result, write, domain.geometry.startLevel);
+      reason = hostFaultReason("nested", result, write, domain.geometry.startLevel, domain.s1.root);
       stage = result.stage === 1 ? FaultStage.STAGE1 : FaultStage.STAGE2;
     } else {
       reason = hostFaultReason("paging", result, write, hostSlGeometry.startLevel);

@@ -126,14 +126,21 @@ describe("VT-d physical unit: nested translation", () => {
     ]);
   });
 
-  it("reports a first-level table the stage 2 does not map as a nested read fault at stage 2, and a blocked device as PASID entry not present", () => {
+  it("reports a first-level table the stage 2 does not map as a nested read fault at stage 2 (75h SFL.6 for the top-level table FSPTPTR names, 76h SFL.7 below), and a blocked device as PASID entry not present", () => {
     const h = host();
     unwrap(h.ctx.attach(h.devId, h.nested(0x7000_0000)));
+    h.device.read(0x1000, 4);
+    // A lower table outside the VM's memory (1 GiB), so outside the parent: the top-level entry points at it.
+    const t = h.s1();
+    unwrap(t.map(0x1000, 0x10_0000, 0x1000, Perm.ReadWrite | Perm.User));
+    h.vm.memory.write64(t.root, BigInt(0x7000_0000 | 0x7));
+    unwrap(h.ctx.attach(h.devId, h.nested(t.root)));
     h.device.read(0x1000, 4);
     unwrap(h.ctx.detach(h.devId));
     h.device.read(0x1000, 4);
     const reports = h.unit.readFaultReports(h.vm.id, 16).reports;
     expect(reports.map((r) => [r.stage, decodeFaultRecord(r.record).FR])).toEqual([
+      [FaultStage.STAGE2, 0x75],
       [FaultStage.STAGE2, 0x76],
       [FaultStage.BLOCKED, 0x59],
     ]);
