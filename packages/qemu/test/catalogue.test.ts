@@ -116,6 +116,23 @@ describe("the SMMUv3 catalogue", () => {
     expect(explain(ops(new Uint8Array(4)), new Uint8Array(4), sync.subarray(0, 4))).toBeUndefined();
   });
 
+  it("takes QEMU's repeat of a configuration record for one of its per-access extras by type and StreamID, whatever QEMU puts in the rest", () => {
+    // The model's F_CD_FETCH names the CD in FetchAddr (bytes 24-31), QEMU's in InputAddr (bytes 16-23).
+    const record = (at: number): Uint8Array => {
+      const r = new Uint8Array(32);
+      r.set([0x09, 0, 0, 0, 0x20], 0);
+      r.set([0x00, 0x80, 0x00, 0x42], at);
+      return r;
+    };
+    const blocked: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: false } };
+    const queue = write(0xa0, 0x2000n | 3n, 8);
+    const first: TraceOp = { op: "mem-read", addr: 0x2000, len: 32, expect: record(24) };
+    const second: TraceOp = { op: "mem-read", addr: 0x2020, len: 32, expect: new Uint8Array(32) };
+    expect(explain([queue, blocked, first, second], new Uint8Array(32), record(16))).toBe("smmuv3-event-per-access");
+    // The model's own slot holding that event (differing elsewhere) is no extra record.
+    expect(explain([queue, blocked, { ...first, addr: 0x2020 }], record(24), record(16))).toBe("smmuv3-cd-fetch-address-in-input-address");
+  });
+
   it("tells QEMU's extra per-access records from its stale translation by the direction EVTQ_PROD differs in", () => {
     // The command queue stopped before the device used the page, so the unmap that followed was never invalidated.
     const used: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: true, data: new Uint8Array(64) } };

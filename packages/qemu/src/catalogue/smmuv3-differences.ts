@@ -191,6 +191,55 @@ function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
   return out;
 }
 
+const C_BAD_STE = 0x04;
+
+/**
+ * Whether `sid`, in the two-level stream table the guest had programmed before the divergence (STRTAB_BASE,
+ * STRTAB_BASE_CFG.FMT = 1, SPLIT), selects a valid L1 descriptor (Span 1 to SPLIT + 1) but an index at or beyond the
+ * 2^(Span-1) STEs of its level-2 table (descriptor as the trace wrote it).
+ */
+function streamIdBeyondL2Span(c: DivergenceContext, sid: number): boolean {
+  const base = lastRegisterWrite(c, "smmuv3", 0x80);
+  const cfg = lastRegisterWrite(c, "smmuv3", 0x88);
+  if (base === undefined || cfg === undefined || ((cfg >> 16n) & 3n) !== 1n) return false;
+  const split = Number((cfg >> 6n) & 0x1fn);
+  if (sid >= 2 ** Number(cfg & 0x3fn)) return false;
+  const l1 = Number(base & 0x000f_ffff_ffff_ffc0n) + Math.floor(sid / 2 ** split) * 8;
+  const span = traceBytes(c.trace, c.index, l1, 1)[0]! & 0x1f;
+  return span >= 1 && span <= split + 1 && sid % 2 ** split >= 2 ** (span - 1);
+}
+
+const F_STE_FETCH = 0x03;
+
+/**
+ * For `sid` in a two-level stream table (as the trace programmed it before the divergence): the L2Ptr bits of its
+ * L1 descriptor below the level-2 array's size, bits [5 + (Span - 1):5], which the architecture treats as 0.
+ */
+function l2PtrBitsBelowArray(c: DivergenceContext, sid: number): number | undefined {
+  const base = lastRegisterWrite(c, "smmuv3", 0x80);
+  const cfg = lastRegisterWrite(c, "smmuv3", 0x88);
+  if (base === undefined || cfg === undefined || ((cfg >> 16n) & 3n) !== 1n) return undefined;
+  const split = Number((cfg >> 6n) & 0x1fn);
+  const l1 = Number(base & 0x000f_ffff_ffff_ffc0n) + Math.floor(sid / 2 ** split) * 8;
+  const low = dword(traceBytes(c.trace, c.index, l1, 4), 0);
+  const span = low & 0x1f;
+  if (span === 0 || span > 11) return undefined;
+  return low & (2 ** (6 + span - 1) - 1) & ~0x1f;
+}
+
+/** Whether, before the divergence, the guest wrote SMMU_EVENTQ_BASE (either half) while its last SMMU_CR0 write had EVENTQEN set. */
+function eventQueueBaseWrittenWhileEnabled(c: DivergenceContext): boolean {
+  const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
+  if (block === undefined) return false;
+  let enabled = false;
+  for (const op of c.trace.ops.slice(0, c.index)) {
+    if (op.op !== "mmio-write") continue;
+    if (op.addr === block.base + 0x20) enabled = (op.value & 0x4n) !== 0n;
+    else if (enabled && op.addr >= block.base + SMMU_EVTQ_BASE && op.addr < block.base + SMMU_EVTQ_BASE + 8) return true;
+  }
+  return false;
+}
+
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
 const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
 
@@ -291,10 +340,14 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
       if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 32) return false;
       const type = mem.actual[0]!;
-      // A record without an input address (C_BAD_STREAMID, C_BAD_STE, ...): QEMU's repeat of a record the model
-      // wrote in an earlier slot of the queue, for a StreamID whose transfer was blocked.
+      // A record without an input address (C_BAD_STREAMID, C_BAD_STE, F_CD_FETCH, ...): QEMU's repeat of a record the
+      // model wrote in an earlier slot of the queue (the same type, SubstreamID and StreamID: QEMU may lay the rest
+      // out otherwise, as F_CD_FETCH's address), for a StreamID whose transfer was blocked; not where the model's
+      // slot holds that same event.
       if (type >= 0x01 && type < 0x10 && type !== F_WALK_EABT) {
-        const previous = c.trace.ops.slice(0, c.index).find((op) => op.op === "mem-read" && op.addr >= q.base && op.addr < mem.addr && (op.addr - q.base) % 32 === 0 && op.expect !== undefined && op.expect.length === 32 && op.expect.every((b, i) => b === mem.actual[i]));
+        const sameEvent = (r: Uint8Array): boolean => r.length >= 8 && dword(r, 0) === dword(mem.actual, 0) && dword(r, 1) === dword(mem.actual, 1);
+        if (sameEvent(mem.expected)) return false;
+        const previous = c.trace.ops.slice(0, c.index).find((op) => op.op === "mem-read" && op.addr >= q.base && op.addr < mem.addr && (op.addr - q.base) % 32 === 0 && op.expect !== undefined && op.expect.length === 32 && sameEvent(op.expect));
         const sid = dword(mem.actual, 1);
         return previous !== undefined && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false);
       }
@@ -383,7 +436,7 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), event queue overflow: an event that finds the queue full is discarded and SMMU_EVENTQ_PROD.OVFLG is toggled; SMMU_GERROR.EVENTQ_ABT_ERR reports an abort while writing the queue (shared/spec arm-hyperv-virtio.md §1.10 and item 13 of §9).",
     qemu: "hw/arm/smmuv3.c smmuv3_write_eventq() returns MEMTX_ERROR when smmuv3_q_full(); smmuv3_record_event() then raises R_GERROR_EVENTQ_ABT_ERR_MASK; OVFLG is never set.",
     matches: (c) => {
-      if (!smmuEventQueueSeenFull(c) && !perAccessRecordsFillQueue(c)) return false;
+      if ((!smmuEventQueueSeenFull(c) && !perAccessRecordsFillQueue(c)) || eventQueueBaseWrittenWhileEnabled(c)) return false;
       const at = registerRead(c, "smmuv3");
       if (at === SMMU_GERROR) return gerrorBitwise(c, (one) => differsOnlyIn(one, GERROR_EVTQ_ABT) && ((one.actual as bigint) & GERROR_EVTQ_ABT) !== 0n);
       return at === SMMU_EVTQ_PROD && differsOnlyIn(c, PROD_OVFLG) && ((c.expected as bigint) & PROD_OVFLG) !== 0n;
@@ -432,6 +485,57 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       const ram = c.trace.header.machine.ram;
       const outside = (a: number): boolean => !ram.some((r) => a >= r.base && a < r.base + r.size);
       return fetch(mem.expected) !== fetch(mem.actual) && outside(fetch(mem.expected)) && outside(fetch(mem.actual));
+    },
+  },
+  {
+    id: "smmuv3-l2-span-overrun-as-bad-ste",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A StreamID whose index in its level-2 stream table lies outside the span its L1 descriptor gives (2^(Span-1) STEs): QEMU 7.2 records C_BAD_STE (whatever SMMU_CR2.RECINVSID says, once per 4-byte access); the model treats the StreamID as invalid, C_BAD_STREAMID, recorded only with RECINVSID set. (QEMU's bound is also one power of two too large: indexes from 2^(Span-1) to 2^Span - 1 read an STE past the table.) Found by difftest (seed 4000).",
+    specification: "Arm SMMUv3 (IHI 0070), 5.1 (level-1 stream table descriptor): StreamIDs outside the level-2 range Span describes are invalid; the transaction is terminated and C_BAD_STREAMID optionally recorded (SMMU_CR2.RECINVSID); 3.3 and 7.3.3 C_BAD_STREAMID.",
+    qemu: "hw/arm/smmuv3.c smmu_find_ste(): max_l2_ste = (1 << span) - 1 and an l2_ste_offset above it sets SMMU_EVT_C_BAD_STE, which smmuv3_translate() records without looking at CR2.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 8) return false;
+      if (mem.actual[0] !== C_BAD_STE || (mem.expected[0] === C_BAD_STE && dword(mem.expected, 1) === dword(mem.actual, 1))) return false;
+      return streamIdBeyondL2Span(c, dword(mem.actual, 1));
+    },
+  },
+  {
+    id: "smmuv3-l2ptr-low-bits-used",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A level-1 stream table descriptor whose L2Ptr has bits set below the level-2 array's size (bit 5, RES0, or bits [5 + (Span - 1):6]): QEMU 7.2 adds them to the STE address (it clears bits [4:0] only); the model treats them as 0, so the array is aligned to its size. Seen where the STE fetch then aborts: F_STE_FETCH names another FetchAddr. Found by difftest (seed 4000, case 3495: bit 5).",
+    specification: "Arm SMMUv3 (IHI 0070), 5.1 L1STD: L2Ptr is bits [55:6] (bit 5 RES0), and bits L2Ptr[N:0], N = 5 + (Span - 1), are treated as 0 (the level-2 array is aligned to its size); 7.3.4 F_STE_FETCH.",
+    qemu: "hw/arm/smmuv3-internal.h l1std_l2ptr(): word 0 masked with ~0x1f; hw/arm/smmuv3.c smmu_find_ste() adds l2_ste_offset * sizeof(STE) to it.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return false;
+      if (mem.expected[0] !== F_STE_FETCH || mem.actual[0] !== F_STE_FETCH) return false;
+      for (let i = 0; i < 6; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return false;
+      const lowBits = l2PtrBitsBelowArray(c, dword(mem.expected, 1));
+      const fetch = (r: Uint8Array): number => dword(r, 6) + dword(r, 7) * 2 ** 32;
+      return lowBits !== undefined && lowBits !== 0 && fetch(mem.actual) - fetch(mem.expected) === lowBits;
+    },
+  },
+  {
+    id: "smmuv3-event-queue-base-written-while-enabled",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "A guest that writes SMMU_EVENTQ_BASE while SMMU_CR0.EVENTQEN is set: the model ignores the write (events go on into the queue as it was); QEMU 7.2 takes the new base, and writes events there (or aborts, EVTQ_ABT_ERR, where nothing answers). Found by difftest (seed 4000, case 3542: a 4-byte write of the upper half).",
+    specification: "Arm SMMUv3 (IHI 0070), 6.3.29 SMMU_EVENTQ_BASE: guarded by EVENTQEN, to be modified only while it is 0; a write while EVENTQEN == 1 is CONSTRAINED UNPREDICTABLE in SMMUv3.1 and earlier (the register takes any value, or the write is ignored) and IGNORED from SMMUv3.2.",
+    qemu: "hw/arm/smmuv3.c smmu_writel() / smmu_writell(), A_EVENTQ_BASE and A_EVENTQ_BASE + 4: the value is stored whatever CR0 says (QEMU's AIDR reports SMMUv3.1).",
+    matches: (c) => {
+      if (!eventQueueBaseWrittenWhileEnabled(c)) return false;
+      const at = registerRead(c, "smmuv3");
+      // QEMU's EVTQ_PROD and GERROR.EVTQ_ABT_ERR follow the queue it moved; the model's records stay in the old one.
+      if (at === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn);
+      if (at === SMMU_GERROR) return gerrorBitwise(c, (one) => differsOnlyIn(one, GERROR_EVTQ_ABT) && ((one.actual as bigint) & GERROR_EVTQ_ABT) !== 0n);
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes && mem.actual.every((b) => b === 0);
     },
   },
   {
