@@ -1,12 +1,13 @@
-import type { DivergenceContext, TraceOp } from "@viommu/trace";
+import { inRam, type DivergenceContext, type TraceOp } from "@viommu/trace";
 import type { QemuDifference } from "./difference.js";
-import { differsOnlyIn, dword, following, inRange, lastRegisterWrite, memoryAnswers, registerRead } from "./matchers.js";
+import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
 const AMD_EVENT_LOG_BASE = 0x10;
 const AMD_EVENT_TAIL = 0x2018;
 const AMD_STATUS = 0x2020;
 const STATUS_EVENT_OVERFLOW_INT = 0x3n;
 const STATUS_PPR_LOG_RUN = 0x80n;
+const STATUS_EVENT_LOG_RUN = 0x8n;
 
 /** The event log the guest programmed: base and bytes (EventLen 2^n entries of 16 bytes). */
 function amdEventLog(c: DivergenceContext): { base: number; bytes: number } | undefined {
@@ -17,36 +18,74 @@ function amdEventLog(c: DivergenceContext): { base: number; bytes: number } | un
 
 type AmdEventKind = "not-present" | "permission" | "interrupt" | "illegal-command" | "illegal-dte" | "other";
 
-/** The kind of an IO_PAGE_FAULT record (event code 2): flags I (bit 19 of dword 1), PR (bit 20). */
+/**
+ * The kind of a record: IO_PAGE_FAULT (event code 2) by its flags I (bit 19 of dword 1) and PR (bit 20); an
+ * interrupt table that could not be read (PAGE_TAB_HARDWARE_ERROR, code 4, with I) is an interrupt's failure too.
+ */
 function amdEventKind(record: Uint8Array): AmdEventKind {
   const d1 = dword(record, 1);
   if (d1 >>> 28 === 5) return "illegal-command";
   if (d1 >>> 28 === 1) return "illegal-dte";
+  if (d1 >>> 28 === 4 && d1 & (1 << 19)) return "interrupt";
   if (d1 >>> 28 !== 2) return "other";
   if (d1 & (1 << 19)) return "interrupt";
   return d1 & (1 << 20) ? "permission" : "not-present";
 }
 
 /**
- * The kind of event the model logged and QEMU did not, for a divergence in the event log: an event-log read that
- * QEMU left zero, or the tail (or overflow status) before the guest reads the records.
+ * Whether the expected bytes of a log read at operation `index` are the guest's own (it wrote them there itself, as
+ * a driver clearing a consumed record does), not a record the IOMMU wrote.
  */
-function amdMissingEvent(c: DivergenceContext): AmdEventKind | undefined {
+function guestWrote(c: DivergenceContext, index: number, addr: number, expect: Uint8Array): boolean {
+  const written = traceBytes(c.trace, index, addr, expect.length);
+  return written.every((b, i) => b === expect[i]);
+}
+
+/**
+ * The record the model logged and QEMU did not, for a divergence in the event log: an event-log read that QEMU
+ * left zero, or the tail (or overflow status) before the guest reads the records. Reads of bytes the guest wrote
+ * into the log itself are not records.
+ */
+function amdMissingRecord(c: DivergenceContext): Uint8Array | undefined {
   const log = amdEventLog(c);
   if (log === undefined) return undefined;
   const inLog = (addr: number): boolean => addr >= log.base && addr < log.base + log.bytes;
   const mem = memoryAnswers(c);
-  if (mem !== undefined) return inLog(mem.addr) && mem.actual.every((b) => b === 0) && mem.expected.some((b) => b !== 0) ? amdEventKind(mem.expected) : undefined;
+  if (mem !== undefined) return inLog(mem.addr) && mem.actual.every((b) => b === 0) && mem.expected.some((b) => b !== 0) ? mem.expected : undefined;
   const at = registerRead(c, "amd-vi");
   const tailBehind = at === AMD_EVENT_TAIL && typeof c.expected === "bigint" && typeof c.actual === "bigint" && c.actual !== c.expected;
   const overflowMissing = at === AMD_STATUS && differsOnlyIn(c, STATUS_EVENT_OVERFLOW_INT | STATUS_PPR_LOG_RUN) && ((c.expected as bigint) & STATUS_EVENT_OVERFLOW_INT) !== 0n;
   if (!tailBehind && !overflowMissing) return undefined;
-  for (const { op } of following(c, 64)) if (op.op === "mem-read" && op.expect !== undefined && inLog(op.addr) && op.expect.some((b) => b !== 0)) return amdEventKind(op.expect);
+  const isRecord = (i: number, op: TraceOp): op is Extract<TraceOp, { op: "mem-read" }> =>
+    op.op === "mem-read" && op.expect !== undefined && inLog(op.addr) && op.expect.some((b) => b !== 0) && !guestWrote(c, i, op.addr, op.expect);
+  for (const { index, op } of following(c, 64)) if (isRecord(index, op)) return op.expect;
   for (let i = c.index - 1; i >= Math.max(0, c.index - 256); i--) {
     const op = c.trace.ops[i]!;
-    if (op.op === "mem-read" && op.expect !== undefined && inLog(op.addr) && op.expect.some((b) => b !== 0)) return amdEventKind(op.expect);
+    if (isRecord(i, op)) return op.expect;
   }
   return undefined;
+}
+
+/**
+ * The event log tail read ahead of QEMU's where the record behind it is not to be seen (the guest overwrote it
+ * after consuming it): the halted-command entries take the halt's own record for it.
+ */
+function amdTailAheadUnseen(c: DivergenceContext): boolean {
+  return registerRead(c, "amd-vi") === AMD_EVENT_TAIL && typeof c.expected === "bigint" && typeof c.actual === "bigint" && c.expected !== c.actual && amdMissingRecord(c) === undefined;
+}
+
+/** The kind of event the model logged and QEMU did not (see amdMissingRecord). */
+function amdMissingEvent(c: DivergenceContext): AmdEventKind | undefined {
+  const record = amdMissingRecord(c);
+  return record === undefined ? undefined : amdEventKind(record);
+}
+
+/** An event record's code (dword 1 bits 31:28) and 64-bit Address (QW1). */
+function recordCode(record: Uint8Array): number {
+  return dword(record, 1) >>> 28;
+}
+function recordAddress(record: Uint8Array): number {
+  return dword(record, 2) + dword(record, 3) * 2 ** 32;
 }
 
 const AMD_CMD_BASE = 0x08;
@@ -125,37 +164,111 @@ function reconstructCommands(c: DivergenceContext): SubmittedCommands | undefine
  * Whether the model halted command processing (its head register, read later in the trace, stops short of the
  * tail the guest wrote), and the store addresses of the COMPLETION_WAITs behind the command it halted at.
  */
-function amdModelHalted(c: DivergenceContext): { storeAddresses: number[]; definedOpcode: boolean } | undefined {
+function amdModelHalted(c: DivergenceContext): { storeAddresses: number[]; definedOpcode: boolean; command: Uint8Array | undefined; invalidationsBehind: boolean } | undefined {
   const submitted = amdSubmittedCommands(c);
   const tail = lastRegisterWrite(c, "amd-vi", AMD_CMD_TAIL);
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
   if (submitted === undefined || tail === undefined || block === undefined) return undefined;
   const isHead = (op: TraceOp): boolean => op.op === "mmio-read" && op.addr === block.base + AMD_CMD_HEAD && op.expect !== undefined;
   const headRead = c.trace.ops.slice(c.index).find(isHead) ?? c.trace.ops.slice(0, c.index).findLast(isHead);
-  if (headRead === undefined || headRead.op !== "mmio-read") return undefined;
-  const head = Number(headRead.expect! & 0x7fff0n);
-  if (head === Number(tail & 0x7fff0n)) return undefined;
-  const halted = submitted.slots[head / 16];
+  let from: number;
+  let halted: Uint8Array | undefined;
+  const head = headRead !== undefined && headRead.op === "mmio-read" ? Number(headRead.expect! & 0x7fff0n) : undefined;
+  if (head !== undefined && head !== Number(tail & 0x7fff0n)) {
+    from = submitted.order.findIndex((o) => o.slot === head / 16);
+    halted = submitted.slots[head / 16];
+  } else {
+    // A trace that never reads the head (a minimised one), or one whose last tail is where the model stopped: the
+    // first submitted command the model certainly halts at, an undefined opcode or a COMPLETION_WAIT storing where
+    // no memory is.
+    from = submitted.order.findIndex((o) => {
+      const op = dword(o.content, 1) >>> 28;
+      if (op < 1 || op > 8 || reservedBitsSet(o.content)) return true;
+      return op === 1 && (dword(o.content, 0) & 1) === 1 && !inRam(c.trace.header.machine, completionStoreAddress(o.content), 8);
+    });
+    if (from < 0) return undefined;
+    halted = submitted.order[from]!.content;
+  }
   const opcode = halted === undefined ? 0 : dword(halted, 1) >>> 28;
   // Every command submitted after the one the model halted at runs only in QEMU (even one the guest later wrote
-  // into the halted slot itself).
-  const from = submitted.order.findIndex((o) => o.slot === head / 16);
-  const behind = submitted.order.slice(from + 1).map((o) => o.content);
-  // COMPLETION_WAIT (opcode 1) with S: the store address is dword 0 bits 31:3 and dword 1 bits 19:0.
-  const storeAddresses = behind.filter((slot) => dword(slot, 1) >>> 28 === 1 && (dword(slot, 0) & 1) === 1).map((slot) => (dword(slot, 0) & ~7) + (dword(slot, 1) & 0xfffff) * 2 ** 32);
-  return { storeAddresses, definedOpcode: opcode >= 1 && opcode <= 8 };
+  // into the halted slot itself); so does the halted one where QEMU executes it (reserved bits it lets through).
+  const ranInQemu = submitted.order.slice(Math.max(from, 0)).map((o) => o.content);
+  const behind = ranInQemu.slice(1);
+  const storeAddresses = ranInQemu.filter((slot) => dword(slot, 1) >>> 28 === 1 && (dword(slot, 0) & 1) === 1).map(completionStoreAddress);
+  // INVALIDATE_DEVTAB_ENTRY (2), INVALIDATE_IOMMU_PAGES (3), INVALIDATE_INTERRUPT_TABLE (5), INVALIDATE_IOMMU_ALL (8).
+  const invalidationsBehind = behind.some((slot) => [2, 3, 5, 8].includes(dword(slot, 1) >>> 28));
+  return { storeAddresses, definedOpcode: opcode >= 1 && opcode <= 8, command: halted, invalidationsBehind };
 }
 
-/** The model halted at a command and QEMU executed the commands behind it: the symptom both AMD-Vi entries share. */
-function amdRanPastHalt(c: DivergenceContext, halted: { storeAddresses: number[] }): boolean {
+/**
+ * Reserved bits of the commands whose formats are plain (spec x86.md B6, pub. 48882 §2.4), per dword: a command
+ * with one set is certainly illegal to the model. COMPLETION_WAIT QW0[59:52]; INVALIDATE_DEVTAB_ENTRY and
+ * INVALIDATE_INTERRUPT_TABLE all but DeviceID; INVALIDATE_IOMMU_PAGES QW0[31:20], QW0[59:48], QW1[11:3];
+ * INVALIDATE_IOMMU_ALL all. The other opcodes are left to a head read.
+ */
+const RESERVED_DWORDS: ReadonlyMap<number, readonly number[]> = new Map([
+  [1, [0, 0x0ff0_0000, 0, 0]],
+  [2, [0xffff_0000, 0x0fff_ffff, 0xffff_ffff, 0xffff_ffff]],
+  [3, [0xfff0_0000, 0x0fff_0000, 0x0000_0ff8, 0]],
+  [5, [0xffff_0000, 0x0fff_ffff, 0xffff_ffff, 0xffff_ffff]],
+  [8, [0xffff_ffff, 0x0fff_ffff, 0xffff_ffff, 0xffff_ffff]],
+]);
+
+function reservedBitsSet(command: Uint8Array): boolean {
+  const masks = RESERVED_DWORDS.get(dword(command, 1) >>> 28);
+  return masks !== undefined && masks.some((m, i) => (dword(command, i) & m) !== 0);
+}
+
+/** COMPLETION_WAIT's store address: dword 0 bits 31:3 and dword 1 bits 19:0 (8-byte aligned). */
+function completionStoreAddress(command: Uint8Array): number {
+  return (dword(command, 0) & ~7) + (dword(command, 1) & 0xfffff) * 2 ** 32;
+}
+
+/** The COMPLETION_WAIT with S the model halted at because its store address reaches no memory, or undefined. */
+function amdHaltedAtUnreachableStore(c: DivergenceContext, halted: { command: Uint8Array | undefined }): number | undefined {
+  const command = halted.command;
+  if (command === undefined || dword(command, 1) >>> 28 !== 1 || (dword(command, 0) & 1) === 0) return undefined;
+  const store = completionStoreAddress(command);
+  return inRam(c.trace.header.machine, store, 8) ? undefined : store;
+}
+
+/**
+ * The model halted at a command and QEMU executed the commands behind it: the symptom the AMD-Vi command entries
+ * share. Besides the head, Status and the stores behind the halt, a DMA after the halt may differ when
+ * invalidations lay behind it: QEMU carried them out (and reads DTEs afresh), the model's passthrough device still
+ * has the translation its last executed INVALIDATE_DEVTAB_ENTRY gave it.
+ */
+function amdRanPastHalt(c: DivergenceContext, halted: { storeAddresses: number[]; invalidationsBehind: boolean }): boolean {
   const at = registerRead(c, "amd-vi");
   if (at === AMD_CMD_HEAD) return true;
-  if (at === AMD_STATUS) return differsOnlyIn(c, STATUS_CMD_RUN_COMW | STATUS_PPR_LOG_RUN | STATUS_EVENT_OVERFLOW_INT);
+  if (at === AMD_STATUS) {
+    // EventLogRun too where the guest never programmed the log (amdvi-event-log-never-programmed, same register).
+    const logRun = amdWrote(c, AMD_EVENT_LOG_BASE) ? 0n : STATUS_EVENT_LOG_RUN;
+    return differsOnlyIn(c, STATUS_CMD_RUN_COMW | STATUS_PPR_LOG_RUN | STATUS_EVENT_OVERFLOW_INT | logRun);
+  }
+  if (halted.invalidationsBehind && amdDmaAfterHalt(c)) return true;
   const mem = memoryAnswers(c);
   return mem !== undefined && halted.storeAddresses.some((a) => a >= mem.addr - 7 && a < mem.addr + mem.expected.length);
 }
 
-const STATUS_EVENT_LOG_RUN = 0x8n;
+/**
+ * A DMA outcome that differs, or a memory read after a DMA write (where the write may have landed) outside the
+ * event log: what a translation the model and QEMU disagree on shows.
+ */
+function amdDmaAfterHalt(c: DivergenceContext): boolean {
+  if (c.op.op === "dma") return true;
+  const mem = memoryAnswers(c);
+  const last = lastDeviceOp(c);
+  if (mem === undefined || last === undefined || last.op.op !== "dma" || last.op.dir !== "write") return false;
+  const log = amdEventLog(c);
+  return log === undefined || mem.addr + mem.expected.length <= log.base || mem.addr >= log.base + log.bytes;
+}
+
+/** The device table's base (MMIO 0x0000 bits 51:12; reset 0). */
+function amdDeviceTableBase(c: DivergenceContext): number {
+  return Number((lastRegisterWrite(c, "amd-vi", 0x00) ?? 0n) & 0x000f_ffff_ffff_f000n);
+}
+
 /** CommandBufferHeadPtr / TailPtr, EventLogHeadPtr / TailPtr: bits 18:4 (pub. 48882, MMIO 0x2000–0x2018). */
 const RING_POINTER_FIELD = 0x7fff0n;
 
@@ -208,20 +321,50 @@ export const amdViDifferences: readonly QemuDifference[] = [
     qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_exec(): an unknown opcode reaches the default case, which only traces it; amdvi_cmdbuf_run() then advances cmdbuf_head and keeps going (observed on 7.2.22: no event, the head passes the command).",
     matches: (c) => {
       const halted = amdModelHalted(c);
-      return halted !== undefined && !halted.definedOpcode && (amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command");
+      return halted !== undefined && !halted.definedOpcode && (amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command" || amdTailAheadUnseen(c));
+    },
+  },
+  {
+    id: "amdvi-completion-store-fault-unlogged",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A COMPLETION_WAIT whose store address reaches no memory: the model logs COMMAND_HARDWARE_ERROR with the store address and halts command processing at it; QEMU 7.2 drops the failed store silently and executes the commands behind it.",
+    specification: "AMD IOMMU specification (pub. 48882) §2.5.7 COMMAND_HARDWARE_ERROR: logged when the IOMMU gets a bus error (master or target abort, data error) on a command-buffer access, fetching a command or writing a COMPLETION_WAIT store; Address is the system physical address it attempted; command processing halts (MMIO 0x2020 Status.CmdBufRun clears). VirtualBox's DevIommuAmd.cpp (iommuAmdR3ProcessCmd) reads it the same way.",
+    qemu: "hw/i386/amd_iommu.c amdvi_completion_wait(): a failed dma_memory_write() of the store only calls trace_amdvi_completion_wait_fail(); amdvi_cmdbuf_run() then advances cmdbuf_head and keeps going.",
+    matches: (c) => {
+      const halted = amdModelHalted(c);
+      const store = halted === undefined ? undefined : amdHaltedAtUnreachableStore(c, halted);
+      if (halted === undefined || store === undefined) return false;
+      const record = amdMissingRecord(c);
+      if (record !== undefined) return recordCode(record) === 6 && recordAddress(record) === store;
+      return amdRanPastHalt(c, halted) || amdTailAheadUnseen(c);
     },
   },
   {
     id: "amdvi-command-reserved-bits-accepted",
     vendor: "amd-vi",
-    classification: "open",
-    summary: "A command with a defined opcode but nonzero reserved bits (INVALIDATE_IOMMU_PAGES dword 0 bits 31:20, among others): the model logs ILLEGAL_COMMAND_ERROR and halts, QEMU 7.2 executes it and the commands behind it. Unconfirmed classification: whether the IOMMU must reject it is to be checked against pub. 48882.",
-    specification: "AMD IOMMU specification (pub. 48882), command formats: reserved fields must be written as zero; ILLEGAL_COMMAND_ERROR covers commands the IOMMU cannot execute. Whether a reserved bit makes a command illegal, or is ignored, is to be confirmed.",
-    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_exec() and the per-command handlers: which reserved fields each checks (7.2's handling of the INVALIDATE_IOMMU_PAGES dword 0 reserved field lets it through).",
+    classification: "target-deviates",
+    summary: "A command with a defined opcode but nonzero reserved bits (INVALIDATE_IOMMU_PAGES dword 0 bits 31:20, COMPLETION_WAIT bits 59:52, among others): the model logs ILLEGAL_COMMAND_ERROR and halts at it; QEMU 7.2 executes it (a COMPLETION_WAIT still stores) and the commands behind it.",
+    specification: "AMD IOMMU specification (pub. 48882) §2.4 commands (reserved fields are zero) and §2.5.6 ILLEGAL_COMMAND_ERROR: logged for an unsupported opcode or a command with reserved bits set, Address the command's; command processing halts at it (Status.CmdBufRun clears) until software restarts the buffer. Real hardware does log it for stale reserved bits (FreeBSD review D53692, PR 270966); VirtualBox's DevIommuAmd.cpp rejects a COMPLETION_WAIT with reserved bits the same way.",
+    qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_exec() and the per-command handlers (amdvi_completion_wait(), amdvi_inval_pages(), ...): at most a logged event for some reserved fields, never a halt; amdvi_cmdbuf_run() advances cmdbuf_head past the command.",
     matches: (c) => {
       const halted = amdModelHalted(c);
-      if (halted === undefined || !halted.definedOpcode) return false;
-      return amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command";
+      if (halted === undefined || !halted.definedOpcode || amdHaltedAtUnreachableStore(c, halted) !== undefined) return false;
+      return amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command" || amdTailAheadUnseen(c);
+    },
+  },
+  {
+    id: "amdvi-dte-checked-at-invalidation",
+    vendor: "amd-vi",
+    classification: "open",
+    summary: "A DTE with V = 1 and a reserved bit or encoding set, invalidated by the guest with no request from the device: the model's VMM, which must configure the passthrough device's host attachment when the guest invalidates its DTE, blocks it and logs ILLEGAL_DEV_TABLE_ENTRY then (Address = the DTE's); QEMU reads and checks a DTE only when a request uses it, and 7.2.22 logged no record even when a DMA followed (tried with the seed-2000 trace plus a DMA).",
+    specification: "AMD IOMMU specification (pub. 48882) §2.5.2 ILLEGAL_DEV_TABLE_ENTRY: logged for a request whose DTE has reserved bits set or illegal values; when the IOMMU reads and checks a DTE (the device table may be cached, INVALIDATE_DEVTAB_ENTRY §2.4.2 bounds it) is the implementation's. A VMM cannot see a passthrough device's requests, so the model reports the DTE when the guest invalidates it (packages/amd-vi/src/vmm/device-entry-handler.ts).",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() / amdvi_validate_dte(): the DTE is read and checked on each translation; amdvi_inval_devtab_entry() only traces.",
+    matches: (c) => {
+      const record = amdMissingRecord(c);
+      if (record === undefined || recordCode(record) !== 1) return false;
+      const deviceId = dword(record, 0) & 0xffff;
+      return recordAddress(record) === amdDeviceTableBase(c) + deviceId * 32;
     },
   },
   {
@@ -246,10 +389,52 @@ export const amdViDifferences: readonly QemuDifference[] = [
     id: "amdvi-no-event-for-interrupt",
     vendor: "amd-vi",
     classification: "target-deviates",
-    summary: "An MSI blocked by interrupt remapping is dropped without an IO_PAGE_FAULT (I = 1) event.",
+    summary: "An MSI blocked by interrupt remapping is dropped without an IO_PAGE_FAULT (I = 1) event, or without a PAGE_TAB_HARDWARE_ERROR (I = 1) when its interrupt table lies where no memory is.",
     specification: "AMD IOMMU specification (pub. 48882), interrupt remapping: an interrupt request that fails remapping is target-aborted and logged as IO_PAGE_FAULT with the I flag.",
     qemu: "hw/i386/amd_iommu.c amdvi_mem_ir_write(): a failed amdvi_int_remap_msi() is reported with error_report_once() under '/* TODO: log the event using IOMMU log event interface */' and dropped.",
     matches: (c) => amdMissingEvent(c) === "interrupt",
+  },
+  {
+    id: "amdvi-no-event-for-table-fetch-error",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A DMA whose walk must read a page-table entry where no memory is (a PDE pointing beyond RAM) is blocked without a PAGE_TAB_HARDWARE_ERROR event; the model logs one naming the entry's address.",
+    specification: "AMD IOMMU specification (pub. 48882) §2.5.5 PAGE_TAB_HARDWARE_ERROR: logged when the IOMMU gets a bus error (master or target abort, data error) reading a page-table entry for a request, Address the entry's system physical address; the request is target-aborted.",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_pte_entry() calls amdvi_log_pagetab_error() on a failed dma_memory_read(), yet 7.2.22 writes no record and leaves the event log tail at 0 (as for every event it should have logged in these traces).",
+    matches: (c) => {
+      const record = amdMissingRecord(c);
+      return record !== undefined && recordCode(record) === 4 && (dword(record, 1) & (1 << 19)) === 0 && !inRam(c.trace.header.machine, recordAddress(record), 8);
+    },
+  },
+  {
+    id: "amdvi-no-event-for-illegal-dte",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A DMA or MSI through a DTE with V = 1 and a reserved bit or encoding set: the model blocks it and logs ILLEGAL_DEV_TABLE_ENTRY with the request's address; QEMU 7.2 logs no record.",
+    specification: "AMD IOMMU specification (pub. 48882) §2.5.2 ILLEGAL_DEV_TABLE_ENTRY: logged for a request whose DTE has reserved bits set or illegal values (DeviceID, the request's address, RW, I, TR), and the request is target-aborted.",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() / amdvi_validate_dte() call amdvi_log_illegaldevtab_error() for reserved DTE bits, yet 7.2.22 writes no record and leaves the event log tail at 0.",
+    matches: (c) => {
+      const record = amdMissingRecord(c);
+      if (record === undefined || recordCode(record) !== 1) return false;
+      const deviceId = dword(record, 0) & 0xffff;
+      const address = recordAddress(record);
+      // The request the model refused: a DMA (its IOVA) or an MSI (its address) of that requester before this.
+      return c.trace.ops.slice(0, c.index).some((op) => (op.op === "dma" && op.rid === deviceId && address >= op.iova && address < op.iova + Math.max(op.dir === "read" ? op.len : op.data.length, 1)) || (op.op === "msi" && op.rid === deviceId));
+    },
+  },
+  {
+    id: "amdvi-overflow-for-unlogged-event",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "An event the model logs and QEMU 7.2 does not (any of the amdvi-no-event-* entries) arriving when the guest left the event log full: the model sets Status.EventOverflow and drops the record, QEMU sets nothing.",
+    specification: "AMD IOMMU specification (pub. 48882) MMIO 0x2020 Status.EventOverflow: set when an event is to be written and the event log is full (the tail would reach the head); the event is lost.",
+    qemu: "hw/i386/amd_iommu.c amdvi_log_event() is not reached with a record in these traces (see the amdvi-no-event-* entries), so the overflow it would set never happens.",
+    matches: (c) => {
+      if (registerRead(c, "amd-vi") !== AMD_STATUS || !differsOnlyIn(c, STATUS_EVENT_OVERFLOW_INT | STATUS_PPR_LOG_RUN)) return false;
+      if (((c.expected as bigint) & 1n) === 0n || ((c.actual as bigint) & 1n) !== 0n) return false;
+      // A request that can fault came before, and the guest moved the event log head (a full log is its doing).
+      return lastDeviceOp(c) !== undefined && amdWrote(c, 0x2010);
+    },
   },
   {
     id: "amdvi-ring-pointer-as-written",
