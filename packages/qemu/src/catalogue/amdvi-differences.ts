@@ -313,6 +313,29 @@ export const amdViDifferences: readonly QemuDifference[] = [
     },
   },
   {
+    id: "amdvi-command-base-low-dword-ignored",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A 4-byte write to the low dword of the Command Buffer Base Address Register moving the buffer where no memory is: the model fetches commands from the new base, fails, logs COMMAND_HARDWARE_ERROR and halts; QEMU 7.2 keeps reading commands from the old base (its internal base follows only 8-byte writes and writes to the upper dword).",
+    specification: "AMD IOMMU specification (pub. 48882), MMIO registers: aligned 4-byte and 8-byte accesses are allowed, so a 64-bit register may be written as two 32-bit halves; MMIO 0x0008 ComBase[51:12] lies partly in the low dword. §2.5.7 COMMAND_HARDWARE_ERROR for a command fetch that gets a bus error.",
+    qemu: "hw/i386/amd_iommu.c amdvi_mmio_write(), case AMDVI_MMIO_COMMAND_BASE: amdvi_handle_cmdbase_write() runs only for an 8-byte write or one to offset 0x0C, so s->cmdbuf keeps the old address while the register reads back the new one.",
+    matches: (c) => {
+      const block = c.trace.header.machine.iommus.find((b) => b.vendor === "amd-vi");
+      if (block === undefined) return false;
+      let last: TraceOp | undefined;
+      for (let i = c.index - 1; i >= 0 && last === undefined; i--) {
+        const op = c.trace.ops[i]!;
+        if (op.op === "mmio-write" && (op.addr === block.base + AMD_CMD_BASE || op.addr === block.base + AMD_CMD_BASE + 4)) last = op;
+      }
+      if (last === undefined || last.op !== "mmio-write" || last.size !== 4 || last.addr !== block.base + AMD_CMD_BASE) return false;
+      const base = Number(last.value & 0xffff_f000n);
+      if (inRam(c.trace.header.machine, base, 16)) return false;
+      const record = amdMissingRecord(c);
+      if (record !== undefined) return recordCode(record) === 6 && recordAddress(record) >= base && recordAddress(record) < base + 0x8_0000;
+      return amdTailAheadUnseen(c) || registerRead(c, "amd-vi") === AMD_CMD_HEAD || (registerRead(c, "amd-vi") === AMD_STATUS && differsOnlyIn(c, STATUS_CMD_RUN_COMW | STATUS_PPR_LOG_RUN | STATUS_EVENT_OVERFLOW_INT));
+    },
+  },
+  {
     id: "amdvi-illegal-command-continues",
     vendor: "amd-vi",
     classification: "target-deviates",
