@@ -47,7 +47,10 @@ export function readSte(table: StreamTableConfig, sid: number, reader: EntryRead
     }
     const span = entry[0]! & 0x1f;
     if (!l1StdReaches(span, table.split, sid)) return EventType.C_BAD_STREAMID;
-    const l2Ptr = ((entry[0]! & 0xffffffc0) >>> 0) + (entry[1]! & 0xfffff) * 2 ** 32;
+    // L2Ptr is bits [51:6] (bit 5 RES0); bits [5 + (Span - 1):0] are treated as 0, aligning the level-2 array to
+    // its size (IHI 0070 5.1). Span is at most SPLIT + 1 = 11 here, so the mask stays in the low word. QEMU 7.2
+    // clears bits [4:0] only (l1std_l2ptr()).
+    const l2Ptr = ((entry[0]! & ~(2 ** (span + 5) - 1)) >>> 0) + (entry[1]! & 0xfffff) * 2 ** 32;
     steAddress = l2Ptr + strtabL2Index(sid, table.split) * STE_BYTES;
   } else {
     steAddress = table.base + sid * STE_BYTES;
