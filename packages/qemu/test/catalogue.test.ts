@@ -140,6 +140,9 @@ describe("the SMMUv3 catalogue", () => {
     const ops = [...commandQueue(0x00), write(0xa0, 0x2000n | 3n, 8), used, read(0x9c, 0x100_0000n), blocked, read(0x100a8, 1n)];
     expect(explain(ops, 1n, 0n)).toBe("smmuv3-stale-translation-without-invalidation");
     expect(explain(ops, 1n, 5n)).toBe("smmuv3-event-per-access");
+    // The guest's EVTQ_CONS made the model's queue full, so it toggled OVFLG; QEMU's PROD, ahead, was not full.
+    expect(explain(ops, 0x8000_0001n, 0x5n)).toBe("smmuv3-event-per-access");
+    expect(explain(ops, 0x1n, 0x8000_0005n)).toBeUndefined();
     // Commands consumed between the use and the blocked transfer: an invalidation could have run.
     const moved = [...commandQueue(0x00), write(0xa0, 0x2000n | 3n, 8), used, read(0x9c, 0x100_0001n), blocked, read(0x100a8, 1n)];
     expect(explain(moved, 1n, 0n)).toBeUndefined();

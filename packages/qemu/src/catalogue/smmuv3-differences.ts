@@ -240,6 +240,28 @@ function eventQueueBaseWrittenWhileEnabled(c: DivergenceContext): boolean {
   return false;
 }
 
+const F_ACCESS = 0x12;
+
+/** Whether an event record names (StreamID, InputAddr) a transfer the model blocked before the divergence. */
+function blockedTransferOf(c: DivergenceContext, record: Uint8Array): boolean {
+  if (record.length < 24) return false;
+  const sid = dword(record, 1);
+  const input = dword(record, 4) + dword(record, 5) * 2 ** 32;
+  return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false && input >= op.iova && input < op.iova + (op.dir === "read" ? op.len : op.data.length));
+}
+
+/** The F_ACCESS records the model answered event-queue reads with, anywhere in the trace, for transfers it blocked. */
+function accessFlagRecords(c: DivergenceContext): number {
+  const q = smmuQueue({ ...c, index: c.trace.ops.length }, SMMU_EVTQ_BASE, 32);
+  if (q === undefined) return 0;
+  const slots = new Set<number>();
+  c.trace.ops.forEach((op, i) => {
+    if (op.op !== "mem-read" || op.expect === undefined || op.addr < q.base || op.addr >= q.base + q.bytes || (op.addr - q.base) % 32 !== 0) return;
+    if (op.expect[0] === F_ACCESS && blockedTransferOf({ ...c, index: i }, op.expect)) slots.add(op.addr);
+  });
+  return slots.size;
+}
+
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
 const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
 
@@ -332,8 +354,12 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     qemu: "hw/arm/smmuv3.c smmuv3_translate() records an event on every call; the memory core (softmmu/physmem.c flatview_read_continue()/flatview_write_continue()) retries the failed transfer access by access through the unassigned region, translating each 4-byte piece again.",
     matches: (c) => {
       if (!multiWordFault(c)) return false;
-      // QEMU's EVTQ_PROD ahead of the model's (by at most a queue's worth: it stops at a full queue).
-      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn) && queueIndexAhead(c, SMMU_EVTQ_BASE) > 0;
+      // QEMU's EVTQ_PROD ahead of the model's (by at most a queue's worth: it stops at a full queue). Where the guest's
+      // EVTQ_CONS made the model's queue full, the model toggled OVFLG; QEMU, its PROD elsewhere, did not.
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) {
+        if (!differsOnlyIn(c, PROD_OVFLG | 0x000f_ffffn) || (((c.expected as bigint) ^ (c.actual as bigint)) & PROD_OVFLG & ~(c.expected as bigint)) !== 0n) return false;
+        return queueIndexAhead({ ...c, expected: (c.expected as bigint) & 0x000f_ffffn, actual: (c.actual as bigint) & 0x000f_ffffn }, SMMU_EVTQ_BASE) > 0;
+      }
       // An event-queue slot holding one of QEMU's extra records: an F_* record for an address inside an earlier
       // blocked transfer of that StreamID (the model's queue has another record, or none, there).
       const mem = memoryAnswers(c);
@@ -536,6 +562,26 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       const mem = memoryAnswers(c);
       const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
       return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes && mem.actual.every((b) => b === 0);
+    },
+  },
+  {
+    id: "smmuv3-access-flag-not-checked",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A stage-1 leaf with AF = 0 under a CD with AFFD = 0 (and no hardware update of the flag): the model blocks the transaction and records F_ACCESS; QEMU 7.2 never looks at AF and translates through the entry. Found by difftest (seed 4000, case 4465: a leaf rewritten as 0x3).",
+    specification: "Arm SMMUv3 (IHI 0070), 5.4 CD.AFFD (0: a translation table descriptor with AF = 0 causes an Access flag fault) and 7.3.15 F_ACCESS; 3.13 for hardware update of AF (HA), which the CD does not ask for.",
+    qemu: "hw/arm/smmu-common.c smmu_ptw_64(): a page or block descriptor is checked for permissions only; the AF check against CD.AFFD arrived with the stage-2 work after 7.2.",
+    matches: (c) => {
+      const records = accessFlagRecords(c);
+      if (records === 0) return false;
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) {
+        if (!differsOnlyIn(c, 0x000f_ffffn)) return false;
+        const behind = queueIndexAhead({ ...c, expected: c.actual, actual: c.expected }, SMMU_EVTQ_BASE);
+        return behind > 0 && behind <= records;
+      }
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes && mem.expected[0] === F_ACCESS && mem.actual[0] !== F_ACCESS && blockedTransferOf(c, mem.expected);
     },
   },
   {
