@@ -221,7 +221,7 @@ function reservedBitsSet(command: Uint8Array): boolean {
 
 /** COMPLETION_WAIT's store address: dword 0 bits 31:3 and dword 1 bits 19:0 (8-byte aligned). */
 function completionStoreAddress(command: Uint8Array): number {
-  return (dword(command, 0) & ~7) + (dword(command, 1) & 0xfffff) * 2 ** 32;
+  return ((dword(command, 0) & ~7) >>> 0) + (dword(command, 1) & 0xfffff) * 2 ** 32;
 }
 
 /** The COMPLETION_WAIT with S the model halted at because its store address reaches no memory, or undefined. */
@@ -427,6 +427,18 @@ export const amdViDifferences: readonly QemuDifference[] = [
     matches: (c) => {
       const record = amdMissingRecord(c);
       return record !== undefined && recordCode(record) === 4 && (dword(record, 1) & (1 << 19)) === 0 && !inRam(c.trace.header.machine, recordAddress(record), 8);
+    },
+  },
+  {
+    id: "amdvi-no-event-for-devtab-fetch-error",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A request whose DTE lies where no memory is (a device table base moved beyond RAM, e.g. by a 4-byte write to its low dword) is blocked without a DEV_TAB_HARDWARE_ERROR event; the model logs one naming the DTE's address. QEMU 7.2 also keeps its old device table on a 4-byte low-dword write, as it does for the command buffer.",
+    specification: "AMD IOMMU specification (pub. 48882) §2.5.4 DEV_TAB_HARDWARE_ERROR: logged when the IOMMU gets a bus error reading a DTE for a request, Address the DTE's system physical address; the request is target-aborted.",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() calls amdvi_log_devtab_error() on a failed dma_memory_read(), yet 7.2.22 writes no record; amdvi_mmio_write() runs amdvi_handle_devtab_write() only for an 8-byte write or one to the upper dword.",
+    matches: (c) => {
+      const record = amdMissingRecord(c);
+      return record !== undefined && recordCode(record) === 3 && !inRam(c.trace.header.machine, recordAddress(record), 32);
     },
   },
   {
