@@ -262,6 +262,25 @@ function accessFlagRecords(c: DivergenceContext): number {
   return slots.size;
 }
 
+/**
+ * Where the STE of `sid` lies in the stream table the guest programmed before the divergence (STRTAB_BASE and
+ * STRTAB_BASE_CFG, level-1 descriptors as the trace wrote them, the level-2 array aligned to its size), if it is
+ * reachable.
+ */
+function steAddressOf(c: DivergenceContext, sid: number): number | undefined {
+  const base = lastRegisterWrite(c, "smmuv3", 0x80);
+  const cfg = lastRegisterWrite(c, "smmuv3", 0x88);
+  if (base === undefined || cfg === undefined || sid >= 2 ** Number(cfg & 0x3fn)) return undefined;
+  const address = Number(base & 0x000f_ffff_ffff_ffc0n);
+  if (((cfg >> 16n) & 3n) !== 1n) return address + sid * 64;
+  const split = Number((cfg >> 6n) & 0x1fn);
+  const l1 = traceBytes(c.trace, c.index, address + Math.floor(sid / 2 ** split) * 8, 8);
+  const span = l1[0]! & 0x1f;
+  if (span === 0 || span > split + 1 || sid % 2 ** split >= 2 ** (span - 1)) return undefined;
+  const l2 = ((dword(l1, 0) & ~(2 ** (span + 5) - 1)) >>> 0) + (dword(l1, 1) & 0xf_ffff) * 2 ** 32;
+  return l2 + (sid % 2 ** split) * 64;
+}
+
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
 const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
 
@@ -582,6 +601,26 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       const mem = memoryAnswers(c);
       const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
       return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes && mem.expected[0] === F_ACCESS && mem.actual[0] !== F_ACCESS && blockedTransferOf(c, mem.expected);
+    },
+  },
+  {
+    id: "smmuv3-s1cdmax-not-ignored",
+    vendor: "smmuv3",
+    classification: "target-deviates",
+    summary: "A stage-1 STE with S1CDMax != 0 on an SMMU without substreams (SMMU_IDR1.SSIDSIZE = 0, as QEMU's and the model's emulated SMMU report): QEMU 7.2 finds the STE bad (C_BAD_STE); the field is IGNORED there and S1ContextPtr points at one CD, which the model uses (here an invalid CD: C_BAD_CD). The seed-2000 kind \"C_BAD_CD (model) against C_BAD_STE (QEMU)\". Found by difftest (seed 4000, case 5988).",
+    specification: "Arm SMMUv3 (IHI 0070), 5.2 STE.S1CDMax: if SMMU_IDR1.SSIDSIZE == 0 the field is IGNORED (and the STE validity pseudocode checks S1CDMax against SSIDSIZE only when SSIDSIZE != 0); STE.S1Fmt, S1DSS likewise IGNORED.",
+    qemu: "hw/arm/smmuv3.c decode_ste(): 'if (STE_S1CDMAX(ste) != 0)' logs \"SMMUv3 does not support multiple context descriptors yet\" (LOG_UNIMP) and goes to bad_ste (SMMU_EVT_C_BAD_STE), whatever IDR1.SSIDSIZE says.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 8) return false;
+      const sid = dword(mem.actual, 1);
+      if (mem.actual[0] !== C_BAD_STE || mem.expected[0] === C_BAD_STE) return false;
+      const at = steAddressOf(c, sid);
+      if (at === undefined) return false;
+      const dw0 = traceBytes(c.trace, c.index, at, 8);
+      const config = (dw0[0]! >> 1) & 7;
+      return (dw0[0]! & 1) === 1 && (config & 0b101) === 0b101 && dw0[7]! >> 3 !== 0 && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false);
     },
   },
   {
