@@ -75,7 +75,7 @@ describe("the catalogue of differences with QEMU", () => {
 
 describe("the SMMUv3 catalogue", () => {
   const SMMU = 0x905_0000;
-  const write = (offset: number, value: bigint, size = 4): TraceOp => ({ op: "mmio-write", addr: SMMU + offset, size, value });
+  const write = (offset: number, value: bigint, size: 4 | 8 = 4): TraceOp => ({ op: "mmio-write", addr: SMMU + offset, size, value });
   const read = (offset: number, expect: bigint): TraceOp => ({ op: "mmio-read", addr: SMMU + offset, size: 4, expect });
   const explain = (ops: TraceOp[], expected: bigint | Uint8Array, actual: bigint | Uint8Array): string | undefined =>
     qemuDifferencesFor("smmuv3").find((k) => k.matches(context("smmuv3", SMMU, ops, ops.length - 1, expected, actual)))?.id;
