@@ -71,6 +71,37 @@ describe("the catalogue of differences with QEMU", () => {
     const op: TraceOp = { op: "mem-read", addr: 0x3e00_6000, len: 16, expect: record(0x2000_0001) };
     expect(qemuDifferencesFor("amd-vi").find((k) => k.matches(context("amd-vi", AMD, [log, op], 1, record(0x2000_0001), record(0x2000_0002))))).toBeUndefined();
   });
+
+  it("tells an AMD-Vi DTE reported at invalidation from one a request met, and a hardware error from a fetch in RAM", () => {
+    const AMD = 0xfed8_0000;
+    const devtab: TraceOp = { op: "mmio-write", addr: AMD, size: 8, value: 0x3e00_0000n };
+    const log: TraceOp = { op: "mmio-write", addr: AMD + 0x10, size: 8, value: 0x0900_0000_3e00_6000n };
+    const dma: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: false } };
+    const record = (dw1: number, address: number): Uint8Array => {
+      const r = new Uint8Array(16);
+      const v = new DataView(r.buffer);
+      v.setUint32(0, 0x20, true);
+      v.setUint32(4, dw1, true);
+      v.setUint32(8, address % 2 ** 32, true);
+      v.setUint32(12, Math.floor(address / 2 ** 32), true);
+      return r;
+    };
+    const explainAt = (before: TraceOp[], dw1: number, address: number): string | undefined => {
+      const op: TraceOp = { op: "mem-read", addr: 0x3e00_6000, len: 16, expect: record(dw1, address) };
+      const ops = [devtab, log, ...before, op];
+      return qemuDifferencesFor("amd-vi").find((k) => k.matches(context("amd-vi", AMD, ops, ops.length - 1, record(dw1, address), new Uint8Array(16))))?.id;
+    };
+    // ILLEGAL_DEV_TABLE_ENTRY naming DeviceID 0x20's DTE: the model's report at INVALIDATE_DEVTAB_ENTRY.
+    expect(explainAt([], 0x1000_0000, 0x3e00_0400)).toBe("amdvi-dte-checked-at-invalidation");
+    // Naming the IOVA of a DMA the device made: the request's; without that DMA, neither.
+    expect(explainAt([dma], 0x1000_0000, 0x10_0020)).toBe("amdvi-no-event-for-illegal-dte");
+    expect(explainAt([], 0x1000_0000, 0x10_0020)).toBeUndefined();
+    // PAGE_TAB_HARDWARE_ERROR / DEV_TAB_HARDWARE_ERROR: only for a fetch where no memory is (RAM is 1 GiB here).
+    expect(explainAt([dma], 0x4000_0000, 0x8000_0000)).toBe("amdvi-no-event-for-table-fetch-error");
+    expect(explainAt([dma], 0x4000_0000, 0x10_0000)).toBeUndefined();
+    expect(explainAt([dma], 0x3000_0000, 0x8000_0400)).toBe("amdvi-no-event-for-devtab-fetch-error");
+    expect(explainAt([dma], 0x3000_0000, 0x3e00_0400)).toBeUndefined();
+  });
 });
 
 describe("the SMMUv3 catalogue", () => {
