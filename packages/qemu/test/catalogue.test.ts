@@ -164,6 +164,22 @@ describe("the SMMUv3 catalogue", () => {
     expect(explain([queue, blocked, { ...first, addr: 0x2020 }], record(24), record(16))).toBe("smmuv3-cd-fetch-address-in-input-address");
   });
 
+  it("takes QEMU's C_BAD_STE for a StreamID its L1 descriptor makes invalid (index beyond the span, reserved Span, Span above SPLIT + 1)", () => {
+    // A two-level stream table at 0x4000 (SPLIT 8, 16-bit StreamIDs); StreamID 0x20 uses the descriptor at 0x4000.
+    const ops = (l1: number): TraceOp[] => [
+      write(0x80, 0x4000n, 8),
+      write(0x88, 0x10210n),
+      write(0xa0, 0x2000n | 3n, 8),
+      { op: "mem-write", addr: 0x4000, data: Uint8Array.of(l1 & 0xff, (l1 >>> 8) & 0xff, (l1 >>> 16) & 0xff, l1 >>> 24, 0, 0, 0, 0) },
+      { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 4, expect: { ok: false } },
+      { op: "mem-read", addr: 0x2000, len: 32, expect: new Uint8Array(32) },
+    ];
+    const badSte = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 0x04 : i === 4 ? 0x20 : 0));
+    for (const span of [1, 25, 10]) expect(explain(ops(0x8000 | span), new Uint8Array(32), badSte), `Span ${span}`).toBe("smmuv3-l2-span-overrun-as-bad-ste");
+    // Span 9 reaches StreamID 0x20: an STE QEMU finds bad is another matter.
+    expect(explain(ops(0x8000 | 9), new Uint8Array(32), badSte)).toBeUndefined();
+  });
+
   it("tells QEMU's extra per-access records from its stale translation by the direction EVTQ_PROD differs in", () => {
     // The command queue stopped before the device used the page, so the unmap that followed was never invalidated.
     const used: TraceOp = { op: "dma", dir: "read", rid: 0x20, iova: 0x10_0000, len: 64, expect: { ok: true, data: new Uint8Array(64) } };

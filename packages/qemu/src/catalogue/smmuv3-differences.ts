@@ -206,7 +206,8 @@ function streamIdBeyondL2Span(c: DivergenceContext, sid: number): boolean {
   if (sid >= 2 ** Number(cfg & 0x3fn)) return false;
   const l1 = Number(base & 0x000f_ffff_ffff_ffc0n) + Math.floor(sid / 2 ** split) * 8;
   const span = traceBytes(c.trace, c.index, l1, 1)[0]! & 0x1f;
-  return span >= 1 && span <= split + 1 && sid % 2 ** split >= 2 ** (span - 1);
+  // A reserved Span (12 to 31) or one above SPLIT + 1 makes every StreamID of the descriptor invalid too.
+  return span >= 1 && (span > 11 || span > split + 1 || sid % 2 ** split >= 2 ** (span - 1));
 }
 
 const F_STE_FETCH = 0x03;
@@ -279,6 +280,28 @@ function steAddressOf(c: DivergenceContext, sid: number): number | undefined {
   if (span === 0 || span > split + 1 || sid % 2 ** split >= 2 ** (span - 1)) return undefined;
   const l2 = ((dword(l1, 0) & ~(2 ** (span + 5) - 1)) >>> 0) + (dword(l1, 1) & 0xf_ffff) * 2 ** 32;
   return l2 + (sid % 2 ** split) * 64;
+}
+
+/** The RAM the QEMU target gives a machine at the least (QemuTarget.start()). */
+const QEMU_RAM_FLOOR = 128 * 2 ** 20;
+
+/**
+ * The StreamIDs for which the model answered an event-queue read, anywhere in the trace, with a fetch abort
+ * (F_STE_FETCH, F_CD_FETCH, F_WALK_EABT) at an address past the trace's RAM that QEMU's larger RAM covers.
+ */
+function fetchAbortsInQemuRamFloor(c: DivergenceContext): Set<number> {
+  const sids = new Set<number>();
+  const ram = c.trace.header.machine.ram[0];
+  const q = smmuQueue({ ...c, index: c.trace.ops.length }, SMMU_EVTQ_BASE, 32);
+  if (ram === undefined || q === undefined || ram.size >= QEMU_RAM_FLOOR) return sids;
+  for (const op of c.trace.ops) {
+    if (op.op !== "mem-read" || op.expect === undefined || op.expect.length < 32 || op.addr < q.base || op.addr >= q.base + q.bytes) continue;
+    const type = op.expect[0];
+    if (type !== F_STE_FETCH && type !== 0x09 && type !== F_WALK_EABT) continue;
+    const fetch = dword(op.expect, 6) + dword(op.expect, 7) * 2 ** 32;
+    if (fetch >= ram.base + ram.size && fetch < ram.base + QEMU_RAM_FLOOR) sids.add(dword(op.expect, 1));
+  }
+  return sids;
 }
 
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
@@ -536,8 +559,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-l2-span-overrun-as-bad-ste",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "A StreamID whose index in its level-2 stream table lies outside the span its L1 descriptor gives (2^(Span-1) STEs): QEMU 7.2 records C_BAD_STE (whatever SMMU_CR2.RECINVSID says, once per 4-byte access); the model treats the StreamID as invalid, C_BAD_STREAMID, recorded only with RECINVSID set. (QEMU's bound is also one power of two too large: indexes from 2^(Span-1) to 2^Span - 1 read an STE past the table.) Found by difftest (seed 4000).",
-    specification: "Arm SMMUv3 (IHI 0070), 5.1 (level-1 stream table descriptor): StreamIDs outside the level-2 range Span describes are invalid; the transaction is terminated and C_BAD_STREAMID optionally recorded (SMMU_CR2.RECINVSID); 3.3 and 7.3.3 C_BAD_STREAMID.",
+    summary: "A StreamID whose index in its level-2 stream table lies outside the span its L1 descriptor gives (2^(Span-1) STEs), or whose descriptor has a reserved Span (12 to 31) or one above SPLIT + 1: QEMU 7.2 reads an STE there and records C_BAD_STE (whatever SMMU_CR2.RECINVSID says, once per 4-byte access); the model treats the StreamID as invalid, C_BAD_STREAMID, recorded only with RECINVSID set. (QEMU's bound is also one power of two too large: indexes from 2^(Span-1) to 2^Span - 1 read an STE past the table.) Found by difftest (seed 4000).",
+    specification: "Arm SMMUv3 (IHI 0070), 5.1 (level-1 stream table descriptor): Span 12 to 31 is reserved and behaves as 0; StreamIDs selecting a reserved Span, one out of bounds for the split point, or an index outside the level-2 range Span describes are invalid (5.1.1); the transaction is terminated and C_BAD_STREAMID optionally recorded (SMMU_CR2.RECINVSID); 3.3 and 7.3.3 C_BAD_STREAMID.",
     qemu: "hw/arm/smmuv3.c smmu_find_ste(): max_l2_ste = (1 << span) - 1 and an l2_ste_offset above it sets SMMU_EVT_C_BAD_STE, which smmuv3_translate() records without looking at CR2.",
     matches: (c) => {
       const mem = memoryAnswers(c);
@@ -621,6 +644,20 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       const dw0 = traceBytes(c.trace, c.index, at, 8);
       const config = (dw0[0]! >> 1) & 7;
       return (dw0[0]! & 1) === 1 && (config & 0b101) === 0b101 && dw0[7]! >> 3 !== 0 && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false);
+    },
+  },
+  {
+    id: "smmuv3-fetch-in-qemu-ram-floor",
+    vendor: "smmuv3",
+    classification: "open",
+    summary: "The QEMU target gives the machine at least 128 MiB of RAM, the model only the trace's (64 MiB in difftest's traces): an STE, CD or table descriptor fetched between the two ends aborts in the model (F_STE_FETCH, F_CD_FETCH, F_WALK_EABT) and reads zeros in QEMU, which goes on (a zero STE: C_BAD_STE, once per 4-byte access). A difference of the two machines the harness builds. Found by difftest (seed 4000, case 8095).",
+    specification: "Arm SMMUv3 (IHI 0070), 7.3.4 F_STE_FETCH, 7.3.10 F_CD_FETCH, 7.3.12 F_WALK_EABT: a fetch that aborts is recorded with its address; what memory lies where is the platform's.",
+    qemu: "packages/qemu/src/qemu-target.ts QemuTarget.start() passes -m max(trace RAM, 128 MiB) to QEMU; hw/arm/virt.c maps that RAM from 0x4000_0000, so QEMU reads zeros where the model's memory ends.",
+    matches: (c) => {
+      const mem = memoryAnswers(c);
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 8) return false;
+      return fetchAbortsInQemuRamFloor(c).has(dword(mem.actual[0] !== 0 ? mem.actual : mem.expected, 1));
     },
   },
   {
