@@ -285,7 +285,8 @@ function amdWrote(c: DivergenceContext, offset: number): boolean {
 function amdPointerAsWritten(c: DivergenceContext): boolean {
   const at = registerRead(c, "amd-vi");
   if (at === undefined || typeof c.expected !== "bigint" || typeof c.actual !== "bigint" || c.op.op !== "mmio-read") return false;
-  const ring = at === AMD_CMD_HEAD || at === AMD_CMD_TAIL ? AMD_CMD_BASE : at === 0x2010 || at === AMD_EVENT_TAIL ? AMD_EVENT_LOG_BASE : undefined;
+  // Command buffer (0x2000/0x2008, base 0x0008), event log (0x2010/0x2018, base 0x0010), PPR log (0x2030/0x2038, base 0x0038).
+  const ring = at === AMD_CMD_HEAD || at === AMD_CMD_TAIL ? AMD_CMD_BASE : at === 0x2010 || at === AMD_EVENT_TAIL ? AMD_EVENT_LOG_BASE : at === 0x2030 || at === 0x2038 ? 0x38 : undefined;
   if (ring === undefined) return false;
   const written = lastRegisterWrite(c, "amd-vi", at);
   const width = (1n << BigInt(c.op.size * 8)) - 1n;
@@ -475,8 +476,8 @@ export const amdViDifferences: readonly QemuDifference[] = [
     id: "amdvi-ring-pointer-as-written",
     vendor: "amd-vi",
     classification: "open",
-    summary: "A command-buffer or event-log head/tail register the guest wrote with bits outside the pointer field (bits 18:4), or with an offset beyond its ring: QEMU reads back the value as written, the model the pointer field reduced to its ring.",
-    specification: "AMD IOMMU specification (pub. 48882), MMIO 0x2000–0x2018 Command Buffer / Event Log Head and Tail Pointer Registers: the pointer is bits 18:4, the other bits are reserved; an offset beyond the ring the base register sizes is a software error whose effect is not defined.",
+    summary: "A command-buffer, event-log or PPR-log head/tail register the guest wrote with bits outside the pointer field (bits 18:4), or with an offset beyond its ring: QEMU reads back the value as written, the model the pointer field reduced to its ring.",
+    specification: "AMD IOMMU specification (pub. 48882), MMIO 0x2000–0x2018 Command Buffer / Event Log and 0x2030–0x2038 PPR Log Head and Tail Pointer Registers: the pointer is bits 18:4, the other bits are reserved; an offset beyond the ring the base register sizes is a software error whose effect is not defined.",
     qemu: "hw/i386/amd_iommu.c amdvi_mmio_write(): amdvi_writeq()/amdvi_writel() store the written value whole (these registers have no read-only mask, amdvi_init()); only the internal copies (cmdbuf_tail, evtlog_head, ...) are masked.",
     matches: amdPointerAsWritten,
   },
