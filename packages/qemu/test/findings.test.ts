@@ -38,13 +38,14 @@ function vendorOf(trace: Trace): string {
   return trace.header.machine.iommus[0]!.vendor;
 }
 
-/** The lines of `trace` where the model answers otherwise than the trace expects. */
+/** The lines of `trace` where the model answers otherwise than the trace expects, or fails to answer (an exception). */
 async function modelDivergences(trace: Trace): Promise<string[]> {
   const plugin = plugins.find((p) => p.id === vendorOf(trace))!;
   const t = ModelTarget.create(plugin, plugins, trace.header);
   if (!t.ok) throw new Error(t.error.message);
   try {
-    return (await replay(trace, t.value)).divergences.map((d) => `line ${d.index + 2}`);
+    const r = await replay(trace, t.value);
+    return [...r.divergences.map((d) => `line ${d.index + 2}`), ...r.failures.map((f) => `line ${f.index + 2}: ${f.reason.split("\n")[0]}`)];
   } finally {
     t.value.dispose();
   }

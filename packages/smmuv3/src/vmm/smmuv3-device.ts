@@ -816,6 +816,13 @@ export class Smmuv3Device implements EmulatedIommu {
     }
     this.translator.setStreamTable(this.streamTable());
     this.translator.translate(guestRid, pasid, iova, access, out, this.info);
+    if (out.ok && !this.options.vm.memory.contains(out.output)) {
+      // Translated to where no memory answers: the access fails at its target (as a bus abort does); the SMMU's
+      // walk succeeded, so it records nothing (event records are for failed translations, IHI 0070 7.3).
+      out.ok = false;
+      out.fault = WalkFault.AddressSize;
+      return;
+    }
     if (out.ok || this.info.event === 0 || !this.info.record) return;
     if (this.info.event === EventType.C_BAD_STREAMID && (this.regs.num("CR2") & CR2_RECINVSID) === 0) return;
     const record = faultRecord(this.info, { sid: guestRid, ssid: pasid, iova, access });

@@ -65,6 +65,20 @@ describe("the VMM's emulated-device path walks the guest's tables", () => {
     expect(s.events()).toEqual([expect.objectContaining({ code: EventType.F_ACCESS, name: "F_ACCESS" })]);
   });
 
+  it("fails a transfer translated to where no memory answers, at its target, and records nothing (the walk succeeded)", () => {
+    // Found by difftest (seed 4000, cases 819, 2840, 6931): a leaf pointing past RAM let the access reach guest memory
+    // outside it, an exception out of guest input. The SMMU translated; the access then aborts at its target (as
+    // QEMU's edu transfer does there), and no event is recorded: every event record is for a failed translation
+    // (IHI 0070 7.3) and none failed.
+    const s = emulated();
+    unwrap(s.driver.map(s.domain, IOVA + 0x3000, 0x2_0000_0000, 0x1000, Perm.ReadWrite));
+    expect(s.vm.memory.contains(0x2_0000_0000)).toBe(false);
+    expect(s.translate(IOVA + 0x3010).ok).toBe(false);
+    expect(s.translate(IOVA + 0x3010, true).ok).toBe(false);
+    expect(s.events()).toEqual([]);
+    expect(s.translate(IOVA + 0x10).ok).toBe(true);
+  });
+
   it("records F_ADDR_SIZE for an output address beyond the CD's IPS", () => {
     const s = emulated();
     unwrap(s.driver.map(s.domain, IOVA + 0x2000, 0x1_0000_0000, 0x1000, Perm.ReadWrite));
