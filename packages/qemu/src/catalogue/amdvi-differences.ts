@@ -51,7 +51,12 @@ function amdMissingRecord(c: DivergenceContext): Uint8Array | undefined {
   if (log === undefined) return undefined;
   const inLog = (addr: number): boolean => addr >= log.base && addr < log.base + log.bytes;
   const mem = memoryAnswers(c);
-  if (mem !== undefined) return inLog(mem.addr) && mem.actual.every((b) => b === 0) && mem.expected.some((b) => b !== 0) ? mem.expected : undefined;
+  if (mem !== undefined) {
+    if (!inLog(mem.addr)) return undefined;
+    // What the slot holds when no record was written there: zero, or a COMPLETION_WAIT store aimed at the log.
+    const untouched = mem.actual.every((b) => b === 0) || amdStoresOnly(c, mem.addr, mem.actual);
+    return untouched && mem.expected.some((b, i) => b !== mem.actual[i]) ? mem.expected : undefined;
+  }
   const at = registerRead(c, "amd-vi");
   const tailBehind = at === AMD_EVENT_TAIL && typeof c.expected === "bigint" && typeof c.actual === "bigint" && c.actual !== c.expected;
   const overflowMissing = at === AMD_STATUS && differsOnlyIn(c, STATUS_EVENT_OVERFLOW_INT | STATUS_PPR_LOG_RUN) && ((c.expected as bigint) & STATUS_EVENT_OVERFLOW_INT) !== 0n;
@@ -72,6 +77,26 @@ function amdMissingRecord(c: DivergenceContext): Uint8Array | undefined {
  */
 function amdTailAheadUnseen(c: DivergenceContext): boolean {
   return registerRead(c, "amd-vi") === AMD_EVENT_TAIL && typeof c.expected === "bigint" && typeof c.actual === "bigint" && c.expected !== c.actual && amdMissingRecord(c) === undefined;
+}
+
+/**
+ * Whether `bytes` at `addr` are exactly what the COMPLETION_WAIT stores the guest submitted before the divergence
+ * (over the trace's own writes) left there, with at least one such store in range: a log slot QEMU wrote no
+ * record into, though a store of the guest's landed in it.
+ */
+function amdStoresOnly(c: DivergenceContext, addr: number, bytes: Uint8Array): boolean {
+  const submitted = amdSubmittedCommands(c);
+  if (submitted === undefined) return false;
+  const baseline = traceBytes(c.trace, c.index, addr, bytes.length);
+  let stored = false;
+  for (const { content } of submitted.order) {
+    if (dword(content, 1) >>> 28 !== 1 || (dword(content, 0) & 1) === 0) continue;
+    const at = completionStoreAddress(content) - addr;
+    if (at < 0 || at + 8 > bytes.length) continue;
+    baseline.set(content.subarray(8, 16), at);
+    stored = true;
+  }
+  return stored && baseline.every((b, i) => b === bytes[i]);
 }
 
 /** The kind of event the model logged and QEMU did not (see amdMissingRecord). */
@@ -252,14 +277,13 @@ function amdRanPastHalt(c: DivergenceContext, halted: { storeAddresses: number[]
 }
 
 /**
- * A DMA outcome that differs, or a memory read after a DMA write (where the write may have landed) outside the
- * event log: what a translation the model and QEMU disagree on shows.
+ * A DMA outcome that differs, or a memory read after a DMA write (where the write may have landed, whatever DMAs
+ * followed it) outside the event log: what a translation the model and QEMU disagree on shows.
  */
 function amdDmaAfterHalt(c: DivergenceContext): boolean {
   if (c.op.op === "dma") return true;
   const mem = memoryAnswers(c);
-  const last = lastDeviceOp(c);
-  if (mem === undefined || last === undefined || last.op.op !== "dma" || last.op.dir !== "write") return false;
+  if (mem === undefined || !c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.dir === "write")) return false;
   const log = amdEventLog(c);
   return log === undefined || mem.addr + mem.expected.length <= log.base || mem.addr >= log.base + log.bytes;
 }
