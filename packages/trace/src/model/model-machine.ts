@@ -110,7 +110,8 @@ export class ModelMachine {
   /**
    * An emulated PCIe device's transfer: a PCIe request never crosses a 4 KiB boundary, so the transfer is one
    * request per page, each translated (and, when blocked, reported) on its own; the pages that translate are
-   * moved, a blocked page is not (a blocked read leaves zeros). The answer is blocked when any page was.
+   * moved, a blocked page is not (a blocked read leaves zeros), nor is one whose target is no memory. The answer is
+   * blocked when any page was.
    */
   private emulatedDma(rid: number, iova: number, write: boolean, bytes: Uint8Array | number, pasid: number): ModelDmaResult {
     const iommu = this.vm.iommus[0]!;
@@ -123,7 +124,9 @@ export class ModelMachine {
       const at = iova + done;
       const n = Math.min(PAGE - (at % PAGE), length - done);
       iommu.translateEmulated(rid, pasid, at, write, out);
-      if (!out.ok) blocked = true;
+      // A page that translates to where no memory is (or that the IOMMU let through untranslated to there) ends
+      // as a bus abort: the device's request fails, nothing is moved, and the IOMMU has nothing to record.
+      if (!out.ok || (n > 0 && !memory.contains(out.output, n))) blocked = true;
       else if (n > 0) {
         if (write) memory.writeBytes(out.output, data.subarray(done, done + n));
         else memory.readBytes(out.output, n, data.subarray(done, done + n));
