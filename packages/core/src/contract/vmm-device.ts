@@ -166,7 +166,10 @@ export interface EmulatedIommu extends Freezable {
 
   /**
    * Mandatory. The emulated-device path: translates a DMA of one of the VMM's own emulated devices by
-   * walking the guest's tables, returning a GPA in `out.output`.
+   * walking the guest's tables, returning a GPA in `out.output`. The GPA may be no memory at all (a guest may
+   * map a hole or another device's BAR, and a disabled IOMMU may pass any address through): the caller checks
+   * before it moves bytes, and such an access fails at its target as a bus abort, with nothing for the IOMMU to
+   * record.
    */
   translateEmulated(guestRid: number, pasid: number, iova: number, write: boolean, out: WalkResult): void;
 
