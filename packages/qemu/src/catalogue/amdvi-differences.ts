@@ -448,7 +448,7 @@ export const amdViDifferences: readonly QemuDifference[] = [
     classification: "target-deviates",
     summary: "A DMA whose walk must read a page-table entry where no memory is (a PDE pointing beyond RAM) is blocked without a PAGE_TAB_HARDWARE_ERROR event; the model logs one naming the entry's address.",
     specification: "AMD IOMMU specification (pub. 48882) §2.5.5 PAGE_TAB_HARDWARE_ERROR: logged when the IOMMU gets a bus error (master or target abort, data error) reading a page-table entry for a request, Address the entry's system physical address; the request is target-aborted.",
-    qemu: "hw/i386/amd_iommu.c amdvi_get_pte_entry() calls amdvi_log_pagetab_error() on a failed dma_memory_read(), yet 7.2.22 writes no record and leaves the event log tail at 0 (as for every event it should have logged in these traces).",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_pte_entry() calls amdvi_log_pagetab_error() on a failed dma_memory_read(), which drops it: amdvi_log_event() returns at once because amdvi_test_mask() ORs where it means AND (always true for EVT_OVF), so 7.2 logs no event at all.",
     matches: (c) => {
       const record = amdMissingRecord(c);
       return record !== undefined && recordCode(record) === 4 && (dword(record, 1) & (1 << 19)) === 0 && !inRam(c.trace.header.machine, recordAddress(record), 8);
@@ -460,7 +460,7 @@ export const amdViDifferences: readonly QemuDifference[] = [
     classification: "target-deviates",
     summary: "A request whose DTE lies where no memory is (a device table base moved beyond RAM, e.g. by a 4-byte write to its low dword) is blocked without a DEV_TAB_HARDWARE_ERROR event; the model logs one naming the DTE's address. QEMU 7.2 also keeps its old device table on a 4-byte low-dword write, as it does for the command buffer.",
     specification: "AMD IOMMU specification (pub. 48882) §2.5.4 DEV_TAB_HARDWARE_ERROR: logged when the IOMMU gets a bus error reading a DTE for a request, Address the DTE's system physical address; the request is target-aborted.",
-    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() calls amdvi_log_devtab_error() on a failed dma_memory_read(), yet 7.2.22 writes no record; amdvi_mmio_write() runs amdvi_handle_devtab_write() only for an 8-byte write or one to the upper dword.",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() calls amdvi_log_devtab_error() on a failed dma_memory_read(), which amdvi_log_event() drops (amdvi_test_mask() ORs where it means AND); amdvi_mmio_write() runs amdvi_handle_devtab_write() only for an 8-byte write or one to the upper dword.",
     matches: (c) => {
       const record = amdMissingRecord(c);
       return record !== undefined && recordCode(record) === 3 && !inRam(c.trace.header.machine, recordAddress(record), 32);
@@ -472,7 +472,7 @@ export const amdViDifferences: readonly QemuDifference[] = [
     classification: "target-deviates",
     summary: "A DMA or MSI through a DTE with V = 1 and a reserved bit or encoding set: the model blocks it and logs ILLEGAL_DEV_TABLE_ENTRY with the request's address; QEMU 7.2 logs no record.",
     specification: "AMD IOMMU specification (pub. 48882) §2.5.2 ILLEGAL_DEV_TABLE_ENTRY: logged for a request whose DTE has reserved bits set or illegal values (DeviceID, the request's address, RW, I, TR), and the request is target-aborted.",
-    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() / amdvi_validate_dte() call amdvi_log_illegaldevtab_error() for reserved DTE bits, yet 7.2.22 writes no record and leaves the event log tail at 0.",
+    qemu: "hw/i386/amd_iommu.c amdvi_get_dte() / amdvi_validate_dte() call amdvi_log_illegaldevtab_error() for reserved DTE bits, which amdvi_log_event() drops: amdvi_test_mask() ORs where it means AND, so its overflow test is always true.",
     matches: (c) => {
       const record = amdMissingRecord(c);
       if (record === undefined || recordCode(record) !== 1) return false;
@@ -488,7 +488,7 @@ export const amdViDifferences: readonly QemuDifference[] = [
     classification: "target-deviates",
     summary: "An event the model logs and QEMU 7.2 does not (any of the amdvi-no-event-* entries) arriving when the guest left the event log full: the model sets Status.EventOverflow and drops the record, QEMU sets nothing.",
     specification: "AMD IOMMU specification (pub. 48882) MMIO 0x2020 Status.EventOverflow: set when an event is to be written and the event log is full (the tail would reach the head); the event is lost.",
-    qemu: "hw/i386/amd_iommu.c amdvi_log_event() is not reached with a record in these traces (see the amdvi-no-event-* entries), so the overflow it would set never happens.",
+    qemu: "hw/i386/amd_iommu.c amdvi_log_event() returns before logging or setting an overflow: amdvi_test_mask() ORs where it means AND, so its EVT_OVF test is always true (see the amdvi-no-event-* entries).",
     matches: (c) => {
       if (registerRead(c, "amd-vi") !== AMD_STATUS || !differsOnlyIn(c, STATUS_EVENT_OVERFLOW_INT | STATUS_PPR_LOG_RUN)) return false;
       if (((c.expected as bigint) & 1n) === 0n || ((c.actual as bigint) & 1n) !== 0n) return false;
