@@ -96,6 +96,7 @@ export class QemuTarget implements ReplayTarget {
       const zeroes: Promise<void>[] = [];
       for (let at = 0; at < ram.size; at += chunk) zeroes.push(this.process.qtest.memset(ram.base + at, Math.min(chunk, ram.size - at), 0));
       await Promise.all(zeroes);
+      for (const w of this.machine.completeReset ?? []) await this.process.qtest.writeq(this.machine.iommuBase + w.offset, w.value);
       return await this.setUpDevices(header);
     } catch (e) {
       return (await this.broken(e)).status === "failed" ? this.dead : undefined;

@@ -1,7 +1,7 @@
 import { vtdPlugin } from "@viommu/vtd/plugin";
 import { bringUp, dmaFaultReported, mappedDmaLands, readonlyDmaWriteBlocked, recordWorkload, replay, type Trace, type TraceOp, type Workload } from "@viommu/trace";
 import { expect, it } from "vitest";
-import { EDU_MAX_TRANSFER, QemuTarget, qemuDifferencesFor, qemuRecordProfile, vtdMachine } from "../src/index.js";
+import { amdViMachine, EDU_MAX_TRANSFER, QemuTarget, qemuDifferencesFor, qemuRecordProfile, vtdMachine } from "../src/index.js";
 import { describeWith, qemuX86, SEED } from "./support.js";
 
 function recordVtd(workload: Workload): Trace {
@@ -121,5 +121,40 @@ describeWith(qemuX86, "VT-d traces on QEMU's intel-iommu", () => {
     expect(QemuTarget.compatibility(vtdMachine, { ...header, machine: { ...m, devices: [{ rid: 0x121 }] } })).toMatch(/bus 0 at function 0/);
     expect(QemuTarget.compatibility(vtdMachine, { ...header, machine: { ...m, iommus: [{ vendor: "smmuv3", base: 0, size: 1 }] } })).toMatch(/one vtd IOMMU/);
     expect(QemuTarget.compatibility(vtdMachine, header)).toBeUndefined();
+  });
+});
+
+describeWith(qemuX86, "a reused amd-iommu", () => {
+  it("starts each trace as a fresh QEMU does: a device table the previous guest programmed is not walked after the reset", async () => {
+    const header: Trace["header"] = { format: "viommu-trace", version: 1, machine: { ram: [{ base: 0, size: 64 * 2 ** 20 }], iommus: [{ vendor: "amd-vi", base: 0xfed8_0000, size: 0x4000 }], devices: [{ rid: 0x20 }] } };
+    // The DTE of 00:04.0 (DeviceID 0x20) at 0x2000400: V, TV, Mode 3, IR and IW, tables at 0x200a000, whose entry 0
+    // names its own table at level 3 again (a walk QEMU 7.2 never finishes).
+    const dte = Uint8Array.from([0x03, 0xa6, 0x00, 0x02, 0x00, 0x00, 0x00, 0x60, 0x01, ...new Array<number>(23).fill(0)]);
+    const pte = Uint8Array.from([0x41, 0xa6, 0x00, 0x02, 0x00, 0x00, 0x00, 0x60]);
+    const tables: TraceOp[] = [
+      { op: "mem-write", addr: 0x200_0400, data: dte },
+      { op: "mem-write", addr: 0x200_a000, data: pte },
+    ];
+    const first: Trace = { header, ops: [{ op: "mmio-write", addr: 0xfed8_0000, size: 8, value: 0x200_0000n }, ...tables] };
+    // The next guest writes the same bytes but never programs the Device Table Base Address Register (reset value 0:
+    // DeviceID 0x20's entry is at 0x400, zero, so its DMA passes through).
+    const second: Trace = {
+      header,
+      ops: [
+        ...tables,
+        { op: "mmio-write", addr: 0xfed8_0018, size: 8, value: 0x1n },
+        { op: "dma", dir: "read", rid: 0x20, iova: 0x100_0000, len: 64, expect: { ok: true, data: new Uint8Array(64) } },
+      ],
+    };
+    const started = await QemuTarget.start(amdViMachine, header, { reusable: true });
+    if (!started.ok) throw new Error(started.error);
+    try {
+      expect((await replay(first, started.target)).failures).toEqual([]);
+      expect(await started.target.reset(header)).toBeUndefined();
+      const r = await replay(second, started.target);
+      expect(r.failures).toEqual([]);
+    } finally {
+      await started.target.close();
+    }
   });
 });

@@ -35,6 +35,11 @@ export interface QemuMachine {
   firmware(): Uint8Array;
   /** The name a report gives the QEMU device. */
   readonly deviceName: string;
+  /**
+   * Register writes (offset in the IOMMU block, 8 bytes each) that finish QEMU's `system_reset` where it leaves
+   * internal state behind its reset registers, so that a reused QEMU starts each trace as a fresh one does.
+   */
+  readonly completeReset?: readonly { readonly offset: number; readonly value: bigint }[];
 }
 
 /** edu's DMA address mask, opened to 64 bits: its default is 28 bits (edu_instance_init, hw/misc/edu.c). */
@@ -121,6 +126,11 @@ export const amdViMachine: QemuMachine = {
   args: (ram, slots) => ["-machine", "q35", ...commonArgs(ram), "-device", "amd-iommu", ...eduArgs(slots)],
   firmware: x86HaltingBios,
   deviceName: "amd-iommu",
+  // amdvi_init() (hw/i386/amd_iommu.c, run by amdvi_sysbus_reset()) clears the registers but keeps s->devtab, the
+  // device table address the last guest programmed: a guest that enables translation without writing the Device
+  // Table Base Address Register (reset value 0) would walk the previous guest's table. An 8-byte write of the
+  // reset value runs amdvi_handle_devtab_write() and sets it to 0, as in a fresh QEMU.
+  completeReset: [{ offset: 0x00, value: 0n }],
 };
 
 /**
