@@ -34,7 +34,7 @@ it("an emulated device's transfer that translates to where no memory is fails as
   expect(d.attach(0x20, domain.value).ok).toBe(true);
   // A guest may map addresses that are not RAM (a peer device's BAR, a hole): the page translates, the access
   // finds nothing there. 0x3000_0000 lies past the 256 MiB of RAM.
-  d.map(domain.value, 0x30_0000, 0x3000_0000, 0x1000, Perm.ReadWrite);
+  expect(d.map(domain.value, 0x30_0000, 0x3000_0000, 0x1000, Perm.ReadWrite).ok).toBe(true);
   expect(session.dmaRead(0x20, 0x30_0000, 64)).toEqual({ ok: false });
   expect(session.dmaWrite(0x20, 0x30_0000, new Uint8Array(64))).toEqual({ ok: false });
   session.finish();

@@ -307,6 +307,20 @@ function fetchAbortsInQemuRamFloor(c: DivergenceContext): Set<number> {
 /** CLASS (dword 3 bits 9:8), InD (bit 2) and PnU (bit 1) of a fault record. */
 const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
 
+/**
+ * An event-queue record of `type` that the model and QEMU wrote alike but for its FetchAddr (dwords 6 and 7):
+ * both FetchAddrs and the record's StreamID (dword 1).
+ */
+function fetchAddresses(c: DivergenceContext, type: number): { expected: number; actual: number; streamId: number } | undefined {
+  const mem = memoryAnswers(c);
+  const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
+  if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return undefined;
+  if (mem.expected[0] !== type || mem.actual[0] !== type) return undefined;
+  for (let i = 0; i < 6; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return undefined;
+  const fetch = (r: Uint8Array): number => dword(r, 6) + dword(r, 7) * 2 ** 32;
+  return { expected: fetch(mem.expected), actual: fetch(mem.actual), streamId: dword(mem.expected, 1) };
+}
+
 /** Known differences between the model's SMMUv3 and QEMU 7.2's arm-smmuv3. */
 export const smmuv3Differences: readonly QemuDifference[] = [
   {
@@ -544,15 +558,10 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), 7.3.12 F_WALK_EABT: FetchAddr is the PA of the descriptor fetch that aborted; what answers at a PA outside RAM is the platform's.",
     qemu: "hw/arm/virt.c (base_memmap: VIRT_FLASH at 0, VIRT_HIGH_PCIE_MMIO at 0x80_0000_0000) and hw/pci-host/gpex.c (allow-unmapped-accesses, on since 6.1: unclaimed window reads return all ones); hw/arm/smmu-common.c get_pte() reads the descriptor with dma_memory_read() and takes what it gets.",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return false;
-      if (mem.expected[0] !== F_WALK_EABT || mem.actual[0] !== F_WALK_EABT) return false;
-      for (let i = 0; i < 6; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return false;
-      const fetch = (r: Uint8Array): number => dword(r, 6) + dword(r, 7) * 2 ** 32;
+      const fetch = fetchAddresses(c, F_WALK_EABT);
       const ram = c.trace.header.machine.ram;
       const outside = (a: number): boolean => !ram.some((r) => a >= r.base && a < r.base + r.size);
-      return fetch(mem.expected) !== fetch(mem.actual) && outside(fetch(mem.expected)) && outside(fetch(mem.actual));
+      return fetch !== undefined && fetch.expected !== fetch.actual && outside(fetch.expected) && outside(fetch.actual);
     },
   },
   {
@@ -578,14 +587,10 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), 5.1 L1STD: L2Ptr is bits [55:6] (bit 5 RES0), and bits L2Ptr[N:0], N = 5 + (Span - 1), are treated as 0 (the level-2 array is aligned to its size); 7.3.4 F_STE_FETCH.",
     qemu: "hw/arm/smmuv3-internal.h l1std_l2ptr(): word 0 masked with ~0x1f; hw/arm/smmuv3.c smmu_find_ste() adds l2_ste_offset * sizeof(STE) to it.",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return false;
-      if (mem.expected[0] !== F_STE_FETCH || mem.actual[0] !== F_STE_FETCH) return false;
-      for (let i = 0; i < 6; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return false;
-      const lowBits = l2PtrBitsBelowArray(c, dword(mem.expected, 1));
-      const fetch = (r: Uint8Array): number => dword(r, 6) + dword(r, 7) * 2 ** 32;
-      return lowBits !== undefined && lowBits !== 0 && fetch(mem.actual) - fetch(mem.expected) === lowBits;
+      const fetch = fetchAddresses(c, F_STE_FETCH);
+      if (fetch === undefined) return false;
+      const lowBits = l2PtrBitsBelowArray(c, fetch.streamId);
+      return lowBits !== undefined && lowBits !== 0 && fetch.actual - fetch.expected === lowBits;
     },
   },
   {
