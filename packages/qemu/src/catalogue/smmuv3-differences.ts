@@ -17,11 +17,17 @@ function smmuQueue(c: DivergenceContext, baseRegister: number, entryBytes: numbe
   return { base: Number(v & 0x000f_ffff_ffff_ffe0n), bytes: entryBytes * 2 ** Number(v & 0x1fn) };
 }
 
-/** An event record read the model and QEMU answered with the same type: the two records. */
-function smmuEventRecords(c: DivergenceContext): { expected: Uint8Array; actual: Uint8Array } | undefined {
+/** The divergent memory read, if it lies in the event queue the guest programmed (SMMU_EVENTQ_BASE). */
+function eventQueueAnswer(c: DivergenceContext): ReturnType<typeof memoryAnswers> {
   const mem = memoryAnswers(c);
   const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-  if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 16) return undefined;
+  return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes ? mem : undefined;
+}
+
+/** An event record read the model and QEMU answered with the same type: the two records. */
+function smmuEventRecords(c: DivergenceContext): { expected: Uint8Array; actual: Uint8Array } | undefined {
+  const mem = eventQueueAnswer(c);
+  if (mem === undefined || mem.expected.length < 16) return undefined;
   if ((mem.expected[0]! & 0xff) !== (mem.actual[0]! & 0xff)) return undefined;
   return mem;
 }
@@ -312,9 +318,8 @@ const RECORD_ATTRIBUTES = (3 << 8) | (1 << 2) | (1 << 1);
  * both FetchAddrs and the record's StreamID (dword 1).
  */
 function fetchAddresses(c: DivergenceContext, type: number): { expected: number; actual: number; streamId: number } | undefined {
-  const mem = memoryAnswers(c);
-  const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-  if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return undefined;
+  const mem = eventQueueAnswer(c);
+  if (mem === undefined || mem.expected.length < 32 || mem.actual.length < 32) return undefined;
   if (mem.expected[0] !== type || mem.actual[0] !== type) return undefined;
   for (let i = 0; i < 6; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return undefined;
   const fetch = (r: Uint8Array): number => dword(r, 6) + dword(r, 7) * 2 ** 32;
@@ -418,9 +423,10 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       }
       // An event-queue slot holding one of QEMU's extra records: an F_* record for an address inside an earlier
       // blocked transfer of that StreamID (the model's queue has another record, or none, there).
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 32) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.actual.length < 32) return false;
+      // Defined: the read lies in it.
+      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32)!;
       const type = mem.actual[0]!;
       // A record without an input address (C_BAD_STREAMID, C_BAD_STE, F_CD_FETCH, ...): QEMU's repeat of a record the
       // model wrote in an earlier slot of the queue (the same type, SubstreamID and StreamID: QEMU may lay the rest
@@ -450,9 +456,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), SMMU_CR2.RECINVSID: when 0, C_BAD_STREAMID events for invalid incoming StreamIDs are not recorded (the transaction is still terminated).",
     qemu: "hw/arm/smmuv3.c smmu_find_ste() sets SMMU_EVT_C_BAD_STREAMID for a StreamID beyond the table and smmuv3_translate() records it; CR2.RECINVSID is never consulted.",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined) return false;
       const recinvsid = ((lastRegisterWrite(c, "smmuv3", 0x2c) ?? 0n) & 0x2n) !== 0n;
       return !recinvsid && mem.actual[0] === 0x02 && mem.expected[0] !== 0x02;
     },
@@ -541,9 +546,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
         return behind > 0 && behind <= blocked.length;
       }
       // An event-queue slot where the model has the translation fault of such a transfer and QEMU nothing.
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 24) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.expected.length < 24) return false;
       if (mem.expected[0] !== 0x10 || !mem.actual.every((b) => b === 0)) return false;
       const sid = dword(mem.expected, 1);
       const input = dword(mem.expected, 4) + dword(mem.expected, 5) * 2 ** 32;
@@ -572,9 +576,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), 5.1 (level-1 stream table descriptor): Span 12 to 31 is reserved and behaves as 0; StreamIDs selecting a reserved Span, one out of bounds for the split point, or an index outside the level-2 range Span describes are invalid (5.1.1); the transaction is terminated and C_BAD_STREAMID optionally recorded (SMMU_CR2.RECINVSID); 3.3 and 7.3.3 C_BAD_STREAMID.",
     qemu: "hw/arm/smmuv3.c smmu_find_ste(): max_l2_ste = (1 << span) - 1 and an l2_ste_offset above it sets SMMU_EVT_C_BAD_STE, which smmuv3_translate() records without looking at CR2.",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 8) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.actual.length < 8) return false;
       if (mem.actual[0] !== C_BAD_STE || (mem.expected[0] === C_BAD_STE && dword(mem.expected, 1) === dword(mem.actual, 1))) return false;
       return streamIdBeyondL2Span(c, dword(mem.actual, 1));
     },
@@ -606,9 +609,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       // QEMU's EVTQ_PROD and GERROR.EVTQ_ABT_ERR follow the queue it moved; the model's records stay in the old one.
       if (at === SMMU_EVTQ_PROD) return differsOnlyIn(c, 0x000f_ffffn);
       if (at === SMMU_GERROR) return gerrorBitwise(c, (one) => differsOnlyIn(one, GERROR_EVTQ_ABT) && ((one.actual as bigint) & GERROR_EVTQ_ABT) !== 0n);
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes && mem.actual.every((b) => b === 0);
+      const mem = eventQueueAnswer(c);
+      return mem !== undefined && mem.actual.every((b) => b === 0);
     },
   },
   {
@@ -626,9 +628,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
         const behind = queueIndexAhead({ ...c, expected: c.actual, actual: c.expected }, SMMU_EVTQ_BASE);
         return behind > 0 && behind <= records;
       }
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      return mem !== undefined && q !== undefined && mem.addr >= q.base && mem.addr < q.base + q.bytes && mem.expected[0] === F_ACCESS && mem.actual[0] !== F_ACCESS && blockedTransferOf(c, mem.expected);
+      const mem = eventQueueAnswer(c);
+      return mem !== undefined && mem.expected[0] === F_ACCESS && mem.actual[0] !== F_ACCESS && blockedTransferOf(c, mem.expected);
     },
   },
   {
@@ -639,9 +640,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), 5.2 STE.S1CDMax: if SMMU_IDR1.SSIDSIZE == 0 the field is IGNORED (and the STE validity pseudocode checks S1CDMax against SSIDSIZE only when SSIDSIZE != 0); STE.S1Fmt, S1DSS likewise IGNORED.",
     qemu: "hw/arm/smmuv3.c decode_ste(): 'if (STE_S1CDMAX(ste) != 0)' logs \"SMMUv3 does not support multiple context descriptors yet\" (LOG_UNIMP) and goes to bad_ste (SMMU_EVT_C_BAD_STE), whatever IDR1.SSIDSIZE says.",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 8) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.actual.length < 8) return false;
       const sid = dword(mem.actual, 1);
       if (mem.actual[0] !== C_BAD_STE || mem.expected[0] === C_BAD_STE) return false;
       const at = steAddressOf(c, sid);
@@ -659,9 +659,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), 7.3.4 F_STE_FETCH, 7.3.10 F_CD_FETCH, 7.3.12 F_WALK_EABT: a fetch that aborts is recorded with its address; what memory lies where is the platform's.",
     qemu: "packages/qemu/src/qemu-target.ts QemuTarget.start() passes -m max(trace RAM, 128 MiB) to QEMU; hw/arm/virt.c maps that RAM from 0x4000_0000, so QEMU reads zeros where the model's memory ends.",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.actual.length < 8) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.actual.length < 8) return false;
       return fetchAbortsInQemuRamFloor(c).has(dword(mem.actual[0] !== 0 ? mem.actual : mem.expected, 1));
     },
   },
@@ -673,9 +672,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     specification: "Arm SMMUv3 (IHI 0070), 7.3.10 F_CD_FETCH: FetchAddr (bits [247:195], as in F_STE_FETCH 7.3.4) is the physical address used for the fetch; the record has no InputAddr.",
     qemu: "hw/arm/smmuv3.c smmuv3_record_event(), case SMMU_EVT_F_CD_FETCH: EVT_SET_ADDR() (words 4 and 5) where F_STE_FETCH uses EVT_SET_ADDR2() (words 6 and 7).",
     matches: (c) => {
-      const mem = memoryAnswers(c);
-      const q = smmuQueue(c, SMMU_EVTQ_BASE, 32);
-      if (mem === undefined || q === undefined || mem.addr < q.base || mem.addr >= q.base + q.bytes || mem.expected.length < 32 || mem.actual.length < 32) return false;
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.expected.length < 32 || mem.actual.length < 32) return false;
       if (mem.expected[0] !== 0x09 || mem.actual[0] !== 0x09) return false;
       for (let i = 0; i < 4; i++) if (dword(mem.expected, i) !== dword(mem.actual, i)) return false;
       // The model's FetchAddr is QEMU's InputAddr, and the other of each pair is zero.
