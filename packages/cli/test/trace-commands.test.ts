@@ -76,4 +76,23 @@ describe.skipIf(!existsSync(builtMain) || qemuArm.command === undefined)(`viommu
     expect(strip(b.stdout)).toEqual(strip(a.stdout));
     expect(JSON.parse(a.stdout)).toMatchObject({ vendor: "smmuv3", cases: 8, findings: [] });
   }, 120_000);
+
+  it("gives the same report over two workers, each with its own QEMU, and --shard slices that together run each case once", () => {
+    const out = mkdtempSync(join(dir, "dtw-"));
+    const args = ["difftest", "--vendor", "smmuv3", "--cases", "6", "--seed", "3", "--out", out, "--json"];
+    const strip = (s: string): Record<string, unknown> => {
+      const { ms: _ms, catalogueMs: _catalogueMs, qemuStarts: _starts, ...rest } = JSON.parse(s) as Record<string, unknown>;
+      return rest;
+    };
+    const one = viommu(args);
+    expect(one.status, one.stderr).toBe(0);
+    const two = viommu([...args, "--workers", "2"]);
+    expect(two.status, two.stderr).toBe(0);
+    expect(strip(two.stdout)).toEqual(strip(one.stdout));
+    const slices = [1, 2, 3].map((i) => strip(viommu([...args, "--shard", `${i}/3`]).stdout) as { shard: string; cases: number; byStatus: Record<string, number> });
+    expect(slices.map((s) => [s.shard, s.cases])).toEqual([["1/3", 2], ["2/3", 2], ["3/3", 2]]);
+    const summed: Record<string, number> = {};
+    for (const s of slices) for (const [k, n] of Object.entries(s.byStatus)) summed[k] = (summed[k] ?? 0) + n;
+    expect(summed).toEqual((strip(one.stdout) as { byStatus: Record<string, number> }).byStatus);
+  }, 180_000);
 });

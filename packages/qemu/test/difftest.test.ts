@@ -3,7 +3,7 @@ import { smmuv3Plugin } from "@viommu/smmuv3/plugin";
 import { vtdPlugin } from "@viommu/vtd/plugin";
 import { mappedDmaLands, recordWorkload, replay, type Trace, type TraceOp } from "@viommu/trace";
 import { describe, expect, it } from "vitest";
-import { answeredByModel, caseSeed, mutate, qemuDifferencesFor, QemuTarget, qemuRecordProfile, Rng, runDifftest, shrink, vtdMachine, type QemuVendor } from "../src/index.js";
+import { answeredByModel, caseSeed, inDifftestShard, mergeDifftestReports, mutate, subShard, qemuDifferencesFor, QemuTarget, qemuRecordProfile, Rng, runDifftest, shrink, vtdMachine, type QemuVendor } from "../src/index.js";
 import { describeWith, qemuArm, qemuX86, SEED } from "./support.js";
 
 const plugins = [vtdPlugin, amdViPlugin, smmuv3Plugin];
@@ -14,6 +14,30 @@ function base(): Trace {
   if (r.status !== "recorded") throw new Error("recording failed");
   return r.trace;
 }
+
+describe("difftest slices", () => {
+  it("split a campaign so that slices of slices still run every case exactly once", () => {
+    for (const [outer, n] of [[undefined, 3], [{ index: 2, count: 4 }, 3], [{ index: 1, count: 1 }, 2]] as const) {
+      const owners = Array.from({ length: 60 }, (_, i) => [1, 2, 3].slice(0, n).filter((j) => inDifftestShard(i, subShard(outer, j, n))));
+      for (const [i, o] of owners.entries()) expect(o.length, `case ${i}`).toBe(inDifftestShard(i, outer) ? 1 : 0);
+    }
+  });
+
+  it("merge into one report: counts summed, findings in case order", () => {
+    const part = (cases: number, findings: number[], known: Record<string, number>) => ({
+      vendor: "vtd", seed: 1, cases, qemu: "q", ms: 5, qemuStarts: 1, predictedFailures: 0, catalogueMs: 2, byKnown: known,
+      byStatus: { agree: cases - findings.length, known: 0, diverged: findings.length, "qemu-failed": 0, "model-exception": 0, misprediction: 0, inexpressible: 0 },
+      findings: findings.map((index) => ({ index, seed: index, workload: "w", mutations: [], status: "diverged" as const, known: [] })),
+    });
+    const m = mergeDifftestReports([part(5, [7, 1], { b: 1 }), part(4, [4], { a: 2, b: 3 })], 99);
+    expect(m.cases).toBe(9);
+    expect(m.byStatus.diverged).toBe(3);
+    expect(m.byStatus.agree).toBe(6);
+    expect(m.findings.map((f) => f.index)).toEqual([1, 4, 7]);
+    expect(Object.entries(m.byKnown)).toEqual([["a", 2], ["b", 4]]);
+    expect([m.ms, m.qemuStarts, m.catalogueMs]).toEqual([99, 2, 4]);
+  });
+});
 
 describe("difftest programs", () => {
   it("are a function of the seed", () => {

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { VendorPlugin } from "@viommu/core";
 import { UsageError } from "../cli/errors.js";
-import { runUnit, type UnitResult, type WorkUnit } from "./shard-work.js";
+import { runAnyUnit, type UnitResult, type WorkUnit } from "./shard-work.js";
 
 /** `--shard i/n`: this process runs the i-th of n interleaved slices of the work (1 ≤ i ≤ n). */
 export interface Shard {
@@ -50,10 +50,10 @@ export async function runUnits(units: readonly WorkUnit[], options: PoolOptions)
   const results: (UnitResult | undefined)[] = new Array(units.length).fill(undefined);
   const threads = Math.min(options.workers, units.length);
   if (threads <= 1 || !workersAvailable()) {
-    units.forEach((unit, i) => {
-      results[i] = runUnit(unit, options.installed);
+    for (const [i, unit] of units.entries()) {
+      results[i] = await runAnyUnit(unit, options.installed);
       options.onDone?.(i, results[i]!);
-    });
+    }
     return results as UnitResult[];
   }
   let next = 0;

@@ -1,5 +1,6 @@
 import { conformanceCases, runCase, runHostileCampaign, type CampaignReport, type CaseResult } from "@viommu/conformance";
 import type { TranslationMode, VendorPlugin } from "@viommu/core";
+import type { DifftestSliceResult } from "@viommu/qemu";
 
 /** One conformance case on one vendor. */
 export interface CaseUnit {
@@ -18,11 +19,31 @@ export interface CampaignUnit {
   readonly steps: number;
 }
 
-export type WorkUnit = CaseUnit | CampaignUnit;
-export type UnitResult = CaseResult | CampaignReport;
+/** One slice of a difftest campaign (its own QEMU), findings written to `outDir`. */
+export interface DifftestUnit {
+  readonly kind: "difftest";
+  readonly vendor: string;
+  readonly seed: number;
+  readonly cases: number;
+  readonly shard: { readonly index: number; readonly count: number };
+  readonly outDir: string;
+  readonly shrink: boolean;
+  readonly qemu?: string;
+}
+
+export type WorkUnit = CaseUnit | CampaignUnit | DifftestUnit;
+export type UnitResult = CaseResult | CampaignReport | DifftestSliceResult;
+
+/** Runs any unit; difftest slices drive QEMU, so they are asynchronous. */
+export async function runAnyUnit(unit: WorkUnit, installed: readonly VendorPlugin[]): Promise<UnitResult> {
+  if (unit.kind !== "difftest") return runUnit(unit, installed);
+  const { difftestSlice } = await import("@viommu/qemu");
+  const { shard, kind: _, ...args } = unit;
+  return difftestSlice({ ...args, plugins: installed }, shard);
+}
 
 /** Runs one unit against the installed plugins (found by id, in this thread or a worker's). */
-export function runUnit(unit: WorkUnit, installed: readonly VendorPlugin[]): UnitResult {
+export function runUnit(unit: CaseUnit | CampaignUnit, installed: readonly VendorPlugin[]): CaseResult | CampaignReport {
   const plugin = installed.find((p) => p.id === unit.vendor);
   if (plugin === undefined) throw new Error(`vendor ${unit.vendor} is not installed in this worker`);
   if (unit.kind === "case") {

@@ -53,6 +53,11 @@ export interface DifftestOptions {
   readonly plugins: readonly VendorPlugin[];
   readonly seed: number;
   readonly cases: number;
+  /**
+   * Only the cases whose index i has i mod count = index - 1 (1 ≤ index ≤ count): one of count processes,
+   * threads or machines sharing a campaign. Each case is a function of the seed and its index alone.
+   */
+  readonly shard?: DifftestShard;
   /** The system emulator (default the vendor's on PATH). */
   readonly binary?: string;
   /** Shrink findings to a minimal trace (default true). */
@@ -67,10 +72,32 @@ export interface DifftestOptions {
   readonly onFinding?: (c: DifftestCase) => string | undefined;
 }
 
+/** The i-th (from 1) of n interleaved slices of a campaign's case indexes. */
+export interface DifftestShard {
+  readonly index: number;
+  readonly count: number;
+}
+
+export function inDifftestShard(caseIndex: number, shard: DifftestShard | undefined): boolean {
+  return shard === undefined || caseIndex % shard.count === shard.index - 1;
+}
+
+/**
+ * The j-th (from 1) of n slices of the given shard: slice j of n of shard i of m is shard (i + m (j - 1)) of m n,
+ * so workers inside a shard of a larger campaign still run each of its cases exactly once.
+ */
+export function subShard(outer: DifftestShard | undefined, j: number, n: number): DifftestShard {
+  const m = outer?.count ?? 1;
+  return { index: (outer?.index ?? 1) + m * (j - 1), count: m * n };
+}
+
 export interface DifftestReport {
   readonly vendor: string;
   readonly seed: number;
+  /** Cases run (those of the shard, with --shard). */
   readonly cases: number;
+  /** The slice of the campaign run, as i/n. */
+  readonly shard?: string;
   readonly qemu: string;
   readonly byStatus: Readonly<Record<DifftestStatus, number>>;
   /** How often each catalogued difference was met. */
@@ -180,10 +207,13 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
   const byStatus: Record<DifftestStatus, number> = { agree: 0, known: 0, diverged: 0, "qemu-failed": 0, "model-exception": 0, misprediction: 0, inexpressible: 0 };
   const byKnown: Record<string, number> = {};
   const findings: DifftestCase[] = [];
+  let ran = 0;
   try {
     const why = await startQemu();
     if (why !== undefined) return { ok: false, error: why };
     for (let index = 0; index < options.cases; index++) {
+      if (!inDifftestShard(index, options.shard)) continue;
+      ran++;
       const seed = caseSeed(options.seed, index);
       const rng = new Rng(seed);
       const workload = rng.pick([...bases.keys()]);
@@ -250,5 +280,34 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestRes
   } finally {
     await target?.close();
   }
-  return { ok: true, report: { vendor: options.vendor, seed: options.seed, cases: options.cases, qemu: qemuName, byStatus, byKnown, findings, ms: Date.now() - t0, qemuStarts, predictedFailures, catalogueMs: Math.round(catalogueMs) } };
+  return { ok: true, report: { vendor: options.vendor, seed: options.seed, cases: ran, ...(options.shard === undefined ? {} : { shard: `${options.shard.index}/${options.shard.count}` }), qemu: qemuName, byStatus, byKnown, findings, ms: Date.now() - t0, qemuStarts, predictedFailures, catalogueMs: Math.round(catalogueMs) } };
+}
+
+/**
+ * One report of the slices of a campaign (run by workers or on other machines): counts summed, findings in case
+ * order, so the merged report does not depend on how the campaign was split. `ms` is the caller's wall time.
+ */
+export function mergeDifftestReports(parts: readonly DifftestReport[], ms: number, shard?: DifftestShard): DifftestReport {
+  const byStatus: Record<DifftestStatus, number> = { agree: 0, known: 0, diverged: 0, "qemu-failed": 0, "model-exception": 0, misprediction: 0, inexpressible: 0 };
+  const byKnown: Record<string, number> = {};
+  for (const p of parts) {
+    for (const [k, n] of Object.entries(p.byStatus)) byStatus[k as DifftestStatus] += n;
+    for (const [k, n] of Object.entries(p.byKnown)) byKnown[k] = (byKnown[k] ?? 0) + n;
+  }
+  const sortedKnown = Object.fromEntries(Object.entries(byKnown).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const first = parts[0]!;
+  return {
+    vendor: first.vendor,
+    seed: first.seed,
+    cases: parts.reduce((n, p) => n + p.cases, 0),
+    ...(shard === undefined ? {} : { shard: `${shard.index}/${shard.count}` }),
+    qemu: first.qemu,
+    byStatus,
+    byKnown: sortedKnown,
+    findings: parts.flatMap((p) => p.findings).sort((a, b) => a.index - b.index),
+    ms,
+    qemuStarts: parts.reduce((n, p) => n + p.qemuStarts, 0),
+    predictedFailures: parts.reduce((n, p) => n + p.predictedFailures, 0),
+    catalogueMs: parts.reduce((n, p) => n + p.catalogueMs, 0),
+  };
 }
