@@ -1,4 +1,5 @@
 import { inRam, type DivergenceContext, type TraceOp } from "@viommu/trace";
+import { amdBlockedWriteLandedInQemu, chunkSpansUnreplicatedSlot, PTE_RESERVED_HI } from "./amdvi-qemu-walk.js";
 import type { QemuDifference } from "./difference.js";
 import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
@@ -390,6 +391,33 @@ export const amdViDifferences: readonly QemuDifference[] = [
     matches: amdWriteBeyondModeLanded,
   },
   {
+    id: "amdvi-leaf-present-bit-ignored",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A DMA write through a leaf PTE that is not all zero but has PR = 0: the model blocks it (IO_PAGE_FAULT, not present), QEMU 7.2 translates through the entry and the write lands at the address it names. Found by difftest (seed 4000, case 1058).",
+    specification: "AMD IOMMU specification (pub. 48882), I/O page tables: PR (bit 0) = 0 marks an entry not present; a request that meets one is target-aborted and logged as IO_PAGE_FAULT with PR = 0.",
+    qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): the present and permission test runs at the top of its loop for the DTE and each PDE it descends through; the entry the loop stops at (Next Level 0 or 7) becomes the translation unchecked, only an all-zero entry ending the walk (amdvi_get_pte_entry() returning 0).",
+    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => (ch.leaf.lo & 1) === 0) === true,
+  },
+  {
+    id: "amdvi-pte-reserved-bits-ignored",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A DMA write through a leaf PTE with a reserved bit set (bits 58:52): the model blocks it (IO_PAGE_FAULT with RZ = 1), QEMU 7.2 ignores the bits and the write lands. Found by difftest (seed 4000, case 1767).",
+    specification: "AMD IOMMU specification (pub. 48882), I/O page tables: reserved PTE bits must be zero; a request meeting an entry with one set is target-aborted and logged as IO_PAGE_FAULT with RZ = 1.",
+    qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): no reserved-bit test on any page-table entry; the leaf's address is masked with AMDVI_DEV_PT_ROOT_MASK and used.",
+    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => (ch.leaf.hi & PTE_RESERVED_HI) !== 0) === true,
+  },
+  {
+    id: "amdvi-unreplicated-large-page",
+    vendor: "amd-vi",
+    classification: "open",
+    summary: "A DMA crossing from the 4 KiB page of a Next Level 7 PTE (a page larger than its table's slots, here 8 KiB) into a page of the same large page whose own slot the guest did not fill with the same entry: the model translates each 4 KiB page through its own slot, finds it not present and blocks that part; QEMU 7.2 moves the whole part of the access inside the large page with the first slot's translation. Found by difftest (seed 4000, cases 378, 467).",
+    specification: "AMD IOMMU specification (pub. 48882), I/O page tables, Next Level 7 (page size encoded in the address field): software replicates the PTE in every slot the page spans (Linux's iommu_v1_map_pages() writes PAGE_SIZE_PTE_COUNT copies); which slot an implementation reads, or whether it caches the large page from one, is its own, so slots that disagree give no defined result.",
+    qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): the page mask of a Next Level 7 leaf comes from pte_override_page_mask() and becomes the IOMMUTLBEntry's addr_mask; the memory core (address_space_translate_iommu()) then carries the access up to the end of that page with the one translation.",
+    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => chunkSpansUnreplicatedSlot(c.trace, c.index, ch)) === true,
+  },
+  {
     id: "amdvi-illegal-command-continues",
     vendor: "amd-vi",
     classification: "target-deviates",
@@ -411,7 +439,8 @@ export const amdViDifferences: readonly QemuDifference[] = [
     matches: (c) => {
       const halted = amdModelHalted(c);
       const store = halted === undefined ? undefined : amdHaltedAtUnreachableStore(c, halted);
-      if (halted === undefined || store === undefined) return false;
+      // A command with reserved bits set is illegal before its store is tried (amdvi-command-reserved-bits-accepted).
+      if (halted === undefined || store === undefined || (halted.command !== undefined && reservedBitsSet(halted.command))) return false;
       const record = amdMissingRecord(c);
       if (record !== undefined) return recordCode(record) === 6 && recordAddress(record) === store;
       return amdRanPastHalt(c, halted) || amdTailAheadUnseen(c);
@@ -426,7 +455,9 @@ export const amdViDifferences: readonly QemuDifference[] = [
     qemu: "hw/i386/amd_iommu.c amdvi_cmdbuf_exec() and the per-command handlers (amdvi_completion_wait(), amdvi_inval_pages(), ...): at most a logged event for some reserved fields, never a halt; amdvi_cmdbuf_run() advances cmdbuf_head past the command.",
     matches: (c) => {
       const halted = amdModelHalted(c);
-      if (halted === undefined || !halted.definedOpcode || amdHaltedAtUnreachableStore(c, halted) !== undefined) return false;
+      if (halted === undefined || !halted.definedOpcode) return false;
+      // A legal COMPLETION_WAIT storing where no memory is fails at its store instead (amdvi-completion-store-fault-unlogged).
+      if (amdHaltedAtUnreachableStore(c, halted) !== undefined && !(halted.command !== undefined && reservedBitsSet(halted.command))) return false;
       return amdRanPastHalt(c, halted) || amdMissingEvent(c) === "illegal-command" || amdTailAheadUnseen(c);
     },
   },
