@@ -161,8 +161,10 @@ const CMDQ_CONS = 0x9c;
 
 /**
  * The transfers the model blocked before the divergence whose page the same device had used successfully earlier,
- * with no command consumed in between: the model's CMDQ_CONS answers from before that use to the blocked transfer
- * all show the queue stopped (ERR set) at one entry, so no invalidation can have removed the translation.
+ * with no command seen consumed in between: every CMDQ_CONS answer of the model's from that use to the blocked
+ * transfer shows the queue stopped (ERR set) at one entry, so the invalidation the guest submitted after changing
+ * its tables lies behind the stopped entry. (The use may come before the first read that shows the stop: the
+ * producer write that met the illegal command can precede it with no read in between.)
  */
 function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
@@ -188,7 +190,7 @@ function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
       if (op.op === "mmio-read" && op.addr === block.base + CMDQ_CONS && op.expect !== stuck) return;
       if (op.op !== "dma" || op.rid !== blocked.rid || op.expect?.ok !== true) continue;
       const used = Math.floor(op.iova / 4096) <= last && first <= Math.floor((op.iova + lenOf(op) - 1) / 4096);
-      if (used && consBefore[j] === stuck) {
+      if (used) {
         out.push(blocked);
         return;
       }
