@@ -1,17 +1,24 @@
 import type { DivergenceContext, Trace } from "@viommu/trace";
-import { dword, lastRegisterWrite, memoryAnswers, traceBytes } from "./matchers.js";
+import { dword, memoryAnswers, registerValue, traceBytes } from "./matchers.js";
 
 /**
- * QEMU 7.2's AMD-Vi page walk, as hw/i386/amd_iommu.c amdvi_page_walk() does it, over the guest memory a trace
- * wrote: the DTE and every PDE it descends through must be present and allow the access; the entry it stops at
- * (Next Level 0 or 7) is taken as the leaf whatever its present bit and reserved bits say, only an all-zero
- * entry ends the walk; a Next Level 7 leaf's page size comes from the first zero address bit from bit 12, any
- * other leaf's from the level it was found at. The memory core then moves the whole part of an access inside that
- * page with the one translation, and refuses a write the leaf's IW does not allow.
+ * QEMU 7.2's AMD-Vi page walk (hw/i386/amd_iommu.c amdvi_page_walk()) over the guest memory a trace wrote, so the
+ * catalogue can say where QEMU put a transfer the model refused, or that QEMU never finishes the walk:
+ * - the DTE (V and TV set, Mode 1 to 6) and every PDE the walk descends through must be present and allow the
+ *   access (IR bit 61, IW bit 62); the next table is indexed with (iova >> (3 + 9 level)) & 0x1FF;
+ * - each entry's Next Level (bits 11:9) becomes the level without having to be lower, so an entry that does not
+ *   descend loops for ever (`while (level > 0 && level < 7)`);
+ * - the entry the loop stops at (Next Level 0 or 7) is the leaf whatever its present and reserved bits say; only
+ *   an all-zero entry, or one outside RAM, ends the walk without a translation;
+ * - a Next Level 7 leaf's page size comes from the first zero address bit from bit 12 (pte_override_page_mask()),
+ *   any other leaf's from the level it was found at; the memory core moves the whole part of an access inside that
+ *   page with the one translation and refuses a write the leaf's IW does not allow.
  */
 export interface QemuAmdLeaf {
   /** The leaf entry's address and its two dwords. */
   readonly entryAddress: number;
+  /** The DTE's Mode: the levels, so input bits 12 + 9 Mode and up are beyond what it translates. */
+  readonly dteMode: number;
   /** The level of the table it was found in (1: each slot maps 4 KiB). */
   readonly tableLevel: number;
   readonly lo: number;
@@ -23,10 +30,17 @@ export interface QemuAmdLeaf {
   readonly writable: boolean;
 }
 
-const ENTRY_PRESENT = 1;
+export type QemuAmdWalk = { readonly kind: "leaf"; readonly leaf: QemuAmdLeaf } | { readonly kind: "loops" } | { readonly kind: "none" };
+
+/** AMD-Vi MMIO offsets (pub. 48882 MMIO register map): Device Table Base Address, Control. */
+const DEV_TABLE_BASE = 0x00;
+const CONTROL = 0x18;
 /** IR and IW: bits 61 and 62, in the high dword. */
 const HI_IR = 1 << 29;
 const HI_IW = 1 << 30;
+/** Levels descended before the walk counts as a loop: a walk that ends has at most six. */
+const LOOP_LEVELS = 64;
+const NONE: QemuAmdWalk = { kind: "none" };
 
 function address(lo: number, hi: number): number {
   return ((lo & 0xffff_f000) >>> 0) + (hi & 0xf_ffff) * 2 ** 32;
@@ -36,48 +50,46 @@ function nextLevel(lo: number): number {
   return (lo >>> 9) & 7;
 }
 
-function read(trace: Trace, end: number, at: number): { lo: number; hi: number } {
+/** The 8-byte entry at `at` as the trace left it before `end`, or undefined outside RAM (QEMU's read fails). */
+function read(trace: Trace, end: number, at: number): { lo: number; hi: number } | undefined {
+  if (!trace.header.machine.ram.some((r) => at >= r.base && at + 8 <= r.base + r.size)) return undefined;
   const b = traceBytes(trace, end, at, 8);
   return { lo: dword(b, 0), hi: dword(b, 1) };
 }
 
-/** The device table's base (MMIO 0x0000 bits 51:12; reset 0) before operation `end`. */
-function deviceTableBase(trace: Trace, end: number): number {
-  const v = lastRegisterWrite({ trace, index: end } as DivergenceContext, "amd-vi", 0x00) ?? 0n;
-  return Number(v & 0x000f_ffff_ffff_f000n);
-}
-
-/** The leaf QEMU's walk reaches for a request of `rid` at `iova` before operation `end`, or undefined where it ends without one. */
-export function qemuAmdLeaf(trace: Trace, end: number, rid: number, iova: number, write: boolean): QemuAmdLeaf | undefined {
-  const dte = read(trace, end, deviceTableBase(trace, end) + rid * 32);
-  // TV (bit 1) clear or Mode 0: no walk (passthrough or blocked, not this module's business); Mode 7 is refused.
-  let level = nextLevel(dte.lo);
-  if ((dte.lo & 2) === 0 || level === 0 || level >= 7) return undefined;
-  let entry = dte;
-  let entryAddress = -1;
-  let oldLevel = level;
+/** QEMU's walk for a request of `rid` at `iova` before operation `end` of `trace`. */
+export function qemuAmdWalk(trace: Trace, end: number, rid: number, iova: number, write: boolean): QemuAmdWalk {
+  if ((registerValue(trace, end, "amd-vi", CONTROL) & 1n) === 0n) return NONE;
+  const table = registerValue(trace, end, "amd-vi", DEV_TABLE_BASE);
+  if (rid >= ((Number(table & 0x1ffn) + 1) * 4096) / 32) return NONE;
+  let entry = read(trace, end, Number(table & 0x000f_ffff_ffff_f000n) + rid * 32);
+  if (entry === undefined || (entry.lo & 3) !== 3) return NONE;
+  const dteMode = nextLevel(entry.lo);
+  let level = dteMode;
+  if (level === 0 || level >= 7) return NONE;
   const need = write ? HI_IW : HI_IR;
-  for (let steps = 0; ; steps++) {
-    if ((entry.lo & ENTRY_PRESENT) === 0 || (entry.hi & need) === 0) return undefined;
-    // A PDE whose Next Level does not descend makes QEMU 7.2 loop (amdvi-page-walk-next-level-not-lower-hangs).
-    if (steps >= 6) return undefined;
-    const shift = 12 + 9 * (level - 1);
-    entryAddress = address(entry.lo, entry.hi) + (Math.floor(iova / 2 ** shift) % 512) * 8;
-    entry = read(trace, end, entryAddress);
-    if (entry.lo === 0 && entry.hi === 0) return undefined;
-    oldLevel = level;
+  let entryAddress = -1;
+  let tableLevel = level;
+  for (let descended = 0; ; descended++) {
+    if (descended >= LOOP_LEVELS) return { kind: "loops" };
+    if ((entry.lo & 1) === 0 || (entry.hi & need) === 0) return NONE;
+    entryAddress = address(entry.lo, entry.hi) + (Math.floor(iova / 2 ** (3 + 9 * level)) % 512) * 8;
+    const next = read(trace, end, entryAddress);
+    if (next === undefined || (next.lo === 0 && next.hi === 0)) return NONE;
+    entry = next;
+    tableLevel = level;
     level = nextLevel(entry.lo);
     if (level === 0 || level === 7) break;
   }
-  let size: number;
+  let size = 2 ** (3 + 9 * tableLevel);
   if (level === 7) {
     let ones = 0;
     for (let a = Math.floor(address(entry.lo, entry.hi) / 4096); a % 2 === 1 && ones < 40; a = Math.floor(a / 2)) ones++;
     size = 2 ** (13 + ones);
-  } else size = 2 ** (12 + 9 * (oldLevel - 1));
-  const iovaBase = iova - (iova % size);
+  }
   const out = address(entry.lo, entry.hi);
-  return { entryAddress, tableLevel: oldLevel, lo: entry.lo, hi: entry.hi, iovaBase, outputBase: out - (out % size), size, writable: (entry.hi & HI_IW) !== 0 };
+  const leaf = { entryAddress, dteMode, tableLevel, lo: entry.lo, hi: entry.hi, iovaBase: iova - (iova % size), outputBase: out - (out % size), size, writable: (entry.hi & HI_IW) !== 0 };
+  return { kind: "leaf", leaf };
 }
 
 /** A part of a DMA write QEMU carried out through one leaf. */
@@ -101,47 +113,53 @@ export function amdBlockedWriteLandedInQemu(c: DivergenceContext): QemuLandedChu
     const chunks: QemuLandedChunk[] = [];
     const end = op.iova + op.data.length;
     for (let a = op.iova; a < end; ) {
-      const leaf = qemuAmdLeaf(c.trace, i, op.rid, a, true);
-      if (leaf === undefined || !leaf.writable) break;
-      const length = Math.min(end, leaf.iovaBase + leaf.size) - a;
-      chunks.push({ iova: a, length, leaf });
+      const walk = qemuAmdWalk(c.trace, i, op.rid, a, true);
+      if (walk.kind !== "leaf" || !walk.leaf.writable) break;
+      const length = Math.min(end, walk.leaf.iovaBase + walk.leaf.size) - a;
+      chunks.push({ iova: a, length, leaf: walk.leaf });
       a += length;
     }
-    if (chunks.length === 0) continue;
-    let landed = false;
-    let consistent = true;
-    for (let k = 0; k < mem.actual.length && consistent; k++) {
-      const pa = mem.addr + k;
-      const chunk = chunks.find((ch) => pa >= ch.leaf.outputBase + (ch.iova - ch.leaf.iovaBase) && pa < ch.leaf.outputBase + (ch.iova - ch.leaf.iovaBase) + ch.length);
-      if (chunk === undefined) {
-        consistent = mem.actual[k] === mem.expected[k];
-        continue;
-      }
-      const byte = op.data[chunk.iova - op.iova + (pa - (chunk.leaf.outputBase + (chunk.iova - chunk.leaf.iovaBase)))];
-      consistent = mem.actual[k] === byte;
-      if (mem.actual[k] !== mem.expected[k]) landed = true;
-    }
-    if (landed && consistent) return chunks;
+    if (chunks.length > 0 && showsChunks(mem, op.data, op.iova, chunks)) return chunks;
   }
   return undefined;
+}
+
+/** Whether the read differs from the model's answer, and only where the chunks put the write's bytes (which it shows). */
+function showsChunks(mem: NonNullable<ReturnType<typeof memoryAnswers>>, data: Uint8Array, iova: number, chunks: readonly QemuLandedChunk[]): boolean {
+  let landed = false;
+  for (let k = 0; k < mem.actual.length; k++) {
+    const pa = mem.addr + k;
+    const chunk = chunks.find((ch) => {
+      const to = ch.leaf.outputBase + (ch.iova - ch.leaf.iovaBase);
+      return pa >= to && pa < to + ch.length;
+    });
+    if (chunk === undefined) {
+      if (mem.actual[k] !== mem.expected[k]) return false;
+      continue;
+    }
+    const to = chunk.leaf.outputBase + (chunk.iova - chunk.leaf.iovaBase);
+    if (mem.actual[k] !== data[chunk.iova - iova + (pa - to)]) return false;
+    if (mem.actual[k] !== mem.expected[k]) landed = true;
+  }
+  return landed;
 }
 
 /** Reserved bits of a PTE ([58:52], bits 20 to 26 of the high dword). */
 export const PTE_RESERVED_HI = 0x07f0_0000;
 
 /**
- * Whether the leaf's page covers 4 KiB pages of the access whose own slot in the leaf's table holds another entry
- * (software did not replicate a Next Level 7 entry over the slots its page spans): the model walks each 4 KiB page
+ * Whether the leaf's page covers pages of the access whose own slot in the leaf's table holds another entry
+ * (software did not replicate a Next Level 7 entry over the slots its page spans): the model translates each page
  * through its own slot.
  */
 export function chunkSpansUnreplicatedSlot(trace: Trace, end: number, chunk: QemuLandedChunk): boolean {
-  const slotSize = 2 ** (12 + 9 * (chunk.leaf.tableLevel - 1));
+  const slotSize = 2 ** (3 + 9 * chunk.leaf.tableLevel);
   const table = chunk.leaf.entryAddress - (chunk.leaf.entryAddress % 4096);
   for (let a = chunk.iova - (chunk.iova % slotSize); a < chunk.iova + chunk.length; a += slotSize) {
     const slot = table + (Math.floor(a / slotSize) % 512) * 8;
     if (slot === chunk.leaf.entryAddress) continue;
     const e = read(trace, end, slot);
-    if (e.lo !== chunk.leaf.lo || e.hi !== chunk.leaf.hi) return true;
+    if (e === undefined || e.lo !== chunk.leaf.lo || e.hi !== chunk.leaf.hi) return true;
   }
   return false;
 }

@@ -73,3 +73,24 @@ export function traceBytes(trace: Trace, end: number, addr: number, len: number)
 
 /** Whether `x` is defined and within [lo, hi]. */
 export const inRange = (x: number | undefined, lo: number, hi: number): x is number => x !== undefined && x >= lo && x <= hi;
+
+/**
+ * The 64-bit IOMMU register at `offset` of the `vendor` block as the trace's writes before operation `end` left
+ * it: every write of any size that overlaps it merged in order (0 before any; read-only bits are not modelled).
+ */
+export function registerValue(trace: Trace, end: number, vendor: string, offset: number): bigint {
+  const block = trace.header.machine.iommus.find((b) => b.vendor === vendor);
+  if (block === undefined) return 0n;
+  const at = block.base + offset;
+  let value = 0n;
+  for (let i = 0; i < end; i++) {
+    const op = trace.ops[i]!;
+    if (op.op !== "mmio-write" || op.addr + op.size <= at || op.addr >= at + 8) continue;
+    const shift = (op.addr - at) * 8;
+    const bits = BigInt(op.size * 8);
+    const written = shift >= 0 ? op.value << BigInt(shift) : op.value >> BigInt(-shift);
+    const mask = shift >= 0 ? ((1n << bits) - 1n) << BigInt(shift) : ((1n << bits) - 1n) >> BigInt(-shift);
+    value = (value & ~mask) | (written & mask);
+  }
+  return value & 0xffff_ffff_ffff_ffffn;
+}
