@@ -1,4 +1,4 @@
-import type { DivergenceContext, DmaOp } from "@viommu/trace";
+import type { DivergenceContext, DmaOp, TraceOp } from "@viommu/trace";
 import type { QemuDifference } from "./difference.js";
 import { differsOnlyIn, dword, inRange, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
@@ -159,43 +159,64 @@ function perAccessRecordsFillQueue(c: DivergenceContext): boolean {
 
 const CMDQ_CONS = 0x9c;
 
+/** Registers whose write can move the command queue's consumer: CR0 (CMDQEN), CMDQ_PROD, CMDQ_CONS. */
+const CMDQ_MOVERS = [0x20, 0x98, CMDQ_CONS];
+
 /**
- * The transfers the model blocked before the divergence whose page the same device had used successfully earlier,
- * with no command seen consumed in between: every CMDQ_CONS answer of the model's from that use to the blocked
- * transfer shows the queue stopped (ERR set) at one entry, so the invalidation the guest submitted after changing
- * its tables lies behind the stopped entry. (The use may come before the first read that shows the stop: the
- * producer write that met the illegal command can precede it with no read in between.)
+ * The transfers the model blocked before the divergence whose page the same device had used successfully earlier
+ * while the command queue stood stopped (ERR set) at the entry it still stands at: no command ran between the use
+ * and the blocked transfer, so the invalidation the guest submitted after changing its tables lies behind the
+ * stopped entry. The model consumes commands when the guest writes a queue register, so the consumer at the use
+ * is the CMDQ_CONS answer read before it, or else the first one read after it, with no such write in between
+ * (else the last one read before it).
  */
 function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
   if (block === undefined) return [];
+  const ops = c.trace.ops;
   const out: DmaOp[] = [];
   const lenOf = (op: DmaOp): number => (op.dir === "read" ? op.len : op.data.length);
-  // The model's CMDQ_CONS answer last read before each operation.
+  const isConsRead = (op: TraceOp): op is Extract<TraceOp, { op: "mmio-read" }> => op.op === "mmio-read" && op.addr === block.base + CMDQ_CONS && op.expect !== undefined;
+  const movesCons = (op: TraceOp): boolean => op.op === "mmio-write" && CMDQ_MOVERS.some((r) => op.addr === block.base + r);
+  /** CMDQ_CONS at operation j, where a read with no queue register write in between shows it. */
+  // The last CMDQ_CONS answer before each operation, writes or not: what is left when no read is clean.
   let cons: bigint | undefined;
-  const consBefore: (bigint | undefined)[] = [];
-  for (const op of c.trace.ops.slice(0, c.index)) {
-    consBefore.push(cons);
-    if (op.op === "mmio-read" && op.addr === block.base + CMDQ_CONS && op.expect !== undefined) cons = op.expect;
-  }
-  c.trace.ops.slice(0, c.index).forEach((blocked, i) => {
-    if (blocked.op !== "dma" || blocked.expect?.ok !== false) return;
+  const lastBefore: (bigint | undefined)[] = ops.map((op) => {
+    const before = cons;
+    if (isConsRead(op)) cons = op.expect;
+    return before;
+  });
+  // Reads after the divergence count too: their expectations are the model's answers.
+  const consAt = (j: number): bigint | undefined => {
+    for (let k = j - 1; k >= 0 && !movesCons(ops[k]!); k--) {
+      const op = ops[k]!;
+      if (isConsRead(op)) return op.expect;
+    }
+    for (let k = j + 1; k < ops.length && !movesCons(ops[k]!); k++) {
+      const op = ops[k]!;
+      if (isConsRead(op)) return op.expect;
+    }
+    return lastBefore[j];
+  };
+  for (let i = 0; i < c.index; i++) {
+    const blocked = ops[i]!;
+    if (blocked.op !== "dma" || blocked.expect?.ok !== false) continue;
     const first = Math.floor(blocked.iova / 4096);
     const last = Math.floor((blocked.iova + lenOf(blocked) - 1) / 4096);
-    const stuck = consBefore[i];
-    if (stuck === undefined || (stuck & CONS_ERR) === 0n) return;
+    const stuck = consAt(i);
+    if (stuck === undefined || (stuck & CONS_ERR) === 0n) continue;
     for (let j = i - 1; j >= 0; j--) {
-      const op = c.trace.ops[j]!;
+      const op = ops[j]!;
       // A CONS read since the earlier use that shows another position: commands were consumed.
-      if (op.op === "mmio-read" && op.addr === block.base + CMDQ_CONS && op.expect !== stuck) return;
+      if (isConsRead(op) && op.expect !== stuck) break;
       if (op.op !== "dma" || op.rid !== blocked.rid || op.expect?.ok !== true) continue;
       const used = Math.floor(op.iova / 4096) <= last && first <= Math.floor((op.iova + lenOf(op) - 1) / 4096);
-      if (used) {
+      if (used && consAt(j) === stuck) {
         out.push(blocked);
-        return;
+        break;
       }
     }
-  });
+  }
   return out;
 }
 
