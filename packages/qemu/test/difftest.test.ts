@@ -1,8 +1,9 @@
 import { amdViPlugin } from "@viommu/amd-vi/plugin";
 import { smmuv3Plugin } from "@viommu/smmuv3/plugin";
 import { vtdPlugin } from "@viommu/vtd/plugin";
-import { mappedDmaLands, recordWorkload, replay, type Trace, type TraceOp } from "@viommu/trace";
-import { describe, expect, it } from "vitest";
+import { mappedDmaLands, ModelTarget, recordWorkload, replay, type Trace, type TraceOp } from "@viommu/trace";
+import { VirtualMachine } from "@viommu/core";
+import { describe, expect, it, vi } from "vitest";
 import { answeredByModel, caseSeed, inDifftestShard, mergeDifftestReports, mutate, subShard, qemuDifferencesFor, QemuTarget, qemuRecordProfile, Rng, runDifftest, shrink, vtdMachine, type QemuVendor } from "../src/index.js";
 import { describeWith, qemuArm, qemuX86, SEED } from "./support.js";
 
@@ -70,6 +71,30 @@ describe("difftest programs", () => {
     ops[read] = { ...moved, iova: 0x7000_0000 };
     const blocked = answeredByModel(vtdPlugin, plugins, "vtd", t.header, ops)!.trace.ops;
     expect(blocked.some((op) => op.op === "dma" && op.dir === "write")).toBe(false);
+  });
+
+  it("keep the operation an exception escaped the model on, so the finding's trace reproduces it on the model", async () => {
+    const t = base();
+    const sentinel = 0x5a5a_0001n;
+    const original = VirtualMachine.prototype.mmioWrite;
+    const spy = vi.spyOn(VirtualMachine.prototype, "mmioWrite").mockImplementation(function (this: VirtualMachine, address, size, value) {
+      if (BigInt(value) === sentinel) throw new Error("injected defect");
+      original.call(this, address, size, value);
+    });
+    try {
+      const base0 = t.header.machine.iommus[0]!.base;
+      const throwing: TraceOp = { op: "mmio-write", addr: base0 + 0x18, size: 4, value: sentinel };
+      const answered = answeredByModel(vtdPlugin, plugins, "vtd", t.header, [...t.ops.slice(0, 5), throwing])!;
+      expect(answered.modelExceptions).toHaveLength(1);
+      expect(answered.trace.ops).toContainEqual(throwing);
+      const target = ModelTarget.create(vtdPlugin, plugins, answered.trace.header);
+      if (!target.ok) throw new Error(target.error.message);
+      const report = await replay(answered.trace, target.value);
+      target.value.dispose();
+      expect(report.failures.map((f) => f.reason.split("\n")[0])).toEqual(["exception escaped the model: injected defect"]);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("shrink to the smallest run of operations that still reproduces", async () => {

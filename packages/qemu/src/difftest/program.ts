@@ -199,7 +199,12 @@ export function answeredByModel(
       if (!sameBytes(op.data, source.now.subarray(0, op.data.length))) sent = { ...op, data: source.now.slice(0, op.data.length) };
     }
     const result = model.answer(sent);
-    if (result.status === "failed" && result.message.startsWith("exception escaped the model")) modelExceptions.push(`${JSON.stringify(op.op)}: ${result.message.split("\n")[0]}`);
+    if (result.status === "failed" && result.message.startsWith("exception escaped the model")) {
+      modelExceptions.push(`${JSON.stringify(op.op)}: ${result.message.split("\n")[0]}`);
+      // Kept, without an answer, so the finding's trace reproduces the exception when replayed on the model.
+      out.push(withoutExpectation(sent));
+      return;
+    }
     if (result.status === "failed" || result.status === "unsupported") return;
     if (result.status !== "answered") {
       out.push(withoutExpectation(sent));
