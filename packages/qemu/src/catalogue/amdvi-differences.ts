@@ -1,5 +1,5 @@
 import { inRam, type DivergenceContext, type TraceOp } from "@viommu/trace";
-import { amdBlockedWriteLandedInQemu, chunkSpansUnreplicatedSlot, PTE_RESERVED_HI } from "./amdvi-qemu-walk.js";
+import { amdBlockedWriteLandedInQemu, chunkSpansUnreplicatedSlot, invalidLevelOnPath, reservedBitsOnPath, unindexedBitsSet } from "./amdvi-qemu-walk.js";
 import type { QemuDifference } from "./difference.js";
 import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
@@ -365,10 +365,10 @@ export const amdViDifferences: readonly QemuDifference[] = [
     id: "amdvi-address-beyond-mode-translated",
     vendor: "amd-vi",
     classification: "target-deviates",
-    summary: "A DMA to an IOVA with bits set above the range the DTE's Mode translates (Mode 3: bit 39 and up): the model blocks it (IO_PAGE_FAULT), QEMU 7.2 indexes each level with the address modulo 512 entries and performs the transfer at the address the low bits give. Found by difftest (seed 4000, cases 203, 401, 574 and others).",
+    summary: "A DMA to an IOVA with bits set above the range the DTE's Mode translates (Mode 3: bit 39 and up), or in the bits a level skipped by a PDE would index: the model blocks it (IO_PAGE_FAULT), QEMU 7.2 indexes each level with the address modulo 512 entries and performs the transfer at the address the low bits give. Found by difftest (seed 4000, cases 203, 401, 574 and others).",
     specification: "AMD IOMMU specification (pub. 48882), I/O page tables for host translation: the DTE's Mode sets the levels and so the address bits translated; address bits above them (and those a skipped level would index) must be zero, or the request is aborted with IO_PAGE_FAULT.",
     qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): each level's index is (addr >> (3 + 9 * level)) & 0x1FF and the address bits above the top level are never looked at.",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => ch.iova + ch.length > 2 ** (12 + 9 * ch.leaf.dteMode)) === true,
+    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => unindexedBitsSet(ch.leaf, ch.iova)) === true,
   },
   {
     id: "amdvi-leaf-present-bit-ignored",
@@ -380,13 +380,22 @@ export const amdViDifferences: readonly QemuDifference[] = [
     matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => (ch.leaf.lo & 1) === 0) === true,
   },
   {
-    id: "amdvi-pte-reserved-bits-ignored",
+    id: "amdvi-table-entry-reserved-bits-ignored",
     vendor: "amd-vi",
     classification: "target-deviates",
-    summary: "A DMA write through a leaf PTE with a reserved bit set (bits 58:52): the model blocks it (IO_PAGE_FAULT with RZ = 1), QEMU 7.2 ignores the bits and the write lands. Found by difftest (seed 4000, case 1767).",
-    specification: "AMD IOMMU specification (pub. 48882), I/O page tables: reserved PTE bits must be zero; a request meeting an entry with one set is target-aborted and logged as IO_PAGE_FAULT with RZ = 1.",
-    qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): no reserved-bit test on any page-table entry; the leaf's address is masked with AMDVI_DEV_PT_ROOT_MASK and used.",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => (ch.leaf.hi & PTE_RESERVED_HI) !== 0) === true,
+    summary: "A DMA write whose walk meets a reserved bit set in a page-table entry (bits 58:52 of the leaf PTE, 60:52 of a PDE): the model blocks it (IO_PAGE_FAULT with RZ = 1), QEMU 7.2 ignores the bits and the write lands. Found by difftest (seed 4000, cases 1767 and 2159).",
+    specification: "AMD IOMMU specification (pub. 48882), I/O page tables: reserved bits of a PDE or PTE must be zero; a request whose walk meets one set is target-aborted and logged as IO_PAGE_FAULT with RZ = 1.",
+    qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): no reserved-bit test on any page-table entry; addresses are masked with AMDVI_DEV_PT_ROOT_MASK and used.",
+    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => reservedBitsOnPath(ch.leaf)) === true,
+  },
+  {
+    id: "amdvi-invalid-next-level-followed",
+    vendor: "amd-vi",
+    classification: "target-deviates",
+    summary: "A DMA write whose walk meets a Next Level the format does not allow where it stands (a PDE whose Next Level is not below its own table's level, a Next Level 7 page of a size its table's level cannot map, a page at level 6): the model blocks it (IO_PAGE_FAULT with RZ = 1), QEMU 7.2 follows the entry (descending into the named table at the level it names) and the write lands. Found by difftest (seed 4000, case 3732: a level-2 PDE naming a level-3 table). Where the walk never ends QEMU hangs instead (amdvi-page-walk-next-level-not-lower-hangs).",
+    specification: "AMD IOMMU specification (pub. 48882), I/O page tables: a PDE's Next Level is below its table's level (levels may be skipped, not repeated or climbed); a Next Level 7 entry encodes a page at least its table's slot size and smaller than the level above's; an invalid level encoding is reported as IO_PAGE_FAULT with RZ = 1 and the request target-aborted.",
+    qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): each entry's Next Level becomes the level unchecked (`level = get_pte_translation_mode(pte)` while 0 < level < 7), and a Next Level 7 leaf's size comes from pte_override_page_mask() whatever the level.",
+    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => invalidLevelOnPath(ch.leaf)) === true,
   },
   {
     id: "amdvi-unreplicated-large-page",

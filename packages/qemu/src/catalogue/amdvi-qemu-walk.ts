@@ -28,6 +28,15 @@ export interface QemuAmdLeaf {
   readonly outputBase: number;
   readonly size: number;
   readonly writable: boolean;
+  /** Every entry read below the DTE, the leaf last, each with the level of the table it was read from. */
+  readonly path: readonly QemuAmdEntry[];
+}
+
+export interface QemuAmdEntry {
+  readonly address: number;
+  readonly tableLevel: number;
+  readonly lo: number;
+  readonly hi: number;
 }
 
 export type QemuAmdWalk = { readonly kind: "leaf"; readonly leaf: QemuAmdLeaf } | { readonly kind: "loops" } | { readonly kind: "none" };
@@ -70,6 +79,7 @@ export function qemuAmdWalk(trace: Trace, end: number, rid: number, iova: number
   const need = write ? HI_IW : HI_IR;
   let entryAddress = -1;
   let tableLevel = level;
+  const path: QemuAmdEntry[] = [];
   for (let descended = 0; ; descended++) {
     if (descended >= LOOP_LEVELS) return { kind: "loops" };
     if ((entry.lo & 1) === 0 || (entry.hi & need) === 0) return NONE;
@@ -78,6 +88,7 @@ export function qemuAmdWalk(trace: Trace, end: number, rid: number, iova: number
     if (next === undefined || (next.lo === 0 && next.hi === 0)) return NONE;
     entry = next;
     tableLevel = level;
+    path.push({ address: entryAddress, tableLevel, lo: entry.lo, hi: entry.hi });
     level = nextLevel(entry.lo);
     if (level === 0 || level === 7) break;
   }
@@ -88,7 +99,7 @@ export function qemuAmdWalk(trace: Trace, end: number, rid: number, iova: number
     size = 2 ** (13 + ones);
   }
   const out = address(entry.lo, entry.hi);
-  const leaf = { entryAddress, dteMode, tableLevel, lo: entry.lo, hi: entry.hi, iovaBase: iova - (iova % size), outputBase: out - (out % size), size, writable: (entry.hi & HI_IW) !== 0 };
+  const leaf = { entryAddress, dteMode, tableLevel, lo: entry.lo, hi: entry.hi, iovaBase: iova - (iova % size), outputBase: out - (out % size), size, writable: (entry.hi & HI_IW) !== 0, path };
   return { kind: "leaf", leaf };
 }
 
@@ -144,8 +155,44 @@ function showsChunks(mem: NonNullable<ReturnType<typeof memoryAnswers>>, data: U
   return landed;
 }
 
-/** Reserved bits of a PTE ([58:52], bits 20 to 26 of the high dword). */
-export const PTE_RESERVED_HI = 0x07f0_0000;
+/** Reserved bits of a PTE ([58:52]) and of a PDE ([60:52]), in the high dword. */
+const PTE_RESERVED_HI = 0x07f0_0000;
+const PDE_RESERVED_HI = 0x1ff0_0000;
+
+/** Whether an entry of the walk, the leaf (a PTE) or one it descended through (a PDE), has a reserved bit set. */
+export function reservedBitsOnPath(leaf: QemuAmdLeaf): boolean {
+  return leaf.path.some((e, i) => (e.hi & (i === leaf.path.length - 1 ? PTE_RESERVED_HI : PDE_RESERVED_HI)) !== 0);
+}
+
+/**
+ * Whether an entry of the walk has a Next Level the format does not allow where it stands: a PDE whose Next
+ * Level is not below its table's level, a Next Level 7 page not at least its table's slot and smaller than the
+ * level above's, or a page at level 6.
+ */
+export function invalidLevelOnPath(leaf: QemuAmdLeaf): boolean {
+  return leaf.path.some((e, i) => {
+    const next = nextLevel(e.lo);
+    if (i < leaf.path.length - 1) return next >= e.tableLevel;
+    if (e.tableLevel === 6) return true;
+    if (next !== 7) return false;
+    return leaf.size < 2 ** (3 + 9 * e.tableLevel) || leaf.size >= 2 ** (12 + 9 * e.tableLevel);
+  });
+}
+
+/**
+ * Whether the input address has bits set that the walk's tables never index: above the DTE's Mode, or in a level a
+ * PDE skipped (Next Level below its table's level minus one).
+ */
+export function unindexedBitsSet(leaf: QemuAmdLeaf, iova: number): boolean {
+  if (iova >= 2 ** (12 + 9 * leaf.dteMode)) return true;
+  return leaf.path.some((e, i) => {
+    const next = nextLevel(e.lo);
+    if (i === leaf.path.length - 1 || next >= e.tableLevel - 1) return false;
+    const from = 2 ** (12 + 9 * next);
+    const to = 2 ** (3 + 9 * e.tableLevel);
+    return Math.floor(iova / from) % (to / from) !== 0;
+  });
+}
 
 /**
  * Whether the leaf's page covers pages of the access whose own slot in the leaf's table holds another entry
