@@ -1,11 +1,12 @@
 import { inRam, type DivergenceContext, type TraceOp } from "@viommu/trace";
-import { amdBlockedWriteLandedInQemu, chunkSpansUnreplicatedSlot, invalidLevelOnPath, reservedBitsOnPath, unindexedBitsSet } from "./amdvi-qemu-walk.js";
+import { amdWritePlacedByQemu, chunkSpansUnreplicatedSlot, invalidLevelOnPath, reservedBitsOnPath, unindexedBitsSet } from "./amdvi-qemu-walk.js";
 import type { QemuDifference } from "./difference.js";
-import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
+import { differsOnlyIn, dword, following, inRange, lastDeviceOp, lastRegisterWrite, memoryAnswers, registerRead, registerValue, traceBytes } from "./matchers.js";
 
 const AMD_EVENT_LOG_BASE = 0x10;
 const AMD_EVENT_TAIL = 0x2018;
 const AMD_STATUS = 0x2020;
+const AMD_PPR_TAIL = 0x2038;
 const STATUS_EVENT_OVERFLOW_INT = 0x3n;
 const STATUS_PPR_LOG_RUN = 0x80n;
 const STATUS_EVENT_LOG_RUN = 0x8n;
@@ -329,12 +330,18 @@ export const amdViDifferences: readonly QemuDifference[] = [
     id: "amdvi-capability-registers",
     vendor: "amd-vi",
     classification: "open",
-    summary: "The Extended Feature Registers report each implementation's features (QEMU 7.2: no guest translation, no PPR log, no GA); the PPR log the model's driver enabled from the model's EFR does not run in QEMU (Status.PPRLogRun).",
+    summary: "The Extended Feature Registers report each implementation's features (QEMU 7.2: no guest translation, no PPR log, no GA); the PPR log the model's driver enabled from the model's EFR does not run in QEMU (Status.PPRLogRun), so a write to its tail pointer, which the model's running log ignores, QEMU stores as written (difftest seed 4000, case 6467).",
     specification: "AMD IOMMU specification (pub. 48882), MMIO 0x0030 Extended Feature Register and 0x01A0 EFR2: the features an implementation supports.",
     qemu: "hw/i386/amd_iommu.c amdvi_init(): AMDVI_DEFAULT_EXT_FEATURES; no PPR log.",
     matches: (c) => {
       const at = registerRead(c, "amd-vi");
       if (inRange(at, 0x30, 0x37) || inRange(at, 0x1a0, 0x1a7)) return true;
+      if (at === AMD_PPR_TAIL && c.op.op === "mmio-read" && typeof c.actual === "bigint") {
+        // Control: IommuEn (bit 0) and PPRLogEn (bit 13) run the model's PPR log, whose tail only the IOMMU moves.
+        const control = registerValue(c.trace, c.index, "amd-vi", 0x18);
+        const written = lastRegisterWrite(c, "amd-vi", AMD_PPR_TAIL);
+        return (control & 0x2001n) === 0x2001n && written !== undefined && (written & ((1n << BigInt(c.op.size * 8)) - 1n)) === c.actual;
+      }
       return at === AMD_STATUS && differsOnlyIn(c, STATUS_PPR_LOG_RUN);
     },
   },
@@ -368,16 +375,16 @@ export const amdViDifferences: readonly QemuDifference[] = [
     summary: "A DMA to an IOVA with bits set above the range the DTE's Mode translates (Mode 3: bit 39 and up), or in the bits a level skipped by a PDE would index: the model blocks it (IO_PAGE_FAULT), QEMU 7.2 indexes each level with the address modulo 512 entries and performs the transfer at the address the low bits give. Found by difftest (seed 4000, cases 203, 401, 574 and others).",
     specification: "AMD IOMMU specification (pub. 48882), I/O page tables for host translation: the DTE's Mode sets the levels and so the address bits translated; address bits above them (and those a skipped level would index) must be zero, or the request is aborted with IO_PAGE_FAULT.",
     qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): each level's index is (addr >> (3 + 9 * level)) & 0x1FF and the address bits above the top level are never looked at.",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => unindexedBitsSet(ch.leaf, ch.iova)) === true,
+    matches: (c) => amdWritePlacedByQemu(c)?.some((ch) => unindexedBitsSet(ch.leaf, ch.iova)) === true,
   },
   {
     id: "amdvi-leaf-present-bit-ignored",
     vendor: "amd-vi",
     classification: "target-deviates",
-    summary: "A DMA write through a leaf PTE that is not all zero but has PR = 0: the model blocks it (IO_PAGE_FAULT, not present), QEMU 7.2 translates through the entry and the write lands at the address it names. Found by difftest (seed 4000, case 1058).",
+    summary: "A DMA write through a leaf PTE that is not all zero but has PR = 0: the model blocks it (IO_PAGE_FAULT, not present), QEMU 7.2 translates through the entry and the write lands at the address it names (with a Next Level 7 size, over the rest of the access too, where the model wrote the next page through its own slot). Found by difftest (seed 4000, cases 1058, 7715).",
     specification: "AMD IOMMU specification (pub. 48882), I/O page tables: PR (bit 0) = 0 marks an entry not present; a request that meets one is target-aborted and logged as IO_PAGE_FAULT with PR = 0.",
     qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): the present and permission test runs at the top of its loop for the DTE and each PDE it descends through; the entry the loop stops at (Next Level 0 or 7) becomes the translation unchecked, only an all-zero entry ending the walk (amdvi_get_pte_entry() returning 0).",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => (ch.leaf.lo & 1) === 0) === true,
+    matches: (c) => amdWritePlacedByQemu(c)?.some((ch) => (ch.leaf.lo & 1) === 0) === true,
   },
   {
     id: "amdvi-table-entry-reserved-bits-ignored",
@@ -386,7 +393,7 @@ export const amdViDifferences: readonly QemuDifference[] = [
     summary: "A DMA write whose walk meets a reserved bit set in a page-table entry (bits 58:52 of the leaf PTE, 60:52 of a PDE): the model blocks it (IO_PAGE_FAULT with RZ = 1), QEMU 7.2 ignores the bits and the write lands. Found by difftest (seed 4000, cases 1767 and 2159).",
     specification: "AMD IOMMU specification (pub. 48882), I/O page tables: reserved bits of a PDE or PTE must be zero; a request whose walk meets one set is target-aborted and logged as IO_PAGE_FAULT with RZ = 1.",
     qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): no reserved-bit test on any page-table entry; addresses are masked with AMDVI_DEV_PT_ROOT_MASK and used.",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => reservedBitsOnPath(ch.leaf)) === true,
+    matches: (c) => amdWritePlacedByQemu(c)?.some((ch) => reservedBitsOnPath(ch.leaf)) === true,
   },
   {
     id: "amdvi-invalid-next-level-followed",
@@ -395,16 +402,16 @@ export const amdViDifferences: readonly QemuDifference[] = [
     summary: "A DMA write whose walk meets a Next Level the format does not allow where it stands (a PDE whose Next Level is not below its own table's level, a Next Level 7 page of a size its table's level cannot map, a page at level 6): the model blocks it (IO_PAGE_FAULT with RZ = 1), QEMU 7.2 follows the entry (descending into the named table at the level it names) and the write lands. Found by difftest (seed 4000, case 3732: a level-2 PDE naming a level-3 table). Where the walk never ends QEMU hangs instead (amdvi-page-walk-next-level-not-lower-hangs).",
     specification: "AMD IOMMU specification (pub. 48882), I/O page tables: a PDE's Next Level is below its table's level (levels may be skipped, not repeated or climbed); a Next Level 7 entry encodes a page at least its table's slot size and smaller than the level above's; an invalid level encoding is reported as IO_PAGE_FAULT with RZ = 1 and the request target-aborted.",
     qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): each entry's Next Level becomes the level unchecked (`level = get_pte_translation_mode(pte)` while 0 < level < 7), and a Next Level 7 leaf's size comes from pte_override_page_mask() whatever the level.",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => invalidLevelOnPath(ch.leaf)) === true,
+    matches: (c) => amdWritePlacedByQemu(c)?.some((ch) => invalidLevelOnPath(ch.leaf)) === true,
   },
   {
     id: "amdvi-unreplicated-large-page",
     vendor: "amd-vi",
     classification: "open",
-    summary: "A DMA crossing from the 4 KiB page of a Next Level 7 PTE (a page larger than its table's slots, here 8 KiB) into a page of the same large page whose own slot the guest did not fill with the same entry: the model translates each 4 KiB page through its own slot, finds it not present and blocks that part; QEMU 7.2 moves the whole part of the access inside the large page with the first slot's translation. Found by difftest (seed 4000, cases 378, 467).",
+    summary: "A DMA crossing from the 4 KiB page of a Next Level 7 PTE (a page larger than its table's slots, here 8 KiB) into a page of the same large page whose own slot the guest did not fill with the same entry: the model translates each 4 KiB page through its own slot (not present: that part blocked; another page: written there), QEMU 7.2 moves the whole part of the access inside the large page with the first slot's translation (a read too, so edu then writes what QEMU read). Found by difftest (seed 4000, cases 378, 467, 8265, 8563).",
     specification: "AMD IOMMU specification (pub. 48882), I/O page tables, Next Level 7 (page size encoded in the address field): software replicates the PTE in every slot the page spans (Linux's iommu_v1_map_pages() writes PAGE_SIZE_PTE_COUNT copies); which slot an implementation reads, or whether it caches the large page from one, is its own, so slots that disagree give no defined result.",
     qemu: "hw/i386/amd_iommu.c amdvi_page_walk(): the page mask of a Next Level 7 leaf comes from pte_override_page_mask() and becomes the IOMMUTLBEntry's addr_mask; the memory core (address_space_translate_iommu()) then carries the access up to the end of that page with the one translation.",
-    matches: (c) => amdBlockedWriteLandedInQemu(c)?.some((ch) => chunkSpansUnreplicatedSlot(c.trace, c.index, ch)) === true,
+    matches: (c) => amdWritePlacedByQemu(c)?.some((ch) => chunkSpansUnreplicatedSlot(c.trace, c.index, ch)) === true,
   },
   {
     id: "amdvi-illegal-command-continues",

@@ -110,49 +110,75 @@ export interface QemuLandedChunk {
   readonly leaf: QemuAmdLeaf;
 }
 
+/** QEMU's translation of an access, chunk by chunk, as far as its walk allows it (`write`: IW required). */
+function qemuChunks(trace: Trace, end: number, rid: number, iova: number, length: number, write: boolean): QemuLandedChunk[] {
+  const chunks: QemuLandedChunk[] = [];
+  for (let a = iova; a < iova + length; ) {
+    const walk = qemuAmdWalk(trace, end, rid, a, write);
+    if (walk.kind !== "leaf" || (write && !walk.leaf.writable) || (!write && (walk.leaf.hi & HI_IR) === 0)) break;
+    const n = Math.min(iova + length, walk.leaf.iovaBase + walk.leaf.size) - a;
+    chunks.push({ iova: a, length: n, leaf: walk.leaf });
+    a += n;
+  }
+  return chunks;
+}
+
+function chunkOutput(ch: QemuLandedChunk): number {
+  return ch.leaf.outputBase + (ch.iova - ch.leaf.iovaBase);
+}
+
 /**
- * A DMA write the model blocked whose bytes QEMU's answer to the divergent memory read shows where QEMU's walk put
- * them: every differing byte is one of the write's, at the address QEMU's leaf gives it, and every other byte is as
- * the model expected. The chunks QEMU wrote through, or undefined.
+ * The bytes edu writes for the DMA write at `index` on QEMU: what QEMU's walk read for the device's last DMA read
+ * before it (guest memory as the trace wrote it), where that read translated whole; else undefined.
  */
-export function amdBlockedWriteLandedInQemu(c: DivergenceContext): QemuLandedChunk[] | undefined {
-  const mem = memoryAnswers(c);
-  if (mem === undefined) return undefined;
-  for (let i = c.index - 1; i >= Math.max(0, c.index - 64); i--) {
-    const op = c.trace.ops[i]!;
-    if (op.op !== "dma" || op.dir !== "write" || op.expect?.ok !== false) continue;
-    const chunks: QemuLandedChunk[] = [];
-    const end = op.iova + op.data.length;
-    for (let a = op.iova; a < end; ) {
-      const walk = qemuAmdWalk(c.trace, i, op.rid, a, true);
-      if (walk.kind !== "leaf" || !walk.leaf.writable) break;
-      const length = Math.min(end, walk.leaf.iovaBase + walk.leaf.size) - a;
-      chunks.push({ iova: a, length, leaf: walk.leaf });
-      a += length;
-    }
-    if (chunks.length > 0 && showsChunks(mem, op.data, op.iova, chunks)) return chunks;
+function qemuReadBefore(trace: Trace, index: number, rid: number, length: number): Uint8Array | undefined {
+  for (let i = index - 1; i >= 0; i--) {
+    const op = trace.ops[i]!;
+    if (op.op !== "dma" || op.rid !== rid || op.dir !== "read") continue;
+    const chunks = qemuChunks(trace, i, rid, op.iova, op.len, false);
+    if (chunks.reduce((n, ch) => n + ch.length, 0) !== op.len) return undefined;
+    const out = new Uint8Array(op.len);
+    for (const ch of chunks) out.set(traceBytes(trace, i, chunkOutput(ch), ch.length), ch.iova - op.iova);
+    return out.subarray(0, Math.min(length, op.len));
   }
   return undefined;
 }
 
-/** Whether the read differs from the model's answer, and only where the chunks put the write's bytes (which it shows). */
-function showsChunks(mem: NonNullable<ReturnType<typeof memoryAnswers>>, data: Uint8Array, iova: number, chunks: readonly QemuLandedChunk[]): boolean {
-  let landed = false;
+/**
+ * A DMA write whose bytes QEMU put where its own walk says and the model did not: in the divergent memory read every
+ * byte QEMU's chunks cover holds the bytes edu wrote (the write's, or what QEMU itself read for it), and every other
+ * byte that differs from the model's answer is as guest memory held it before the write (the model wrote there,
+ * QEMU did not). The chunks QEMU wrote through, or undefined.
+ */
+export function amdWritePlacedByQemu(c: DivergenceContext): QemuLandedChunk[] | undefined {
+  const mem = memoryAnswers(c);
+  if (mem === undefined) return undefined;
+  for (let i = c.index - 1; i >= Math.max(0, c.index - 64); i--) {
+    const op = c.trace.ops[i]!;
+    if (op.op !== "dma" || op.dir !== "write") continue;
+    const chunks = qemuChunks(c.trace, i, op.rid, op.iova, op.data.length, true);
+    if (chunks.length === 0) continue;
+    const before = traceBytes(c.trace, i, mem.addr, mem.actual.length);
+    const qemuData = qemuReadBefore(c.trace, i, op.rid, op.data.length);
+    for (const data of qemuData === undefined ? [op.data] : [op.data, qemuData]) {
+      if (showsChunks(mem, before, data, op.iova, chunks)) return chunks;
+    }
+  }
+  return undefined;
+}
+
+function showsChunks(mem: NonNullable<ReturnType<typeof memoryAnswers>>, before: Uint8Array, data: Uint8Array, iova: number, chunks: readonly QemuLandedChunk[]): boolean {
+  let differs = false;
   for (let k = 0; k < mem.actual.length; k++) {
     const pa = mem.addr + k;
-    const chunk = chunks.find((ch) => {
-      const to = ch.leaf.outputBase + (ch.iova - ch.leaf.iovaBase);
-      return pa >= to && pa < to + ch.length;
-    });
-    if (chunk === undefined) {
-      if (mem.actual[k] !== mem.expected[k]) return false;
-      continue;
-    }
-    const to = chunk.leaf.outputBase + (chunk.iova - chunk.leaf.iovaBase);
-    if (mem.actual[k] !== data[chunk.iova - iova + (pa - to)]) return false;
-    if (mem.actual[k] !== mem.expected[k]) landed = true;
+    const chunk = chunks.find((ch) => pa >= chunkOutput(ch) && pa < chunkOutput(ch) + ch.length);
+    const same = mem.actual[k] === mem.expected[k];
+    if (!same) differs = true;
+    if (chunk !== undefined) {
+      if (mem.actual[k] !== data[chunk.iova - iova + (pa - chunkOutput(chunk))]) return false;
+    } else if (!same && mem.actual[k] !== before[k]) return false;
   }
-  return landed;
+  return differs;
 }
 
 /** Reserved bits of a PTE ([58:52]) and of a PDE ([60:52]), in the high dword. */
