@@ -198,3 +198,29 @@ describe.skipIf(!existsSync(builtMain) || qemuArm.command === undefined)(`walk o
     walkAll("smmuv3", [join(dir, "virt.elf")]);
   });
 });
+
+describe("a gzip image, kept sparse", () => {
+  it("keeps every page with a nonzero byte, wherever the byte is, and reads the rest as zero", async () => {
+    const { MemoryImage } = await import("../src/memory/memory-image.js");
+    const { gzipSync } = await import("node:zlib");
+    const dir = mkdtempSync(join(tmpdir(), "viommu-gz-"));
+    try {
+      // Page 0 nonzero in its first byte, page 1 in its last, page 2 zero, then a partial page nonzero in its last byte.
+      const raw = new Uint8Array(3 * 4096 + 100);
+      raw[0] = 0x11;
+      raw[2 * 4096 - 1] = 0x22;
+      raw[raw.length - 1] = 0x33;
+      writeFileSync(join(dir, "m.raw.gz"), gzipSync(raw));
+      const image = await MemoryImage.open([join(dir, "m.raw.gz")]);
+      const out = new Uint8Array(raw.length + 4096);
+      image.read(0, out);
+      image.close();
+      expect(out.subarray(0, raw.length)).toEqual(raw);
+      expect(out.subarray(raw.length).every((b) => b === 0)).toBe(true);
+      expect(image.covers(raw.length - 1)).toBe(true);
+      expect(image.covers(raw.length)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
