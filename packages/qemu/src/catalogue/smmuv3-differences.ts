@@ -164,7 +164,8 @@ const CMDQ_MOVERS = [0x20, 0x98, CMDQ_CONS];
 
 /**
  * The transfers the model blocked before the divergence whose page the same device had used successfully earlier
- * while the command queue stood stopped (ERR set) at the entry it still stands at: no command ran between the use
+ * while the command queue's consumer stood where it still stands (stopped there by an illegal command, or idle
+ * because the guest never submitted its invalidation): no command ran between the use
  * and the blocked transfer, so the invalidation the guest submitted after changing its tables lies behind the
  * stopped entry. The model consumes commands when the guest writes a queue register, so the consumer at the use
  * is the CMDQ_CONS answer read before it, or else the first one read after it, with no such write in between
@@ -204,14 +205,16 @@ function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
     const first = Math.floor(blocked.iova / 4096);
     const last = Math.floor((blocked.iova + lenOf(blocked) - 1) / 4096);
     const stuck = consAt(i);
-    if (stuck === undefined || (stuck & CONS_ERR) === 0n) continue;
+    if (stuck === undefined) continue;
     for (let j = i - 1; j >= 0; j--) {
       const op = ops[j]!;
-      // A CONS read since the earlier use that shows another position: commands were consumed.
-      if (isConsRead(op) && op.expect !== stuck) break;
+      // A CONS read since the earlier use that shows another position: commands were consumed. (The error field
+      // may have been clear then: the queue stood empty at the entry the guest's next command stopped it at.)
+      const position = (v: bigint | undefined): bigint | undefined => (v === undefined ? undefined : v & ~CONS_ERR);
+      if (isConsRead(op) && position(op.expect) !== position(stuck)) break;
       if (op.op !== "dma" || op.rid !== blocked.rid || op.expect?.ok !== true) continue;
       const used = Math.floor(op.iova / 4096) <= last && first <= Math.floor((op.iova + lenOf(op) - 1) / 4096);
-      if (used && consAt(j) === stuck) {
+      if (used && position(consAt(j)) === position(stuck)) {
         out.push(blocked);
         break;
       }
@@ -556,7 +559,7 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-stale-translation-without-invalidation",
     vendor: "smmuv3",
     classification: "open",
-    summary: "A translation the guest removed from its tables but could not invalidate (its command queue stopped at an illegal command, so the CMD_TLBI never ran): QEMU keeps using the IOTLB entry the device's earlier transfer left and the transfer lands; the model's emulated device walks the tables again, blocks it and records F_TRANSLATION. Found by difftest (seed 4000).",
+    summary: "A translation the guest removed from its tables but never invalidated (its command queue stopped at an illegal command, or the guest did not submit the commands: no CMD_TLBI ran): QEMU keeps using the IOTLB entry the device's earlier transfer left and the transfer lands; the model's emulated device walks the tables again, blocks it and records F_TRANSLATION. Found by difftest (seed 4000).",
     specification: "Arm SMMUv3 (IHI 0070), 16.2 Caching (an implementation is not required to cache at all) and 4.4 TLB invalidation: a cached translation may be used until a CMD_TLBI_* (completed by a CMD_SYNC) removes it; whether one is cached is the implementation's.",
     qemu: "hw/arm/smmuv3.c smmuv3_translate(): smmu_iotlb_lookup() (hw/arm/smmu-common.c) returns the cached entry before any walk; only the TLBI commands in smmuv3_cmdq_consume() remove it.",
     matches: (c) => {
