@@ -27,3 +27,4 @@ export * from "./formats/x86-64-paging.js";
 export * from "./plugins/discovery.js";
 export * from "./bench/measure.js";
 export * from "./bench/interleaved.js";
+export * from "./bench/invalidation-workload.js";

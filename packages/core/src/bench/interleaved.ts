@@ -104,17 +104,28 @@ function timeBatch(run: Batch, n: number): { ms: number; sum: number } {
   return { ms: performance.now() - t0, sum };
 }
 
+/** Model time spent warming up before the size is fixed, in batches of the target time. */
+const WARM_BATCHES = 5;
+
 /**
- * A batch size whose model run takes about `ms` (also warms the JIT up). The baseline runs the same batches, so
- * workloads that walk their inputs with a cursor stay in step.
+ * A batch size whose model run takes about `ms`, found after the JIT has warmed up: batches grow until one takes
+ * a quarter of `ms`, then run at that size until WARM_BATCHES × `ms` of model time is spent, the size taken from
+ * the last (warm) batch. A slow operation's first batches run cold code and hit a collection or two; sizing from
+ * them alone left such figures timing a few dozen operations a round, never optimised. The baseline runs the
+ * same batches, so workloads that walk their inputs with a cursor stay in step.
  */
 function calibrate(run: Batch, ms: number, baseline: Batch | undefined): number {
   let n = 16;
+  let spent = 0;
   for (;;) {
     const { ms: took } = timeBatch(run, n);
     baseline?.(n);
-    if (took >= ms / 4 || n >= 2 ** 30) return Math.max(1, Math.round((n * ms) / Math.max(took, 0.001)));
-    n *= 4;
+    spent += took;
+    const sized = Math.max(1, Math.round((n * ms) / Math.max(took, 0.001)));
+    if (n >= 2 ** 30) return sized;
+    if (took < ms / 4) n *= 4;
+    else if (spent >= WARM_BATCHES * ms) return sized;
+    else n = sized;
   }
 }
 

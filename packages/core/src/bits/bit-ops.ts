@@ -21,6 +21,10 @@ function checkSpan(raw: RawBits, bit: number, width: number, max: number): void 
 /** Reads `width` (1..53) bits starting at `bit`. */
 export function getBits(raw: RawBits, bit: number, width: number): number {
   checkSpan(raw, bit, width, MAX_NUMBER_BITS);
+  const index = bit >>> 5;
+  const offset = bit & 31;
+  // Within one 32-bit word (most fields): one shift and mask, no loop.
+  if (offset + width <= 32) return width === 32 ? raw[index]! >>> 0 : ((raw[index]! >>> offset) & (POW2[width]! - 1)) >>> 0;
   let value = 0;
   let scale = 1;
   let pos = bit;
@@ -41,8 +45,16 @@ export function getBits(raw: RawBits, bit: number, width: number): number {
 /** Writes `width` (1..53) bits starting at `bit`; the value must fit. */
 export function setBits(raw: RawBits, bit: number, width: number, value: number): void {
   checkSpan(raw, bit, width, MAX_NUMBER_BITS);
-  if (!Number.isInteger(value) || value < 0 || value >= 2 ** width) {
+  if (!Number.isInteger(value) || value < 0 || value >= POW2[width]!) {
     throw new RangeError(`value ${value} does not fit in ${width} bits`);
+  }
+  const offset = bit & 31;
+  // Within one 32-bit word (most fields): one masked write, no loop.
+  if (offset + width <= 32) {
+    const index = bit >>> 5;
+    const mask = width === 32 ? 0xffffffff : ((POW2[width]! - 1) * POW2[offset]!) >>> 0;
+    raw[index] = ((raw[index]! & ~mask) | ((value * POW2[offset]!) & mask)) >>> 0;
+    return;
   }
   let pos = bit;
   let left = width;

@@ -58,3 +58,57 @@ export function copyStructToUser(data: UserData, type: number, minBytes: number,
   data.bytes.set(value.subarray(0, data.bytes.length));
   return ok();
 }
+
+/**
+ * `copyStructFromFullUserArray`'s checks without its copies, for a driver that reads the entries in place (an
+ * invalidation array on the queue path): the same errno for the same array, in the same order.
+ */
+export function checkFullUserArray(array: UserDataArray, type: number, kernelBytes: number): Result<void> {
+  if (array.type !== type) return err("EINVAL", `array type ${array.type}, expected ${type}`);
+  if (array.entryNum === 0) return err("EINVAL", "empty array");
+  if (array.bytes.length < array.entryNum * array.entryLen) return err("EFAULT", "array beyond the user buffer");
+  if (array.entryLen > kernelBytes) {
+    const bytes = array.bytes;
+    for (let i = 0; i < array.entryNum; i++) {
+      for (let b = i * array.entryLen + kernelBytes, end = (i + 1) * array.entryLen; b < end; b++) {
+        if (bytes[b] !== 0) return err("E2BIG", `entry ${i} has nonzero bytes past ${kernelBytes}`);
+      }
+    }
+  }
+  return ok();
+}
+
+/**
+ * Entry `index` of a checked array (`checkFullUserArray`) as the kernel's struct of `kernelBytes` (a multiple of 4)
+ * in little-endian 32-bit halves, written to `into` from `at`: zero-extended when the entry is shorter, as
+ * `copyStructFromFullUserArray` copies it. Allocates nothing.
+ */
+export function readUserArrayEntryWords(array: UserDataArray, index: number, kernelBytes: number, into: Uint32Array, at = 0): void {
+  const bytes = array.bytes;
+  const start = index * array.entryLen;
+  const len = Math.min(array.entryLen, kernelBytes);
+  for (let w = 0; w < kernelBytes >>> 2; w++) {
+    const o = w * 4;
+    if (o + 4 <= len) {
+      const b = start + o;
+      into[at + w] = (bytes[b]! | (bytes[b + 1]! << 8) | (bytes[b + 2]! << 16) | (bytes[b + 3]! << 24)) >>> 0;
+    } else {
+      let v = 0;
+      for (let k = 0; k < 4 && o + k < len; k++) v |= bytes[start + o + k]! << (8 * k);
+      into[at + w] = v >>> 0;
+    }
+  }
+}
+
+/**
+ * `copyStructFromUserArray`'s checks for entry `index` without its copy (read it with `readUserArrayEntryWords`):
+ * the same errno for the same array.
+ */
+export function checkUserArrayEntry(array: UserDataArray, type: number, index: number, minBytes: number, kernelBytes: number): Result<void> {
+  if (array.type !== type) return err("EINVAL", `array type ${array.type}, expected ${type}`);
+  if (index >= array.entryNum) return err("EINVAL", `entry ${index} of ${array.entryNum}`);
+  if (array.entryLen < minBytes) return err("EINVAL", `entry_len ${array.entryLen} below minimum ${minBytes}`);
+  if (array.entryLen > kernelBytes) return err("EINVAL", `entry_len ${array.entryLen} exceeds ${kernelBytes}`);
+  if ((index + 1) * array.entryLen > array.bytes.length) return err("EFAULT", "entry beyond the user buffer");
+  return ok();
+}

@@ -1,0 +1,111 @@
+import type { PermBits } from "../translate/access.js";
+import { newIotlbHit, type Iotlb } from "../translate/iotlb.js";
+import type { Workload } from "./interleaved.js";
+
+/** One IOTLB entry as a unit caches it: its tag and what it holds. */
+export interface CachedEntry {
+  readonly vmid: number;
+  readonly asid: number;
+  readonly pageShift: number;
+  readonly pageBase: number;
+  readonly perms: PermBits;
+  readonly payload: number;
+}
+
+/**
+ * The entry `fill` (one DMA translation that misses) makes the unit cache, captured by watching the IOTLB's insert
+ * for the duration of the call; undefined when it cached nothing. Lets an invalidation figure re-cache a page as the
+ * unit itself would, without a walk per operation.
+ */
+export function captureIotlbInsert(iotlb: Iotlb, fill: () => void): CachedEntry | undefined {
+  let seen: CachedEntry | undefined;
+  const own = iotlb.insert;
+  const watch: Iotlb["insert"] = function (this: Iotlb, vmid, asid, address, pageShift, pageBase, perms, payload = 0) {
+    seen = { vmid, asid, pageShift, pageBase, perms, payload };
+    own.call(this, vmid, asid, address, pageShift, pageBase, perms, payload);
+  };
+  Object.defineProperty(iotlb, "insert", { value: watch, configurable: true, writable: true });
+  try {
+    fill();
+  } finally {
+    delete (iotlb as { insert?: unknown }).insert;
+  }
+  return seen;
+}
+
+export interface FlushWorkloadOptions {
+  readonly iotlb: Iotlb;
+  /** The entry of the first page, as the unit caches it (`captureIotlbInsert`); page p's output is pageBase + p pages. */
+  readonly entry: CachedEntry;
+  /** Input address of the first page. */
+  readonly iova: number;
+  /** Pages cycled over (each cached, then invalidated). */
+  readonly pages: number;
+  /** The guest's invalidation of one page through its driver; false when it failed. */
+  readonly flush: (iova: number) => boolean;
+  /** A page of the same tag outside the cycled ones, cached before: every batch checks it stayed. */
+  readonly residentIova: number;
+}
+
+/**
+ * Invalidations through a driver, one page each: the page is cached in the unit's IOTLB as the unit caches it (an
+ * insert into its tag, no walk), then the driver invalidates it. Every operation checks the cache lost exactly one
+ * entry; every batch checks the cycled pages are gone and the resident page of the same tag stayed. The insert is
+ * the only work besides the invalidation (a plain baseline does the same `Map.set`).
+ */
+export function flushWorkload(o: FlushWorkloadOptions): Workload {
+  const size = 2 ** o.entry.pageShift;
+  let at = 0;
+  const hit = newIotlbHit();
+  const cached = (iova: number): boolean => o.iotlb.lookup(o.entry.vmid, o.entry.asid, iova, hit);
+  return {
+    run(n: number): number {
+      const { iotlb, entry } = o;
+      let sum = 0;
+      for (let i = 0; i < n; i++) {
+        const p = at++ % o.pages;
+        const iova = o.iova + p * size;
+        iotlb.insert(entry.vmid, entry.asid, iova, entry.pageShift, entry.pageBase + p * size, entry.perms, entry.payload);
+        const before = iotlb.size;
+        if (!o.flush(iova) || iotlb.size !== before - 1) return NaN;
+        sum += iova;
+      }
+      return sum;
+    },
+    verify(): string | undefined {
+      for (let p = 0; p < o.pages; p++) if (cached(o.iova + p * size)) return `page 0x${(o.iova + p * size).toString(16)} still cached after its invalidation`;
+      if (!cached(o.residentIova)) return `the resident page 0x${o.residentIova.toString(16)} was invalidated with the others`;
+      return undefined;
+    },
+  };
+}
+
+/**
+ * The plain code an invalidation figure compares with: per operation, a Map entry filled, the descriptors'
+ * `words` 32-bit words written to a ring (the page's address among them), the address read back and its entry
+ * deleted. Returns the same checksum as `flushWorkload` over the same pages.
+ */
+export function plainFlushBaseline(iova: number, pages: number, words: number): Workload {
+  const ring = new Uint32Array(256 * words);
+  const cache = new Map<number, number>();
+  let slot = 0;
+  let at = 0;
+  return {
+    run(n: number): number {
+      let sum = 0;
+      for (let i = 0; i < n; i++) {
+        const address = iova + (at++ % pages) * 4096;
+        cache.set(address / 4096, address);
+        const base = (slot++ & 255) * words;
+        ring[base] = 0x6 | (words << 8);
+        for (let w = 1; w < words; w++) ring[base + w] = 0;
+        ring[base + 2] = (address & 0xfffff000) >>> 0;
+        ring[base + 3] = (address / 4_294_967_296) >>> 0;
+        if (!cache.delete(ring[base + 2]! / 4096 + ring[base + 3]! * 1_048_576)) return NaN;
+        sum += address;
+      }
+      return sum;
+    },
+    verify: () => (cache.size === 0 ? undefined : `${cache.size} entries left in the plain cache`),
+  };
+}
