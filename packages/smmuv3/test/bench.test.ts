@@ -11,6 +11,7 @@ describe("SMMUv3 bench figures", () => {
       "smmuv3-iotlb-hit-translate-vs-map",
       "smmuv3-iotlb-hit-dma-device-vs-map",
       "smmuv3-invalidations-through-driver",
+      "smmuv3-dma-fill-and-invalidate",
       "smmuv3-audit-on-vs-off",
       "smmuv3-dirty-bitmap-ms-per-gib",
       "smmuv3-page-request-round-trip-us",

@@ -819,14 +819,15 @@ export class Smmuv3Unit implements PhysicalIommu {
   /**
    * Runs commands on this SMMU's command queue, as the host driver issues them (with a CMD_SYNC after the
    * batch when `sync`): their effect on the IOTLB and CD cache. A command the hardware flags CERROR_ILL is
-   * skipped, as Linux's `arm_smmu_cmdq_skip_err` does, and counted. Returns how many were skipped.
+   * skipped, as Linux's `arm_smmu_cmdq_skip_err` does, and counted. Returns how many were skipped. `count`: run only
+   * the first `count` of `commands` (a caller reusing one batch of buffers).
    */
-  executeCommands(commands: readonly RawBits[], sync: boolean): number {
+  executeCommands(commands: readonly RawBits[], sync: boolean, count = commands.length): number {
     let skipped = 0;
-    for (const cmd of commands) {
-      if (this.executeCommand(cmd) !== CmdqError.CERROR_NONE) skipped++;
+    for (let i = 0; i < count; i++) {
+      if (this.executeCommand(commands[i]!) !== CmdqError.CERROR_NONE) skipped++;
     }
-    if (sync && commands.length > 0) this.executeCommand(this.syncCommand);
+    if (sync && count > 0) this.executeCommand(this.syncCommand);
     this.skippedCommands += skipped;
     return skipped;
   }

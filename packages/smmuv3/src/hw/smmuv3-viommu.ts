@@ -1,11 +1,12 @@
 import {
-  copyStructFromFullUserArray,
+  checkFullUserArray,
+  fromBytes,
   copyStructFromUser,
   err,
   fail,
-  fromBytes,
   HwptAllocFlag,
   ok,
+  readUserArrayEntryWords,
   type InvalidateOutcome,
   type NestedDomain,
   type PhysicalDevice,
@@ -54,6 +55,8 @@ const ATC_INV_SIZE_ALL = 52;
 export class ArmVsmmu implements ViommuOps {
   /** vSID → pSID, programmed by vdeviceInit. */
   readonly sidMap = new Map<number, number>();
+  /** One batch's converted commands, reused by every invalidation (the queue path allocates nothing per entry). */
+  private readonly batch: readonly RawBits[] = Array.from({ length: CMDQ_BATCH_ENTRIES - 1 }, () => new Uint32Array(4));
 
   constructor(
     readonly unit: Smmuv3Unit,
@@ -187,16 +190,16 @@ export class ArmVsmmu implements ViommuOps {
     while (processed < array.entryNum) {
       const n = Math.min(array.entryNum - processed, CMDQ_BATCH_ENTRIES - 1);
       const batch = { type: array.type, entryLen: array.entryLen, entryNum: n, bytes: array.bytes.subarray(processed * array.entryLen) };
-      const entries = copyStructFromFullUserArray(batch, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
-      if (!entries.ok) return { handled: processed, result: fail(entries) };
-      const commands: RawBits[] = [];
-      for (const entry of entries.value) {
-        const cmd = fromBytes(entry, 0, 128);
+      // The copy's checks, batch by batch (the entries are then read in place, into buffers reused batch after batch).
+      const checked = checkFullUserArray(batch, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
+      if (!checked.ok) return { handled: processed, result: checked };
+      for (let i = 0; i < n; i++) {
+        const cmd = this.batch[i]!;
+        readUserArrayEntryWords(batch, i, VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES, cmd);
         const converted = this.convertGuestCommand(cmd);
         if (!converted.ok) return { handled: processed, result: converted };
-        commands.push(cmd);
       }
-      this.unit.executeCommands(commands, true);
+      this.unit.executeCommands(this.batch, true, n);
       processed += n;
     }
     return { handled: processed, result: ok() };

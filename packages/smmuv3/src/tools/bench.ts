@@ -1,5 +1,5 @@
 import { DIRTY_TRACKING_ENABLE, Perm, Testbed, unwrap, type BenchFigure, type FigureSpec, type VendorPlugin } from "@viommu/core";
-import { auditCost, invalidationsThroughDriver, iotlbHitDevice, iotlbHitTranslate } from "./bench-figures.js";
+import { auditCost, dmaFillAndInvalidate, invalidationsThroughDriver, iotlbHitDevice, iotlbHitTranslate } from "./bench-figures.js";
 
 const DATA_GPA = 0x2000_0000;
 const GUEST_RID = 0x10;
@@ -142,6 +142,7 @@ export function createSmmuv3BenchFigures(plugin: () => VendorPlugin): readonly (
     iotlbHitTranslate(plugin),
     iotlbHitDevice(plugin),
     invalidationsThroughDriver(plugin),
+    dmaFillAndInvalidate(plugin),
     auditCost(plugin),
     { name: "smmuv3-dirty-bitmap-ms-per-gib", unit: "ms/GiB", run: () => dirtyBitmapRead(plugin()) },
     { name: "smmuv3-page-request-round-trip-us", unit: "µs", run: () => pageRequestRoundTrip(plugin()) },
