@@ -34,7 +34,7 @@ describe("the hyperv plugin descriptor", () => {
   it("offers decode structures for the values, the PTE and every hypercall input, and its bench figures", () => {
     const ids = hypervPlugin.structures.map((s) => s.id);
     expect(ids).toEqual(expect.arrayContaining(["hypercall-input", "hypercall-result", "pte", "map-device-gpa-pages", "map-device-interrupt", "retarget-interrupt"]));
-    expect(hypervPlugin.bench?.map((b) => b.name)).toEqual(["hyperv-iotlb-hit-translate-vs-map", "hyperv-audit-on-vs-off", "hyperv-invalidations-through-driver", "hyperv-s2-map-reps"]);
+    expect(hypervPlugin.bench?.map((b) => b.name)).toEqual(["hyperv-iotlb-hit-translate-vs-map", "hyperv-audit-on-vs-off", "hyperv-invalidations-through-driver", "hyperv-dma-fill-and-invalidate", "hyperv-s2-map-reps"]);
   });
 
   it("runs the demo's steps with its 300-vCPU profile: DMA, a blocked out-of-bounds DMA, an invalidation, an MSI to vCPU 299", () => {

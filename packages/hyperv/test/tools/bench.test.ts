@@ -26,7 +26,7 @@ describe("hyperv bench figures", () => {
   const figures = createHypervBenchFigures(() => hypervPlugin) as readonly FigureSpec[];
 
   it("are the plugin's, all FigureSpecs with a same-run baseline", () => {
-    expect(hypervPlugin.bench?.map((f) => f.name)).toEqual(["hyperv-iotlb-hit-translate-vs-map", "hyperv-audit-on-vs-off", "hyperv-invalidations-through-driver", "hyperv-s2-map-reps"]);
+    expect(hypervPlugin.bench?.map((f) => f.name)).toEqual(["hyperv-iotlb-hit-translate-vs-map", "hyperv-audit-on-vs-off", "hyperv-invalidations-through-driver", "hyperv-dma-fill-and-invalidate", "hyperv-s2-map-reps"]);
     for (const f of figures) expect("prepare" in f).toBe(true);
   });
 
