@@ -19,7 +19,6 @@ import {
 } from "@viommu/core";
 import {
   buildCompletePprRequest,
-  buildCompletionWait,
   buildInvalidateDevtabEntry,
   buildInvalidateInterruptTable,
   buildInvalidateIommuAll,
@@ -27,6 +26,7 @@ import {
   COMMAND_BYTES,
   INVALIDATE_ALL_PAGES_ADDRESS,
 } from "../format/command.js";
+import { encodeCompletionWaitInto, encodeInvalidateIommuPagesInto } from "../format/command-encode.js";
 import { controlLayout, InvTimeOut } from "../format/control-register.js";
 import { setDteGcr3Root, DTE_BYTES } from "../format/device-table-entry.js";
 import { decodeEvent, EVENT_BYTES, EventCode, eventCodeOf, eventFlags, EventFlag, eventName } from "../format/event-log-entry.js";
@@ -170,7 +170,13 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   private cmdTail = 0;
   private cmdHead = 0;
   private sem = 0;
-  private semValue = 0n;
+  /** The completion semaphore's last value (a number: it would take 2^53 waits to leave the exact range). */
+  private semValue = 0;
+  /** The COMPLETION_WAIT buffer, rewritten for every wait. */
+  private readonly waitCommand = new Uint32Array(4);
+  /** Command buffers of the flush being built (see `nextCommand`). */
+  private readonly commandPool: Uint32Array[] = [];
+  private poolNext = 0;
   private evt = 0;
   private evtBytes = 0;
   private evtHead = 0;
@@ -448,10 +454,27 @@ export class AmdViGuestDriver implements GuestIommuDriver {
   /** COMPLETION_WAIT on the semaphore with the next value, then the wait (iommu_completion_wait). */
   private completionWait(): Result<void> {
     this.semValue++;
-    const queued = this.queue(buildCompletionWait(this.sem, this.semValue));
+    const queued = this.queue(encodeCompletionWaitInto(this.waitCommand, this.sem, this.semValue));
     if (!queued.ok) return queued;
-    if (this.context.memory.read64(this.sem) !== this.semValue) return err("ETIMEDOUT", "Completion-Wait loop timed out");
+    if (!this.semaphoreReached()) return err("ETIMEDOUT", "Completion-Wait loop timed out");
     return ok();
+  }
+
+  /** The IOMMU stored the last wait's value into the semaphore (its two 32-bit halves). */
+  private semaphoreReached(): boolean {
+    const memory = this.context.memory;
+    return memory.read32(this.sem) === this.semValue >>> 0 && memory.read32(this.sem + 4) === Math.floor(this.semValue / 2 ** 32);
+  }
+
+  /** A command buffer for one flush's commands, reused flush after flush (queued before the flush returns; `flush` rewinds the pool). */
+  private nextCommand(): Uint32Array {
+    let c = this.commandPool[this.poolNext];
+    if (c === undefined) {
+      c = new Uint32Array(4);
+      this.commandPool.push(c);
+    }
+    this.poolNext++;
+    return c;
   }
 
   private submit(commands: RawBits[]): Result<void> {
@@ -720,6 +743,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
     const commands: RawBits[] = [];
+    this.poolNext = 0;
     const pieces = (tag: number, pasid: number | undefined): void => {
       if (iova === undefined || length === undefined) {
         commands.push(buildInvalidateIommuPages({ domainId: tag, address: 0n, size: INVALIDATE_ALL_PAGES_ADDRESS, pasid }));
@@ -731,7 +755,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
         const sizeAlign = Math.floor(Math.log2(size));
         const addrAlign = address === 0 ? 64 : Math.log2(lowestSetBit(address));
         const piece = 2 ** Math.min(sizeAlign, addrAlign);
-        commands.push(buildInvalidateIommuPages({ domainId: tag, address: BigInt(address), size: BigInt(piece), pasid }));
+        commands.push(encodeInvalidateIommuPagesInto(this.nextCommand(), tag, address, piece, pasid));
         address += piece;
         size -= piece;
       }
@@ -943,7 +967,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     const queued = this.queue(bad);
     if (!queued.ok) return queued;
     this.semValue++;
-    const wait = this.queue(buildCompletionWait(this.sem, this.semValue));
+    const wait = this.queue(encodeCompletionWaitInto(this.waitCommand, this.sem, this.semValue));
     if (!wait.ok) return wait;
     if (this.read32(MmioOffset.Status) & StatusBit.CmdBufRun) return err("EIO", "the illegal command did not stop the command buffer");
     const head = this.read32(MmioOffset.CommandBufferHead) % CMD_BUFFER_BYTES;
@@ -953,7 +977,7 @@ export class AmdViGuestDriver implements GuestIommuDriver {
     this.control |= ctrl("CmdBufEn");
     this.writeControl();
     this.cmdHead = this.read32(MmioOffset.CommandBufferHead) % CMD_BUFFER_BYTES;
-    if (this.context.memory.read64(this.sem) !== this.semValue) return err("ETIMEDOUT", "the command buffer did not recover");
+    if (!this.semaphoreReached()) return err("ETIMEDOUT", "the command buffer did not recover");
     return ok();
   }
 

@@ -1,11 +1,12 @@
 import {
-  copyStructFromFullUserArray,
+  checkFullUserArray,
   copyStructFromUser,
   copyStructToUser,
   err,
   fail,
   HwptAllocFlag,
   ok,
+  readUserArrayEntryWords,
   type InvalidateOutcome,
   type NestedDomain,
   type PhysicalDevice,
@@ -71,6 +72,8 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
   readonly mmapOffset: number | undefined;
   readonly rings: AmdHwViommuRings | undefined;
   private readonly range = newInvalidationRange();
+  /** One invalidation entry's words, reused entry after entry. */
+  private readonly entryWords = new Uint32Array(AMD_INVALIDATE_ENTRY_BYTES / 4);
   /** The IOMMU's path to this VM's memory by GPA (GCR3 tables, guest rings). */
   readonly stage2: Stage2Access;
 
@@ -200,11 +203,11 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
   cacheInvalidate(array: UserDataArray): InvalidateOutcome {
     if (array.type !== IOMMU_VIOMMU_INVALIDATE_DATA_AMD) return { handled: 0, result: err("EINVAL", `invalidation data type ${array.type}`) };
     if (array.entryNum === 0) return { handled: 0, result: ok() };
-    const entries = copyStructFromFullUserArray(array, IOMMU_VIOMMU_INVALIDATE_DATA_AMD, AMD_INVALIDATE_ENTRY_BYTES);
-    if (!entries.ok) return { handled: 0, result: fail(entries) };
-    for (let i = 0; i < entries.value.length; i++) {
-      const b = entries.value[i]!;
-      const raw = new Uint32Array(b.buffer, b.byteOffset, 4);
+    const checked = checkFullUserArray(array, IOMMU_VIOMMU_INVALIDATE_DATA_AMD, AMD_INVALIDATE_ENTRY_BYTES);
+    if (!checked.ok) return { handled: 0, result: checked };
+    const raw = this.entryWords;
+    for (let i = 0; i < array.entryNum; i++) {
+      readUserArrayEntryWords(array, i, AMD_INVALIDATE_ENTRY_BYTES, raw);
       if (commandProblem(raw) !== undefined) return { handled: i, result: err("EIO", `entry ${i} is not a well-formed command`) };
       switch (commandOpcode(raw)) {
         case CommandOpcode.INVALIDATE_IOMMU_PAGES: {
@@ -221,7 +224,7 @@ export class AmdViommu implements ViommuOps, NestedDomainOwner, AmdHwViommuOps {
           return { handled: i, result: err("EIO", `entry ${i} is not an invalidation command`) };
       }
     }
-    return { handled: entries.value.length, result: ok() };
+    return { handled: array.entryNum, result: ok() };
   }
 
   // ---- vDEVICEs: the device-ID map ----

@@ -1,4 +1,4 @@
-import { DIRTY_TRACKING_ENABLE, newWalkResult, NO_PASID, opsPerSecond, Perm, Testbed, unwrap, type BenchFigure, type DmaDevice, type GuestPageAllocator, type TranslationMode, type VendorPlugin, type VirtualMachine } from "@viommu/core";
+import { captureIotlbInsert, DIRTY_TRACKING_ENABLE, flushWorkload, newWalkResult, NO_PASID, ok, opsPerSecond, Perm, plainFlushBaseline, Testbed, unwrap, type BenchFigure, type FigureSpec, type Prepared, type DmaDevice, type GuestPageAllocator, type TranslationMode, type VendorPlugin, type VirtualMachine } from "@viommu/core";
 import { buildInvalidateIommuPages, COMMAND_BYTES } from "../format/command.js";
 import { MmioOffset } from "../format/mmio-register-map.js";
 import type { AmdViGuestDriver } from "../guest/amd-vi-driver.js";
@@ -74,6 +74,99 @@ function commandsPerSecond(plugin: VendorPlugin): { value: number; note: string 
     });
     return { value: Math.round(value), note: `${batch}-command batches, each forwarded to IOMMU_HWPT_INVALIDATE` };
   });
+}
+
+/** Pages the invalidation figures cycle over. */
+const FLUSH_PAGES = 64;
+
+/** A nested system built for a FigureSpec (it lives until the figure's dispose). */
+function figureSystem(plugin: VendorPlugin): BenchSystem & { domain: number } {
+  const bed = unwrap(Testbed.create({ plugin, mode: "nested", vms: [{ devices: [{ rid: 0x100, guestRid: 0x10 }], vcpus: 8 }] }));
+  const v = bed.vms[0]!;
+  const s = { bed, vm: v.vm, unit: bed.units[0] as AmdViUnit, device: v.devices[0]!.device, iommu: v.iommus[0] as AmdViDevice, driver: v.drivers[0] as AmdViGuestDriver, pages: v.pages };
+  const domain = unwrap(s.driver.createDomain());
+  unwrap(s.driver.attach(0x10, domain));
+  return { ...s, domain };
+}
+
+/**
+ * Invalidations per second through the reference driver and the trapped command buffer (issue 13's figure): the
+ * driver's flush of one page (INVALIDATE_IOMMU_PAGES and COMPLETION_WAIT, each with its tail doorbell as Linux writes
+ * it, the buffer consumed by the VMM, the invalidation forwarded by IOMMU_HWPT_INVALIDATE to the host). The page is
+ * cached first by an insert into the unit's IOTLB under the tag a DMA gives it (no walk per operation:
+ * `amd-vi-dma-fill-and-invalidate` has the walk); each operation checks exactly one entry went, each batch that the
+ * pages are gone and a resident page of the domain stayed. Baseline: the same job in plain code.
+ */
+function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSpec {
+  return {
+    name: "amd-vi-invalidations-through-driver",
+    unit: "M invalidations/s",
+    goal: ">= 0.5M invalidations/s (1M commands/s)",
+    prepare(): Prepared {
+      const s = figureSystem(plugin());
+      unwrap(s.driver.map(s.domain, IOVA, DATA_GPA, (FLUSH_PAGES + 2) * 4096, Perm.ReadWrite));
+      const out = newWalkResult();
+      const resident = IOVA + (FLUSH_PAGES + 1) * 4096;
+      const entry = captureIotlbInsert(s.unit.iotlb, () => s.device.translate(IOVA, false, NO_PASID, out));
+      s.device.translate(resident, false, NO_PASID, out);
+      if (entry === undefined || !out.ok || !s.driver.flush(s.domain, IOVA, 4096).ok) throw new Error("bench setup: the first page did not cache, or its flush failed");
+      return {
+        model: flushWorkload({ iotlb: s.unit.iotlb, entry, iova: IOVA, pages: FLUSH_PAGES, residentIova: resident, flush: (at) => s.driver.flush(s.domain, at, 4096).ok }),
+        baseline: plainFlushBaseline(IOVA, FLUSH_PAGES, 8),
+        sameOutputs: true,
+        note: "per invalidation: the page cached in the unit's IOTLB (its DMA tag, no walk), then INVALIDATE_IOMMU_PAGES + COMPLETION_WAIT through the trapped command buffer to the host; every removal checked",
+        sabotage: () => {
+          s.driver.flush = () => ok();
+        },
+        dispose: () => s.bed.dispose(),
+      };
+    },
+  };
+}
+
+/** The same flushes with the page cached by a DMA first (a nested walk per operation): unmap after every transfer, end to end. */
+function dmaFillAndInvalidate(plugin: () => VendorPlugin): FigureSpec {
+  return {
+    name: "amd-vi-dma-fill-and-invalidate",
+    unit: "M invalidations/s",
+    prepare(): Prepared {
+      const s = figureSystem(plugin());
+      unwrap(s.driver.map(s.domain, IOVA, DATA_GPA, FLUSH_PAGES * 4096, Perm.ReadWrite));
+      const out = newWalkResult();
+      let at = 0;
+      return {
+        model: {
+          run(n: number): number {
+            let sum = 0;
+            for (let i = 0; i < n; i++) {
+              const page = IOVA + (at++ % FLUSH_PAGES) * 4096;
+              s.device.translate(page, false, NO_PASID, out);
+              if (!out.ok || !s.driver.flush(s.domain, page, 4096).ok) return NaN;
+              sum += page;
+            }
+            return sum;
+          },
+          verify(): string | undefined {
+            for (let p = 0; p < FLUSH_PAGES; p++) {
+              const page = IOVA + p * 4096;
+              const misses = s.unit.iotlb.misses;
+              s.device.translate(page, false, NO_PASID, out);
+              if (s.unit.iotlb.misses === misses) return `page 0x${page.toString(16)} still cached after its flush`;
+              if (!s.driver.flush(s.domain, page, 4096).ok) return `the check's own flush of 0x${page.toString(16)} failed`;
+            }
+            return undefined;
+          },
+        },
+        baseline: plainFlushBaseline(IOVA, FLUSH_PAGES, 8),
+        sameOutputs: true,
+        note: "per invalidation: a DMA fills the IOTLB (nested walk), then INVALIDATE_IOMMU_PAGES + COMPLETION_WAIT through the trapped command buffer; every removal checked",
+        sabotage: () => {
+          s.driver.flush = () => ok();
+        },
+        dispose: () => s.bed.dispose(),
+      };
+    },
+  };
 }
 
 /** VMM interventions (exits, injections, hypervisor-handled commands) per 1,000 guest unmap+invalidations. */
@@ -292,10 +385,12 @@ function msiInterventions(plugin: VendorPlugin, mode: "remapped" | "posted"): nu
  * The AMD-Vi figures for `viommu bench` (measured in run(), never asserted), each on a system built from the
  * plugin `plugin` returns for the command-buffer configuration it measures.
  */
-export function createAmdViBenchFigures(plugin: (commandBuffer: CommandBuffer) => VendorPlugin): readonly BenchFigure[] {
+export function createAmdViBenchFigures(plugin: (commandBuffer: CommandBuffer) => VendorPlugin): readonly (BenchFigure | FigureSpec)[] {
   return [
     { name: "amd-vi-translations-per-s", unit: "translations/s", run: () => translationsPerSecond(plugin("hw-vqueue")) },
     { name: "amd-vi-commands-per-s", unit: "commands/s", run: () => commandsPerSecond(plugin("trapped")) },
+    invalidationsThroughDriver(() => plugin("trapped")),
+    dmaFillAndInvalidate(() => plugin("trapped")),
     {
       name: "amd-vi-interventions-per-1000-invalidations-trapped",
       unit: "interventions",

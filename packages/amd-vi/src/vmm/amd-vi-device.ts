@@ -171,6 +171,11 @@ export class AmdViDevice implements EmulatedIommu {
   private readonly assigned = new Map<number, AssignedDevice>();
   private readonly range = newInvalidationRange();
   private readonly scratch = new Uint32Array(4);
+  /** The one IOMMU_HWPT_INVALIDATE entry a trapped invalidation forwards (its words and its bytes, one buffer). */
+  private readonly forwardEntry = new Uint8Array(AMD_INVALIDATE_ENTRY_BYTES);
+  private readonly forwardWords = new Uint32Array(this.forwardEntry.buffer);
+  /** CommandBufferBase decoded (see `decodeCommandBase`); raw −1n: not yet. */
+  private readonly cmdRing = { raw: -1n, bytes: 0, base: 0 };
   private viommuId: number | undefined;
   private hw: AmdHwViommuOps | undefined;
   private veventq: { id: number; file: VeventqFile } | undefined;
@@ -730,11 +735,22 @@ export class AmdViDevice implements EmulatedIommu {
   }
 
   private get commandBytes(): number {
-    return 2 ** (Number((this.regs.cmdBase >> 56n) & 0xfn) + 4);
+    this.decodeCommandBase();
+    return this.cmdRing.bytes;
   }
 
   private get commandBase(): number {
-    return Number(this.regs.cmdBase & 0x000f_ffff_ffff_f000n);
+    this.decodeCommandBase();
+    return this.cmdRing.base;
+  }
+
+  /** The ring the command-buffer base register names, decoded once per value written (every doorbell reads it). */
+  private decodeCommandBase(): void {
+    const raw = this.regs.cmdBase;
+    if (raw === this.cmdRing.raw) return;
+    this.cmdRing.raw = raw;
+    this.cmdRing.bytes = 2 ** (Number((raw >> 56n) & 0xfn) + 4);
+    this.cmdRing.base = Number(raw & 0x000f_ffff_ffff_f000n);
   }
 
   private writeControl(value: bigint): void {
@@ -934,8 +950,9 @@ export class AmdViDevice implements EmulatedIommu {
    */
   private invalidate(cmd: Uint32Array, at: number): Result<void> {
     if (this.options.mode === "nested" && this.viommuId !== undefined) {
-      const entry = new Uint8Array(cmd.buffer.slice(cmd.byteOffset, cmd.byteOffset + AMD_INVALIDATE_ENTRY_BYTES));
-      const r = this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_AMD, entryLen: AMD_INVALIDATE_ENTRY_BYTES, entryNum: 1, entries: entry });
+      // The command's bytes as the ioctl's one entry, in a buffer reused command after command.
+      this.forwardWords.set(cmd.subarray(0, 4));
+      const r = this.ctx.hwptInvalidate({ hwptId: this.viommuId, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_AMD, entryLen: AMD_INVALIDATE_ENTRY_BYTES, entryNum: 1, entries: this.forwardEntry });
       if (r.result.ok && r.handled === 1) {
         this.stats.forwarded++;
         return ok();

@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { BenchRefused, measurePrepared, type FigureSpec } from "@viommu/core";
 import { amdViPlugin } from "../../src/plugin.js";
+
+const specs = (amdViPlugin.bench ?? []).filter((f): f is FigureSpec => "prepare" in f);
 
 describe("bench figures", () => {
   it("are named amd-vi-… and every one runs, reporting numbers (values are not asserted)", () => {
@@ -7,6 +10,8 @@ describe("bench figures", () => {
     expect(figures.map((f) => f.name)).toEqual([
       "amd-vi-translations-per-s",
       "amd-vi-commands-per-s",
+      "amd-vi-invalidations-through-driver",
+      "amd-vi-dma-fill-and-invalidate",
       "amd-vi-interventions-per-1000-invalidations-trapped",
       "amd-vi-interventions-per-1000-invalidations-hw-vqueue",
       "amd-vi-swiotlb-bytes-copied",
@@ -25,4 +30,23 @@ describe("bench figures", () => {
       if (f.name === "amd-vi-interventions-per-1000-msis-posted") expect(r).toMatchObject({ value: 0, baseline: 1000 });
     }
   }, 120_000);
+
+  for (const spec of specs) {
+    it(`${spec.name}: every round's work verifies, and sabotaged work is refused`, async () => {
+      const good = await spec.prepare({ quick: true });
+      try {
+        expect(measurePrepared(spec, good, { rounds: 2, batchMs: 1 }).verified).toBe(true);
+        if (good.sameOutputs === true) expect(good.model.run(32)).toBe(good.baseline!.run(32));
+      } finally {
+        good.dispose?.();
+      }
+      const bad = await spec.prepare({ quick: true });
+      try {
+        bad.sabotage!();
+        expect(() => measurePrepared(spec, bad, { rounds: 2, batchMs: 1 })).toThrow(BenchRefused);
+      } finally {
+        bad.dispose?.();
+      }
+    }, 60_000);
+  }
 });
