@@ -1,5 +1,7 @@
 import {
+  captureIotlbInsert,
   DIRTY_BITMAP_NO_CLEAR,
+  flushWorkload,
   DIRTY_TRACKING_ENABLE,
   forEachLeaf,
   HOST_OWNER,
@@ -7,12 +9,16 @@ import {
   IommufdObjectType,
   newWalkResult,
   NO_PASID,
+  ok,
   opsPerSecond,
   Perm,
+  plainFlushBaseline,
   Testbed,
   unwrap,
   type BenchFigure,
   type DmaRequest,
+  type FigureSpec,
+  type Prepared,
   type HwptPaging,
   type VendorPlugin,
   type VirtualMachine,
@@ -109,6 +115,99 @@ function descriptors(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> {
   } finally {
     s.bed.dispose();
   }
+}
+
+/** Pages the invalidation figures cycle over. */
+const FLUSH_PAGES = 64;
+
+/**
+ * Invalidations per second through the reference driver and the trapped invalidation queue (issue 13's figure):
+ * the scalable-mode driver's flush of one page (a P_IOTLB_INV and an INV_WAIT, 256-bit descriptors, the IQT
+ * doorbell trapped, the queue consumed, the P_IOTLB_INV forwarded by IOMMU_HWPT_INVALIDATE and executed by the
+ * physical unit). The page is cached first by an insert into the unit's IOTLB under the tag a DMA gives it (no walk
+ * per operation: `vtd-dma-fill-and-invalidate` has the walk); each operation checks exactly one entry went, each
+ * batch that the pages are gone and a resident page of the domain stayed. Baseline: the same job in plain code.
+ */
+function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSpec {
+  return {
+    name: "vtd-invalidations-through-driver",
+    unit: "M invalidations/s",
+    goal: ">= 0.5M invalidations/s (1M descriptors/s)",
+    prepare(): Prepared {
+      const s = nestedSystem(plugin());
+      const driver = s.bed.vms[0]!.drivers[0]!;
+      const dev = s.bed.vms[0]!.devices[0]!.device;
+      const domain = unwrap(driver.createDomain());
+      unwrap(driver.attach(GUEST_RID, domain));
+      const iova = 0x4000_0000;
+      unwrap(driver.map(domain, iova, DATA_GPA, (FLUSH_PAGES + 2) * 4096, Perm.ReadWrite));
+      const out = newWalkResult();
+      const resident = iova + (FLUSH_PAGES + 1) * 4096;
+      const entry = captureIotlbInsert(s.unit.iotlb, () => dev.translate(iova, false, NO_PASID, out));
+      dev.translate(resident, false, NO_PASID, out);
+      if (entry === undefined || !out.ok || !driver.flush(domain, iova, 4096).ok) throw new Error("bench setup: the first page did not cache, or its flush failed");
+      return {
+        model: flushWorkload({ iotlb: s.unit.iotlb, entry, iova, pages: FLUSH_PAGES, residentIova: resident, flush: (at) => driver.flush(domain, at, 4096).ok }),
+        baseline: plainFlushBaseline(iova, FLUSH_PAGES, 16),
+        sameOutputs: true,
+        note: "per invalidation: the page cached in the unit's IOTLB (its DMA tag, no walk), then P_IOTLB_INV + INV_WAIT through the trapped queue to the host; every removal checked",
+        sabotage: () => {
+          driver.flush = () => ok();
+        },
+        dispose: () => s.bed.dispose(),
+      };
+    },
+  };
+}
+
+/** The same flushes with the page cached by a DMA first (a nested walk per operation): unmap after every transfer, end to end. */
+function dmaFillAndInvalidate(plugin: () => VendorPlugin): FigureSpec {
+  return {
+    name: "vtd-dma-fill-and-invalidate",
+    unit: "M invalidations/s",
+    prepare(): Prepared {
+      const s = nestedSystem(plugin());
+      const driver = s.bed.vms[0]!.drivers[0]!;
+      const dev = s.bed.vms[0]!.devices[0]!.device;
+      const domain = unwrap(driver.createDomain());
+      unwrap(driver.attach(GUEST_RID, domain));
+      const iova = 0x4000_0000;
+      unwrap(driver.map(domain, iova, DATA_GPA, FLUSH_PAGES * 4096, Perm.ReadWrite));
+      const out = newWalkResult();
+      let at = 0;
+      return {
+        model: {
+          run(n: number): number {
+            let sum = 0;
+            for (let i = 0; i < n; i++) {
+              const page = iova + (at++ % FLUSH_PAGES) * 4096;
+              dev.translate(page, false, NO_PASID, out);
+              if (!out.ok || !driver.flush(domain, page, 4096).ok) return NaN;
+              sum += page;
+            }
+            return sum;
+          },
+          verify(): string | undefined {
+            for (let p = 0; p < FLUSH_PAGES; p++) {
+              const page = iova + p * 4096;
+              const misses = s.unit.iotlb.misses;
+              dev.translate(page, false, NO_PASID, out);
+              if (s.unit.iotlb.misses === misses) return `page 0x${page.toString(16)} still cached after its flush`;
+              if (!driver.flush(domain, page, 4096).ok) return `the check's own flush of 0x${page.toString(16)} failed`;
+            }
+            return undefined;
+          },
+        },
+        baseline: plainFlushBaseline(iova, FLUSH_PAGES, 16),
+        sameOutputs: true,
+        note: "per invalidation: a DMA fills the IOTLB (nested walk), then P_IOTLB_INV + INV_WAIT through the trapped queue to the host; every removal checked",
+        sabotage: () => {
+          driver.flush = () => ok();
+        },
+        dispose: () => s.bed.dispose(),
+      };
+    },
+  };
 }
 
 /** Milliseconds per call of `work`, averaged over at least `minMs` after one warm-up call (for work too slow for opsPerSecond). */
@@ -244,10 +343,12 @@ function msiInterventions(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> 
 }
 
 /** VT-d figures for `viommu bench`, measured on systems built with `plugin` (measured, never asserted). */
-export function createVtdBenchFigures(plugin: () => VendorPlugin): readonly BenchFigure[] {
+export function createVtdBenchFigures(plugin: () => VendorPlugin): readonly (BenchFigure | FigureSpec)[] {
   return [
     { name: "vtd-translations-per-s", unit: "translations/s", run: () => translations(plugin()) },
     { name: "vtd-descriptors-per-s", unit: "descriptors/s", run: () => descriptors(plugin()) },
+    invalidationsThroughDriver(plugin),
+    dmaFillAndInvalidate(plugin),
     { name: "vtd-dirty-bitmap-read-per-gib", unit: "ms/GiB", run: () => dirtyBitmapRead(plugin()) },
     { name: "vtd-page-request-round-trips-per-s", unit: "round trips/s", run: () => pageRequestRoundTrip(plugin()) },
     { name: "vtd-msi-interventions-per-1000", unit: "interventions/1000 MSIs", run: () => msiInterventions(plugin()) },

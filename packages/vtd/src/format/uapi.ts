@@ -117,6 +117,27 @@ export function decodeVtdS1Invalidate(bytes: Uint8Array): VtdS1Invalidate {
   return { addr: v.getBigUint64(0, true), npages: v.getBigUint64(8, true), flags: v.getUint32(16, true), reserved: v.getUint32(20, true) };
 }
 
+/**
+ * `encodeVtdS1Invalidate` for the VMM's forwarding path: written into `out` (24 bytes from `offset`) with 32-bit
+ * operations, addr and npages as numbers (below 2^53), `__reserved` zero. No BigInt, no allocation.
+ */
+export function encodeVtdS1InvalidateInto(out: Uint8Array, addr: number, npages: number, flags: number, offset = 0): Uint8Array {
+  writeU32(out, offset, addr >>> 0);
+  writeU32(out, offset + 4, Math.floor(addr / 2 ** 32) >>> 0);
+  writeU32(out, offset + 8, npages >>> 0);
+  writeU32(out, offset + 12, Math.floor(npages / 2 ** 32) >>> 0);
+  writeU32(out, offset + 16, flags >>> 0);
+  writeU32(out, offset + 20, 0);
+  return out;
+}
+
+function writeU32(out: Uint8Array, at: number, v: number): void {
+  out[at] = v & 0xff;
+  out[at + 1] = (v >>> 8) & 0xff;
+  out[at + 2] = (v >>> 16) & 0xff;
+  out[at + 3] = v >>> 24;
+}
+
 /** An invalidation entry meaning "the whole nested domain": addr 0 with npages all ones. */
 export function encodeVtdS1InvalidateAll(): Uint8Array {
   return encodeVtdS1Invalidate({ addr: 0n, npages: U64_ALL_ONES });

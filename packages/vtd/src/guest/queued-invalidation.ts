@@ -1,10 +1,12 @@
 import { err, ok, toHex64, type GuestEvent, type GuestMemory, type Result } from "@viommu/core";
-import { encodeInvDesc } from "../format/inv-desc.js";
+import { encodeInvWaitInto } from "../format/inv-desc-encode.js";
 import { FaultStatus, Reg, type RegisterWindow } from "./mmio.js";
 
 /** Queue size the driver programs: QS = 0 (one page, 256 descriptors) or, with 256-bit descriptors, QS = 1 as Linux does. */
 export const QUEUE_ENTRIES = 256;
 const QI_DONE = 1;
+/** The wait Linux's qi_submit_sync appends: status write, fence. */
+const WAIT_FLAGS = { SW: 1, FN: 1 } as const;
 
 /**
  * The guest driver's invalidation queue (Linux `qi_submit_sync`): descriptors are written at the tail followed
@@ -17,6 +19,8 @@ export class GuestInvalidationQueue {
   private tail = 0;
   private sequence = 0;
   readonly errors: GuestEvent[] = [];
+  /** The wait descriptor, rewritten for every batch (at the queue's width, so it is written as is). */
+  private readonly wait: Uint32Array;
 
   constructor(
     private readonly regs: RegisterWindow,
@@ -25,7 +29,9 @@ export class GuestInvalidationQueue {
     readonly wide: boolean,
     /** A dword in guest memory the wait descriptors write. */
     private readonly statusAddress: number,
-  ) {}
+  ) {
+    this.wait = new Uint32Array(wide ? 8 : 4);
+  }
 
   get descriptorBytes(): number {
     return this.wide ? 32 : 16;
@@ -67,8 +73,7 @@ export class GuestInvalidationQueue {
     const indexes = descs.map((d) => this.put(d));
     this.sequence = (this.sequence + 1) >>> 0 || 1;
     this.memory.write32(this.statusAddress, 0);
-    const wait = encodeInvDesc("INV_WAIT", { SW: 1, FN: 1, STATUS_DATA: QI_DONE + this.sequence, STATUS_ADDR: BigInt(this.statusAddress) });
-    const waitIndex = this.put(wait);
+    const waitIndex = this.put(encodeInvWaitInto(this.wait, WAIT_FLAGS, QI_DONE + this.sequence, this.statusAddress));
     this.regs.write32(Reg.IQT, this.tail * this.descriptorBytes);
     if (this.memory.read32(this.statusAddress) === QI_DONE + this.sequence) return ok();
     return this.checkFault(indexes, waitIndex);

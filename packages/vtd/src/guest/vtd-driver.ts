@@ -24,6 +24,7 @@ import { encodeContextEntry, ContextTranslationType } from "../format/context-en
 import { decodeDmar } from "../format/dmar.js";
 import { decodeEcap, type EcapFields } from "../format/ecap.js";
 import { FlPteFormat } from "../format/fl-pte.js";
+import { encodeIotlbInvInto, encodePIotlbInvInto } from "../format/inv-desc-encode.js";
 import { encodeInvDesc, InvDescType, ContextCacheGranularity, IotlbGranularity, PageResponseCode, PasidCacheGranularity, PasidIotlbGranularity } from "../format/inv-desc.js";
 import { encodeIrteRemapped, irteBusRangeSid, irteDst, SourceValidationType } from "../format/irte.js";
 import { encodeRemappableMsi, remappableMsiIndex } from "../format/msi.js";
@@ -87,6 +88,9 @@ export class VtdGuestDriver implements GuestIommuDriver {
   private cap!: CapFields;
   private ecap!: EcapFields;
   private gcmd = 0;
+  /** Descriptor buffers of the flush being built (see `nextDescriptor`). */
+  private readonly descriptorPool: Uint32Array[] = [];
+  private poolNext = 0;
   private qi: GuestInvalidationQueue | undefined;
   private readonly store: GuestTableStore;
   private root = 0;
@@ -497,6 +501,7 @@ export class VtdGuestDriver implements GuestIommuDriver {
     const d = this.domain(domainId);
     if (!d.ok) return fail(d);
     const did = d.value.did;
+    this.poolNext = 0;
     if (this.variant !== "scalable") return this.submit(this.iotlbFlush(did, undefined, iova, length));
     // First-level domains are flushed per cache tag (Linux cache.c): one PASID-based flush for each PASID the
     // domain is attached at (RID_PASID alone while it is attached nowhere, as caching mode announces maps).
@@ -510,10 +515,12 @@ export class VtdGuestDriver implements GuestIommuDriver {
    * (PASID) when that would take too many, or for everything.
    */
   private iotlbFlush(did: number, pasid: number | undefined, iova?: number, length?: number): Uint32Array[] {
+    // Encoded with 32-bit operations into buffers the queue copies at once (the flush path: no BigInt, no field records).
+    const drain = this.drain;
     const whole = (): Uint32Array =>
       pasid !== undefined
-        ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.NON_GLOBAL, DID: did, PASID: pasid }, 256)
-        : encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.DOMAIN, DID: did, ...this.drain });
+        ? encodePIotlbInvInto(this.nextDescriptor(8), PasidIotlbGranularity.NON_GLOBAL, did, pasid)
+        : encodeIotlbInvInto(this.nextDescriptor(4), IotlbGranularity.DOMAIN, did, drain.DW, drain.DR);
     if (iova === undefined || length === undefined || length <= 0) return [whole()];
     const descs: Uint32Array[] = [];
     let page = Math.floor(iova / 4096);
@@ -521,15 +528,30 @@ export class VtdGuestDriver implements GuestIommuDriver {
     while (page < end && descs.length <= MAX_PSI_DESCRIPTORS) {
       let am = 0;
       while (am < this.cap.MAMV && page % 2 ** (am + 1) === 0 && page + 2 ** (am + 1) <= end) am++;
-      const addr = BigInt(page) * 4096n;
+      const addr = page * 4096;
       descs.push(
         pasid !== undefined
-          ? encodeInvDesc("P_IOTLB_INV", { G: PasidIotlbGranularity.PAGE_IN_PASID, DID: did, PASID: pasid, AM: am, ADDR: addr }, 256)
-          : encodeInvDesc("IOTLB_INV", { G: IotlbGranularity.PAGE, DID: did, ...this.drain, AM: am, ADDR: addr }),
+          ? encodePIotlbInvInto(this.nextDescriptor(8), PasidIotlbGranularity.PAGE_IN_PASID, did, pasid, am, 0, addr)
+          : encodeIotlbInvInto(this.nextDescriptor(4), IotlbGranularity.PAGE, did, drain.DW, drain.DR, am, 0, addr),
       );
       page += 2 ** am;
     }
     return descs.length > MAX_PSI_DESCRIPTORS || !this.cap.PSI ? [whole()] : descs;
+  }
+
+  /**
+   * A descriptor buffer of `words` 32-bit words (128-bit IOTLB_INV, 256-bit P_IOTLB_INV, as `encodeInvDesc` gives
+   * them) for one flush's descriptors, reused flush after flush: the queue has copied them into the ring before the
+   * flush returns, and `flush` rewinds the pool.
+   */
+  private nextDescriptor(words: 4 | 8): Uint32Array {
+    let d = this.descriptorPool[this.poolNext];
+    if (d === undefined || d.length !== words) {
+      d = new Uint32Array(words);
+      this.descriptorPool[this.poolNext] = d;
+    }
+    this.poolNext++;
+    return d;
   }
 
   // ---- PASIDs and processes ----

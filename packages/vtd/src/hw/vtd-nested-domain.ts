@@ -1,8 +1,8 @@
 import {
-  copyStructFromUserArray,
+  checkUserArrayEntry,
   err,
-  fail,
   ok,
+  readUserArrayEntryWords,
   type InvalidateOutcome,
   type NestedDomain,
   type PagingDomain,
@@ -14,9 +14,7 @@ import {
 import { decodeCap } from "../format/cap.js";
 import { decodeEcap } from "../format/ecap.js";
 import {
-  decodeVtdS1Invalidate,
   IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
-  U64_ALL_ONES,
   VTD_S1_ADDR_WIDTH_4LEVEL,
   VTD_S1_ADDR_WIDTH_5LEVEL,
   VTD_S1_INVALIDATE_BYTES,
@@ -73,6 +71,8 @@ export class VtdNestedDomain implements NestedDomain {
   readonly pasids = new Set<number>();
   readonly geometry: TableGeometry;
   private destroyed = false;
+  /** One invalidation entry's 32-bit halves, reused entry after entry. */
+  private readonly entryWords = new Uint32Array(VTD_S1_INVALIDATE_BYTES / 4);
 
   constructor(
     readonly unit: PhysicalIommu,
@@ -109,29 +109,42 @@ export class VtdNestedDomain implements NestedDomain {
    */
   cacheInvalidateUser(array: UserDataArray): InvalidateOutcome {
     if (array.type !== IOMMU_HWPT_INVALIDATE_DATA_VTD_S1) return { handled: 0, result: err("EINVAL", `invalidation data type ${array.type}`) };
+    const w = this.entryWords;
     for (let i = 0; i < array.entryNum; i++) {
-      const bytes = copyStructFromUserArray(array, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, i, VTD_S1_INVALIDATE_MIN_BYTES, VTD_S1_INVALIDATE_BYTES);
-      if (!bytes.ok) return { handled: i, result: fail(bytes) };
-      const entry = decodeVtdS1Invalidate(bytes.value);
-      if ((entry.flags & ~VtdInvalidateFlag.LEAF) !== 0 || entry.reserved !== 0) {
-        return { handled: i, result: err("EOPNOTSUPP", `invalidation flags 0x${entry.flags.toString(16)} / reserved 0x${entry.reserved.toString(16)}`) };
+      const checked = checkUserArrayEntry(array, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, i, VTD_S1_INVALIDATE_MIN_BYTES, VTD_S1_INVALIDATE_BYTES);
+      if (!checked.ok) return { handled: i, result: checked };
+      // addr [1:0], npages [3:2], flags, __reserved as 32-bit halves: no BigInt on the forwarding path.
+      readUserArrayEntryWords(array, i, VTD_S1_INVALIDATE_BYTES, w);
+      const flags = w[4]!;
+      const reserved = w[5]!;
+      if ((flags & ~VtdInvalidateFlag.LEAF) !== 0 || reserved !== 0) {
+        return { handled: i, result: err("EOPNOTSUPP", `invalidation flags 0x${flags.toString(16)} / reserved 0x${reserved.toString(16)}`) };
       }
-      if (entry.addr % 4096n !== 0n || (entry.npages === U64_ALL_ONES && entry.addr !== 0n)) {
-        return { handled: i, result: err("EINVAL", `invalidation address 0x${entry.addr.toString(16)} with ${entry.npages} pages`) };
+      const addrZero = w[0] === 0 && w[1] === 0;
+      const all = w[2] === 0xffff_ffff && w[3] === 0xffff_ffff;
+      if ((w[0]! & 0xfff) !== 0 || (all && !addrZero)) {
+        const addr = (BigInt(w[1]!) << 32n) | BigInt(w[0]!);
+        const npages = (BigInt(w[3]!) << 32n) | BigInt(w[2]!);
+        return { handled: i, result: err("EINVAL", `invalidation address 0x${addr.toString(16)} with ${npages} pages`) };
       }
-      this.apply(entry.addr, entry.npages);
+      this.apply(w, addrZero && all);
     }
     return { handled: array.entryNum, result: ok() };
   }
 
-  private apply(addr: bigint, npages: bigint): void {
-    if (addr === 0n && npages === U64_ALL_ONES) {
+  /** One checked entry's effect (its halves in `w`): everything, or the range clipped to 2^53. */
+  private apply(w: Uint32Array, all: boolean): void {
+    if (all) {
       this.invalidateAll();
       return;
     }
-    const limit = 1n << 53n;
-    if (npages === 0n || addr >= limit) return;
-    const end = addr + npages * 4096n;
-    this.invalidateRange(Number(addr), Number((end > limit ? limit : end) - addr));
+    const limit = 2 ** 53;
+    // addr ≥ 2^53 (its high half ≥ 2^21) or no pages: nothing a number address can hold.
+    if (w[1]! >= 0x20_0000 || (w[2] === 0 && w[3] === 0)) return;
+    const addr = w[1]! * 2 ** 32 + w[0]!;
+    // Above 2^41 pages the end is past 2^53 whatever addr is; below, the arithmetic is exact up to the clip.
+    const npages = w[3]! * 2 ** 32 + w[2]!;
+    const end = npages >= 2 ** 41 ? limit : Math.min(addr + npages * 4096, limit);
+    this.invalidateRange(addr, end - addr);
   }
 }

@@ -17,7 +17,7 @@ import {
 import { VtdFaultReason } from "../format/fault-reasons.js";
 import {
   encodeVtdS1,
-  encodeVtdS1Invalidate,
+  encodeVtdS1InvalidateInto,
   encodeVtdS1InvalidateAll,
   IOMMU_HWPT_DATA_VTD_S1,
   IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
@@ -94,6 +94,8 @@ const UNTRANSLATED: DeviceContext = untranslatedContext();
 export class DeviceBindings {
   readonly devices = new Map<number, AssignedDevice>();
   private readonly spaces = new Map<string, ShadowSpace>();
+  /** The one IOMMU_HWPT_INVALIDATE entry a page-selective invalidation forwards, rewritten each time. */
+  private readonly invalidateEntry = new Uint8Array(VTD_S1_INVALIDATE_BYTES);
   translationEnabled = false;
   private readonly scratch = new DeviceContext();
   private readonly found: number[] = [];
@@ -425,7 +427,7 @@ export class DeviceBindings {
     if (hwpts.size > 0) {
       const entry = all
         ? encodeVtdS1InvalidateAll()
-        : encodeVtdS1Invalidate({ addr: BigInt(address), npages: BigInt(Math.max(1, Math.ceil(length / 4096))), flags: leaf ? VtdInvalidateFlag.LEAF : 0 });
+        : encodeVtdS1InvalidateInto(this.invalidateEntry, address, Math.max(1, Math.ceil(length / 4096)), leaf ? VtdInvalidateFlag.LEAF : 0);
       for (const hwptId of hwpts) {
         const r = this.ctx.hwptInvalidate({ hwptId, dataType: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, entryLen: VTD_S1_INVALIDATE_BYTES, entryNum: 1, entries: entry });
         this.stats.forwarded += r.handled;
