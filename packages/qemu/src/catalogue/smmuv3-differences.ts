@@ -1,4 +1,4 @@
-import type { DivergenceContext, DmaOp, TraceOp } from "@viommu/trace";
+import { inRam, type DivergenceContext, type DmaOp, type TraceOp } from "@viommu/trace";
 import type { QemuDifference } from "./difference.js";
 import { differsOnlyIn, dword, inRange, lastRegisterWrite, memoryAnswers, registerRead, traceBytes } from "./matchers.js";
 
@@ -224,6 +224,7 @@ function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
 }
 
 const C_BAD_STE = 0x04;
+const C_BAD_STREAMID = 0x02;
 
 /**
  * Whether `sid`, in the two-level stream table the guest had programmed before the divergence (STRTAB_BASE,
@@ -260,6 +261,22 @@ function l2PtrBitsBelowArray(c: DivergenceContext, sid: number): number | undefi
   return low & (2 ** (6 + span - 1) - 1) & ~0x1f;
 }
 
+/**
+ * Whether QEMU reads `sid`'s STE elsewhere than the model (L2Ptr bits below the array's size set), both STEs lie in
+ * the trace's RAM (else the fetch itself differs: smmuv3-fetch-in-qemu-ram-floor) and the guest left different
+ * contents in them.
+ */
+function readsAnotherSte(c: DivergenceContext, sid: number): boolean {
+  const lowBits = l2PtrBitsBelowArray(c, sid);
+  const model = steAddressOf(c, sid);
+  if (lowBits === undefined || lowBits === 0 || model === undefined) return false;
+  const machine = c.trace.header.machine;
+  if (!inRam(machine, model, 64) || !inRam(machine, model + lowBits, 64)) return false;
+  const a = traceBytes(c.trace, c.index, model, 64);
+  const b = traceBytes(c.trace, c.index, model + lowBits, 64);
+  return a.some((x, i) => x !== b[i]);
+}
+
 /** Whether, before the divergence, the guest wrote SMMU_EVENTQ_BASE (either half) while its last SMMU_CR0 write had EVENTQEN set. */
 function eventQueueBaseWrittenWhileEnabled(c: DivergenceContext): boolean {
   const block = c.trace.header.machine.iommus.find((b) => b.vendor === "smmuv3");
@@ -281,6 +298,39 @@ function blockedTransferOf(c: DivergenceContext, record: Uint8Array): boolean {
   const sid = dword(record, 1);
   const input = dword(record, 4) + dword(record, 5) * 2 ** 32;
   return c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && op.rid === sid && op.expect?.ok === false && input >= op.iova && input < op.iova + (op.dir === "read" ? op.len : op.data.length));
+}
+
+/**
+ * A write the model blocked with F_ACCESS whose bytes QEMU's answer shows in the page a leaf with AF = 0 maps: the
+ * divergent read's differing bytes are all the write's, at its page offset in a page some level-3 page descriptor
+ * the trace wrote (bits [1:0] = 0b11, AF bit 10 clear) names as its output.
+ */
+function accessFlagWriteLanded(c: DivergenceContext): boolean {
+  const mem = memoryAnswers(c);
+  if (mem === undefined) return false;
+  const q = smmuQueue({ ...c, index: c.trace.ops.length }, SMMU_EVTQ_BASE, 32);
+  if (q === undefined) return false;
+  const page = mem.addr - (mem.addr % 4096);
+  const leafNamesPage = c.trace.ops.slice(0, c.index).some((op) => {
+    if (op.op !== "mem-write" || op.data.length !== 8) return false;
+    const lo = dword(op.data, 0);
+    return (lo & 3) === 3 && (lo & 0x400) === 0 && (lo & 0xffff_f000) >>> 0 === page % 2 ** 32 && (dword(op.data, 1) & 0xffff) === Math.floor(page / 2 ** 32);
+  });
+  if (!leafNamesPage) return false;
+  const records = c.trace.ops.filter((op): op is Extract<TraceOp, { op: "mem-read" }> => op.op === "mem-read" && op.expect !== undefined && op.addr >= q.base && op.addr < q.base + q.bytes && op.expect[0] === F_ACCESS);
+  return c.trace.ops.slice(0, c.index).some((w) => {
+    if (w.op !== "dma" || w.dir !== "write" || w.expect?.ok !== false) return false;
+    if (!records.some((r) => dword(r.expect!, 1) === w.rid && dword(r.expect!, 4) + dword(r.expect!, 5) * 2 ** 32 === w.iova)) return false;
+    const at = page + (w.iova % 4096);
+    let landed = false;
+    for (let k = 0; k < mem.actual.length; k++) {
+      if (mem.actual[k] === mem.expected[k]) continue;
+      const i = mem.addr + k - at;
+      if (i < 0 || i >= w.data.length || w.data[i] !== mem.actual[k]) return false;
+      landed = true;
+    }
+    return landed;
+  });
 }
 
 /** The F_ACCESS records the model answered event-queue reads with, anywhere in the trace, for transfers it blocked. */
@@ -598,28 +648,45 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-l2-span-overrun-as-bad-ste",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "A StreamID whose index in its level-2 stream table lies outside the span its L1 descriptor gives (2^(Span-1) STEs), or whose descriptor has a reserved Span (12 to 31) or one above SPLIT + 1: QEMU 7.2 reads an STE there and records C_BAD_STE (whatever SMMU_CR2.RECINVSID says, once per 4-byte access); the model treats the StreamID as invalid, C_BAD_STREAMID, recorded only with RECINVSID set. (QEMU's bound is also one power of two too large: indexes from 2^(Span-1) to 2^Span - 1 read an STE past the table.) Found by difftest (seed 4000).",
+    summary: "A StreamID whose index in its level-2 stream table lies outside the span its L1 descriptor gives (2^(Span-1) STEs), or whose descriptor has a reserved Span (12 to 31) or one above SPLIT + 1: QEMU 7.2 reads an STE there and records C_BAD_STE (whatever SMMU_CR2.RECINVSID says, once per 4-byte access); the model treats the StreamID as invalid, C_BAD_STREAMID, recorded only with RECINVSID set. (QEMU's bound is also one power of two too large: indexes from 2^(Span-1) to 2^Span - 1 read an STE past the table.) Where the STE QEMU reads there aborts quietly (Config 0b000), QEMU records nothing at all. Found by difftest (seed 4000, and case 8797 of its re-run).",
     specification: "Arm SMMUv3 (IHI 0070), 5.1 (level-1 stream table descriptor): Span 12 to 31 is reserved and behaves as 0; StreamIDs selecting a reserved Span, one out of bounds for the split point, or an index outside the level-2 range Span describes are invalid (5.1.1); the transaction is terminated and C_BAD_STREAMID optionally recorded (SMMU_CR2.RECINVSID); 3.3 and 7.3.3 C_BAD_STREAMID.",
     qemu: "hw/arm/smmuv3.c smmu_find_ste(): max_l2_ste = (1 << span) - 1 and an l2_ste_offset above it sets SMMU_EVT_C_BAD_STE, which smmuv3_translate() records without looking at CR2.",
     matches: (c) => {
+      // The event queue's producer elsewhere after a transfer of such a StreamID.
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) {
+        return differsOnlyIn(c, 0x000f_ffffn) && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && streamIdBeyondL2Span(c, op.rid));
+      }
       const mem = eventQueueAnswer(c);
-      if (mem === undefined || mem.actual.length < 8) return false;
-      if (mem.actual[0] !== C_BAD_STE || (mem.expected[0] === C_BAD_STE && dword(mem.expected, 1) === dword(mem.actual, 1))) return false;
-      return streamIdBeyondL2Span(c, dword(mem.actual, 1));
+      if (mem === undefined || mem.actual.length < 8 || mem.expected.length < 8) return false;
+      if (mem.actual[0] === C_BAD_STE && !(mem.expected[0] === C_BAD_STE && dword(mem.expected, 1) === dword(mem.actual, 1))) return streamIdBeyondL2Span(c, dword(mem.actual, 1));
+      // The model's C_BAD_STREAMID where the STE QEMU read there aborted the transaction without a record.
+      return mem.expected[0] === C_BAD_STREAMID && mem.actual.every((b) => b === 0) && streamIdBeyondL2Span(c, dword(mem.expected, 1));
     },
   },
   {
     id: "smmuv3-l2ptr-low-bits-used",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "A level-1 stream table descriptor whose L2Ptr has bits set below the level-2 array's size (bit 5, RES0, or bits [5 + (Span - 1):6]): QEMU 7.2 adds them to the STE address (it clears bits [4:0] only); the model treats them as 0, so the array is aligned to its size. Seen where the STE fetch then aborts: F_STE_FETCH names another FetchAddr. Found by difftest (seed 4000, case 3495: bit 5).",
+    summary: "A level-1 stream table descriptor whose L2Ptr has bits set below the level-2 array's size (bit 5, RES0, or bits [5 + (Span - 1):6]): QEMU 7.2 adds them to the STE address (it clears bits [4:0] only); the model treats them as 0, so the array is aligned to its size. Seen where the STE fetch then aborts (F_STE_FETCH names another FetchAddr), or where the two STEs read say different things (the model's C_BAD_CD against QEMU's C_BAD_STE, repeated per access; the model's C_BAD_STE against nothing, QEMU's STE aborting quietly). Found by difftest (seed 4000, cases 3495: bit 5, 6136, 7107).",
     specification: "Arm SMMUv3 (IHI 0070), 5.1 L1STD: L2Ptr is bits [55:6] (bit 5 RES0), and bits L2Ptr[N:0], N = 5 + (Span - 1), are treated as 0 (the level-2 array is aligned to its size); 7.3.4 F_STE_FETCH.",
     qemu: "hw/arm/smmuv3-internal.h l1std_l2ptr(): word 0 masked with ~0x1f; hw/arm/smmuv3.c smmu_find_ste() adds l2_ste_offset * sizeof(STE) to it.",
     matches: (c) => {
       const fetch = fetchAddresses(c, F_STE_FETCH);
-      if (fetch === undefined) return false;
-      const lowBits = l2PtrBitsBelowArray(c, fetch.streamId);
-      return lowBits !== undefined && lowBits !== 0 && fetch.actual - fetch.expected === lowBits;
+      if (fetch !== undefined) {
+        const lowBits = l2PtrBitsBelowArray(c, fetch.streamId);
+        return lowBits !== undefined && lowBits !== 0 && fetch.actual - fetch.expected === lowBits;
+      }
+      // Otherwise the two read different STEs and record what each found: an event-queue slot where one has a record
+      // for such a StreamID and the other another record for it, or none (an STE that aborts without one).
+      // And the event queue's producer then stands elsewhere, after a transfer of such a StreamID.
+      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) {
+        return differsOnlyIn(c, 0x000f_ffffn) && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && readsAnotherSte(c, op.rid));
+      }
+      const mem = eventQueueAnswer(c);
+      if (mem === undefined || mem.actual.length < 8 || mem.expected.length < 8) return false;
+      const sids = [mem.expected, mem.actual].filter((r) => r.some((b) => b !== 0)).map((r) => dword(r, 1));
+      if (sids.length === 0 || sids.some((x) => x !== sids[0])) return false;
+      return readsAnotherSte(c, sids[0]!);
     },
   },
   {
@@ -643,7 +710,7 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-access-flag-not-checked",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "A stage-1 leaf with AF = 0 under a CD with AFFD = 0 (and no hardware update of the flag): the model blocks the transaction and records F_ACCESS; QEMU 7.2 never looks at AF and translates through the entry. Found by difftest (seed 4000, case 4465: a leaf rewritten as 0x3).",
+    summary: "A stage-1 leaf with AF = 0 under a CD with AFFD = 0 (and no hardware update of the flag): the model blocks the transaction and records F_ACCESS; QEMU 7.2 never looks at AF and translates through the entry (a write then lands). Found by difftest (seed 4000, case 4465: a leaf rewritten as 0x3; re-run case 9711: a write landing).",
     specification: "Arm SMMUv3 (IHI 0070), 5.4 CD.AFFD (0: a translation table descriptor with AF = 0 causes an Access flag fault) and 7.3.15 F_ACCESS; 3.13 for hardware update of AF (HA), which the CD does not ask for.",
     qemu: "hw/arm/smmu-common.c smmu_ptw_64(): a page or block descriptor is checked for permissions only; the AF check against CD.AFFD arrived with the stage-2 work after 7.2.",
     matches: (c) => {
@@ -655,7 +722,8 @@ export const smmuv3Differences: readonly QemuDifference[] = [
         return behind > 0 && behind <= records;
       }
       const mem = eventQueueAnswer(c);
-      return mem !== undefined && mem.expected[0] === F_ACCESS && mem.actual[0] !== F_ACCESS && blockedTransferOf(c, mem.expected);
+      if (mem !== undefined) return mem.expected[0] === F_ACCESS && mem.actual[0] !== F_ACCESS && blockedTransferOf(c, mem.expected);
+      return accessFlagWriteLanded(c);
     },
   },
   {
