@@ -36,6 +36,8 @@ export class EmulatedCommandQueue {
   trapped = 0;
   private running = false;
   private readonly cmd = new Uint32Array(4);
+  /** CMDQ_BASE as last decoded (raw −1n: not yet). */
+  private readonly ring = { raw: -1n, log2: 0, base: 0 };
 
   constructor(
     private readonly regs: SmmuRegisterFile,
@@ -55,8 +57,13 @@ export class EmulatedCommandQueue {
     this.running = true;
     try {
       const baseReg = this.regs.get("CMDQ_BASE");
-      const log2 = Math.min(Number(baseReg & 0x1fn), this.maxLog2);
-      const base = queueBaseAddress(Number(baseReg & 0x000f_ffff_ffff_ffe0n), log2, CMDQ_ENTRY_BYTES);
+      // Decoded once per value written, not per doorbell (BigInt arithmetic costs more than the commands).
+      if (baseReg !== this.ring.raw) {
+        this.ring.raw = baseReg;
+        this.ring.log2 = Math.min(Number(baseReg & 0x1fn), this.maxLog2);
+        this.ring.base = queueBaseAddress(Number(baseReg & 0x000f_ffff_ffff_ffe0n), this.ring.log2, CMDQ_ENTRY_BYTES);
+      }
+      const { log2, base } = this.ring;
       const prod = this.regs.num("CMDQ_PROD");
       let cons = this.regs.num("CMDQ_CONS");
       const pointerMask = 2 ** (log2 + 1) - 1;

@@ -29,6 +29,9 @@ import {
 } from "../format/uapi.js";
 import { VeventqReader } from "./veventq-reader.js";
 
+/** Whether typed arrays are little-endian here (every host Node runs on in practice; checked, not assumed). */
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+
 /** The most commands one invalidation ioctl carries (Linux CMDQ_BATCH_ENTRIES − 1, as QEMU batches them). */
 export const MAX_FORWARD_BATCH = 63;
 
@@ -71,6 +74,7 @@ export class NestedHost {
   /** Records of at most 64 reads of 64 each per poll. */
   private readonly reader: VeventqReader;
   private readonly payload = new Uint8Array(MAX_FORWARD_BATCH * VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
+  private readonly payloadWords = new Uint32Array(this.payload.buffer);
 
   private constructor(
     private readonly ctx: IommufdContext,
@@ -204,7 +208,9 @@ export class NestedHost {
   invalidate(words: Uint32Array, from: number, count: number): ForwardResult {
     if (count === 0) return { handled: 0, ok: true, error: undefined };
     const bytes = this.payload.subarray(0, count * VIOMMU_INVALIDATE_ARM_SMMUV3_BYTES);
-    toBytes(words.subarray(from * 4, (from + count) * 4), bytes);
+    // The halves are the little-endian entry's bytes: on a little-endian host a typed-array copy writes them as is.
+    if (LITTLE_ENDIAN) this.payloadWords.set(words.subarray(from * 4, (from + count) * 4));
+    else toBytes(words.subarray(from * 4, (from + count) * 4), bytes);
     const r = this.ctx.hwptInvalidate({
       hwptId: this.viommuId,
       dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,

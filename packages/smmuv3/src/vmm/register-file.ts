@@ -96,10 +96,14 @@ export class SmmuRegisterFile {
     private readonly onWrite: (name: string, previous: bigint) => void,
   ) {
     this.pri = ((fixed.IDR0 ?? 0) & IDR0_PRI) !== 0;
+    this.fixedValues = new Map(Object.entries(fixed));
   }
 
+  /** `fixed` as a map: every register access looks a name up here first. */
+  private readonly fixedValues: ReadonlyMap<string, number>;
+
   get(name: string): bigint {
-    const f = this.fixed[name];
+    const f = this.fixedValues.get(name);
     if (f !== undefined) return BigInt(f >>> 0);
     return this.values.get(name) ?? 0n;
   }
