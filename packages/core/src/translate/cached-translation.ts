@@ -1,29 +1,21 @@
 import { POW2 } from "../bits/bit-ops.js";
 import { Perm, type PermBits } from "./access.js";
-import type { Iotlb, IotlbHit } from "./iotlb.js";
-import { WalkFault } from "./page-table-format.js";
+import { CLEAN_WRITE, type Iotlb, type IotlbHit } from "./iotlb.js";
 import type { WalkResult } from "./walk-result.js";
+
+/** The request `translateFromIotlb` hands the IOTLB (one at a time: nothing re-enters it). */
+const asked = { iova: 0.5, access: 0 };
 
 /**
  * The IOTLB in front of a walk, as every unit uses it: a hit fills `out` as a walk would (permission fault
- * included) and returns true; a miss returns false and leaves `out` alone. No allocation.
+ * included) and returns true; a miss returns false and leaves `out` alone. No allocation. `Iotlb.hitInto` is the
+ * same taking the request itself (the form to use where the address comes in a request object); `_hit` is no
+ * longer filled (the parameter stays so units' calls do not change).
  */
-export function translateFromIotlb(iotlb: Iotlb, vmid: number, asid: number, iova: number, access: PermBits, hit: IotlbHit, out: WalkResult): boolean {
-  if (!iotlb.lookup(vmid, asid, iova, hit)) return false;
-  // A write through an entry cached while its leaf was clean walks again, so the hardware marks it dirty.
-  if ((access & Perm.Write) !== 0 && (hit.perms & CLEAN_WRITE) !== 0) return false;
-  out.ok = (access & hit.perms) === access;
-  out.mapped = true;
-  out.output = hit.pageBase + (iova - hit.inputBase);
-  out.pageShift = hit.pageShift;
-  out.perms = hit.perms & ~CLEAN_WRITE;
-  out.fault = out.ok ? WalkFault.None : WalkFault.Permission;
-  out.stage = 1;
-  out.level = 0;
-  out.faultInput = iova;
-  out.tableFetch = false;
-  out.fetches = 0;
-  return true;
+export function translateFromIotlb(iotlb: Iotlb, vmid: number, asid: number, iova: number, access: PermBits, _hit: IotlbHit, out: WalkResult): boolean {
+  asked.iova = iova;
+  asked.access = access;
+  return iotlb.hitInto(vmid, asid, asked, out);
 }
 
 /**
@@ -38,6 +30,3 @@ export function cacheTranslation(iotlb: Iotlb, vmid: number, asid: number, iova:
   // The output page base: the output less the input's offset in the page (no floating-point modulo).
   iotlb.insert(vmid, asid, iova, out.pageShift, out.output - (iova - Math.floor(iova / size) * size), perms, payload);
 }
-
-/** An IOTLB permission bit of the model's own: writable, but the leaf's dirty bit is not set yet. */
-export const CLEAN_WRITE = 0x80;
