@@ -35,6 +35,48 @@ describe("host memory", () => {
     expect(host.read32(again)).toBe(0);
   });
 
+  it("reads a table entry only for the page's owner, and forgets the owner it checked once the page is freed", () => {
+    const host = new HostMemory();
+    const a = host.allocate(1)!;
+    host.write64Halves(a + 8, 0x1234, 0x5678);
+    const out = new Uint32Array(2);
+    expect(host.readOwned64(1, a + 8, out)).toBe(true);
+    expect([...out]).toEqual([0x1234, 0x5678]);
+    // Checked once, the owner is cached with the frame: a second read by another owner must still be refused.
+    expect(host.readOwned64(2, a + 8, out)).toBe(false);
+    expect(host.readOwned64(1, a + 8, out)).toBe(true);
+    host.free(a);
+    const again = host.allocate(2)!;
+    expect(again).toBe(a);
+    host.write64Halves(again + 8, 0x9abc, 0);
+    expect(host.readOwned64(1, a + 8, out)).toBe(false);
+    expect(host.readOwned64(2, a + 8, out)).toBe(true);
+    expect([...out]).toEqual([0x9abc, 0]);
+    // An unwritten page of the owner reads zero; a page nobody owns is refused.
+    const blank = host.allocate(1)!;
+    expect(host.readOwned64(1, blank, out)).toBe(true);
+    expect([...out]).toEqual([0, 0]);
+    expect(host.readOwned64(1, blank + 0x10_0000, out)).toBe(false);
+  });
+
+  it("never lets an owner checked for one page vouch for another page cached in its place", () => {
+    const host = new HostMemory();
+    const pages = 2048; // at least the frame cache's size, so every slot is taken by each owner in turn
+    const mine = host.allocate(1, pages)!;
+    const theirs = host.allocate(2, pages)!;
+    const out = new Uint32Array(2);
+    for (let i = 0; i < pages; i++) {
+      host.write64Halves(mine + i * 4096, 1, 0);
+      host.write64Halves(theirs + i * 4096, 2, 0);
+    }
+    for (let i = 0; i < pages; i++) expect(host.readOwned64(1, mine + i * 4096, out)).toBe(true);
+    // Plain reads cache the other owner's frames in the same slots.
+    for (let i = 0; i < pages; i++) host.read64Halves(theirs + i * 4096, out);
+    let leaked = 0;
+    for (let i = 0; i < pages; i++) if (host.readOwned64(1, theirs + i * 4096, out)) leaked++;
+    expect(leaked).toBe(0);
+  });
+
   it("aligns multi-page runs naturally so large leaves can map them", () => {
     const host = new HostMemory();
     host.allocate(1, 1);

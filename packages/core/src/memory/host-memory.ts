@@ -2,7 +2,7 @@ import { PAGE_SHIFT, PAGE_SIZE, newFrame, pageNumber, type Frame } from "./page.
 import type { Hpa } from "../address/addresses.js";
 
 const RUN_CACHE = 64;
-const FRAME_CACHE = 256;
+const FRAME_CACHE = 1024;
 
 /** Who owns a host page: the host itself, or a VM by id. */
 export type OwnerId = number;
@@ -75,6 +75,11 @@ export class HostMemory {
   /** Frames recently read, direct-mapped by page number (page -1: empty): table pages stay hot across walks. */
   private readonly framePages = new Float64Array(FRAME_CACHE).fill(-1);
   private readonly frameCache: (Frame | undefined)[] = new Array<Frame | undefined>(FRAME_CACHE).fill(undefined);
+  /**
+   * The owner each cached frame's page was found to have by `readOwned64` (-1: not checked since the slot was
+   * filled). Only `free` changes a page's owner, and it drops the page's frame, so a checked owner stays true.
+   */
+  private readonly frameOwners = new Float64Array(FRAME_CACHE).fill(-1);
   private ownedPages = 0;
   readonly violations: IsolationViolation[] = [];
   private readonly sourceViews = new PageViews();
@@ -211,6 +216,7 @@ export class HostMemory {
     if (frame !== undefined) {
       this.framePages[slot] = page;
       this.frameCache[slot] = frame;
+      this.frameOwners[slot] = -1;
     }
     return frame;
   }
@@ -266,6 +272,48 @@ export class HostMemory {
     const index = (address & (PAGE_SIZE - 1)) >>> 2;
     out[0] = frame.words[index]!;
     out[1] = frame.words[index + 1]!;
+  }
+
+  /**
+   * The written frame holding [address, address + length) when that span lies in one page and the frame cache
+   * already knows `owner` owns it; else undefined, and the caller takes the checked path (which records any
+   * violation). The page-at-a-time DMA of a device finds its pages here after their first transfer.
+   */
+  private checkedFrame(owner: OwnerId, address: number, length: number): Frame | undefined {
+    if ((address & (PAGE_SIZE - 1)) + length > PAGE_SIZE) return undefined;
+    const page = Math.floor(address / PAGE_SIZE);
+    const slot = page & (FRAME_CACHE - 1);
+    if (this.framePages[slot] === page && this.frameOwners[slot] === owner) return this.frameCache[slot];
+    if (this.runAt(page)?.owner !== owner) return undefined;
+    const frame = this.frameOf(page);
+    if (frame !== undefined) this.frameOwners[slot] = owner;
+    return frame;
+  }
+
+  /**
+   * A table walk's fetch: the 64-bit value at an 8-byte aligned `address` into out[0] (lo), out[1] (hi) when its
+   * page belongs to `owner` (an unwritten page reads zero), else false with nothing read. The owner is checked
+   * once per cached frame, not on every fetch.
+   */
+  readOwned64(owner: OwnerId, address: number, out: Uint32Array): boolean {
+    const page = Math.floor(address / PAGE_SIZE);
+    const slot = page & (FRAME_CACHE - 1);
+    let frame: Frame | undefined;
+    if (this.framePages[slot] === page && this.frameOwners[slot] === owner) frame = this.frameCache[slot];
+    else {
+      if (this.runAt(page)?.owner !== owner) return false;
+      frame = this.frameOf(page);
+      if (frame === undefined) {
+        out[0] = 0;
+        out[1] = 0;
+        return true;
+      }
+      this.frameOwners[slot] = owner;
+    }
+    const index = (address & (PAGE_SIZE - 1)) >>> 2;
+    out[0] = frame!.words[index]!;
+    out[1] = frame!.words[index + 1]!;
+    return true;
   }
 
   write64Halves(address: number, lo: number, hi: number): void {
@@ -341,6 +389,13 @@ export class HostMemory {
    */
   dmaReadInto(owner: OwnerId, address: number, into: Uint8Array, at: number, length: number): boolean {
     if (length === 0) return true;
+    const frame = this.checkedFrame(owner, address, length);
+    if (frame !== undefined) {
+      const offset = address & (PAGE_SIZE - 1);
+      if (length === PAGE_SIZE) into.set(frame.bytes, at);
+      else into.set(frame.bytes.subarray(offset, offset + length), at);
+      return true;
+    }
     if (!this.ownedBy(owner, address, length, false)) return false;
     let done = 0;
     while (done < length) {
@@ -359,6 +414,12 @@ export class HostMemory {
   /** `dmaWrite` from from[at, at + length), allocating nothing for whole pages of a buffer written again. */
   dmaWriteFrom(owner: OwnerId, address: number, from: Uint8Array, at: number, length: number): boolean {
     if (length === 0) return true;
+    const frame = this.checkedFrame(owner, address, length);
+    if (frame !== undefined) {
+      if (length === PAGE_SIZE) frame.bytes.set(this.sourceViews.page(from, at));
+      else frame.bytes.set(from.subarray(at, at + length), address & (PAGE_SIZE - 1));
+      return true;
+    }
     if (!this.ownedBy(owner, address, length, true)) return false;
     let done = 0;
     while (done < length) {

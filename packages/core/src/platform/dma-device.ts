@@ -36,7 +36,12 @@ export type PageRequestStatus = "waiting" | "success" | "invalid" | "failure";
  * no address at all: a caller's bug, not guest input.
  */
 function checkAddress(iova: number): void {
-  if (!(iova >= 0) || !Number.isInteger(iova)) throw new TypeError(`DMA address ${iova} is not a non-negative integer`);
+  if (!(iova >= 0) || !Number.isInteger(iova)) notAnAddress(iova);
+}
+
+/** Apart from `checkAddress`, which runs on every access and so stays small enough to inline. */
+function notAnAddress(iova: number): never {
+  throw new TypeError(`DMA address ${iova} is not a non-negative integer`);
 }
 
 function checkSpan(buffer: Uint8Array, offset: number, length: number): void {
@@ -106,7 +111,7 @@ export class DmaDevice implements PhysicalDevice {
     return -1;
   }
 
-    /** Translates one address without transferring (what an ATS request would return). Allocates nothing. */
+  /** Translates one address without transferring (what an ATS request would return). Allocates nothing. */
   translate(iova: number, write: boolean, pasid = NO_PASID, out: WalkResult = this.walk): WalkResult {
     checkAddress(iova);
     const request = this.request;
@@ -152,7 +157,8 @@ export class DmaDevice implements PhysicalDevice {
   private transfer(iova: number, buffer: Uint8Array, offset: number, length: number, write: boolean, pasid: number): boolean {
     checkAddress(iova);
     this.lastFault = undefined;
-    const pages = length === 0 ? 1 : Math.ceil(((iova % PAGE_SIZE) + length) / PAGE_SIZE);
+    // Offsets in a page by a 32-bit mask (exact for any integer address), never a floating-point remainder.
+    const pages = length === 0 ? 1 : Math.ceil(((iova & (PAGE_SIZE - 1)) + length) / PAGE_SIZE);
     if (this.hpas.length < pages) this.hpas = new Float64Array(Math.max(pages, this.hpas.length * 2));
     const hpas = this.hpas;
     const request = this.request;
@@ -162,7 +168,8 @@ export class DmaDevice implements PhysicalDevice {
     const walk = this.walk;
     // Translate every page first: a faulting transfer touches nothing.
     let count = 0;
-    for (let done = 0; done < Math.max(length, 1); ) {
+    const span = Math.max(length, 1);
+    for (let done = 0; done < span; ) {
       const at = iova + done;
       request.iova = at;
       request.prgi = this.pri ? this.pageRequestGroup() : -1;
@@ -172,13 +179,13 @@ export class DmaDevice implements PhysicalDevice {
         return false;
       }
       hpas[count++] = walk.output;
-      done += PAGE_SIZE - (at % PAGE_SIZE);
+      done += PAGE_SIZE - (at & (PAGE_SIZE - 1));
     }
     this.hpaCount = count;
     let moved = 0;
     for (let i = 0; i < count && moved < length; i++) {
       const hpa = hpas[i]!;
-      const n = Math.min(PAGE_SIZE - (hpa % PAGE_SIZE), length - moved);
+      const n = Math.min(PAGE_SIZE - (hpa & (PAGE_SIZE - 1)), length - moved);
       const allowed = write ? this.host.dmaWriteFrom(this.owner, hpa, buffer, offset + moved, n) : this.host.dmaReadInto(this.owner, hpa, buffer, offset + moved, n);
       if (!allowed) {
         this.lastFault = { ok: false, iova: iova + moved, fault: WalkFault.External, reason: "isolation", stage: 2, isolation: true };

@@ -10,9 +10,7 @@ export class HostTableReader implements EntryReader {
   ) {}
 
   readEntry(address: number, out: Uint32Array): boolean {
-    if ((address & 7) !== 0 || this.host.ownerOf(address) !== this.owner) return false;
-    this.host.read64Halves(address, out);
-    return true;
+    return (address & 7) === 0 && this.host.readOwned64(this.owner, address, out);
   }
 }
 

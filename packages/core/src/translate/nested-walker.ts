@@ -18,6 +18,8 @@ export interface StageConfig {
  */
 class Stage2FetchReader implements EntryReader {
   stage2: StageConfig | undefined;
+  /** The VM whose pages stage 2 must land in. */
+  owner: OwnerId = -1;
   readonly s2 = newWalkResult();
   /** Stage-2 table fetches made for stage-1 fetches since the last reset. */
   fetches = 0;
@@ -26,7 +28,6 @@ class Stage2FetchReader implements EntryReader {
 
   constructor(
     private readonly host: HostMemory,
-    private readonly vmOwner: () => OwnerId,
     hostOwner: OwnerId,
   ) {
     this.hostTables = new HostTableReader(host, hostOwner);
@@ -38,12 +39,11 @@ class Stage2FetchReader implements EntryReader {
     this.fetches += this.s2.fetches;
     if (!this.s2.ok) return false;
     const hpa = this.s2.output;
-    if ((hpa & 7) !== 0 || this.host.ownerOf(hpa) !== this.vmOwner()) {
+    if ((hpa & 7) !== 0 || !this.host.readOwned64(this.owner, hpa, out)) {
       this.s2.ok = false;
       this.s2.fault = WalkFault.External; // stage 2 pointed outside the VM
       return false;
     }
-    this.host.read64Halves(hpa, out);
     return true;
   }
 }
@@ -59,11 +59,10 @@ export class NestedWalker {
   private readonly s2HostTables: HostTableReader;
   private readonly fetchReader: Stage2FetchReader;
   private readonly s1 = newWalkResult();
-  private owner: OwnerId = -1;
 
   constructor(host: HostMemory, hostOwner: OwnerId) {
     this.s2HostTables = new HostTableReader(host, hostOwner);
-    this.fetchReader = new Stage2FetchReader(host, () => this.owner, hostOwner);
+    this.fetchReader = new Stage2FetchReader(host, hostOwner);
   }
 
   /** Stage 2 alone (a device whose stage 1 is bypassed). */
@@ -74,7 +73,7 @@ export class NestedWalker {
 
   /** Stage 1 over stage 2, for a device of the VM whose pages are owned by `owner`. */
   translate(stage1: StageConfig, stage2: StageConfig, owner: OwnerId, input: number, access: PermBits, out: WalkResult): void {
-    this.owner = owner;
+    this.fetchReader.owner = owner;
     this.fetchReader.stage2 = stage2;
     this.fetchReader.fetches = 0;
     const s1 = this.s1;

@@ -1,7 +1,7 @@
 import { POW2 } from "../bits/bit-ops.js";
 import { Perm, type PermBits } from "./access.js";
 import { EntryKind, WalkFault, newEntryDecode, type PageTableFormat, type RadixLayout, type TableGeometry } from "./page-table-format.js";
-import { resetWalkResult, type WalkResult } from "./walk-result.js";
+import type { WalkResult } from "./walk-result.js";
 
 /** Where a walk reads table entries from: host memory, guest memory, or guest memory through stage 2. */
 export interface EntryReader {
@@ -44,180 +44,195 @@ export class PageWalker {
       this.walkLayout(format.layout, geometry, root, input, access, reader, out);
       return;
     }
-    resetWalkResult(out);
-    out.faultInput = input;
-    let level = geometry.startLevel;
-    out.level = level;
-    if (!(input >= 0) || input >= POW2[geometry.inputBits]!) {
-      out.fault = WalkFault.AddressSize;
-      return;
-    }
-    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : POW2[geometry.outputBits]!;
-    if (root >= outputLimit) {
-      out.fault = WalkFault.AddressSize;
-      return;
-    }
-    let table = root;
-    let perms: PermBits = Perm.All;
+    // As `walkLayout`: the walk's progress in locals, `out` written once when it stops.
+    const levelShift = geometry.levelShift;
+    const indexBits = geometry.indexBits;
+    const entry = this.entry;
     const d = this.decoded;
-    // The input as two 32-bit halves: level indices come out of shifts and masks, not floating-point division.
-    const inLo = input >>> 0;
-    const inHi = Math.floor(input / 4_294_967_296) >>> 0;
-    for (let steps = 0; steps <= geometry.startLevel; steps++) {
-      const shift = geometry.levelShift[level];
-      const bits = geometry.indexBits[level];
-      if (shift === undefined || bits === undefined || bits <= 0) {
-        out.fault = WalkFault.Reserved;
-        return;
-      }
-      const index = indexBitsOf(inLo, inHi, input, shift, bits);
-      const address = table + index * 8;
-      out.entryAddress = address;
-      out.fetches++;
-      if (!reader.readEntry(address, this.entry)) {
-        out.fault = WalkFault.External;
-        return;
-      }
-      const lo = this.entry[0]!;
-      const hi = this.entry[1]!;
-      out.entryLo = lo;
-      out.entryHi = hi;
-      format.decodeEntry(lo, hi, level, d);
-      if (d.kind === EntryKind.Invalid) {
-        out.fault = WalkFault.Translation;
-        return;
-      }
-      if (d.kind === EntryKind.Fault) {
-        out.fault = d.fault === WalkFault.None ? WalkFault.Reserved : d.fault;
-        return;
-      }
-      if (d.address >= outputLimit) {
-        out.fault = WalkFault.AddressSize;
-        return;
-      }
-      perms &= d.perms;
-      if (d.kind === EntryKind.Leaf) {
-        const size = POW2[d.pageShift]!;
-        out.mapped = true;
-        out.pageShift = d.pageShift;
-        out.perms = perms;
-        out.output = d.address + (input - Math.floor(input / size) * size);
-        if ((access & perms) !== access) {
-          out.fault = WalkFault.Permission;
-          return;
+    let level = geometry.startLevel;
+    // Where the walk stopped and why: Reserved unless a step says otherwise.
+    let fault: WalkFault = WalkFault.Reserved;
+    let entryAddress = 0;
+    let entryLo = 0;
+    let entryHi = 0;
+    let fetches = 0;
+    let mapped = false;
+    let pageShift = 0;
+    let leafPerms: PermBits = 0;
+    let output = 0;
+    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : POW2[geometry.outputBits]!;
+    if (!(input >= 0) || input >= POW2[geometry.inputBits]! || root >= outputLimit) fault = WalkFault.AddressSize;
+    else {
+      // The input as two 32-bit halves: level indices come out of shifts and masks, not floating-point division.
+      const inLo = input >>> 0;
+      const inHi = Math.floor(input / 4_294_967_296) >>> 0;
+      let table = root;
+      let perms: PermBits = Perm.All;
+      for (let steps = 0; steps <= geometry.startLevel; steps++) {
+        const shift = levelShift[level];
+        const bits = indexBits[level];
+        if (shift === undefined || bits === undefined || bits <= 0) break;
+        entryAddress = table + indexBitsOf(inLo, inHi, input, shift, bits) * 8;
+        fetches++;
+        if (!reader.readEntry(entryAddress, entry)) {
+          fault = WalkFault.External;
+          break;
         }
-        out.ok = true;
-        return;
-      }
-      const next = d.nextLevel;
-      if (!(next >= 1 && next < level)) {
-        out.fault = WalkFault.Reserved;
-        return;
-      }
-      if (next < level - 1 && format.skippedLevelBitsMustBeZero) {
-        const low = geometry.levelShift[next]! + geometry.indexBits[next]!;
-        if (Math.floor(input / POW2[low]!) % POW2[shift - low]! !== 0) {
-          out.fault = WalkFault.Translation;
-          return;
+        const lo = entry[0]!;
+        const hi = entry[1]!;
+        entryLo = lo;
+        entryHi = hi;
+        format.decodeEntry(lo, hi, level, d);
+        if (d.kind === EntryKind.Invalid) {
+          fault = WalkFault.Translation;
+          break;
         }
+        if (d.kind === EntryKind.Fault) {
+          fault = d.fault === WalkFault.None ? WalkFault.Reserved : d.fault;
+          break;
+        }
+        if (d.address >= outputLimit) {
+          fault = WalkFault.AddressSize;
+          break;
+        }
+        perms &= d.perms;
+        if (d.kind === EntryKind.Leaf) {
+          const size = POW2[d.pageShift]!;
+          mapped = true;
+          pageShift = d.pageShift;
+          leafPerms = perms;
+          output = d.address + (input - Math.floor(input / size) * size);
+          fault = (access & perms) !== access ? WalkFault.Permission : WalkFault.None;
+          break;
+        }
+        const next = d.nextLevel;
+        if (!(next >= 1 && next < level)) break;
+        if (next < level - 1 && format.skippedLevelBitsMustBeZero) {
+          const low = levelShift[next]! + indexBits[next]!;
+          if (Math.floor(input / POW2[low]!) % POW2[shift - low]! !== 0) {
+            fault = WalkFault.Translation;
+            break;
+          }
+        }
+        table = d.address;
+        level = next;
       }
-      table = d.address;
-      level = next;
-      out.level = level;
     }
-    out.fault = WalkFault.Reserved;
+    out.ok = fault === WalkFault.None;
+    out.output = output;
+    out.pageShift = pageShift;
+    out.perms = leafPerms;
+    out.fault = fault;
+    out.level = level;
+    out.stage = 1;
+    out.faultInput = input;
+    out.tableFetch = false;
+    out.mapped = mapped;
+    out.entryAddress = entryAddress;
+    out.entryLo = entryLo;
+    out.entryHi = entryHi;
+    out.fetches = fetches;
+    out.pageRequest = -1;
   }
 
-  /** `walk` for a format given as a `RadixLayout`: the same result, each entry decoded by masks in place. */
+  /**
+   * `walk` for a format given as a `RadixLayout`: the same result, each entry decoded by masks in place. The
+   * layout's masks and the walk's progress live in locals; `out` is written once, when the walk stops.
+   */
   private walkLayout(l: RadixLayout, geometry: TableGeometry, root: number, input: number, access: PermBits, reader: EntryReader, out: WalkResult): void {
-    resetWalkResult(out);
-    out.faultInput = input;
-    let level = geometry.startLevel;
-    out.level = level;
-    if (!(input >= 0) || input >= POW2[geometry.inputBits]!) {
-      out.fault = WalkFault.AddressSize;
-      return;
-    }
-    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : POW2[geometry.outputBits]!;
-    if (root >= outputLimit) {
-      out.fault = WalkFault.AddressSize;
-      return;
-    }
+    const presentLo = l.presentLo;
+    const reservedLo = l.reservedLo;
+    const reservedHi = l.reservedHi;
+    const tableReservedLo = l.tableReservedLo;
+    const leafFlagLo = l.leafFlagLo;
+    const alwaysLeafLevels = l.alwaysLeafLevels;
+    const leafLevels = l.leafLevels;
+    const addressLo = l.addressLo;
+    const addressHi = l.addressHi;
+    const readLo = l.readLo;
+    const writeLo = l.writeLo;
+    const levelShift = geometry.levelShift;
+    const indexBits = geometry.indexBits;
     const entry = this.entry;
-    const inLo = input >>> 0;
-    const inHi = Math.floor(input / 4_294_967_296) >>> 0;
-    let table = root;
-    let perms: PermBits = Perm.All;
-    for (let steps = 0; steps <= geometry.startLevel; steps++) {
-      const shift = geometry.levelShift[level];
-      const bits = geometry.indexBits[level];
-      if (shift === undefined || bits === undefined || bits <= 0) {
-        out.fault = WalkFault.Reserved;
-        return;
-      }
-      const address = table + indexBitsOf(inLo, inHi, input, shift, bits) * 8;
-      out.entryAddress = address;
-      out.fetches++;
-      if (!reader.readEntry(address, entry)) {
-        out.fault = WalkFault.External;
-        return;
-      }
-      const lo = entry[0]!;
-      const hi = entry[1]!;
-      out.entryLo = lo;
-      out.entryHi = hi;
-      if ((lo & l.presentLo) === 0) {
-        out.fault = WalkFault.Translation;
-        return;
-      }
-      if ((lo & l.reservedLo) !== 0 || (hi & l.reservedHi) !== 0) {
-        out.fault = WalkFault.Reserved;
-        return;
-      }
-      const addrLo = (lo & l.addressLo) >>> 0;
-      const addrHi = (hi & l.addressHi) >>> 0;
-      const next = addrHi * 4_294_967_296 + addrLo;
-      const levelBit = 1 << level;
-      const leaf = (l.alwaysLeafLevels & levelBit) !== 0 || (lo & l.leafFlagLo) !== 0;
-      if (leaf) {
-        if ((l.alwaysLeafLevels & levelBit) === 0 && (l.leafLevels & levelBit) === 0) {
-          out.fault = WalkFault.Reserved;
-          return;
+    let level = geometry.startLevel;
+    // Where the walk stopped and why: Reserved unless a step says otherwise.
+    let fault: WalkFault = WalkFault.Reserved;
+    let entryAddress = 0;
+    let entryLo = 0;
+    let entryHi = 0;
+    let fetches = 0;
+    let mapped = false;
+    let pageShift = 0;
+    let leafPerms: PermBits = 0;
+    let output = 0;
+    const outputLimit = geometry.outputBits === undefined ? Number.MAX_SAFE_INTEGER : POW2[geometry.outputBits]!;
+    if (!(input >= 0) || input >= POW2[geometry.inputBits]! || root >= outputLimit) fault = WalkFault.AddressSize;
+    else {
+      const inLo = input >>> 0;
+      const inHi = Math.floor(input / 4_294_967_296) >>> 0;
+      let table = root;
+      let perms: PermBits = Perm.All;
+      for (let steps = 0; steps <= geometry.startLevel; steps++) {
+        const shift = levelShift[level];
+        const bits = indexBits[level];
+        if (shift === undefined || bits === undefined || bits <= 0) break;
+        entryAddress = table + indexBitsOf(inLo, inHi, input, shift, bits) * 8;
+        fetches++;
+        if (!reader.readEntry(entryAddress, entry)) {
+          fault = WalkFault.External;
+          break;
         }
-        if (l.leafAlignment && !alignedTo(addrLo, addrHi, shift)) {
-          out.fault = WalkFault.Reserved;
-          return;
+        const lo = entry[0]!;
+        const hi = entry[1]!;
+        entryLo = lo;
+        entryHi = hi;
+        if ((lo & presentLo) === 0) {
+          fault = WalkFault.Translation;
+          break;
         }
-      } else if ((lo & l.tableReservedLo) !== 0) {
-        out.fault = WalkFault.Reserved;
-        return;
-      }
-      if (next >= outputLimit) {
-        out.fault = WalkFault.AddressSize;
-        return;
-      }
-      perms &= ((lo & l.readLo) !== 0 ? Perm.Read : 0) | ((lo & l.writeLo) !== 0 ? Perm.Write : 0) | (leaf ? l.leafPerms : l.tablePerms);
-      if (leaf) {
-        out.mapped = true;
-        out.pageShift = shift;
-        out.perms = perms;
-        out.output = next + (shift < 32 ? (inLo & ((1 << shift) - 1)) >>> 0 : input - Math.floor(input / POW2[shift]!) * POW2[shift]!);
-        if ((access & perms) !== access) {
-          out.fault = WalkFault.Permission;
-          return;
+        if ((lo & reservedLo) !== 0 || (hi & reservedHi) !== 0) break;
+        const addrLo = (lo & addressLo) >>> 0;
+        const addrHi = (hi & addressHi) >>> 0;
+        const next = addrHi * 4_294_967_296 + addrLo;
+        const levelBit = 1 << level;
+        const leaf = (alwaysLeafLevels & levelBit) !== 0 || (lo & leafFlagLo) !== 0;
+        if (leaf) {
+          if ((alwaysLeafLevels & levelBit) === 0 && (leafLevels & levelBit) === 0) break;
+          if (l.leafAlignment && !alignedTo(addrLo, addrHi, shift)) break;
+        } else if ((lo & tableReservedLo) !== 0) break;
+        if (next >= outputLimit) {
+          fault = WalkFault.AddressSize;
+          break;
         }
-        out.ok = true;
-        return;
+        perms &= ((lo & readLo) !== 0 ? Perm.Read : 0) | ((lo & writeLo) !== 0 ? Perm.Write : 0) | (leaf ? l.leafPerms : l.tablePerms);
+        if (leaf) {
+          mapped = true;
+          pageShift = shift;
+          leafPerms = perms;
+          output = next + (shift < 32 ? (inLo & ((1 << shift) - 1)) >>> 0 : input - Math.floor(input / POW2[shift]!) * POW2[shift]!);
+          fault = (access & perms) !== access ? WalkFault.Permission : WalkFault.None;
+          break;
+        }
+        if (level <= 1) break;
+        table = next;
+        level--;
       }
-      if (level <= 1) {
-        out.fault = WalkFault.Reserved;
-        return;
-      }
-      table = next;
-      level--;
-      out.level = level;
     }
-    out.fault = WalkFault.Reserved;
+    out.ok = fault === WalkFault.None;
+    out.output = output;
+    out.pageShift = pageShift;
+    out.perms = leafPerms;
+    out.fault = fault;
+    out.level = level;
+    out.stage = 1;
+    out.faultInput = input;
+    out.tableFetch = false;
+    out.mapped = mapped;
+    out.entryAddress = entryAddress;
+    out.entryLo = entryLo;
+    out.entryHi = entryHi;
+    out.fetches = fetches;
+    out.pageRequest = -1;
   }
 }
 
