@@ -75,6 +75,27 @@ describe("page walker", () => {
     expect(host.allocatedPages).toBe(before);
   });
 
+  it("maps again into a range whose tables an unmap freed, one leaf at a time or many", () => {
+    const host = new HostMemory();
+    const t = hostTable(host);
+    const r = newWalkResult();
+    // Leaf after leaf into one table, then into its neighbour across a 2 MiB boundary.
+    for (let i = 0; i < 4; i++) expect(t.builder.map(0x7f_001f_e000 + i * 0x1000, 0x10_0000 + i * 0x1000, 0x1000, Perm.Read).ok).toBe(true);
+    for (let i = 0; i < 4; i++) {
+      t.walk(0x7f_001f_e000 + i * 0x1000 + 8, Perm.Read, r);
+      expect(r).toMatchObject({ ok: true, output: 0x10_0008 + i * 0x1000 });
+    }
+    expect(t.builder.unmap(0x7f_001f_e000, 0x4000)).toBe(0x4000);
+    for (let round = 0; round < 3; round++) {
+      expect(t.builder.map(0x7f_0020_1000, 0x30_0000, 0x1000, Perm.Read).ok).toBe(true);
+      t.walk(0x7f_0020_1008, Perm.Read, r);
+      expect(r).toMatchObject({ ok: true, output: 0x30_0008 });
+      expect(t.builder.unmap(0x7f_0020_1000, 0x1000)).toBe(0x1000);
+      // Another owner takes the freed table pages: a table remembered past its free would now be theirs.
+      expect(host.allocate(9, 8)).toBeDefined();
+    }
+  });
+
   it("never throws on random table contents and stays inside the reader", () => {
     const host = new HostMemory();
     const guest = new GuestMemory(host, 1, { sizeBytes: 1 << 24 });

@@ -44,8 +44,11 @@ export type Result<T> = { readonly ok: true; readonly value: T } | { readonly ok
 export function ok<T>(value: T): Result<T>;
 export function ok(): Result<void>;
 export function ok<T>(value?: T): Result<T | undefined> {
-  return { ok: true, value };
+  return value === undefined ? OK_VOID : { ok: true, value };
 }
+
+/** The one success without a value: results are read-only, so every `ok()` can share it (nothing allocated). */
+const OK_VOID: Result<undefined> = Object.freeze({ ok: true, value: undefined });
 
 export function err<T = never>(errno: ErrnoName, message: string): Result<T> {
   return { ok: false, error: { errno, code: Errno[errno], message } };

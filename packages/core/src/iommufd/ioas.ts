@@ -1,4 +1,5 @@
 import { err, ok, type Result } from "../errors/errno.js";
+import type { Hpa } from "../address/addresses.js";
 import type { PagingDomain } from "../contract/iommu-unit.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { PAGE_SIZE } from "../memory/page.js";
@@ -207,18 +208,27 @@ export class Ioas extends IommufdObject {
  */
 export function mapAreaInto(domain: PagingDomain, area: IoasArea, largeRuns = true): Result<void> {
   let done = 0;
+  // Pinned runs, filled in place (a terabyte is half a million of them).
+  const first = { hpa: 0 as Hpa, length: 0 };
+  const next = { hpa: 0 as Hpa, length: 0 };
+  // `first` already holds the backing page that ended the previous run (not host-contiguous with it).
+  let carried = false;
   while (done < area.length) {
-    const first = area.memory.pinRun(area.gpa + done, area.length - done);
-    if (first === undefined) {
+    if (!carried && area.memory.pinRun(area.gpa + done, area.length - done, first) === undefined) {
       domain.unmap(area.iova, done);
       return area.memory.contains(area.gpa + done) ? err("ENOMEM", "host out of memory pinning guest RAM") : err("EFAULT", "mapping source outside guest RAM");
     }
+    carried = false;
     // Extend the run while the next backing page follows on the host, up to 1 GiB at a time.
     // With huge pages off (IOMMU_OPTION_HUGE_PAGES = 0) every mapping is one page.
     let run = largeRuns ? first.length : Math.min(first.length, PAGE_SIZE);
+    let carry = false;
     while (largeRuns && done + run < area.length && run < 2 ** 30) {
-      const next = area.memory.pinRun(area.gpa + done + run, area.length - done - run);
-      if (next === undefined || next.hpa !== first.hpa + run) break;
+      if (area.memory.pinRun(area.gpa + done + run, area.length - done - run, next) === undefined) break;
+      if (next.hpa !== first.hpa + run) {
+        carry = true;
+        break;
+      }
       run += next.length;
     }
     const r = domain.map(area.iova + done, first.hpa, run, area.perms);
@@ -227,6 +237,11 @@ export function mapAreaInto(domain: PagingDomain, area: IoasArea, largeRuns = tr
       return r;
     }
     done += run;
+    if (carry) {
+      first.hpa = next.hpa;
+      first.length = next.length;
+      carried = true;
+    }
   }
   return ok();
 }

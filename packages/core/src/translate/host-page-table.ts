@@ -62,6 +62,17 @@ export class PageTableBuilder {
   private readonly population = new Map<number, number>();
   private readonly tableSizes = new Map<number, number>();
   private mappedBytes = 0;
+  /**
+   * The table the last leaf was written into, its level and the inputs it covers: a long range maps leaf after
+   * leaf into one table, found once from the root instead of once per leaf. Level 0: none; reset whenever a
+   * table is freed. Kept only for a tree no one else writes (`soleWriter`): a guest's tables may change under it.
+   */
+  private cursorTable = 0;
+  private cursorLevel = 0;
+  private cursorBase = 0;
+  private cursorEnd = 0;
+  /** Leaves written into the cursor's table and not yet counted in `population` (see `settleCursor`). */
+  private cursorAdded = 0;
 
   private constructor(
     readonly format: WritableFormat,
@@ -69,16 +80,21 @@ export class PageTableBuilder {
     private readonly store: TableStore,
     root: number,
     private readonly allowLargePages: boolean,
+    private readonly soleWriter: boolean,
   ) {
     this.root = root;
     this.population.set(root, 0);
     this.tableSizes.set(root, format.tableBytes(geometry.startLevel));
   }
 
-  static create(format: WritableFormat, geometry: TableGeometry, store: TableStore, options: { largePages?: boolean } = {}): PageTableBuilder | undefined {
+  /**
+   * `soleWriter`: only this builder writes the tree's entries (a host-owned table; dirty bits aside), so it may
+   * remember the table it last wrote into.
+   */
+  static create(format: WritableFormat, geometry: TableGeometry, store: TableStore, options: { largePages?: boolean; soleWriter?: boolean } = {}): PageTableBuilder | undefined {
     const root = store.allocateTable(format.tableBytes(geometry.startLevel));
     if (root === undefined) return undefined;
-    return new PageTableBuilder(format, geometry, store, root, options.largePages ?? true);
+    return new PageTableBuilder(format, geometry, store, root, options.largePages ?? true, options.soleWriter ?? false);
   }
 
   get bytesMapped(): number {
@@ -131,6 +147,8 @@ export class PageTableBuilder {
 
   /** Writes one leaf, creating tables on the way; the errno when the slot is taken or memory runs out. */
   private setLeaf(address: number, output: number, leafLevel: number, perms: PermBits): "EEXIST" | "ENOMEM" | undefined {
+    if (leafLevel === this.cursorLevel && address >= this.cursorBase && address < this.cursorEnd) return this.setLeafIn(this.cursorTable, address, output, leafLevel, perms);
+    this.settleCursor();
     let table = this.root;
     for (let level = this.geometry.startLevel; level > leafLevel; level--) {
       const at = this.indexAddress(table, level, address);
@@ -151,14 +169,41 @@ export class PageTableBuilder {
       this.population.set(table, this.population.get(table)! + 1);
       table = next;
     }
+    if (this.soleWriter) {
+      const span = POW2[this.geometry.levelShift[leafLevel]! + this.geometry.indexBits[leafLevel]!]!;
+      this.cursorTable = table;
+      this.cursorLevel = leafLevel;
+      this.cursorBase = Math.floor(address / span) * span;
+      this.cursorEnd = this.cursorBase + span;
+    }
+    return this.setLeafIn(table, address, output, leafLevel, perms);
+  }
+
+  /** Writes one leaf into `table`, the table at `leafLevel` covering `address`. */
+  private setLeafIn(table: number, address: number, output: number, leafLevel: number, perms: PermBits): "EEXIST" | undefined {
     const at = this.indexAddress(table, leafLevel, address);
     this.store.read64Halves(at, this.entry);
-    this.format.decodeEntry(this.entry[0]!, this.entry[1]!, leafLevel, this.decoded);
-    if (this.decoded.kind !== EntryKind.Invalid) return "EEXIST";
+    // Only "is the slot free" matters here: a layout answers it with its present bits, without a full decode.
+    const layout = this.format.layout;
+    if (layout !== undefined) {
+      if ((this.entry[0]! & layout.presentLo) !== 0) return "EEXIST";
+    } else {
+      this.format.decodeEntry(this.entry[0]!, this.entry[1]!, leafLevel, this.decoded);
+      if (this.decoded.kind !== EntryKind.Invalid) return "EEXIST";
+    }
     this.format.encodeLeaf(output, this.geometry.levelShift[leafLevel]!, perms, leafLevel, this.entry);
     this.store.write64Halves(at, this.entry[0]!, this.entry[1]!);
-    this.population.set(table, this.population.get(table)! + 1);
+    // The cursor's table is counted once it is left (two map operations per leaf add up over 512K leaves).
+    if (table === this.cursorTable && this.cursorLevel !== 0) this.cursorAdded++;
+    else this.population.set(table, this.population.get(table)! + 1);
     return undefined;
+  }
+
+  /** Counts the leaves written through the cursor in `population`, before anything reads or frees tables. */
+  private settleCursor(): void {
+    if (this.cursorAdded === 0) return;
+    this.population.set(this.cursorTable, this.population.get(this.cursorTable)! + this.cursorAdded);
+    this.cursorAdded = 0;
   }
 
   /** The leaf covering `address`: its level and the page size, or undefined when unmapped. */
@@ -185,6 +230,7 @@ export class PageTableBuilder {
   }
 
   private unmapRange(address: number, length: number): number {
+    this.settleCursor();
     let removed = 0;
     let a = address;
     while (a < address + length) {
@@ -228,6 +274,7 @@ export class PageTableBuilder {
       const left = this.population.get(table)! - 1;
       this.population.set(table, left);
       if (left > 0 || table === this.root) return;
+      this.cursorLevel = 0;
       this.store.freeTable(table, this.tableSizes.get(table)!);
       this.population.delete(table);
       this.tableSizes.delete(table);
@@ -237,6 +284,8 @@ export class PageTableBuilder {
 
   /** Frees every table of the tree. */
   destroy(): void {
+    this.settleCursor();
+    this.cursorLevel = 0;
     for (const [table, bytes] of this.tableSizes) this.store.freeTable(table, bytes);
     this.population.clear();
     this.tableSizes.clear();
@@ -257,7 +306,7 @@ export class HostPageTable {
   }
 
   static create(host: HostMemory, owner: OwnerId, format: WritableFormat, geometry: TableGeometry, options: { largePages?: boolean } = {}): HostPageTable | undefined {
-    const builder = PageTableBuilder.create(format, geometry, new HostTableStore(host, owner), options);
+    const builder = PageTableBuilder.create(format, geometry, new HostTableStore(host, owner), { ...options, soleWriter: true });
     return builder === undefined ? undefined : new HostPageTable(builder, host, owner);
   }
 
