@@ -131,7 +131,7 @@ function chunkOutput(ch: QemuLandedChunk): number {
  * The bytes edu writes for the DMA write at `index` on QEMU: what QEMU's walk read for the device's last DMA read
  * before it (guest memory as the trace wrote it), where that read translated whole; else undefined.
  */
-function qemuReadBefore(trace: Trace, index: number, rid: number, length: number): Uint8Array | undefined {
+function qemuReadBefore(trace: Trace, index: number, rid: number, length: number): { data: Uint8Array; chunks: QemuLandedChunk[] } | undefined {
   for (let i = index - 1; i >= 0; i--) {
     const op = trace.ops[i]!;
     if (op.op !== "dma" || op.rid !== rid || op.dir !== "read") continue;
@@ -139,7 +139,7 @@ function qemuReadBefore(trace: Trace, index: number, rid: number, length: number
     if (chunks.reduce((n, ch) => n + ch.length, 0) !== op.len) return undefined;
     const out = new Uint8Array(op.len);
     for (const ch of chunks) out.set(traceBytes(trace, i, chunkOutput(ch), ch.length), ch.iova - op.iova);
-    return out.subarray(0, Math.min(length, op.len));
+    return { data: out.subarray(0, Math.min(length, op.len)), chunks };
   }
   return undefined;
 }
@@ -148,7 +148,8 @@ function qemuReadBefore(trace: Trace, index: number, rid: number, length: number
  * A DMA write whose bytes QEMU put where its own walk says and the model did not: in the divergent memory read every
  * byte QEMU's chunks cover holds the bytes edu wrote (the write's, or what QEMU itself read for it), and every other
  * byte that differs from the model's answer is as guest memory held it before the write (the model wrote there,
- * QEMU did not). The chunks QEMU wrote through, or undefined.
+ * QEMU did not). The chunks QEMU wrote through (and, where the bytes are what QEMU read, the chunks it read
+ * through), or undefined.
  */
 export function amdWritePlacedByQemu(c: DivergenceContext): QemuLandedChunk[] | undefined {
   const mem = memoryAnswers(c);
@@ -159,10 +160,10 @@ export function amdWritePlacedByQemu(c: DivergenceContext): QemuLandedChunk[] | 
     const chunks = qemuChunks(c.trace, i, op.rid, op.iova, op.data.length, true);
     if (chunks.length === 0) continue;
     const before = traceBytes(c.trace, i, mem.addr, mem.actual.length);
-    const qemuData = qemuReadBefore(c.trace, i, op.rid, op.data.length);
-    for (const data of qemuData === undefined ? [op.data] : [op.data, qemuData]) {
-      if (showsChunks(mem, before, data, op.iova, chunks)) return chunks;
-    }
+    if (showsChunks(mem, before, op.data, op.iova, chunks)) return chunks;
+    // The bytes edu wrote are those QEMU's walk read: then the read's chunks are part of the explanation too.
+    const read = qemuReadBefore(c.trace, i, op.rid, op.data.length);
+    if (read !== undefined && showsChunks(mem, before, read.data, op.iova, chunks)) return [...chunks, ...read.chunks];
   }
   return undefined;
 }
