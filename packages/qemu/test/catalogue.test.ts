@@ -195,3 +195,22 @@ describe("the SMMUv3 catalogue", () => {
     expect(explain(moved, 1n, 0n)).toBeUndefined();
   });
 });
+
+describe("guest memory as a trace wrote it (traceBytes)", () => {
+  it("takes each write's and fill's overlap with the range, later operations over earlier ones, and stops at the index", async () => {
+    const { traceBytes } = await import("../src/catalogue/matchers.js");
+    const trace: Trace = {
+      header: { format: TRACE_FORMAT, version: TRACE_VERSION, machine: { ram: [{ base: 0, size: 0x10000 }], iommus: [], devices: [] } },
+      ops: [
+        { op: "mem-fill", addr: 0x0ff0, len: 0x20, byte: 0xaa },
+        { op: "mem-write", addr: 0x0ffe, data: Uint8Array.of(1, 2, 3, 4) },
+        { op: "mem-write", addr: 0x1006, data: Uint8Array.of(9, 8, 7, 6) },
+        { op: "mem-fill", addr: 0x1009, len: 1, byte: 0x55 },
+      ],
+    };
+    expect([...traceBytes(trace, 4, 0x1000, 10)]).toEqual([3, 4, 0xaa, 0xaa, 0xaa, 0xaa, 9, 8, 7, 0x55]);
+    expect([...traceBytes(trace, 2, 0x1000, 10)]).toEqual([3, 4, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa]);
+    expect([...traceBytes(trace, 4, 0x0ff8, 4)]).toEqual([0xaa, 0xaa, 0xaa, 0xaa]);
+    expect([...traceBytes(trace, 4, 0x2000, 4)]).toEqual([0, 0, 0, 0]);
+  });
+});

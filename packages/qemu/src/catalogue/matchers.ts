@@ -59,13 +59,15 @@ export function traceBytes(trace: Trace, end: number, addr: number, len: number)
   const out = new Uint8Array(len);
   for (let i = 0; i < end; i++) {
     const op = trace.ops[i]!;
+    // Only the overlap is copied: a trace writes pages of data, and matchers read a few bytes many times.
     if (op.op === "mem-write") {
-      for (let b = 0; b < op.data.length; b++) {
-        const at = op.addr + b - addr;
-        if (at >= 0 && at < len) out[at] = op.data[b]!;
-      }
+      const from = Math.max(op.addr, addr);
+      const to = Math.min(op.addr + op.data.length, addr + len);
+      if (from < to) out.set(op.data.subarray(from - op.addr, to - op.addr), from - addr);
     } else if (op.op === "mem-fill") {
-      for (let at = Math.max(0, op.addr - addr); at < Math.min(len, op.addr + op.len - addr); at++) out[at] = op.byte;
+      const from = Math.max(op.addr, addr);
+      const to = Math.min(op.addr + op.len, addr + len);
+      if (from < to) out.fill(op.byte, from - addr, to - addr);
     }
   }
   return out;
