@@ -43,5 +43,5 @@ export * from "./guest/sync-command.js";
 export * from "./tools/walk-tool.js";
 export * from "./tools/acpi-tool.js";
 export * from "./tools/bench.js";
-export { nestedBench, fillAndInvalidate, invalidationsRemoved, FLUSH_PAGES, BENCH_IOVA, BENCH_GPA, type NestedBench } from "./tools/bench-figures.js";
+export { nestedBench, dmaFillInvalidations, FLUSH_PAGES, BENCH_IOVA, BENCH_GPA, type NestedBench } from "./tools/bench-figures.js";
 export * from "./plugin.js";

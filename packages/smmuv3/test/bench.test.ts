@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { BenchRefused, measurePrepared, type FigureSpec } from "@viommu/core";
+import type { FigureSpec } from "@viommu/core";
+import { checkInterleavedFigures } from "../../../test-support/bench-figures.js";
 import { smmuv3Plugin } from "../src/plugin.js";
 
 const figures = smmuv3Plugin.bench!;
@@ -23,23 +24,5 @@ describe("SMMUv3 bench figures", () => {
     }
   });
 
-  for (const spec of specs) {
-    it(`${spec.name}: every round's work verifies, and sabotaged work is refused`, async () => {
-      const good = await spec.prepare({ quick: true });
-      try {
-        const r = measurePrepared(spec, good, { rounds: 2, batchMs: 1 });
-        expect(r.verified).toBe(true);
-        if (good.sameOutputs === true) expect(good.model.run(32)).toBe(good.baseline!.run(32));
-      } finally {
-        good.dispose?.();
-      }
-      const bad = await spec.prepare({ quick: true });
-      try {
-        bad.sabotage!();
-        expect(() => measurePrepared(spec, bad, { rounds: 2, batchMs: 1 })).toThrow(BenchRefused);
-      } finally {
-        bad.dispose?.();
-      }
-    }, 60_000);
-  }
+  checkInterleavedFigures(specs);
 });

@@ -3,6 +3,7 @@ import {
   DIRTY_BITMAP_NO_CLEAR,
   flushWorkload,
   DIRTY_TRACKING_ENABLE,
+  dmaFillAndInvalidateFigure,
   forEachLeaf,
   HOST_OWNER,
   HostTableReader,
@@ -16,6 +17,7 @@ import {
   Testbed,
   unwrap,
   type BenchFigure,
+  type DmaFillSystem,
   type DmaRequest,
   type FigureSpec,
   type Prepared,
@@ -117,8 +119,19 @@ function descriptors(plugin: VendorPlugin): ReturnType<BenchFigure["run"]> {
   }
 }
 
-/** Pages the invalidation figures cycle over. */
+/** Pages the invalidation figures cycle over, from FLUSH_IOVA (clear of the pages nestedSystem maps). */
 const FLUSH_PAGES = 64;
+const FLUSH_IOVA = 0x4000_0000;
+
+/** The invalidation figures' system: the bench's nested system, its device attached to a fresh domain of the driver. */
+function flushSystem(plugin: VendorPlugin): DmaFillSystem & { readonly unit: VtdUnit } {
+  const s = nestedSystem(plugin);
+  const v = s.bed.vms[0]!;
+  const driver = v.drivers[0]!;
+  const domain = unwrap(driver.createDomain());
+  unwrap(driver.attach(GUEST_RID, domain));
+  return { bed: s.bed, unit: s.unit, device: v.devices[0]!.device, driver, domain };
+}
 
 /**
  * Invalidations per second through the reference driver and the trapped invalidation queue (issue 13's figure):
@@ -134,12 +147,9 @@ function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSpec {
     unit: "M invalidations/s",
     goal: ">= 0.5M invalidations/s (1M descriptors/s)",
     prepare(): Prepared {
-      const s = nestedSystem(plugin());
-      const driver = s.bed.vms[0]!.drivers[0]!;
-      const dev = s.bed.vms[0]!.devices[0]!.device;
-      const domain = unwrap(driver.createDomain());
-      unwrap(driver.attach(GUEST_RID, domain));
-      const iova = 0x4000_0000;
+      const s = flushSystem(plugin());
+      const { driver, domain, device: dev } = s;
+      const iova = FLUSH_IOVA;
       unwrap(driver.map(domain, iova, DATA_GPA, (FLUSH_PAGES + 2) * 4096, Perm.ReadWrite));
       const out = newWalkResult();
       const resident = iova + (FLUSH_PAGES + 1) * 4096;
@@ -162,52 +172,16 @@ function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSpec {
 
 /** The same flushes with the page cached by a DMA first (a nested walk per operation): unmap after every transfer, end to end. */
 function dmaFillAndInvalidate(plugin: () => VendorPlugin): FigureSpec {
-  return {
+  return dmaFillAndInvalidateFigure({
     name: "vtd-dma-fill-and-invalidate",
-    unit: "M invalidations/s",
-    prepare(): Prepared {
-      const s = nestedSystem(plugin());
-      const driver = s.bed.vms[0]!.drivers[0]!;
-      const dev = s.bed.vms[0]!.devices[0]!.device;
-      const domain = unwrap(driver.createDomain());
-      unwrap(driver.attach(GUEST_RID, domain));
-      const iova = 0x4000_0000;
-      unwrap(driver.map(domain, iova, DATA_GPA, FLUSH_PAGES * 4096, Perm.ReadWrite));
-      const out = newWalkResult();
-      let at = 0;
-      return {
-        model: {
-          run(n: number): number {
-            let sum = 0;
-            for (let i = 0; i < n; i++) {
-              const page = iova + (at++ % FLUSH_PAGES) * 4096;
-              dev.translate(page, false, NO_PASID, out);
-              if (!out.ok || !driver.flush(domain, page, 4096).ok) return NaN;
-              sum += page;
-            }
-            return sum;
-          },
-          verify(): string | undefined {
-            for (let p = 0; p < FLUSH_PAGES; p++) {
-              const page = iova + p * 4096;
-              const misses = s.unit.iotlb.misses;
-              dev.translate(page, false, NO_PASID, out);
-              if (s.unit.iotlb.misses === misses) return `page 0x${page.toString(16)} still cached after its flush`;
-              if (!driver.flush(domain, page, 4096).ok) return `the check's own flush of 0x${page.toString(16)} failed`;
-            }
-            return undefined;
-          },
-        },
-        baseline: plainFlushBaseline(iova, FLUSH_PAGES, 16),
-        sameOutputs: true,
-        note: "per invalidation: a DMA fills the IOTLB (nested walk), then P_IOTLB_INV + INV_WAIT through the trapped queue to the host; every removal checked",
-        sabotage: () => {
-          driver.flush = () => ok();
-        },
-        dispose: () => s.bed.dispose(),
-      };
-    },
-  };
+    note: "per invalidation: a DMA fills the IOTLB (nested walk), then P_IOTLB_INV + INV_WAIT through the trapped queue to the host; every removal checked",
+    iova: FLUSH_IOVA,
+    gpa: DATA_GPA,
+    pages: FLUSH_PAGES,
+    removal: "flush",
+    system: () => flushSystem(plugin()),
+    baseline: () => plainFlushBaseline(FLUSH_IOVA, FLUSH_PAGES, 16),
+  });
 }
 
 /** Milliseconds per call of `work`, averaged over at least `minMs` after one warm-up call (for work too slow for opsPerSecond). */

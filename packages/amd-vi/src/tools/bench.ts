@@ -1,4 +1,4 @@
-import { captureIotlbInsert, DIRTY_TRACKING_ENABLE, flushWorkload, newWalkResult, NO_PASID, ok, opsPerSecond, Perm, plainFlushBaseline, Testbed, unwrap, type BenchFigure, type FigureSpec, type Prepared, type DmaDevice, type GuestPageAllocator, type TranslationMode, type VendorPlugin, type VirtualMachine } from "@viommu/core";
+import { captureIotlbInsert, DIRTY_TRACKING_ENABLE, dmaFillAndInvalidateFigure, flushWorkload, newWalkResult, NO_PASID, ok, opsPerSecond, Perm, plainFlushBaseline, Testbed, unwrap, type BenchFigure, type FigureSpec, type Prepared, type DmaDevice, type GuestPageAllocator, type TranslationMode, type VendorPlugin, type VirtualMachine } from "@viommu/core";
 import { buildInvalidateIommuPages, COMMAND_BYTES } from "../format/command.js";
 import { MmioOffset } from "../format/mmio-register-map.js";
 import type { AmdViGuestDriver } from "../guest/amd-vi-driver.js";
@@ -126,47 +126,16 @@ function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSpec {
 
 /** The same flushes with the page cached by a DMA first (a nested walk per operation): unmap after every transfer, end to end. */
 function dmaFillAndInvalidate(plugin: () => VendorPlugin): FigureSpec {
-  return {
+  return dmaFillAndInvalidateFigure({
     name: "amd-vi-dma-fill-and-invalidate",
-    unit: "M invalidations/s",
-    prepare(): Prepared {
-      const s = figureSystem(plugin());
-      unwrap(s.driver.map(s.domain, IOVA, DATA_GPA, FLUSH_PAGES * 4096, Perm.ReadWrite));
-      const out = newWalkResult();
-      let at = 0;
-      return {
-        model: {
-          run(n: number): number {
-            let sum = 0;
-            for (let i = 0; i < n; i++) {
-              const page = IOVA + (at++ % FLUSH_PAGES) * 4096;
-              s.device.translate(page, false, NO_PASID, out);
-              if (!out.ok || !s.driver.flush(s.domain, page, 4096).ok) return NaN;
-              sum += page;
-            }
-            return sum;
-          },
-          verify(): string | undefined {
-            for (let p = 0; p < FLUSH_PAGES; p++) {
-              const page = IOVA + p * 4096;
-              const misses = s.unit.iotlb.misses;
-              s.device.translate(page, false, NO_PASID, out);
-              if (s.unit.iotlb.misses === misses) return `page 0x${page.toString(16)} still cached after its flush`;
-              if (!s.driver.flush(s.domain, page, 4096).ok) return `the check's own flush of 0x${page.toString(16)} failed`;
-            }
-            return undefined;
-          },
-        },
-        baseline: plainFlushBaseline(IOVA, FLUSH_PAGES, 8),
-        sameOutputs: true,
-        note: "per invalidation: a DMA fills the IOTLB (nested walk), then INVALIDATE_IOMMU_PAGES + COMPLETION_WAIT through the trapped command buffer; every removal checked",
-        sabotage: () => {
-          s.driver.flush = () => ok();
-        },
-        dispose: () => s.bed.dispose(),
-      };
-    },
-  };
+    note: "per invalidation: a DMA fills the IOTLB (nested walk), then INVALIDATE_IOMMU_PAGES + COMPLETION_WAIT through the trapped command buffer; every removal checked",
+    iova: IOVA,
+    gpa: DATA_GPA,
+    pages: FLUSH_PAGES,
+    removal: "flush",
+    system: () => figureSystem(plugin()),
+    baseline: () => plainFlushBaseline(IOVA, FLUSH_PAGES, 8),
+  });
 }
 
 /** VMM interventions (exits, injections, hypervisor-handled commands) per 1,000 guest unmap+invalidations. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { BenchRefused, measurePrepared, type FigureSpec } from "@viommu/core";
+import type { FigureSpec } from "@viommu/core";
+import { checkInterleavedFigures } from "../../../../test-support/bench-figures.js";
 import { amdViPlugin } from "../../src/plugin.js";
 
 const specs = (amdViPlugin.bench ?? []).filter((f): f is FigureSpec => "prepare" in f);
@@ -31,22 +32,5 @@ describe("bench figures", () => {
     }
   }, 120_000);
 
-  for (const spec of specs) {
-    it(`${spec.name}: every round's work verifies, and sabotaged work is refused`, async () => {
-      const good = await spec.prepare({ quick: true });
-      try {
-        expect(measurePrepared(spec, good, { rounds: 2, batchMs: 1 }).verified).toBe(true);
-        if (good.sameOutputs === true) expect(good.model.run(32)).toBe(good.baseline!.run(32));
-      } finally {
-        good.dispose?.();
-      }
-      const bad = await spec.prepare({ quick: true });
-      try {
-        bad.sabotage!();
-        expect(() => measurePrepared(spec, bad, { rounds: 2, batchMs: 1 })).toThrow(BenchRefused);
-      } finally {
-        bad.dispose?.();
-      }
-    }, 60_000);
-  }
+  checkInterleavedFigures(specs);
 });

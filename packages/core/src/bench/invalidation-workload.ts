@@ -1,6 +1,11 @@
-import type { PermBits } from "../translate/access.js";
+import type { GuestDomainId, GuestIommuDriver } from "../contract/guest-driver.js";
+import { NO_PASID } from "../contract/iommu-unit.js";
+import { ok, unwrap } from "../errors/errno.js";
+import type { DmaDevice } from "../platform/dma-device.js";
+import { Perm, type PermBits } from "../translate/access.js";
 import { newIotlbHit, type Iotlb } from "../translate/iotlb.js";
-import type { Workload } from "./interleaved.js";
+import { newWalkResult } from "../translate/walk-result.js";
+import type { FigureSpec, Prepared, Workload } from "./interleaved.js";
 
 /** One IOTLB entry as a unit caches it: its tag and what it holds. */
 export interface CachedEntry {
@@ -107,5 +112,94 @@ export function plainFlushBaseline(iova: number, pages: number, words: number): 
       return sum;
     },
     verify: () => (cache.size === 0 ? undefined : `${cache.size} entries left in the plain cache`),
+  };
+}
+
+/** A system a DMA-fill figure runs on: a device behind the unit, the guest's reference driver, one attached domain. */
+export interface DmaFillSystem {
+  readonly bed: { dispose(): void };
+  readonly unit: { readonly iotlb: { readonly misses: number } };
+  readonly device: DmaDevice;
+  readonly driver: GuestIommuDriver;
+  readonly domain: GuestDomainId;
+}
+
+export interface DmaFillWorkloadOptions {
+  /** Input address of the first page (mapped, with the `pages` after it). */
+  readonly iova: number;
+  /** 4 KiB pages cycled over. */
+  readonly pages: number;
+  /** What the check's message calls one removal ("flush", "invalidation"). */
+  readonly removal: string;
+}
+
+/**
+ * Invalidations with the page cached by a DMA first (a walk per operation): the device translates the page, then
+ * the driver invalidates it; NaN when either failed. The check translates each cycled page again and wants a miss
+ * (each was cached before its flush), then flushes it once more. The driver's `flush` is looked up per call, so a
+ * sabotage that replaces it takes effect.
+ */
+export function dmaFillWorkload(s: DmaFillSystem, o: DmaFillWorkloadOptions): Workload {
+  const out = newWalkResult();
+  let at = 0;
+  return {
+    run(n: number): number {
+      const { iova, pages } = o;
+      let sum = 0;
+      for (let i = 0; i < n; i++) {
+        const page = iova + (at++ % pages) * 4096;
+        s.device.translate(page, false, NO_PASID, out);
+        if (!out.ok || !s.driver.flush(s.domain, page, 4096).ok) return NaN;
+        sum += page;
+      }
+      return sum;
+    },
+    verify(): string | undefined {
+      for (let p = 0; p < o.pages; p++) {
+        const page = o.iova + p * 4096;
+        const misses = s.unit.iotlb.misses;
+        s.device.translate(page, false, NO_PASID, out);
+        if (s.unit.iotlb.misses === misses) return `page 0x${page.toString(16)} still cached after its ${o.removal}`;
+        if (!s.driver.flush(s.domain, page, 4096).ok) return `the check's own flush of 0x${page.toString(16)} failed`;
+      }
+      return undefined;
+    },
+  };
+}
+
+export interface DmaFillFigureOptions extends DmaFillWorkloadOptions {
+  /** Stable name (`<vendor>-dma-fill-and-invalidate`). */
+  readonly name: string;
+  readonly note: string;
+  /** Where the pages map to. */
+  readonly gpa: number;
+  /** Builds the system, its domain attached; it lives until the figure's dispose. */
+  readonly system: () => DmaFillSystem;
+  /** The same job in plain code (returns the same checksum over the same pages). */
+  readonly baseline: () => Workload;
+}
+
+/**
+ * A vendor's `…-dma-fill-and-invalidate` figure: `pages` pages mapped read-write, then `dmaFillWorkload` against
+ * the vendor's plain baseline. Sabotage: a driver whose flush does nothing (the pages stay cached).
+ */
+export function dmaFillAndInvalidateFigure(o: DmaFillFigureOptions): FigureSpec {
+  return {
+    name: o.name,
+    unit: "M invalidations/s",
+    prepare(): Prepared {
+      const s = o.system();
+      unwrap(s.driver.map(s.domain, o.iova, o.gpa, o.pages * 4096, Perm.ReadWrite));
+      return {
+        model: dmaFillWorkload(s, o),
+        baseline: o.baseline(),
+        sameOutputs: true,
+        note: o.note,
+        sabotage: () => {
+          s.driver.flush = () => ok();
+        },
+        dispose: () => s.bed.dispose(),
+      };
+    },
   };
 }

@@ -1,4 +1,4 @@
-import { captureIotlbInsert, flushWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin } from "@viommu/core";
+import { captureIotlbInsert, dmaFillAndInvalidateFigure, flushWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin } from "@viommu/core";
 import type { HypervUnit } from "../hw/hyperv-unit.js";
 import type { HypervDevice } from "../vmm/hyperv-device.js";
 
@@ -208,48 +208,16 @@ export function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSp
  * hypercall alone; the walk here is the next DMA's, so `hyperv-invalidations-through-driver` is the flush's cost.
  */
 export function dmaFillAndInvalidate(plugin: () => VendorPlugin): FigureSpec {
-  return {
+  return dmaFillAndInvalidateFigure({
     name: "hyperv-dma-fill-and-invalidate",
-    unit: "M invalidations/s",
-    prepare(): Prepared {
-      const b = benchSystem(plugin());
-      unwrap(b.driver.map(b.domain, IOVA, DATA_GPA, FLUSH_PAGES * 4096, Perm.ReadWrite));
-      const out = newWalkResult();
-      let at = 0;
-      return {
-        model: {
-          run(n: number): number {
-            let sum = 0;
-            for (let i = 0; i < n; i++) {
-              const iova = IOVA + (at++ % FLUSH_PAGES) * 4096;
-              b.device.translate(iova, false, NO_PASID, out);
-              if (!out.ok || !b.driver.flush(b.domain, iova, 4096).ok) return NaN;
-              sum += iova;
-            }
-            return sum;
-          },
-          verify(): string | undefined {
-            // Each page was cached before its flush: now each misses (and is flushed again after the check).
-            for (let p = 0; p < FLUSH_PAGES; p++) {
-              const iova = IOVA + p * 4096;
-              const misses = b.unit.iotlb.misses;
-              b.device.translate(iova, false, NO_PASID, out);
-              if (b.unit.iotlb.misses === misses) return `page 0x${iova.toString(16)} still cached after its flush`;
-              if (!b.driver.flush(b.domain, iova, 4096).ok) return `the check's own flush of 0x${iova.toString(16)} failed`;
-            }
-            return undefined;
-          },
-        },
-        baseline: plainFlushes(),
-        sameOutputs: true,
-        note: "per invalidation: a DMA fills the IOTLB (nested walk), then FLUSH_DEVICE_DOMAIN_LIST (one rep) by hypercall; every removal checked",
-        sabotage: () => {
-          b.driver.flush = () => ok();
-        },
-        dispose: () => b.bed.dispose(),
-      };
-    },
-  };
+    note: "per invalidation: a DMA fills the IOTLB (nested walk), then FLUSH_DEVICE_DOMAIN_LIST (one rep) by hypercall; every removal checked",
+    iova: IOVA,
+    gpa: DATA_GPA,
+    pages: FLUSH_PAGES,
+    removal: "flush",
+    system: () => benchSystem(plugin()),
+    baseline: plainFlushes,
+  });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { captureIotlbInsert, flushWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin } from "@viommu/core";
+import { captureIotlbInsert, dmaFillAndInvalidateFigure, dmaFillWorkload, flushWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin, type Workload } from "@viommu/core";
 import type { Smmuv3Unit } from "../hw/smmuv3-unit.js";
 import type { Smmuv3Device } from "../vmm/smmuv3-device.js";
 
@@ -181,38 +181,12 @@ export function auditCost(plugin: () => VendorPlugin): FigureSpec {
 }
 
 /**
- * One invalidation as a VMM sees a guest's unmap: the page is first cached (a DMA translation walks and fills the
- * IOTLB), then the reference driver invalidates it (CMD_TLBI_NH_VA and CMD_SYNC, written to its queue, the doorbell
- * trapped, the TLBI forwarded to the host). Returns the checksum, or NaN when a step failed.
+ * What the DMA-fill figures run (an extension's too): the page cached by a DMA translation (a walk that fills the
+ * IOTLB), then the reference driver's CMD_TLBI_NH_VA and CMD_SYNC, written to its queue, the doorbell trapped, the
+ * TLBI forwarded to the host; every cycled page checked to miss after its invalidation.
  */
-export function fillAndInvalidate(b: NestedBench, cursor: { at: number }, n: number): number {
-  const out = newWalkResult();
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const iova = IOVA + (cursor.at++ % FLUSH_PAGES) * 4096;
-    b.device.translate(iova, false, NO_PASID, out);
-    if (!out.ok || !b.driver.flush(b.domain, iova, 4096).ok) return NaN;
-    sum += iova;
-  }
-  return sum;
-}
-
-/**
- * Every invalidation removed its entry: each of the pages the figure cycles over misses the IOTLB now (it was
- * cached before each flush). Checking translates the page again, so the check flushes it once more afterwards.
- */
-export function invalidationsRemoved(b: NestedBench): () => string | undefined {
-  const out = newWalkResult();
-  return () => {
-    for (let p = 0; p < FLUSH_PAGES; p++) {
-      const iova = IOVA + p * 4096;
-      const misses = b.unit.iotlb.misses;
-      b.device.translate(iova, false, NO_PASID, out);
-      if (b.unit.iotlb.misses === misses) return `page 0x${iova.toString(16)} still cached after its invalidation`;
-      if (!b.driver.flush(b.domain, iova, 4096).ok) return `the check's own flush of 0x${iova.toString(16)} failed`;
-    }
-    return undefined;
-  };
+export function dmaFillInvalidations(b: NestedBench): Workload {
+  return dmaFillWorkload(b, { iova: IOVA, pages: FLUSH_PAGES, removal: "invalidation" });
 }
 
 /** The plain code both invalidation figures compare with: fill a Map entry, write TLBI_NH_VA + CMD_SYNC to a ring, read the TLBI back, delete its entry. */
@@ -288,23 +262,14 @@ export function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSp
  * invalidation alone.
  */
 export function dmaFillAndInvalidate(plugin: () => VendorPlugin): FigureSpec {
-  return {
+  return dmaFillAndInvalidateFigure({
     name: "smmuv3-dma-fill-and-invalidate",
-    unit: "M invalidations/s",
-    prepare(): Prepared {
-      const b = nestedBench(plugin());
-      unwrap(b.driver.map(b.domain, IOVA, DATA_GPA, FLUSH_PAGES * 4096, Perm.ReadWrite));
-      const cursor = { at: 0 };
-      return {
-        model: { run: (n) => fillAndInvalidate(b, cursor, n), verify: invalidationsRemoved(b) },
-        baseline: plainInvalidations(),
-        sameOutputs: true,
-        note: "per invalidation: a DMA fills the IOTLB (nested walk), then TLBI_NH_VA + CMD_SYNC through the trapped CMDQ to the host; every removal checked",
-        sabotage: () => {
-          b.driver.flush = () => ok();
-        },
-        dispose: () => b.bed.dispose(),
-      };
-    },
-  };
+    note: "per invalidation: a DMA fills the IOTLB (nested walk), then TLBI_NH_VA + CMD_SYNC through the trapped CMDQ to the host; every removal checked",
+    iova: IOVA,
+    gpa: DATA_GPA,
+    pages: FLUSH_PAGES,
+    removal: "invalidation",
+    system: () => nestedBench(plugin()),
+    baseline: plainInvalidations,
+  });
 }

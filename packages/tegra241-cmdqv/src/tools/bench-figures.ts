@@ -1,5 +1,5 @@
 import { Perm, unwrap, type FigureSpec, type Prepared, type VendorPlugin, type Workload } from "@viommu/core";
-import { BENCH_GPA, BENCH_IOVA, fillAndInvalidate, FLUSH_PAGES, invalidationsRemoved, nestedBench, Smmuv3GuestDriver, type NestedBench } from "@viommu/smmuv3";
+import { BENCH_GPA, BENCH_IOVA, dmaFillInvalidations, FLUSH_PAGES, nestedBench, Smmuv3GuestDriver, type NestedBench } from "@viommu/smmuv3";
 import { Tegra241GuestDriver } from "../guest/tegra241-driver.js";
 
 /**
@@ -26,15 +26,15 @@ function spin(ns: number): void {
  */
 function path(b: NestedBench, charged: boolean): Workload {
   const vm = b.bed.vms[0]!.vm;
-  const cursor = { at: 0 };
+  const invalidations = dmaFillInvalidations(b);
   return {
     run(n: number): number {
       const before = vm.exitNanoseconds;
-      const sum = fillAndInvalidate(b, cursor, n);
+      const sum = invalidations.run(n);
       if (charged) spin(vm.exitNanoseconds - before);
       return sum;
     },
-    verify: invalidationsRemoved(b),
+    verify: invalidations.verify,
   };
 }
 
