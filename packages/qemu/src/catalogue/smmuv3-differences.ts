@@ -187,6 +187,8 @@ function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
     if (isConsRead(op)) cons = op.expect;
     return before;
   });
+  /** The consumer's position: index and wrap, without the error field. */
+  const position = (v: bigint | undefined): bigint | undefined => (v === undefined ? undefined : v & ~CONS_ERR);
   // Reads after the divergence count too: their expectations are the model's answers.
   const consAt = (j: number): bigint | undefined => {
     for (let k = j - 1; k >= 0 && !movesCons(ops[k]!); k--) {
@@ -210,7 +212,6 @@ function blockedWithoutInvalidation(c: DivergenceContext): DmaOp[] {
       const op = ops[j]!;
       // A CONS read since the earlier use that shows another position: commands were consumed. (The error field
       // may have been clear then: the queue stood empty at the entry the guest's next command stopped it at.)
-      const position = (v: bigint | undefined): bigint | undefined => (v === undefined ? undefined : v & ~CONS_ERR);
       if (isConsRead(op) && position(op.expect) !== position(stuck)) break;
       if (op.op !== "dma" || op.rid !== blocked.rid || op.expect?.ok !== true) continue;
       const used = Math.floor(op.iova / 4096) <= last && first <= Math.floor((op.iova + lenOf(op) - 1) / 4096);
