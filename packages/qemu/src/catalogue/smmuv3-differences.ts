@@ -262,6 +262,15 @@ function l2PtrBitsBelowArray(c: DivergenceContext, sid: number): number | undefi
   return low & (2 ** (6 + span - 1) - 1) & ~0x1f;
 }
 
+/** Whether the last DMA before the divergence came from a requester `pick` selects. */
+function lastDmaOf(c: DivergenceContext, pick: (rid: number) => boolean): boolean {
+  for (let i = c.index - 1; i >= 0; i--) {
+    const op = c.trace.ops[i]!;
+    if (op.op === "dma") return pick(op.rid);
+  }
+  return false;
+}
+
 /**
  * Whether QEMU reads `sid`'s STE elsewhere than the model (L2Ptr bits below the array's size set), both STEs lie in
  * the trace's RAM (else the fetch itself differs: smmuv3-fetch-in-qemu-ram-floor) and the guest left different
@@ -668,7 +677,7 @@ export const smmuv3Differences: readonly QemuDifference[] = [
     id: "smmuv3-l2ptr-low-bits-used",
     vendor: "smmuv3",
     classification: "target-deviates",
-    summary: "A level-1 stream table descriptor whose L2Ptr has bits set below the level-2 array's size (bit 5, RES0, or bits [5 + (Span - 1):6]): QEMU 7.2 adds them to the STE address (it clears bits [4:0] only); the model treats them as 0, so the array is aligned to its size. Seen where the STE fetch then aborts (F_STE_FETCH names another FetchAddr), or where the two STEs read say different things (the model's C_BAD_CD against QEMU's C_BAD_STE, repeated per access; the model's C_BAD_STE against nothing, QEMU's STE aborting quietly). Found by difftest (seed 4000, cases 3495: bit 5, 6136, 7107).",
+    summary: "A level-1 stream table descriptor whose L2Ptr has bits set below the level-2 array's size (bit 5, RES0, or bits [5 + (Span - 1):6]): QEMU 7.2 adds them to the STE address (it clears bits [4:0] only); the model treats them as 0, so the array is aligned to its size. Seen where the STE fetch then aborts (F_STE_FETCH names another FetchAddr), or where the two STEs read say different things (the model's C_BAD_CD against QEMU's C_BAD_STE, repeated per access; the model's C_BAD_STE against nothing, QEMU's STE aborting quietly; a transfer the model's STE lets through and QEMU's refuses, with QEMU's per-access records filling its queue). Found by difftest (seed 4000, cases 3495: bit 5, 6136, 7107).",
     specification: "Arm SMMUv3 (IHI 0070), 5.1 L1STD: L2Ptr is bits [55:6] (bit 5 RES0), and bits L2Ptr[N:0], N = 5 + (Span - 1), are treated as 0 (the level-2 array is aligned to its size); 7.3.4 F_STE_FETCH.",
     qemu: "hw/arm/smmuv3-internal.h l1std_l2ptr(): word 0 masked with ~0x1f; hw/arm/smmuv3.c smmu_find_ste() adds l2_ste_offset * sizeof(STE) to it.",
     matches: (c) => {
@@ -679,12 +688,15 @@ export const smmuv3Differences: readonly QemuDifference[] = [
       }
       // Otherwise the two read different STEs and record what each found: an event-queue slot where one has a record
       // for such a StreamID and the other another record for it, or none (an STE that aborts without one).
-      // And the event queue's producer then stands elsewhere, after a transfer of such a StreamID.
-      if (registerRead(c, "smmuv3") === SMMU_EVTQ_PROD) {
-        return differsOnlyIn(c, 0x000f_ffffn) && c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && readsAnotherSte(c, op.rid));
-      }
+      // After a transfer of such a StreamID: the event queue's producer stands elsewhere, QEMU's per-access records
+      // may have filled its queue (GERROR.EVTQ_ABT_ERR), and what the transfer moved differs outside the queue.
+      const transferred = c.trace.ops.slice(0, c.index).some((op) => op.op === "dma" && readsAnotherSte(c, op.rid));
+      const at = registerRead(c, "smmuv3");
+      if (at === SMMU_EVTQ_PROD) return transferred && differsOnlyIn(c, 0x000f_ffffn);
+      if (at === SMMU_GERROR) return transferred && gerrorBitwise(c, (one) => differsOnlyIn(one, GERROR_EVTQ_ABT) && ((one.actual as bigint) & GERROR_EVTQ_ABT) !== 0n);
       const mem = eventQueueAnswer(c);
-      if (mem === undefined || mem.actual.length < 8 || mem.expected.length < 8) return false;
+      if (mem === undefined) return transferred && memoryAnswers(c) !== undefined && lastDmaOf(c, (rid) => readsAnotherSte(c, rid));
+      if (mem.actual.length < 8 || mem.expected.length < 8) return false;
       const sids = [mem.expected, mem.actual].filter((r) => r.some((b) => b !== 0)).map((r) => dword(r, 1));
       if (sids.length === 0 || sids.some((x) => x !== sids[0])) return false;
       return readsAnotherSte(c, sids[0]!);
