@@ -1,4 +1,4 @@
-import { captureIotlbInsert, DIRTY_TRACKING_ENABLE, dmaFillAndInvalidateFigure, flushWorkload, newWalkResult, NO_PASID, ok, opsPerSecond, Perm, plainFlushBaseline, Testbed, unwrap, type BenchFigure, type FigureSpec, type Prepared, type DmaDevice, type GuestPageAllocator, type TranslationMode, type VendorPlugin, type VirtualMachine } from "@viommu/core";
+import { driverFlushWorkload, DIRTY_TRACKING_ENABLE, dmaFillAndInvalidateFigure, newWalkResult, NO_PASID, ok, opsPerSecond, Perm, plainFlushBaseline, Testbed, unwrap, type BenchFigure, type FigureSpec, type Prepared, type DmaDevice, type GuestPageAllocator, type TranslationMode, type VendorPlugin, type VirtualMachine } from "@viommu/core";
 import { buildInvalidateIommuPages, COMMAND_BYTES } from "../format/command.js";
 import { MmioOffset } from "../format/mmio-register-map.js";
 import type { AmdViGuestDriver } from "../guest/amd-vi-driver.js";
@@ -104,14 +104,8 @@ function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSpec {
     goal: ">= 0.5M invalidations/s (1M commands/s)",
     prepare(): Prepared {
       const s = figureSystem(plugin());
-      unwrap(s.driver.map(s.domain, IOVA, DATA_GPA, (FLUSH_PAGES + 2) * 4096, Perm.ReadWrite));
-      const out = newWalkResult();
-      const resident = IOVA + (FLUSH_PAGES + 1) * 4096;
-      const entry = captureIotlbInsert(s.unit.iotlb, () => s.device.translate(IOVA, false, NO_PASID, out));
-      s.device.translate(resident, false, NO_PASID, out);
-      if (entry === undefined || !out.ok || !s.driver.flush(s.domain, IOVA, 4096).ok) throw new Error("bench setup: the first page did not cache, or its flush failed");
       return {
-        model: flushWorkload({ iotlb: s.unit.iotlb, entry, iova: IOVA, pages: FLUSH_PAGES, residentIova: resident, flush: (at) => s.driver.flush(s.domain, at, 4096).ok }),
+        model: driverFlushWorkload(s, IOVA, DATA_GPA, FLUSH_PAGES),
         baseline: plainFlushBaseline(IOVA, FLUSH_PAGES, 8),
         sameOutputs: true,
         note: "per invalidation: the page cached in the unit's IOTLB (its DMA tag, no walk), then INVALIDATE_IOMMU_PAGES + COMPLETION_WAIT through the trapped command buffer to the host; every removal checked",

@@ -116,6 +116,23 @@ export function plainFlushBaseline(iova: number, pages: number, words: number): 
 }
 
 /** A system a DMA-fill figure runs on: a device behind the unit, the guest's reference driver, one attached domain. */
+/**
+ * The setup every vendor's through-the-driver invalidation figure shares: the first page cached by one DMA (its
+ * entry captured as the unit caches it), a resident page of the same tag beyond the cycled ones, one flush through
+ * the driver that must succeed; then `flushWorkload` over `pages` pages from `iova`. The driver's `flush` is looked
+ * up per call, so a sabotage that replaces it takes effect. Throws when the setup does not hold.
+ */
+export function driverFlushWorkload(s: { readonly unit: { readonly iotlb: Iotlb }; readonly device: DmaDevice; readonly driver: GuestIommuDriver; readonly domain: GuestDomainId }, iova: number, gpa: number, pages: number): Workload {
+  unwrap(s.driver.map(s.domain, iova, gpa, (pages + 2) * 4096, Perm.ReadWrite));
+  const out = newWalkResult();
+  // One page clear of the cycled ones (a lone page's invalidation may be widened to two, as Linux does on SMMUv3-like units).
+  const resident = iova + (pages + 1) * 4096;
+  const entry = captureIotlbInsert(s.unit.iotlb, () => s.device.translate(iova, false, NO_PASID, out));
+  s.device.translate(resident, false, NO_PASID, out);
+  if (entry === undefined || !out.ok || !s.driver.flush(s.domain, iova, 4096).ok) throw new Error("bench setup: the first page did not cache, or its flush failed");
+  return flushWorkload({ iotlb: s.unit.iotlb, entry, iova, pages, residentIova: resident, flush: (at) => s.driver.flush(s.domain, at, 4096).ok });
+}
+
 export interface DmaFillSystem {
   readonly bed: { dispose(): void };
   readonly unit: { readonly iotlb: { readonly misses: number } };

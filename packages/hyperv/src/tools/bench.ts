@@ -1,4 +1,4 @@
-import { captureIotlbInsert, dmaFillAndInvalidateFigure, flushWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin } from "@viommu/core";
+import { driverFlushWorkload, dmaFillAndInvalidateFigure, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin } from "@viommu/core";
 import type { HypervUnit } from "../hw/hyperv-unit.js";
 import type { HypervDevice } from "../vmm/hyperv-device.js";
 
@@ -182,14 +182,8 @@ export function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSp
     goal: ">= 1M invalidations/s (one hypercall rep each)",
     prepare(): Prepared {
       const b = benchSystem(plugin());
-      unwrap(b.driver.map(b.domain, IOVA, DATA_GPA, (FLUSH_PAGES + 2) * 4096, Perm.ReadWrite));
-      const out = newWalkResult();
-      const resident = IOVA + (FLUSH_PAGES + 1) * 4096;
-      const entry = captureIotlbInsert(b.unit.iotlb, () => b.device.translate(IOVA, false, NO_PASID, out));
-      b.device.translate(resident, false, NO_PASID, out);
-      if (entry === undefined || !out.ok || !b.driver.flush(b.domain, IOVA, 4096).ok) throw new Error("bench setup: the first page did not cache, or its flush failed");
       return {
-        model: flushWorkload({ iotlb: b.unit.iotlb, entry, iova: IOVA, pages: FLUSH_PAGES, residentIova: resident, flush: (iova) => b.driver.flush(b.domain, iova, 4096).ok }),
+        model: driverFlushWorkload(b, IOVA, DATA_GPA, FLUSH_PAGES),
         baseline: plainFlushes(),
         sameOutputs: true,
         note: "per invalidation: the page cached in the unit's IOTLB (its DMA tag, no walk), then FLUSH_DEVICE_DOMAIN_LIST (one rep) by hypercall; every removal checked",

@@ -1,4 +1,4 @@
-import { captureIotlbInsert, dmaFillAndInvalidateFigure, dmaFillWorkload, flushWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin, type Workload } from "@viommu/core";
+import { driverFlushWorkload, dmaFillAndInvalidateFigure, dmaFillWorkload, newWalkResult, NO_PASID, ok, Perm, Testbed, unwrap, type DmaDevice, type DmaRequest, type FigureSpec, type GuestDomainId, type GuestIommuDriver, type Prepared, type VendorPlugin, type Workload } from "@viommu/core";
 import type { Smmuv3Unit } from "../hw/smmuv3-unit.js";
 import type { Smmuv3Device } from "../vmm/smmuv3-device.js";
 
@@ -234,15 +234,8 @@ export function invalidationsThroughDriver(plugin: () => VendorPlugin): FigureSp
     goal: ">= 0.5M invalidations/s (1M descriptors/s)",
     prepare(): Prepared {
       const b = nestedBench(plugin());
-      unwrap(b.driver.map(b.domain, IOVA, DATA_GPA, (FLUSH_PAGES + 2) * 4096, Perm.ReadWrite));
-      const out = newWalkResult();
-      // One page clear of the cycled ones: a lone page's TLBI without a leaf size is widened to two (as Linux does).
-      const resident = IOVA + (FLUSH_PAGES + 1) * 4096;
-      const entry = captureIotlbInsert(b.unit.iotlb, () => b.device.translate(IOVA, false, NO_PASID, out));
-      b.device.translate(resident, false, NO_PASID, out);
-      if (entry === undefined || !out.ok || !b.driver.flush(b.domain, IOVA, 4096).ok) throw new Error("bench setup: the first page did not cache, or its flush failed");
       return {
-        model: flushWorkload({ iotlb: b.unit.iotlb, entry, iova: IOVA, pages: FLUSH_PAGES, residentIova: resident, flush: (iova) => b.driver.flush(b.domain, iova, 4096).ok }),
+        model: driverFlushWorkload(b, IOVA, DATA_GPA, FLUSH_PAGES),
         baseline: plainInvalidations(),
         sameOutputs: true,
         note: "per invalidation: the page cached in the SMMU's IOTLB (its DMA tag, no walk), then TLBI_NH_VA + CMD_SYNC through the trapped CMDQ to the host; every removal checked",
